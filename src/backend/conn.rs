@@ -1,0 +1,327 @@
+//! One pipelined connection to a Redis node, shared by many clients.
+//!
+//! A single task owns the socket. Requests arrive on a bounded channel; the
+//! task drains everything that is queued into one write buffer (so commands
+//! of many clients leave in one syscall), remembers where each reply goes in
+//! an in-flight queue, and matches reply frames to it in order. It connects
+//! lazily on the first request and reconnects after a failure; requests that
+//! could not be sent are failed at once (never left hanging) and marked
+//! [`ReplyStatus::NotSent`] so the caller may retry them safely.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::{BackendRequest, ReplyStatus, ReplyTo};
+use crate::protocol::reply::{self, Proto};
+use crate::protocol::scan::{reply_kind, FrameScanner, ReplyKind};
+
+/// `*1\r\n$6\r\nASKING\r\n`
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Stop draining the queue into the write buffer beyond this many bytes.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+/// Initial read buffer size; grows for large replies.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Settings shared by all backend connections.
+pub struct ConnOptions {
+    /// Time allowed for TCP connect plus handshake.
+    pub connect_timeout: Duration,
+    /// Backend ACL user name (`AUTH user pass`), if any.
+    pub username: Option<String>,
+    /// Backend password, if any.
+    pub password: Option<String>,
+    /// Requests queued per connection before senders wait.
+    pub queue_depth: usize,
+    /// Called when a connection to a node fails (to trigger a topology refresh).
+    pub on_failure: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for ConnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("queue_depth", &self.queue_depth)
+            .finish()
+    }
+}
+
+/// Handle to one backend connection task; cheap to share.
+#[derive(Debug, Clone)]
+pub struct BackendConn {
+    tx: mpsc::Sender<BackendRequest>,
+}
+
+impl BackendConn {
+    /// Starts the connection task for `addr` (`host:port`); it connects on
+    /// the first request. `readonly` sends `READONLY` (for replicas).
+    pub fn spawn(addr: Arc<str>, opts: Arc<ConnOptions>, proto: Proto, readonly: bool) -> Self {
+        let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
+        tokio::spawn(run(addr, opts, proto, readonly, rx, None));
+        BackendConn { tx }
+    }
+
+    /// Starts a private connection for one blocking command. It closes once
+    /// the handle is dropped and the reply is delivered, or as soon as the
+    /// client that waits for the reply goes away; `permit` (from the
+    /// bounded pool of blocking connections) is held until then.
+    pub fn spawn_dedicated(
+        addr: Arc<str>,
+        opts: Arc<ConnOptions>,
+        proto: Proto,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(addr, opts, proto, false, rx, Some(permit)));
+        BackendConn { tx }
+    }
+
+    /// Queues a request, waiting while the queue is full. If the task is
+    /// gone the request is answered with an error at once.
+    pub async fn send(&self, req: BackendRequest) {
+        let req = match self.tx.try_send(req) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(req)) => match self.tx.send(req).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(req)) => req,
+            },
+            Err(mpsc::error::TrySendError::Closed(req)) => req,
+        };
+        req.reply_to.send(
+            reply::error("ERR slotbridge: backend connection closed"),
+            ReplyStatus::NotSent,
+        );
+    }
+}
+
+async fn run(
+    addr: Arc<str>,
+    opts: Arc<ConnOptions>,
+    proto: Proto,
+    readonly: bool,
+    mut rx: mpsc::Receiver<BackendRequest>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let mut failures: u32 = 0;
+    while let Some(first) = rx.recv().await {
+        let connected =
+            tokio::time::timeout(opts.connect_timeout, connect(&addr, &opts, proto, readonly))
+                .await
+                .unwrap_or_else(|_| Err("connect timed out".to_string()));
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(node = %addr, error = %why, failures, "backend connect failed");
+                }
+                (opts.on_failure)(&addr);
+                let msg = reply::error(&format!("ERR slotbridge: node {addr} unreachable: {why}"));
+                first.reply_to.send(msg.clone(), ReplyStatus::NotSent);
+                while let Ok(req) = rx.try_recv() {
+                    req.reply_to.send(msg.clone(), ReplyStatus::NotSent);
+                }
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(node = %addr, "backend reconnected");
+        }
+        failures = 0;
+        tracing::debug!(node = %addr, ?proto, "backend connected");
+        let mut inflight = VecDeque::new();
+        let result = serve(stream, first, &mut rx, &mut inflight).await;
+        match result {
+            Ok(()) => return,
+            Err(why) => {
+                tracing::warn!(node = %addr, error = %why, inflight = inflight.len(), "backend connection lost");
+                (opts.on_failure)(&addr);
+                let msg = reply::error(&format!(
+                    "ERR slotbridge: connection to node {addr} lost before the reply: {why}"
+                ));
+                for target in inflight.drain(..).flatten() {
+                    target.send(msg.clone(), ReplyStatus::Lost);
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    addr: &str,
+    opts: &ConnOptions,
+    proto: Proto,
+    readonly: bool,
+) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut hello: Vec<Bytes> = Vec::new();
+    match (proto, &opts.password) {
+        (Proto::Resp3, Some(pass)) => {
+            let user = opts.username.as_deref().unwrap_or("default");
+            hello.push(reply::command(["HELLO", "3", "AUTH", user, pass]));
+        }
+        (Proto::Resp3, None) => hello.push(reply::command(["HELLO", "3"])),
+        (Proto::Resp2, Some(pass)) => match &opts.username {
+            Some(user) => hello.push(reply::command(["AUTH", user.as_str(), pass])),
+            None => hello.push(reply::command(["AUTH", pass.as_str()])),
+        },
+        (Proto::Resp2, None) => {}
+    }
+    if readonly {
+        hello.push(reply::command(["READONLY"]));
+    }
+    if hello.is_empty() {
+        return Ok(stream);
+    }
+    for cmd in &hello {
+        stream.write_all(cmd).await.map_err(|e| e.to_string())?;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scanner = FrameScanner::new();
+    for _ in 0..hello.len() {
+        loop {
+            if let Some(n) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+                let frame = buf.split_to(n);
+                if reply_kind(frame[0]) == ReplyKind::Error {
+                    let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+                    return Err(format!("handshake refused: {text}"));
+                }
+                break;
+            }
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed during handshake".into());
+            }
+        }
+    }
+    Ok(stream)
+}
+
+/// Runs one established connection until the request channel closes (Ok)
+/// or the socket fails (Err). `inflight` holds the targets of requests that
+/// were written but not yet answered (`None` for an `ASKING` reply to skip).
+async fn serve(
+    mut stream: TcpStream,
+    first: BackendRequest,
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    inflight: &mut VecDeque<Option<ReplyTo>>,
+) -> Result<(), String> {
+    let (mut rd, mut wr) = stream.split();
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = FrameScanner::new();
+    let mut open = true;
+    enqueue(first, &mut wbuf, inflight);
+    loop {
+        while open && wbuf.len() < MAX_WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(req) => enqueue(req, &mut wbuf, inflight),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if !open && inflight.is_empty() && wbuf.is_empty() {
+            return Ok(());
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                if n.map_err(|e| e.to_string())? == 0 {
+                    return Err("write returned 0".into());
+                }
+            }
+            n = rd.read_buf(&mut rbuf) => {
+                if n.map_err(|e| e.to_string())? == 0 {
+                    return Err("closed by server".into());
+                }
+                dispatch_replies(&mut rbuf, &mut scanner, inflight)?;
+            }
+            req = rx.recv(), if open && wbuf.is_empty() => match req {
+                Some(req) => enqueue(req, &mut wbuf, inflight),
+                None => open = false,
+            },
+            _ = waiting_client_gone(inflight), if !open => {
+                // A private connection whose client disconnected: closing it
+                // ends the blocking command on the server.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Resolves when the client waiting for the oldest in-flight reply is gone.
+async fn waiting_client_gone(inflight: &VecDeque<Option<ReplyTo>>) {
+    match inflight.iter().flatten().next() {
+        Some(target) => target.tx.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn enqueue(req: BackendRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<Option<ReplyTo>>) {
+    if req.asking {
+        wbuf.extend_from_slice(ASKING);
+        inflight.push_back(None);
+    }
+    wbuf.extend_from_slice(&req.payload);
+    inflight.push_back(Some(req.reply_to));
+}
+
+fn dispatch_replies(
+    rbuf: &mut BytesMut,
+    scanner: &mut FrameScanner,
+    inflight: &mut VecDeque<Option<ReplyTo>>,
+) -> Result<(), String> {
+    while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
+        let frame = rbuf.split_to(n).freeze();
+        if reply_kind(frame[0]) == ReplyKind::Push {
+            // Out-of-band RESP3 push on a shared connection: nobody asked for it.
+            tracing::debug!("dropping unexpected push frame from backend");
+            continue;
+        }
+        match inflight.pop_front() {
+            Some(Some(target)) => target.send(frame, ReplyStatus::Answered),
+            Some(None) => {}
+            None => return Err("reply without a request".into()),
+        }
+    }
+    if rbuf.capacity() > 4 * 1024 * 1024 && rbuf.is_empty() {
+        *rbuf = BytesMut::with_capacity(READ_CHUNK);
+    }
+    Ok(())
+}
+
+/// Sends one command on a fresh connection and returns the reply frame (used
+/// for topology discovery, where a shared connection is not wanted).
+pub async fn oneshot(addr: &str, opts: &ConnOptions, cmd: &[u8]) -> Result<Bytes, String> {
+    let work = async {
+        let mut stream = connect(addr, opts, Proto::Resp2, false).await?;
+        stream.write_all(cmd).await.map_err(|e| e.to_string())?;
+        read_frame(&mut stream).await
+    };
+    tokio::time::timeout(opts.connect_timeout * 2, work)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = FrameScanner::new();
+    loop {
+        if let Some(n) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+            return Ok(buf.split_to(n).freeze());
+        }
+        if r.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Connections to Redis nodes: shared, pipelined, multiplexed across clients.
+
+pub mod conn;
+pub mod pool;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use conn::{BackendConn, ConnOptions};
+pub use pool::NodePool;
+
+/// How a backend request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// The server answered; `data` is its reply frame.
+    Answered,
+    /// The request was never written to a server (connect or handshake
+    /// failed): it is safe to retry, even a write.
+    NotSent,
+    /// The request was written but the connection failed before the reply:
+    /// the command may or may not have run.
+    Lost,
+}
+
+/// One reply frame delivered back to a client session.
+#[derive(Debug)]
+pub struct Reply {
+    /// The client request this answers.
+    pub seq: u64,
+    /// Which sub-request of a split or fanned-out command.
+    pub part: u32,
+    /// The raw reply frame, or a proxy-made error frame.
+    pub data: Bytes,
+    /// Whether the server answered.
+    pub status: ReplyStatus,
+}
+
+/// Where the reply to a backend request goes.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    /// The client session's reply channel.
+    pub tx: mpsc::UnboundedSender<Reply>,
+    /// The client request.
+    pub seq: u64,
+    /// The sub-request.
+    pub part: u32,
+}
+
+impl ReplyTo {
+    /// Delivers a reply; a client that went away is ignored.
+    pub fn send(self, data: Bytes, status: ReplyStatus) {
+        let _ = self.tx.send(Reply {
+            seq: self.seq,
+            part: self.part,
+            data,
+            status,
+        });
+    }
+}
+
+/// A command for one backend connection.
+#[derive(Debug)]
+pub struct BackendRequest {
+    /// The encoded command, forwarded as is.
+    pub payload: Bytes,
+    /// Send `ASKING` first (after an `-ASK` redirection).
+    pub asking: bool,
+    /// Where the reply goes.
+    pub reply_to: ReplyTo,
+}

@@ -1,0 +1,311 @@
+//! Commands the proxy answers itself: connection state (`HELLO`, `AUTH`,
+//! `SELECT`, `CLIENT ...`), `PING`, `ECHO`, `QUIT`, `RESET`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::keys::Args;
+use crate::command::route::{CommandView, Local};
+use crate::info::ProxyFacts;
+use crate::protocol::reply::{self, put_array, put_bulk, put_int, put_map, put_null, Proto};
+use crate::protocol::request::parse_i64;
+use crate::server::Context;
+
+/// Per-connection state that local commands read and change.
+#[derive(Debug)]
+pub struct ClientState {
+    /// Client id (as in `CLIENT ID`).
+    pub id: u64,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Protocol chosen with `HELLO`.
+    pub proto: Proto,
+    /// Whether `AUTH` succeeded (or no password is configured).
+    pub authed: bool,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-NAME` / `LIB-VER`.
+    pub lib: (Option<Bytes>, Option<Bytes>),
+}
+
+impl ClientState {
+    /// A fresh connection.
+    pub fn new(id: u64, peer: SocketAddr, authed: bool) -> Self {
+        ClientState {
+            id,
+            peer,
+            proto: Proto::Resp2,
+            authed,
+            name: None,
+            lib: (None, None),
+        }
+    }
+}
+
+/// What a local command produced.
+#[derive(Debug)]
+pub enum LocalOutcome {
+    /// A reply.
+    Reply(Bytes),
+    /// A reply, after which the connection is closed.
+    Close(Bytes),
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Commands a client may send before authenticating (as in Redis).
+pub fn allowed_before_auth(cmd: &CommandView<'_>) -> bool {
+    let name = cmd.get(0);
+    name.eq_ignore_ascii_case(b"auth")
+        || name.eq_ignore_ascii_case(b"hello")
+        || name.eq_ignore_ascii_case(b"quit")
+}
+
+/// Runs a local command.
+pub fn execute(
+    cmd: Local,
+    view: &CommandView<'_>,
+    client: &mut ClientState,
+    ctx: &Context,
+) -> LocalOutcome {
+    let reply = match cmd {
+        Local::Ping => match view.len() {
+            1 => Bytes::from_static(reply::PONG),
+            _ => reply::bulk(view.get(1)),
+        },
+        Local::Echo => reply::bulk(view.get(1)),
+        Local::Select => select(view.get(1)),
+        Local::Quit => return LocalOutcome::Close(Bytes::from_static(reply::OK)),
+        Local::Hello => hello(view, client, ctx),
+        Local::Auth => {
+            let (user, pass) = if view.len() == 3 {
+                (view.get(1), view.get(2))
+            } else {
+                (&b"default"[..], view.get(1))
+            };
+            auth(user, pass, client, ctx)
+        }
+        Local::Reset => {
+            client.proto = Proto::Resp2;
+            client.name = None;
+            client.authed = ctx.config.auth.password.is_none();
+            Bytes::from_static(b"+RESET\r\n")
+        }
+        Local::Client => client_cmd(view, client),
+    };
+    LocalOutcome::Reply(reply)
+}
+
+fn select(db: &[u8]) -> Bytes {
+    match parse_i64(db) {
+        Some(0) => Bytes::from_static(reply::OK),
+        Some(_) => reply::error(
+            "ERR slotbridge: only database 0 exists on a Redis Cluster; SELECT another database is not possible (use key prefixes instead of databases)",
+        ),
+        None => reply::error("ERR value is not an integer or out of range"),
+    }
+}
+
+fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> Bytes {
+    let Some(expected) = &ctx.config.auth.password else {
+        return reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    };
+    if user == b"default" && constant_time_eq(pass, expected.as_bytes()) {
+        client.authed = true;
+        Bytes::from_static(reply::OK)
+    } else {
+        reply::error(WRONGPASS)
+    }
+}
+
+/// Compares without leaking where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= (x ^ y) as usize;
+    }
+    diff == 0
+}
+
+fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Bytes {
+    let mut proto = client.proto;
+    let mut i = 1;
+    if view.len() > 1 {
+        match parse_i64(view.get(1)) {
+            Some(2) => proto = Proto::Resp2,
+            Some(3) => proto = Proto::Resp3,
+            Some(_) => return Bytes::from_static(b"-NOPROTO unsupported protocol version\r\n"),
+            None => return reply::error("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut setname = None;
+    while i < view.len() {
+        let opt = view.get(i);
+        let more = view.len() - i - 1;
+        if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            let user = view.get(i + 1);
+            let pass = view.get(i + 2);
+            let r = auth(user, pass, client, ctx);
+            if r[0] == b'-' {
+                return r;
+            }
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            setname = Some(Bytes::copy_from_slice(view.get(i + 1)));
+            i += 2;
+        } else {
+            return reply::error(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            ));
+        }
+    }
+    if !client.authed {
+        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(name) = setname {
+        if name.iter().any(|&b| b <= b' ' || b > b'~') {
+            return reply::error(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+        }
+        client.name = Some(name);
+    }
+    client.proto = proto;
+    let mut out = BytesMut::with_capacity(160);
+    put_map(&mut out, proto, 7);
+    put_bulk(&mut out, b"server");
+    put_bulk(&mut out, b"redis");
+    put_bulk(&mut out, b"version");
+    put_bulk(&mut out, ctx.redis_version().as_bytes());
+    put_bulk(&mut out, b"proto");
+    put_int(&mut out, if proto == Proto::Resp3 { 3 } else { 2 });
+    put_bulk(&mut out, b"id");
+    put_int(&mut out, client.id as i64);
+    put_bulk(&mut out, b"mode");
+    put_bulk(&mut out, b"standalone");
+    put_bulk(&mut out, b"role");
+    put_bulk(&mut out, b"master");
+    put_bulk(&mut out, b"modules");
+    put_array(&mut out, 0);
+    out.freeze()
+}
+
+fn client_cmd(view: &CommandView<'_>, client: &mut ClientState) -> Bytes {
+    let sub = view.get(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"setname" if view.len() == 3 => {
+            let name = view.get(2);
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                return reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            client.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+            Bytes::from_static(reply::OK)
+        }
+        b"getname" => match &client.name {
+            Some(n) => reply::bulk(n),
+            None => {
+                let mut out = BytesMut::new();
+                put_null(&mut out, client.proto);
+                out.freeze()
+            }
+        },
+        b"id" => reply::int(client.id as i64),
+        b"setinfo" if view.len() == 4 => {
+            let attr = view.get(2).to_ascii_lowercase();
+            let value = Some(Bytes::copy_from_slice(view.get(3)));
+            match attr.as_slice() {
+                b"lib-name" => client.lib.0 = value,
+                b"lib-ver" => client.lib.1 = value,
+                _ => {
+                    return reply::error(&format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(view.get(2))
+                    ))
+                }
+            }
+            Bytes::from_static(reply::OK)
+        }
+        b"info" | b"list" => {
+            let line = client_line(client);
+            let mut out = BytesMut::new();
+            put_bulk(&mut out, line.as_bytes());
+            out.freeze()
+        }
+        b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
+        _ => reply::error(&format!(
+            "ERR unsupported command 'client|{}' by slotbridge",
+            String::from_utf8_lossy(&sub)
+        )),
+    }
+}
+
+fn client_line(c: &ClientState) -> String {
+    let name = c
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    let lib = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "id={} addr={} laddr= fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        c.id,
+        c.peer,
+        name,
+        if c.proto == Proto::Resp3 { 3 } else { 2 },
+        lib(&c.lib.0),
+        lib(&c.lib.1),
+    )
+}
+
+/// The proxy's own facts for INFO.
+pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
+    ProxyFacts {
+        pid: std::process::id(),
+        port: ctx.port,
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        connected_clients: ctx.stats.connected_clients.load(Ordering::Relaxed),
+        total_connections: ctx.stats.total_connections.load(Ordering::Relaxed),
+        total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
+        masters: ctx.topology.load().shards().len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+        // Lengths that differ by a multiple of 256 must still differ.
+        assert!(!constant_time_eq(&[0u8; 256], b""));
+    }
+
+    #[test]
+    fn select_replies() {
+        assert_eq!(&select(b"0")[..], b"+OK\r\n");
+        assert!(select(b"1").starts_with(b"-ERR slotbridge: only database 0"));
+        assert_eq!(
+            &select(b"x")[..],
+            b"-ERR value is not an integer or out of range\r\n"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! What a command is and where its keys are.
+
+pub mod keys;
+pub mod route;
+pub mod spec;
+pub mod table_gen;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use keys::Args;
+use spec::{flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
+
+static LEARNED: OnceLock<HashMap<Vec<u8>, &'static CommandSpec>> = OnceLock::new();
+
+/// Finds the spec of a command: the built-in Redis 7 table first, then
+/// commands learned from the backend's `COMMAND` reply (modules).
+pub fn find<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec> {
+    if let Some(spec) = keys::lookup_command(args) {
+        return Some(spec);
+    }
+    let learned = LEARNED.get()?;
+    let name = args.get(0).to_ascii_lowercase();
+    learned.get(&name).copied()
+}
+
+/// A command reported by a backend's `COMMAND` that the built-in table lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedCommand {
+    /// Lower-case name.
+    pub name: String,
+    /// Redis arity.
+    pub arity: i16,
+    /// Position of the first key (0: no keys).
+    pub first: i16,
+    /// Position of the last key (negative: from the end).
+    pub last: i16,
+    /// Step between keys.
+    pub step: i16,
+    /// Whether the command is read-only.
+    pub readonly: bool,
+}
+
+/// Registers learned commands (once, at start-up); later calls are ignored.
+/// Returns how many were new.
+pub fn learn(commands: Vec<LearnedCommand>) -> usize {
+    let mut map = HashMap::new();
+    for c in commands {
+        if keys::lookup(c.name.as_bytes()).is_some() {
+            continue;
+        }
+        let key_specs: &'static [KeySpec] = if c.first > 0 && c.step > 0 {
+            let last_key = if c.last < 0 { c.last } else { c.last - c.first };
+            Box::leak(Box::new([KeySpec {
+                begin: BeginSearch::Index(c.first as u16),
+                find: FindKeys::Range {
+                    last_key,
+                    key_step: c.step as u16,
+                    limit: 0,
+                },
+                flags: 0,
+            }]))
+        } else {
+            &[]
+        };
+        let name: &'static str = Box::leak(c.name.clone().into_boxed_str());
+        let spec: &'static CommandSpec = Box::leak(Box::new(CommandSpec {
+            name,
+            arity: c.arity,
+            flags: if c.readonly {
+                flags::READONLY
+            } else {
+                flags::WRITE
+            },
+            key_specs,
+        }));
+        map.insert(c.name.into_bytes(), spec);
+    }
+    let n = map.len();
+    if LEARNED.set(map).is_err() {
+        return 0;
+    }
+    n
+}
+
+/// Parses a RESP2 `COMMAND` reply into the fields routing needs.
+pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
+    use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+    let Ok(Some((OwnedFrame::Array(entries), _))) = decode(frame) else {
+        return Vec::new();
+    };
+    let int = |f: Option<&OwnedFrame>| match f {
+        Some(OwnedFrame::Integer(n)) => i16::try_from(*n).ok(),
+        _ => None,
+    };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let OwnedFrame::Array(fields) = e else {
+                return None;
+            };
+            let name = match fields.first()? {
+                OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => String::from_utf8_lossy(b).to_lowercase(),
+                _ => return None,
+            };
+            let readonly = matches!(fields.get(2), Some(OwnedFrame::Array(flags))
+                if flags.iter().any(|f| matches!(f, OwnedFrame::SimpleString(s) | OwnedFrame::BulkString(s) if s == b"readonly")));
+            Some(LearnedCommand {
+                name,
+                arity: int(fields.get(1))?,
+                first: int(fields.get(3))?,
+                last: int(fields.get(4))?,
+                step: int(fields.get(5))?,
+                readonly,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_command_reply_entries() {
+        let reply = b"*1\r\n*6\r\n$8\r\nmymod.do\r\n:-2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n";
+        let got = parse_command_reply(reply);
+        assert_eq!(
+            got,
+            vec![LearnedCommand {
+                name: "mymod.do".into(),
+                arity: -2,
+                first: 1,
+                last: 1,
+                step: 1,
+                readonly: true
+            }]
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Pure routing: from a parsed command to where it must go.
+//!
+//! Routing takes values and returns values (no sockets, no topology), so it
+//! is unit-tested directly. The session then carries the decision out.
+
+use bytes::Bytes;
+
+use super::keys::{self, Args};
+use super::spec::{flags, CommandSpec};
+use crate::cluster::slot::slot;
+use crate::protocol::reply;
+
+/// A complete client command: its raw RESP bytes and argument ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandView<'a> {
+    /// The command exactly as the client sent it (RESP array).
+    pub raw: &'a [u8],
+    /// Byte ranges of the arguments inside `raw`; index 0 is the name.
+    pub args: &'a [(usize, usize)],
+}
+
+impl Args for CommandView<'_> {
+    fn len(&self) -> usize {
+        self.args.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        match self.args.get(i) {
+            Some(&(s, e)) => self.raw.get(s..e).unwrap_or_default(),
+            None => &[],
+        }
+    }
+}
+
+/// How a multi-key command is split and merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// `MGET`: values merged back in the caller's key order.
+    Mget,
+    /// `MSET`: key/value pairs; `+OK` when every part is OK.
+    Mset,
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: integer replies summed.
+    Sum,
+}
+
+/// How the replies of a command sent to every master are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// Integers summed (`DBSIZE`).
+    Sum,
+    /// `+OK` when all are OK (`FLUSHALL`, `SCRIPT FLUSH`, `CONFIG SET`).
+    AllOk,
+    /// Arrays concatenated (`KEYS`).
+    Concat,
+    /// The first reply, once all succeeded (`SCRIPT LOAD`).
+    First,
+    /// Arrays of 0/1 combined with AND (`SCRIPT EXISTS`).
+    AllTrue,
+    /// `INFO`, rebuilt to look like one server.
+    Info,
+}
+
+/// Commands the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// `PING [message]`
+    Ping,
+    /// `ECHO message`
+    Echo,
+    /// `SELECT db`
+    Select,
+    /// `QUIT`
+    Quit,
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
+    Hello,
+    /// `AUTH [user] pass`
+    Auth,
+    /// `RESET`
+    Reset,
+    /// `CLIENT ...`
+    Client,
+}
+
+/// Where a command goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// To the master of this slot.
+    Slot(u16),
+    /// A blocking command for this slot: needs its own backend connection.
+    Blocking(u16),
+    /// Keys in several slots of a splittable command (keys in the scratch).
+    Split(SplitKind),
+    /// To every master, replies combined.
+    Fanout(Fanout),
+    /// To any one master.
+    AnyMaster,
+    /// Answered by the proxy.
+    Local(Local),
+    /// Answered at once with this reply (errors).
+    Reply(Bytes),
+}
+
+/// Reusable buffers for routing (one per session, so routing allocates nothing).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Argument indices of the keys of the last routed command.
+    pub keys: Vec<usize>,
+}
+
+/// Decides where `cmd` goes. `scratch.keys` receives the key positions.
+pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
+    scratch.keys.clear();
+    let Some(spec) = super::find(cmd) else {
+        return Route::Reply(unknown_command(cmd));
+    };
+    if !keys::arity_ok(spec, cmd.len()) {
+        return Route::Reply(reply::error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    if spec.key_specs.is_empty() {
+        return keyless(spec, cmd);
+    }
+    if let Err(e) = keys::key_indices(spec, cmd, false, &mut scratch.keys) {
+        return Route::Reply(reply::error(&e.to_string()));
+    }
+    let Some((&first, rest)) = scratch.keys.split_first() else {
+        return keyless(spec, cmd);
+    };
+    let first_slot = slot(cmd.get(first));
+    let mut other = None;
+    for &k in rest {
+        let s = slot(cmd.get(k));
+        if s != first_slot {
+            other = Some(s);
+            break;
+        }
+    }
+    if let Some(other) = other {
+        return match spec.name {
+            "mget" => Route::Split(SplitKind::Mget),
+            "mset" => Route::Split(SplitKind::Mset),
+            "del" | "unlink" | "exists" | "touch" => Route::Split(SplitKind::Sum),
+            _ => Route::Reply(cross_slot(spec.name, first_slot, other)),
+        };
+    }
+    if is_blocking(spec, cmd) {
+        return Route::Blocking(first_slot);
+    }
+    match spec.name {
+        "watch" => unsupported(spec.name),
+        "ssubscribe" | "sunsubscribe" => unsupported(spec.name),
+        _ => Route::Slot(first_slot),
+    }
+}
+
+fn is_blocking(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
+    if spec.flags & flags::BLOCKING == 0 {
+        return false;
+    }
+    match spec.name {
+        // Only blocking with a BLOCK option.
+        "xread" | "xreadgroup" => (1..cmd.len()).any(|i| cmd.get(i).eq_ignore_ascii_case(b"block")),
+        _ => true,
+    }
+}
+
+fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
+    let name = spec.name;
+    match name {
+        "ping" => Route::Local(Local::Ping),
+        "echo" => Route::Local(Local::Echo),
+        "select" => Route::Local(Local::Select),
+        "quit" => Route::Local(Local::Quit),
+        "hello" => Route::Local(Local::Hello),
+        "auth" => Route::Local(Local::Auth),
+        "reset" => Route::Local(Local::Reset),
+        n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
+        "info" => Route::Fanout(Fanout::Info),
+        "dbsize" => Route::Fanout(Fanout::Sum),
+        "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat" => {
+            Route::Fanout(Fanout::AllOk)
+        }
+        "keys" => Route::Fanout(Fanout::Concat),
+        "script|load" => Route::Fanout(Fanout::First),
+        "script|exists" => Route::Fanout(Fanout::AllTrue),
+        "time" | "lastsave" | "publish" | "config|get" | "lolwut" | "script|help"
+        | "config|help" => Route::AnyMaster,
+        n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
+        // Scripts and functions without keys run on any master.
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
+        "readonly" | "readwrite" | "asking" => Route::Reply(reply::error(
+            "ERR This instance has cluster support disabled",
+        )),
+        n if n == "cluster" || n.starts_with("cluster|") => Route::Reply(reply::error(
+            "ERR This instance has cluster support disabled",
+        )),
+        _ if !spec.key_specs.is_empty() => {
+            // A keyed command whose arguments name no key: the server
+            // produces the exact syntax error.
+            let _ = cmd;
+            Route::AnyMaster
+        }
+        _ => unsupported(name),
+    }
+}
+
+fn unsupported(name: &str) -> Route {
+    Route::Reply(reply::error(&format!(
+        "ERR unsupported command '{name}' by slotbridge"
+    )))
+}
+
+/// `-CROSSSLOT` naming the command and two of its slots, with the fix.
+pub fn cross_slot(name: &str, a: u16, b: u16) -> Bytes {
+    reply::error(&format!(
+        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {a} and {b}); \
+         use a {{hash tag}} so that all keys of one command map to the same slot"
+    ))
+}
+
+/// Redis's exact reply to an unknown command.
+pub fn unknown_command(cmd: &CommandView<'_>) -> Bytes {
+    let name = String::from_utf8_lossy(cmd.get(0));
+    let name: String = name.chars().take(128).collect();
+    let mut args = String::new();
+    let mut i = 1;
+    while i < cmd.len() && args.len() < 128 {
+        let a = String::from_utf8_lossy(cmd.get(i));
+        let room = 128 - args.len();
+        let a: String = a.chars().take(room).collect();
+        args.push('\'');
+        args.push_str(&a);
+        args.push_str("' ");
+        i += 1;
+    }
+    reply::error(&format!(
+        "ERR unknown command '{name}', with args beginning with: {args}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_of(parts: &[&str]) -> (Route, Vec<usize>) {
+        let mut raw = Vec::new();
+        let mut args = Vec::new();
+        for p in parts {
+            let s = raw.len();
+            raw.extend_from_slice(p.as_bytes());
+            args.push((s, raw.len()));
+        }
+        let view = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        let mut scratch = Scratch::default();
+        let r = route(&view, &mut scratch);
+        (r, scratch.keys)
+    }
+
+    fn err(r: Route) -> String {
+        match r {
+            Route::Reply(b) => String::from_utf8(b.to_vec()).unwrap(),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn single_key_commands() {
+        assert_eq!(route_of(&["GET", "foo"]).0, Route::Slot(12182));
+        assert_eq!(route_of(&["set", "foo", "1"]).0, Route::Slot(12182));
+        assert_eq!(
+            route_of(&["RENAME", "{u}a", "{u}b"]).0,
+            Route::Slot(slot(b"u"))
+        );
+    }
+
+    #[test]
+    fn multi_key_split() {
+        let (r, keys) = route_of(&["MGET", "a", "b", "c"]);
+        assert_eq!(r, Route::Split(SplitKind::Mget));
+        assert_eq!(keys, vec![1, 2, 3]);
+        let (r, keys) = route_of(&["MSET", "a", "1", "b", "2"]);
+        assert_eq!(r, Route::Split(SplitKind::Mset));
+        assert_eq!(keys, vec![1, 3]);
+        assert_eq!(route_of(&["DEL", "a", "b"]).0, Route::Split(SplitKind::Sum));
+        assert_eq!(
+            route_of(&["exists", "a", "b"]).0,
+            Route::Split(SplitKind::Sum)
+        );
+        // Same slot: no split.
+        assert_eq!(
+            route_of(&["MGET", "{x}a", "{x}b"]).0,
+            Route::Slot(slot(b"x"))
+        );
+    }
+
+    #[test]
+    fn cross_slot_errors() {
+        let e = err(route_of(&["RENAME", "a", "b"]).0);
+        assert_eq!(
+            e,
+            format!(
+                "-CROSSSLOT Keys in request don't hash to the same slot (command 'rename', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
+                slot(b"a"),
+                slot(b"b")
+            )
+        );
+        assert!(err(route_of(&["MSETNX", "a", "1", "b", "2"]).0).starts_with("-CROSSSLOT "));
+    }
+
+    #[test]
+    fn arity_and_unknown() {
+        assert_eq!(
+            err(route_of(&["GET"]).0),
+            "-ERR wrong number of arguments for 'get' command\r\n"
+        );
+        assert_eq!(
+            err(route_of(&["FOO", "a", "b"]).0),
+            "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"
+        );
+        assert_eq!(
+            err(route_of(&["EVAL", "return 1", "5", "a"]).0),
+            "-ERR Number of keys can't be greater than number of args\r\n"
+        );
+    }
+
+    #[test]
+    fn keyless_and_special() {
+        assert_eq!(route_of(&["PING"]).0, Route::Local(Local::Ping));
+        assert_eq!(route_of(&["dbsize"]).0, Route::Fanout(Fanout::Sum));
+        assert_eq!(route_of(&["EVAL", "return 1", "0"]).0, Route::AnyMaster);
+        assert_eq!(
+            route_of(&["BLPOP", "q", "0"]).0,
+            Route::Blocking(slot(b"q"))
+        );
+        assert_eq!(
+            route_of(&["XREAD", "STREAMS", "s", "0"]).0,
+            Route::Slot(slot(b"s"))
+        );
+        assert_eq!(
+            route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]).0,
+            Route::Blocking(slot(b"s"))
+        );
+        assert_eq!(
+            err(route_of(&["MULTI"]).0),
+            "-ERR unsupported command 'multi' by slotbridge\r\n"
+        );
+        assert_eq!(
+            err(route_of(&["CLUSTER", "INFO"]).0),
+            "-ERR This instance has cluster support disabled\r\n"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Typed configuration: what users write (TOML, `deny_unknown_fields`), its
+//! defaults, and validation with errors that name the field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default client listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6380";
+/// Largest bulk string a client may send: Redis's own `proto-max-bulk-len`.
+pub const DEFAULT_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Most arguments in one command (Redis accepts up to 1024*1024*1024; a
+/// million is far beyond what any real client sends and bounds the
+/// per-command index memory).
+pub const DEFAULT_MAX_ARGS: usize = 1024 * 1024;
+/// Commands one client may have in flight before the proxy stops reading
+/// from it (back-pressure, not an error).
+pub const DEFAULT_MAX_PIPELINE: usize = 4096;
+/// MOVED/ASK redirections followed for one command before giving up.
+pub const DEFAULT_MAX_REDIRECTS: u8 = 5;
+/// Backend connect + handshake timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+/// Shared connections per node and client protocol; one keeps batching
+/// tight (more commands per syscall).
+pub const DEFAULT_CONNECTIONS_PER_NODE: usize = 1;
+/// Requests queued per backend connection before senders wait.
+pub const DEFAULT_QUEUE_DEPTH: usize = 16 * 1024;
+/// Periodic topology refresh.
+pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 5000;
+/// Minimum gap between two refreshes (a MOVED storm causes one refresh).
+pub const DEFAULT_MIN_REFRESH_INTERVAL_MS: u64 = 100;
+/// How long a command waits for a slot with no known owner to be healed.
+pub const DEFAULT_SLOT_WAIT_MS: u64 = 2000;
+
+/// The configuration file, as written by users.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client-facing `host:port`.
+    pub listen: String,
+    /// Cluster seed nodes, `host:port` (host names allowed).
+    pub seeds: Vec<String>,
+    /// Admin HTTP endpoint (metrics/health); off when absent.
+    pub admin: Option<String>,
+    /// Log filter (`info`, `slotbridge=debug`, ...); `RUST_LOG` wins.
+    pub log_level: String,
+    /// Backend connection settings.
+    pub backend: BackendConfig,
+    /// Client-side limits.
+    pub limits: LimitsConfig,
+    /// Topology refresh settings.
+    pub topology: TopologyConfig,
+    /// Client authentication (the proxy's own password).
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.into(),
+            seeds: Vec::new(),
+            admin: None,
+            log_level: "info".into(),
+            backend: BackendConfig::default(),
+            limits: LimitsConfig::default(),
+            topology: TopologyConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// `[backend]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Redis ACL user for backend connections.
+    pub username: Option<String>,
+    /// Password for backend connections (or env `SLOTBRIDGE_BACKEND_PASSWORD`).
+    pub password: Option<String>,
+    /// Connect + handshake timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Shared connections per node and protocol.
+    pub connections_per_node: usize,
+    /// Requests queued per backend connection.
+    pub queue_depth: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            username: None,
+            password: None,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            connections_per_node: DEFAULT_CONNECTIONS_PER_NODE,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest bulk string accepted from a client.
+    pub max_bulk_len: usize,
+    /// Most arguments in one command.
+    pub max_args: usize,
+    /// Commands in flight per client before reading pauses.
+    pub max_pipeline: usize,
+    /// Redirections followed per command.
+    pub max_redirects: u8,
+    /// Most keys in one sub-command of a split command (0: no limit); set
+    /// it below a managed service's argument limit (ElastiCache Serverless
+    /// refuses more than 3,999 arguments).
+    pub max_keys_per_subcommand: usize,
+    /// How long a command waits for an unknown slot owner, in milliseconds.
+    pub slot_wait_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_bulk_len: DEFAULT_MAX_BULK_LEN,
+            max_args: DEFAULT_MAX_ARGS,
+            max_pipeline: DEFAULT_MAX_PIPELINE,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            max_keys_per_subcommand: 0,
+            slot_wait_ms: DEFAULT_SLOT_WAIT_MS,
+        }
+    }
+}
+
+/// `[topology]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// Periodic refresh interval in milliseconds.
+    pub refresh_interval_ms: u64,
+    /// Minimum gap between refreshes in milliseconds.
+    pub min_refresh_interval_ms: u64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            refresh_interval_ms: DEFAULT_REFRESH_INTERVAL_MS,
+            min_refresh_interval_ms: DEFAULT_MIN_REFRESH_INTERVAL_MS,
+        }
+    }
+}
+
+/// `[auth]`: what clients must send with `AUTH`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Password of the `default` user; no password means no AUTH needed.
+    pub password: Option<String>,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error (the message names the field).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, one line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {field}: {message}")]
+    Invalid {
+        /// Dotted field name.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line naming the field.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |field: &'static str, message: String| Err(ConfigError::Invalid { field, message });
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "listen",
+                format!("'{}' is not an IP:port address", self.listen),
+            );
+        }
+        if self.seeds.is_empty() {
+            return invalid(
+                "seeds",
+                "at least one seed node (host:port) is required".into(),
+            );
+        }
+        for s in &self.seeds {
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return invalid("seeds", format!("'{s}' is not host:port"));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            if admin.parse::<SocketAddr>().is_err() {
+                return invalid("admin", format!("'{admin}' is not an IP:port address"));
+            }
+        }
+        if self.backend.connections_per_node == 0 || self.backend.connections_per_node > 64 {
+            return invalid(
+                "backend.connections_per_node",
+                "must be between 1 and 64".into(),
+            );
+        }
+        if self.backend.queue_depth == 0 {
+            return invalid("backend.queue_depth", "must be at least 1".into());
+        }
+        if self.backend.connect_timeout_ms == 0 {
+            return invalid("backend.connect_timeout_ms", "must be at least 1".into());
+        }
+        if self.limits.max_pipeline == 0 {
+            return invalid("limits.max_pipeline", "must be at least 1".into());
+        }
+        if self.limits.max_args < 2 {
+            return invalid("limits.max_args", "must be at least 2".into());
+        }
+        if self.limits.max_bulk_len == 0 {
+            return invalid("limits.max_bulk_len", "must be at least 1".into());
+        }
+        if self.topology.refresh_interval_ms == 0 {
+            return invalid("topology.refresh_interval_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Backend connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_toml("seeds = [\"h:1\"]\n[limits]\nmax_pipeline = 10\n").unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.limits.max_pipeline, 10);
+        assert_eq!(c.limits.max_bulk_len, DEFAULT_MAX_BULK_LEN);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_named() {
+        let e = Config::from_toml("seeds = [\"h:1\"]\n[limits]\nmax_pipline = 10\n").unwrap_err();
+        assert!(e.contains("max_pipline") && e.starts_with("line 3"), "{e}");
+        let e = Config::from_toml("listen = 5\n").unwrap_err();
+        assert!(e.contains("line 1") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = Config {
+            seeds: vec!["h:1".into()],
+            ..Default::default()
+        };
+        c.listen = "nope".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid config: listen:"));
+        c.listen = DEFAULT_LISTEN.into();
+        c.seeds = vec!["nohost".into()];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid config: seeds:"));
+        c.seeds = vec![];
+        assert!(c.validate().unwrap_err().to_string().contains("seeds"));
+    }
+}

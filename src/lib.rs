@@ -1,0 +1,17 @@
+//! slotbridge: a Redis Cluster proxy that lets single-node clients use a
+//! cluster. The request path, top to bottom: [`server`] accepts,
+//! [`client::session`] reads and orders, [`command::route`] decides,
+//! [`split`] splits, [`backend`] sends, [`merge`] merges, the session writes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod client;
+pub mod cluster;
+pub mod command;
+pub mod config;
+pub mod info;
+pub mod merge;
+pub mod protocol;
+pub mod server;
+pub mod split;

@@ -1,0 +1,109 @@
+//! The `slotbridge` binary: CLI → config → runtime → serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slotbridge::config::Config;
+
+/// A Redis Cluster proxy: single-node Redis clients on a Redis Cluster.
+#[derive(Debug, Parser)]
+#[command(name = "slotbridge", version, about)]
+struct Cli {
+    /// TOML configuration file (see config/slotbridge.toml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Client listen address (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Cluster seed nodes, comma separated host:port (overrides `seeds`).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// Admin endpoint address for metrics and health (overrides `admin`).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Log filter, e.g. `info` or `slotbridge=debug` (overrides `log_level`; RUST_LOG wins).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slotbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("slotbridge: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log_level, &cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("slotbridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(slotbridge::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("slotbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(listen) = &cli.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(seeds) = &cli.seeds {
+        config.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(admin) = &cli.admin {
+        config.admin = Some(admin.clone());
+    }
+    if let Some(level) = &cli.log_level {
+        config.log_level = level.clone();
+    }
+    if cli.log_format != "text" && cli.log_format != "json" {
+        return Err(format!(
+            "invalid --log-format '{}': use text or json",
+            cli.log_format
+        ));
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,206 @@
+//! Merging sub-replies into exactly what one Redis server would answer.
+//!
+//! Every function here takes the raw reply frames of the parts (already
+//! checked to be non-errors) and returns one frame. Element bytes are copied
+//! as the servers sent them, so RESP2 and RESP3 replies keep their encoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::reply::{self, put_array, put_header, put_int};
+use crate::protocol::request::parse_i64;
+use crate::protocol::scan::children;
+
+/// Reply used when a server's answer does not have the expected shape.
+fn unexpected(what: &str) -> Bytes {
+    reply::error(&format!(
+        "ERR slotbridge: unexpected reply shape from a server while merging {what}"
+    ))
+}
+
+/// `MGET`: places each part's values at their original positions.
+pub fn mget(parts: &[(&Bytes, &[u32])], total: usize) -> Bytes {
+    let mut slots: Vec<Option<(&Bytes, usize, usize)>> = vec![None; total];
+    let mut size = 16;
+    for (frame, positions) in parts {
+        let Some(elems) = children(frame) else {
+            return unexpected("MGET");
+        };
+        if elems.len() != positions.len() {
+            return unexpected("MGET");
+        }
+        for (&(s, e), &pos) in elems.iter().zip(positions.iter()) {
+            match slots.get_mut(pos as usize) {
+                Some(slot) => *slot = Some((*frame, s, e)),
+                None => return unexpected("MGET"),
+            }
+            size += e - s;
+        }
+    }
+    let mut out = BytesMut::with_capacity(size);
+    put_array(&mut out, total);
+    for slot in slots {
+        match slot {
+            Some((frame, s, e)) => out.put_slice(&frame[s..e]),
+            None => return unexpected("MGET"),
+        }
+    }
+    out.freeze()
+}
+
+/// Parses an integer reply frame (`:n\r\n`).
+pub fn integer(frame: &[u8]) -> Option<i64> {
+    let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    parse_i64(body)
+}
+
+/// Sum of integer replies (`DEL`, `EXISTS`, `DBSIZE`, ...).
+pub fn sum(parts: &[&Bytes]) -> Bytes {
+    let mut total: i64 = 0;
+    for p in parts {
+        match integer(p) {
+            Some(n) => total = total.saturating_add(n),
+            None => return unexpected("integer replies"),
+        }
+    }
+    reply::int(total)
+}
+
+/// `+OK` when every part said OK; otherwise the first other reply.
+pub fn all_ok(parts: &[&Bytes]) -> Bytes {
+    for p in parts {
+        if &p[..] != reply::OK {
+            return (*p).clone();
+        }
+    }
+    Bytes::from_static(reply::OK)
+}
+
+/// Arrays (or sets) concatenated into one array of the first part's type.
+pub fn concat(parts: &[&Bytes]) -> Bytes {
+    let mut kind = b'*';
+    let mut n = 0;
+    let mut bodies = Vec::with_capacity(parts.len());
+    let mut size = 16;
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("arrays");
+        };
+        kind = p[0];
+        n += elems.len();
+        if let (Some(first), Some(last)) = (elems.first(), elems.last()) {
+            bodies.push(&p[first.0..last.1]);
+            size += last.1 - first.0;
+        }
+    }
+    let mut out = BytesMut::with_capacity(size);
+    put_header(&mut out, kind, n);
+    for b in bodies {
+        out.put_slice(b);
+    }
+    out.freeze()
+}
+
+/// Element-wise AND of arrays of 0/1 integers (`SCRIPT EXISTS`).
+pub fn all_true(parts: &[&Bytes]) -> Bytes {
+    let mut acc: Option<Vec<bool>> = None;
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("SCRIPT EXISTS");
+        };
+        let vals: Option<Vec<bool>> = elems
+            .iter()
+            .map(|&(s, e)| integer(&p[s..e]).map(|n| n == 1))
+            .collect();
+        let Some(vals) = vals else {
+            return unexpected("SCRIPT EXISTS");
+        };
+        acc = Some(match acc {
+            None => vals,
+            Some(prev) if prev.len() == vals.len() => {
+                prev.iter().zip(vals).map(|(a, b)| *a && b).collect()
+            }
+            Some(_) => return unexpected("SCRIPT EXISTS"),
+        });
+    }
+    let acc = acc.unwrap_or_default();
+    let mut out = BytesMut::with_capacity(8 + acc.len() * 4);
+    put_array(&mut out, acc.len());
+    for v in acc {
+        put_int(&mut out, v as i64);
+    }
+    out.freeze()
+}
+
+/// One error reply for a split or fanned-out command whose parts failed:
+/// the first failure's text, plus how many parts failed and of what.
+pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
+    let first = errors
+        .first()
+        .map(|e| e.as_ref())
+        .unwrap_or(b"-ERR unknown failure\r\n");
+    let text = first
+        .get(1..first.len().saturating_sub(2))
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(text);
+    if total <= 1 {
+        return reply::error(&text);
+    }
+    reply::error(&format!(
+        "{text} (slotbridge: {} of {total} sub-requests of '{name}' failed; the others may have been applied)",
+        errors.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
+
+    #[test]
+    fn mget_restores_order() {
+        let p1 = b(b"*2\r\n$1\r\n1\r\n$-1\r\n");
+        let p2 = b(b"*1\r\n$1\r\n2\r\n");
+        let out = mget(&[(&p1, &[0, 2]), (&p2, &[1])], 3);
+        assert_eq!(&out[..], b"*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n");
+        let resp3 = b(b"*1\r\n_\r\n");
+        assert_eq!(&mget(&[(&resp3, &[0])], 1)[..], b"*1\r\n_\r\n");
+        assert!(mget(&[(&p2, &[0, 1])], 2).starts_with(b"-ERR slotbridge"));
+    }
+
+    #[test]
+    fn sums_and_oks() {
+        assert_eq!(&sum(&[&b(b":2\r\n"), &b(b":-1\r\n")])[..], b":1\r\n");
+        assert!(sum(&[&b(b"+OK\r\n")]).starts_with(b"-ERR"));
+        assert_eq!(&all_ok(&[&b(b"+OK\r\n"), &b(b"+OK\r\n")])[..], b"+OK\r\n");
+    }
+
+    #[test]
+    fn concat_and_all_true() {
+        let a = b(b"*1\r\n$1\r\na\r\n");
+        let e = b(b"*0\r\n");
+        let c = b(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        assert_eq!(
+            &concat(&[&a, &e, &c])[..],
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        let x = b(b"*2\r\n:1\r\n:1\r\n");
+        let y = b(b"*2\r\n:1\r\n:0\r\n");
+        assert_eq!(&all_true(&[&x, &y])[..], b"*2\r\n:1\r\n:0\r\n");
+    }
+
+    #[test]
+    fn failure_message() {
+        let e = b(b"-OOM command not allowed\r\n");
+        assert_eq!(
+            &failed("mset", &[&e], 3)[..],
+            &b"-OOM command not allowed (slotbridge: 1 of 3 sub-requests of 'mset' failed; the others may have been applied)\r\n"[..]
+        );
+        assert_eq!(
+            &failed("get", &[&e], 1)[..],
+            b"-OOM command not allowed\r\n"
+        );
+    }
+}

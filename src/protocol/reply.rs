@@ -1,0 +1,138 @@
+//! Building replies that the proxy answers itself, in the client's protocol.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::request::put_decimal;
+
+/// The RESP version a client (or a backend connection) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Proto {
+    /// RESP2, the default until `HELLO 3`.
+    #[default]
+    Resp2,
+    /// RESP3, after `HELLO 3`.
+    Resp3,
+}
+
+/// `+OK\r\n`
+pub const OK: &[u8] = b"+OK\r\n";
+/// `+PONG\r\n`
+pub const PONG: &[u8] = b"+PONG\r\n";
+
+/// Appends a bulk string.
+pub fn put_bulk(out: &mut BytesMut, value: &[u8]) {
+    out.reserve(value.len() + 16);
+    out.put_u8(b'$');
+    put_decimal(out, value.len() as u64);
+    out.put_slice(b"\r\n");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends an integer reply.
+pub fn put_int(out: &mut BytesMut, n: i64) {
+    out.put_u8(b':');
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    put_decimal(out, n.unsigned_abs());
+    out.put_slice(b"\r\n");
+}
+
+/// Appends an aggregate header (`*`, `%`, `~`, `>`) with `n` entries.
+pub fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
+    out.put_u8(kind);
+    put_decimal(out, n as u64);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends an array header.
+pub fn put_array(out: &mut BytesMut, n: usize) {
+    put_header(out, b'*', n);
+}
+
+/// Appends a map header: `%n` in RESP3, `*2n` in RESP2.
+pub fn put_map(out: &mut BytesMut, proto: Proto, n: usize) {
+    match proto {
+        Proto::Resp3 => put_header(out, b'%', n),
+        Proto::Resp2 => put_header(out, b'*', n * 2),
+    }
+}
+
+/// Appends a null: `_` in RESP3, `$-1` in RESP2.
+pub fn put_null(out: &mut BytesMut, proto: Proto) {
+    out.put_slice(match proto {
+        Proto::Resp3 => b"_\r\n",
+        Proto::Resp2 => b"$-1\r\n",
+    });
+}
+
+/// Appends a simple string (must not contain CR or LF).
+pub fn put_simple(out: &mut BytesMut, s: &str) {
+    out.put_u8(b'+');
+    out.put_slice(s.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// An error reply from a message such as `ERR something` (CR/LF replaced).
+pub fn error(msg: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + 3);
+    out.put_u8(b'-');
+    for &b in msg.as_bytes() {
+        out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// An integer reply.
+pub fn int(n: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(24);
+    put_int(&mut out, n);
+    out.freeze()
+}
+
+/// A bulk string reply.
+pub fn bulk(value: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    put_bulk(&mut out, value);
+    out.freeze()
+}
+
+/// Encodes a command (array of bulk strings) for a server.
+pub fn command<I, A>(args: I) -> Bytes
+where
+    I: IntoIterator<Item = A>,
+    I::IntoIter: ExactSizeIterator,
+    A: AsRef<[u8]>,
+{
+    let args = args.into_iter();
+    let mut out = BytesMut::new();
+    put_array(&mut out, args.len());
+    for a in args {
+        put_bulk(&mut out, a.as_ref());
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        let mut b = BytesMut::new();
+        put_int(&mut b, -42);
+        put_map(&mut b, Proto::Resp2, 2);
+        put_map(&mut b, Proto::Resp3, 2);
+        put_null(&mut b, Proto::Resp2);
+        put_null(&mut b, Proto::Resp3);
+        assert_eq!(&b[..], b":-42\r\n*4\r\n%2\r\n$-1\r\n_\r\n");
+        assert_eq!(&error("ERR a\r\nb")[..], b"-ERR a  b\r\n");
+        assert_eq!(
+            &command(["GET", "k"])[..],
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(&int(i64::MIN)[..], b":-9223372036854775808\r\n");
+    }
+}
