@@ -13,5 +13,6 @@ pub mod config;
 pub mod info;
 pub mod merge;
 pub mod protocol;
+pub mod scripts;
 pub mod server;
 pub mod split;

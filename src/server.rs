@@ -45,6 +45,8 @@ pub struct Context {
     pub limits: RequestLimits,
     /// Bounds the private connections of blocking commands.
     pub blocking: Arc<Semaphore>,
+    /// Script bodies seen, for transparent `NOSCRIPT` recovery.
+    pub scripts: crate::scripts::ScriptCache,
     /// The backends' `redis_version`, learned at start-up.
     pub backend_version: OnceLock<String>,
     next_client_id: AtomicU64,
@@ -134,6 +136,7 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         port,
         limits,
         blocking: Arc::new(Semaphore::new(MAX_BLOCKING_CONNECTIONS)),
+        scripts: Default::default(),
         backend_version: OnceLock::new(),
         next_client_id: AtomicU64::new(0),
     });

@@ -146,8 +146,8 @@ async fn run(
                 let msg = reply::error(&format!(
                     "ERR slotbridge: connection to node {addr} lost before the reply: {why}"
                 ));
-                for target in inflight.drain(..).flatten() {
-                    target.send(msg.clone(), ReplyStatus::Lost);
+                for entry in inflight.drain(..) {
+                    entry.target.send(msg.clone(), ReplyStatus::Lost);
                 }
             }
         }
@@ -204,14 +204,24 @@ async fn connect(
     Ok(stream)
 }
 
+/// A request written to the server and not yet fully answered.
+#[derive(Debug)]
+struct Inflight {
+    target: ReplyTo,
+    /// Replies still to discard before the one delivered.
+    skip: u32,
+    /// The first redirection seen among the discarded replies.
+    redirect: Option<Bytes>,
+}
+
 /// Runs one established connection until the request channel closes (Ok)
-/// or the socket fails (Err). `inflight` holds the targets of requests that
-/// were written but not yet answered (`None` for an `ASKING` reply to skip).
+/// or the socket fails (Err). `inflight` holds the requests that were
+/// written but not yet answered.
 async fn serve(
     mut stream: TcpStream,
     first: BackendRequest,
     rx: &mut mpsc::Receiver<BackendRequest>,
-    inflight: &mut VecDeque<Option<ReplyTo>>,
+    inflight: &mut VecDeque<Inflight>,
 ) -> Result<(), String> {
     let (mut rd, mut wr) = stream.split();
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -260,26 +270,35 @@ async fn serve(
 }
 
 /// Resolves when the client waiting for the oldest in-flight reply is gone.
-async fn waiting_client_gone(inflight: &VecDeque<Option<ReplyTo>>) {
-    match inflight.iter().flatten().next() {
-        Some(target) => target.tx.closed().await,
+async fn waiting_client_gone(inflight: &VecDeque<Inflight>) {
+    match inflight.front() {
+        Some(entry) => entry.target.tx.closed().await,
         None => std::future::pending().await,
     }
 }
 
-fn enqueue(req: BackendRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<Option<ReplyTo>>) {
+fn enqueue(req: BackendRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<Inflight>) {
+    let mut skip = req.skip;
     if req.asking {
         wbuf.extend_from_slice(ASKING);
-        inflight.push_back(None);
+        skip += 1;
     }
     wbuf.extend_from_slice(&req.payload);
-    inflight.push_back(Some(req.reply_to));
+    inflight.push_back(Inflight {
+        target: req.reply_to,
+        skip,
+        redirect: None,
+    });
+}
+
+fn is_redirect(frame: &[u8]) -> bool {
+    frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK ") || frame.starts_with(b"-TRYAGAIN")
 }
 
 fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
-    inflight: &mut VecDeque<Option<ReplyTo>>,
+    inflight: &mut VecDeque<Inflight>,
 ) -> Result<(), String> {
     while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let frame = rbuf.split_to(n).freeze();
@@ -288,11 +307,24 @@ fn dispatch_replies(
             tracing::debug!("dropping unexpected push frame from backend");
             continue;
         }
-        match inflight.pop_front() {
-            Some(Some(target)) => target.send(frame, ReplyStatus::Answered),
-            Some(None) => {}
-            None => return Err("reply without a request".into()),
+        let Some(head) = inflight.front_mut() else {
+            return Err("reply without a request".into());
+        };
+        if head.skip > 0 {
+            head.skip -= 1;
+            if head.redirect.is_none() && is_redirect(&frame) {
+                head.redirect = Some(frame);
+            }
+            continue;
         }
+        let Some(entry) = inflight.pop_front() else {
+            return Err("reply without a request".into());
+        };
+        let frame = match entry.redirect {
+            Some(redirect) if reply_kind(frame[0]) == ReplyKind::Error => redirect,
+            _ => frame,
+        };
+        entry.target.send(frame, ReplyStatus::Answered);
     }
     if rbuf.capacity() > 4 * 1024 * 1024 && rbuf.is_empty() {
         *rbuf = BytesMut::with_capacity(READ_CHUNK);

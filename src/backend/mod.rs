@@ -65,6 +65,11 @@ pub struct BackendRequest {
     pub payload: Bytes,
     /// Send `ASKING` first (after an `-ASK` redirection).
     pub asking: bool,
+    /// How many replies before the delivered one belong to this request and
+    /// are discarded (`MULTI`/queued commands before `EXEC`, `SCRIPT LOAD`
+    /// before a retried `EVALSHA`). A redirection among them is delivered
+    /// instead of a final error, so the caller can follow it.
+    pub skip: u32,
     /// Where the reply goes.
     pub reply_to: ReplyTo,
 }

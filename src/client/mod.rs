@@ -1,4 +1,7 @@
 //! One client connection: the session state machine and local commands.
 
+pub mod keyspace;
 pub mod local;
+pub mod retry;
 pub mod session;
+pub mod transaction;

@@ -18,13 +18,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
-use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
-use crate::command::route::{route, CommandView, Fanout, Route, Scratch, SplitKind};
-use crate::protocol::reply;
+use super::retry::{classify, redirect_addr, Outcome};
+use super::transaction::{Pinned, TxState, EXECABORT};
+use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyTo};
+use crate::command::keys::Args;
+use crate::command::route::{
+    cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, TxCmd,
+};
+use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestParser};
 use crate::protocol::scan::{reply_kind, ReplyKind};
-use crate::protocol::Proto;
 use crate::server::Context;
 use crate::{info, merge, split};
 
@@ -45,14 +50,83 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Which connection a command travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The node's shared pipelined connection.
+    Shared,
+    /// A private connection for one blocking command.
+    Blocking,
+    /// The client's pinned `WATCH` connection.
+    Pinned,
+}
+
+/// Work to do on a reply before it reaches the client.
+#[derive(Debug, Clone)]
+enum Post {
+    None,
+    /// Rewrite the master's SCAN cursor into the proxy cursor.
+    Scan {
+        node: usize,
+        nodes: usize,
+    },
+    /// On a nil reply, ask the next master (`tried` so far of `nodes`,
+    /// starting at master number `start`).
+    RandomKey {
+        tried: usize,
+        nodes: usize,
+        start: usize,
+    },
+    /// On `NOSCRIPT`, load this script's body and retry.
+    EvalSha(Bytes),
+}
+
 /// A command sent to one node, kept for redirections and retries.
 #[derive(Debug)]
 struct Sent {
     payload: Bytes,
     /// The slot it was routed by; `None` for keyless commands.
     slot: Option<u16>,
-    blocking: bool,
+    /// The node it went to, for keyless commands (retries go there again).
+    node: Option<Arc<str>>,
+    via: Via,
+    skip: u32,
     attempts: u8,
+    post: Post,
+}
+
+impl Sent {
+    fn to_slot(payload: Bytes, slot: u16) -> Self {
+        Sent {
+            payload,
+            slot: Some(slot),
+            node: None,
+            via: Via::Shared,
+            skip: 0,
+            attempts: 0,
+            post: Post::None,
+        }
+    }
+
+    fn to_node(payload: Bytes, node: Arc<str>) -> Self {
+        Sent {
+            payload,
+            slot: None,
+            node: Some(node),
+            via: Via::Shared,
+            skip: 0,
+            attempts: 0,
+            post: Post::None,
+        }
+    }
+
+    fn target(&self) -> Target {
+        match (self.slot, &self.node) {
+            (Some(slot), _) => Target::Slot(slot),
+            (None, Some(node)) => Target::Addr(node.to_string()),
+            (None, None) => Target::NthMaster(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -96,9 +170,12 @@ enum Next {
     },
 }
 
+#[derive(Debug, Clone)]
 enum Target {
     Slot(u16),
     Addr(String),
+    /// Master number n (modulo their count), in map order.
+    NthMaster(usize),
 }
 
 struct Session {
@@ -116,6 +193,8 @@ struct Core {
     tx: mpsc::UnboundedSender<Reply>,
     rx: mpsc::UnboundedReceiver<Reply>,
     closing: bool,
+    multi: Option<TxState>,
+    pinned: Option<Pinned>,
 }
 
 impl Session {
@@ -134,6 +213,8 @@ impl Session {
                 tx,
                 rx,
                 closing: false,
+                multi: None,
+                pinned: None,
             },
             ctx,
         }
@@ -219,173 +300,450 @@ impl Core {
         }
     }
 
+    fn ready(&mut self, reply: Bytes) {
+        self.pending.push_back(Pending::Ready(reply));
+    }
+
     /// Routes one command and starts it.
     async fn handle(&mut self, raw: Bytes, args: &[(usize, usize)]) {
         self.ctx
             .stats
             .total_commands
             .fetch_add(1, Ordering::Relaxed);
-        let seq = self.next_seq();
-        let view = CommandView { raw: &raw, args };
+        let bytes = raw.clone();
+        let view = CommandView { raw: &bytes, args };
         if !self.client.authed && !local::allowed_before_auth(&view) {
-            self.pending.push_back(Pending::Ready(Bytes::from_static(
-                b"-NOAUTH Authentication required.\r\n",
-            )));
+            self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
         }
-        let proto = self.client.proto;
-        match route(&view, &mut self.scratch) {
+        let route = route(&view, &mut self.scratch);
+        if self.multi.is_some() {
+            self.queue_in_multi(route, raw, &view).await;
+            return;
+        }
+        let seq = self.next_seq();
+        match route {
             Route::Slot(slot) => {
-                let sent = Sent {
-                    payload: raw.clone(),
-                    slot: Some(slot),
-                    blocking: false,
-                    attempts: 0,
-                };
-                self.pending.push_back(Pending::Single(sent));
-                self.send(Target::Slot(slot), raw, false, false, seq, 0)
-                    .await;
+                let mut sent = Sent::to_slot(raw, slot);
+                if is_evalsha(&view) {
+                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_eval(&view) {
+                    self.ctx
+                        .scripts
+                        .remember(&sent.payload.slice(args[1].0..args[1].1));
+                }
+                self.start(sent, seq).await;
             }
             Route::Blocking(slot) => {
-                let sent = Sent {
-                    payload: raw.clone(),
-                    slot: Some(slot),
-                    blocking: true,
-                    attempts: 0,
-                };
-                self.pending.push_back(Pending::Single(sent));
-                self.send(Target::Slot(slot), raw, false, true, seq, 0)
-                    .await;
+                let mut sent = Sent::to_slot(raw, slot);
+                sent.via = Via::Blocking;
+                self.start(sent, seq).await;
             }
             Route::AnyMaster => {
-                let map = self.ctx.topology.load();
-                let shards = map.shards();
-                match shards.get(seq as usize % shards.len().max(1)) {
-                    Some(shard) => {
-                        let pool = shard.master.clone();
-                        drop(map);
-                        self.pending.push_back(Pending::Single(Sent {
-                            payload: raw.clone(),
-                            slot: None,
-                            blocking: false,
-                            attempts: 0,
-                        }));
-                        send_to_pool(&pool, proto, raw, false, self.reply_to(seq, 0)).await;
-                    }
-                    None => self.pending.push_back(Pending::Ready(no_cluster())),
-                }
-            }
-            Route::Split(kind) => {
-                let max_keys = self.ctx.config.limits.max_keys_per_subcommand;
-                let subs = split::split(kind, &view, &self.scratch.keys, max_keys);
-                let name = match kind {
-                    SplitKind::Mget => "mget",
-                    SplitKind::Mset => "mset",
-                    SplitKind::Sum => crate::command::find(&view).map(|s| s.name).unwrap_or("del"),
-                };
-                let parts: Vec<Part> = subs
-                    .into_iter()
-                    .map(|s| Part {
-                        sent: Sent {
-                            payload: s.payload,
-                            slot: Some(s.slot),
-                            blocking: false,
-                            attempts: 0,
-                        },
-                        positions: s.positions,
-                        reply: None,
-                    })
-                    .collect();
-                let sends: Vec<(u16, Bytes)> = parts
-                    .iter()
-                    .map(|p| (p.sent.slot.unwrap_or(0), p.sent.payload.clone()))
-                    .collect();
-                self.pending.push_back(Pending::Multi(Box::new(Multi {
-                    kind: MergeKind::Split(kind),
-                    name,
-                    remaining: parts.len(),
-                    parts,
-                    total_keys: self.scratch.keys.len(),
-                })));
-                for (i, (slot, payload)) in sends.into_iter().enumerate() {
-                    self.send(Target::Slot(slot), payload, false, false, seq, i as u32)
-                        .await;
-                }
-            }
-            Route::Fanout(kind) => {
-                let pools: Vec<Arc<NodePool>> = self
-                    .ctx
-                    .topology
-                    .load()
-                    .shards()
-                    .iter()
-                    .map(|s| s.master.clone())
-                    .collect();
-                if pools.is_empty() {
-                    self.pending.push_back(Pending::Ready(no_cluster()));
+                let Some(node) = self.any_master(seq as usize) else {
+                    self.ready(no_cluster());
                     return;
+                };
+                let mut sent = Sent::to_node(raw, node);
+                if is_evalsha(&view) {
+                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_eval(&view) {
+                    self.ctx
+                        .scripts
+                        .remember(&sent.payload.slice(args[1].0..args[1].1));
+                }
+                self.start(sent, seq).await;
+            }
+            Route::Scan => self.scan(raw, &view, seq).await,
+            Route::RandomKey => {
+                let nodes = self.ctx.topology.load().shards().len();
+                let Some(node) = self.any_master(seq as usize) else {
+                    self.ready(no_cluster());
+                    return;
+                };
+                let mut sent = Sent::to_node(raw, node);
+                sent.post = Post::RandomKey {
+                    tried: 1,
+                    nodes,
+                    start: seq as usize,
+                };
+                self.start(sent, seq).await;
+            }
+            Route::Split(kind) => self.split(kind, &view, seq).await,
+            Route::Fanout(kind) => {
+                if is_script_load(&view) {
+                    self.ctx.scripts.remember(&raw.slice(args[2].0..args[2].1));
                 }
                 let name = crate::command::find(&view)
                     .map(|s| s.name)
                     .unwrap_or("fanout");
-                let parts = pools
-                    .iter()
-                    .map(|_| Part {
-                        sent: Sent {
-                            payload: raw.clone(),
-                            slot: None,
-                            blocking: false,
-                            attempts: 0,
-                        },
-                        positions: Vec::new(),
-                        reply: None,
-                    })
-                    .collect();
-                self.pending.push_back(Pending::Multi(Box::new(Multi {
-                    kind: MergeKind::Fanout(kind),
-                    name,
-                    parts,
-                    remaining: pools.len(),
-                    total_keys: 0,
-                })));
-                for (i, pool) in pools.iter().enumerate() {
-                    send_to_pool(
-                        pool,
-                        proto,
-                        raw.clone(),
-                        false,
-                        self.reply_to(seq, i as u32),
-                    )
-                    .await;
-                }
+                self.fanout(kind, name, raw, seq).await;
             }
-            Route::Local(cmd) => {
-                let outcome = local::execute(cmd, &view, &mut self.client, &self.ctx);
-                self.pending.push_back(match outcome {
-                    LocalOutcome::Reply(b) => Pending::Ready(b),
-                    LocalOutcome::Close(b) => {
-                        self.closing = true;
-                        Pending::Close(b)
+            Route::Tx(cmd) => self.tx_command(cmd, raw, seq).await,
+            Route::Local(cmd) => self.local(cmd, &view),
+            Route::Reply(b) => self.ready(b),
+        }
+    }
+
+    fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
+        if cmd == Local::Reset {
+            self.multi = None;
+            self.pinned = None;
+        }
+        let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
+        match outcome {
+            LocalOutcome::Reply(b) => self.ready(b),
+            LocalOutcome::Close(b) => {
+                self.closing = true;
+                self.pending.push_back(Pending::Close(b));
+            }
+        }
+    }
+
+    /// The address of a master, chosen round-robin by `n`.
+    fn any_master(&self, n: usize) -> Option<Arc<str>> {
+        let map = self.ctx.topology.load();
+        let shards = map.shards();
+        shards
+            .get(n % shards.len().max(1))
+            .map(|s| s.master.addr().clone())
+    }
+
+    /// Records a single-target command and sends it.
+    async fn start(&mut self, sent: Sent, seq: u64) {
+        let (target, payload, via, skip) =
+            (sent.target(), sent.payload.clone(), sent.via, sent.skip);
+        self.pending.push_back(Pending::Single(sent));
+        self.send(target, payload, false, via, skip, seq, 0).await;
+    }
+
+    async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
+        let max_keys = self.ctx.config.limits.max_keys_per_subcommand;
+        let subs = split::split(kind, view, &self.scratch.keys, max_keys);
+        let name = crate::command::find(view)
+            .map(|s| s.name)
+            .unwrap_or("split");
+        let sends: Vec<(u16, Bytes)> = subs.iter().map(|s| (s.slot, s.payload.clone())).collect();
+        let parts: Vec<Part> = subs
+            .into_iter()
+            .map(|s| Part {
+                sent: Sent::to_slot(s.payload, s.slot),
+                positions: s.positions,
+                reply: None,
+            })
+            .collect();
+        self.pending.push_back(Pending::Multi(Box::new(Multi {
+            kind: MergeKind::Split(kind),
+            name,
+            remaining: parts.len(),
+            parts,
+            total_keys: self.scratch.keys.len(),
+        })));
+        for (i, (slot, payload)) in sends.into_iter().enumerate() {
+            self.send(
+                Target::Slot(slot),
+                payload,
+                false,
+                Via::Shared,
+                0,
+                seq,
+                i as u32,
+            )
+            .await;
+        }
+    }
+
+    async fn fanout(&mut self, kind: Fanout, name: &'static str, raw: Bytes, seq: u64) {
+        let nodes: Vec<Arc<str>> = self
+            .ctx
+            .topology
+            .load()
+            .shards()
+            .iter()
+            .map(|s| s.master.addr().clone())
+            .collect();
+        if nodes.is_empty() {
+            self.ready(no_cluster());
+            return;
+        }
+        let parts = nodes
+            .iter()
+            .map(|n| Part {
+                sent: Sent::to_node(raw.clone(), n.clone()),
+                positions: Vec::new(),
+                reply: None,
+            })
+            .collect();
+        self.pending.push_back(Pending::Multi(Box::new(Multi {
+            kind: MergeKind::Fanout(kind),
+            name,
+            parts,
+            remaining: nodes.len(),
+            total_keys: 0,
+        })));
+        for (i, node) in nodes.iter().enumerate() {
+            let target = Target::Addr(node.to_string());
+            self.send(target, raw.clone(), false, Via::Shared, 0, seq, i as u32)
+                .await;
+        }
+    }
+
+    /// `SCAN cursor [options]`: one master at a time, in address order.
+    async fn scan(&mut self, raw: Bytes, view: &CommandView<'_>, seq: u64) {
+        let Some(cursor) = std::str::from_utf8(view.get(1))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            self.ready(reply::error("ERR invalid cursor"));
+            return;
+        };
+        let mut nodes: Vec<Arc<str>> = self
+            .ctx
+            .topology
+            .load()
+            .shards()
+            .iter()
+            .map(|s| s.master.addr().clone())
+            .collect();
+        nodes.sort();
+        let (node, node_cursor) = keyspace::decode_cursor(cursor);
+        let Some(addr) = nodes.get(node) else {
+            self.ready(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
+            return;
+        };
+        let cursor_text = node_cursor.to_string();
+        let args = std::iter::once(view.get(0))
+            .chain(std::iter::once(cursor_text.as_bytes()))
+            .chain((2..view.len()).map(|i| view.get(i)));
+        let payload = reply::command(args.collect::<Vec<_>>());
+        drop(raw);
+        let mut sent = Sent::to_node(payload, addr.clone());
+        sent.post = Post::Scan {
+            node,
+            nodes: nodes.len(),
+        };
+        self.start(sent, seq).await;
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` outside a transaction.
+    async fn tx_command(&mut self, cmd: TxCmd, raw: Bytes, seq: u64) {
+        match cmd {
+            TxCmd::Multi => {
+                self.multi = Some(TxState::default());
+                self.ready(Bytes::from_static(reply::OK));
+            }
+            TxCmd::Exec => self.ready(reply::error("ERR EXEC without MULTI")),
+            TxCmd::Discard => self.ready(reply::error("ERR DISCARD without MULTI")),
+            TxCmd::Unwatch => {
+                self.pinned = None;
+                self.ready(Bytes::from_static(reply::OK));
+            }
+            TxCmd::Watch(slot) => {
+                if let Some(p) = &self.pinned {
+                    if p.slot != slot {
+                        let msg = format!(
+                            "CROSSSLOT Keys in request don't hash to the same slot (command 'watch', slots {} and {slot}); all watched keys must be in one slot: use a {{hash tag}}",
+                            p.slot
+                        );
+                        self.ready(reply::error(&msg));
+                        return;
                     }
-                });
+                } else {
+                    match self.open_pinned(slot).await {
+                        Ok(p) => self.pinned = Some(p),
+                        Err(e) => {
+                            self.ready(e);
+                            return;
+                        }
+                    }
+                }
+                let mut sent = Sent::to_slot(raw, slot);
+                sent.via = Via::Pinned;
+                self.start(sent, seq).await;
             }
-            Route::Reply(b) => self.pending.push_back(Pending::Ready(b)),
+        }
+    }
+
+    async fn open_pinned(&self, slot: u16) -> Result<Pinned, Bytes> {
+        let pool = match self.ctx.topology.load().master(slot).cloned() {
+            Some(p) => p,
+            None => self
+                .wait_for_owner(slot)
+                .await
+                .ok_or_else(|| slot_unserved(slot))?,
+        };
+        let permit = self
+            .ctx
+            .blocking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| too_many_private())?;
+        let opts = self.ctx.topology.conn_options().clone();
+        let conn =
+            BackendConn::spawn_dedicated(pool.addr().clone(), opts, self.client.proto, permit);
+        Ok(Pinned { conn, slot })
+    }
+
+    /// A command while `MULTI` is open: queued, or refused (which makes
+    /// `EXEC` abort, as in Redis).
+    async fn queue_in_multi(&mut self, route: Route, raw: Bytes, view: &CommandView<'_>) {
+        let seq = self.next_seq();
+        let name = crate::command::find(view).map(|s| s.name).unwrap_or("?");
+        let Some(tx) = self.multi.as_mut() else {
+            return;
+        };
+        let slot = match route {
+            Route::Tx(TxCmd::Exec) => {
+                self.exec(seq).await;
+                return;
+            }
+            Route::Tx(TxCmd::Discard) => {
+                self.multi = None;
+                self.pinned = None;
+                self.ready(Bytes::from_static(reply::OK));
+                return;
+            }
+            Route::Tx(TxCmd::Multi) => {
+                self.ready(reply::error("ERR MULTI calls can not be nested"));
+                return;
+            }
+            Route::Tx(TxCmd::Watch(_)) => {
+                self.ready(reply::error("ERR WATCH inside MULTI is not allowed"));
+                return;
+            }
+            Route::Local(cmd @ (Local::Quit | Local::Reset)) => {
+                self.local(cmd, view);
+                return;
+            }
+            Route::Slot(s) | Route::Blocking(s) => Some(s),
+            Route::AnyMaster
+            | Route::Tx(TxCmd::Unwatch)
+            | Route::Local(Local::Ping | Local::Echo) => None,
+            Route::Reply(err) => {
+                tx.failed = true;
+                self.ready(err);
+                return;
+            }
+            Route::Split(_) => {
+                tx.failed = true;
+                let keys = &self.scratch.keys;
+                let a = keys
+                    .first()
+                    .map(|&k| crate::cluster::slot::slot(view.get(k)))
+                    .unwrap_or(0);
+                let b = keys
+                    .iter()
+                    .map(|&k| crate::cluster::slot::slot(view.get(k)))
+                    .find(|&s| s != a)
+                    .unwrap_or(a);
+                self.ready(cross_slot(name, a, b));
+                return;
+            }
+            Route::Local(_) | Route::Fanout(_) | Route::Scan | Route::RandomKey => {
+                tx.failed = true;
+                let msg =
+                    format!("ERR slotbridge: '{name}' cannot be used inside MULTI on a cluster");
+                self.ready(reply::error(&msg));
+                return;
+            }
+        };
+        let watched = self.pinned.as_ref().map(|p| p.slot);
+        if let Some(s) = slot {
+            match tx.slot.or(watched) {
+                Some(t) if t != s => {
+                    tx.failed = true;
+                    let msg = format!(
+                        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); all keys of a transaction must be in one slot: use a {{hash tag}}"
+                    );
+                    self.ready(reply::error(&msg));
+                    return;
+                }
+                _ => tx.slot = Some(s),
+            }
+        }
+        if is_eval(view) {
+            self.ctx
+                .scripts
+                .remember(&raw.slice(view.args[1].0..view.args[1].1));
+        }
+        tx.queued.push(raw);
+        self.ready(Bytes::from_static(b"+QUEUED\r\n"));
+    }
+
+    async fn exec(&mut self, seq: u64) {
+        let Some(tx) = self.multi.take() else {
+            return;
+        };
+        let pinned = self.pinned.take();
+        if tx.failed {
+            self.ready(Bytes::from_static(EXECABORT));
+            return;
+        }
+        let (payload, skip) = tx.block();
+        let slot = tx.slot.or(pinned.as_ref().map(|p| p.slot));
+        let mut sent = match slot {
+            Some(s) => Sent::to_slot(payload, s),
+            None => match self.any_master(seq as usize) {
+                Some(node) => Sent::to_node(payload, node),
+                None => {
+                    self.ready(no_cluster());
+                    return;
+                }
+            },
+        };
+        sent.skip = skip;
+        match pinned {
+            Some(p) => {
+                sent.via = Via::Pinned;
+                let req = BackendRequest {
+                    payload: sent.payload.clone(),
+                    asking: false,
+                    skip,
+                    reply_to: self.reply_to(seq, 0),
+                };
+                self.pending.push_back(Pending::Single(sent));
+                // Dropping the handle afterwards closes the connection once
+                // EXEC has answered, which also clears the watches.
+                p.conn.send(req).await;
+            }
+            None => self.start(sent, seq).await,
         }
     }
 
     /// Sends a command to the owner of a slot (waiting a bounded time for an
-    /// unknown owner to be discovered) or to a node by address.
+    /// unknown owner to be discovered), to a node by address, or to the
+    /// client's pinned connection.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         target: Target,
         payload: Bytes,
         asking: bool,
-        blocking: bool,
+        via: Via,
+        skip: u32,
         seq: u64,
         part: u32,
     ) {
         let proto = self.client.proto;
         let reply_to = self.reply_to(seq, part);
+        let req = BackendRequest {
+            payload,
+            asking,
+            skip,
+            reply_to,
+        };
+        if via == Via::Pinned {
+            match &self.pinned {
+                Some(p) => p.conn.send(req).await,
+                None => req.reply_to.send(
+                    reply::error(
+                        "ERR slotbridge: the WATCH connection was closed; retry the transaction",
+                    ),
+                    crate::backend::ReplyStatus::Answered,
+                ),
+            }
+            return;
+        }
         let pool = match target {
             Target::Slot(slot) => {
                 let owner = self.ctx.topology.load().master(slot).cloned();
@@ -394,34 +752,35 @@ impl Core {
                     None => match self.wait_for_owner(slot).await {
                         Some(p) => p,
                         None => {
-                            let msg = format!(
-                                "CLUSTERDOWN Hash slot {slot} not served (slotbridge: no node owns it; the cluster may be failing over or misconfigured)"
-                            );
-                            reply_to.send(reply::error(&msg), ReplyStatus::Answered);
+                            req.reply_to
+                                .send(slot_unserved(slot), crate::backend::ReplyStatus::Answered);
                             return;
                         }
                     },
                 }
             }
             Target::Addr(addr) => self.ctx.topology.pool(&addr),
+            Target::NthMaster(n) => match self.any_master(n) {
+                Some(addr) => self.ctx.topology.pool(&addr),
+                None => {
+                    req.reply_to
+                        .send(no_cluster(), crate::backend::ReplyStatus::Answered);
+                    return;
+                }
+            },
         };
-        if blocking {
+        if via == Via::Blocking {
             let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
-                let msg = "ERR slotbridge: too many clients are blocked at once; try again later";
-                reply_to.send(reply::error(msg), ReplyStatus::Answered);
+                req.reply_to
+                    .send(too_many_private(), crate::backend::ReplyStatus::Answered);
                 return;
             };
             let opts = self.ctx.topology.conn_options().clone();
             let conn = BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit);
-            conn.send(BackendRequest {
-                payload,
-                asking,
-                reply_to,
-            })
-            .await;
+            conn.send(req).await;
             return;
         }
-        send_to_pool(&pool, proto, payload, asking, reply_to).await;
+        send_to_pool(&pool, proto, req).await;
     }
 
     async fn wait_for_owner(&self, slot: u16) -> Option<Arc<NodePool>> {
@@ -452,17 +811,14 @@ impl Core {
         let Some(entry) = self.pending.get_mut(idx as usize) else {
             return;
         };
-        let (next, payload, blocking) = match entry {
-            Pending::Single(sent) => {
-                let next = decide(sent, &r, max_attempts, &self.ctx);
-                match next {
-                    Next::Done(data) => {
-                        *entry = Pending::Ready(data);
-                        return;
-                    }
-                    next => (next, sent.payload.clone(), sent.blocking),
+        let (next, payload, via, skip) = match entry {
+            Pending::Single(sent) => match decide(sent, &r, max_attempts, &self.ctx) {
+                Next::Done(data) => {
+                    *entry = Pending::Ready(data);
+                    return;
                 }
-            }
+                next => (next, sent.payload.clone(), sent.via, sent.skip),
+            },
             Pending::Multi(multi) => {
                 let Some(part) = multi.parts.get_mut(r.part as usize) else {
                     return;
@@ -479,7 +835,12 @@ impl Core {
                         }
                         return;
                     }
-                    next => (next, part.sent.payload.clone(), false),
+                    next => (
+                        next,
+                        part.sent.payload.clone(),
+                        part.sent.via,
+                        part.sent.skip,
+                    ),
                 }
             }
             Pending::Ready(_) | Pending::Close(_) => return,
@@ -488,58 +849,11 @@ impl Core {
             if delay {
                 tokio::time::sleep(RETRY_DELAY).await;
             }
-            self.send(to, payload, asking, blocking, r.seq, r.part)
+            self.send(to, payload, asking, via, skip, r.seq, r.part)
                 .await;
         }
     }
-}
 
-/// Combines the replies of all parts into one reply.
-fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
-    {
-        let replies: Vec<&Bytes> = multi
-            .parts
-            .iter()
-            .filter_map(|p| p.reply.as_ref())
-            .collect();
-        let errors: Vec<&Bytes> = replies
-            .iter()
-            .copied()
-            .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
-            .collect();
-        if !errors.is_empty() {
-            return merge::failed(multi.name, &errors, multi.parts.len());
-        }
-        match multi.kind {
-            MergeKind::Split(SplitKind::Mget) => {
-                let parts: Vec<(&Bytes, &[u32])> = multi
-                    .parts
-                    .iter()
-                    .filter_map(|p| p.reply.as_ref().map(|r| (r, p.positions.as_slice())))
-                    .collect();
-                merge::mget(&parts, multi.total_keys)
-            }
-            MergeKind::Split(SplitKind::Mset) | MergeKind::Fanout(Fanout::AllOk) => {
-                merge::all_ok(&replies)
-            }
-            MergeKind::Split(SplitKind::Sum) | MergeKind::Fanout(Fanout::Sum) => {
-                merge::sum(&replies)
-            }
-            MergeKind::Fanout(Fanout::Concat) => merge::concat(&replies),
-            MergeKind::Fanout(Fanout::First) => replies
-                .first()
-                .map(|r| (*r).clone())
-                .unwrap_or_else(no_cluster),
-            MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies),
-            MergeKind::Fanout(Fanout::Info) => {
-                let facts = local::proxy_facts(ctx);
-                info::merge(&replies, &facts, proto)
-            }
-        }
-    }
-}
-
-impl Core {
     /// Moves every complete reply at the head of the queue into `out`.
     fn collect_ready(&mut self, out: &mut BytesMut) {
         while let Some(front) = self.pending.front() {
@@ -559,148 +873,208 @@ impl Core {
     }
 }
 
-async fn send_to_pool(
-    pool: &NodePool,
-    proto: Proto,
-    payload: Bytes,
-    asking: bool,
-    reply_to: ReplyTo,
-) {
-    pool.conn(proto)
-        .send(BackendRequest {
-            payload,
-            asking,
-            reply_to,
-        })
-        .await;
+/// Combines the replies of all parts into one reply.
+fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
+    let replies: Vec<&Bytes> = multi
+        .parts
+        .iter()
+        .filter_map(|p| p.reply.as_ref())
+        .collect();
+    let errors: Vec<&Bytes> = replies
+        .iter()
+        .copied()
+        .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
+        .collect();
+    if !errors.is_empty() {
+        return merge::failed(multi.name, &errors, multi.parts.len());
+    }
+    match multi.kind {
+        MergeKind::Split(SplitKind::Mget) => {
+            let parts: Vec<(&Bytes, &[u32])> = multi
+                .parts
+                .iter()
+                .filter_map(|p| p.reply.as_ref().map(|r| (r, p.positions.as_slice())))
+                .collect();
+            merge::mget(&parts, multi.total_keys)
+        }
+        MergeKind::Split(SplitKind::Mset) | MergeKind::Fanout(Fanout::AllOk) => {
+            merge::all_ok(&replies)
+        }
+        MergeKind::Split(SplitKind::Sum) | MergeKind::Fanout(Fanout::Sum) => merge::sum(&replies),
+        MergeKind::Fanout(Fanout::Concat) => merge::concat(&replies),
+        MergeKind::Fanout(Fanout::First) => replies
+            .first()
+            .map(|r| (*r).clone())
+            .unwrap_or_else(no_cluster),
+        MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies),
+        MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
+    }
+}
+
+async fn send_to_pool(pool: &NodePool, proto: Proto, req: BackendRequest) {
+    pool.conn(proto).send(req).await;
 }
 
 fn no_cluster() -> Bytes {
     reply::error("CLUSTERDOWN slotbridge: no cluster node is known yet (check the seeds and that the cluster is reachable)")
 }
 
-/// The one place that classifies a backend outcome: deliver it, follow a
-/// redirection, or retry. Writes are retried only when they were never
-/// sent or the server said they were not executed (MOVED/ASK/TRYAGAIN).
+fn slot_unserved(slot: u16) -> Bytes {
+    reply::error(&format!(
+        "CLUSTERDOWN Hash slot {slot} not served (slotbridge: no node owns it; the cluster may be failing over or misconfigured)"
+    ))
+}
+
+fn too_many_private() -> Bytes {
+    reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later")
+}
+
+fn is_evalsha(view: &CommandView<'_>) -> bool {
+    let n = view.get(0);
+    n.eq_ignore_ascii_case(b"evalsha") || n.eq_ignore_ascii_case(b"evalsha_ro")
+}
+
+fn is_eval(view: &CommandView<'_>) -> bool {
+    let n = view.get(0);
+    n.eq_ignore_ascii_case(b"eval") || n.eq_ignore_ascii_case(b"eval_ro")
+}
+
+fn is_script_load(view: &CommandView<'_>) -> bool {
+    view.len() == 3
+        && view.get(0).eq_ignore_ascii_case(b"script")
+        && view.get(1).eq_ignore_ascii_case(b"load")
+}
+
+/// Decides what a reply means for the command that produced it (see
+/// [`super::retry`] for the retry rule), including the post-processing of
+/// SCAN, RANDOMKEY and EVALSHA.
 fn decide(sent: &mut Sent, r: &Reply, max_attempts: u8, ctx: &Context) -> Next {
-    let done = || Next::Done(r.data.clone());
-    if sent.attempts >= max_attempts {
-        return done();
-    }
-    match r.status {
-        ReplyStatus::Answered => {}
-        ReplyStatus::NotSent => {
-            return match sent.slot {
-                Some(slot) => {
-                    sent.attempts += 1;
-                    ctx.topology.request_refresh();
-                    Next::Resend {
-                        to: Target::Slot(slot),
-                        asking: false,
-                        delay: true,
-                    }
-                }
-                None => done(),
-            };
+    let outcome = classify(r);
+    if sent.attempts >= max_attempts || (sent.via == Via::Pinned && outcome != Outcome::Deliver) {
+        if sent.via == Via::Pinned && outcome != Outcome::Deliver {
+            return Next::Done(reply::error(
+                "ERR slotbridge: the slot of the watched keys moved or its node failed during the transaction; retry the transaction",
+            ));
         }
-        ReplyStatus::Lost => return done(),
+        return Next::Done(r.data.clone());
     }
-    if reply_kind(r.data[0]) != ReplyKind::Error {
-        return done();
-    }
-    let Some(redirect) = parse_redirect(&r.data) else {
-        if r.data.starts_with(b"-TRYAGAIN") {
-            if let Some(slot) = sent.slot {
-                sent.attempts += 1;
-                return Next::Resend {
-                    to: Target::Slot(slot),
-                    asking: false,
-                    delay: true,
-                };
+    match outcome {
+        Outcome::Deliver => post_process(sent, r),
+        Outcome::NotSent => {
+            sent.attempts += 1;
+            ctx.topology.request_refresh();
+            Next::Resend {
+                to: sent.target(),
+                asking: false,
+                delay: true,
             }
         }
-        return done();
-    };
-    sent.attempts += 1;
-    let addr = if redirect.addr.starts_with(':') {
-        // Unknown endpoint: same host as the node we asked.
-        let host = sent
-            .slot
-            .and_then(|s| ctx.topology.load().master(s).map(|p| p.addr().to_string()))
-            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
-            .unwrap_or_else(|| "127.0.0.1".into());
-        format!("{host}{}", redirect.addr)
-    } else {
-        redirect.addr.to_string()
-    };
-    if redirect.ask {
-        ctx.topology.stats.ask.fetch_add(1, Ordering::Relaxed);
-        Next::Resend {
-            to: Target::Addr(addr),
-            asking: true,
-            delay: false,
+        Outcome::TryAgain => {
+            sent.attempts += 1;
+            Next::Resend {
+                to: sent.target(),
+                asking: false,
+                delay: true,
+            }
         }
-    } else {
-        ctx.topology.stats.moved.fetch_add(1, Ordering::Relaxed);
-        ctx.topology.apply_moved(redirect.slot, &addr);
-        Next::Resend {
-            to: Target::Slot(redirect.slot),
-            asking: false,
-            delay: false,
+        Outcome::NoScript => {
+            let Post::EvalSha(sha) = &sent.post else {
+                return Next::Done(r.data.clone());
+            };
+            let Some(body) = ctx.scripts.get(sha) else {
+                return Next::Done(r.data.clone());
+            };
+            sent.attempts += 1;
+            let load = reply::command([&b"SCRIPT"[..], b"LOAD", &body]);
+            let mut payload = BytesMut::with_capacity(load.len() + sent.payload.len());
+            payload.extend_from_slice(&load);
+            payload.extend_from_slice(&sent.payload);
+            sent.payload = payload.freeze();
+            sent.skip += 1;
+            sent.post = Post::None;
+            Next::Resend {
+                to: sent.target(),
+                asking: false,
+                delay: false,
+            }
+        }
+        Outcome::Ask(redirect) => {
+            sent.attempts += 1;
+            ctx.topology.stats.ask.fetch_add(1, Ordering::Relaxed);
+            let current = current_addr(sent, redirect.slot, ctx);
+            Next::Resend {
+                to: Target::Addr(redirect_addr(&redirect, current.as_deref())),
+                asking: true,
+                delay: false,
+            }
+        }
+        Outcome::Moved(redirect) => {
+            sent.attempts += 1;
+            ctx.topology.stats.moved.fetch_add(1, Ordering::Relaxed);
+            let current = current_addr(sent, redirect.slot, ctx);
+            let addr = redirect_addr(&redirect, current.as_deref());
+            ctx.topology.apply_moved(redirect.slot, &addr);
+            if sent.slot.is_none() {
+                sent.node = Some(Arc::from(addr.as_str()));
+            }
+            Next::Resend {
+                to: match sent.slot {
+                    Some(_) => Target::Slot(redirect.slot),
+                    None => Target::Addr(addr),
+                },
+                asking: false,
+                delay: false,
+            }
         }
     }
 }
 
-/// A parsed `-MOVED slot addr` or `-ASK slot addr`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Redirect<'a> {
-    /// ASK (one-shot) rather than MOVED (permanent).
-    pub ask: bool,
-    /// The slot.
-    pub slot: u16,
-    /// `host:port` (or `:port` when the server does not know its endpoint).
-    pub addr: &'a str,
+fn current_addr(sent: &Sent, slot: u16, ctx: &Context) -> Option<String> {
+    match &sent.node {
+        Some(n) => Some(n.to_string()),
+        None => ctx
+            .topology
+            .load()
+            .master(slot)
+            .map(|p| p.addr().to_string()),
+    }
 }
 
-/// Parses a redirection error frame.
-pub fn parse_redirect(frame: &[u8]) -> Option<Redirect<'_>> {
-    let body = frame.strip_prefix(b"-")?.strip_suffix(b"\r\n")?;
-    let text = std::str::from_utf8(body).ok()?;
-    let mut words = text.split(' ');
-    let ask = match words.next()? {
-        "MOVED" => false,
-        "ASK" => true,
-        _ => return None,
-    };
-    let slot: u16 = words.next()?.parse().ok()?;
-    let addr = words.next()?;
-    (slot < 16384 && !addr.is_empty()).then_some(Redirect { ask, slot, addr })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_redirects() {
-        assert_eq!(
-            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Some(Redirect {
-                ask: false,
-                slot: 3999,
-                addr: "127.0.0.1:6381"
-            })
-        );
-        assert_eq!(
-            parse_redirect(b"-ASK 1 h:1\r\n"),
-            Some(Redirect {
-                ask: true,
-                slot: 1,
-                addr: "h:1"
-            })
-        );
-        assert_eq!(parse_redirect(b"-ERR x\r\n"), None);
-        assert_eq!(parse_redirect(b"-MOVED 99999 h:1\r\n"), None);
-        assert_eq!(parse_redirect(b"-MOVED x h:1\r\n"), None);
+/// Applies the per-command work on a reply that goes to the client.
+fn post_process(sent: &mut Sent, r: &Reply) -> Next {
+    match sent.post {
+        Post::None | Post::EvalSha(_) => Next::Done(r.data.clone()),
+        Post::Scan { node, nodes } => {
+            if reply_kind(r.data[0]) == ReplyKind::Error {
+                return Next::Done(r.data.clone());
+            }
+            match keyspace::rewrite_scan_reply(&r.data, node, nodes) {
+                Some(b) => Next::Done(b),
+                None => Next::Done(reply::error(
+                    "ERR slotbridge: unexpected SCAN reply from a server",
+                )),
+            }
+        }
+        Post::RandomKey {
+            tried,
+            nodes,
+            start,
+        } => {
+            let nil = &r.data[..] == b"$-1\r\n" || &r.data[..] == b"_\r\n";
+            if !nil || tried >= nodes {
+                return Next::Done(r.data.clone());
+            }
+            sent.post = Post::RandomKey {
+                tried: tried + 1,
+                nodes,
+                start,
+            };
+            sent.node = None;
+            Next::Resend {
+                to: Target::NthMaster(start + tried),
+                asking: false,
+                delay: false,
+            }
+        }
     }
 }

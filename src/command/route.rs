@@ -81,9 +81,30 @@ pub enum Local {
     Client,
 }
 
+/// Transaction commands, handled by the session's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCmd {
+    /// `MULTI`
+    Multi,
+    /// `EXEC`
+    Exec,
+    /// `DISCARD`
+    Discard,
+    /// `WATCH key...` with all keys in this slot.
+    Watch(u16),
+    /// `UNWATCH`
+    Unwatch,
+}
+
 /// Where a command goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// A transaction command.
+    Tx(TxCmd),
+    /// `SCAN`, iterated master by master with a proxy cursor.
+    Scan,
+    /// `RANDOMKEY`, asked of the masters in turn until one has a key.
+    RandomKey,
     /// To the master of this slot.
     Slot(u16),
     /// A blocking command for this slot: needs its own backend connection.
@@ -149,7 +170,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         return Route::Blocking(first_slot);
     }
     match spec.name {
-        "watch" => unsupported(spec.name),
+        "watch" => Route::Tx(TxCmd::Watch(first_slot)),
         "ssubscribe" | "sunsubscribe" => unsupported(spec.name),
         _ => Route::Slot(first_slot),
     }
@@ -177,6 +198,12 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "auth" => Route::Local(Local::Auth),
         "reset" => Route::Local(Local::Reset),
         n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
+        "multi" => Route::Tx(TxCmd::Multi),
+        "exec" => Route::Tx(TxCmd::Exec),
+        "discard" => Route::Tx(TxCmd::Discard),
+        "unwatch" => Route::Tx(TxCmd::Unwatch),
+        "scan" => Route::Scan,
+        "randomkey" => Route::RandomKey,
         "info" => Route::Fanout(Fanout::Info),
         "dbsize" => Route::Fanout(Fanout::Sum),
         "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat" => {
@@ -345,9 +372,16 @@ mod tests {
             route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]).0,
             Route::Blocking(slot(b"s"))
         );
+        assert_eq!(route_of(&["MULTI"]).0, Route::Tx(TxCmd::Multi));
         assert_eq!(
-            err(route_of(&["MULTI"]).0),
-            "-ERR unsupported command 'multi' by slotbridge\r\n"
+            route_of(&["WATCH", "{a}1", "{a}2"]).0,
+            Route::Tx(TxCmd::Watch(slot(b"a")))
+        );
+        assert!(err(route_of(&["WATCH", "a", "b"]).0).starts_with("-CROSSSLOT "));
+        assert_eq!(route_of(&["SCAN", "0"]).0, Route::Scan);
+        assert_eq!(
+            err(route_of(&["MONITOR"]).0),
+            "-ERR unsupported command 'monitor' by slotbridge\r\n"
         );
         assert_eq!(
             err(route_of(&["CLUSTER", "INFO"]).0),

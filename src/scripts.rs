@@ -1,0 +1,79 @@
+//! Script bodies the proxy has seen, so an `EVALSHA` that meets `NOSCRIPT`
+//! on a node (after a failover, or on a node that joined later; Redis 7
+//! does not replicate its script cache) can be retried after loading it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+/// Most remembered scripts; the cache is cleared when it is full (apps use
+/// a handful of scripts, so this bounds memory against abuse only).
+pub const MAX_SCRIPTS: usize = 10_000;
+
+/// SHA1 (lower-case hex) → body.
+#[derive(Debug, Default)]
+pub struct ScriptCache {
+    by_sha: Mutex<HashMap<[u8; 40], Bytes>>,
+}
+
+/// Lower-case hex SHA1 of a script body, as Redis names scripts.
+pub fn sha1_hex(body: &[u8]) -> [u8; 40] {
+    let digest = sha1_smol::Sha1::from(body).digest().bytes();
+    let mut out = [0u8; 40];
+    for (i, b) in digest.iter().enumerate() {
+        out[i * 2] = HEX[(b >> 4) as usize];
+        out[i * 2 + 1] = HEX[(b & 15) as usize];
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl ScriptCache {
+    /// Remembers a body (no-op when already known).
+    pub fn remember(&self, body: &Bytes) {
+        let sha = sha1_hex(body);
+        let mut map = self.by_sha.lock().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&sha) {
+            return;
+        }
+        if map.len() >= MAX_SCRIPTS {
+            map.clear();
+        }
+        map.insert(sha, body.clone());
+    }
+
+    /// The body of a script by its SHA1 (any case).
+    pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
+        let key: [u8; 40] = sha.to_ascii_lowercase().try_into().ok()?;
+        self.by_sha
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha_matches_redis() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(
+            &sha1_hex(b"return 1"),
+            b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+        let cache = ScriptCache::default();
+        cache.remember(&Bytes::from_static(b"return 1"));
+        assert_eq!(
+            cache
+                .get(b"E0E1F9FABFC9D4800C877A703B823AC0578FF8DB")
+                .as_deref(),
+            Some(&b"return 1"[..])
+        );
+        assert_eq!(cache.get(b"nope"), None);
+    }
+}

@@ -1,0 +1,355 @@
+//! Single-node semantics of stateful and keyless commands through the proxy:
+//! SCAN, RANDOMKEY, transactions, scripts, blocking commands.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{encode_command, key_for_slot, Cluster, Proxy, RawClient};
+
+fn env() -> &'static (Cluster, Proxy) {
+    static ENV: OnceLock<(Cluster, Proxy)> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let cluster = Cluster::start(3, 0);
+        let proxy = Proxy::start(&cluster);
+        (cluster, proxy)
+    })
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode_command(&bytes)
+}
+
+fn raw() -> RawClient {
+    RawClient::connect(env().1.port)
+}
+
+#[test]
+fn scan_visits_every_key_exactly_once() {
+    // Its own cluster: the count must be exact.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..10_000 {
+        if i % 10 == 0 {
+            pipe.cmd("SADD")
+                .arg(format!("scan:set:{i}"))
+                .arg("m")
+                .ignore();
+        } else {
+            pipe.cmd("SET").arg(format!("scan:str:{i}")).arg(i).ignore();
+        }
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let scan_all = |c: &mut redis::Connection, extra: &[&str]| -> Vec<String> {
+        let mut cursor = 0u64;
+        let mut seen = Vec::new();
+        let mut zeros = 0;
+        for _ in 0..100_000 {
+            let mut q = redis::cmd("SCAN");
+            q.arg(cursor);
+            for e in extra {
+                q.arg(*e);
+            }
+            let (next, keys): (u64, Vec<String>) = q.query(c).unwrap();
+            seen.extend(keys);
+            cursor = next;
+            if cursor == 0 {
+                zeros += 1;
+                break;
+            }
+        }
+        assert_eq!(zeros, 1, "the iteration must end with cursor 0");
+        seen
+    };
+    let all = scan_all(&mut c, &["COUNT", "500"]);
+    assert_eq!(all.len(), 10_000, "every key exactly once");
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 10_000);
+    let sets = scan_all(&mut c, &["TYPE", "set"]);
+    assert_eq!(sets.len(), 1000);
+    assert!(sets.iter().all(|k| k.starts_with("scan:set:")));
+    let matched = scan_all(&mut c, &["MATCH", "scan:str:99*"]);
+    let mut want: Vec<String> = (0..10_000)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("scan:str:{i}"))
+        .filter(|k| k.starts_with("scan:str:99"))
+        .collect();
+    let mut got = matched;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Cursors are plain decimal integers; a bad one is refused like Redis does.
+    let mut r = RawClient::connect(proxy.port);
+    r.roundtrip(&cmd(&["SCAN", "abc"]), b"-ERR invalid cursor\r\n");
+    r.roundtrip(&cmd(&["SCAN", "1023"]), b"*2\r\n$1\r\n0\r\n*0\r\n");
+    // RANDOMKEY finds a key even when most masters are empty.
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    r.roundtrip(&cmd(&["RANDOMKEY"]), b"$-1\r\n");
+    let _: () = redis::cmd("SET")
+        .arg("only-key")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    for _ in 0..6 {
+        r.roundtrip(&cmd(&["RANDOMKEY"]), b"$8\r\nonly-key\r\n");
+    }
+}
+
+#[test]
+fn transactions_in_one_slot() {
+    let mut r = raw();
+    r.roundtrip(&cmd(&["DEL", "{tx1}a", "{tx1}b"]), b":0\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", "{tx1}a", "1"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["INCR", "{tx1}a"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["LPUSH", "{tx1}b", "x"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["PING"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*4\r\n+OK\r\n:2\r\n:1\r\n+PONG\r\n");
+    // Runtime errors stay inside the EXEC array, as in Redis.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["INCR", "{tx1}b"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["GET", "{tx1}a"]), b"+QUEUED\r\n");
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"*2\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n$1\r\n2\r\n",
+    );
+    r.roundtrip(&cmd(&["EXEC"]), b"-ERR EXEC without MULTI\r\n");
+    r.roundtrip(&cmd(&["DISCARD"]), b"-ERR DISCARD without MULTI\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"-ERR MULTI calls can not be nested\r\n");
+    r.roundtrip(&cmd(&["SET", "{tx1}a", "99"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["GET", "{tx1}a"]), b"$1\r\n2\r\n");
+    // An empty transaction.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*0\r\n");
+}
+
+#[test]
+fn cross_slot_transaction_aborts_like_redis() {
+    let mut r = raw();
+    let (a, b) = (key_for_slot(100, "txa-"), key_for_slot(9000, "txb-"));
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", &a, "1"]), b"+QUEUED\r\n");
+    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag}\r\n";
+    r.roundtrip(&cmd(&["SET", &b, "1"]), want.as_bytes());
+    r.roundtrip(
+        &cmd(&["GET", "x", "y"]),
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    r.roundtrip(&cmd(&["EXISTS", &a]), b":0\r\n");
+    // Pipelined commands around a transaction keep their order.
+    let mut batch = Vec::new();
+    for part in [
+        cmd(&["SET", &a, "before"]),
+        cmd(&["MULTI"]),
+        cmd(&["GET", &a]),
+        cmd(&["SET", &a, "inside"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", &a]),
+        cmd(&["GET", &b]),
+    ] {
+        batch.extend(part);
+    }
+    r.send(&batch);
+    r.expect(
+        b"+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$6\r\nbefore\r\n+OK\r\n$6\r\ninside\r\n$-1\r\n",
+    );
+}
+
+#[test]
+fn watch_conflict_aborts_exec() {
+    let mut r = raw();
+    let mut other = raw();
+    r.roundtrip(&cmd(&["SET", "{w}k", "1"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["WATCH", "{w}k", "{w}j"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["GET", "{w}k"]), b"$1\r\n1\r\n");
+    other.roundtrip(&cmd(&["SET", "{w}k", "2"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", "{w}k", "3"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*-1\r\n");
+    r.roundtrip(&cmd(&["GET", "{w}k"]), b"$1\r\n2\r\n");
+    // Without a conflict the watched transaction commits.
+    r.roundtrip(&cmd(&["WATCH", "{w}k"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", "{w}k", "4"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*1\r\n+OK\r\n");
+    // UNWATCH forgets the watch.
+    r.roundtrip(&cmd(&["WATCH", "{w}k"]), b"+OK\r\n");
+    other.roundtrip(&cmd(&["SET", "{w}k", "5"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["UNWATCH"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["GET", "{w}k"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*1\r\n$1\r\n5\r\n");
+    // WATCH across slots is a clear error.
+    let want = format!(
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'watch', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
+        common::slot_of(b"wa"),
+        common::slot_of(b"wb")
+    );
+    r.roundtrip(&cmd(&["WATCH", "wa", "wb"]), want.as_bytes());
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["WATCH", "{w}k"]),
+        b"-ERR WATCH inside MULTI is not allowed\r\n",
+    );
+    r.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+}
+
+#[test]
+fn scripts_survive_a_flushed_script_cache() {
+    let (cluster, _) = env();
+    let mut c = env().1.conn();
+    let body = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(sha.len(), 40);
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0".repeat(40))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
+    // Every master has it.
+    for port in cluster.master_ports() {
+        let e: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        assert_eq!(e, vec![1], "master {port}");
+    }
+    let key = "script-counter";
+    let _: () = redis::cmd("DEL").arg(key).query(&mut c).unwrap();
+    let n: i64 = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg(key)
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 5);
+    // The node loses its script cache (as after a failover): the proxy
+    // reloads the script and the client never sees NOSCRIPT.
+    let owner = cluster.node_for_key(key.as_bytes());
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut cluster.conn(owner))
+        .unwrap();
+    let n: i64 = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg(key)
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 10);
+    // A script first seen through EVAL is remembered too.
+    let body2 = "return redis.call('GET', KEYS[1])";
+    let v: String = redis::cmd("EVAL")
+        .arg(body2)
+        .arg(1)
+        .arg(key)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "10");
+    let sha2: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body2)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut cluster.conn(owner))
+        .unwrap();
+    let v: String = redis::cmd("EVALSHA")
+        .arg(&sha2)
+        .arg(1)
+        .arg(key)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "10");
+    // An unknown script still gets Redis's own error.
+    let mut r = raw();
+    r.roundtrip(
+        &cmd(&["EVALSHA", &"f".repeat(40), "1", key]),
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+    );
+}
+
+#[test]
+fn fifty_blocked_clients_do_not_slow_others() {
+    let proxy = &env().1;
+    let mut blocked = Vec::new();
+    for i in 0..50 {
+        let mut r = RawClient::connect(proxy.port);
+        r.send(&cmd(&["BLPOP", &format!("bq:{i}"), "10"]));
+        blocked.push(r);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..5 {
+        let url = proxy.url();
+        handles.push(std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for i in 0..400 {
+                let k = format!("bq-other:{t}:{i}");
+                let _: () = redis::cmd("SET").arg(&k).arg(i).query(&mut c).unwrap();
+                let v: i64 = redis::cmd("GET").arg(&k).query(&mut c).unwrap();
+                assert_eq!(v, i);
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    let mut c = proxy.conn();
+    for i in 0..50 {
+        let _: () = redis::cmd("RPUSH")
+            .arg(format!("bq:{i}"))
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+    }
+    for (i, r) in blocked.iter_mut().enumerate() {
+        let key = format!("bq:{i}");
+        r.expect(format!("*2\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len()).as_bytes());
+    }
+    // A client that disconnects while blocked releases its connection: the
+    // key's next push is not swallowed by a dead waiter.
+    let mut gone = RawClient::connect(proxy.port);
+    gone.send(&cmd(&["BLPOP", "bq:gone", "0"]));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(200));
+    let _: () = redis::cmd("RPUSH")
+        .arg("bq:gone")
+        .arg("kept")
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<String> = redis::cmd("LRANGE")
+        .arg("bq:gone")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, vec!["kept".to_string()]);
+}
