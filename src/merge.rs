@@ -131,6 +131,64 @@ pub fn all_true(parts: &[&Bytes]) -> Bytes {
     out.freeze()
 }
 
+/// Arrays merged into one without duplicates, in first-seen order.
+pub fn union(parts: &[&Bytes]) -> Bytes {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("arrays");
+        };
+        for (s, e) in elems {
+            let item = &p[s..e];
+            if !seen.contains(&item) {
+                seen.push(item);
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(16 + seen.iter().map(|s| s.len()).sum::<usize>());
+    put_array(&mut out, seen.len());
+    for item in seen {
+        out.put_slice(item);
+    }
+    out.freeze()
+}
+
+/// Flat `[name, count, name, count...]` arrays summed per name, in the
+/// order of the first part (`PUBSUB NUMSUB`).
+pub fn sum_pairs(parts: &[&Bytes]) -> Bytes {
+    let mut pairs: Vec<(&[u8], i64)> = Vec::new();
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("PUBSUB NUMSUB");
+        };
+        for pair in elems.chunks(2) {
+            let [(ns, ne), (cs, ce)] = pair else {
+                return unexpected("PUBSUB NUMSUB");
+            };
+            let Some(count) = integer(&p[*cs..*ce]) else {
+                return unexpected("PUBSUB NUMSUB");
+            };
+            let name = &p[*ns..*ne];
+            match pairs.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 += count,
+                None => pairs.push((name, count)),
+            }
+        }
+    }
+    let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');
+    let mut out = BytesMut::new();
+    if kind == b'%' {
+        put_header(&mut out, b'%', pairs.len());
+    } else {
+        put_array(&mut out, pairs.len() * 2);
+    }
+    for (name, count) in pairs {
+        out.put_slice(name);
+        put_int(&mut out, count);
+    }
+    out.freeze()
+}
+
 /// One error reply for a split or fanned-out command whose parts failed:
 /// the first failure's text, plus how many parts failed and of what.
 pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
@@ -189,6 +247,22 @@ mod tests {
         let x = b(b"*2\r\n:1\r\n:1\r\n");
         let y = b(b"*2\r\n:1\r\n:0\r\n");
         assert_eq!(&all_true(&[&x, &y])[..], b"*2\r\n:1\r\n:0\r\n");
+    }
+
+    #[test]
+    fn union_and_pairs() {
+        let a = b(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        let c = b(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        assert_eq!(
+            &union(&[&a, &c])[..],
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        let x = b(b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n");
+        let y = b(b"*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:1\r\n");
+        assert_eq!(
+            &sum_pairs(&[&x, &y])[..],
+            b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:1\r\n"
+        );
     }
 
     #[test]

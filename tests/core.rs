@@ -194,8 +194,8 @@ fn keyless_basics() {
         b"-ERR slotbridge: only database 0 exists on a Redis Cluster; SELECT another database is not possible (use key prefixes instead of databases)\r\n",
     );
     r.roundtrip(
-        &cmd(&["MULTI"]),
-        b"-ERR unsupported command 'multi' by slotbridge\r\n",
+        &cmd(&["MONITOR"]),
+        b"-ERR unsupported command 'monitor' by slotbridge\r\n",
     );
     r.roundtrip(
         &cmd(&["NOSUCHCMD", "x"]),

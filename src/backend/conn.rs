@@ -154,7 +154,7 @@ async fn run(
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: &str,
     opts: &ConnOptions,
     proto: Proto,

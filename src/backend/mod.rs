@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod pool;
+pub mod pubsub;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;

@@ -2,6 +2,7 @@
 
 pub mod keyspace;
 pub mod local;
+pub mod pubsub;
 pub mod retry;
 pub mod session;
 pub mod transaction;

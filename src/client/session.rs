@@ -7,7 +7,7 @@
 //! fills the slot, handles redirections, merges parts, and writes every
 //! reply at the head of the queue that is complete, in one write per batch.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,12 +20,15 @@ use tokio::sync::mpsc;
 
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
+use super::pubsub::{self as subs, PubSubState, GLOBAL};
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Pinned, TxState, EXECABORT};
+use crate::backend::pubsub::PubSubEvent;
 use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyTo};
 use crate::command::keys::Args;
 use crate::command::route::{
-    cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, TxCmd,
+    cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, SubCmd, TxCmd,
+    PUBSUB_HOME_SLOT,
 };
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestParser};
@@ -195,6 +198,9 @@ struct Core {
     closing: bool,
     multi: Option<TxState>,
     pinned: Option<Pinned>,
+    pubsub: Option<Box<PubSubState>>,
+    /// Out-of-band frames (published messages) waiting to be written.
+    oob: BytesMut,
 }
 
 impl Session {
@@ -215,6 +221,8 @@ impl Session {
                 closing: false,
                 multi: None,
                 pinned: None,
+                pubsub: None,
+                oob: BytesMut::new(),
             },
             ctx,
         }
@@ -226,7 +234,7 @@ impl Session {
         let mut wbuf = BytesMut::new();
         let max_pipeline = self.ctx.config.limits.max_pipeline;
         loop {
-            self.process_input(&mut rbuf, max_pipeline).await;
+            let waiting = self.process_input(&mut rbuf, max_pipeline).await;
             self.core.collect_ready(&mut wbuf);
             if !wbuf.is_empty() {
                 wr.write_all(&wbuf).await?;
@@ -239,6 +247,11 @@ impl Session {
             if self.core.closing && self.core.pending.is_empty() {
                 let _ = wr.shutdown().await;
                 return Ok(());
+            }
+            if waiting && self.core.pending.is_empty() {
+                // A subscription command waited for earlier replies, which
+                // are now written: run it without waiting for more input.
+                continue;
             }
             let can_read = !self.core.closing && self.core.pending.len() < max_pipeline;
             if can_read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
@@ -256,34 +269,60 @@ impl Session {
                         self.core.on_reply(r).await;
                     }
                 }
+                Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => {
+                    self.core.on_pubsub_event(id, event).await;
+                    while let Some((id, event)) = self.core.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
+                        self.core.on_pubsub_event(id, event).await;
+                    }
+                }
             }
         }
     }
 
-    /// Parses and dispatches every complete command in `rbuf`.
-    async fn process_input(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) {
+    /// Parses and dispatches every complete command in `rbuf`. Returns true
+    /// when a command waits for earlier replies to be written first.
+    async fn process_input(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
         while !self.core.closing && self.core.pending.len() < max_pipeline {
             match self.parser.parse(rbuf) {
                 Ok(Parsed::Command(n)) => {
+                    let name = self
+                        .parser
+                        .args()
+                        .first()
+                        .map(|&(s, e)| &rbuf[s..e])
+                        .unwrap_or_default();
+                    if self.core.must_wait_for_earlier_replies(name) {
+                        return true;
+                    }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
                 }
                 Ok(Parsed::Inline(n)) => {
-                    rbuf.advance(n);
                     let raw = self.parser.take_inline();
+                    let name = self
+                        .parser
+                        .args()
+                        .first()
+                        .map(|&(s, e)| &raw[s..e])
+                        .unwrap_or_default();
+                    if self.core.must_wait_for_earlier_replies(name) {
+                        return true;
+                    }
+                    rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;
                 }
                 Ok(Parsed::Skip(n)) => rbuf.advance(n),
-                Ok(Parsed::Incomplete) => return,
+                Ok(Parsed::Incomplete) => return false,
                 Err(e) => {
                     let msg = reply::error(&format!("ERR Protocol error: {e}"));
                     self.core.pending.push_back(Pending::Close(msg));
                     self.core.closing = true;
                     rbuf.clear();
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 }
 
@@ -315,6 +354,17 @@ impl Core {
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
+        }
+        if self.client.proto == Proto::Resp2 && self.pubsub.as_ref().is_some_and(|p| p.active()) {
+            let name = view.get(0);
+            if !subs::allowed_while_subscribed(name) {
+                self.ready(subs::not_allowed(name));
+                return;
+            }
+            if name.eq_ignore_ascii_case(b"ping") {
+                self.subscribed_ping(raw, &view);
+                return;
+            }
         }
         let route = route(&view, &mut self.scratch);
         if self.multi.is_some() {
@@ -380,6 +430,7 @@ impl Core {
                 self.fanout(kind, name, raw, seq).await;
             }
             Route::Tx(cmd) => self.tx_command(cmd, raw, seq).await,
+            Route::Sub(cmd) => self.subscription(cmd, raw, &view).await,
             Route::Local(cmd) => self.local(cmd, &view),
             Route::Reply(b) => self.ready(b),
         }
@@ -389,6 +440,7 @@ impl Core {
         if cmd == Local::Reset {
             self.multi = None;
             self.pinned = None;
+            self.pubsub = None;
         }
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         match outcome {
@@ -639,7 +691,7 @@ impl Core {
                 self.ready(cross_slot(name, a, b));
                 return;
             }
-            Route::Local(_) | Route::Fanout(_) | Route::Scan | Route::RandomKey => {
+            Route::Local(_) | Route::Fanout(_) | Route::Scan | Route::RandomKey | Route::Sub(_) => {
                 tx.failed = true;
                 let msg =
                     format!("ERR slotbridge: '{name}' cannot be used inside MULTI on a cluster");
@@ -856,6 +908,10 @@ impl Core {
 
     /// Moves every complete reply at the head of the queue into `out`.
     fn collect_ready(&mut self, out: &mut BytesMut) {
+        if !self.oob.is_empty() {
+            out.extend_from_slice(&self.oob);
+            self.oob.clear();
+        }
         while let Some(front) = self.pending.front() {
             match front {
                 Pending::Ready(b) => out.extend_from_slice(b),
@@ -870,6 +926,202 @@ impl Core {
             self.pending.pop_front();
             self.base_seq += 1;
         }
+    }
+}
+
+impl Core {
+    /// Subscription commands wait until every earlier reply is written, so
+    /// their confirmations (which bypass the reply queue) stay in order.
+    fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        subs::is_subscription_command(name)
+            || (name.eq_ignore_ascii_case(b"ping")
+                && self.pubsub.as_ref().is_some_and(|p| p.active()))
+    }
+
+    /// The node holding classic subscriptions (see [`PUBSUB_HOME_SLOT`]).
+    async fn pubsub_home(&self) -> Option<Arc<str>> {
+        let owner = self.ctx.topology.load().master(PUBSUB_HOME_SLOT).cloned();
+        let owner = match owner {
+            Some(p) => Some(p),
+            None => self.wait_for_owner(PUBSUB_HOME_SLOT).await,
+        };
+        owner.map(|p| p.addr().clone())
+    }
+
+    /// `PING` while subscribed (RESP2): answered in the subscription stream.
+    fn subscribed_ping(&mut self, raw: Bytes, view: &CommandView<'_>) {
+        let msg = (view.len() > 1).then(|| view.get(1));
+        match self.pubsub.as_ref().and_then(|p| p.conns.get(&GLOBAL)) {
+            Some(conn) => conn.send(raw),
+            None => self.oob.extend_from_slice(&subs::subscribed_pong(msg)),
+        }
+    }
+
+    async fn subscription(&mut self, cmd: SubCmd, raw: Bytes, view: &CommandView<'_>) {
+        let args: Vec<Bytes> = view.args[1..]
+            .iter()
+            .map(|&(s, e)| raw.slice(s..e))
+            .collect();
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let slot = match cmd {
+            SubCmd::SSubscribe(slot) => Some(slot),
+            SubCmd::SUnsubscribe(slot) => slot,
+            _ => None,
+        };
+        let owner = match slot {
+            Some(s) => match self.ctx.topology.load().master(s).cloned() {
+                Some(p) => Some(p),
+                None => self.wait_for_owner(s).await,
+            },
+            None => None,
+        };
+        let global_node = self.pubsub_home().await;
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        match cmd {
+            SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::Unsubscribe | SubCmd::PUnsubscribe => {
+                let Some(addr) = global_node else {
+                    self.oob.extend_from_slice(&no_cluster());
+                    return;
+                };
+                ps.global(&addr, &opts, proto).send(raw);
+            }
+            SubCmd::SSubscribe(s) | SubCmd::SUnsubscribe(Some(s)) => {
+                let Some(pool) = owner else {
+                    self.oob.extend_from_slice(&slot_unserved(s));
+                    return;
+                };
+                ps.shard(pool.addr(), &opts, proto).send(raw);
+            }
+            SubCmd::SUnsubscribe(None) => {
+                let shard_conns: Vec<&crate::backend::pubsub::PubSubConn> = ps
+                    .conns
+                    .iter()
+                    .filter(|(id, _)| **id != GLOBAL)
+                    .map(|(_, c)| c)
+                    .collect();
+                if shard_conns.is_empty() {
+                    let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
+                    let mut out = BytesMut::new();
+                    reply::put_header(&mut out, kind, 3);
+                    reply::put_bulk(&mut out, b"sunsubscribe");
+                    reply::put_null(&mut out, proto);
+                    reply::put_int(&mut out, 0);
+                    self.oob.extend_from_slice(&out);
+                } else {
+                    for c in shard_conns {
+                        c.send(raw.clone());
+                    }
+                }
+            }
+        }
+        ps.record(view.get(0), &args, slot);
+    }
+
+    async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        match event {
+            PubSubEvent::Frame(frame) => {
+                if !ps.swallows(id) {
+                    self.oob.extend_from_slice(&frame);
+                }
+            }
+            PubSubEvent::Overflow => {
+                tracing::warn!(client = %self.client.peer, "subscriber too slow for its messages; disconnecting it");
+                self.pending.clear();
+                self.closing = true;
+            }
+            PubSubEvent::Lost(_) => {
+                ps.conns.remove(&id);
+                ps.swallow.remove(&id);
+                let events = ps.events_sender();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = events.send((id, PubSubEvent::Resubscribe)).await;
+                });
+            }
+            PubSubEvent::Resubscribe => self.resubscribe(id),
+        }
+    }
+
+    /// Subscribes again after connection `id` was lost.
+    fn resubscribe(&mut self, id: u32) {
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let map = self.ctx.topology.load();
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if id == GLOBAL {
+            if ps.channels.is_empty() && ps.patterns.is_empty() {
+                return;
+            }
+            let Some(home) = map
+                .master(PUBSUB_HOME_SLOT)
+                .or_else(|| map.shards().first().map(|s| &s.master))
+            else {
+                return;
+            };
+            let mut cmds = Vec::new();
+            if !ps.channels.is_empty() {
+                cmds.push(subscribe_command(b"SUBSCRIBE", ps.channels.iter()));
+            }
+            if !ps.patterns.is_empty() {
+                cmds.push(subscribe_command(b"PSUBSCRIBE", ps.patterns.iter()));
+            }
+            let count = ps.channels.len() + ps.patterns.len();
+            let conn = ps.global(home.addr(), &opts, proto);
+            for c in cmds {
+                conn.send(c);
+            }
+            ps.swallow.insert(GLOBAL, count);
+            tracing::info!(client = %self.client.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
+            return;
+        }
+        // Shard channels whose owner has no live connection: one SSUBSCRIBE per slot.
+        let mut by_slot: HashMap<u16, Vec<Bytes>> = HashMap::new();
+        for (ch, slot) in &ps.shard_channels {
+            by_slot.entry(*slot).or_default().push(ch.clone());
+        }
+        for (slot, channels) in by_slot {
+            let Some(pool) = map.master(slot) else {
+                continue;
+            };
+            let live = ps
+                .conns
+                .iter()
+                .any(|(cid, c)| *cid != GLOBAL && c.addr == *pool.addr());
+            if live {
+                continue;
+            }
+            let conn = ps.shard(pool.addr(), &opts, proto);
+            conn.send(subscribe_command(b"SSUBSCRIBE", channels.iter()));
+            let cid = ps
+                .conns
+                .iter()
+                .find(|(cid, c)| **cid != GLOBAL && c.addr == *pool.addr())
+                .map(|(cid, _)| *cid);
+            if let Some(cid) = cid {
+                *ps.swallow.entry(cid).or_default() += channels.len();
+            }
+        }
+    }
+}
+
+fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
+    reply::command(args)
+}
+
+async fn next_pubsub_event(pubsub: &mut Option<Box<PubSubState>>) -> Option<(u32, PubSubEvent)> {
+    match pubsub {
+        Some(p) => p.events.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -908,6 +1160,8 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             .unwrap_or_else(no_cluster),
         MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies),
         MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
+        MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
+        MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
     }
 }
 

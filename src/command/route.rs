@@ -58,6 +58,10 @@ pub enum Fanout {
     AllTrue,
     /// `INFO`, rebuilt to look like one server.
     Info,
+    /// Arrays merged without duplicates (`PUBSUB CHANNELS`).
+    Union,
+    /// Flat name/count arrays summed per name (`PUBSUB NUMSUB`).
+    SumPairs,
 }
 
 /// Commands the proxy answers itself.
@@ -96,9 +100,29 @@ pub enum TxCmd {
     Unwatch,
 }
 
+/// Subscription commands, served on the client's private subscription
+/// connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubCmd {
+    /// `SUBSCRIBE channel...`
+    Subscribe,
+    /// `PSUBSCRIBE pattern...`
+    PSubscribe,
+    /// `UNSUBSCRIBE [channel...]`
+    Unsubscribe,
+    /// `PUNSUBSCRIBE [pattern...]`
+    PUnsubscribe,
+    /// `SSUBSCRIBE channel...`, all channels in this slot.
+    SSubscribe(u16),
+    /// `SUNSUBSCRIBE [channel...]`, the channels' slot if any.
+    SUnsubscribe(Option<u16>),
+}
+
 /// Where a command goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// A subscription command.
+    Sub(SubCmd),
     /// A transaction command.
     Tx(TxCmd),
     /// `SCAN`, iterated master by master with a proxy cursor.
@@ -120,6 +144,12 @@ pub enum Route {
     /// Answered at once with this reply (errors).
     Reply(Bytes),
 }
+
+/// Classic (non-shard) subscriptions and `PUBLISH` all go to the master
+/// owning this slot. A cluster delivers every `PUBLISH` to every node, so
+/// any node would do for delivery; one home node makes `PUBLISH` return the
+/// exact number of subscribers, as one server would.
+pub const PUBSUB_HOME_SLOT: u16 = 0;
 
 /// Reusable buffers for routing (one per session, so routing allocates nothing).
 #[derive(Debug, Default)]
@@ -143,7 +173,9 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     if spec.key_specs.is_empty() {
         return keyless(spec, cmd);
     }
-    if let Err(e) = keys::key_indices(spec, cmd, false, &mut scratch.keys) {
+    // Shard channels are not keys but are routed like them.
+    let channels = matches!(spec.name, "spublish" | "ssubscribe" | "sunsubscribe");
+    if let Err(e) = keys::key_indices(spec, cmd, channels, &mut scratch.keys) {
         return Route::Reply(reply::error(&e.to_string()));
     }
     let Some((&first, rest)) = scratch.keys.split_first() else {
@@ -171,7 +203,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     }
     match spec.name {
         "watch" => Route::Tx(TxCmd::Watch(first_slot)),
-        "ssubscribe" | "sunsubscribe" => unsupported(spec.name),
+        "ssubscribe" => Route::Sub(SubCmd::SSubscribe(first_slot)),
+        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(Some(first_slot))),
         _ => Route::Slot(first_slot),
     }
 }
@@ -198,6 +231,14 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "auth" => Route::Local(Local::Auth),
         "reset" => Route::Local(Local::Reset),
         n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
+        "subscribe" => Route::Sub(SubCmd::Subscribe),
+        "psubscribe" => Route::Sub(SubCmd::PSubscribe),
+        "unsubscribe" => Route::Sub(SubCmd::Unsubscribe),
+        "punsubscribe" => Route::Sub(SubCmd::PUnsubscribe),
+        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(None)),
+        "pubsub|channels" | "pubsub|shardchannels" => Route::Fanout(Fanout::Union),
+        "pubsub|numpat" => Route::Fanout(Fanout::Sum),
+        "pubsub|numsub" | "pubsub|shardnumsub" => Route::Fanout(Fanout::SumPairs),
         "multi" => Route::Tx(TxCmd::Multi),
         "exec" => Route::Tx(TxCmd::Exec),
         "discard" => Route::Tx(TxCmd::Discard),
@@ -212,8 +253,11 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "keys" => Route::Fanout(Fanout::Concat),
         "script|load" => Route::Fanout(Fanout::First),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
-        "time" | "lastsave" | "publish" | "config|get" | "lolwut" | "script|help"
-        | "config|help" => Route::AnyMaster,
+        // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
+        "publish" => Route::Slot(PUBSUB_HOME_SLOT),
+        "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help" => {
+            Route::AnyMaster
+        }
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
@@ -379,6 +423,23 @@ mod tests {
         );
         assert!(err(route_of(&["WATCH", "a", "b"]).0).starts_with("-CROSSSLOT "));
         assert_eq!(route_of(&["SCAN", "0"]).0, Route::Scan);
+        assert_eq!(
+            route_of(&["SUBSCRIBE", "a"]).0,
+            Route::Sub(SubCmd::Subscribe)
+        );
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "{c}1", "{c}2"]).0,
+            Route::Sub(SubCmd::SSubscribe(slot(b"c")))
+        );
+        assert!(err(route_of(&["SSUBSCRIBE", "a", "b"]).0).starts_with("-CROSSSLOT"));
+        assert_eq!(
+            route_of(&["SUNSUBSCRIBE"]).0,
+            Route::Sub(SubCmd::SUnsubscribe(None))
+        );
+        assert_eq!(
+            route_of(&["SPUBLISH", "ch", "m"]).0,
+            Route::Slot(slot(b"ch"))
+        );
         assert_eq!(
             err(route_of(&["MONITOR"]).0),
             "-ERR unsupported command 'monitor' by slotbridge\r\n"

@@ -1,0 +1,228 @@
+//! A client's subscriptions: which channels, patterns and shard channels it
+//! has, and the private connections that carry them.
+//!
+//! Classic channels and patterns live on one connection to one master (a
+//! cluster broadcasts `PUBLISH` to every node); shard channels live on a
+//! connection to the master owning their slot. Every frame those
+//! connections read is forwarded to the client as is. When a connection is
+//! lost (failover), the session subscribes again on the current owner and
+//! the confirmations of that re-subscription are swallowed, so the client
+//! only notices that messages keep coming.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
+use crate::backend::ConnOptions;
+use crate::protocol::reply;
+use crate::protocol::Proto;
+
+/// Connection id of the classic (non-shard) subscription connection.
+pub const GLOBAL: u32 = 0;
+
+/// One client's subscription state.
+#[derive(Debug)]
+pub struct PubSubState {
+    /// Subscribed channels.
+    pub channels: BTreeSet<Bytes>,
+    /// Subscribed patterns.
+    pub patterns: BTreeSet<Bytes>,
+    /// Subscribed shard channels, with their slot.
+    pub shard_channels: HashMap<Bytes, u16>,
+    /// Connections by id (`GLOBAL` or a shard connection id).
+    pub conns: HashMap<u32, PubSubConn>,
+    /// Confirmations still to swallow per connection (after a re-subscribe).
+    pub swallow: HashMap<u32, usize>,
+    next_id: u32,
+    events_tx: mpsc::Sender<(u32, PubSubEvent)>,
+    /// Events from the connections (frames to forward, losses).
+    pub events: mpsc::Receiver<(u32, PubSubEvent)>,
+}
+
+impl Default for PubSubState {
+    fn default() -> Self {
+        let (events_tx, events) = mpsc::channel(MAX_BACKLOG_FRAMES);
+        PubSubState {
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            shard_channels: HashMap::new(),
+            conns: HashMap::new(),
+            swallow: HashMap::new(),
+            next_id: GLOBAL + 1,
+            events_tx,
+            events,
+        }
+    }
+}
+
+impl PubSubState {
+    /// Whether the client is in subscribed mode (RESP2 restricts commands then).
+    pub fn active(&self) -> bool {
+        !self.channels.is_empty() || !self.patterns.is_empty() || !self.shard_channels.is_empty()
+    }
+
+    /// The classic subscription connection, opened on `addr` if needed.
+    pub fn global(
+        &mut self,
+        addr: &Arc<str>,
+        opts: &Arc<ConnOptions>,
+        proto: Proto,
+    ) -> &PubSubConn {
+        let events = self.events_tx.clone();
+        self.conns
+            .entry(GLOBAL)
+            .or_insert_with(|| PubSubConn::spawn(addr.clone(), opts.clone(), proto, GLOBAL, events))
+    }
+
+    /// The shard subscription connection to `addr`, opened if needed.
+    pub fn shard(&mut self, addr: &Arc<str>, opts: &Arc<ConnOptions>, proto: Proto) -> &PubSubConn {
+        let id = self
+            .conns
+            .iter()
+            .find(|(id, c)| **id != GLOBAL && c.addr == *addr)
+            .map(|(id, _)| *id);
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let conn = PubSubConn::spawn(
+                    addr.clone(),
+                    opts.clone(),
+                    proto,
+                    id,
+                    self.events_tx.clone(),
+                );
+                self.conns.insert(id, conn);
+                id
+            }
+        };
+        &self.conns[&id]
+    }
+
+    /// A sender for scheduling events to ourselves (re-subscribe timers).
+    pub fn events_sender(&self) -> mpsc::Sender<(u32, PubSubEvent)> {
+        self.events_tx.clone()
+    }
+
+    /// Records the effect of a (un)subscribe command's arguments.
+    pub fn record(&mut self, name: &[u8], args: &[Bytes], slot: Option<u16>) {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_slice() {
+            b"subscribe" => self.channels.extend(args.iter().cloned()),
+            b"psubscribe" => self.patterns.extend(args.iter().cloned()),
+            b"ssubscribe" => {
+                for a in args {
+                    self.shard_channels.insert(a.clone(), slot.unwrap_or(0));
+                }
+            }
+            b"unsubscribe" if args.is_empty() => self.channels.clear(),
+            b"unsubscribe" => args.iter().for_each(|a| {
+                self.channels.remove(a);
+            }),
+            b"punsubscribe" if args.is_empty() => self.patterns.clear(),
+            b"punsubscribe" => args.iter().for_each(|a| {
+                self.patterns.remove(a);
+            }),
+            b"sunsubscribe" if args.is_empty() => self.shard_channels.clear(),
+            b"sunsubscribe" => args.iter().for_each(|a| {
+                self.shard_channels.remove(a);
+            }),
+            _ => {}
+        }
+    }
+
+    /// Whether a frame from connection `id` is a confirmation to swallow.
+    pub fn swallows(&mut self, id: u32) -> bool {
+        match self.swallow.get_mut(&id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The commands a RESP2 client may send while subscribed.
+pub fn allowed_while_subscribed(name: &[u8]) -> bool {
+    const ALLOWED: [&[u8]; 9] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+        b"ping",
+        b"quit",
+        b"reset",
+    ];
+    ALLOWED.iter().any(|a| name.eq_ignore_ascii_case(a))
+}
+
+/// Whether a command changes subscriptions (it waits until earlier replies
+/// are written, so confirmations keep their place in the reply stream).
+pub fn is_subscription_command(name: &[u8]) -> bool {
+    allowed_while_subscribed(name)
+        && !name.eq_ignore_ascii_case(b"ping")
+        && !name.eq_ignore_ascii_case(b"quit")
+        && !name.eq_ignore_ascii_case(b"reset")
+}
+
+/// Redis's error for a command a RESP2 subscriber may not send.
+pub fn not_allowed(name: &[u8]) -> Bytes {
+    reply::error(&format!(
+        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+        String::from_utf8_lossy(name).to_lowercase()
+    ))
+}
+
+/// The reply to `PING [msg]` in RESP2 subscribed mode.
+pub fn subscribed_pong(msg: Option<&[u8]>) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    reply::put_array(&mut out, 2);
+    reply::put_bulk(&mut out, b"pong");
+    reply::put_bulk(&mut out, msg.unwrap_or_default());
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_subscriptions() {
+        let mut s = PubSubState::default();
+        let a = Bytes::from_static(b"a");
+        let b = Bytes::from_static(b"b");
+        s.record(b"SUBSCRIBE", &[a.clone(), b.clone()], None);
+        s.record(b"psubscribe", &[Bytes::from_static(b"p*")], None);
+        assert!(s.active());
+        s.record(b"unsubscribe", &[a], None);
+        assert_eq!(s.channels.len(), 1);
+        s.record(b"UNSUBSCRIBE", &[], None);
+        s.record(b"punsubscribe", &[], None);
+        assert!(!s.active());
+        s.record(b"ssubscribe", std::slice::from_ref(&b), Some(7));
+        assert_eq!(s.shard_channels.get(&b), Some(&7));
+    }
+
+    #[test]
+    fn subscribed_mode_rules() {
+        assert!(allowed_while_subscribed(b"PING"));
+        assert!(!allowed_while_subscribed(b"get"));
+        assert!(is_subscription_command(b"SSUBSCRIBE"));
+        assert!(!is_subscription_command(b"ping"));
+        assert_eq!(
+            &not_allowed(b"GET")[..],
+            &b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"[..]
+        );
+        assert_eq!(
+            &subscribed_pong(None)[..],
+            b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+        );
+    }
+}

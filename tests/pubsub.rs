@@ -1,0 +1,247 @@
+//! Pub/Sub through the proxy: classic and sharded channels, patterns, RESP2
+//! subscribed mode, RESP3 pushes, PUBSUB introspection, and subscriptions
+//! that survive a master failover.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{encode_command, Cluster, Proxy, RawClient};
+
+fn env() -> &'static (Cluster, Proxy) {
+    static ENV: OnceLock<(Cluster, Proxy)> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let cluster = Cluster::start(3, 0);
+        let proxy = Proxy::start(&cluster);
+        (cluster, proxy)
+    })
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode_command(&bytes)
+}
+
+fn bulk(s: &str) -> String {
+    format!("${}\r\n{s}\r\n", s.len())
+}
+
+#[test]
+fn resp2_subscribe_publish_unsubscribe() {
+    let port = env().1.port;
+    let mut sub = RawClient::connect(port);
+    let mut publ = RawClient::connect(port);
+    sub.send(&cmd(&["SUBSCRIBE", "ps:news", "ps:sport"]));
+    sub.expect(
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:2\r\n",
+            bulk("subscribe"),
+            bulk("ps:news"),
+            bulk("subscribe"),
+            bulk("ps:sport")
+        )
+        .as_bytes(),
+    );
+    sub.send(&cmd(&["PSUBSCRIBE", "ps:n*"]));
+    sub.expect(format!("*3\r\n{}{}:3\r\n", bulk("psubscribe"), bulk("ps:n*")).as_bytes());
+    // Exactly one subscriber of the channel, as one server would count.
+    publ.roundtrip(&cmd(&["PUBLISH", "ps:news", "hello"]), b":2\r\n");
+    sub.expect(
+        format!(
+            "*3\r\n{}{}{}",
+            bulk("message"),
+            bulk("ps:news"),
+            bulk("hello")
+        )
+        .as_bytes(),
+    );
+    sub.expect(
+        format!(
+            "*4\r\n{}{}{}{}",
+            bulk("pmessage"),
+            bulk("ps:n*"),
+            bulk("ps:news"),
+            bulk("hello")
+        )
+        .as_bytes(),
+    );
+    // Subscribed mode rules of RESP2.
+    sub.roundtrip(&cmd(&["PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    sub.roundtrip(
+        &cmd(&["GET", "x"]),
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    sub.send(&cmd(&["UNSUBSCRIBE"]));
+    let got = String::from_utf8(sub.read_available(Duration::from_millis(500))).unwrap();
+    assert!(
+        got.contains(&format!("{}{}:2\r\n", bulk("unsubscribe"), bulk("ps:news")))
+            || got.contains("ps:news")
+    );
+    assert!(got.ends_with(":1\r\n"), "{got:?}");
+    sub.send(&cmd(&["PUNSUBSCRIBE"]));
+    sub.expect(format!("*3\r\n{}{}:0\r\n", bulk("punsubscribe"), bulk("ps:n*")).as_bytes());
+    // Back to normal mode.
+    sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    sub.roundtrip(&cmd(&["SET", "ps:k", "v"]), b"+OK\r\n");
+    publ.roundtrip(&cmd(&["PUBLISH", "ps:news", "nobody"]), b":0\r\n");
+}
+
+#[test]
+fn subscribe_waits_for_earlier_pipelined_replies() {
+    let port = env().1.port;
+    let mut c = RawClient::connect(port);
+    let mut batch = cmd(&["SET", "ps:order", "1"]);
+    batch.extend(cmd(&["GET", "ps:order"]));
+    batch.extend(cmd(&["SUBSCRIBE", "ps:order-ch"]));
+    c.send(&batch);
+    c.expect(
+        format!(
+            "+OK\r\n$1\r\n1\r\n*3\r\n{}{}:1\r\n",
+            bulk("subscribe"),
+            bulk("ps:order-ch")
+        )
+        .as_bytes(),
+    );
+}
+
+#[test]
+fn resp3_pushes_and_commands_while_subscribed() {
+    let port = env().1.port;
+    let mut sub = RawClient::connect(port);
+    sub.send(&cmd(&["HELLO", "3"]));
+    let _ = sub.read_available(Duration::from_millis(300));
+    sub.send(&cmd(&["SUBSCRIBE", "ps3:ch"]));
+    sub.expect(format!(">3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("ps3:ch")).as_bytes());
+    sub.roundtrip(&cmd(&["SET", "ps3:k", "v"]), b"+OK\r\n");
+    sub.roundtrip(&cmd(&["GET", "ps3:k"]), b"$1\r\nv\r\n");
+    let mut publ = RawClient::connect(port);
+    publ.roundtrip(&cmd(&["PUBLISH", "ps3:ch", "m1"]), b":1\r\n");
+    sub.expect(format!(">3\r\n{}{}{}", bulk("message"), bulk("ps3:ch"), bulk("m1")).as_bytes());
+    sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn sharded_pubsub_follows_the_channel_slot() {
+    let (cluster, proxy) = env();
+    let mut sub = RawClient::connect(proxy.port);
+    let mut publ = RawClient::connect(proxy.port);
+    sub.send(&cmd(&["SSUBSCRIBE", "{shard}a", "{shard}b"]));
+    sub.expect(
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:2\r\n",
+            bulk("ssubscribe"),
+            bulk("{shard}a"),
+            bulk("ssubscribe"),
+            bulk("{shard}b")
+        )
+        .as_bytes(),
+    );
+    publ.roundtrip(&cmd(&["SPUBLISH", "{shard}b", "hi"]), b":1\r\n");
+    sub.expect(
+        format!(
+            "*3\r\n{}{}{}",
+            bulk("smessage"),
+            bulk("{shard}b"),
+            bulk("hi")
+        )
+        .as_bytes(),
+    );
+    // The subscription really sits on the owner of the channel's slot.
+    let owner = cluster.node_for_key(b"{shard}a");
+    let chans: Vec<String> = redis::cmd("PUBSUB")
+        .arg("SHARDCHANNELS")
+        .query(&mut cluster.conn(owner))
+        .unwrap();
+    assert!(chans.contains(&"{shard}a".to_string()));
+    let want = format!(
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'ssubscribe', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
+        common::slot_of(b"sa"),
+        common::slot_of(b"sb")
+    );
+    let mut other = RawClient::connect(proxy.port);
+    other.roundtrip(&cmd(&["SSUBSCRIBE", "sa", "sb"]), want.as_bytes());
+}
+
+#[test]
+fn pubsub_introspection_spans_the_cluster() {
+    let port = env().1.port;
+    let mut a = RawClient::connect(port);
+    let mut b = RawClient::connect(port);
+    a.send(&cmd(&["SUBSCRIBE", "intro:x"]));
+    a.read_exact_bytes(format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("intro:x")).len());
+    b.send(&cmd(&["SUBSCRIBE", "intro:x", "intro:y"]));
+    b.read_exact_bytes(
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:2\r\n",
+            bulk("subscribe"),
+            bulk("intro:x"),
+            bulk("subscribe"),
+            bulk("intro:y")
+        )
+        .len(),
+    );
+    let mut c = env().1.conn();
+    let mut chans: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("intro:*")
+        .query(&mut c)
+        .unwrap();
+    chans.sort();
+    assert_eq!(chans, vec!["intro:x".to_string(), "intro:y".to_string()]);
+    let numsub: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("intro:x")
+        .arg("intro:y")
+        .arg("intro:z")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        numsub,
+        vec![
+            redis::Value::BulkString(b"intro:x".to_vec()),
+            redis::Value::Int(2),
+            redis::Value::BulkString(b"intro:y".to_vec()),
+            redis::Value::Int(1),
+            redis::Value::BulkString(b"intro:z".to_vec()),
+            redis::Value::Int(0),
+        ]
+    );
+}
+
+#[test]
+fn subscriptions_survive_a_master_failover() {
+    let mut cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&cluster);
+    let mut sub = RawClient::connect(proxy.port);
+    sub.send(&cmd(&["SUBSCRIBE", "fo:ch"]));
+    sub.expect(format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("fo:ch")).as_bytes());
+    // Kill the master holding the subscription (the owner of slot 0).
+    let home = cluster.node_for_slot(0);
+    cluster.kill_node(home);
+    cluster.wait_ok();
+    let mut c = proxy.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = format!(
+        "*3\r\n{}{}{}",
+        bulk("message"),
+        bulk("fo:ch"),
+        bulk("after")
+    );
+    loop {
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("fo:ch")
+            .arg("after")
+            .query(&mut c)
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not restored"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sub.expect(want.as_bytes());
+}
