@@ -189,6 +189,65 @@ pub fn sum_pairs(parts: &[&Bytes]) -> Bytes {
     out.freeze()
 }
 
+/// A set operation over `SMEMBERS` replies (in key order).
+pub fn set_op(op: crate::command::route::SetOp, parts: &[&Bytes]) -> Bytes {
+    use crate::command::route::SetOp;
+    use std::collections::HashSet;
+    let mut sets: Vec<Vec<&[u8]>> = Vec::with_capacity(parts.len());
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("SMEMBERS");
+        };
+        sets.push(elems.iter().map(|&(s, e)| &p[s..e]).collect());
+    }
+    let Some((first, rest)) = sets.split_first() else {
+        return unexpected("SMEMBERS");
+    };
+    let others: Vec<HashSet<&[u8]>> = rest.iter().map(|s| s.iter().copied().collect()).collect();
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let result: Vec<&[u8]> = match op {
+        SetOp::Inter | SetOp::InterCard(_) => first
+            .iter()
+            .copied()
+            .filter(|m| others.iter().all(|o| o.contains(m)) && seen.insert(m))
+            .collect(),
+        SetOp::Diff => first
+            .iter()
+            .copied()
+            .filter(|m| !others.iter().any(|o| o.contains(m)) && seen.insert(m))
+            .collect(),
+        SetOp::Union => sets
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|m| seen.insert(m))
+            .collect(),
+    };
+    if let SetOp::InterCard(limit) = op {
+        let n = result.len() as u64;
+        return reply::int(if limit == 0 { n } else { n.min(limit) } as i64);
+    }
+    let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');
+    let mut out = BytesMut::with_capacity(16 + result.iter().map(|m| m.len()).sum::<usize>());
+    put_header(&mut out, kind, result.len());
+    for m in result {
+        out.put_slice(m);
+    }
+    out.freeze()
+}
+
+/// The smallest of integer replies (`WAIT`).
+pub fn min(parts: &[&Bytes]) -> Bytes {
+    let mut least: Option<i64> = None;
+    for p in parts {
+        match integer(p) {
+            Some(n) => least = Some(least.map_or(n, |l| l.min(n))),
+            None => return unexpected("integer replies"),
+        }
+    }
+    reply::int(least.unwrap_or(0))
+}
+
 /// One error reply for a split or fanned-out command whose parts failed:
 /// the first failure's text, plus how many parts failed and of what.
 pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
@@ -263,6 +322,27 @@ mod tests {
             &sum_pairs(&[&x, &y])[..],
             b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:1\r\n"
         );
+    }
+
+    #[test]
+    fn set_operations() {
+        use crate::command::route::SetOp;
+        let a = b(b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n");
+        let c = b(b"*2\r\n$1\r\ny\r\n$1\r\nw\r\n");
+        assert_eq!(&set_op(SetOp::Inter, &[&a, &c])[..], b"*1\r\n$1\r\ny\r\n");
+        assert_eq!(
+            &set_op(SetOp::Diff, &[&a, &c])[..],
+            b"*2\r\n$1\r\nx\r\n$1\r\nz\r\n"
+        );
+        assert_eq!(
+            &set_op(SetOp::Union, &[&a, &c])[..],
+            b"*4\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n$1\r\nw\r\n"
+        );
+        assert_eq!(&set_op(SetOp::InterCard(0), &[&a, &a])[..], b":3\r\n");
+        assert_eq!(&set_op(SetOp::InterCard(2), &[&a, &a])[..], b":2\r\n");
+        let r3 = b(b"~1\r\n$1\r\ny\r\n");
+        assert_eq!(&set_op(SetOp::Inter, &[&r3, &c])[..], b"~1\r\n$1\r\ny\r\n");
+        assert_eq!(&min(&[&b(b":2\r\n"), &b(b":1\r\n")])[..], b":1\r\n");
     }
 
     #[test]

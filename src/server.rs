@@ -45,6 +45,8 @@ pub struct Context {
     pub limits: RequestLimits,
     /// Bounds the private connections of blocking commands.
     pub blocking: Arc<Semaphore>,
+    /// Connected clients (`CLIENT LIST`).
+    pub clients: crate::client::registry::Registry,
     /// Script bodies seen, for transparent `NOSCRIPT` recovery.
     pub scripts: crate::scripts::ScriptCache,
     /// The backends' `redis_version`, learned at start-up.
@@ -137,6 +139,7 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         limits,
         blocking: Arc::new(Semaphore::new(MAX_BLOCKING_CONNECTIONS)),
         scripts: Default::default(),
+        clients: Default::default(),
         backend_version: OnceLock::new(),
         next_client_id: AtomicU64::new(0),
     });

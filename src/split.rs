@@ -36,9 +36,21 @@ pub fn split(
     keys: &[usize],
     max_keys: usize,
 ) -> Vec<SubRequest> {
+    if let SplitKind::Sets(_) = kind {
+        // One SMEMBERS per key; the set operation runs in the proxy.
+        return keys
+            .iter()
+            .enumerate()
+            .map(|(ordinal, &k)| SubRequest {
+                slot: slot(cmd.get(k)),
+                payload: crate::protocol::reply::command([&b"SMEMBERS"[..], cmd.get(k)]),
+                positions: vec![ordinal as u32],
+            })
+            .collect();
+    }
     let step = match kind {
         SplitKind::Mset => 2,
-        SplitKind::Mget | SplitKind::Sum => 1,
+        SplitKind::Mget | SplitKind::Sum | SplitKind::Sets(_) => 1,
     };
     // Group key ordinals by slot, in order of first appearance.
     let mut groups: Vec<(u16, Vec<u32>)> = Vec::new();

@@ -353,3 +353,147 @@ fn fifty_blocked_clients_do_not_slow_others() {
         .unwrap();
     assert_eq!(v, vec!["kept".to_string()]);
 }
+
+#[test]
+fn cross_slot_set_reads_are_computed_in_the_proxy() {
+    let mut c = env().1.conn();
+    let (a, b, d) = (
+        key_for_slot(10, "sets-a-"),
+        key_for_slot(8000, "sets-b-"),
+        key_for_slot(15000, "sets-d-"),
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&a)
+        .arg(&b)
+        .arg(&d)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(&a)
+        .arg("x")
+        .arg("y")
+        .arg("z")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(&b)
+        .arg("y")
+        .arg("z")
+        .arg("w")
+        .query(&mut c)
+        .unwrap();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let inter: Vec<String> = redis::cmd("SINTER").arg(&a).arg(&b).query(&mut c).unwrap();
+    assert_eq!(sorted(inter), vec!["y", "z"]);
+    let union: Vec<String> = redis::cmd("SUNION")
+        .arg(&a)
+        .arg(&b)
+        .arg(&d)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(sorted(union), vec!["w", "x", "y", "z"]);
+    let diff: Vec<String> = redis::cmd("SDIFF").arg(&a).arg(&b).query(&mut c).unwrap();
+    assert_eq!(diff, vec!["x"]);
+    let n: i64 = redis::cmd("SINTERCARD")
+        .arg(2)
+        .arg(&a)
+        .arg(&b)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    let n: i64 = redis::cmd("SINTERCARD")
+        .arg(2)
+        .arg(&a)
+        .arg(&b)
+        .arg("LIMIT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let empty: Vec<String> = redis::cmd("SINTER").arg(&a).arg(&d).query(&mut c).unwrap();
+    assert!(empty.is_empty());
+    let _: () = redis::cmd("SET").arg(&d).arg("str").query(&mut c).unwrap();
+    let mut r = raw();
+    r.roundtrip(
+        &cmd(&["SUNION", &a, &d]),
+        b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+    );
+    // Writes across slots stay refused.
+    assert!(redis::cmd("SINTERSTORE")
+        .arg(&d)
+        .arg(&a)
+        .arg(&b)
+        .query::<i64>(&mut c)
+        .is_err());
+}
+
+#[test]
+fn client_list_shows_proxy_clients_and_wait_works() {
+    let proxy = &env().1;
+    let mut a = RawClient::connect(proxy.port);
+    a.roundtrip(&cmd(&["CLIENT", "SETNAME", "worker-a"]), b"+OK\r\n");
+    let mut c = proxy.conn();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        list.lines().any(|l| l.contains(" name=worker-a ")),
+        "{list}"
+    );
+    assert!(list.lines().count() >= 2);
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(info.starts_with("id=") && info.contains(" resp=2 "));
+    // No replicas in this cluster: WAIT 0 returns at once with 0.
+    let n: i64 = redis::cmd("WAIT").arg(0).arg(100).query(&mut c).unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn functions_are_loaded_on_every_master() {
+    let (cluster, proxy) = env();
+    let mut c = proxy.conn();
+    let lib = "#!lua name=sbtest\nredis.register_function('sbget', function(keys, args) return redis.call('GET', keys[1]) end)";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(lib)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "sbtest");
+    for port in cluster.master_ports() {
+        let list: redis::Value = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .arg("LIBRARYNAME")
+            .arg("sbtest")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        assert!(
+            matches!(list, redis::Value::Array(ref v) if v.len() == 1),
+            "master {port}: {list:?}"
+        );
+    }
+    let _: () = redis::cmd("SET")
+        .arg("fn-key")
+        .arg("fv")
+        .query(&mut c)
+        .unwrap();
+    let v: String = redis::cmd("FCALL")
+        .arg("sbget")
+        .arg(1)
+        .arg("fn-key")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "fv");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("sbtest")
+        .query(&mut c)
+        .unwrap();
+    assert!(redis::cmd("FCALL")
+        .arg("sbget")
+        .arg(1)
+        .arg("fn-key")
+        .query::<String>(&mut c)
+        .is_err());
+}

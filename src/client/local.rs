@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::registry::ClientInfo;
 
 use bytes::{Bytes, BytesMut};
 
@@ -24,23 +27,26 @@ pub struct ClientState {
     pub proto: Proto,
     /// Whether `AUTH` succeeded (or no password is configured).
     pub authed: bool,
-    /// `CLIENT SETNAME`.
-    pub name: Option<Bytes>,
-    /// `CLIENT SETINFO LIB-NAME` / `LIB-VER`.
-    pub lib: (Option<Bytes>, Option<Bytes>),
+    /// What `CLIENT LIST` shows (names, protocol), shared with the registry.
+    pub info: Arc<ClientInfo>,
 }
 
 impl ClientState {
     /// A fresh connection.
-    pub fn new(id: u64, peer: SocketAddr, authed: bool) -> Self {
+    pub fn new(info: Arc<ClientInfo>, authed: bool) -> Self {
         ClientState {
-            id,
-            peer,
+            id: info.id,
+            peer: info.peer,
             proto: Proto::Resp2,
             authed,
-            name: None,
-            lib: (None, None),
+            info,
         }
+    }
+
+    fn set_proto(&mut self, proto: Proto) {
+        self.proto = proto;
+        let v = if proto == Proto::Resp3 { 3 } else { 2 };
+        self.info.resp.store(v, Ordering::Relaxed);
     }
 }
 
@@ -88,12 +94,12 @@ pub fn execute(
             auth(user, pass, client, ctx)
         }
         Local::Reset => {
-            client.proto = Proto::Resp2;
-            client.name = None;
+            client.set_proto(Proto::Resp2);
+            client.info.update(|n| n.name = None);
             client.authed = ctx.config.auth.password.is_none();
             Bytes::from_static(b"+RESET\r\n")
         }
-        Local::Client => client_cmd(view, client),
+        Local::Client => client_cmd(view, client, ctx),
     };
     LocalOutcome::Reply(reply)
 }
@@ -176,9 +182,9 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             );
         }
-        client.name = Some(name);
+        client.info.update(|n| n.name = Some(name));
     }
-    client.proto = proto;
+    client.set_proto(proto);
     let mut out = BytesMut::with_capacity(160);
     put_map(&mut out, proto, 7);
     put_bulk(&mut out, b"server");
@@ -198,7 +204,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     out.freeze()
 }
 
-fn client_cmd(view: &CommandView<'_>, client: &mut ClientState) -> Bytes {
+fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Bytes {
     let sub = view.get(1).to_ascii_lowercase();
     match sub.as_slice() {
         b"setname" if view.len() == 3 => {
@@ -208,10 +214,11 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState) -> Bytes {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            client.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+            let name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+            client.info.update(|n| n.name = name);
             Bytes::from_static(reply::OK)
         }
-        b"getname" => match &client.name {
+        b"getname" => match &client.info.names().name {
             Some(n) => reply::bulk(n),
             None => {
                 let mut out = BytesMut::new();
@@ -224,8 +231,8 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState) -> Bytes {
             let attr = view.get(2).to_ascii_lowercase();
             let value = Some(Bytes::copy_from_slice(view.get(3)));
             match attr.as_slice() {
-                b"lib-name" => client.lib.0 = value,
-                b"lib-ver" => client.lib.1 = value,
+                b"lib-name" => client.info.update(|n| n.lib_name = value),
+                b"lib-ver" => client.info.update(|n| n.lib_ver = value),
                 _ => {
                     return reply::error(&format!(
                         "ERR Unrecognized option '{}'",
@@ -235,40 +242,14 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState) -> Bytes {
             }
             Bytes::from_static(reply::OK)
         }
-        b"info" | b"list" => {
-            let line = client_line(client);
-            let mut out = BytesMut::new();
-            put_bulk(&mut out, line.as_bytes());
-            out.freeze()
-        }
+        b"info" => reply::bulk(client.info.line().as_bytes()),
+        b"list" if view.len() == 2 => reply::bulk(ctx.clients.list().as_bytes()),
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
         _ => reply::error(&format!(
             "ERR unsupported command 'client|{}' by slotbridge",
             String::from_utf8_lossy(&sub)
         )),
     }
-}
-
-fn client_line(c: &ClientState) -> String {
-    let name = c
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    let lib = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "id={} addr={} laddr= fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        c.id,
-        c.peer,
-        name,
-        if c.proto == Proto::Resp3 { 3 } else { 2 },
-        lib(&c.lib.0),
-        lib(&c.lib.1),
-    )
 }
 
 /// The proxy's own facts for INFO.

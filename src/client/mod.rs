@@ -3,6 +3,7 @@
 pub mod keyspace;
 pub mod local;
 pub mod pubsub;
+pub mod registry;
 pub mod retry;
 pub mod session;
 pub mod transaction;

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
 use super::pubsub::{self as subs, PubSubState, GLOBAL};
+use super::registry::{ClientInfo, Registration};
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Pinned, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
@@ -46,7 +47,13 @@ const RETRY_DELAY: Duration = Duration::from_millis(25);
 pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     ctx.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
     ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-    let mut session = Session::new(ctx.clone(), peer);
+    let info = Arc::new(ClientInfo::new(
+        ctx.next_client_id(),
+        peer,
+        stream.local_addr().ok(),
+    ));
+    let _registration = Registration::new(&ctx.clients, info.clone());
+    let mut session = Session::new(ctx.clone(), info);
     if let Err(e) = session.serve(stream).await {
         tracing::debug!(client = %peer, error = %e, "client connection ended");
     }
@@ -204,14 +211,13 @@ struct Core {
 }
 
 impl Session {
-    fn new(ctx: Arc<Context>, peer: SocketAddr) -> Self {
+    fn new(ctx: Arc<Context>, info: Arc<ClientInfo>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let id = ctx.next_client_id();
         let authed = ctx.config.auth.password.is_none();
         Session {
             parser: RequestParser::new(ctx.limits),
             core: Core {
-                client: ClientState::new(id, peer, authed),
+                client: ClientState::new(info, authed),
                 ctx: ctx.clone(),
                 scratch: Scratch::default(),
                 pending: VecDeque::new(),
@@ -1137,6 +1143,10 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         .copied()
         .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
         .collect();
+    if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
+        // Read-only: the first error (e.g. WRONGTYPE) is exactly Redis's.
+        return (*first).clone();
+    }
     if !errors.is_empty() {
         return merge::failed(multi.name, &errors, multi.parts.len());
     }
@@ -1162,6 +1172,8 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
+        MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
+        MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(op, &replies),
     }
 }
 

@@ -41,6 +41,22 @@ pub enum SplitKind {
     Mset,
     /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: integer replies summed.
     Sum,
+    /// `SINTER`, `SUNION`, `SDIFF`, `SINTERCARD`: each set fetched with
+    /// `SMEMBERS` and the result computed in the proxy.
+    Sets(SetOp),
+}
+
+/// A set operation computed in the proxy across slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    /// Members in every set.
+    Inter,
+    /// Members in any set.
+    Union,
+    /// Members of the first set in no other.
+    Diff,
+    /// Size of the intersection, stopping at the limit (0: none).
+    InterCard(u64),
 }
 
 /// How the replies of a command sent to every master are combined.
@@ -62,6 +78,8 @@ pub enum Fanout {
     Union,
     /// Flat name/count arrays summed per name (`PUBSUB NUMSUB`).
     SumPairs,
+    /// The smallest integer (`WAIT`: replicas that acknowledged everywhere).
+    Min,
 }
 
 /// Commands the proxy answers itself.
@@ -195,6 +213,13 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "mget" => Route::Split(SplitKind::Mget),
             "mset" => Route::Split(SplitKind::Mset),
             "del" | "unlink" | "exists" | "touch" => Route::Split(SplitKind::Sum),
+            "sinter" => Route::Split(SplitKind::Sets(SetOp::Inter)),
+            "sunion" => Route::Split(SplitKind::Sets(SetOp::Union)),
+            "sdiff" => Route::Split(SplitKind::Sets(SetOp::Diff)),
+            "sintercard" => match intercard_limit(cmd, scratch.keys.len()) {
+                Some(limit) => Route::Split(SplitKind::Sets(SetOp::InterCard(limit))),
+                None => Route::Reply(reply::error("ERR syntax error")),
+            },
             _ => Route::Reply(cross_slot(spec.name, first_slot, other)),
         };
     }
@@ -206,6 +231,19 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         "ssubscribe" => Route::Sub(SubCmd::SSubscribe(first_slot)),
         "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(Some(first_slot))),
         _ => Route::Slot(first_slot),
+    }
+}
+
+/// The `LIMIT` of `SINTERCARD numkeys key... [LIMIT n]` (0 when absent);
+/// `None` for a malformed tail.
+fn intercard_limit(cmd: &CommandView<'_>, nkeys: usize) -> Option<u64> {
+    let tail = 2 + nkeys;
+    match cmd.len() - tail.min(cmd.len()) {
+        0 => Some(0),
+        2 if cmd.get(tail).eq_ignore_ascii_case(b"limit") => {
+            std::str::from_utf8(cmd.get(tail + 1)).ok()?.parse().ok()
+        }
+        _ => None,
     }
 }
 
@@ -247,17 +285,16 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "randomkey" => Route::RandomKey,
         "info" => Route::Fanout(Fanout::Info),
         "dbsize" => Route::Fanout(Fanout::Sum),
-        "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat" => {
-            Route::Fanout(Fanout::AllOk)
-        }
+        "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat"
+        | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
-        "script|load" => Route::Fanout(Fanout::First),
+        "script|load" | "function|load" => Route::Fanout(Fanout::First),
+        "wait" => Route::Fanout(Fanout::Min),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
-        "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help" => {
-            Route::AnyMaster
-        }
+        "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
+        | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
