@@ -33,6 +33,16 @@ pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 5000;
 pub const DEFAULT_MIN_REFRESH_INTERVAL_MS: u64 = 100;
 /// How long a command waits for a slot with no known owner to be healed.
 pub const DEFAULT_SLOT_WAIT_MS: u64 = 2000;
+/// How long a command that was not executed (node unreachable, failover in
+/// progress) is retried before its error is returned: long enough to ride
+/// out a typical failover with a short `cluster-node-timeout`, short enough
+/// that clients never hang.
+pub const DEFAULT_RETRY_DEADLINE_MS: u64 = 3000;
+/// Default cap on keys per sub-command (0: no cap).
+pub const DEFAULT_MAX_KEYS_PER_SUBCOMMAND: usize = 0;
+/// Most private backend connections at once (blocking commands, WATCH,
+/// subscriptions).
+pub const DEFAULT_MAX_PRIVATE_CONNECTIONS: usize = 1024;
 
 /// The configuration file, as written by users.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -46,6 +56,8 @@ pub struct Config {
     pub admin: Option<String>,
     /// Log filter (`info`, `slotbridge=debug`, ...); `RUST_LOG` wins.
     pub log_level: String,
+    /// Where read-only commands go.
+    pub read_from: ReadFrom,
     /// Backend connection settings.
     pub backend: BackendConfig,
     /// Client-side limits.
@@ -63,12 +75,27 @@ impl Default for Config {
             seeds: Vec::new(),
             admin: None,
             log_level: "info".into(),
+            read_from: ReadFrom::Master,
             backend: BackendConfig::default(),
             limits: LimitsConfig::default(),
             topology: TopologyConfig::default(),
             auth: AuthConfig::default(),
         }
     }
+}
+
+/// Where read-only commands are sent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Always the master (reads see every acknowledged write).
+    #[default]
+    Master,
+    /// A replica (round-robin, with `READONLY`); the master when the shard
+    /// has no replica or the replica cannot be reached.
+    ReplicaPreferred,
+    /// A replica; the master only when the shard has no replica listed.
+    Replica,
 }
 
 /// `[backend]`
@@ -117,6 +144,10 @@ pub struct LimitsConfig {
     pub max_keys_per_subcommand: usize,
     /// How long a command waits for an unknown slot owner, in milliseconds.
     pub slot_wait_ms: u64,
+    /// How long a not-executed command is retried, in milliseconds.
+    pub retry_deadline_ms: u64,
+    /// Most private backend connections (blocking commands, WATCH).
+    pub max_private_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -126,8 +157,10 @@ impl Default for LimitsConfig {
             max_args: DEFAULT_MAX_ARGS,
             max_pipeline: DEFAULT_MAX_PIPELINE,
             max_redirects: DEFAULT_MAX_REDIRECTS,
-            max_keys_per_subcommand: 0,
+            max_keys_per_subcommand: DEFAULT_MAX_KEYS_PER_SUBCOMMAND,
             slot_wait_ms: DEFAULT_SLOT_WAIT_MS,
+            retry_deadline_ms: DEFAULT_RETRY_DEADLINE_MS,
+            max_private_connections: DEFAULT_MAX_PRIVATE_CONNECTIONS,
         }
     }
 }
@@ -264,6 +297,15 @@ impl Config {
         }
         if self.limits.max_bulk_len == 0 {
             return invalid("limits.max_bulk_len", "must be at least 1".into());
+        }
+        if self.limits.max_redirects == 0 {
+            return invalid("limits.max_redirects", "must be at least 1".into());
+        }
+        if self.limits.max_private_connections == 0 {
+            return invalid(
+                "limits.max_private_connections",
+                "must be at least 1".into(),
+            );
         }
         if self.topology.refresh_interval_ms == 0 {
             return invalid("topology.refresh_interval_ms", "must be at least 1".into());

@@ -13,10 +13,6 @@ use crate::cluster::Topology;
 use crate::config::Config;
 use crate::protocol::request::RequestLimits;
 
-/// Most blocking commands (BLPOP, XREAD BLOCK, ...) waiting at once, each on
-/// its own backend connection.
-pub const MAX_BLOCKING_CONNECTIONS: usize = 1024;
-
 /// Counters about clients.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
@@ -126,6 +122,7 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         conn_opts.clone(),
         refresh_opts,
     ));
+    let config_private = config.limits.max_private_connections;
     let limits = RequestLimits {
         max_bulk_len: config.limits.max_bulk_len,
         max_args: config.limits.max_args,
@@ -137,7 +134,7 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         started: Instant::now(),
         port,
         limits,
-        blocking: Arc::new(Semaphore::new(MAX_BLOCKING_CONNECTIONS)),
+        blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
         clients: Default::default(),
         backend_version: OnceLock::new(),

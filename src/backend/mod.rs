@@ -21,6 +21,8 @@ pub enum ReplyStatus {
     /// The request was written but the connection failed before the reply:
     /// the command may or may not have run.
     Lost,
+    /// Not a reply: the session's own retry timer for this request fired.
+    RetryTimer,
 }
 
 /// One reply frame delivered back to a client session.

@@ -19,12 +19,19 @@ pub enum Outcome<'a> {
     Moved(Redirect<'a>),
     /// `-ASK`: try this node once, with `ASKING`.
     Ask(Redirect<'a>),
-    /// `-TRYAGAIN` (multi-key command during a slot migration): retry later.
-    TryAgain,
+    /// The server did not execute the command and says to try later:
+    /// `-TRYAGAIN` (multi-key command during a slot migration),
+    /// `-CLUSTERDOWN` (failover in progress), `-LOADING`, `-MASTERDOWN`.
+    NotExecuted,
     /// `-NOSCRIPT`: the node lacks the script.
     NoScript,
     /// The command was never sent (connect failed): safe to retry.
     NotSent,
+    /// The command was sent but the connection died before the reply: it
+    /// may have run, so only a read may be retried.
+    Lost,
+    /// A retry timer fired.
+    Timer,
 }
 
 /// Classifies one reply.
@@ -32,7 +39,8 @@ pub fn classify(r: &Reply) -> Outcome<'_> {
     match r.status {
         ReplyStatus::Answered => {}
         ReplyStatus::NotSent => return Outcome::NotSent,
-        ReplyStatus::Lost => return Outcome::Deliver,
+        ReplyStatus::Lost => return Outcome::Lost,
+        ReplyStatus::RetryTimer => return Outcome::Timer,
     }
     if r.data.is_empty() || reply_kind(r.data[0]) != ReplyKind::Error {
         return Outcome::Deliver;
@@ -44,8 +52,9 @@ pub fn classify(r: &Reply) -> Outcome<'_> {
             Outcome::Moved(redirect)
         };
     }
-    if r.data.starts_with(b"-TRYAGAIN") {
-        Outcome::TryAgain
+    const LATER: [&[u8]; 4] = [b"-TRYAGAIN", b"-CLUSTERDOWN", b"-LOADING", b"-MASTERDOWN"];
+    if LATER.iter().any(|p| r.data.starts_with(p)) {
+        Outcome::NotExecuted
     } else if r.data.starts_with(b"-NOSCRIPT") {
         Outcome::NoScript
     } else {
@@ -145,7 +154,7 @@ mod tests {
                 b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
                 ReplyStatus::Answered
             )),
-            Outcome::TryAgain
+            Outcome::NotExecuted
         );
         assert_eq!(
             classify(&reply(
@@ -158,10 +167,17 @@ mod tests {
             classify(&reply(b"-ERR down\r\n", ReplyStatus::NotSent)),
             Outcome::NotSent
         );
-        // Sent but unanswered: never retried.
+        // Sent but unanswered: the caller retries reads only.
         assert_eq!(
             classify(&reply(b"-ERR lost\r\n", ReplyStatus::Lost)),
-            Outcome::Deliver
+            Outcome::Lost
+        );
+        assert_eq!(
+            classify(&reply(
+                b"-CLUSTERDOWN The cluster is down\r\n",
+                ReplyStatus::Answered
+            )),
+            Outcome::NotExecuted
         );
     }
 }

@@ -25,12 +25,13 @@ use super::registry::{ClientInfo, Registration};
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Pinned, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
-use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyTo};
+use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
 use crate::command::keys::Args;
 use crate::command::route::{
     cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, SubCmd, TxCmd,
     PUBSUB_HOME_SLOT,
 };
+use crate::config::ReadFrom;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestParser};
 use crate::protocol::scan::{reply_kind, ReplyKind};
@@ -40,8 +41,9 @@ use crate::{info, merge, split};
 const READ_CHUNK: usize = 16 * 1024;
 /// Output buffers above this are released after a write instead of reused.
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
-/// Back-off before retrying after `TRYAGAIN` or a failed connect.
-const RETRY_DELAY: Duration = Duration::from_millis(25);
+/// Back-off between retries of a command that was not executed (failed
+/// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
+const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Serves one client until it disconnects or sends `QUIT`.
 pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
@@ -103,6 +105,12 @@ struct Sent {
     skip: u32,
     attempts: u8,
     post: Post,
+    /// Whether the command only reads (may be retried after a lost reply).
+    readonly: bool,
+    /// Set at the first retry: give up after this.
+    retry_until: Option<std::time::Instant>,
+    /// Send to a replica of the slot's shard (`read_from`).
+    replica: bool,
 }
 
 impl Sent {
@@ -115,6 +123,9 @@ impl Sent {
             skip: 0,
             attempts: 0,
             post: Post::None,
+            readonly: false,
+            retry_until: None,
+            replica: false,
         }
     }
 
@@ -127,11 +138,15 @@ impl Sent {
             skip: 0,
             attempts: 0,
             post: Post::None,
+            readonly: false,
+            retry_until: None,
+            replica: false,
         }
     }
 
     fn target(&self) -> Target {
         match (self.slot, &self.node) {
+            (Some(slot), _) if self.replica => Target::Replica(slot),
             (Some(slot), _) => Target::Slot(slot),
             (None, Some(node)) => Target::Addr(node.to_string()),
             (None, None) => Target::NthMaster(0),
@@ -186,6 +201,8 @@ enum Target {
     Addr(String),
     /// Master number n (modulo their count), in map order.
     NthMaster(usize),
+    /// A replica of the slot's shard, or its master when it has none.
+    Replica(u16),
 }
 
 struct Session {
@@ -381,6 +398,8 @@ impl Core {
         match route {
             Route::Slot(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
+                sent.readonly = self.scratch.readonly;
+                sent.replica = sent.readonly && self.ctx.config.read_from != ReadFrom::Master;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
                 } else if is_eval(&view) {
@@ -401,6 +420,7 @@ impl Core {
                     return;
                 };
                 let mut sent = Sent::to_node(raw, node);
+                sent.readonly = self.scratch.readonly;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
                 } else if is_eval(&view) {
@@ -797,7 +817,7 @@ impl Core {
                     reply::error(
                         "ERR slotbridge: the WATCH connection was closed; retry the transaction",
                     ),
-                    crate::backend::ReplyStatus::Answered,
+                    ReplyStatus::Answered,
                 ),
             }
             return;
@@ -811,26 +831,35 @@ impl Core {
                         Some(p) => p,
                         None => {
                             req.reply_to
-                                .send(slot_unserved(slot), crate::backend::ReplyStatus::Answered);
+                                .send(slot_unserved(slot), ReplyStatus::Answered);
                             return;
                         }
                     },
                 }
             }
             Target::Addr(addr) => self.ctx.topology.pool(&addr),
+            Target::Replica(slot) => {
+                let map = self.ctx.topology.load();
+                match map.replica(slot, seq as usize).or_else(|| map.master(slot)) {
+                    Some(p) => p.clone(),
+                    None => {
+                        req.reply_to
+                            .send(slot_unserved(slot), ReplyStatus::Answered);
+                        return;
+                    }
+                }
+            }
             Target::NthMaster(n) => match self.any_master(n) {
                 Some(addr) => self.ctx.topology.pool(&addr),
                 None => {
-                    req.reply_to
-                        .send(no_cluster(), crate::backend::ReplyStatus::Answered);
+                    req.reply_to.send(no_cluster(), ReplyStatus::Answered);
                     return;
                 }
             },
         };
         if via == Via::Blocking {
             let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
-                req.reply_to
-                    .send(too_many_private(), crate::backend::ReplyStatus::Answered);
+                req.reply_to.send(too_many_private(), ReplyStatus::Answered);
                 return;
             };
             let opts = self.ctx.topology.conn_options().clone();
@@ -865,12 +894,11 @@ impl Core {
         let Some(idx) = r.seq.checked_sub(self.base_seq) else {
             return;
         };
-        let max_attempts = self.ctx.config.limits.max_redirects;
         let Some(entry) = self.pending.get_mut(idx as usize) else {
             return;
         };
         let (next, payload, via, skip) = match entry {
-            Pending::Single(sent) => match decide(sent, &r, max_attempts, &self.ctx) {
+            Pending::Single(sent) => match decide(sent, &r, &self.ctx) {
                 Next::Done(data) => {
                     *entry = Pending::Ready(data);
                     return;
@@ -881,7 +909,7 @@ impl Core {
                 let Some(part) = multi.parts.get_mut(r.part as usize) else {
                     return;
                 };
-                match decide(&mut part.sent, &r, max_attempts, &self.ctx) {
+                match decide(&mut part.sent, &r, &self.ctx) {
                     Next::Done(data) => {
                         if part.reply.is_none() {
                             part.reply = Some(data);
@@ -1214,29 +1242,61 @@ fn is_script_load(view: &CommandView<'_>) -> bool {
 /// Decides what a reply means for the command that produced it (see
 /// [`super::retry`] for the retry rule), including the post-processing of
 /// SCAN, RANDOMKEY and EVALSHA.
-fn decide(sent: &mut Sent, r: &Reply, max_attempts: u8, ctx: &Context) -> Next {
+fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
+    let limits = &ctx.config.limits;
     let outcome = classify(r);
-    if sent.attempts >= max_attempts || (sent.via == Via::Pinned && outcome != Outcome::Deliver) {
-        if sent.via == Via::Pinned && outcome != Outcome::Deliver {
-            return Next::Done(reply::error(
-                "ERR slotbridge: the slot of the watched keys moved or its node failed during the transaction; retry the transaction",
-            ));
-        }
-        return Next::Done(r.data.clone());
+    if sent.via == Via::Pinned && !matches!(outcome, Outcome::Deliver | Outcome::NoScript) {
+        return Next::Done(reply::error(
+            "ERR slotbridge: the slot of the watched keys moved or its node failed during the transaction; retry the transaction",
+        ));
+    }
+    let redirect = matches!(
+        outcome,
+        Outcome::Moved(_) | Outcome::Ask(_) | Outcome::NoScript
+    );
+    if redirect && sent.attempts >= limits.max_redirects {
+        let last = String::from_utf8_lossy(
+            r.data
+                .get(1..r.data.len().saturating_sub(2))
+                .unwrap_or_default(),
+        )
+        .into_owned();
+        return Next::Done(reply::error(&format!(
+            "ERR slotbridge: gave up after {} redirections (last reply: {last})",
+            sent.attempts
+        )));
     }
     match outcome {
         Outcome::Deliver => post_process(sent, r),
-        Outcome::NotSent => {
-            sent.attempts += 1;
-            ctx.topology.request_refresh();
-            Next::Resend {
-                to: sent.target(),
-                asking: false,
-                delay: true,
+        Outcome::Timer => Next::Resend {
+            to: sent.target(),
+            asking: false,
+            delay: false,
+        },
+        Outcome::NotSent | Outcome::NotExecuted | Outcome::Lost => {
+            let retry = match outcome {
+                // A write that may have run is never repeated; a blocking
+                // command's wait is over once its connection is gone.
+                Outcome::Lost => sent.readonly && sent.via == Via::Shared,
+                _ => true,
+            };
+            if !retry {
+                return Next::Done(r.data.clone());
             }
-        }
-        Outcome::TryAgain => {
-            sent.attempts += 1;
+            if sent.replica && ctx.config.read_from == ReadFrom::ReplicaPreferred {
+                // The replica failed: the master answers instead.
+                sent.replica = false;
+            }
+            if outcome != Outcome::NotExecuted || r.data.starts_with(b"-CLUSTERDOWN") {
+                ctx.topology.request_refresh();
+            }
+            let now = std::time::Instant::now();
+            let until = *sent
+                .retry_until
+                .get_or_insert(now + Duration::from_millis(limits.retry_deadline_ms));
+            if now >= until {
+                return Next::Done(r.data.clone());
+            }
             Next::Resend {
                 to: sent.target(),
                 asking: false,
@@ -1276,6 +1336,8 @@ fn decide(sent: &mut Sent, r: &Reply, max_attempts: u8, ctx: &Context) -> Next {
         }
         Outcome::Moved(redirect) => {
             sent.attempts += 1;
+            // A replica that no longer serves the slot redirects to its master.
+            sent.replica = false;
             ctx.topology.stats.moved.fetch_add(1, Ordering::Relaxed);
             let current = current_addr(sent, redirect.slot, ctx);
             let addr = redirect_addr(&redirect, current.as_deref());

@@ -48,9 +48,18 @@ pub async fn run(topology: Arc<Topology>, conn: Arc<ConnOptions>, opts: RefreshO
     }
 }
 
-/// Fetches the map from the first node that answers (known masters first,
-/// then seeds) and installs it. Returns whether a map was installed.
-pub async fn refresh_once(topology: &Topology, conn: &ConnOptions, seeds: &[String]) -> bool {
+/// How many nodes are asked for their view in one refresh.
+const VIEWS_PER_REFRESH: usize = 3;
+
+/// Fetches the map from several nodes at once (known masters first, then
+/// the seeds) and installs the view most of them agree on. When the views
+/// differ (a failover or migration in progress), another refresh follows
+/// soon. Returns whether a map was installed.
+pub async fn refresh_once(
+    topology: &Arc<Topology>,
+    conn: &Arc<ConnOptions>,
+    seeds: &[String],
+) -> bool {
     let mut candidates: Vec<String> = topology
         .load()
         .shards()
@@ -62,23 +71,77 @@ pub async fn refresh_once(topology: &Topology, conn: &ConnOptions, seeds: &[Stri
             candidates.push(seed.clone());
         }
     }
+    let mut views: Vec<(Vec<SlotRange>, usize)> = Vec::new();
     let mut last_error = String::new();
-    for addr in &candidates {
-        match fetch_slots(addr, conn).await {
-            Ok(ranges) if !ranges.is_empty() => {
-                topology.install(&ranges);
-                topology
-                    .stats
-                    .refreshes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return true;
+    let mut next = 0;
+    while views.is_empty() && next < candidates.len() {
+        let batch: Vec<String> = candidates[next..]
+            .iter()
+            .take(VIEWS_PER_REFRESH)
+            .cloned()
+            .collect();
+        next += batch.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for addr in batch {
+            let conn = conn.clone();
+            tasks.spawn(async move {
+                let result = fetch_slots(&addr, &conn).await;
+                (addr, result)
+            });
+        }
+        // Once one view is in, the others get a short grace period, so a
+        // black-holed node cannot delay the refresh by its connect timeout.
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let done = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
+                    Ok(done) => done,
+                    Err(_) => break,
+                },
+                None => tasks.join_next().await,
+            };
+            let Some(done) = done else {
+                break;
+            };
+            let Ok((addr, result)) = done else {
+                continue;
+            };
+            if deadline.is_none() && result.is_ok() {
+                deadline = Some(tokio::time::Instant::now() + Duration::from_millis(100));
             }
-            Ok(_) => last_error = format!("{addr}: CLUSTER SLOTS is empty"),
-            Err(e) => last_error = format!("{addr}: {e}"),
+            match result {
+                Ok(mut ranges) if !ranges.is_empty() => {
+                    ranges.sort_by_key(|r| r.start);
+                    match views.iter_mut().find(|(v, _)| *v == ranges) {
+                        Some(view) => view.1 += 1,
+                        None => views.push((ranges, 1)),
+                    }
+                }
+                Ok(_) => last_error = format!("{addr}: CLUSTER SLOTS is empty"),
+                Err(e) => last_error = format!("{addr}: {e}"),
+            }
         }
     }
-    tracing::warn!(error = %last_error, "topology refresh failed on every known node and seed");
-    false
+    // Most votes first; among equals, the view covering more slots.
+    views.sort_by_key(|(v, votes)| {
+        let covered: usize = v.iter().map(|r| (r.end - r.start) as usize + 1).sum();
+        std::cmp::Reverse((*votes, covered))
+    });
+    let disagree = views.len() > 1;
+    let Some((best, _)) = views.into_iter().next() else {
+        tracing::warn!(error = %last_error, "topology refresh failed on every known node and seed");
+        return false;
+    };
+    topology.install(&best);
+    topology
+        .stats
+        .refreshes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if disagree {
+        tracing::debug!("nodes disagree about the slot map; refreshing again soon");
+        topology.request_refresh();
+    }
+    true
 }
 
 /// Asks one node for `CLUSTER SLOTS`.

@@ -23,8 +23,8 @@ const NO_OWNER: u16 = u16::MAX;
 pub struct Shard {
     /// The master's connections.
     pub master: Arc<NodePool>,
-    /// Replica addresses (connections are made only when reads go there).
-    pub replicas: Vec<Arc<str>>,
+    /// Replica connections (opened only when reads go there, with `READONLY`).
+    pub replicas: Vec<Arc<NodePool>>,
 }
 
 /// An immutable snapshot of the cluster's slot ownership.
@@ -50,6 +50,14 @@ impl SlotMap {
     pub fn master(&self, slot: u16) -> Option<&Arc<NodePool>> {
         let idx = *self.owner.get(slot as usize)?;
         self.shards.get(idx as usize).map(|s| &s.master)
+    }
+
+    /// A replica of the shard owning `slot` (the `n`-th, round-robin), if any.
+    #[inline]
+    pub fn replica(&self, slot: u16, n: usize) -> Option<&Arc<NodePool>> {
+        let idx = *self.owner.get(slot as usize)?;
+        let replicas = &self.shards.get(idx as usize)?.replicas;
+        replicas.get(n % replicas.len().max(1))
     }
 
     /// All shards (masters with their replicas).
@@ -94,6 +102,7 @@ pub struct SlotRange {
 pub struct Topology {
     map: ArcSwap<SlotMap>,
     pools: Mutex<HashMap<Arc<str>, Arc<NodePool>>>,
+    replica_pools: Mutex<HashMap<Arc<str>, Arc<NodePool>>>,
     opts: Arc<ConnOptions>,
     pool_size: usize,
     refresh: Arc<Notify>,
@@ -131,6 +140,7 @@ impl Topology {
         Topology {
             map: ArcSwap::from_pointee(SlotMap::empty()),
             pools: Mutex::new(HashMap::new()),
+            replica_pools: Mutex::new(HashMap::new()),
             opts,
             pool_size,
             refresh,
@@ -168,6 +178,23 @@ impl Topology {
         pool
     }
 
+    /// The read-only (`READONLY`) connection pool of replica `addr`.
+    fn replica_pool(&self, addr: &str) -> Arc<NodePool> {
+        let mut pools = self.replica_pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pools.get(addr) {
+            return p.clone();
+        }
+        let addr: Arc<str> = Arc::from(addr);
+        let pool = Arc::new(NodePool::new(
+            addr.clone(),
+            self.opts.clone(),
+            self.pool_size,
+            true,
+        ));
+        pools.insert(addr, pool.clone());
+        pool
+    }
+
     /// Asks the refresher for a new map soon (coalesced and rate-limited there).
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
@@ -193,7 +220,7 @@ impl Topology {
             let idx = *index.entry(r.master.as_str()).or_insert_with(|| {
                 shards.push(Shard {
                     master: self.pool(&r.master),
-                    replicas: r.replicas.iter().map(|s| Arc::from(s.as_str())).collect(),
+                    replicas: r.replicas.iter().map(|s| self.replica_pool(s)).collect(),
                 });
                 (shards.len() - 1) as u16
             });
@@ -212,11 +239,20 @@ impl Topology {
         }
         self.log_change(&old, &owner, &shards);
         let keep: Vec<Arc<str>> = shards.iter().map(|s| s.master.addr().clone()).collect();
+        let keep_replicas: Vec<Arc<str>> = shards
+            .iter()
+            .flat_map(|s| s.replicas.iter().map(|r| r.addr().clone()))
+            .collect();
         self.swap_in(owner, shards);
+        // Nodes that left the map: their connections close once unused.
         self.pools
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|addr, _| keep.contains(addr));
+        self.replica_pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|addr, _| keep_replicas.contains(addr));
         true
     }
 

@@ -174,6 +174,8 @@ pub const PUBSUB_HOME_SLOT: u16 = 0;
 pub struct Scratch {
     /// Argument indices of the keys of the last routed command.
     pub keys: Vec<usize>,
+    /// Whether the last routed command only reads.
+    pub readonly: bool,
 }
 
 /// Decides where `cmd` goes. `scratch.keys` receives the key positions.
@@ -182,6 +184,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     let Some(spec) = super::find(cmd) else {
         return Route::Reply(unknown_command(cmd));
     };
+    scratch.readonly = spec.flags & flags::READONLY != 0;
     if !keys::arity_ok(spec, cmd.len()) {
         return Route::Reply(reply::error(&format!(
             "ERR wrong number of arguments for '{}' command",
