@@ -43,6 +43,18 @@ pub const DEFAULT_MAX_KEYS_PER_SUBCOMMAND: usize = 0;
 /// Most private backend connections at once (blocking commands, WATCH,
 /// subscriptions).
 pub const DEFAULT_MAX_PRIVATE_CONNECTIONS: usize = 1024;
+/// Most client connections (Redis's own `maxclients` default).
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Replies waiting for a client that does not read, before it is
+/// disconnected (a single larger reply is still delivered... until this).
+pub const DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
+/// A client that accepts no bytes of its pending replies for this long is
+/// disconnected.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// A backend that answers nothing for this long while requests wait is
+/// considered dead: its connection is dropped and reopened (blocking
+/// commands are exempt).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
 /// The configuration file, as written by users.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -66,6 +78,10 @@ pub struct Config {
     pub topology: TopologyConfig,
     /// Client authentication (the proxy's own password).
     pub auth: AuthConfig,
+    /// Shutdown behaviour.
+    pub lifecycle: LifecycleConfig,
+    /// TLS for clients and backends.
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +96,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             topology: TopologyConfig::default(),
             auth: AuthConfig::default(),
+            lifecycle: LifecycleConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -112,6 +130,9 @@ pub struct BackendConfig {
     pub connections_per_node: usize,
     /// Requests queued per backend connection.
     pub queue_depth: usize,
+    /// Drop a backend connection that answers nothing for this long while
+    /// requests wait, in milliseconds (0: never).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -122,6 +143,7 @@ impl Default for BackendConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             connections_per_node: DEFAULT_CONNECTIONS_PER_NODE,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
     }
 }
@@ -148,6 +170,14 @@ pub struct LimitsConfig {
     pub retry_deadline_ms: u64,
     /// Most private backend connections (blocking commands, WATCH).
     pub max_private_connections: usize,
+    /// Most client connections; more are refused with Redis's error.
+    pub max_clients: usize,
+    /// Close clients idle this long, in milliseconds (0: never, as Redis).
+    pub client_idle_timeout_ms: u64,
+    /// Unwritten reply bytes per client before it is disconnected.
+    pub client_output_buffer_limit: usize,
+    /// Disconnect a client that reads none of its replies for this long.
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -161,6 +191,10 @@ impl Default for LimitsConfig {
             slot_wait_ms: DEFAULT_SLOT_WAIT_MS,
             retry_deadline_ms: DEFAULT_RETRY_DEADLINE_MS,
             max_private_connections: DEFAULT_MAX_PRIVATE_CONNECTIONS,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            client_idle_timeout_ms: 0,
+            client_output_buffer_limit: DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT,
+            client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
         }
     }
 }
@@ -190,6 +224,47 @@ impl Default for TopologyConfig {
 pub struct AuthConfig {
     /// Password of the `default` user; no password means no AUTH needed.
     pub password: Option<String>,
+}
+
+/// Default drain time on SIGTERM: shorter than Kubernetes' default 30 s
+/// grace period, long enough for in-flight commands.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
+
+/// `[lifecycle]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// After SIGTERM/SIGINT, how long clients may finish, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[tls]`: client-facing TLS and backend TLS.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain clients see; client TLS is on when set.
+    pub cert_file: Option<String>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<String>,
+    /// Connect to the backends with TLS.
+    pub backend: bool,
+    /// PEM CA bundle that signs the backends' certificates (default: the
+    /// system bundle `/etc/ssl/certs/ca-certificates.crt`).
+    pub backend_ca_file: Option<String>,
+    /// PEM client certificate for backends that require one.
+    pub backend_cert_file: Option<String>,
+    /// PEM key for `backend_cert_file`.
+    pub backend_key_file: Option<String>,
+    /// Server name to verify (and send as SNI) instead of the node's host.
+    pub backend_server_name: Option<String>,
 }
 
 /// A configuration problem, naming the field.
@@ -305,6 +380,27 @@ impl Config {
             return invalid(
                 "limits.max_private_connections",
                 "must be at least 1".into(),
+            );
+        }
+        if self.limits.max_clients == 0 {
+            return invalid("limits.max_clients", "must be at least 1".into());
+        }
+        if self.limits.client_output_buffer_limit < 1024 {
+            return invalid(
+                "limits.client_output_buffer_limit",
+                "must be at least 1024 bytes".into(),
+            );
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file must be set together".into(),
+            );
+        }
+        if self.tls.backend_cert_file.is_some() != self.tls.backend_key_file.is_some() {
+            return invalid(
+                "tls.backend_cert_file",
+                "tls.backend_cert_file and tls.backend_key_file must be set together".into(),
             );
         }
         if self.topology.refresh_interval_ms == 0 {

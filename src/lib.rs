@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod cluster;
@@ -12,7 +13,9 @@ pub mod command;
 pub mod config;
 pub mod info;
 pub mod merge;
+pub mod metrics;
 pub mod protocol;
 pub mod scripts;
 pub mod server;
 pub mod split;
+pub mod tls;

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         println!("slotbridge: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log_level, &cli.log_format);
+    let set_log_filter = init_logging(&config.log_level, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,7 +57,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(slotbridge::server::serve(config)) {
+    let reload_cli = cli;
+    let hooks = slotbridge::server::Hooks {
+        reload: Box::new(move || load(&reload_cli)),
+        set_log_filter,
+    };
+    match runtime.block_on(slotbridge::server::serve(config, hooks)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -94,16 +99,29 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Sets up logging to stderr; returns a function that changes the filter
+/// (for SIGHUP reloads). `RUST_LOG`, when set, wins over `level`.
+fn init_logging(level: &str, format: &str) -> slotbridge::server::SetLogFilterFn {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let registry = tracing_subscriber::registry().with(filter);
     if format == "json" {
-        builder.json().init();
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init();
     } else {
-        builder.init();
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+            .init();
     }
+    Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

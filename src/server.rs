@@ -22,13 +22,17 @@ pub struct ProxyStats {
     pub total_connections: AtomicU64,
     /// Commands received since start.
     pub total_commands: AtomicU64,
+    /// Commands read whose reply is not written yet.
+    pub inflight: std::sync::atomic::AtomicI64,
 }
 
 /// State shared by every client session.
 #[derive(Debug)]
 pub struct Context {
-    /// The configuration in force.
-    pub config: Config,
+    /// The configuration in force (replaced on SIGHUP reload).
+    config: arc_swap::ArcSwap<Config>,
+    /// Raised when the process starts draining (SIGTERM/SIGINT).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The slot map and connection pools.
     pub topology: Arc<Topology>,
     /// Client counters.
@@ -41,6 +45,8 @@ pub struct Context {
     pub limits: RequestLimits,
     /// Bounds the private connections of blocking commands.
     pub blocking: Arc<Semaphore>,
+    /// Last health check of each master (readiness).
+    pub health: crate::admin::Health,
     /// Connected clients (`CLIENT LIST`).
     pub clients: crate::client::registry::Registry,
     /// Script bodies seen, for transparent `NOSCRIPT` recovery.
@@ -51,6 +57,16 @@ pub struct Context {
 }
 
 impl Context {
+    /// The configuration in force.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Replaces the configuration (fields that need a restart are kept).
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+
     /// A new client id (1, 2, ...).
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
@@ -65,34 +81,187 @@ impl Context {
     }
 }
 
+/// Reads the configuration again (file plus command-line overrides).
+pub type ReloadFn = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+/// Changes the log filter.
+pub type SetLogFilterFn = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the binary lets the server do to the process around it.
+pub struct Hooks {
+    /// Reads the configuration again (file plus command-line overrides).
+    pub reload: ReloadFn,
+    /// Changes the log filter.
+    pub set_log_filter: SetLogFilterFn,
+}
+
 /// Binds the listener, starts topology discovery and serves clients until
-/// the process ends.
-pub async fn serve(config: Config) -> Result<(), String> {
+/// SIGTERM or SIGINT; then stops accepting, lets connected clients finish
+/// what they sent (up to the drain timeout) and returns. SIGHUP reloads
+/// the configuration.
+pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let ctx = build_context(config, port);
-    tracing::info!(listen = %ctx.config.listen, seeds = ?ctx.config.seeds, "slotbridge started");
+    let admin = match &config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let signal_error = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_error)?;
+    let acceptor = crate::tls::acceptor(&config.tls)?;
+    let backend_tls = crate::tls::backend(&config.tls)?;
+    let metrics = crate::metrics::install();
+    let ctx = build_context(config, port, backend_tls);
+    tokio::spawn(crate::admin::health_checker(ctx.clone()));
+    if let Some(admin) = admin {
+        tokio::spawn(crate::admin::serve(admin, ctx.clone(), metrics));
+    }
+    tracing::info!(listen = %ctx.config().listen, seeds = ?ctx.config().seeds, "slotbridge started");
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept(stream, peer, &ctx, &acceptor),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => reload(&ctx, &hooks),
+        }
+    }
+    drop(listener);
+    drain(&ctx).await;
+    Ok(())
+}
+
+fn accept(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: &Arc<Context>,
+    acceptor: &Option<tokio_rustls::TlsAcceptor>,
+) {
+    let max = ctx.config().limits.max_clients;
+    if ctx.stats.connected_clients.load(Ordering::Relaxed) as usize >= max {
+        metrics::counter!(crate::metrics::CLIENT_CONNECTIONS_REJECTED).increment(1);
         tokio::spawn(async move {
-            crate::client::session::run(stream, peer, ctx).await;
+            use tokio::io::AsyncWriteExt;
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
         });
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let ctx = ctx.clone();
+    let acceptor = acceptor.clone();
+    tokio::spawn(async move {
+        use crate::client::session::{run, ClientStream};
+        match acceptor {
+            None => run(ClientStream::Tcp(stream), peer, ctx).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => run(ClientStream::Tls(Box::new(tls)), peer, ctx).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer, error = %e, "client TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(client = %peer, "client TLS handshake timed out"),
+                }
+            }
+        }
+    });
+}
+
+/// Stops sessions from reading new commands and waits until every client
+/// got its replies and left, or the drain timeout passed.
+async fn drain(ctx: &Context) {
+    let timeout = Duration::from_millis(ctx.config().lifecycle.drain_timeout_ms);
+    let clients = ctx.stats.connected_clients.load(Ordering::Relaxed);
+    tracing::info!(
+        clients,
+        ?timeout,
+        "shutting down: draining client connections"
+    );
+    ctx.shutdown.send_replace(true);
+    let deadline = Instant::now() + timeout;
+    while ctx.stats.connected_clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = ctx.stats.connected_clients.load(Ordering::Relaxed);
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "drain timeout: closing the remaining client connections"
+        );
+    } else {
+        tracing::info!("drained; exiting");
     }
 }
 
-fn build_context(config: Config, port: u16) -> Arc<Context> {
+/// SIGHUP: reloads the fields that can change safely and logs what changed.
+fn reload(ctx: &Context, hooks: &Hooks) {
+    let mut new = match (hooks.reload)() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; keeping the current configuration");
+            return;
+        }
+    };
+    let old = ctx.config();
+    let mut changed = Vec::new();
+    let mut restart = Vec::new();
+    macro_rules! diff {
+        ($($field:ident).+, $list:ident) => {
+            if old.$($field).+ != new.$($field).+ {
+                $list.push(stringify!($($field).+));
+            }
+        };
+    }
+    diff!(log_level, changed);
+    diff!(seeds, changed);
+    diff!(read_from, changed);
+    diff!(limits, changed);
+    diff!(topology, changed);
+    diff!(auth, changed);
+    diff!(lifecycle, changed);
+    diff!(listen, restart);
+    diff!(admin, restart);
+    diff!(backend, restart);
+    diff!(tls, restart);
+    if !restart.is_empty() {
+        tracing::warn!(fields = ?restart, "these settings take effect only after a restart; keeping the current values");
+        new.listen = old.listen.clone();
+        new.admin = old.admin.clone();
+        new.backend = old.backend.clone();
+        new.tls = old.tls.clone();
+    }
+    if old.log_level != new.log_level {
+        if let Err(e) = (hooks.set_log_filter)(&new.log_level) {
+            tracing::error!(error = %e, "invalid log_level; keeping the current one");
+            new.log_level = old.log_level.clone();
+        }
+    }
+    drop(old);
+    ctx.set_config(new);
+    tracing::info!(changed = ?changed, "configuration reloaded");
+}
+
+fn build_context(
+    config: Config,
+    port: u16,
+    backend_tls: Option<crate::tls::BackendTls>,
+) -> Arc<Context> {
     let refresh_signal = Arc::new(Notify::new());
     let signal = refresh_signal.clone();
     let password = config
@@ -106,21 +275,16 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         password,
         queue_depth: config.backend.queue_depth,
         on_failure: Box::new(move |_addr| signal.notify_one()),
+        tls: backend_tls,
+        request_timeout: match config.backend.request_timeout_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
     });
     let topology = Arc::new(Topology::new(
         conn_opts.clone(),
         config.backend.connections_per_node,
         refresh_signal,
-    ));
-    let refresh_opts = RefreshOptions {
-        seeds: config.seeds.clone(),
-        period: Duration::from_millis(config.topology.refresh_interval_ms),
-        min_interval: Duration::from_millis(config.topology.min_refresh_interval_ms),
-    };
-    tokio::spawn(refresh::run(
-        topology.clone(),
-        conn_opts.clone(),
-        refresh_opts,
     ));
     let config_private = config.limits.max_private_connections;
     let limits = RequestLimits {
@@ -128,7 +292,8 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         max_args: config.limits.max_args,
     };
     let ctx = Arc::new(Context {
-        config,
+        config: arc_swap::ArcSwap::from_pointee(config),
+        shutdown: tokio::sync::watch::channel(false).0,
         topology,
         stats: ProxyStats::default(),
         started: Instant::now(),
@@ -137,9 +302,25 @@ fn build_context(config: Config, port: u16) -> Arc<Context> {
         blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
         clients: Default::default(),
+        health: Default::default(),
         backend_version: OnceLock::new(),
         next_client_id: AtomicU64::new(0),
     });
+    let weak = Arc::downgrade(&ctx);
+    let refresh_opts = move || {
+        let ctx = weak.upgrade()?;
+        let config = ctx.config();
+        Some(RefreshOptions {
+            seeds: config.seeds.clone(),
+            period: Duration::from_millis(config.topology.refresh_interval_ms),
+            min_interval: Duration::from_millis(config.topology.min_refresh_interval_ms),
+        })
+    };
+    tokio::spawn(refresh::run(
+        ctx.topology.clone(),
+        conn_opts.clone(),
+        refresh_opts,
+    ));
     tokio::spawn(learn_from_backend(ctx.clone(), conn_opts));
     ctx
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -40,6 +40,11 @@ pub struct ConnOptions {
     pub queue_depth: usize,
     /// Called when a connection to a node fails (to trigger a topology refresh).
     pub on_failure: Box<dyn Fn(&str) + Send + Sync>,
+    /// Backend TLS, when enabled.
+    pub tls: Option<crate::tls::BackendTls>,
+    /// A shared connection that answers nothing for this long while
+    /// requests wait is dropped and reopened.
+    pub request_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ConnOptions {
@@ -123,6 +128,7 @@ async fn run(
                     tracing::warn!(node = %addr, error = %why, failures, "backend connect failed");
                 }
                 (opts.on_failure)(&addr);
+                metrics::counter!(crate::metrics::BACKEND_ERRORS, "node" => addr.to_string(), "kind" => "connect").increment(1);
                 let msg = reply::error(&format!("ERR slotbridge: node {addr} unreachable: {why}"));
                 first.reply_to.send(msg.clone(), ReplyStatus::NotSent);
                 while let Ok(req) = rx.try_recv() {
@@ -135,14 +141,32 @@ async fn run(
             tracing::info!(node = %addr, "backend reconnected");
         }
         failures = 0;
+        metrics::counter!(crate::metrics::BACKEND_CONNECTS, "node" => addr.to_string())
+            .increment(1);
         tracing::debug!(node = %addr, ?proto, "backend connected");
         let mut inflight = VecDeque::new();
-        let result = serve(stream, first, &mut rx, &mut inflight).await;
+        // Private connections wait as long as their blocking command does.
+        let timeout = if _permit.is_some() {
+            None
+        } else {
+            opts.request_timeout
+        };
+        let result = match stream {
+            BackendStream::Tcp(mut tcp) => {
+                let (rd, wr) = tcp.split();
+                serve(rd, wr, first, &mut rx, &mut inflight, timeout).await
+            }
+            BackendStream::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(*tls);
+                serve(rd, wr, first, &mut rx, &mut inflight, timeout).await
+            }
+        };
         match result {
             Ok(()) => return,
             Err(why) => {
                 tracing::warn!(node = %addr, error = %why, inflight = inflight.len(), "backend connection lost");
                 (opts.on_failure)(&addr);
+                metrics::counter!(crate::metrics::BACKEND_ERRORS, "node" => addr.to_string(), "kind" => "lost").increment(1);
                 let msg = reply::error(&format!(
                     "ERR slotbridge: connection to node {addr} lost before the reply: {why}"
                 ));
@@ -154,14 +178,84 @@ async fn run(
     }
 }
 
+/// A connection to a node, plain or TLS.
+pub enum BackendStream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to `addr` (TLS when configured) and runs the handshake:
+/// `HELLO 3` for RESP3 connections, `AUTH` with the backend credentials,
+/// `READONLY` for replica connections.
 pub(crate) async fn connect(
     addr: &str,
     opts: &ConnOptions,
     proto: Proto,
     readonly: bool,
-) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+) -> Result<BackendStream, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut stream = match &opts.tls {
+        None => BackendStream::Tcp(tcp),
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            let name = tls.name_for(host)?;
+            let stream = tls
+                .connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            BackendStream::Tls(Box::new(stream))
+        }
+    };
     let mut hello: Vec<Bytes> = Vec::new();
     match (proto, &opts.password) {
         (Proto::Resp3, Some(pass)) => {
@@ -184,6 +278,7 @@ pub(crate) async fn connect(
     for cmd in &hello {
         stream.write_all(cmd).await.map_err(|e| e.to_string())?;
     }
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut scanner = FrameScanner::new();
     for _ in 0..hello.len() {
@@ -212,27 +307,36 @@ struct Inflight {
     skip: u32,
     /// The first redirection seen among the discarded replies.
     redirect: Option<Bytes>,
+    /// When it was queued for writing (for the request timeout).
+    queued_at: tokio::time::Instant,
 }
 
 /// Runs one established connection until the request channel closes (Ok)
 /// or the socket fails (Err). `inflight` holds the requests that were
 /// written but not yet answered.
-async fn serve(
-    mut stream: TcpStream,
+async fn serve<R, W>(
+    mut rd: R,
+    mut wr: W,
     first: BackendRequest,
     rx: &mut mpsc::Receiver<BackendRequest>,
     inflight: &mut VecDeque<Inflight>,
-) -> Result<(), String> {
-    let (mut rd, mut wr) = stream.split();
+    timeout: Option<Duration>,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
     let mut open = true;
-    enqueue(first, &mut wbuf, inflight);
+    let mut now = tokio::time::Instant::now();
+    enqueue(first, &mut wbuf, inflight, now);
     loop {
+        now = tokio::time::Instant::now();
         while open && wbuf.len() < MAX_WRITE_BATCH {
             match rx.try_recv() {
-                Ok(req) => enqueue(req, &mut wbuf, inflight),
+                Ok(req) => enqueue(req, &mut wbuf, inflight, now),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
@@ -249,6 +353,10 @@ async fn serve(
                 if n.map_err(|e| e.to_string())? == 0 {
                     return Err("write returned 0".into());
                 }
+                if wbuf.is_empty() {
+                    // TLS buffers records until flushed; TCP flush is free.
+                    wr.flush().await.map_err(|e| e.to_string())?;
+                }
             }
             n = rd.read_buf(&mut rbuf) => {
                 if n.map_err(|e| e.to_string())? == 0 {
@@ -257,9 +365,12 @@ async fn serve(
                 dispatch_replies(&mut rbuf, &mut scanner, inflight)?;
             }
             req = rx.recv(), if open && wbuf.is_empty() => match req {
-                Some(req) => enqueue(req, &mut wbuf, inflight),
+                Some(req) => enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now()),
                 None => open = false,
             },
+            _ = request_timer(inflight, timeout) => {
+                return Err(format!("no reply within {:?}", timeout.unwrap_or_default()));
+            }
             _ = waiting_client_gone(inflight), if !open => {
                 // A private connection whose client disconnected: closing it
                 // ends the blocking command on the server.
@@ -277,7 +388,20 @@ async fn waiting_client_gone(inflight: &VecDeque<Inflight>) {
     }
 }
 
-fn enqueue(req: BackendRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<Inflight>) {
+/// Resolves when the oldest request has waited longer than `timeout`.
+async fn request_timer(inflight: &VecDeque<Inflight>, timeout: Option<Duration>) {
+    match (inflight.front(), timeout) {
+        (Some(entry), Some(t)) => tokio::time::sleep_until(entry.queued_at + t).await,
+        _ => std::future::pending().await,
+    }
+}
+
+fn enqueue(
+    req: BackendRequest,
+    wbuf: &mut BytesMut,
+    inflight: &mut VecDeque<Inflight>,
+    now: tokio::time::Instant,
+) {
     let mut skip = req.skip;
     if req.asking {
         wbuf.extend_from_slice(ASKING);
@@ -288,6 +412,7 @@ fn enqueue(req: BackendRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<Inf
         target: req.reply_to,
         skip,
         redirect: None,
+        queued_at: now,
     });
 }
 
@@ -338,6 +463,7 @@ pub async fn oneshot(addr: &str, opts: &ConnOptions, cmd: &[u8]) -> Result<Bytes
     let work = async {
         let mut stream = connect(addr, opts, Proto::Resp2, false).await?;
         stream.write_all(cmd).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         read_frame(&mut stream).await
     };
     tokio::time::timeout(opts.connect_timeout * 2, work)

@@ -76,7 +76,7 @@ async fn run(
     let connected = tokio::time::timeout(opts.connect_timeout, connect(&addr, &opts, proto, false))
         .await
         .unwrap_or_else(|_| Err("connect timed out".into()));
-    let mut stream = match connected {
+    let stream = match connected {
         Ok(s) => s,
         Err(e) => {
             (opts.on_failure)(&addr);
@@ -84,7 +84,7 @@ async fn run(
             return;
         }
     };
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = FrameScanner::new();
     let why = loop {

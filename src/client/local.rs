@@ -96,7 +96,7 @@ pub fn execute(
         Local::Reset => {
             client.set_proto(Proto::Resp2);
             client.info.update(|n| n.name = None);
-            client.authed = ctx.config.auth.password.is_none();
+            client.authed = ctx.config().auth.password.is_none();
             Bytes::from_static(b"+RESET\r\n")
         }
         Local::Client => client_cmd(view, client, ctx),
@@ -115,7 +115,8 @@ fn select(db: &[u8]) -> Bytes {
 }
 
 fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> Bytes {
-    let Some(expected) = &ctx.config.auth.password else {
+    let config = ctx.config();
+    let Some(expected) = &config.auth.password else {
         return reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );

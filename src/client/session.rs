@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -32,6 +32,7 @@ use crate::command::route::{
     PUBSUB_HOME_SLOT,
 };
 use crate::config::ReadFrom;
+use crate::metrics as m;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestParser};
 use crate::protocol::scan::{reply_kind, ReplyKind};
@@ -39,27 +40,61 @@ use crate::server::Context;
 use crate::{info, merge, split};
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Once this many reply bytes wait for a client, no new commands are read
+/// from it (back-pressure for slow readers).
+const OUTPUT_BACKPRESSURE: usize = 1024 * 1024;
 /// Output buffers above this are released after a write instead of reused.
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 /// Back-off between retries of a command that was not executed (failed
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
+/// A client connection, plain or TLS.
+pub enum ClientStream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            ClientStream::Tcp(s) => s.local_addr().ok(),
+            ClientStream::Tls(s) => s.get_ref().0.local_addr().ok(),
+        }
+    }
+}
+
 /// Serves one client until it disconnects or sends `QUIT`.
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
     ctx.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
     ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL).increment(1);
     let info = Arc::new(ClientInfo::new(
         ctx.next_client_id(),
         peer,
-        stream.local_addr().ok(),
+        stream.local_addr(),
     ));
     let _registration = Registration::new(&ctx.clients, info.clone());
     let mut session = Session::new(ctx.clone(), info);
-    if let Err(e) = session.serve(stream).await {
+    let result = match stream {
+        ClientStream::Tcp(mut tcp) => {
+            let (rd, wr) = tcp.split();
+            session.serve(rd, wr).await
+        }
+        ClientStream::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(*tls);
+            session.serve(rd, wr).await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "client connection ended");
     }
     ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+    ctx.stats
+        .inflight
+        .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
 }
 
 /// Which connection a command travels on.
@@ -176,6 +211,15 @@ struct Multi {
     total_keys: usize,
 }
 
+/// One command's place in the reply order, with what metrics need.
+#[derive(Debug)]
+struct Slot {
+    state: Pending,
+    name: &'static str,
+    class: &'static str,
+    started: std::time::Instant,
+}
+
 #[derive(Debug)]
 enum Pending {
     Ready(Bytes),
@@ -215,7 +259,9 @@ struct Core {
     ctx: Arc<Context>,
     client: ClientState,
     scratch: Scratch,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<Slot>,
+    /// Name, class and start time of the command being handled.
+    current: (&'static str, &'static str, std::time::Instant),
     base_seq: u64,
     tx: mpsc::UnboundedSender<Reply>,
     rx: mpsc::UnboundedReceiver<Reply>,
@@ -230,7 +276,7 @@ struct Core {
 impl Session {
     fn new(ctx: Arc<Context>, info: Arc<ClientInfo>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let authed = ctx.config.auth.password.is_none();
+        let authed = ctx.config().auth.password.is_none();
         Session {
             parser: RequestParser::new(ctx.limits),
             core: Core {
@@ -238,6 +284,7 @@ impl Session {
                 ctx: ctx.clone(),
                 scratch: Scratch::default(),
                 pending: VecDeque::new(),
+                current: ("", "", std::time::Instant::now()),
                 base_seq: 0,
                 tx,
                 rx,
@@ -251,40 +298,79 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, mut stream: TcpStream) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.split();
+    /// Runs the connection: reads and dispatches commands, collects
+    /// replies in order and writes them as the client accepts them. Writing
+    /// never blocks the rest: while a slow client does not read, replies
+    /// keep being collected (and no new commands are read once a megabyte
+    /// waits), and the client is disconnected when its unwritten replies
+    /// pass the output buffer limit or it reads nothing for the write
+    /// timeout.
+    async fn serve<R, W>(&mut self, mut rd: R, mut wr: W) -> std::io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut wbuf = BytesMut::new();
-        let max_pipeline = self.ctx.config.limits.max_pipeline;
+        let mut shutdown = self.ctx.shutdown.subscribe();
+        let mut last_read = tokio::time::Instant::now();
+        let mut last_write = tokio::time::Instant::now();
         loop {
+            let config = self.ctx.config();
+            let limits = &config.limits;
+            let max_pipeline = limits.max_pipeline;
             let waiting = self.process_input(&mut rbuf, max_pipeline).await;
             self.core.collect_ready(&mut wbuf);
-            if !wbuf.is_empty() {
-                wr.write_all(&wbuf).await?;
-                if wbuf.capacity() > KEEP_WRITE_BUFFER {
-                    wbuf = BytesMut::new();
-                } else {
-                    wbuf.clear();
-                }
+            if wbuf.len() > limits.client_output_buffer_limit {
+                tracing::warn!(client = %self.core.client.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
+                metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
+                return Ok(());
             }
-            if self.core.closing && self.core.pending.is_empty() {
+            if self.core.closing && self.core.pending.is_empty() && wbuf.is_empty() {
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
             if waiting && self.core.pending.is_empty() {
                 // A subscription command waited for earlier replies, which
-                // are now written: run it without waiting for more input.
+                // are now queued for writing: run it now.
                 continue;
             }
-            let can_read = !self.core.closing && self.core.pending.len() < max_pipeline;
+            let can_read = !self.core.closing
+                && self.core.pending.len() < max_pipeline
+                && wbuf.len() < OUTPUT_BACKPRESSURE;
             if can_read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK.max(rbuf.len()));
             }
+            let idle = Duration::from_millis(limits.client_idle_timeout_ms);
+            let idle_check = !idle.is_zero()
+                && self.core.pending.is_empty()
+                && wbuf.is_empty()
+                && !self.core.pubsub.as_ref().is_some_and(|p| p.active());
+            let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
+            drop(config);
             tokio::select! {
-                n = rd.read_buf(&mut rbuf), if can_read => {
-                    if n? == 0 {
+                n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                    let n = n?;
+                    if n == 0 {
                         return Ok(());
                     }
+                    last_write = tokio::time::Instant::now();
+                    metrics::counter!(m::CLIENT_BYTES_OUT).increment(n as u64);
+                    if wbuf.is_empty() {
+                        // TLS buffers records until flushed; TCP flush is free.
+                        wr.flush().await?;
+                        if wbuf.capacity() > KEEP_WRITE_BUFFER {
+                            wbuf = BytesMut::new();
+                        }
+                    }
+                }
+                n = rd.read_buf(&mut rbuf), if can_read => {
+                    let n = n?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    last_read = tokio::time::Instant::now();
+                    metrics::counter!(m::CLIENT_BYTES_IN).increment(n as u64);
                 }
                 Some(first) = self.core.rx.recv() => {
                     self.core.on_reply(first).await;
@@ -297,6 +383,23 @@ impl Session {
                     while let Some((id, event)) = self.core.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
                         self.core.on_pubsub_event(id, event).await;
                     }
+                }
+                _ = tokio::time::sleep_until(last_write.max(last_read) + write_timeout), if !wbuf.is_empty() => {
+                    if last_write.elapsed() >= write_timeout {
+                        tracing::warn!(client = %self.core.client.peer, "client reads none of its replies; disconnecting it");
+                        metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
+                        return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep_until(last_read + idle), if idle_check => {
+                    if last_read.elapsed() >= idle {
+                        tracing::debug!(client = %self.core.client.peer, "idle client timeout");
+                        return Ok(());
+                    }
+                }
+                _ = shutdown.changed(), if !self.core.closing => {
+                    // Draining: finish what was read, then close.
+                    self.core.closing = true;
                 }
             }
         }
@@ -338,7 +441,7 @@ impl Session {
                 Ok(Parsed::Incomplete) => return false,
                 Err(e) => {
                     let msg = reply::error(&format!("ERR Protocol error: {e}"));
-                    self.core.pending.push_back(Pending::Close(msg));
+                    self.core.push(Pending::Close(msg));
                     self.core.closing = true;
                     rbuf.clear();
                     return false;
@@ -362,8 +465,20 @@ impl Core {
         }
     }
 
+    /// Queues the current command's reply slot.
+    fn push(&mut self, state: Pending) {
+        let (name, class, started) = self.current;
+        self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
+        self.pending.push_back(Slot {
+            state,
+            name,
+            class,
+            started,
+        });
+    }
+
     fn ready(&mut self, reply: Bytes) {
-        self.pending.push_back(Pending::Ready(reply));
+        self.push(Pending::Ready(reply));
     }
 
     /// Routes one command and starts it.
@@ -374,6 +489,7 @@ impl Core {
             .fetch_add(1, Ordering::Relaxed);
         let bytes = raw.clone();
         let view = CommandView { raw: &bytes, args };
+        self.current = ("", "local", std::time::Instant::now());
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
@@ -390,6 +506,11 @@ impl Core {
             }
         }
         let route = route(&view, &mut self.scratch);
+        self.current = (
+            self.scratch.name,
+            class_of(&route, self.multi.is_some()),
+            std::time::Instant::now(),
+        );
         if self.multi.is_some() {
             self.queue_in_multi(route, raw, &view).await;
             return;
@@ -399,7 +520,7 @@ impl Core {
             Route::Slot(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.readonly = self.scratch.readonly;
-                sent.replica = sent.readonly && self.ctx.config.read_from != ReadFrom::Master;
+                sent.replica = sent.readonly && self.ctx.config().read_from != ReadFrom::Master;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
                 } else if is_eval(&view) {
@@ -473,7 +594,7 @@ impl Core {
             LocalOutcome::Reply(b) => self.ready(b),
             LocalOutcome::Close(b) => {
                 self.closing = true;
-                self.pending.push_back(Pending::Close(b));
+                self.push(Pending::Close(b));
             }
         }
     }
@@ -491,12 +612,12 @@ impl Core {
     async fn start(&mut self, sent: Sent, seq: u64) {
         let (target, payload, via, skip) =
             (sent.target(), sent.payload.clone(), sent.via, sent.skip);
-        self.pending.push_back(Pending::Single(sent));
+        self.push(Pending::Single(sent));
         self.send(target, payload, false, via, skip, seq, 0).await;
     }
 
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
-        let max_keys = self.ctx.config.limits.max_keys_per_subcommand;
+        let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
         let subs = split::split(kind, view, &self.scratch.keys, max_keys);
         let name = crate::command::find(view)
             .map(|s| s.name)
@@ -510,7 +631,7 @@ impl Core {
                 reply: None,
             })
             .collect();
-        self.pending.push_back(Pending::Multi(Box::new(Multi {
+        self.push(Pending::Multi(Box::new(Multi {
             kind: MergeKind::Split(kind),
             name,
             remaining: parts.len(),
@@ -552,7 +673,7 @@ impl Core {
                 reply: None,
             })
             .collect();
-        self.pending.push_back(Pending::Multi(Box::new(Multi {
+        self.push(Pending::Multi(Box::new(Multi {
             kind: MergeKind::Fanout(kind),
             name,
             parts,
@@ -779,7 +900,7 @@ impl Core {
                     skip,
                     reply_to: self.reply_to(seq, 0),
                 };
-                self.pending.push_back(Pending::Single(sent));
+                self.push(Pending::Single(sent));
                 // Dropping the handle afterwards closes the connection once
                 // EXEC has answered, which also clears the watches.
                 p.conn.send(req).await;
@@ -874,7 +995,7 @@ impl Core {
         let topology = &self.ctx.topology;
         let mut versions = topology.subscribe();
         let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(self.ctx.config.limits.slot_wait_ms);
+            + Duration::from_millis(self.ctx.config().limits.slot_wait_ms);
         loop {
             if let Some(p) = topology.load().master(slot) {
                 return Some(p.clone());
@@ -894,7 +1015,7 @@ impl Core {
         let Some(idx) = r.seq.checked_sub(self.base_seq) else {
             return;
         };
-        let Some(entry) = self.pending.get_mut(idx as usize) else {
+        let Some(entry) = self.pending.get_mut(idx as usize).map(|s| &mut s.state) else {
             return;
         };
         let (next, payload, via, skip) = match entry {
@@ -947,17 +1068,26 @@ impl Core {
             self.oob.clear();
         }
         while let Some(front) = self.pending.front() {
-            match front {
-                Pending::Ready(b) => out.extend_from_slice(b),
+            match &front.state {
+                Pending::Ready(b) => {
+                    out.extend_from_slice(b);
+                    record(front, b);
+                }
                 Pending::Close(b) => {
                     out.extend_from_slice(b);
+                    record(front, b);
                     self.closing = true;
+                    self.ctx
+                        .stats
+                        .inflight
+                        .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
                     self.pending.clear();
                     return;
                 }
                 Pending::Single(_) | Pending::Multi(_) => return,
             }
             self.pending.pop_front();
+            self.ctx.stats.inflight.fetch_sub(1, Ordering::Relaxed);
             self.base_seq += 1;
         }
     }
@@ -1067,6 +1197,11 @@ impl Core {
             }
             PubSubEvent::Overflow => {
                 tracing::warn!(client = %self.client.peer, "subscriber too slow for its messages; disconnecting it");
+                metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
+                self.ctx
+                    .stats
+                    .inflight
+                    .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
                 self.pending.clear();
                 self.closing = true;
             }
@@ -1159,6 +1294,39 @@ async fn next_pubsub_event(pubsub: &mut Option<Box<PubSubState>>) -> Option<(u32
     }
 }
 
+/// Counts a completed command.
+fn record(slot: &Slot, reply: &[u8]) {
+    if slot.name.is_empty() {
+        return;
+    }
+    let outcome = if reply.first() == Some(&b'-') {
+        "error"
+    } else {
+        "ok"
+    };
+    metrics::counter!(m::COMMANDS, "command" => slot.name, "outcome" => outcome).increment(1);
+    metrics::histogram!(m::COMMAND_DURATION, "class" => slot.class)
+        .record(slot.started.elapsed().as_secs_f64());
+}
+
+/// The latency class of a route.
+fn class_of(route: &Route, in_multi: bool) -> &'static str {
+    if in_multi {
+        return "transaction";
+    }
+    match route {
+        Route::Slot(_) | Route::AnyMaster => "single",
+        Route::Blocking(_) => "blocking",
+        Route::Split(_) => "split",
+        Route::Fanout(_) => "fanout",
+        Route::Local(_) => "local",
+        Route::Tx(_) => "transaction",
+        Route::Sub(_) => "pubsub",
+        Route::Scan | Route::RandomKey => "keyspace",
+        Route::Reply(_) => "error",
+    }
+}
+
 /// Combines the replies of all parts into one reply.
 fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     let replies: Vec<&Bytes> = multi
@@ -1243,7 +1411,8 @@ fn is_script_load(view: &CommandView<'_>) -> bool {
 /// [`super::retry`] for the retry rule), including the post-processing of
 /// SCAN, RANDOMKEY and EVALSHA.
 fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
-    let limits = &ctx.config.limits;
+    let config = ctx.config();
+    let limits = &config.limits;
     let outcome = classify(r);
     if sent.via == Via::Pinned && !matches!(outcome, Outcome::Deliver | Outcome::NoScript) {
         return Next::Done(reply::error(
@@ -1283,7 +1452,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             if !retry {
                 return Next::Done(r.data.clone());
             }
-            if sent.replica && ctx.config.read_from == ReadFrom::ReplicaPreferred {
+            if sent.replica && ctx.config().read_from == ReadFrom::ReplicaPreferred {
                 // The replica failed: the master answers instead.
                 sent.replica = false;
             }
@@ -1297,6 +1466,12 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             if now >= until {
                 return Next::Done(r.data.clone());
             }
+            let reason = match outcome {
+                Outcome::NotSent => "not_sent",
+                Outcome::Lost => "lost",
+                _ => "not_executed",
+            };
+            metrics::counter!(m::RETRIES, "reason" => reason).increment(1);
             Next::Resend {
                 to: sent.target(),
                 asking: false,
@@ -1327,6 +1502,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
         Outcome::Ask(redirect) => {
             sent.attempts += 1;
             ctx.topology.stats.ask.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::REDIRECTIONS, "kind" => "ask").increment(1);
             let current = current_addr(sent, redirect.slot, ctx);
             Next::Resend {
                 to: Target::Addr(redirect_addr(&redirect, current.as_deref())),
@@ -1339,6 +1515,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             // A replica that no longer serves the slot redirects to its master.
             sent.replica = false;
             ctx.topology.stats.moved.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::REDIRECTIONS, "kind" => "moved").increment(1);
             let current = current_addr(sent, redirect.slot, ctx);
             let addr = redirect_addr(&redirect, current.as_deref());
             ctx.topology.apply_moved(redirect.slot, &addr);

@@ -31,9 +31,13 @@ pub struct RefreshOptions {
     pub min_interval: Duration,
 }
 
-/// Runs the refresher until the process exits.
-pub async fn run(topology: Arc<Topology>, conn: Arc<ConnOptions>, opts: RefreshOptions) {
-    loop {
+/// Runs the refresher until `opts` returns `None` (the proxy is gone);
+/// `opts` is read before every refresh, so reloaded seeds take effect.
+pub async fn run<F>(topology: Arc<Topology>, conn: Arc<ConnOptions>, opts: F)
+where
+    F: Fn() -> Option<RefreshOptions> + Send + 'static,
+{
+    while let Some(opts) = opts() {
         let ok = refresh_once(&topology, &conn, &opts.seeds).await;
         let wait = if ok {
             opts.period
@@ -137,6 +141,7 @@ pub async fn refresh_once(
         .stats
         .refreshes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!(crate::metrics::TOPOLOGY_REFRESHES).increment(1);
     if disagree {
         tracing::debug!("nodes disagree about the slot map; refreshing again soon");
         topology.request_refresh();

@@ -176,14 +176,18 @@ pub struct Scratch {
     pub keys: Vec<usize>,
     /// Whether the last routed command only reads.
     pub readonly: bool,
+    /// The last routed command's name (`""` when unknown).
+    pub name: &'static str,
 }
 
 /// Decides where `cmd` goes. `scratch.keys` receives the key positions.
 pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     scratch.keys.clear();
     let Some(spec) = super::find(cmd) else {
+        scratch.name = "unknown";
         return Route::Reply(unknown_command(cmd));
     };
+    scratch.name = spec.name;
     scratch.readonly = spec.flags & flags::READONLY != 0;
     if !keys::arity_ok(spec, cmd.len()) {
         return Route::Reply(reply::error(&format!(

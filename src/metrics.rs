@@ -1,0 +1,78 @@
+//! Metric names in one place, and the Prometheus recorder.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds`
+//! histograms, base units). They are documented in the README.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Commands completed, by `command` (lower-case name) and `outcome` (`ok`/`error`).
+pub const COMMANDS: &str = "slotbridge_commands_total";
+/// Time from reading a command to its reply being ready, by `class`
+/// (`single`, `split`, `fanout`, `local`, `blocking`, `transaction`,
+/// `pubsub`, `keyspace`, `error`).
+pub const COMMAND_DURATION: &str = "slotbridge_command_duration_seconds";
+/// Client connections open now.
+pub const CLIENT_CONNECTIONS: &str = "slotbridge_client_connections";
+/// Client connections accepted.
+pub const CLIENT_CONNECTIONS_TOTAL: &str = "slotbridge_client_connections_total";
+/// Client connections refused (`maxclients` reached).
+pub const CLIENT_CONNECTIONS_REJECTED: &str = "slotbridge_client_connections_rejected_total";
+/// Clients disconnected for exceeding the output buffer limit or not reading.
+pub const SLOW_CLIENT_DISCONNECTS: &str = "slotbridge_slow_client_disconnects_total";
+/// Bytes read from clients.
+pub const CLIENT_BYTES_IN: &str = "slotbridge_client_received_bytes_total";
+/// Bytes written to clients.
+pub const CLIENT_BYTES_OUT: &str = "slotbridge_client_sent_bytes_total";
+/// Commands in flight (read from clients, reply not yet written).
+pub const INFLIGHT: &str = "slotbridge_inflight_requests";
+/// Backend connections established, by `node`.
+pub const BACKEND_CONNECTS: &str = "slotbridge_backend_connects_total";
+/// Backend connection failures, by `node` and `kind` (`connect`, `lost`, `timeout`).
+pub const BACKEND_ERRORS: &str = "slotbridge_backend_errors_total";
+/// Whether a master answered the last health check, by `node` (1/0).
+pub const BACKEND_UP: &str = "slotbridge_backend_up";
+/// Redirections followed, by `kind` (`moved`, `ask`).
+pub const REDIRECTIONS: &str = "slotbridge_redirections_total";
+/// Retries of commands that were not executed, by `reason`.
+pub const RETRIES: &str = "slotbridge_retries_total";
+/// Topology refreshes completed.
+pub const TOPOLOGY_REFRESHES: &str = "slotbridge_topology_refreshes_total";
+/// Slots with a known owner.
+pub const SLOTS_COVERED: &str = "slotbridge_slots_covered";
+/// Masters in the slot map.
+pub const MASTERS: &str = "slotbridge_masters";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and starts its upkeep.
+/// Returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let builder = PrometheusBuilder::new();
+            let builder = builder
+                .set_buckets(&buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
