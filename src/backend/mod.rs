@@ -23,6 +23,9 @@ pub enum ReplyStatus {
     Lost,
     /// Not a reply: the session's own retry timer for this request fired.
     RetryTimer,
+    /// A final error made by the proxy itself (it already waited or
+    /// retried as long as it should): delivered as is.
+    Final,
 }
 
 /// One reply frame delivered back to a client session.

@@ -41,6 +41,7 @@ pub fn classify(r: &Reply) -> Outcome<'_> {
         ReplyStatus::NotSent => return Outcome::NotSent,
         ReplyStatus::Lost => return Outcome::Lost,
         ReplyStatus::RetryTimer => return Outcome::Timer,
+        ReplyStatus::Final => return Outcome::Deliver,
     }
     if r.data.is_empty() || reply_kind(r.data[0]) != ReplyKind::Error {
         return Outcome::Deliver;

@@ -77,6 +77,7 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
         stream.local_addr(),
     ));
     let _registration = Registration::new(&ctx.clients, info.clone());
+    tracing::debug!(client = %peer, "client connected");
     let mut session = Session::new(ctx.clone(), info);
     let result = match stream {
         ClientStream::Tcp(mut tcp) => {
@@ -88,8 +89,9 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
             session.serve(rd, wr).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "client connection ended");
+    match result {
+        Ok(()) => tracing::debug!(client = %peer, "client disconnected"),
+        Err(e) => tracing::debug!(client = %peer, error = %e, "client connection ended"),
     }
     ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
     ctx.stats
@@ -537,7 +539,7 @@ impl Core {
             }
             Route::AnyMaster => {
                 let Some(node) = self.any_master(seq as usize) else {
-                    self.ready(no_cluster());
+                    self.ready(self.no_cluster());
                     return;
                 };
                 let mut sent = Sent::to_node(raw, node);
@@ -555,7 +557,7 @@ impl Core {
             Route::RandomKey => {
                 let nodes = self.ctx.topology.load().shards().len();
                 let Some(node) = self.any_master(seq as usize) else {
-                    self.ready(no_cluster());
+                    self.ready(self.no_cluster());
                     return;
                 };
                 let mut sent = Sent::to_node(raw, node);
@@ -662,7 +664,7 @@ impl Core {
             .map(|s| s.master.addr().clone())
             .collect();
         if nodes.is_empty() {
-            self.ready(no_cluster());
+            self.ready(self.no_cluster());
             return;
         }
         let parts = nodes
@@ -769,7 +771,7 @@ impl Core {
             None => self
                 .wait_for_owner(slot)
                 .await
-                .ok_or_else(|| slot_unserved(slot))?,
+                .ok_or_else(|| self.slot_unserved(slot))?,
         };
         let permit = self
             .ctx
@@ -885,7 +887,7 @@ impl Core {
             None => match self.any_master(seq as usize) {
                 Some(node) => Sent::to_node(payload, node),
                 None => {
-                    self.ready(no_cluster());
+                    self.ready(self.no_cluster());
                     return;
                 }
             },
@@ -938,7 +940,7 @@ impl Core {
                     reply::error(
                         "ERR slotbridge: the WATCH connection was closed; retry the transaction",
                     ),
-                    ReplyStatus::Answered,
+                    ReplyStatus::Final,
                 ),
             }
             return;
@@ -952,7 +954,7 @@ impl Core {
                         Some(p) => p,
                         None => {
                             req.reply_to
-                                .send(slot_unserved(slot), ReplyStatus::Answered);
+                                .send(self.slot_unserved(slot), ReplyStatus::Final);
                             return;
                         }
                     },
@@ -965,7 +967,7 @@ impl Core {
                     Some(p) => p.clone(),
                     None => {
                         req.reply_to
-                            .send(slot_unserved(slot), ReplyStatus::Answered);
+                            .send(self.slot_unserved(slot), ReplyStatus::Final);
                         return;
                     }
                 }
@@ -973,14 +975,14 @@ impl Core {
             Target::NthMaster(n) => match self.any_master(n) {
                 Some(addr) => self.ctx.topology.pool(&addr),
                 None => {
-                    req.reply_to.send(no_cluster(), ReplyStatus::Answered);
+                    req.reply_to.send(self.no_cluster(), ReplyStatus::Final);
                     return;
                 }
             },
         };
         if via == Via::Blocking {
             let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
-                req.reply_to.send(too_many_private(), ReplyStatus::Answered);
+                req.reply_to.send(too_many_private(), ReplyStatus::Final);
                 return;
             };
             let opts = self.ctx.topology.conn_options().clone();
@@ -1148,14 +1150,14 @@ impl Core {
         match cmd {
             SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::Unsubscribe | SubCmd::PUnsubscribe => {
                 let Some(addr) = global_node else {
-                    self.oob.extend_from_slice(&no_cluster());
+                    self.oob.extend_from_slice(&self.no_cluster());
                     return;
                 };
                 ps.global(&addr, &opts, proto).send(raw);
             }
             SubCmd::SSubscribe(s) | SubCmd::SUnsubscribe(Some(s)) => {
                 let Some(pool) = owner else {
-                    self.oob.extend_from_slice(&slot_unserved(s));
+                    self.oob.extend_from_slice(&self.slot_unserved(s));
                     return;
                 };
                 ps.shard(pool.addr(), &opts, proto).send(raw);
@@ -1381,10 +1383,26 @@ fn no_cluster() -> Bytes {
     reply::error("CLUSTERDOWN slotbridge: no cluster node is known yet (check the seeds and that the cluster is reachable)")
 }
 
-fn slot_unserved(slot: u16) -> Bytes {
-    reply::error(&format!(
-        "CLUSTERDOWN Hash slot {slot} not served (slotbridge: no node owns it; the cluster may be failing over or misconfigured)"
-    ))
+impl Core {
+    /// No master is known at all: says why discovery fails.
+    fn no_cluster(&self) -> Bytes {
+        match self.ctx.topology.last_error() {
+            Some(e) => reply::error(&format!(
+                "CLUSTERDOWN slotbridge: no cluster node is known yet; last discovery error: {e}"
+            )),
+            None => no_cluster(),
+        }
+    }
+
+    /// No node owns `slot` (after waiting for a refresh).
+    fn slot_unserved(&self, slot: u16) -> Bytes {
+        if self.ctx.topology.load().shards().is_empty() {
+            return self.no_cluster();
+        }
+        reply::error(&format!(
+            "CLUSTERDOWN Hash slot {slot} not served (slotbridge: no node owns it; the cluster may be failing over or misconfigured)"
+        ))
+    }
 }
 
 fn too_many_private() -> Bytes {

@@ -134,9 +134,11 @@ pub async fn refresh_once(
     let disagree = views.len() > 1;
     let Some((best, _)) = views.into_iter().next() else {
         tracing::warn!(error = %last_error, "topology refresh failed on every known node and seed");
+        topology.set_last_error(Some(last_error));
         return false;
     };
     topology.install(&best);
+    topology.set_last_error(None);
     topology
         .stats
         .refreshes

@@ -110,6 +110,7 @@ pub struct Topology {
     next_version: AtomicU64,
     /// Counters other layers export.
     pub stats: TopologyStats,
+    last_error: Mutex<Option<String>>,
 }
 
 /// Counters about topology changes and redirections.
@@ -147,6 +148,7 @@ impl Topology {
             version_tx,
             next_version: AtomicU64::new(1),
             stats: TopologyStats::default(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -193,6 +195,19 @@ impl Topology {
         ));
         pools.insert(addr, pool.clone());
         pool
+    }
+
+    /// Records why the last refresh failed (`None` after a success).
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Why the last refresh failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Asks the refresher for a new map soon (coalesced and rate-limited there).

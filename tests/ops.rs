@@ -1,0 +1,634 @@
+//! Production operations against real clusters: admin endpoint, metrics,
+//! readiness, backend auth, client limits, slow readers, TLS on both sides,
+//! graceful shutdown and config reload.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{free_port, key_for_slot, Cluster, ClusterOptions, Proxy, RawClient, TempDir};
+
+fn write_config(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// `GET path` on the admin port: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A proxy process started without waiting for it to be usable.
+struct Spawned {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Spawned {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let dir = TempDir::new("ops-proxy");
+        let port = free_port();
+        let log = dir.path().join("proxy.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slotbridge"));
+        cmd.arg("--listen").arg(&listen).args(args);
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Spawned {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        wait_until("the proxy to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn admin_endpoint_metrics_and_readiness() {
+    let mut opts = ClusterOptions::new(3, 0);
+    opts.extra_config
+        .push("cluster-require-full-coverage no".into());
+    let cluster = Cluster::start_with(opts);
+    // Open a hole in the map: the proxy must not claim readiness.
+    let slot = 4000;
+    let owner = cluster.node_for_slot(slot);
+    for port in cluster.master_ports() {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("DELSLOTS")
+            .arg(slot)
+            .query(&mut cluster.conn(port))
+            .unwrap();
+    }
+    let dir = TempDir::new("ops-admin");
+    let admin_port = free_port();
+    let config = write_config(&dir, "[topology]\nrefresh_interval_ms = 300\n");
+    let admin = format!("127.0.0.1:{admin_port}");
+    let proxy = Proxy::start_with(&cluster, &["--config", &config, "--admin", &admin]);
+    assert_eq!(http_get(admin_port, "/healthz"), (200, "ok\n".to_string()));
+    let (status, body) = http_get(admin_port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "not ready: slot map covers 16383 of 16384 slots\n");
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTS")
+        .arg(slot)
+        .query(&mut cluster.conn(owner))
+        .unwrap();
+    wait_until("/readyz to turn 200", Duration::from_secs(10), || {
+        http_get(admin_port, "/readyz").0 == 200
+    });
+    assert_eq!(http_get(admin_port, "/readyz").1, "ready\n");
+    // Traffic moves the counters.
+    let mut c = proxy.conn();
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("m:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: Vec<Option<String>> = redis::cmd("MGET")
+        .arg("m:1")
+        .arg("m:2")
+        .arg("m:3")
+        .query(&mut c)
+        .unwrap();
+    let _ = redis::cmd("NOSUCH").query::<()>(&mut c);
+    let (status, metrics) = http_get(admin_port, "/metrics");
+    assert_eq!(status, 200);
+    let value = |needle: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{needle} missing in:\n{metrics}"))
+    };
+    assert!(value("slotbridge_commands_total{command=\"set\",outcome=\"ok\"}") >= 20.0);
+    assert!(value("slotbridge_commands_total{command=\"mget\",outcome=\"ok\"}") >= 1.0);
+    assert!(value("slotbridge_commands_total{command=\"unknown\",outcome=\"error\"}") >= 1.0);
+    assert!(value("slotbridge_client_connections_total") >= 1.0);
+    assert!(value("slotbridge_topology_refreshes_total") >= 2.0);
+    assert_eq!(value("slotbridge_slots_covered"), 16384.0);
+    assert_eq!(value("slotbridge_masters"), 3.0);
+    assert!(metrics.contains("slotbridge_command_duration_seconds_bucket{class=\"single\""));
+    assert!(value("slotbridge_client_received_bytes_total") > 0.0);
+    // Topology as JSON.
+    let (status, json) = http_get(admin_port, "/topology");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["slots_covered"], 16384);
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 3);
+    assert!(doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["connection"] == "up"));
+    assert_eq!(http_get(admin_port, "/nope").0, 404);
+}
+
+#[test]
+fn wrong_backend_password_is_a_clear_error() {
+    let cluster = Cluster::start(3, 0);
+    let seeds = cluster.seeds();
+    for port in cluster.master_ports() {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("right")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+    }
+    let wrong = Spawned::start(
+        &["--seeds", &seeds],
+        &[("SLOTBRIDGE_BACKEND_PASSWORD", "wrong")],
+    );
+    let mut r = RawClient::connect(wrong.port);
+    r.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    let reply = String::from_utf8(r.read_available(Duration::from_secs(5))).unwrap();
+    assert!(
+        reply.starts_with(
+            "-CLUSTERDOWN slotbridge: no cluster node is known yet; last discovery error: "
+        ) && reply.contains("WRONGPASS"),
+        "{reply:?}"
+    );
+    wait_until(
+        "the log to name the auth failure",
+        Duration::from_secs(5),
+        || wrong.log().contains("WRONGPASS"),
+    );
+    r.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    // The right password from the environment works (and is never logged).
+    let right = Spawned::start(
+        &["--seeds", &seeds],
+        &[("SLOTBRIDGE_BACKEND_PASSWORD", "right")],
+    );
+    let mut r = RawClient::connect(right.port);
+    wait_until("the proxy to serve", Duration::from_secs(10), || {
+        r.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        r.read_available(Duration::from_millis(300)) == b"+OK\r\n"
+    });
+    assert!(!right.log().contains("right") && !wrong.log().contains("\"wrong\""));
+}
+
+#[test]
+fn client_limit_and_slow_reader() {
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("ops-limits");
+    let config = write_config(
+        &dir,
+        "[limits]\nmax_clients = 5\nclient_output_buffer_limit = 4194304\nclient_write_timeout_ms = 2000\n",
+    );
+    let proxy = Proxy::start_with(&cluster, &["--config", &config]);
+    // The harness probe connection is gone; hold 5 clients.
+    thread::sleep(Duration::from_millis(200));
+    let mut held: Vec<RawClient> = (0..5).map(|_| RawClient::connect(proxy.port)).collect();
+    for c in held.iter_mut() {
+        c.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    }
+    let mut sixth = RawClient::connect(proxy.port);
+    sixth.expect(b"-ERR max number of clients reached\r\n");
+    assert!(sixth.is_closed());
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(200));
+    // A client that never reads: 200 KB values fetched again and again.
+    let value = vec![b'x'; 200 * 1024];
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", proxy.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut c)
+        .unwrap();
+    drop(c);
+    let mut slow = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    slow.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
+    let mut sent = 0;
+    for _ in 0..2000 {
+        if slow.write_all(get).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 20);
+    // The proxy stops reading from it, keeps its memory bounded, and
+    // disconnects it; other clients are served meanwhile.
+    let pid = proxy.pid().unwrap();
+    let rss_kb = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut other = held.pop().unwrap();
+    other.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    assert!(rss_kb() < 200 * 1024, "proxy RSS {} KB", rss_kb());
+    let disconnected = (0..400).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        let log = proxy.log();
+        log.contains("disconnecting the client") || log.contains("reads none of its replies")
+    });
+    assert!(
+        disconnected,
+        "slow reader not disconnected; sent {sent}; log:\n{}",
+        proxy.log()
+    );
+    other.roundtrip(b"PING\r\n", b"+PONG\r\n");
+}
+
+#[test]
+fn sigterm_drains_without_losing_acknowledged_writes() {
+    let cluster = Cluster::start(3, 0);
+    let mut proxy = Proxy::start(&cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut handles = Vec::new();
+    for t in 0..4 {
+        let (url, stop, acked) = (proxy.url(), stop.clone(), acked.clone());
+        handles.push(thread::spawn(move || {
+            let Ok(mut c) = redis::Client::open(url).unwrap().get_connection() else {
+                return;
+            };
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (k, v) = (format!("term:{t}:{i}"), format!("v{i}"));
+                match redis::cmd("SET").arg(&k).arg(&v).query::<()>(&mut c) {
+                    Ok(()) => acked.lock().unwrap().push((k, v)),
+                    Err(_) => break,
+                }
+                i += 1;
+            }
+        }));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let status = proxy
+        .terminate(Duration::from_secs(15))
+        .expect("the proxy exits");
+    assert!(status.success(), "exit status {status:?}");
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100);
+    for (k, v) in &acked {
+        let port = cluster.node_for_key(k.as_bytes());
+        let got: Option<String> = redis::cmd("GET")
+            .arg(k)
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+    }
+    assert!(proxy.log().contains("drained"), "{}", proxy.log());
+}
+
+#[test]
+fn sighup_reloads_the_log_level_and_limits() {
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("ops-reload");
+    let config = write_config(&dir, "log_level = \"info\"\n");
+    let proxy = Proxy::start_with(&cluster, &["--config", &config]);
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg(key_for_slot(1, "hup-"))
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    assert!(!proxy.log().contains("DEBUG"));
+    std::fs::write(
+        Path::new(&config),
+        "log_level = \"slotbridge=debug\"\n[limits]\nmax_clients = 7\n[backend]\nconnect_timeout_ms = 99\n",
+    )
+    .unwrap();
+    let pid = proxy.pid().unwrap();
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    assert!(log.contains("log_level") && log.contains("limits"), "{log}");
+    assert!(
+        log.contains("backend") && log.contains("only after a restart"),
+        "{log}"
+    );
+    // Debug logs now appear (a new client connection ending logs at debug).
+    let mut r = RawClient::connect(proxy.port);
+    r.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    drop(r);
+    assert!(
+        proxy.wait_for_log("DEBUG", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    // A broken file keeps the old configuration.
+    std::fs::write(Path::new(&config), "log_level = 5\n").unwrap();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status();
+    assert!(proxy.wait_for_log("config reload failed", Duration::from_secs(5)));
+    let _: () = redis::cmd("SET")
+        .arg("after-bad-reload")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn invalid_config_names_the_field_and_exits_nonzero() {
+    let dir = TempDir::new("ops-badconfig");
+    let config = write_config(
+        &dir,
+        "seeds = [\"127.0.0.1:7000\"]\n[limits]\nmax_pipline = 3\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args(["--config", &config, "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("max_pipline") && err.contains("line 3"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args(["--seeds", "nohost", "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("seeds"));
+    let good = write_config(&dir, "seeds = [\"127.0.0.1:7000\"]\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args(["--config", &good, "--check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The shipped example config is valid.
+    let out = Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/slotbridge.toml"),
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a certificate for 127.0.0.1/localhost with openssl.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=slotbridge-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn tls_on_both_sides() {
+    let dir = TempDir::new("ops-tls");
+    let d = dir.path();
+    make_certs(d);
+    // A one-node TLS-only cluster owning every slot.
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--tls-auth-clients",
+            "no",
+            "--tls-cluster",
+            "yes",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            d.to_str().unwrap(),
+            "--logfile",
+            "redis.log",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(d)
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = KillOnDrop(&mut redis);
+    let cli = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                "ca.crt",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until("TLS redis to start", Duration::from_secs(10), || {
+        cli(&["PING"]).contains("PONG")
+    });
+    cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    wait_until("the cluster to be ok", Duration::from_secs(10), || {
+        cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+    });
+    let config = write_config(
+        &dir,
+        &format!(
+            "[tls]\ncert_file = \"{0}/server.crt\"\nkey_file = \"{0}/server.key\"\nbackend = true\nbackend_ca_file = \"{0}/ca.crt\"\n",
+            d.display()
+        ),
+    );
+    let seeds = format!("127.0.0.1:{port}");
+    let proxy = Spawned::start(&["--config", &config, "--seeds", &seeds], &[]);
+    let through = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                "ca.crt",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &proxy.port.to_string(),
+            ])
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(
+        "the proxy to serve over TLS",
+        Duration::from_secs(10),
+        || through(&["SET", "tls-key", "tls-value"]).trim() == "OK",
+    );
+    assert_eq!(through(&["GET", "tls-key"]).trim(), "tls-value");
+    assert_eq!(through(&["MGET", "tls-key", "other"]).trim(), "tls-value");
+    assert_eq!(cli(&["GET", "tls-key"]).trim(), "tls-value");
+    // Plain text to the TLS port is refused, not served.
+    let mut plain = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    plain.write_all(b"PING\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(!buf[..n].starts_with(b"+PONG"));
+    assert!(proxy.log().contains("slotbridge started"));
+}
