@@ -222,8 +222,28 @@ impl Default for TopologyConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Password of the `default` user; no password means no AUTH needed.
+    /// Password of the `default` user (or env `SLOTBRIDGE_CLIENT_PASSWORD`).
+    /// With neither a password nor users, clients need no AUTH (as Redis).
     pub password: Option<String>,
+    /// Further users (`AUTH name password`), `[[auth.users]]` entries.
+    pub users: Vec<UserConfig>,
+}
+
+impl AuthConfig {
+    /// Whether clients must authenticate.
+    pub fn required(&self) -> bool {
+        self.password.is_some() || !self.users.is_empty()
+    }
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
 }
 
 /// Default drain time on SIGTERM: shorter than Kubernetes' default 30 s
@@ -380,6 +400,17 @@ impl Config {
             return invalid(
                 "limits.max_private_connections",
                 "must be at least 1".into(),
+            );
+        }
+        if self
+            .auth
+            .users
+            .iter()
+            .any(|u| u.name.is_empty() || u.name == "default")
+        {
+            return invalid(
+                "auth.users",
+                "user names must be non-empty and not 'default' (use auth.password)".into(),
             );
         }
         if self.limits.max_clients == 0 {

@@ -89,6 +89,11 @@ fn load(cli: &Cli) -> Result<Config, String> {
     if let Some(level) = &cli.log_level {
         config.log_level = level.clone();
     }
+    if config.auth.password.is_none() {
+        config.auth.password = std::env::var("SLOTBRIDGE_CLIENT_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+    }
     if cli.log_format != "text" && cli.log_format != "json" {
         return Err(format!(
             "invalid --log-format '{}': use text or json",

@@ -497,3 +497,80 @@ fn functions_are_loaded_on_every_master() {
         .query::<String>(&mut c)
         .is_err());
 }
+
+#[test]
+fn auth_on_and_off() {
+    // Off: like a Redis without a password.
+    let mut open = raw();
+    open.roundtrip(
+        &cmd(&["AUTH", "x"]),
+        b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+    );
+    open.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on"]),
+        b"-ERR unsupported command 'client|tracking' by slotbridge\r\n",
+    );
+    // On: the proxy's own password and users.
+    let cluster = &env().0;
+    let dir = common::TempDir::new("auth-config");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(
+        &path,
+        "[auth]\npassword = \"s3cret\"\n[[auth.users]]\nname = \"app\"\npassword = \"apppw\"\n",
+    )
+    .unwrap();
+    let port = common::free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--seeds",
+            &cluster.seeds(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut r = RawClient::connect(port);
+    r.roundtrip(&cmd(&["GET", "k"]), b"-NOAUTH Authentication required.\r\n");
+    r.roundtrip(
+        &cmd(&["HELLO", "3"]),
+        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["AUTH", "wrong"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["AUTH", "app", "s3cret"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    r.roundtrip(&cmd(&["AUTH", "s3cret"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", "auth-k", "v"]), b"+OK\r\n");
+    let mut u = RawClient::connect(port);
+    u.roundtrip(&cmd(&["AUTH", "app", "apppw"]), b"+OK\r\n");
+    u.roundtrip(&cmd(&["GET", "auth-k"]), b"$1\r\nv\r\n");
+    let mut h = RawClient::connect(port);
+    h.send(&cmd(&["HELLO", "3", "AUTH", "app", "apppw"]));
+    let hello = h.read_available(Duration::from_millis(500));
+    assert!(
+        hello.starts_with(b"%7\r\n$6\r\nserver\r\n"),
+        "{}",
+        common::escape(&hello)
+    );
+    h.roundtrip(&cmd(&["GET", "auth-k"]), b"$1\r\nv\r\n");
+}

@@ -96,7 +96,7 @@ pub fn execute(
         Local::Reset => {
             client.set_proto(Proto::Resp2);
             client.info.update(|n| n.name = None);
-            client.authed = ctx.config().auth.password.is_none();
+            client.authed = !ctx.config().auth.required();
             Bytes::from_static(b"+RESET\r\n")
         }
         Local::Client => client_cmd(view, client, ctx),
@@ -116,12 +116,24 @@ fn select(db: &[u8]) -> Bytes {
 
 fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> Bytes {
     let config = ctx.config();
-    let Some(expected) = &config.auth.password else {
+    if !config.auth.required() {
         return reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
+    }
+    let expected = if user == b"default" {
+        config.auth.password.as_deref()
+    } else {
+        config
+            .auth
+            .users
+            .iter()
+            .find(|u| u.name.as_bytes() == user)
+            .map(|u| u.password.as_str())
     };
-    if user == b"default" && constant_time_eq(pass, expected.as_bytes()) {
+    // Compare even for unknown users, so timing does not reveal names.
+    let ok = constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some();
+    if ok {
         client.authed = true;
         Bytes::from_static(reply::OK)
     } else {

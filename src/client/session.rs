@@ -278,7 +278,7 @@ struct Core {
 impl Session {
     fn new(ctx: Arc<Context>, info: Arc<ClientInfo>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let authed = ctx.config().auth.password.is_none();
+        let authed = !ctx.config().auth.required();
         Session {
             parser: RequestParser::new(ctx.limits),
             core: Core {
