@@ -40,8 +40,8 @@ pub const DEFAULT_SLOT_WAIT_MS: u64 = 2000;
 pub const DEFAULT_RETRY_DEADLINE_MS: u64 = 3000;
 /// Default cap on keys per sub-command (0: no cap).
 pub const DEFAULT_MAX_KEYS_PER_SUBCOMMAND: usize = 0;
-/// Most private backend connections at once (blocking commands, WATCH,
-/// subscriptions).
+/// Most private backend connections at once (blocking commands and WATCH;
+/// subscription connections are bounded by one per client and node).
 pub const DEFAULT_MAX_PRIVATE_CONNECTIONS: usize = 1024;
 /// Most client connections (Redis's own `maxclients` default).
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;

@@ -120,8 +120,8 @@ fn keyspace(all: &[Vec<Section>]) -> Vec<(String, String)> {
             }
             match dbs.iter_mut().find(|d| &d.0 == db) {
                 Some(d) => {
-                    d.1 += keys;
-                    d.2 += expires;
+                    d.1 = d.1.saturating_add(keys);
+                    d.2 = d.2.saturating_add(expires);
                     d.3 = d.3.max(ttl);
                 }
                 None => dbs.push((db.clone(), keys, expires, ttl)),

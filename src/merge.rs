@@ -170,7 +170,7 @@ pub fn sum_pairs(parts: &[&Bytes]) -> Bytes {
             };
             let name = &p[*ns..*ne];
             match pairs.iter_mut().find(|(n, _)| *n == name) {
-                Some(entry) => entry.1 += count,
+                Some(entry) => entry.1 = entry.1.saturating_add(count),
                 None => pairs.push((name, count)),
             }
         }

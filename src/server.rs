@@ -11,7 +11,6 @@ use crate::backend::conn::{oneshot, ConnOptions};
 use crate::cluster::refresh::{self, RefreshOptions};
 use crate::cluster::Topology;
 use crate::config::Config;
-use crate::protocol::request::RequestLimits;
 
 /// Counters about clients.
 #[derive(Debug, Default)]
@@ -41,8 +40,6 @@ pub struct Context {
     pub started: Instant,
     /// Client-facing port.
     pub port: u16,
-    /// Request parsing limits.
-    pub limits: RequestLimits,
     /// Bounds the private connections of blocking commands.
     pub blocking: Arc<Semaphore>,
     /// Last health check of each master (readiness).
@@ -231,6 +228,7 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     diff!(log_level, changed);
     diff!(seeds, changed);
     diff!(read_from, changed);
+    diff!(limits.max_private_connections, restart);
     diff!(limits, changed);
     diff!(topology, changed);
     diff!(auth, changed);
@@ -245,6 +243,7 @@ fn reload(ctx: &Context, hooks: &Hooks) {
         new.admin = old.admin.clone();
         new.backend = old.backend.clone();
         new.tls = old.tls.clone();
+        new.limits.max_private_connections = old.limits.max_private_connections;
     }
     if old.log_level != new.log_level {
         if let Err(e) = (hooks.set_log_filter)(&new.log_level) {
@@ -264,11 +263,11 @@ fn build_context(
 ) -> Arc<Context> {
     let refresh_signal = Arc::new(Notify::new());
     let signal = refresh_signal.clone();
-    let password = config
-        .backend
-        .password
-        .clone()
-        .or_else(|| std::env::var("SLOTBRIDGE_BACKEND_PASSWORD").ok());
+    let password = config.backend.password.clone().or_else(|| {
+        std::env::var("SLOTBRIDGE_BACKEND_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+    });
     let conn_opts = Arc::new(ConnOptions {
         connect_timeout: config.connect_timeout(),
         username: config.backend.username.clone(),
@@ -287,10 +286,6 @@ fn build_context(
         refresh_signal,
     ));
     let config_private = config.limits.max_private_connections;
-    let limits = RequestLimits {
-        max_bulk_len: config.limits.max_bulk_len,
-        max_args: config.limits.max_args,
-    };
     let ctx = Arc::new(Context {
         config: arc_swap::ArcSwap::from_pointee(config),
         shutdown: tokio::sync::watch::channel(false).0,
@@ -298,7 +293,6 @@ fn build_context(
         stats: ProxyStats::default(),
         started: Instant::now(),
         port,
-        limits,
         blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
         clients: Default::default(),

@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -218,4 +221,244 @@ fn small_cluster_without_redis_cli() {
     assert_eq!(cluster.node_for_slot(0), master[0]);
     assert_eq!(cluster.node_for_slot(16383), master[0]);
     assert_eq!(cluster.replica_ports(master[0]).len(), 1);
+}
+
+/// A minimal cluster client over direct node connections: remembers slot
+/// owners, follows MOVED and ASK (ASKING + command), retries TRYAGAIN.
+struct Router<'a> {
+    cluster: &'a Cluster,
+    conns: HashMap<u16, redis::Connection>,
+    owners: HashMap<u16, u16>,
+    fallback: u16,
+    redirects: usize,
+}
+
+impl<'a> Router<'a> {
+    fn new(cluster: &'a Cluster) -> Router<'a> {
+        Router {
+            cluster,
+            conns: HashMap::new(),
+            owners: HashMap::new(),
+            fallback: cluster.master_ports()[0],
+            redirects: 0,
+        }
+    }
+
+    fn query(&mut self, key: &str, cmd: &redis::Cmd) -> redis::Value {
+        let slot = slot_of(key.as_bytes());
+        let mut port = *self.owners.get(&slot).unwrap_or(&self.fallback);
+        let mut asking = false;
+        for _ in 0..20 {
+            let cluster = self.cluster;
+            let conn = self.conns.entry(port).or_insert_with(|| cluster.conn(port));
+            let result = if asking {
+                redis::pipe()
+                    .cmd("ASKING")
+                    .ignore()
+                    .add_command(cmd.clone())
+                    .query::<Vec<redis::Value>>(conn)
+                    .map(|mut v| v.pop().unwrap_or(redis::Value::Nil))
+            } else {
+                cmd.query::<redis::Value>(conn)
+            };
+            asking = false;
+            match result {
+                Ok(v) => return v,
+                Err(e) if matches!(e.code(), Some("MOVED") | Some("ASK")) => {
+                    self.redirects += 1;
+                    let (addr, _) = e.redirect_node().expect("redirect address");
+                    port = addr.rsplit(':').next().unwrap().parse().unwrap();
+                    if e.code() == Some("MOVED") {
+                        self.owners.insert(slot, port);
+                    } else {
+                        asking = true;
+                    }
+                }
+                Err(e) if e.code() == Some("TRYAGAIN") => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("{key} on {port}: {e}"),
+            }
+        }
+        panic!("{key}: too many redirections");
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        self.query(key, &cmd);
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        match self.query(key, &cmd) {
+            redis::Value::Nil => None,
+            redis::Value::BulkString(b) => Some(String::from_utf8(b).unwrap()),
+            other => panic!("GET {key}: unexpected reply {other:?}"),
+        }
+    }
+}
+
+fn cluster_nodes_text(cluster: &Cluster, port: u16) -> String {
+    redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut cluster.conn(port))
+        .unwrap()
+}
+
+#[test]
+fn add_node_reshard_everything_and_remove_old_master() {
+    let mut cluster = Cluster::start(3, 0);
+    let keys: Vec<String> = (0..2000).map(|i| format!("grow:{i}")).collect();
+    let mut conns = HashMap::new();
+    for key in &keys {
+        let owner = cluster.node_for_key(key.as_bytes());
+        let c = conns.entry(owner).or_insert_with(|| cluster.conn(owner));
+        set(c, key, &format!("v-{key}"));
+    }
+    drop(conns);
+    let old = cluster.master_ports();
+    let a = old[0];
+    let a_id = cluster.node_id(a);
+    let a_slots = cluster.nslots(a);
+    assert_eq!(a_slots, 5461);
+
+    let t = Instant::now();
+    let new = cluster.add_node();
+    eprintln!("add_node took {:?}", t.elapsed());
+    assert_eq!(cluster.all_ports().len(), 4);
+    assert!(cluster.all_ports().contains(&new));
+    assert_eq!(cluster.nslots(new), 0);
+    // A slotless master: last in master_ports, not a seed.
+    assert_eq!(cluster.master_ports(), [old.clone(), vec![new]].concat());
+    assert!(!cluster.seeds().contains(&new.to_string()));
+    let new_id = cluster.node_id(new);
+    for port in cluster.all_ports() {
+        let text = cluster_nodes_text(&cluster, port);
+        let line = text.lines().find(|l| l.starts_with(&new_id)).unwrap();
+        assert!(line.contains(" connected"), "{port}: {line}");
+        assert_eq!(text.lines().count(), 4, "{port}:\n{text}");
+    }
+
+    let t = Instant::now();
+    cluster.reshard(a, new, a_slots);
+    eprintln!(
+        "reshard of {a_slots} slots (~660 keys) took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(cluster.nslots(a), 0);
+    assert_eq!(cluster.nslots(new), a_slots);
+    assert_eq!(cluster.node_for_slot(0), new);
+    assert!(cluster.seeds().contains(&new.to_string()));
+    assert!(!cluster.seeds().contains(&a.to_string()));
+    // Redis turned the emptied master into a replica of the slots' receiver.
+    assert!(!cluster.master_ports().contains(&a));
+    assert_eq!(cluster.replica_ports(new), [a]);
+    let mut moved = 0;
+    let mut conns = HashMap::new();
+    for key in &keys {
+        let owner = cluster.node_for_key(key.as_bytes());
+        assert_ne!(owner, a);
+        moved += usize::from(owner == new);
+        let c = conns.entry(owner).or_insert_with(|| cluster.conn(owner));
+        assert_eq!(get(c, key).unwrap(), Some(format!("v-{key}")), "{key}");
+    }
+    drop(conns);
+    assert!(moved > 500, "{moved} keys moved");
+
+    cluster.remove_node(a);
+    assert_eq!(cluster.all_ports().len(), 3);
+    assert!(!cluster.all_ports().contains(&a));
+    assert!(!cluster.master_ports().contains(&a));
+    assert!(!cluster.seeds().contains(&a.to_string()));
+    assert_eq!(cluster.seeds().split(',').count(), 3);
+    for port in cluster.all_ports() {
+        let text = cluster_nodes_text(&cluster, port);
+        assert!(!text.contains(&a_id), "{port} still knows {a}:\n{text}");
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        assert!(info.contains("cluster_state:ok"), "{port}:\n{info}");
+        assert!(info.contains("cluster_known_nodes:3"), "{port}:\n{info}");
+    }
+    let mut router = Router::new(&cluster);
+    for key in &keys {
+        assert_eq!(router.get(key), Some(format!("v-{key}")), "{key}");
+    }
+}
+
+#[test]
+fn remove_slotless_master_with_a_replica() {
+    let mut cluster = Cluster::start(3, 1);
+    let new = cluster.add_node();
+    assert_eq!(cluster.master_ports().last(), Some(&new));
+    // Hand the replica of the first master to the new (slotless) master.
+    let first = cluster.master_ports()[0];
+    let replica = cluster.replica_ports(first)[0];
+    redis::cmd("CLUSTER")
+        .arg("REPLICATE")
+        .arg(cluster.node_id(new))
+        .query::<()>(&mut cluster.conn(replica))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.replica_ports(new) != [replica] {
+        assert!(Instant::now() < deadline, "{replica} did not follow {new}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let new_id = cluster.node_id(new);
+    cluster.remove_node(new);
+    // The replica went to the master with the fewest replicas.
+    assert_eq!(cluster.replica_ports(first), [replica]);
+    assert_eq!(cluster.master_ports().len(), 3);
+    assert_eq!(cluster.all_ports().len(), 6);
+    for port in cluster.all_ports() {
+        assert!(!cluster_nodes_text(&cluster, port).contains(&new_id));
+    }
+}
+
+#[test]
+fn reshard_a_third_of_the_slots_under_writes() {
+    let cluster = Cluster::start(3, 0);
+    let masters = cluster.master_ports();
+    let (a, b) = (masters[0], masters[1]);
+    let mut router = Router::new(&cluster);
+    let keys: Vec<String> = (0..10_000).map(|i| format!("bulk:{i}")).collect();
+    for key in &keys {
+        router.set(key, key);
+    }
+    let b_before = cluster.nslots(b);
+    let stop = AtomicBool::new(false);
+    let (elapsed, written, redirects) = thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut router = Router::new(&cluster);
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("live:{n}");
+                router.set(&key, &n.to_string());
+                n += 1;
+            }
+            (n, router.redirects)
+        });
+        let t = Instant::now();
+        cluster.reshard(a, b, 5461);
+        let elapsed = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let (n, redirects) = writer.join().unwrap();
+        (elapsed, n, redirects)
+    });
+    eprintln!(
+        "reshard of 5461 slots (10k keys + {written} concurrent SETs, \
+         {redirects} redirections) took {elapsed:?}"
+    );
+    assert_eq!(cluster.nslots(a), 0);
+    assert_eq!(cluster.nslots(b), b_before + 5461);
+    assert!(written > 0);
+    let mut router = Router::new(&cluster);
+    for key in &keys {
+        assert_eq!(router.get(key).as_deref(), Some(key.as_str()), "{key}");
+    }
+    for n in 0..written {
+        let key = format!("live:{n}");
+        assert_eq!(router.get(&key), Some(n.to_string()), "{key}");
+    }
 }

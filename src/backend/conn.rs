@@ -166,7 +166,12 @@ async fn run(
             Err(why) => {
                 tracing::warn!(node = %addr, error = %why, inflight = inflight.len(), "backend connection lost");
                 (opts.on_failure)(&addr);
-                metrics::counter!(crate::metrics::BACKEND_ERRORS, "node" => addr.to_string(), "kind" => "lost").increment(1);
+                let kind = if why.starts_with("no reply within") {
+                    "timeout"
+                } else {
+                    "lost"
+                };
+                metrics::counter!(crate::metrics::BACKEND_ERRORS, "node" => addr.to_string(), "kind" => kind).increment(1);
                 let msg = reply::error(&format!(
                     "ERR slotbridge: connection to node {addr} lost before the reply: {why}"
                 ));

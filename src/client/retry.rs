@@ -4,8 +4,9 @@
 //! The rule for retries: a command is sent again only when it provably did
 //! not run — it was never written (`NotSent`), or the server answered with a
 //! redirection or `TRYAGAIN`/`NOSCRIPT`, all of which mean "not executed".
-//! A command whose connection died after it was written (`Lost`) is never
-//! retried: an `INCR` could apply twice.
+//! A command whose connection died after it was written (`Lost`) may have
+//! run: only read-only commands are retried then (an `INCR` could apply
+//! twice).
 
 use crate::backend::{Reply, ReplyStatus};
 use crate::protocol::scan::{reply_kind, ReplyKind};

@@ -34,7 +34,7 @@ use crate::command::route::{
 use crate::config::ReadFrom;
 use crate::metrics as m;
 use crate::protocol::reply::{self, Proto};
-use crate::protocol::request::{Parsed, RequestParser};
+use crate::protocol::request::{Parsed, RequestLimits, RequestParser};
 use crate::protocol::scan::{reply_kind, ReplyKind};
 use crate::server::Context;
 use crate::{info, merge, split};
@@ -148,6 +148,11 @@ struct Sent {
     retry_until: Option<std::time::Instant>,
     /// Send to a replica of the slot's shard (`read_from`).
     replica: bool,
+    /// Keyless but bound to its node (a fan-out part, a SCAN step): a
+    /// retry goes to the same node rather than to any master.
+    sticky: bool,
+    /// For a keyless retry: which master (round-robin) to try next.
+    post_retry_master: usize,
 }
 
 impl Sent {
@@ -163,6 +168,8 @@ impl Sent {
             readonly: false,
             retry_until: None,
             replica: false,
+            sticky: false,
+            post_retry_master: 0,
         }
     }
 
@@ -178,6 +185,8 @@ impl Sent {
             readonly: false,
             retry_until: None,
             replica: false,
+            sticky: false,
+            post_retry_master: 0,
         }
     }
 
@@ -186,7 +195,7 @@ impl Sent {
             (Some(slot), _) if self.replica => Target::Replica(slot),
             (Some(slot), _) => Target::Slot(slot),
             (None, Some(node)) => Target::Addr(node.to_string()),
-            (None, None) => Target::NthMaster(0),
+            (None, None) => Target::NthMaster(self.post_retry_master),
         }
     }
 }
@@ -280,7 +289,13 @@ impl Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let authed = !ctx.config().auth.required();
         Session {
-            parser: RequestParser::new(ctx.limits),
+            parser: {
+                let config = ctx.config();
+                RequestParser::new(RequestLimits {
+                    max_bulk_len: config.limits.max_bulk_len,
+                    max_args: config.limits.max_args,
+                })
+            },
             core: Core {
                 client: ClientState::new(info, authed),
                 ctx: ctx.clone(),
@@ -670,7 +685,10 @@ impl Core {
         let parts = nodes
             .iter()
             .map(|n| Part {
-                sent: Sent::to_node(raw.clone(), n.clone()),
+                sent: Sent {
+                    sticky: true,
+                    ..Sent::to_node(raw.clone(), n.clone())
+                },
                 positions: Vec::new(),
                 reply: None,
             })
@@ -719,6 +737,7 @@ impl Core {
         let payload = reply::command(args.collect::<Vec<_>>());
         drop(raw);
         let mut sent = Sent::to_node(payload, addr.clone());
+        sent.sticky = true;
         sent.post = Post::Scan {
             node,
             nodes: nodes.len(),
@@ -1056,7 +1075,13 @@ impl Core {
         };
         if let Next::Resend { to, asking, delay } = next {
             if delay {
-                tokio::time::sleep(RETRY_DELAY).await;
+                // Retry later without holding up this client's other replies.
+                let timer = self.reply_to(r.seq, r.part);
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    timer.send(Bytes::new(), ReplyStatus::RetryTimer);
+                });
+                return;
             }
             self.send(to, payload, asking, via, skip, r.seq, r.part)
                 .await;
@@ -1470,6 +1495,11 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             if !retry {
                 return Next::Done(r.data.clone());
             }
+            if sent.slot.is_none() && !sent.sticky && outcome == Outcome::NotSent {
+                // Any master will do: not the one that just failed.
+                sent.node = None;
+                sent.post_retry_master = sent.post_retry_master.wrapping_add(1);
+            }
             if sent.replica && ctx.config().read_from == ReadFrom::ReplicaPreferred {
                 // The replica failed: the master answers instead.
                 sent.replica = false;
@@ -1482,8 +1512,10 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                 .retry_until
                 .get_or_insert(now + Duration::from_millis(limits.retry_deadline_ms));
             if now >= until {
+                tracing::debug!(slot = ?sent.slot, "retry deadline passed; returning the last error");
                 return Next::Done(r.data.clone());
             }
+            tracing::trace!(slot = ?sent.slot, ?outcome, "retrying a command that did not run");
             let reason = match outcome {
                 Outcome::NotSent => "not_sent",
                 Outcome::Lost => "lost",

@@ -249,7 +249,15 @@ impl Topology {
             let bn = shards.get(*b as usize).map(|s| s.master.addr());
             an == bn
         });
-        if same && old.shards.len() == shards.len() {
+        let replicas_same = old.shards.len() == shards.len()
+            && old.shards.iter().zip(shards.iter()).all(|(a, b)| {
+                a.master.addr() == b.master.addr()
+                    && a.replicas
+                        .iter()
+                        .map(|r| r.addr())
+                        .eq(b.replicas.iter().map(|r| r.addr()))
+            });
+        if same && replicas_same {
             return false;
         }
         self.log_change(&old, &owner, &shards);
@@ -277,6 +285,7 @@ impl Topology {
         if old.master(slot).is_some_and(|p| &**p.addr() == addr) {
             return;
         }
+        tracing::debug!(slot, node = %addr, "MOVED: slot patched");
         let mut owner = old.owner.clone();
         let mut shards = old.shards.clone();
         let idx = match shards.iter().position(|s| &**s.master.addr() == addr) {

@@ -195,6 +195,16 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             spec.name
         )));
     }
+    if spec.name == "client" {
+        // CLIENT is the proxy's own, including subcommands newer than the
+        // built-in table (CLIENT SETINFO arrived in Redis 7.2).
+        return Route::Local(Local::Client);
+    }
+    if spec.flags & flags::HAS_SUBCOMMANDS != 0 && cmd.len() > 1 {
+        // An unknown subcommand of a known container: the server answers
+        // with its own "unknown subcommand ... Try X HELP." error.
+        return Route::AnyMaster;
+    }
     if spec.key_specs.is_empty() {
         return keyless(spec, cmd);
     }
@@ -214,6 +224,13 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             other = Some(s);
             break;
         }
+    }
+    if spec.name == "mset" && cmd.len().is_multiple_of(2) {
+        // Key/value pairs: Redis checks this in the command itself, which a
+        // split would bypass.
+        return Route::Reply(reply::error(
+            "ERR wrong number of arguments for 'mset' command",
+        ));
     }
     if let Some(other) = other {
         return match spec.name {
@@ -296,7 +313,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
         "script|load" | "function|load" => Route::Fanout(Fanout::First),
-        "wait" => Route::Fanout(Fanout::Min),
+        "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
@@ -318,6 +335,23 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
             Route::AnyMaster
         }
         _ => unsupported(name),
+    }
+}
+
+/// Longest `WAIT` timeout accepted: `WAIT` runs on the shared connections
+/// and holds later commands on them while it waits.
+pub const MAX_WAIT_TIMEOUT_MS: i64 = 5000;
+
+fn wait_route(cmd: &CommandView<'_>) -> Route {
+    let timeout = std::str::from_utf8(cmd.get(2))
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok());
+    match timeout {
+        None => Route::Reply(reply::error("ERR timeout is not an integer or out of range")),
+        Some(t) if t <= 0 || t > MAX_WAIT_TIMEOUT_MS => Route::Reply(reply::error(&format!(
+            "ERR slotbridge: WAIT needs a timeout between 1 and {MAX_WAIT_TIMEOUT_MS} ms behind the proxy (it runs on connections shared with other clients)"
+        ))),
+        Some(_) => Route::Fanout(Fanout::Min),
     }
 }
 
@@ -438,6 +472,10 @@ mod tests {
             "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"
         );
         assert_eq!(
+            err(route_of(&["MSET", "a", "1", "b"]).0),
+            "-ERR wrong number of arguments for 'mset' command\r\n"
+        );
+        assert_eq!(
             err(route_of(&["EVAL", "return 1", "5", "a"]).0),
             "-ERR Number of keys can't be greater than number of args\r\n"
         );
@@ -446,6 +484,11 @@ mod tests {
     #[test]
     fn keyless_and_special() {
         assert_eq!(route_of(&["PING"]).0, Route::Local(Local::Ping));
+        assert_eq!(
+            route_of(&["CLIENT", "SETINFO", "LIB-NAME", "x"]).0,
+            Route::Local(Local::Client)
+        );
+        assert_eq!(route_of(&["CONFIG", "NOSUCH"]).0, Route::AnyMaster);
         assert_eq!(route_of(&["dbsize"]).0, Route::Fanout(Fanout::Sum));
         assert_eq!(route_of(&["EVAL", "return 1", "0"]).0, Route::AnyMaster);
         assert_eq!(

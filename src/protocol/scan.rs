@@ -81,10 +81,11 @@ impl FrameScanner {
                     self.pos = after_line;
                     if n > 0 {
                         let n = n as u64;
+                        // Saturating: a count this large can never complete anyway.
                         let children = match kind {
-                            b'%' => n * 2,
+                            b'%' => n.saturating_mul(2),
                             // An attribute map is followed by the value it annotates.
-                            b'|' => n * 2 + 1,
+                            b'|' => n.saturating_mul(2).saturating_add(1),
                             _ => n,
                         };
                         self.stack.push(children);
@@ -143,7 +144,7 @@ pub fn children(frame: &[u8]) -> Option<Vec<(usize, usize)>> {
     if n < 0 {
         return None;
     }
-    let n = if kind == b'%' { n * 2 } else { n } as usize;
+    let n = if kind == b'%' { n.checked_mul(2)? } else { n } as usize;
     let mut out = Vec::with_capacity(n.min(1024));
     let mut pos = line_end + 2;
     for _ in 0..n {
@@ -196,6 +197,19 @@ mod tests {
         assert_eq!(s.scan(f).unwrap(), Some(f.len()));
         // Reset after a complete frame.
         assert_eq!(s.scan(b"+OK\r\n").unwrap(), Some(5));
+    }
+
+    #[test]
+    fn huge_counts_do_not_overflow() {
+        let f = b"%9223372036854775807\r\n$1\r\na\r\n";
+        assert_eq!(FrameScanner::new().scan(f).unwrap(), None);
+        assert_eq!(children(f), None);
+        assert_eq!(
+            FrameScanner::new()
+                .scan(b"|9223372036854775807\r\n")
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -108,13 +108,15 @@ pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
 /// The last `lines` lines of a file (or a note saying it could not be read).
 fn file_tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
+        Ok(bytes) => tail_lines(&String::from_utf8_lossy(&bytes), lines),
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
+}
+
+/// The last `lines` lines of `text`.
+fn tail_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Whether a log reports that a listening socket could not be bound.
@@ -496,7 +498,12 @@ struct NodeLine {
     port: u16,
     flags: String,
     master_id: String,
+    /// `connected` or `disconnected` (the cluster bus link to that node).
+    link_state: String,
     min_slot: Option<u16>,
+    /// Slots listed as `[slot->-id]` (migrating) or `[slot-<-id]` (importing);
+    /// only ever on the `myself` line.
+    open_slots: Vec<String>,
 }
 
 fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
@@ -520,12 +527,19 @@ fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
             .filter(|s| !s.starts_with('['))
             .filter_map(|s| s.split('-').next()?.parse::<u16>().ok())
             .min();
+        let open_slots = fields[8..]
+            .iter()
+            .filter(|s| s.starts_with('['))
+            .map(|s| s.to_string())
+            .collect();
         out.push(NodeLine {
             id: fields[0].to_string(),
             port,
             flags: fields[2].to_string(),
             master_id: fields[3].to_string(),
+            link_state: fields[7].to_string(),
             min_slot,
+            open_slots,
         });
     }
     out
@@ -568,8 +582,10 @@ struct Node {
     port: u16,
     dir: PathBuf,
     id: String,
-    /// `None` once the node was killed.
+    /// `None` once the node was killed (or removed).
     child: Option<Child>,
+    /// Set by [`Cluster::remove_node`]: forgotten by the cluster and killed.
+    removed: bool,
 }
 
 impl Node {
@@ -642,6 +658,7 @@ impl Cluster {
                 dir,
                 id: String::new(),
                 child: None,
+                removed: false,
             };
             node.child = Some(cluster.spawn_node(&node));
             cluster.nodes.push(node);
@@ -649,50 +666,7 @@ impl Cluster {
         // Wait for every node to answer PING.
         let deadline = Instant::now() + opts.timeout;
         for i in 0..cluster.nodes.len() {
-            loop {
-                let node = &mut cluster.nodes[i];
-                let child = node.child.as_mut().expect("node child");
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log = format!(
-                        "{}\n{}",
-                        file_tail(&node.log_path(), 30),
-                        file_tail(&node.output_path(), 30)
-                    );
-                    node.child = None;
-                    if mentions_port_in_use(&log) {
-                        return Err(StartError::PortInUse(log));
-                    }
-                    panic!(
-                        "redis-server on port {} exited with {status} during start-up:\n{log}",
-                        node.port
-                    );
-                }
-                let port = node.port;
-                let pid_line = format!("process_id:{}\r\n", child.id());
-                if let Ok(mut c) = try_connect(port, Duration::from_secs(1)) {
-                    // Make sure it is our process answering, not a stranger
-                    // that holds the port (ours then exits: see above).
-                    let info: String = redis::cmd("INFO")
-                        .arg("server")
-                        .query(&mut c)
-                        .unwrap_or_default();
-                    if info.contains(&pid_line) {
-                        node.id = redis::cmd("CLUSTER")
-                            .arg("MYID")
-                            .query(&mut c)
-                            .unwrap_or_else(|e| panic!("CLUSTER MYID on {port}: {e}"));
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
-                    panic!(
-                        "redis-server on port {port} did not answer PING within {:?}\n{}",
-                        opts.timeout,
-                        cluster.log_tails()
-                    );
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
+            cluster.wait_node_up(i, deadline)?;
         }
         if opts.masters >= 3 {
             cluster.create_with_redis_cli();
@@ -761,6 +735,59 @@ impl Cluster {
         spawn_process(cmd).unwrap_or_else(|e| {
             panic!("cannot run redis-server (is it installed? see scripts/ensure-redis.sh): {e}")
         })
+    }
+
+    /// Waits until the freshly spawned node `nodes[i]` answers (checking that
+    /// the answering process is ours) and records its node id. Returns
+    /// `Err(PortInUse)` (leaving the node with no child) if it exited because
+    /// its port was taken; panics on any other failure or after `deadline`.
+    fn wait_node_up(&mut self, i: usize, deadline: Instant) -> Result<(), StartError> {
+        let timeout = self.opts.timeout;
+        loop {
+            let node = &mut self.nodes[i];
+            let child = node.child.as_mut().expect("node child");
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = format!(
+                    "{}\n{}",
+                    file_tail(&node.log_path(), 30),
+                    file_tail(&node.output_path(), 30)
+                );
+                node.child = None;
+                if mentions_port_in_use(&log) {
+                    return Err(StartError::PortInUse(log));
+                }
+                panic!(
+                    "redis-server on port {} exited with {status} during start-up:\n{log}",
+                    node.port
+                );
+            }
+            let port = node.port;
+            let pid_line = format!("process_id:{}\r\n", child.id());
+            if let Ok(mut c) = try_connect(port, Duration::from_secs(1)) {
+                // Make sure it is our process answering, not a stranger
+                // that holds the port (ours then exits: see above).
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if info.contains(&pid_line) {
+                    node.id = redis::cmd("CLUSTER")
+                        .arg("MYID")
+                        .query(&mut c)
+                        .unwrap_or_else(|e| panic!("CLUSTER MYID on {port}: {e}"));
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server on port {port} did not answer PING within {:?}\n{}",
+                    timeout,
+                    self.log_tails()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     fn create_with_redis_cli(&self) {
@@ -880,6 +907,8 @@ impl Cluster {
         for node in &self.nodes {
             let state = if node.child.is_some() {
                 "running"
+            } else if node.removed {
+                "removed"
             } else {
                 "killed"
             };
@@ -1032,21 +1061,34 @@ impl Cluster {
         panic!("CLUSTER SLOTS failed on every live node: {last_err}");
     }
 
-    /// `"127.0.0.1:p1,127.0.0.1:p2,..."` for the current masters, in the order
-    /// of [`Cluster::master_ports`]: the seed list for `--seeds`.
+    /// `"127.0.0.1:p1,127.0.0.1:p2,..."` for the current masters that own at
+    /// least one slot, in the order of [`Cluster::master_ports`]: the seed
+    /// list for `--seeds`. Masters without slots (a node just added by
+    /// [`Cluster::add_node`], or one emptied by [`Cluster::reshard`]) are left
+    /// out until they own slots.
     pub fn seeds(&self) -> String {
-        self.master_ports()
+        self.masters()
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .filter(|l| l.min_slot.is_some())
+            .map(|l| format!("127.0.0.1:{}", l.port))
             .collect::<Vec<_>>()
             .join(",")
     }
 
-    /// Ports of the current masters (as seen by a live node, killed nodes
-    /// excluded), ordered by the lowest slot each one serves (masters without
-    /// slots last, by port). Right after [`Cluster::start`], `master_ports()[0]`
-    /// serves slot 0 and `master_ports()[masters - 1]` serves slot 16383.
+    /// Ports of the current masters (as seen by a live node, killed and
+    /// removed nodes excluded), ordered by the lowest slot each one serves.
+    /// Masters without slots are included, last, by port: a node just added
+    /// by [`Cluster::add_node`] is a master without slots (unlike in
+    /// [`Cluster::seeds`]). Right after [`Cluster::start`],
+    /// `master_ports()[0]` serves slot 0 and `master_ports()[masters - 1]`
+    /// serves slot 16383.
     pub fn master_ports(&self) -> Vec<u16> {
+        self.masters().into_iter().map(|l| l.port).collect()
+    }
+
+    /// CLUSTER NODES lines of the live masters, sorted as in
+    /// [`Cluster::master_ports`].
+    fn masters(&self) -> Vec<NodeLine> {
         let killed = self.killed_ports();
         let mut masters: Vec<NodeLine> = self
             .cluster_nodes()
@@ -1060,7 +1102,7 @@ impl Cluster {
             })
             .collect();
         masters.sort_by_key(|l| (l.min_slot.is_none(), l.min_slot, l.port));
-        masters.into_iter().map(|l| l.port).collect()
+        masters
     }
 
     /// Ports of the replicas of the master on `master_port` (as seen by a live
@@ -1256,6 +1298,442 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Number of slots the master on `port` owns, according to CLUSTER SLOTS
+    /// of the first live node that answers (0 for a replica, a master without
+    /// slots, or a port the cluster does not know).
+    pub fn nslots(&self, port: u16) -> usize {
+        self.slot_map()
+            .iter()
+            .filter(|r| r.master == port)
+            .map(|r| usize::from(r.end - r.start) + 1)
+            .sum()
+    }
+
+    /// Starts a brand-new, empty `redis-server` with the same configuration
+    /// as the other nodes on a fresh free port (another one is tried if the
+    /// port turns out to be taken), introduces it with `CLUSTER MEET` sent to
+    /// an existing live node, and returns its port once every live node lists
+    /// it as connected, it lists every live node as connected, and all live
+    /// nodes (the new one included) report `cluster_state:ok` with the same
+    /// CLUSTER SLOTS. A new master only reports `cluster_state:ok` about 2 s
+    /// after it started, so this takes at least that long. Panics with the
+    /// nodes' log tails after the configured timeout (30 s by default).
+    ///
+    /// The new node is a master without slots or replicas. It is in
+    /// [`Cluster::all_ports`] and at the end of [`Cluster::master_ports`]
+    /// (masters without slots come last), but not in [`Cluster::seeds`]
+    /// until it owns slots (give it some with [`Cluster::reshard`] or
+    /// [`Cluster::migrate_slot`]). Like every node, it is killed on drop.
+    pub fn add_node(&mut self) -> u16 {
+        let introducers = self.all_ports();
+        assert!(!introducers.is_empty(), "add_node: no live node left");
+        let mut last = String::new();
+        let mut added = None;
+        for _attempt in 0..5 {
+            let port = free_port();
+            let dir = self.dir.path().join(port.to_string());
+            fs::create_dir_all(&dir).expect("create node dir");
+            let mut node = Node {
+                port,
+                dir,
+                id: String::new(),
+                child: None,
+                removed: false,
+            };
+            node.child = Some(self.spawn_node(&node));
+            self.nodes.push(node);
+            let deadline = Instant::now() + self.opts.timeout;
+            match self.wait_node_up(self.nodes.len() - 1, deadline) {
+                Ok(()) => {
+                    added = Some(port);
+                    break;
+                }
+                // Exited because its port was taken: forget it, try another.
+                Err(StartError::PortInUse(log)) => {
+                    self.nodes.pop();
+                    last = log;
+                }
+            }
+        }
+        let port = added
+            .unwrap_or_else(|| panic!("add_node: ports kept being taken; last failure:\n{last}"));
+        let mut met = Err(String::from("no live node"));
+        for &introducer in &introducers {
+            met = try_connect(introducer, Duration::from_secs(2))
+                .and_then(|mut c| {
+                    redis::cmd("CLUSTER")
+                        .arg("MEET")
+                        .arg("127.0.0.1")
+                        .arg(port)
+                        .query::<()>(&mut c)
+                })
+                .map_err(|e| format!("CLUSTER MEET 127.0.0.1 {port} on {introducer}: {e}"));
+            if met.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = met {
+            panic!("add_node: {e}\n{}", self.log_tails());
+        }
+        self.wait_until(
+            &format!("new node {port} and every live node to see each other"),
+            || self.check_joined(port),
+        );
+        self.wait_until(
+            &format!("cluster_state:ok and the same slots on all nodes after adding {port}"),
+            || self.check_state(false, None),
+        );
+        port
+    }
+
+    /// CLUSTER NODES of the node on `port`.
+    fn cluster_nodes_of(port: u16) -> Result<Vec<NodeLine>, String> {
+        let mut c = try_connect(port, Duration::from_secs(1))
+            .map_err(|e| format!("node {port}: connect: {e}"))?;
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut c)
+            .map_err(|e| format!("node {port}: CLUSTER NODES: {e}"))?;
+        Ok(parse_cluster_nodes(&text))
+    }
+
+    /// Checks that every live node lists the node on `port` as connected and
+    /// that it lists every live node as connected.
+    fn check_joined(&self, port: u16) -> Result<(), String> {
+        let up = |l: &NodeLine| {
+            l.link_state == "connected"
+                && !l.flags.contains("handshake")
+                && !l.flags.contains("noaddr")
+                && !l.flags.contains("fail")
+        };
+        let new_id = self.node_id(port);
+        for node in self.live_nodes() {
+            let lines = Cluster::cluster_nodes_of(node.port)?;
+            let wanted: Vec<&Node> = if node.port == port {
+                self.live_nodes().filter(|n| n.port != port).collect()
+            } else {
+                vec![self.node(port)]
+            };
+            for want in wanted {
+                match lines.iter().find(|l| l.id == want.id) {
+                    Some(l) if up(l) => {}
+                    Some(l) => {
+                        return Err(format!(
+                            "node {} lists {} as {} ({})",
+                            node.port, want.port, l.flags, l.link_state
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "node {} does not list {} ({})",
+                            node.port,
+                            want.port,
+                            if want.port == port { &new_id } else { &want.id }
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no live node has a slot in MIGRATING or IMPORTING state.
+    fn check_no_open_slots(&self) -> Result<(), String> {
+        for node in self.live_nodes() {
+            let lines = Cluster::cluster_nodes_of(node.port)?;
+            if let Some(me) = lines.iter().find(|l| l.flags.contains("myself")) {
+                if !me.open_slots.is_empty() {
+                    return Err(format!(
+                        "node {} has open slots {}",
+                        node.port,
+                        me.open_slots.join(" ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `slots` slots from the master on `from_port` to the master on
+    /// `to_port` with `redis-cli --cluster reshard 127.0.0.1:<from>
+    /// --cluster-from <from id> --cluster-to <to id> --cluster-slots <slots>
+    /// --cluster-yes --cluster-pipeline 100` (redis-cli picks the slots: the
+    /// source's lowest-numbered ones), then waits until every live node
+    /// reports `cluster_state:ok`, all return the same CLUSTER SLOTS (covering
+    /// all slots) in which `from_port` owns `slots` fewer and `to_port`
+    /// `slots` more, and no node has a MIGRATING/IMPORTING slot left.
+    ///
+    /// Clients may keep reading and writing meanwhile; they must follow `ASK`
+    /// and `MOVED` as usual. Keys are moved without `--cluster-replace`, so a
+    /// key that exists on both sides (which a correct client never causes)
+    /// makes redis-cli fail with `BUSYKEY`.
+    ///
+    /// Beforehand it waits for the nodes to agree on the slot map (redis-cli
+    /// refuses to reshard otherwise) and panics at once if a slot is open
+    /// (e.g. left by [`Cluster::begin_migration`]) or `from_port` owns fewer
+    /// than `slots` slots. Panics with redis-cli's output if it fails or runs
+    /// longer than the configured timeout plus 20 ms per slot, and with the
+    /// nodes' log tails if the nodes do not agree in time afterwards.
+    ///
+    /// When a master's last slot is moved away, Redis (7.0+, with the default
+    /// `cluster-allow-replica-migration yes`) turns it into a replica of the
+    /// node that received that slot, and its replicas follow: it then leaves
+    /// [`Cluster::master_ports`] without being removed from the cluster (see
+    /// [`Cluster::remove_node`]).
+    pub fn reshard(&self, from_port: u16, to_port: u16, slots: usize) {
+        assert_ne!(
+            from_port, to_port,
+            "reshard: source and target are the same"
+        );
+        let from_id = self.node_id(from_port);
+        let to_id = self.node_id(to_port);
+        if slots == 0 {
+            return;
+        }
+        self.wait_until(
+            "the nodes to agree on the slot map before resharding",
+            || self.check_state(false, None),
+        );
+        if let Err(e) = self.check_no_open_slots() {
+            panic!("reshard: cannot reshard while a slot is being migrated: {e}");
+        }
+        let from_before = self.nslots(from_port);
+        let to_before = self.nslots(to_port);
+        assert!(
+            from_before >= slots,
+            "reshard: {from_port} owns {from_before} slots, cannot move {slots}"
+        );
+        let args = vec![
+            "--cluster".to_string(),
+            "reshard".to_string(),
+            format!("127.0.0.1:{from_port}"),
+            "--cluster-from".to_string(),
+            from_id,
+            "--cluster-to".to_string(),
+            to_id,
+            "--cluster-slots".to_string(),
+            slots.to_string(),
+            "--cluster-yes".to_string(),
+            "--cluster-pipeline".to_string(),
+            "100".to_string(),
+        ];
+        let timeout = self.opts.timeout + Duration::from_millis(20) * slots as u32;
+        let (status, output) = self.run_redis_cli(&args, timeout);
+        if !status.success() || output.contains("[ERR]") {
+            panic!(
+                "redis-cli {} failed ({status}):\n{}\n{}",
+                args.join(" "),
+                tail_lines(&output, 60),
+                self.log_tails()
+            );
+        }
+        let (from_after, to_after) = (from_before - slots, to_before + slots);
+        self.wait_until(
+            &format!("all nodes to agree that {from_port} owns {from_after} slots and {to_port} owns {to_after}"),
+            || {
+                self.check_state(false, None)?;
+                self.check_no_open_slots()?;
+                let port = self.all_ports().first().copied().ok_or("no live node")?;
+                let ranges = try_connect(port, Duration::from_secs(1))
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| cluster_slots(&mut c))
+                    .map_err(|e| format!("node {port}: {e}"))?;
+                let count = |p: u16| -> usize {
+                    ranges
+                        .iter()
+                        .filter(|r| r.master == p)
+                        .map(|r| usize::from(r.end - r.start) + 1)
+                        .sum()
+                };
+                let (f, t) = (count(from_port), count(to_port));
+                if (f, t) != (from_after, to_after) {
+                    return Err(format!(
+                        "node {port}: {from_port} owns {f} slots, {to_port} owns {t}"
+                    ));
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// Runs `redis-cli args...` (tied to the test process, output to a file in
+    /// the cluster's directory) and returns its exit status and output;
+    /// kills it and panics with its output if it runs longer than `timeout`.
+    fn run_redis_cli(&self, args: &[String], timeout: Duration) -> (ExitStatus, String) {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.path().join(format!("redis-cli-{n}.log"));
+        let out = File::create(&out_path).expect("create redis-cli log");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log handle"))
+            .stderr(out);
+        let mut child = spawn_process(cmd).unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        let status = wait_child_timeout(&mut child, timeout);
+        let output = fs::read(&out_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match status {
+            Some(status) => (status, output),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "redis-cli {} still running after {timeout:?}; output so far:\n{}\n{}",
+                    args.join(" "),
+                    tail_lines(&output, 60),
+                    self.log_tails()
+                );
+            }
+        }
+    }
+
+    /// Removes the node on `port` from the cluster and stops it. It must own
+    /// no slots (move them away first with [`Cluster::reshard`]); it may be a
+    /// master, a replica (which is what Redis turns a master into when its
+    /// last slot is moved away), or a node already killed with
+    /// [`Cluster::kill_node`] (whose replica took over).
+    ///
+    /// Steps: live replicas of the node are first re-pointed with `CLUSTER
+    /// REPLICATE` to the slot-owning master with the fewest replicas (a
+    /// replica cannot forget its master); then `CLUSTER FORGET <id>` is sent
+    /// to every other live node in one quick pass, over connections opened
+    /// beforehand, because a node that forgot an id ignores gossip about it
+    /// for only 60 s, so every node must forget it within that window; it is
+    /// resent, polling every 50 ms, to any node that still lists the id in
+    /// CLUSTER NODES, until none does. Finally the process is SIGKILLed and
+    /// the cluster waited for as in [`Cluster::wait_ok`]. Afterwards the node
+    /// is no longer in [`Cluster::all_ports`], [`Cluster::master_ports`] or
+    /// [`Cluster::seeds`] (its log stays in [`Cluster::log_tails`]). Panics
+    /// with the nodes' log tails after the configured timeout.
+    pub fn remove_node(&mut self, port: u16) {
+        let node = self.node(port);
+        assert!(!node.removed, "remove_node: {port} was already removed");
+        let id = node.id.clone();
+        let owned = self.nslots(port);
+        assert!(
+            owned == 0,
+            "remove_node: {port} still owns {owned} slots; reshard them away first"
+        );
+        self.repoint_replicas_of(port);
+        let others: Vec<u16> = self
+            .all_ports()
+            .into_iter()
+            .filter(|&p| p != port)
+            .collect();
+        let forget = |c: &mut redis::Connection| -> Result<(), String> {
+            match redis::cmd("CLUSTER").arg("FORGET").arg(&id).query::<()>(c) {
+                Ok(()) => Ok(()),
+                Err(e) if e.to_string().contains("Unknown node") => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        // Connect first so that the FORGETs go out back to back.
+        let mut conns: Vec<(u16, redis::Connection)> =
+            others.iter().map(|&p| (p, connect(p))).collect();
+        for (_, c) in &mut conns {
+            // Failures are retried (and reported) below.
+            let _ = forget(c);
+        }
+        drop(conns);
+        self.wait_until(&format!("every live node to forget {port} ({id})"), || {
+            let mut pending = Vec::new();
+            for &other in &others {
+                let lines = Cluster::cluster_nodes_of(other)?;
+                if lines.iter().any(|l| l.id == id) {
+                    let result = try_connect(other, Duration::from_secs(1))
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut c| forget(&mut c));
+                    pending.push(match result {
+                        Ok(()) => format!("{other}"),
+                        Err(e) => format!("{other} (CLUSTER FORGET: {e})"),
+                    });
+                }
+            }
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still listed by {}", pending.join(", ")))
+            }
+        });
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("node exists");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.removed = true;
+        self.wait_until(
+            &format!("cluster_state:ok on all live nodes after removing {port}"),
+            || self.check_state(false, None),
+        );
+    }
+
+    /// Re-points every live replica of the node on `port` (according to the
+    /// replica's own CLUSTER NODES) to the slot-owning master (other than
+    /// `port`) with the fewest replicas, and waits for their links to be up.
+    fn repoint_replicas_of(&self, port: u16) {
+        let id = self.node_id(port);
+        let mut replicas = Vec::new();
+        for node in self.live_nodes().filter(|n| n.port != port) {
+            let lines = Cluster::cluster_nodes_of(node.port)
+                .unwrap_or_else(|e| panic!("remove_node: {e}\n{}", self.log_tails()));
+            if lines
+                .iter()
+                .any(|l| l.flags.contains("myself") && l.master_id == id)
+            {
+                replicas.push(node.port);
+            }
+        }
+        if replicas.is_empty() {
+            return;
+        }
+        let lines = self.cluster_nodes();
+        let killed = self.killed_ports();
+        let target = self
+            .masters()
+            .into_iter()
+            .filter(|m| m.min_slot.is_some() && m.port != port)
+            .min_by_key(|m| {
+                let n = lines
+                    .iter()
+                    .filter(|l| l.master_id == m.id && !killed.contains(&l.port))
+                    .count();
+                (n, m.port)
+            })
+            .unwrap_or_else(|| panic!("remove_node: no master left for the replicas of {port}"));
+        for &replica in &replicas {
+            redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(&target.id)
+                .query::<()>(&mut connect(replica))
+                .unwrap_or_else(|e| panic!("CLUSTER REPLICATE on {replica}: {e}"));
+        }
+        self.wait_until(
+            &format!(
+                "the replicas of {port} to replicate {} instead",
+                target.port
+            ),
+            || {
+                for &replica in &replicas {
+                    let lines = Cluster::cluster_nodes_of(replica)?;
+                    if lines
+                        .iter()
+                        .any(|l| l.flags.contains("myself") && l.master_id != target.id)
+                    {
+                        return Err(format!("{replica} does not replicate {} yet", target.port));
+                    }
+                }
+                self.check_replica_links()
+            },
+        );
     }
 
     /// Waits until every live node reports `cluster_state:ok`, all live nodes
