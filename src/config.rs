@@ -82,6 +82,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// TLS for clients and backends.
     pub tls: TlsConfig,
+    /// Key co-location rules (`[[colocate]]`).
+    pub colocate: Vec<crate::colocate::RuleConfig>,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             lifecycle: LifecycleConfig::default(),
             tls: TlsConfig::default(),
+            colocate: Vec::new(),
         }
     }
 }
@@ -306,6 +309,9 @@ pub enum ConfigError {
         /// The parser's message, one line.
         message: String,
     },
+    /// A co-location rule is invalid (the message names rule and field).
+    #[error("invalid config: {0}")]
+    Rules(String),
     /// A value is out of range.
     #[error("invalid config: {field}: {message}")]
     Invalid {
@@ -401,6 +407,9 @@ impl Config {
                 "limits.max_private_connections",
                 "must be at least 1".into(),
             );
+        }
+        if let Err(message) = crate::colocate::Rules::new(&self.colocate) {
+            return Err(ConfigError::Rules(message));
         }
         if self
             .auth

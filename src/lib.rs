@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod cluster;
+pub mod colocate;
 pub mod command;
 pub mod config;
 pub mod info;

@@ -31,6 +31,26 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inspect key co-location rules.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RulesAction {
+    /// Print the rule, stored key and slot of each key.
+    Check {
+        /// Client-visible keys.
+        keys: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +62,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Rules {
+        action: RulesAction::Check { keys },
+    }) = &cli.command
+    {
+        return rules_check(&config, keys);
+    }
     if cli.check_config {
         println!("slotbridge: configuration is valid");
         return ExitCode::SUCCESS;
@@ -70,6 +96,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `slotbridge rules check KEY...`
+fn rules_check(config: &Config, keys: &[String]) -> ExitCode {
+    let rules = match slotbridge::colocate::Rules::new(&config.colocate) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("slotbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for key in keys {
+        let stored = rules.encode(key.as_bytes());
+        let slot = slotbridge::cluster::slot::slot(&stored);
+        match rules.classify(key.as_bytes()) {
+            Some((rule, _)) => println!(
+                "{key}\trule={}\tstored={}\tslot={slot}",
+                rule.name,
+                String::from_utf8_lossy(&stored)
+            ),
+            None => println!("{key}\trule=-\tstored={key}\tslot={slot}"),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {

@@ -44,6 +44,8 @@ pub struct Context {
     pub blocking: Arc<Semaphore>,
     /// Last health check of each master (readiness).
     pub health: crate::admin::Health,
+    /// Key co-location rules (fixed at start-up).
+    pub rules: crate::colocate::Rules,
     /// Connected clients (`CLIENT LIST`).
     pub clients: crate::client::registry::Registry,
     /// Script bodies seen, for transparent `NOSCRIPT` recovery.
@@ -237,12 +239,14 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     diff!(admin, restart);
     diff!(backend, restart);
     diff!(tls, restart);
+    diff!(colocate, restart);
     if !restart.is_empty() {
         tracing::warn!(fields = ?restart, "these settings take effect only after a restart; keeping the current values");
         new.listen = old.listen.clone();
         new.admin = old.admin.clone();
         new.backend = old.backend.clone();
         new.tls = old.tls.clone();
+        new.colocate = old.colocate.clone();
         new.limits.max_private_connections = old.limits.max_private_connections;
     }
     if old.log_level != new.log_level {
@@ -286,6 +290,12 @@ fn build_context(
         refresh_signal,
     ));
     let config_private = config.limits.max_private_connections;
+    // Validated with the config; an error here cannot happen.
+    let rules = crate::colocate::Rules::new(&config.colocate).unwrap_or_default();
+    if !rules.is_empty() {
+        let names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
+        tracing::info!(rules = ?names, "co-location rules active");
+    }
     let ctx = Arc::new(Context {
         config: arc_swap::ArcSwap::from_pointee(config),
         shutdown: tokio::sync::watch::channel(false).0,
@@ -296,6 +306,7 @@ fn build_context(
         blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
         clients: Default::default(),
+        rules,
         health: Default::default(),
         backend_version: OnceLock::new(),
         next_client_id: AtomicU64::new(0),

@@ -26,6 +26,7 @@ use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Pinned, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
 use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
+use crate::colocate::rewrite::{self, Rewritten};
 use crate::command::keys::Args;
 use crate::command::route::{
     cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, SubCmd, TxCmd,
@@ -226,6 +227,8 @@ struct Multi {
 #[derive(Debug)]
 struct Slot {
     state: Pending,
+    /// A client pattern that key names in the reply must match (co-location).
+    filter: Option<Bytes>,
     name: &'static str,
     class: &'static str,
     started: std::time::Instant,
@@ -273,6 +276,9 @@ struct Core {
     pending: VecDeque<Slot>,
     /// Name, class and start time of the command being handled.
     current: (&'static str, &'static str, std::time::Instant),
+    /// Key-name filter for the command being handled (co-location).
+    filter: Option<Bytes>,
+
     base_seq: u64,
     tx: mpsc::UnboundedSender<Reply>,
     rx: mpsc::UnboundedReceiver<Reply>,
@@ -302,6 +308,7 @@ impl Session {
                 scratch: Scratch::default(),
                 pending: VecDeque::new(),
                 current: ("", "", std::time::Instant::now()),
+                filter: None,
                 base_seq: 0,
                 tx,
                 rx,
@@ -488,6 +495,7 @@ impl Core {
         self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
         self.pending.push_back(Slot {
             state,
+            filter: self.filter.take(),
             name,
             class,
             started,
@@ -504,13 +512,43 @@ impl Core {
             .stats
             .total_commands
             .fetch_add(1, Ordering::Relaxed);
-        let bytes = raw.clone();
-        let view = CommandView { raw: &bytes, args };
+        let mut raw = raw;
+        let mut bytes = raw.clone();
+        let mut view = CommandView { raw: &bytes, args };
         self.current = ("", "local", std::time::Instant::now());
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
         }
+        let ctx = self.ctx.clone();
+        let rewritten_args;
+        if !ctx.rules.is_empty() {
+            let mut keys_buf = std::mem::take(&mut self.scratch.keys);
+            let outcome = rewrite::rewrite(&ctx.rules, &ctx.scripts, &view, &mut keys_buf);
+            self.scratch.keys = keys_buf;
+            match outcome {
+                Rewritten::Unchanged => {}
+                Rewritten::Reply(r) => {
+                    self.ready(r);
+                    return;
+                }
+                Rewritten::Command {
+                    raw: new,
+                    args: new_args,
+                    filter,
+                } => {
+                    raw = new;
+                    bytes = raw.clone();
+                    rewritten_args = new_args;
+                    self.filter = filter;
+                    view = CommandView {
+                        raw: &bytes,
+                        args: &rewritten_args,
+                    };
+                }
+            }
+        }
+        let args = view.args;
         if self.client.proto == Proto::Resp2 && self.pubsub.as_ref().is_some_and(|p| p.active()) {
             let name = view.get(0);
             if !subs::allowed_while_subscribed(name) {
@@ -1097,7 +1135,17 @@ impl Core {
         while let Some(front) = self.pending.front() {
             match &front.state {
                 Pending::Ready(b) => {
-                    out.extend_from_slice(b);
+                    let decoded = if self.ctx.rules.is_empty() {
+                        None
+                    } else {
+                        rewrite::decode_reply(
+                            &self.ctx.rules,
+                            front.name,
+                            b,
+                            front.filter.as_deref(),
+                        )
+                    };
+                    out.extend_from_slice(decoded.as_ref().unwrap_or(b));
                     record(front, b);
                 }
                 Pending::Close(b) => {

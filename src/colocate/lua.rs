@@ -1,0 +1,268 @@
+//! Scripts under co-location rules: keys a script builds at run time must be
+//! encoded too, not just `KEYS[]`.
+//!
+//! The script body is wrapped: a local `redis` that shadows the global one
+//! sends every `redis.call`/`redis.pcall` through the same rules, at the key
+//! positions of the command table (the key-spec interpreter below mirrors
+//! Redis's own). A shebang line stays first. Regex rules cannot be expressed
+//! in Lua: keys a script builds that only a regex rule matches are not
+//! encoded (documented limit); `KEYS[]` arguments are always encoded by the
+//! proxy itself.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use super::Rules;
+use crate::command::spec::{key_flags, BeginSearch, FindKeys};
+use crate::command::table_gen::COMMANDS;
+
+/// The Lua key-spec table, generated once from the command table.
+fn specs_table() -> &'static str {
+    static TABLE: OnceLock<String> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut out = String::from("local __sb_specs = {");
+        for c in COMMANDS {
+            let mut specs = String::new();
+            for s in c.key_specs {
+                if s.flags & key_flags::NOT_KEY != 0 {
+                    continue;
+                }
+                let begin = match s.begin {
+                    BeginSearch::Index(i) => format!("\"i\",{i},0"),
+                    BeginSearch::Keyword {
+                        keyword,
+                        start_from,
+                    } => format!("\"k\",\"{keyword}\",{start_from}"),
+                    BeginSearch::Unknown => continue,
+                };
+                let find = match s.find {
+                    FindKeys::Range {
+                        last_key,
+                        key_step,
+                        limit,
+                    } => format!("\"r\",{last_key},{key_step},{limit}"),
+                    FindKeys::KeyNum {
+                        key_num_idx,
+                        first_key,
+                        key_step,
+                    } => format!("\"n\",{key_num_idx},{first_key},{key_step}"),
+                    FindKeys::Unknown => continue,
+                };
+                let _ = write!(specs, "{{{begin},{find}}},");
+            }
+            if !specs.is_empty() {
+                let _ = write!(out, "[\"{}\"]={{{specs}}},", c.name);
+            }
+        }
+        out.push_str("}\n");
+        out
+    })
+}
+
+/// Lua string literal for arbitrary bytes (decimal escapes).
+fn lua_string(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + 2);
+    s.push('"');
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"_:-.*?[]^ /".contains(&b) {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\{b}");
+        }
+    }
+    s.push('"');
+    s
+}
+
+const RUNTIME: &str = r##"
+local __sb_call, __sb_pcall = redis.call, redis.pcall
+local function __sb_glob(p, s, pi, si)
+  while pi <= #p do
+    local c = string.sub(p, pi, pi)
+    if c == "*" then
+      for k = si, #s + 1 do
+        if __sb_glob(p, s, pi + 1, k) then return true end
+      end
+      return false
+    elseif c == "?" then
+      if si > #s then return false end
+      si = si + 1
+    elseif c == "\\" and pi < #p then
+      pi = pi + 1
+      if string.sub(s, si, si) ~= string.sub(p, pi, pi) then return false end
+      si = si + 1
+    elseif c == "[" then
+      if si > #s then return false end
+      local ch = string.byte(s, si)
+      pi = pi + 1
+      local neg = string.sub(p, pi, pi) == "^"
+      if neg then pi = pi + 1 end
+      local hit = false
+      while pi <= #p and string.sub(p, pi, pi) ~= "]" do
+        local a = string.byte(p, pi)
+        if string.sub(p, pi + 1, pi + 1) == "-" and pi + 2 <= #p and string.sub(p, pi + 2, pi + 2) ~= "]" then
+          local b = string.byte(p, pi + 2)
+          if a > b then a, b = b, a end
+          if ch >= a and ch <= b then hit = true end
+          pi = pi + 2
+        elseif a == ch then
+          hit = true
+        end
+        pi = pi + 1
+      end
+      if hit == neg then return false end
+      si = si + 1
+    else
+      if string.sub(s, si, si) ~= c then return false end
+      si = si + 1
+    end
+    pi = pi + 1
+  end
+  return si > #s
+end
+local function __sb_tag(k)
+  for _, r in ipairs(__sb_rules) do
+    local m
+    if r[1] == "prefix" then m = string.sub(k, 1, #r[2]) == r[2] else m = __sb_glob(r[2], k, 1, 1) end
+    if m then
+      local t = ""
+      if r[3] == "const" then
+        t = r[4]
+      else
+        local start, i = 1, 0
+        while true do
+          local e = string.find(k, r[5], start, true)
+          if i == r[4] then
+            if e then t = string.sub(k, start, e - 1) else t = string.sub(k, start) end
+            break
+          end
+          if not e then break end
+          start, i = e + 1, i + 1
+        end
+      end
+      if t == "" then t = "_" end
+      t = string.gsub(t, "[{}]", "_")
+      return t
+    end
+  end
+  return nil
+end
+local function __sb_enc(k)
+  if type(k) ~= "string" then return k end
+  local t = __sb_tag(k)
+  if t then return "{" .. t .. "}" .. k end
+  return k
+end
+local function __sb_keys(specs, a)
+  local argc, out = #a, {}
+  for _, s in ipairs(specs) do
+    local first
+    if s[1] == "i" then
+      first = s[2]
+    else
+      local from, to, step = s[3], argc - 1, 1
+      if from < 0 then from, to, step = argc + from, 1, -1 end
+      for i = from, to, step do
+        if type(a[i + 1]) == "string" and string.upper(a[i + 1]) == s[2] then first = i + 1 break end
+      end
+    end
+    if first and first < argc then
+      if s[4] == "r" then
+        local last
+        if s[5] >= 0 then last = first + s[5]
+        elseif s[7] > 1 then last = first + math.floor((argc - first) / s[7]) + s[5]
+        else last = argc + s[5] end
+        local i = first
+        while i <= last and i < argc do out[#out + 1] = i + 1 i = i + math.max(s[6], 1) end
+      else
+        local n = tonumber(a[first + s[5] + 1])
+        if n and n > 0 then
+          local i = first + s[6]
+          for _ = 1, n do
+            if i >= argc then break end
+            out[#out + 1] = i + 1
+            i = i + math.max(s[7], 1)
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+local function __sb_rw(...)
+  local a = {...}
+  local n = select("#", ...)
+  if type(a[1]) == "string" then
+    local name = string.lower(a[1])
+    local specs = __sb_specs[name]
+    if type(a[2]) == "string" then
+      local sub = __sb_specs[name .. "|" .. string.lower(a[2])]
+      if sub then specs = sub end
+    end
+    if specs then
+      for _, i in ipairs(__sb_keys(specs, a)) do a[i] = __sb_enc(a[i]) end
+    end
+  end
+  return unpack(a, 1, n)
+end
+local redis = setmetatable({
+  call = function(...) return __sb_call(__sb_rw(...)) end,
+  pcall = function(...) return __sb_pcall(__sb_rw(...)) end,
+}, {__index = redis})
+"##;
+
+/// The script body wrapped so that the keys it builds follow the rules.
+pub fn wrap(rules: &Rules, body: &[u8]) -> Vec<u8> {
+    let mut rules_lua = String::from("local __sb_rules = {");
+    for r in rules.rules() {
+        if let Some((kind, pattern, gk, gv)) = r.lua_parts() {
+            let group = match gk {
+                "const" => lua_string(&gv),
+                _ => format!(
+                    "{},{}",
+                    gv.first().copied().unwrap_or(0),
+                    lua_string(&gv[1..])
+                ),
+            };
+            let _ = write!(
+                rules_lua,
+                "{{\"{kind}\",{},\"{gk}\",{group}}},",
+                lua_string(&pattern)
+            );
+        }
+    }
+    rules_lua.push_str("}\n");
+    let (shebang, rest) = if body.starts_with(b"#!") {
+        let end = memchr::memchr(b'\n', body)
+            .map(|i| i + 1)
+            .unwrap_or(body.len());
+        body.split_at(end)
+    } else {
+        (&b""[..], body)
+    };
+    let mut out = Vec::with_capacity(body.len() + 8192);
+    out.extend_from_slice(shebang);
+    if !shebang.is_empty() && !shebang.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(rules_lua.as_bytes());
+    out.extend_from_slice(specs_table().as_bytes());
+    out.extend_from_slice(RUNTIME.as_bytes());
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_keeping_the_shebang_first() {
+        let rules = Rules::default();
+        let w = wrap(&rules, b"#!lua flags=no-writes\nreturn 1");
+        assert!(w.starts_with(b"#!lua flags=no-writes\nlocal __sb_rules"));
+        assert!(w.ends_with(b"return 1"));
+        assert!(specs_table().contains("[\"get\"]={{\"i\",1,0,\"r\",0,1,0},}"));
+        assert!(specs_table().contains("[\"xread\"]={{\"k\",\"STREAMS\",1,\"r\",-1,1,2},}"));
+    }
+}

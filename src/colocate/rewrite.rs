@@ -1,0 +1,349 @@
+//! Applying co-location rules to commands (encode every key, wrap scripts)
+//! and to replies that carry key names (decode them).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{glob_match, lua, Rules};
+use crate::command::keys::{self, Args};
+use crate::command::route::CommandView;
+use crate::protocol::reply::{self, put_array, put_bulk, put_header};
+use crate::protocol::scan::children;
+use crate::scripts::{sha1_hex, ScriptCache};
+
+/// What rewriting a command produced.
+#[derive(Debug)]
+pub enum Rewritten {
+    /// Nothing to change: forward as is.
+    Unchanged,
+    /// The command to send instead; `filter` is a client glob that key
+    /// names in the reply must match (`KEYS`, `SCAN MATCH`).
+    Command {
+        /// Encoded command.
+        raw: Bytes,
+        /// Its argument ranges.
+        args: Vec<(usize, usize)>,
+        /// Client-side pattern for key names in the reply.
+        filter: Option<Bytes>,
+    },
+    /// Answered without a server (`SCRIPT LOAD`/`EXISTS`, unknown `EVALSHA`).
+    Reply(Bytes),
+}
+
+fn encode_command(args: &[Vec<u8>]) -> (Bytes, Vec<(usize, usize)>) {
+    let mut out = BytesMut::with_capacity(args.iter().map(|a| a.len() + 16).sum::<usize>() + 16);
+    let mut ranges = Vec::with_capacity(args.len());
+    put_array(&mut out, args.len());
+    for a in args {
+        out.put_u8(b'$');
+        out.put_slice(a.len().to_string().as_bytes());
+        out.put_slice(b"\r\n");
+        let start = out.len();
+        out.put_slice(a);
+        ranges.push((start, start + a.len()));
+        out.put_slice(b"\r\n");
+    }
+    (out.freeze(), ranges)
+}
+
+/// Applies the rules to one command.
+pub fn rewrite(
+    rules: &Rules,
+    scripts: &ScriptCache,
+    view: &CommandView<'_>,
+    keys_buf: &mut Vec<usize>,
+) -> Rewritten {
+    let name = view.get(0).to_ascii_lowercase();
+    let mut args: Option<Vec<Vec<u8>>> = None;
+    let owned = |view: &CommandView<'_>| {
+        (0..view.len())
+            .map(|i| view.get(i).to_vec())
+            .collect::<Vec<_>>()
+    };
+    let mut filter = None;
+    match name.as_slice() {
+        b"script" if view.len() >= 2 => {
+            let sub = view.get(1).to_ascii_lowercase();
+            match sub.as_slice() {
+                // Scripts are sent wrapped with EVAL; the client's SHA1 is
+                // the one of its own body.
+                b"load" if view.len() == 3 => {
+                    let body = Bytes::copy_from_slice(view.get(2));
+                    scripts.remember(&body);
+                    return Rewritten::Reply(reply::bulk(&sha1_hex(&body)));
+                }
+                b"exists" => {
+                    let mut out = BytesMut::new();
+                    put_array(&mut out, view.len() - 2);
+                    for i in 2..view.len() {
+                        reply::put_int(&mut out, scripts.get(view.get(i)).is_some() as i64);
+                    }
+                    return Rewritten::Reply(out.freeze());
+                }
+                _ => {}
+            }
+        }
+        b"evalsha" | b"evalsha_ro" if view.len() >= 3 => {
+            let Some(body) = scripts.get(view.get(1)) else {
+                return Rewritten::Reply(reply::error(
+                    "NOSCRIPT No matching script. Please use EVAL.",
+                ));
+            };
+            let mut a = owned(view);
+            a[0] = if name == b"evalsha" {
+                b"EVAL".to_vec()
+            } else {
+                b"EVAL_RO".to_vec()
+            };
+            a[1] = lua::wrap(rules, &body);
+            args = Some(a);
+        }
+        b"eval" | b"eval_ro" if view.len() >= 3 => {
+            scripts.remember(&Bytes::copy_from_slice(view.get(1)));
+            let mut a = owned(view);
+            a[1] = lua::wrap(rules, view.get(1));
+            args = Some(a);
+        }
+        b"keys" if view.len() == 2 => {
+            filter = Some(Bytes::copy_from_slice(view.get(1)));
+            let mut a = owned(view);
+            a[1] = b"*".to_vec();
+            args = Some(a);
+        }
+        b"scan" => {
+            let mut a = owned(view);
+            if let Some(i) =
+                (2..a.len().saturating_sub(1)).find(|&i| a[i].eq_ignore_ascii_case(b"match"))
+            {
+                filter = Some(Bytes::copy_from_slice(&a[i + 1]));
+                a.drain(i..i + 2);
+            }
+            args = Some(a);
+        }
+        _ => {}
+    }
+    // Encode every key position.
+    keys_buf.clear();
+    if let Some(spec) = crate::command::find(view) {
+        let _ = keys::key_indices(spec, view, false, keys_buf);
+    }
+    for &k in keys_buf.iter() {
+        let key = view.get(k);
+        if let std::borrow::Cow::Owned(enc) = rules.encode(key) {
+            args.get_or_insert_with(|| owned(view))[k] = enc;
+        }
+    }
+    match args {
+        None => Rewritten::Unchanged,
+        Some(a) => {
+            let (raw, args) = encode_command(&a);
+            Rewritten::Command { raw, args, filter }
+        }
+    }
+}
+
+/// Bulk string payload of a bulk frame.
+fn bulk_payload(frame: &[u8]) -> Option<&[u8]> {
+    if frame.first() != Some(&b'$') {
+        return None;
+    }
+    let nl = memchr::memchr(b'\n', frame)?;
+    frame.get(nl + 1..frame.len().checked_sub(2)?)
+}
+
+/// Re-encodes an aggregate with each child transformed by `f`; children
+/// for which `f` returns `None` are dropped.
+fn map_children(frame: &[u8], mut f: impl FnMut(usize, &[u8]) -> Option<Vec<u8>>) -> Option<Bytes> {
+    let kids = children(frame)?;
+    let kind = frame[0];
+    let mut items = Vec::with_capacity(kids.len());
+    for (i, &(s, e)) in kids.iter().enumerate() {
+        if let Some(item) = f(i, &frame[s..e]) {
+            items.push(item);
+        }
+    }
+    let mut out = BytesMut::with_capacity(frame.len());
+    let n = if kind == b'%' {
+        items.len() / 2
+    } else {
+        items.len()
+    };
+    put_header(&mut out, kind, n);
+    for item in items {
+        out.put_slice(&item);
+    }
+    Some(out.freeze())
+}
+
+fn decoded_bulk(rules: &Rules, frame: &[u8]) -> Vec<u8> {
+    match bulk_payload(frame) {
+        Some(key) => {
+            let mut out = BytesMut::new();
+            put_bulk(&mut out, rules.decode(key));
+            out.to_vec()
+        }
+        None => frame.to_vec(),
+    }
+}
+
+/// Decodes key names in the reply of command `name` (and applies the
+/// client's pattern). `None`: the reply needs no change.
+pub fn decode_reply(
+    rules: &Rules,
+    name: &str,
+    frame: &Bytes,
+    filter: Option<&[u8]>,
+) -> Option<Bytes> {
+    if frame.first() == Some(&b'-') {
+        return None;
+    }
+    let keep = |key: &[u8]| filter.is_none_or(|p| glob_match(p, key));
+    let key_list = |list: &[u8]| {
+        map_children(list, |_, item| {
+            let key = bulk_payload(item)?;
+            let key = rules.decode(key);
+            keep(key).then(|| {
+                let mut out = BytesMut::new();
+                put_bulk(&mut out, key);
+                out.to_vec()
+            })
+        })
+    };
+    match name {
+        "keys" => key_list(frame),
+        "scan" => map_children(frame, |i, item| {
+            if i == 1 {
+                key_list(item).map(|b| b.to_vec())
+            } else {
+                Some(item.to_vec())
+            }
+        }),
+        "randomkey" => bulk_payload(frame).map(|k| reply::bulk(rules.decode(k))),
+        "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "lmpop" | "zmpop" | "bzmpop" => {
+            map_children(frame, |i, item| {
+                Some(if i == 0 {
+                    decoded_bulk(rules, item)
+                } else {
+                    item.to_vec()
+                })
+            })
+        }
+        "xread" | "xreadgroup" => {
+            if frame.first() == Some(&b'%') {
+                map_children(frame, |i, item| {
+                    Some(if i % 2 == 0 {
+                        decoded_bulk(rules, item)
+                    } else {
+                        item.to_vec()
+                    })
+                })
+            } else {
+                map_children(frame, |_, pair| {
+                    map_children(pair, |i, item| {
+                        Some(if i == 0 {
+                            decoded_bulk(rules, item)
+                        } else {
+                            item.to_vec()
+                        })
+                    })
+                    .map(|b| b.to_vec())
+                })
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::colocate::RuleConfig;
+
+    fn rules() -> Rules {
+        Rules::new(&[RuleConfig {
+            name: "bull".into(),
+            prefix: Some("bull:".into()),
+            group_segment: Some(1),
+            ..Default::default()
+        }])
+        .unwrap()
+    }
+
+    fn view_of(parts: &[&str]) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut raw = Vec::new();
+        let mut args = Vec::new();
+        for p in parts {
+            let s = raw.len();
+            raw.extend_from_slice(p.as_bytes());
+            args.push((s, raw.len()));
+        }
+        (raw, args)
+    }
+
+    fn rewritten(parts: &[&str]) -> Vec<String> {
+        let (raw, args) = view_of(parts);
+        let view = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        match rewrite(&rules(), &ScriptCache::default(), &view, &mut Vec::new()) {
+            Rewritten::Command { raw, args, .. } => args
+                .iter()
+                .map(|&(s, e)| String::from_utf8_lossy(&raw[s..e]).into_owned())
+                .collect(),
+            Rewritten::Unchanged => parts.iter().map(|s| s.to_string()).collect(),
+            Rewritten::Reply(r) => vec![String::from_utf8_lossy(&r).into_owned()],
+        }
+    }
+
+    #[test]
+    fn keys_are_encoded_values_are_not() {
+        assert_eq!(
+            rewritten(&["SET", "bull:q:1", "bull:q:2"]),
+            vec!["SET", "{q}bull:q:1", "bull:q:2"]
+        );
+        assert_eq!(
+            rewritten(&["MSET", "bull:a:1", "v", "other", "w"]),
+            vec!["MSET", "{a}bull:a:1", "v", "other", "w"]
+        );
+        assert_eq!(rewritten(&["GET", "plain"]), vec!["GET", "plain"]);
+        assert_eq!(
+            rewritten(&["XREAD", "STREAMS", "bull:q:s", "0"]),
+            vec!["XREAD", "STREAMS", "{q}bull:q:s", "0"]
+        );
+        let eval = rewritten(&["EVAL", "return 1", "1", "bull:q:k", "arg"]);
+        assert!(eval[1].contains("local redis = setmetatable"));
+        assert_eq!(eval[3], "{q}bull:q:k");
+        assert_eq!(eval[4], "arg");
+        assert_eq!(
+            rewritten(&["EVALSHA", &"0".repeat(40), "0"]),
+            vec!["-NOSCRIPT No matching script. Please use EVAL.\r\n"]
+        );
+    }
+
+    #[test]
+    fn replies_are_decoded() {
+        let r = rules();
+        let keys = Bytes::from_static(
+            b"*3\r\n$11\r\n{q}bull:q:1\r\n$5\r\nplain\r\n$11\r\n{z}bull:z:1\r\n",
+        );
+        assert_eq!(
+            &decode_reply(&r, "keys", &keys, Some(b"bull:q*")).unwrap()[..],
+            b"*1\r\n$8\r\nbull:q:1\r\n"
+        );
+        let pop = Bytes::from_static(b"*2\r\n$11\r\n{q}bull:q:w\r\n$1\r\nv\r\n");
+        assert_eq!(
+            &decode_reply(&r, "blpop", &pop, None).unwrap()[..],
+            b"*2\r\n$8\r\nbull:q:w\r\n$1\r\nv\r\n"
+        );
+        let xr = Bytes::from_static(b"*1\r\n*2\r\n$11\r\n{q}bull:q:s\r\n*0\r\n");
+        assert_eq!(
+            &decode_reply(&r, "xread", &xr, None).unwrap()[..],
+            b"*1\r\n*2\r\n$8\r\nbull:q:s\r\n*0\r\n"
+        );
+        let scan = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*1\r\n$11\r\n{q}bull:q:1\r\n");
+        assert_eq!(
+            &decode_reply(&r, "scan", &scan, None).unwrap()[..],
+            b"*2\r\n$1\r\n0\r\n*1\r\n$8\r\nbull:q:1\r\n"
+        );
+    }
+}

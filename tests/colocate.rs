@@ -1,0 +1,251 @@
+//! Co-location rules on a real cluster: keys of a group share one slot, so
+//! cross-slot scripts (including keys built inside Lua), transactions and
+//! multi-key blocking commands of unmodified apps work; key names in
+//! replies stay client-visible; keys outside the rules are untouched.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{encode_command, slot_of, Cluster, Proxy, RawClient, TempDir};
+
+const RULES: &str = r#"
+[[colocate]]
+name = "bullmq"
+prefix = "bull:"
+group_segment = 1
+
+[[colocate]]
+name = "batch"
+glob = "batch:*"
+group = "batch"
+"#;
+
+struct Env {
+    cluster: Cluster,
+    proxy: Proxy,
+    _dir: TempDir,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let cluster = Cluster::start(3, 0);
+        let dir = TempDir::new("colocate");
+        let path = dir.path().join("slotbridge.toml");
+        std::fs::write(&path, RULES).unwrap();
+        let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+        Env {
+            cluster,
+            proxy,
+            _dir: dir,
+        }
+    })
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode_command(&bytes)
+}
+
+/// The stored value of a key, read directly from the node owning it.
+fn direct_get(key: &str) -> Option<String> {
+    let c = &env().cluster;
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut c.conn(c.node_for_key(key.as_bytes())))
+        .unwrap()
+}
+
+const SCRIPT: &str = "local p = ARGV[1]
+redis.call('SET', p .. 'a', '1')
+redis.call('SET', p .. 'b', '2')
+redis.call('INCR', KEYS[1])
+return redis.call('MGET', p .. 'a', p .. 'b', KEYS[1])";
+
+#[test]
+fn lua_keys_built_from_argv_follow_the_rule() {
+    let mut c = env().proxy.conn();
+    // The keys are in three different natural slots.
+    assert_ne!(slot_of(b"bull:q1:a"), slot_of(b"bull:q1:b"));
+    let got: Vec<String> = redis::cmd("EVAL")
+        .arg(SCRIPT)
+        .arg(1)
+        .arg("bull:q1:counter")
+        .arg("bull:q1:")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec!["1", "2", "1"]);
+    // Stored under the group's tag, read back under the client's name.
+    assert_eq!(direct_get("{q1}bull:q1:a").as_deref(), Some("1"));
+    assert_eq!(direct_get("bull:q1:a"), None);
+    let v: String = redis::cmd("GET").arg("bull:q1:b").query(&mut c).unwrap();
+    assert_eq!(v, "2");
+    // EVALSHA with the client's own SHA1, as ioredis/BullMQ do.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(SCRIPT)
+        .query(&mut c)
+        .unwrap();
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![1]);
+    let got: Vec<String> = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("bull:q2:counter")
+        .arg("bull:q2:")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec!["1", "2", "1"]);
+    let mut r = RawClient::connect(env().proxy.port);
+    r.roundtrip(
+        &cmd(&["EVALSHA", &"a".repeat(40), "0"]),
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+    );
+}
+
+#[test]
+fn a_200_key_eval_with_a_constant_group() {
+    let mut c = env().proxy.conn();
+    let keys: Vec<String> = (0..200).map(|i| format!("batch:{i}")).collect();
+    let body = "for i, k in ipairs(KEYS) do redis.call('SET', k, i) end return #KEYS";
+    let n: i64 = redis::cmd("EVAL")
+        .arg(body)
+        .arg(200)
+        .arg(&keys)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 200);
+    let got: Vec<i64> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
+    assert_eq!(got, (1..=200).collect::<Vec<i64>>());
+    assert_eq!(direct_get("{batch}batch:7").as_deref(), Some("8"));
+}
+
+#[test]
+fn transactions_and_watch_inside_a_group() {
+    let mut r = RawClient::connect(env().proxy.port);
+    let (a, b) = ("bull:tx:a", "bull:tx:b");
+    assert_ne!(slot_of(a.as_bytes()), slot_of(b.as_bytes()));
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MSET", a, "1", b, "2"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXPIRE", a, "100"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXPIRE", b, "100"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*3\r\n+OK\r\n:1\r\n:1\r\n");
+    let mut other = RawClient::connect(env().proxy.port);
+    r.roundtrip(&cmd(&["WATCH", a, b]), b"+OK\r\n");
+    other.roundtrip(&cmd(&["SET", b, "changed"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", a, "x"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*-1\r\n");
+}
+
+#[test]
+fn replies_show_client_names() {
+    let mut r = RawClient::connect(env().proxy.port);
+    r.roundtrip(
+        &cmd(&["DEL", "bull:names:list", "bull:names:other"]),
+        b":0\r\n",
+    );
+    r.roundtrip(&cmd(&["RPUSH", "bull:names:list", "job"]), b":1\r\n");
+    // Multi-key BRPOP over one group.
+    r.roundtrip(
+        &cmd(&["BRPOP", "bull:names:other", "bull:names:list", "1"]),
+        b"*2\r\n$15\r\nbull:names:list\r\n$3\r\njob\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["XADD", "bull:names:events", "1-1", "f", "v"]),
+        b"$3\r\n1-1\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["XREAD", "STREAMS", "bull:names:events", "0"]),
+        b"*1\r\n*2\r\n$17\r\nbull:names:events\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n",
+    );
+    let mut c = env().proxy.conn();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("bull:names:*")
+        .query(&mut c)
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["bull:names:events".to_string()]);
+    let mut cursor = 0u64;
+    let mut seen = Vec::new();
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("bull:names:*")
+            .query(&mut c)
+            .unwrap();
+        seen.extend(page);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["bull:names:events".to_string()]);
+}
+
+#[test]
+fn keys_outside_rules_are_untouched() {
+    let mut c = env().proxy.conn();
+    let _: () = redis::cmd("SET")
+        .arg("plain:key")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(direct_get("plain:key").as_deref(), Some("v"));
+    // Cross-slot use of keys outside any rule is still refused.
+    let mut r = RawClient::connect(env().proxy.port);
+    r.send(&cmd(&["RENAME", "plain:a", "plain:b"]));
+    let reply = r.read_available(Duration::from_millis(500));
+    assert!(
+        reply.starts_with(b"-CROSSSLOT "),
+        "{}",
+        common::escape(&reply)
+    );
+}
+
+#[test]
+fn rules_check_and_validation_from_the_cli() {
+    let dir = TempDir::new("colocate-cli");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, format!("seeds = [\"127.0.0.1:7000\"]\n{RULES}")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "rules",
+            "check",
+            "bull:q:1",
+            "other",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "bull:q:1\trule=bullmq\tstored={{q}}bull:q:1\tslot={}\nother\trule=-\tstored=other\tslot={}\n",
+            slot_of(b"{q}bull:q:1"),
+            slot_of(b"other")
+        )
+    );
+    std::fs::write(
+        &path,
+        "seeds = [\"127.0.0.1:7000\"]\n[[colocate]]\nname = \"x\"\nprefix = \"a\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args(["--config", path.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("colocate[x].group"));
+}
