@@ -70,6 +70,8 @@ pub struct Config {
     pub log_level: String,
     /// Where read-only commands go.
     pub read_from: ReadFrom,
+    /// How MULTI/EXEC over several slots behaves.
+    pub transactions: TxMode,
     /// Backend connection settings.
     pub backend: BackendConfig,
     /// Client-side limits.
@@ -94,6 +96,7 @@ impl Default for Config {
             admin: None,
             log_level: "info".into(),
             read_from: ReadFrom::Master,
+            transactions: TxMode::Strict,
             backend: BackendConfig::default(),
             limits: LimitsConfig::default(),
             topology: TopologyConfig::default(),
@@ -103,6 +106,19 @@ impl Default for Config {
             colocate: Vec::new(),
         }
     }
+}
+
+/// How transactions whose commands span slots are handled.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TxMode {
+    /// Like a cluster: every command of a transaction must be in one slot
+    /// (`-CROSSSLOT` at queue time, `-EXECABORT` at `EXEC`).
+    #[default]
+    Strict,
+    /// Queued in the proxy and run at `EXEC` as one `MULTI/EXEC` per slot:
+    /// atomic within each slot, not across slots.
+    PerSlot,
 }
 
 /// Where read-only commands are sent.

@@ -249,3 +249,42 @@ fn rules_check_and_validation_from_the_cli() {
         .unwrap()
         .contains("colocate[x].group"));
 }
+
+#[test]
+fn per_slot_transactions_when_enabled() {
+    let cluster = &env().cluster;
+    let dir = TempDir::new("per-slot-tx");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, "transactions = \"per_slot\"\n").unwrap();
+    let proxy = Proxy::start_with(cluster, &["--config", path.to_str().unwrap()]);
+    let mut r = RawClient::connect(proxy.port);
+    let keys = common::keys_in_distinct_slots(4, "pst-");
+    let (a, b, c, d) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MSET", a, "1", b, "2", c, "3"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXPIRE", a, "100"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXPIRE", b, "100"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXPIRE", d, "100"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["INCR", c]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["MGET", c, a, d]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["PING"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["DEL", a, d, b]), b"+QUEUED\r\n");
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"*8\r\n+OK\r\n:1\r\n:1\r\n:0\r\n:4\r\n*3\r\n$1\r\n4\r\n$1\r\n1\r\n$-1\r\n+PONG\r\n:2\r\n",
+    );
+    r.roundtrip(&cmd(&["MGET", a, b, c]), b"*3\r\n$-1\r\n$-1\r\n$1\r\n4\r\n");
+    // An empty or one-slot transaction is unchanged.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*0\r\n");
+    r.roundtrip(&cmd(&["WATCH", a]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    // With WATCH, transactions stay in the watched slot.
+    let want = format!(
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots {} and {}); all keys of a transaction must be in one slot: use a {{hash tag}}\r\n",
+        slot_of(a.as_bytes()),
+        slot_of(b.as_bytes())
+    );
+    r.roundtrip(&cmd(&["SET", b, "x"]), want.as_bytes());
+    r.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+}

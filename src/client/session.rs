@@ -23,7 +23,7 @@ use super::local::{self, ClientState, LocalOutcome};
 use super::pubsub::{self as subs, PubSubState, GLOBAL};
 use super::registry::{ClientInfo, Registration};
 use super::retry::{classify, redirect_addr, Outcome};
-use super::transaction::{Pinned, TxState, EXECABORT};
+use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
 use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
 use crate::colocate::rewrite::{self, Rewritten};
@@ -32,11 +32,11 @@ use crate::command::route::{
     cross_slot, route, CommandView, Fanout, Local, Route, Scratch, SplitKind, SubCmd, TxCmd,
     PUBSUB_HOME_SLOT,
 };
-use crate::config::ReadFrom;
+use crate::config::{ReadFrom, TxMode};
 use crate::metrics as m;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestLimits, RequestParser};
-use crate::protocol::scan::{reply_kind, ReplyKind};
+use crate::protocol::scan::{children, reply_kind, ReplyKind};
 use crate::server::Context;
 use crate::{info, merge, split};
 
@@ -205,6 +205,8 @@ impl Sent {
 enum MergeKind {
     Split(SplitKind),
     Fanout(Fanout),
+    /// Per-slot `EXEC` replies reassembled in the client's order.
+    Tx(Box<TxPlan>),
 }
 
 #[derive(Debug)]
@@ -847,6 +849,7 @@ impl Core {
     async fn queue_in_multi(&mut self, route: Route, raw: Bytes, view: &CommandView<'_>) {
         let seq = self.next_seq();
         let name = crate::command::find(view).map(|s| s.name).unwrap_or("?");
+        let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
         let Some(tx) = self.multi.as_mut() else {
             return;
         };
@@ -882,6 +885,15 @@ impl Core {
                 self.ready(err);
                 return;
             }
+            Route::Split(kind) if per_slot => {
+                let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
+                let subs = split::split(kind, view, &self.scratch.keys, max_keys);
+                tx.plan
+                    .push(Queued::Split(kind, subs, self.scratch.keys.len()));
+                tx.queued.push(raw);
+                self.ready(Bytes::from_static(b"+QUEUED\r\n"));
+                return;
+            }
             Route::Split(_) => {
                 tx.failed = true;
                 let keys = &self.scratch.keys;
@@ -906,7 +918,7 @@ impl Core {
             }
         };
         let watched = self.pinned.as_ref().map(|p| p.slot);
-        if let Some(s) = slot {
+        if let (Some(s), false) = (slot, per_slot) {
             match tx.slot.or(watched) {
                 Some(t) if t != s => {
                     tx.failed = true;
@@ -924,6 +936,7 @@ impl Core {
                 .scripts
                 .remember(&raw.slice(view.args[1].0..view.args[1].1));
         }
+        tx.plan.push(Queued::One(slot));
         tx.queued.push(raw);
         self.ready(Bytes::from_static(b"+QUEUED\r\n"));
     }
@@ -935,6 +948,10 @@ impl Core {
         let pinned = self.pinned.take();
         if tx.failed {
             self.ready(Bytes::from_static(EXECABORT));
+            return;
+        }
+        if pinned.is_none() && tx.spans_slots() {
+            self.exec_per_slot(&tx, seq).await;
             return;
         }
         let (payload, skip) = tx.block();
@@ -965,6 +982,46 @@ impl Core {
                 p.conn.send(req).await;
             }
             None => self.start(sent, seq).await,
+        }
+    }
+
+    /// `EXEC` of a per-slot transaction: one `MULTI/EXEC` per slot, sent
+    /// at once, replies reassembled in the client's order.
+    async fn exec_per_slot(&mut self, tx: &TxState, seq: u64) {
+        let (blocks, plan) = tx.per_slot_blocks();
+        let mut sends = Vec::with_capacity(blocks.len());
+        let parts: Vec<Part> = blocks
+            .into_iter()
+            .map(|(slot, payload, skip)| {
+                let mut sent = match slot {
+                    Some(s) => Sent::to_slot(payload, s),
+                    None => Sent {
+                        node: None,
+                        ..Sent::to_slot(payload, 0)
+                    },
+                };
+                if slot.is_none() {
+                    sent.slot = None;
+                }
+                sent.skip = skip;
+                sends.push((sent.target(), sent.payload.clone(), skip));
+                Part {
+                    sent,
+                    positions: Vec::new(),
+                    reply: None,
+                }
+            })
+            .collect();
+        self.push(Pending::Multi(Box::new(Multi {
+            kind: MergeKind::Tx(Box::new(plan)),
+            name: "exec",
+            remaining: parts.len(),
+            parts,
+            total_keys: 0,
+        })));
+        for (i, (target, payload, skip)) in sends.into_iter().enumerate() {
+            self.send(target, payload, false, Via::Shared, skip, seq, i as u32)
+                .await;
         }
     }
 
@@ -1402,6 +1459,60 @@ fn class_of(route: &Route, in_multi: bool) -> &'static str {
     }
 }
 
+/// The client's `EXEC` reply from the per-slot `EXEC` replies.
+fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
+    let mut groups: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
+    for r in replies {
+        match children(r) {
+            Some(items) => groups.push(items.iter().map(|&(s, e)| r.slice(s..e)).collect()),
+            // A slot's transaction was aborted (null): so is the whole.
+            None => return (*r).clone(),
+        }
+    }
+    let get = |g: usize, i: usize| {
+        groups
+            .get(g)
+            .and_then(|items| <[Bytes]>::get(items, i))
+            .cloned()
+    };
+    let mut out = BytesMut::new();
+    reply::put_array(&mut out, plan.locs.len());
+    for loc in &plan.locs {
+        let item = match loc {
+            Loc::One(g, i) => get(*g, *i),
+            Loc::Split(parts, kind, nkeys) => {
+                let items: Option<Vec<Bytes>> = parts.iter().map(|(g, i, _)| get(*g, *i)).collect();
+                items.map(|items| {
+                    if let Some(e) = items.iter().find(|b| reply_kind(b[0]) == ReplyKind::Error) {
+                        return e.clone();
+                    }
+                    let refs: Vec<&Bytes> = items.iter().collect();
+                    match kind {
+                        SplitKind::Mget => {
+                            let with_pos: Vec<(&Bytes, &[u32])> = items
+                                .iter()
+                                .zip(parts)
+                                .map(|(b, p)| (b, p.2.as_slice()))
+                                .collect();
+                            merge::mget(&with_pos, *nkeys)
+                        }
+                        SplitKind::Mset => merge::all_ok(&refs),
+                        SplitKind::Sum => merge::sum(&refs),
+                        SplitKind::Sets(op) => merge::set_op(*op, &refs),
+                    }
+                })
+            }
+        };
+        match item {
+            Some(b) => out.extend_from_slice(&b),
+            None => {
+                return reply::error("ERR slotbridge: unexpected EXEC reply shape from a server")
+            }
+        }
+    }
+    out.freeze()
+}
+
 /// Combines the replies of all parts into one reply.
 fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     let replies: Vec<&Bytes> = multi
@@ -1421,7 +1532,8 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     if !errors.is_empty() {
         return merge::failed(multi.name, &errors, multi.parts.len());
     }
-    match multi.kind {
+    match &multi.kind {
+        MergeKind::Tx(plan) => merge_per_slot_exec(plan, &replies),
         MergeKind::Split(SplitKind::Mget) => {
             let parts: Vec<(&Bytes, &[u32])> = multi
                 .parts
@@ -1444,7 +1556,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
-        MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(op, &replies),
+        MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
     }
 }
 

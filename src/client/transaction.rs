@@ -10,6 +10,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::backend::BackendConn;
+use crate::command::route::SplitKind;
+use crate::split::SubRequest;
 
 /// `*1\r\n$5\r\nMULTI\r\n`
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
@@ -19,11 +21,39 @@ const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 /// Redis's reply to `EXEC` after a queueing error.
 pub const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
 
+/// Where one queued command runs (per-slot transactions).
+#[derive(Debug)]
+pub enum Queued {
+    /// In one slot (`None`: keyless).
+    One(Option<u16>),
+    /// Split per slot like outside a transaction, merged like it too.
+    Split(SplitKind, Vec<SubRequest>, usize),
+}
+
+/// Where a queued command's reply is found in the per-slot `EXEC` replies.
+#[derive(Debug)]
+pub enum Loc {
+    /// Group `g`, position `i`.
+    One(usize, usize),
+    /// One entry per part: group, position, key positions; then the kind
+    /// and key count for merging.
+    Split(Vec<(usize, usize, Vec<u32>)>, SplitKind, usize),
+}
+
+/// How to assemble the client's `EXEC` reply from per-slot `EXEC`s.
+#[derive(Debug)]
+pub struct TxPlan {
+    /// One entry per queued command, in the client's order.
+    pub locs: Vec<Loc>,
+}
+
 /// A transaction being queued.
 #[derive(Debug, Default)]
 pub struct TxState {
     /// The queued commands, as the client sent them.
     pub queued: Vec<Bytes>,
+    /// Where each queued command runs (same order as `queued`).
+    pub plan: Vec<Queued>,
     /// The slot of the keys seen so far.
     pub slot: Option<u16>,
     /// A command was refused while queueing: `EXEC` aborts.
@@ -31,6 +61,71 @@ pub struct TxState {
 }
 
 impl TxState {
+    /// Whether the queued commands need more than one slot.
+    pub fn spans_slots(&self) -> bool {
+        let mut slot = None;
+        for q in &self.plan {
+            match q {
+                Queued::Split(..) => return true,
+                Queued::One(Some(s)) => match slot {
+                    Some(t) if t != *s => return true,
+                    _ => slot = Some(*s),
+                },
+                Queued::One(None) => {}
+            }
+        }
+        false
+    }
+
+    /// Per-slot blocks (`MULTI ... EXEC` for each slot, in first-seen
+    /// order, with how many replies precede each `EXEC`'s) and the plan to
+    /// reassemble the client's reply.
+    pub fn per_slot_blocks(&self) -> (Vec<(Option<u16>, Bytes, u32)>, TxPlan) {
+        let mut groups: Vec<(Option<u16>, Vec<Bytes>)> = Vec::new();
+        let group_of = |slot: Option<u16>, groups: &mut Vec<(Option<u16>, Vec<Bytes>)>| -> usize {
+            // Keyless commands join the first group.
+            let slot = slot.or_else(|| groups.first().and_then(|g| g.0));
+            match groups.iter().position(|g| g.0 == slot) {
+                Some(i) => i,
+                None => {
+                    groups.push((slot, Vec::new()));
+                    groups.len() - 1
+                }
+            }
+        };
+        let mut locs = Vec::with_capacity(self.plan.len());
+        for (cmd, q) in self.queued.iter().zip(&self.plan) {
+            match q {
+                Queued::One(slot) => {
+                    let g = group_of(*slot, &mut groups);
+                    groups[g].1.push(cmd.clone());
+                    locs.push(Loc::One(g, groups[g].1.len() - 1));
+                }
+                Queued::Split(kind, subs, nkeys) => {
+                    let mut parts = Vec::with_capacity(subs.len());
+                    for sub in subs {
+                        let g = group_of(Some(sub.slot), &mut groups);
+                        groups[g].1.push(sub.payload.clone());
+                        parts.push((g, groups[g].1.len() - 1, sub.positions.clone()));
+                    }
+                    locs.push(Loc::Split(parts, *kind, *nkeys));
+                }
+            }
+        }
+        let blocks = groups
+            .into_iter()
+            .map(|(slot, cmds)| {
+                let block = TxState {
+                    queued: cmds,
+                    ..Default::default()
+                };
+                let (payload, skip) = block.block();
+                (slot, payload, skip)
+            })
+            .collect();
+        (blocks, TxPlan { locs })
+    }
+
     /// The `MULTI ... EXEC` block and how many replies precede `EXEC`'s.
     pub fn block(&self) -> (Bytes, u32) {
         let size = MULTI.len() + EXEC.len() + self.queued.iter().map(|c| c.len()).sum::<usize>();
@@ -62,7 +157,7 @@ mod tests {
         let tx = TxState {
             queued: vec![Bytes::from_static(b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n")],
             slot: Some(1),
-            failed: false,
+            ..Default::default()
         };
         let (block, skip) = tx.block();
         assert_eq!(
