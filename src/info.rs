@@ -30,6 +30,8 @@ pub struct ProxyFacts {
     pub total_commands: u64,
     /// Number of masters behind the proxy.
     pub masters: usize,
+    /// Active co-location rule names.
+    pub rules: Vec<String>,
 }
 
 type Section = (String, Vec<(String, String)>);
@@ -230,6 +232,13 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
         for (k, v) in out {
             let _ = write!(text, "{k}:{v}\r\n");
         }
+    }
+    if !facts.rules.is_empty() && !text.is_empty() {
+        let _ = write!(
+            text,
+            "\r\n# Colocation\r\ncolocate_rules:{}\r\n",
+            facts.rules.join(",")
+        );
     }
     let mut buf = BytesMut::with_capacity(text.len() + 32);
     match proto {

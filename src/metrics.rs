@@ -44,6 +44,10 @@ pub const TOPOLOGY_REFRESHES: &str = "slotbridge_topology_refreshes_total";
 pub const SLOTS_COVERED: &str = "slotbridge_slots_covered";
 /// Masters in the slot map.
 pub const MASTERS: &str = "slotbridge_masters";
+/// Keys rewritten by co-location rules, by `rule`.
+pub const COLOCATE_KEYS: &str = "slotbridge_colocate_rewritten_keys_total";
+/// Scripts wrapped for co-location rules.
+pub const COLOCATE_SCRIPTS: &str = "slotbridge_colocate_wrapped_scripts_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -261,6 +261,12 @@ fn client_limit_and_slow_reader() {
     let mut slow = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     slow.set_write_timeout(Some(Duration::from_secs(1)))
         .unwrap();
+    // Make sure this connection was accepted (not refused by maxclients).
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    slow.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
     let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
     let mut sent = 0;
     for _ in 0..2000 {
@@ -285,7 +291,7 @@ fn client_limit_and_slow_reader() {
     let mut other = held.pop().unwrap();
     other.roundtrip(b"PING\r\n", b"+PONG\r\n");
     assert!(rss_kb() < 200 * 1024, "proxy RSS {} KB", rss_kb());
-    let disconnected = (0..400).any(|_| {
+    let disconnected = (0..600).any(|_| {
         thread::sleep(Duration::from_millis(50));
         let log = proxy.log();
         log.contains("disconnecting the client") || log.contains("reads none of its replies")

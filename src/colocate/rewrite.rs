@@ -95,12 +95,14 @@ pub fn rewrite(
                 b"EVAL_RO".to_vec()
             };
             a[1] = lua::wrap(rules, &body);
+            metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
             args = Some(a);
         }
         b"eval" | b"eval_ro" if view.len() >= 3 => {
             scripts.remember(&Bytes::copy_from_slice(view.get(1)));
             let mut a = owned(view);
             a[1] = lua::wrap(rules, view.get(1));
+            metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
             args = Some(a);
         }
         b"keys" if view.len() == 2 => {
@@ -128,7 +130,14 @@ pub fn rewrite(
     }
     for &k in keys_buf.iter() {
         let key = view.get(k);
-        if let std::borrow::Cow::Owned(enc) = rules.encode(key) {
+        if let Some((rule, tag)) = rules.classify(key) {
+            metrics::counter!(crate::metrics::COLOCATE_KEYS, "rule" => rule.name.clone())
+                .increment(1);
+            let mut enc = Vec::with_capacity(key.len() + tag.len() + 2);
+            enc.push(b'{');
+            enc.extend_from_slice(&tag);
+            enc.push(b'}');
+            enc.extend_from_slice(key);
             args.get_or_insert_with(|| owned(view))[k] = enc;
         }
     }
