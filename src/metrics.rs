@@ -51,6 +51,70 @@ pub const COLOCATE_SCRIPTS: &str = "slotbridge_colocate_wrapped_scripts_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Latency classes of [`COMMAND_DURATION`].
+pub const CLASSES: [&str; 9] = [
+    "single",
+    "blocking",
+    "split",
+    "fanout",
+    "local",
+    "transaction",
+    "pubsub",
+    "keyspace",
+    "error",
+];
+
+/// Per-command counters (registered on first use, so /metrics lists only
+/// commands that ran) and per-class histograms, so counting a command is an
+/// atomic add rather than a registry lookup.
+struct CommandMetrics {
+    commands: Vec<OnceLock<[metrics::Counter; 2]>>,
+    classes: Vec<metrics::Histogram>,
+}
+
+static COMMAND_METRICS: OnceLock<CommandMetrics> = OnceLock::new();
+
+fn command_metrics() -> &'static CommandMetrics {
+    COMMAND_METRICS.get_or_init(|| CommandMetrics {
+        commands: (0..crate::command::table_gen::COMMANDS.len())
+            .map(|_| OnceLock::new())
+            .collect(),
+        classes: CLASSES
+            .iter()
+            .map(|c| metrics::histogram!(COMMAND_DURATION, "class" => *c))
+            .collect(),
+    })
+}
+
+/// Counts one completed command and its latency.
+pub fn record_command(name: &'static str, class: &'static str, error: bool, seconds: f64) {
+    let m = command_metrics();
+    let table = crate::command::table_gen::COMMANDS;
+    let cell = table
+        .binary_search_by(|c| c.name.cmp(name))
+        .ok()
+        .and_then(|i| m.commands.get(i));
+    match cell {
+        Some(cell) => {
+            let c = cell.get_or_init(|| {
+                [
+                    metrics::counter!(COMMANDS, "command" => name, "outcome" => "ok"),
+                    metrics::counter!(COMMANDS, "command" => name, "outcome" => "error"),
+                ]
+            });
+            c[error as usize].increment(1)
+        }
+        None => {
+            let outcome = if error { "error" } else { "ok" };
+            metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
+        }
+    }
+    match CLASSES.iter().position(|c| *c == class) {
+        Some(i) => m.classes[i].record(seconds),
+        None => metrics::histogram!(COMMAND_DURATION, "class" => class).record(seconds),
+    }
+}
+
 /// Installs the Prometheus recorder (once per process) and starts its upkeep.
 /// Returns the handle that renders `/metrics`.
 pub fn install() -> PrometheusHandle {

@@ -1431,14 +1431,13 @@ fn record(slot: &Slot, reply: &[u8]) {
     if slot.name.is_empty() {
         return;
     }
-    let outcome = if reply.first() == Some(&b'-') {
-        "error"
-    } else {
-        "ok"
-    };
-    metrics::counter!(m::COMMANDS, "command" => slot.name, "outcome" => outcome).increment(1);
-    metrics::histogram!(m::COMMAND_DURATION, "class" => slot.class)
-        .record(slot.started.elapsed().as_secs_f64());
+    let error = reply.first() == Some(&b'-');
+    m::record_command(
+        slot.name,
+        slot.class,
+        error,
+        slot.started.elapsed().as_secs_f64(),
+    );
 }
 
 /// The latency class of a route.
