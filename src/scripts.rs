@@ -15,6 +15,8 @@ pub const MAX_SCRIPTS: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct ScriptCache {
     by_sha: Mutex<HashMap<[u8; 40], Bytes>>,
+    /// Client script SHA1 → SHA1 of its wrapped body (co-location rules).
+    wrapped: Mutex<HashMap<[u8; 40], [u8; 40]>>,
 }
 
 /// Lower-case hex SHA1 of a script body, as Redis names scripts.
@@ -42,6 +44,33 @@ impl ScriptCache {
             map.clear();
         }
         map.insert(sha, body.clone());
+    }
+
+    /// The SHA1 of the wrapped form of the script with client SHA1 `sha`,
+    /// wrapping it (and remembering the wrapped body) on first use.
+    pub fn wrapped_sha(
+        &self,
+        sha: [u8; 40],
+        body: &[u8],
+        wrap: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> [u8; 40] {
+        if let Some(w) = self
+            .wrapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sha)
+        {
+            return *w;
+        }
+        let wrapped = Bytes::from(wrap(body));
+        let wsha = sha1_hex(&wrapped);
+        self.remember(&wrapped);
+        let mut map = self.wrapped.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_SCRIPTS {
+            map.clear();
+        }
+        map.insert(sha, wsha);
+        wsha
     }
 
     /// The body of a script by its SHA1 (any case).

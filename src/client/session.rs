@@ -936,6 +936,23 @@ impl Core {
                 .scripts
                 .remember(&raw.slice(view.args[1].0..view.args[1].1));
         }
+        // Inside MULTI a NOSCRIPT cannot be recovered: send a known
+        // script's body instead of its SHA1.
+        let raw = match (is_evalsha(view), self.ctx.scripts.get(view.get(1))) {
+            (true, Some(body)) => {
+                let name: &[u8] = if view.get(0).len() > 7 {
+                    b"EVAL_RO"
+                } else {
+                    b"EVAL"
+                };
+                let args: Vec<&[u8]> = std::iter::once(name)
+                    .chain(std::iter::once(&body[..]))
+                    .chain((2..view.len()).map(|i| view.get(i)))
+                    .collect();
+                reply::command(args)
+            }
+            _ => raw,
+        };
         tx.plan.push(Queued::One(slot));
         tx.queued.push(raw);
         self.ready(Bytes::from_static(b"+QUEUED\r\n"));

@@ -9,54 +9,91 @@
 //! encoded (documented limit); `KEYS[]` arguments are always encoded by the
 //! proxy itself.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 use super::Rules;
 use crate::command::spec::{key_flags, BeginSearch, FindKeys};
 use crate::command::table_gen::COMMANDS;
 
-/// The Lua key-spec table, generated once from the command table.
-fn specs_table() -> &'static str {
-    static TABLE: OnceLock<String> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut out = String::from("local __sb_specs = {");
-        for c in COMMANDS {
-            let mut specs = String::new();
-            for s in c.key_specs {
-                if s.flags & key_flags::NOT_KEY != 0 {
-                    continue;
-                }
-                let begin = match s.begin {
-                    BeginSearch::Index(i) => format!("\"i\",{i},0"),
-                    BeginSearch::Keyword {
-                        keyword,
-                        start_from,
-                    } => format!("\"k\",\"{keyword}\",{start_from}"),
-                    BeginSearch::Unknown => continue,
-                };
-                let find = match s.find {
-                    FindKeys::Range {
-                        last_key,
-                        key_step,
-                        limit,
-                    } => format!("\"r\",{last_key},{key_step},{limit}"),
-                    FindKeys::KeyNum {
-                        key_num_idx,
-                        first_key,
-                        key_step,
-                    } => format!("\"n\",{key_num_idx},{first_key},{key_step}"),
-                    FindKeys::Unknown => continue,
-                };
-                let _ = write!(specs, "{{{begin},{find}}},");
-            }
-            if !specs.is_empty() {
-                let _ = write!(out, "[\"{}\"]={{{specs}}},", c.name);
-            }
+/// One command's key specs as Lua table entries (empty when it has none).
+fn spec_entries(c: &crate::command::spec::CommandSpec) -> String {
+    let mut specs = String::new();
+    for s in c.key_specs {
+        if s.flags & key_flags::NOT_KEY != 0 {
+            continue;
         }
-        out.push_str("}\n");
-        out
-    })
+        let begin = match s.begin {
+            BeginSearch::Index(i) => format!("\"i\",{i},0"),
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => format!("\"k\",\"{keyword}\",{start_from}"),
+            BeginSearch::Unknown => continue,
+        };
+        let find = match s.find {
+            FindKeys::Range {
+                last_key,
+                key_step,
+                limit,
+            } => format!("\"r\",{last_key},{key_step},{limit}"),
+            FindKeys::KeyNum {
+                key_num_idx,
+                first_key,
+                key_step,
+            } => format!("\"n\",{key_num_idx},{first_key},{key_step}"),
+            FindKeys::Unknown => continue,
+        };
+        let _ = write!(specs, "{{{begin},{find}}},");
+    }
+    specs
+}
+
+/// Lower-cased words that appear as string literals in a script body
+/// (command names in `redis.call('HSET', ...)`).
+fn literal_words(body: &[u8]) -> HashSet<Vec<u8>> {
+    let mut words = HashSet::new();
+    let mut i = 0;
+    while i < body.len() {
+        let q = body[i];
+        if q == b'"' || q == b'\'' {
+            let start = i + 1;
+            let mut j = start;
+            while j < body.len()
+                && j - start <= 32
+                && (body[j].is_ascii_alphanumeric() || body[j] == b'_')
+            {
+                j += 1;
+            }
+            if j < body.len() && body[j] == q && j > start {
+                words.insert(body[start..j].to_ascii_lowercase());
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    words
+}
+
+/// The key-spec table for the commands a script names as literals. A
+/// script that builds command names at run time is not covered (its keys
+/// are not encoded): documented limit.
+fn specs_table(body: &[u8]) -> String {
+    let words = literal_words(body);
+    let mut out = String::from("local __sb_specs = {");
+    for c in COMMANDS {
+        let container = c.name.split('|').next().unwrap_or(c.name);
+        if !words.contains(container.as_bytes()) {
+            continue;
+        }
+        let specs = spec_entries(c);
+        if !specs.is_empty() {
+            let _ = write!(out, "[\"{}\"]={{{specs}}},", c.name);
+        }
+    }
+    out.push_str("}\n");
+    out
 }
 
 /// Lua string literal for arbitrary bytes (decimal escapes).
@@ -209,6 +246,22 @@ local redis = setmetatable({
   call = function(...) return __sb_call(__sb_rw(...)) end,
   pcall = function(...) return __sb_pcall(__sb_rw(...)) end,
 }, {__index = redis})
+-- The script sees its keys as the client named them (values built from
+-- KEYS[] must match keys built from ARGV); calls encode them again.
+local KEYS = (function(keys)
+  local out = {}
+  for i, k in ipairs(keys) do
+    out[i] = k
+    if type(k) == "string" and string.sub(k, 1, 1) == "{" then
+      local close = string.find(k, "}", 1, true)
+      if close then
+        local rest = string.sub(k, close + 1)
+        if __sb_enc(rest) == k then out[i] = rest end
+      end
+    end
+  end
+  return out
+end)(KEYS)
 "##;
 
 /// The script body wrapped so that the keys it builds follow the rules.
@@ -246,7 +299,7 @@ pub fn wrap(rules: &Rules, body: &[u8]) -> Vec<u8> {
         out.push(b'\n');
     }
     out.extend_from_slice(rules_lua.as_bytes());
-    out.extend_from_slice(specs_table().as_bytes());
+    out.extend_from_slice(specs_table(rest).as_bytes());
     out.extend_from_slice(RUNTIME.as_bytes());
     out.extend_from_slice(rest);
     out
@@ -262,7 +315,12 @@ mod tests {
         let w = wrap(&rules, b"#!lua flags=no-writes\nreturn 1");
         assert!(w.starts_with(b"#!lua flags=no-writes\nlocal __sb_rules"));
         assert!(w.ends_with(b"return 1"));
-        assert!(specs_table().contains("[\"get\"]={{\"i\",1,0,\"r\",0,1,0},}"));
-        assert!(specs_table().contains("[\"xread\"]={{\"k\",\"STREAMS\",1,\"r\",-1,1,2},}"));
+        let table = specs_table(b"redis.call('GET', k) redis.call(\"xread\", 'STREAMS', s, 0)");
+        assert!(
+            table.contains("[\"get\"]={{\"i\",1,0,\"r\",0,1,0},}"),
+            "{table}"
+        );
+        assert!(table.contains("[\"xread\"]={{\"k\",\"STREAMS\",1,\"r\",-1,1,2},}"));
+        assert!(!table.contains("[\"set\"]"));
     }
 }

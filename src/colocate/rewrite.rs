@@ -82,27 +82,33 @@ pub fn rewrite(
                 _ => {}
             }
         }
-        b"evalsha" | b"evalsha_ro" if view.len() >= 3 => {
-            let Some(body) = scripts.get(view.get(1)) else {
-                return Rewritten::Reply(reply::error(
-                    "NOSCRIPT No matching script. Please use EVAL.",
-                ));
-            };
-            let mut a = owned(view);
-            a[0] = if name == b"evalsha" {
-                b"EVAL".to_vec()
+        // Scripts run wrapped, by the SHA1 of the wrapped body (loaded on
+        // a node at its first NOSCRIPT, like any script).
+        b"evalsha" | b"evalsha_ro" | b"eval" | b"eval_ro" if view.len() >= 3 => {
+            let by_sha = name.starts_with(b"evalsha");
+            let (sha, body) = if by_sha {
+                let Some(body) = scripts.get(view.get(1)) else {
+                    return Rewritten::Reply(reply::error(
+                        "NOSCRIPT No matching script. Please use EVAL.",
+                    ));
+                };
+                (sha1_hex(&body), body)
             } else {
-                b"EVAL_RO".to_vec()
+                let body = Bytes::copy_from_slice(view.get(1));
+                scripts.remember(&body);
+                (sha1_hex(&body), body)
             };
-            a[1] = lua::wrap(rules, &body);
-            metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
-            args = Some(a);
-        }
-        b"eval" | b"eval_ro" if view.len() >= 3 => {
-            scripts.remember(&Bytes::copy_from_slice(view.get(1)));
+            let wsha = scripts.wrapped_sha(sha, &body, |b| {
+                metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
+                lua::wrap(rules, b)
+            });
             let mut a = owned(view);
-            a[1] = lua::wrap(rules, view.get(1));
-            metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
+            a[0] = if name.ends_with(b"_ro") {
+                b"EVALSHA_RO".to_vec()
+            } else {
+                b"EVALSHA".to_vec()
+            };
+            a[1] = wsha.to_vec();
             args = Some(a);
         }
         b"keys" if view.len() == 2 => {
@@ -320,7 +326,8 @@ mod tests {
             vec!["XREAD", "STREAMS", "{q}bull:q:s", "0"]
         );
         let eval = rewritten(&["EVAL", "return 1", "1", "bull:q:k", "arg"]);
-        assert!(eval[1].contains("local redis = setmetatable"));
+        assert_eq!(eval[0], "EVALSHA");
+        assert_eq!(eval[1].len(), 40);
         assert_eq!(eval[3], "{q}bull:q:k");
         assert_eq!(eval[4], "arg");
         assert_eq!(

@@ -1,0 +1,200 @@
+//! An unmodified BullMQ app (Node, `tests/bullmq/`) against slotbridge.
+//!
+//! BullMQ is configured for ONE Redis server at the proxy's port, with the
+//! default key prefix `bull`. Its Lua scripts touch several keys of a queue
+//! (`bull:<queue>:wait`, `bull:<queue>:<id>`, ...) that hash to different
+//! slots, so without a co-location rule the first `queue.add` fails with
+//! `CROSSSLOT`; with the `bullmq` rule every key of a queue is stored under
+//! `{<queue>}` and the whole scenario runs: 1,000 jobs added with `addBulk`,
+//! delayed, prioritised, retried with exponential back-off, failing for
+//! good; a Worker with concurrency 10 and a QueueEvents listener; every job
+//! completes exactly once with the right result, and `getJobCounts` is exact
+//! (see `tests/bullmq/run.mjs` for the assertions).
+//!
+//! Needs `node` (20+) and `npm`: `npm ci` runs in `tests/bullmq` when its
+//! `node_modules` is missing. Without `node` the test is skipped (it passes
+//! with a note on stderr).
+
+mod common;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Proxy, TempDir};
+
+const RULES: &str = r#"
+[[colocate]]
+name = "bullmq"
+prefix = "bull:"
+group_segment = 1
+"#;
+
+/// Outer bound for one `node run.mjs` (the script bounds itself at 120 s).
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Outer bound for `npm ci`.
+const NPM_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn app_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bullmq")
+}
+
+fn node_installed() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Runs `program args` in `dir` with output to files in `logs`, killing it
+/// after `timeout`. Returns (success, stdout, stderr).
+fn run(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    logs: &TempDir,
+    tag: &str,
+    timeout: Duration,
+) -> (bool, String, String) {
+    let out_path = logs.path().join(format!("{tag}.stdout"));
+    let err_path = logs.path().join(format!("{tag}.stderr"));
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
+    }
+    (status.is_some_and(|s| s.success()), stdout, stderr)
+}
+
+/// Installs the pinned BullMQ (from package-lock.json) unless it is there.
+fn ensure_node_modules(logs: &TempDir) {
+    let dir = app_dir();
+    if dir.join("node_modules/bullmq/package.json").exists() {
+        return;
+    }
+    let args: &[&str] = if dir.join("package-lock.json").exists() {
+        &["ci", "--ignore-scripts", "--no-audit", "--no-fund"]
+    } else {
+        &["install", "--ignore-scripts", "--no-audit", "--no-fund"]
+    };
+    let (ok, stdout, stderr) = run("npm", args, &dir, logs, "npm", NPM_TIMEOUT);
+    assert!(
+        ok,
+        "npm {} in {} failed:\n{stdout}\n{stderr}",
+        args[0],
+        dir.display()
+    );
+}
+
+/// Runs `node run.mjs PORT MODE` and returns its JSON report, asserting
+/// that it printed `"ok":true` and exited 0.
+fn run_app(port: u16, mode: &str, logs: &TempDir, proxy: &Proxy) -> serde_json::Value {
+    let port = port.to_string();
+    let (ok, stdout, stderr) = run(
+        "node",
+        &["run.mjs", &port, mode],
+        &app_dir(),
+        logs,
+        mode,
+        NODE_TIMEOUT,
+    );
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let report: Option<serde_json::Value> = line.and_then(|l| serde_json::from_str(l).ok());
+    let passed = ok && report.as_ref().is_some_and(|r| r["ok"] == true);
+    assert!(
+        passed,
+        "node run.mjs {port} {mode} failed\n--- stdout ---\n{stdout}\n--- stderr (tail) ---\n{}\n--- proxy log (tail) ---\n{}",
+        tail(&stderr, 40),
+        tail(&proxy.log(), 40),
+    );
+    let report = report.unwrap();
+    println!("bullmq {mode}: {report}");
+    report
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn bullmq_needs_the_rule_and_runs_1000_jobs_with_it() {
+    if !node_installed() {
+        eprintln!("SKIPPED bullmq test: `node` is not installed (needs Node 20+ and npm)");
+        return;
+    }
+    let logs = TempDir::new("bullmq");
+    ensure_node_modules(&logs);
+
+    let cluster = Cluster::start(3, 0);
+    let plain = Proxy::start(&cluster);
+    let config = logs.path().join("slotbridge.toml");
+    fs::write(&config, RULES).unwrap();
+    let with_rule = Proxy::start_with(&cluster, &["--config", config.to_str().unwrap()]);
+
+    // Without the rule: the first script of `queue.add` is refused.
+    let report = run_app(plain.port, "expect-crossslot", &logs, &plain);
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("CROSSSLOT")),
+        "{report}"
+    );
+
+    // With the rule: the full scenario.
+    let report = run_app(with_rule.port, "full", &logs, &with_rule);
+    assert_eq!(report["completed"], 900, "{report}");
+    assert_eq!(report["failed"], 100, "{report}");
+    assert_eq!(report["counts"]["completed"], 900, "{report}");
+    assert_eq!(report["counts"]["failed"], 100, "{report}");
+}
+
+/// A BullMQ flow (a parent job and its children, one queue) under the rule.
+///
+/// Regression test: scripts must see `KEYS[i]` as the client named them
+/// (`bull:q:child-0`), because BullMQ stores child names it builds from its
+/// `ARGV` prefix in the parent's `:dependencies` set and later removes them
+/// with `SREM <parent>:dependencies KEYS[12]`; with stored names there, the
+/// parent stayed in `waiting-children` for ever. Flows also run `EVALSHA`
+/// inside `MULTI`, where a `NOSCRIPT` cannot be recovered.
+#[test]
+fn bullmq_flow_parent_completes_after_its_children() {
+    if !node_installed() {
+        eprintln!("SKIPPED bullmq flow test: `node` is not installed (needs Node 20+ and npm)");
+        return;
+    }
+    let logs = TempDir::new("bullmq-flow");
+    ensure_node_modules(&logs);
+    let cluster = Cluster::start(3, 0);
+    let config = logs.path().join("slotbridge.toml");
+    fs::write(&config, RULES).unwrap();
+    let with_rule = Proxy::start_with(&cluster, &["--config", config.to_str().unwrap()]);
+    let report = run_app(with_rule.port, "flow", &logs, &with_rule);
+    assert_eq!(report["counts"]["completed"], 6, "{report}");
+}
