@@ -72,6 +72,10 @@ pub struct Config {
     pub read_from: ReadFrom,
     /// How MULTI/EXEC over several slots behaves.
     pub transactions: TxMode,
+    /// Runtime worker threads. 0 (auto): one thread on machines with two
+    /// cores or fewer (no cross-thread wake-ups when the proxy shares a
+    /// small machine with its clients and servers), else one per core.
+    pub worker_threads: usize,
     /// Backend connection settings.
     pub backend: BackendConfig,
     /// Client-side limits.
@@ -97,6 +101,7 @@ impl Default for Config {
             log_level: "info".into(),
             read_from: ReadFrom::Master,
             transactions: TxMode::Strict,
+            worker_threads: 0,
             backend: BackendConfig::default(),
             limits: LimitsConfig::default(),
             topology: TopologyConfig::default(),

@@ -86,15 +86,17 @@ fn command_metrics() -> &'static CommandMetrics {
     })
 }
 
-/// Counts one completed command and its latency.
-pub fn record_command(name: &'static str, class: &'static str, error: bool, seconds: f64) {
+/// Counts one completed command and its latency; `index` is the
+/// command's position in the built-in table, `class` one of [`CLASSES`].
+pub fn record_command(
+    index: Option<u16>,
+    name: &'static str,
+    class: usize,
+    error: bool,
+    seconds: f64,
+) {
     let m = command_metrics();
-    let table = crate::command::table_gen::COMMANDS;
-    let cell = table
-        .binary_search_by(|c| c.name.cmp(name))
-        .ok()
-        .and_then(|i| m.commands.get(i));
-    match cell {
+    match index.and_then(|i| m.commands.get(i as usize)) {
         Some(cell) => {
             let c = cell.get_or_init(|| {
                 [
@@ -109,9 +111,8 @@ pub fn record_command(name: &'static str, class: &'static str, error: bool, seco
             metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
         }
     }
-    match CLASSES.iter().position(|c| *c == class) {
-        Some(i) => m.classes[i].record(seconds),
-        None => metrics::histogram!(COMMAND_DURATION, "class" => class).record(seconds),
+    if let Some(h) = m.classes.get(class) {
+        h.record(seconds);
     }
 }
 

@@ -46,6 +46,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const OUTPUT_BACKPRESSURE: usize = 1024 * 1024;
 /// Output buffers above this are released after a write instead of reused.
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+/// Splits of more keys than this run on the blocking pool.
+const BIG_SPLIT: usize = 4096;
 /// Back-off between retries of a command that was not executed (failed
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -232,7 +234,10 @@ struct Slot {
     /// A client pattern that key names in the reply must match (co-location).
     filter: Option<Bytes>,
     name: &'static str,
-    class: &'static str,
+    /// Position in the command table (metrics).
+    index: Option<u16>,
+    /// Index into [`m::CLASSES`].
+    class: usize,
     started: std::time::Instant,
 }
 
@@ -276,8 +281,10 @@ struct Core {
     client: ClientState,
     scratch: Scratch,
     pending: VecDeque<Slot>,
-    /// Name, class and start time of the command being handled.
-    current: (&'static str, &'static str, std::time::Instant),
+    /// Name, table index, class and start time of the command being handled.
+    current: (&'static str, Option<u16>, usize, std::time::Instant),
+    /// When the current batch of commands was read (one clock read per batch).
+    batch_started: std::time::Instant,
     /// Key-name filter for the command being handled (co-location).
     filter: Option<Bytes>,
 
@@ -309,7 +316,8 @@ impl Session {
                 ctx: ctx.clone(),
                 scratch: Scratch::default(),
                 pending: VecDeque::new(),
-                current: ("", "", std::time::Instant::now()),
+                current: ("", None, 0, std::time::Instant::now()),
+                batch_started: std::time::Instant::now(),
                 filter: None,
                 base_seq: 0,
                 tx,
@@ -434,6 +442,9 @@ impl Session {
     /// Parses and dispatches every complete command in `rbuf`. Returns true
     /// when a command waits for earlier replies to be written first.
     async fn process_input(&mut self, rbuf: &mut BytesMut, max_pipeline: usize) -> bool {
+        if !rbuf.is_empty() {
+            self.core.batch_started = std::time::Instant::now();
+        }
         while !self.core.closing && self.core.pending.len() < max_pipeline {
             match self.parser.parse(rbuf) {
                 Ok(Parsed::Command(n)) => {
@@ -493,12 +504,13 @@ impl Core {
 
     /// Queues the current command's reply slot.
     fn push(&mut self, state: Pending) {
-        let (name, class, started) = self.current;
+        let (name, index, class, started) = self.current;
         self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
         self.pending.push_back(Slot {
             state,
             filter: self.filter.take(),
             name,
+            index,
             class,
             started,
         });
@@ -517,7 +529,7 @@ impl Core {
         let mut raw = raw;
         let mut bytes = raw.clone();
         let mut view = CommandView { raw: &bytes, args };
-        self.current = ("", "local", std::time::Instant::now());
+        self.current = ("", None, CLASS_LOCAL, self.batch_started);
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
@@ -565,8 +577,9 @@ impl Core {
         let route = route(&view, &mut self.scratch);
         self.current = (
             self.scratch.name,
+            self.scratch.index,
             class_of(&route, self.multi.is_some()),
-            std::time::Instant::now(),
+            self.batch_started,
         );
         if self.multi.is_some() {
             self.queue_in_multi(route, raw, &view).await;
@@ -675,7 +688,32 @@ impl Core {
 
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
         let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
-        let subs = split::split(kind, view, &self.scratch.keys, max_keys);
+        let subs = if self.scratch.keys.len() > BIG_SPLIT {
+            // Hashing and regrouping a huge command is CPU work measured in
+            // tens of milliseconds: do it off the runtime threads so other
+            // clients keep being served.
+            let raw = Bytes::copy_from_slice(view.raw);
+            let args = view.args.to_vec();
+            let keys = self.scratch.keys.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                let view = CommandView {
+                    raw: &raw,
+                    args: &args,
+                };
+                split::split(kind, &view, &keys, max_keys)
+            });
+            match work.await {
+                Ok(subs) => subs,
+                Err(_) => {
+                    self.ready(reply::error(
+                        "ERR slotbridge: internal error while splitting the command",
+                    ));
+                    return;
+                }
+            }
+        } else {
+            split::split(kind, view, &self.scratch.keys, max_keys)
+        };
         let name = crate::command::find(view)
             .map(|s| s.name)
             .unwrap_or("split");
@@ -696,6 +734,10 @@ impl Core {
             total_keys: self.scratch.keys.len(),
         })));
         for (i, (slot, payload)) in sends.into_iter().enumerate() {
+            if i % 64 == 63 {
+                // A huge split must not monopolise a single-threaded runtime.
+                tokio::task::yield_now().await;
+            }
             self.send(
                 Target::Slot(slot),
                 payload,
@@ -1202,6 +1244,13 @@ impl Core {
 
     /// Moves every complete reply at the head of the queue into `out`.
     fn collect_ready(&mut self, out: &mut BytesMut) {
+        let now = match self.pending.front() {
+            Some(Slot {
+                state: Pending::Ready(_) | Pending::Close(_),
+                ..
+            }) => std::time::Instant::now(),
+            _ => self.batch_started,
+        };
         if !self.oob.is_empty() {
             out.extend_from_slice(&self.oob);
             self.oob.clear();
@@ -1220,11 +1269,11 @@ impl Core {
                         )
                     };
                     out.extend_from_slice(decoded.as_ref().unwrap_or(b));
-                    record(front, b);
+                    record(front, b, now);
                 }
                 Pending::Close(b) => {
                     out.extend_from_slice(b);
-                    record(front, b);
+                    record(front, b, now);
                     self.closing = true;
                     self.ctx
                         .stats
@@ -1444,34 +1493,32 @@ async fn next_pubsub_event(pubsub: &mut Option<Box<PubSubState>>) -> Option<(u32
 }
 
 /// Counts a completed command.
-fn record(slot: &Slot, reply: &[u8]) {
+fn record(slot: &Slot, reply: &[u8], now: std::time::Instant) {
     if slot.name.is_empty() {
         return;
     }
     let error = reply.first() == Some(&b'-');
-    m::record_command(
-        slot.name,
-        slot.class,
-        error,
-        slot.started.elapsed().as_secs_f64(),
-    );
+    let seconds = now.saturating_duration_since(slot.started).as_secs_f64();
+    m::record_command(slot.index, slot.name, slot.class, error, seconds);
 }
 
-/// The latency class of a route.
-fn class_of(route: &Route, in_multi: bool) -> &'static str {
+const CLASS_LOCAL: usize = 4;
+
+/// The latency class of a route (an index into [`m::CLASSES`]).
+fn class_of(route: &Route, in_multi: bool) -> usize {
     if in_multi {
-        return "transaction";
+        return 5;
     }
     match route {
-        Route::Slot(_) | Route::AnyMaster => "single",
-        Route::Blocking(_) => "blocking",
-        Route::Split(_) => "split",
-        Route::Fanout(_) => "fanout",
-        Route::Local(_) => "local",
-        Route::Tx(_) => "transaction",
-        Route::Sub(_) => "pubsub",
-        Route::Scan | Route::RandomKey => "keyspace",
-        Route::Reply(_) => "error",
+        Route::Slot(_) | Route::AnyMaster => 0,
+        Route::Blocking(_) => 1,
+        Route::Split(_) => 2,
+        Route::Fanout(_) => 3,
+        Route::Local(_) => CLASS_LOCAL,
+        Route::Tx(_) => 5,
+        Route::Sub(_) => 6,
+        Route::Scan | Route::RandomKey => 7,
+        Route::Reply(_) => 8,
     }
 }
 

@@ -178,14 +178,44 @@ pub struct Scratch {
     pub readonly: bool,
     /// The last routed command's name (`""` when unknown).
     pub name: &'static str,
+    /// Its position in the built-in command table (for metrics).
+    pub index: Option<u16>,
+    /// The last looked-up plain command, reused while a pipeline repeats it.
+    last: Option<&'static CommandSpec>,
+}
+
+/// Position of a spec in the built-in table, by address (no search).
+fn table_index(spec: &'static CommandSpec) -> Option<u16> {
+    let table = super::table_gen::COMMANDS;
+    let base = table.as_ptr() as usize;
+    let size = std::mem::size_of::<CommandSpec>();
+    let addr = spec as *const CommandSpec as usize;
+    if size == 0 || addr < base || addr >= base + std::mem::size_of_val(table) {
+        return None;
+    }
+    u16::try_from((addr - base) / size).ok()
 }
 
 /// Decides where `cmd` goes. `scratch.keys` receives the key positions.
 pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     scratch.keys.clear();
-    let Some(spec) = super::find(cmd) else {
-        scratch.name = "unknown";
-        return Route::Reply(unknown_command(cmd));
+    let cached = scratch.last.filter(|s| {
+        s.flags & flags::HAS_SUBCOMMANDS == 0 && cmd.get(0).eq_ignore_ascii_case(s.name.as_bytes())
+    });
+    let spec = match cached {
+        Some(s) => s,
+        None => {
+            let Some(spec) = super::find(cmd) else {
+                scratch.name = "unknown";
+                scratch.index = None;
+                return Route::Reply(unknown_command(cmd));
+            };
+            if !spec.name.contains('|') {
+                scratch.last = Some(spec);
+            }
+            scratch.index = table_index(spec);
+            spec
+        }
     };
     scratch.name = spec.name;
     scratch.readonly = spec.flags & flags::READONLY != 0;
