@@ -178,18 +178,9 @@ impl Sent {
 
     fn to_node(payload: Bytes, node: Arc<str>) -> Self {
         Sent {
-            payload,
             slot: None,
             node: Some(node),
-            via: Via::Shared,
-            skip: 0,
-            attempts: 0,
-            post: Post::None,
-            readonly: false,
-            retry_until: None,
-            replica: false,
-            sticky: false,
-            post_retry_master: 0,
+            ..Sent::to_slot(payload, 0)
         }
     }
 

@@ -165,24 +165,21 @@ impl Topology {
 
     /// The connection pool of `addr`, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<NodePool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pools.get(addr) {
-            return p.clone();
-        }
-        let addr: Arc<str> = Arc::from(addr);
-        let pool = Arc::new(NodePool::new(
-            addr.clone(),
-            self.opts.clone(),
-            self.pool_size,
-            false,
-        ));
-        pools.insert(addr, pool.clone());
-        pool
+        self.pool_in(&self.pools, addr, false)
     }
 
     /// The read-only (`READONLY`) connection pool of replica `addr`.
     fn replica_pool(&self, addr: &str) -> Arc<NodePool> {
-        let mut pools = self.replica_pools.lock().unwrap_or_else(|p| p.into_inner());
+        self.pool_in(&self.replica_pools, addr, true)
+    }
+
+    fn pool_in(
+        &self,
+        registry: &Mutex<HashMap<Arc<str>, Arc<NodePool>>>,
+        addr: &str,
+        readonly: bool,
+    ) -> Arc<NodePool> {
+        let mut pools = registry.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pools.get(addr) {
             return p.clone();
         }
@@ -191,7 +188,7 @@ impl Topology {
             addr.clone(),
             self.opts.clone(),
             self.pool_size,
-            true,
+            readonly,
         ));
         pools.insert(addr, pool.clone());
         pool
