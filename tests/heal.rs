@@ -384,3 +384,51 @@ fn incomplete_map_heals_on_first_request() {
     assert_eq!(v, "healed");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn read_from_replica_preferred_reads_from_replicas() {
+    let cluster = Cluster::start(3, 1);
+    let dir = TempDir::new("read-from");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, "read_from = \"replica_preferred\"\n").unwrap();
+    let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+    let mut c = proxy.conn();
+    let key = key_for_slot(100, "rf-");
+    let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut c).unwrap();
+    let master = cluster.node_for_slot(100);
+    let replica = cluster.replica_ports(master)[0];
+    // Let the replica catch up, then read through the proxy.
+    let _: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(1000)
+        .query(&mut cluster.conn(master))
+        .unwrap();
+    let calls = |port: u16| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_get:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = calls(replica);
+    for _ in 0..20 {
+        let v: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+        assert_eq!(v, "v");
+    }
+    assert!(
+        calls(replica) >= before + 20,
+        "reads did not reach the replica"
+    );
+    // Writes still go to the master.
+    let _: () = redis::cmd("SET").arg(&key).arg("w").query(&mut c).unwrap();
+    let direct: String = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut cluster.conn(master))
+        .unwrap();
+    assert_eq!(direct, "w");
+}
