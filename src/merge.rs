@@ -77,7 +77,7 @@ pub fn all_ok(parts: &[&Bytes]) -> Bytes {
 
 /// Arrays (or sets) concatenated into one array of the first part's type.
 pub fn concat(parts: &[&Bytes]) -> Bytes {
-    let mut kind = b'*';
+    let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');
     let mut n = 0;
     let mut bodies = Vec::with_capacity(parts.len());
     let mut size = 16;
@@ -85,7 +85,6 @@ pub fn concat(parts: &[&Bytes]) -> Bytes {
         let Some(elems) = children(p) else {
             return unexpected("arrays");
         };
-        kind = p[0];
         n += elems.len();
         if let (Some(first), Some(last)) = (elems.first(), elems.last()) {
             bodies.push(&p[first.0..last.1]);
