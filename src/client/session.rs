@@ -1043,17 +1043,12 @@ impl Core {
         let parts: Vec<Part> = blocks
             .into_iter()
             .map(|(slot, payload, skip)| {
-                let mut sent = match slot {
-                    Some(s) => Sent::to_slot(payload, s),
-                    None => Sent {
-                        node: None,
-                        ..Sent::to_slot(payload, 0)
-                    },
+                // A keyless-only block goes to any master.
+                let sent = Sent {
+                    slot,
+                    skip,
+                    ..Sent::to_slot(payload, 0)
                 };
-                if slot.is_none() {
-                    sent.slot = None;
-                }
-                sent.skip = skip;
                 sends.push((sent.target(), sent.payload.clone(), skip));
                 Part {
                     sent,
