@@ -15,6 +15,7 @@ pub mod config;
 pub mod info;
 pub mod merge;
 pub mod metrics;
+pub mod migrate;
 pub mod protocol;
 pub mod scripts;
 pub mod server;

@@ -42,6 +42,19 @@ enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// Move keys that existed before a co-location rule to their stored
+    /// names (idempotent and resumable; see the README for the safe order).
+    MigrateKeys {
+        /// The [[colocate]] rule name.
+        #[arg(long)]
+        rule: String,
+        /// Stop after this many keys (resume by running again).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// At most this many keys per second (0: no limit).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -67,6 +80,31 @@ fn main() -> ExitCode {
     }) = &cli.command
     {
         return rules_check(&config, keys);
+    }
+    if let Some(Command::MigrateKeys { rule, limit, rate }) = &cli.command {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("slotbridge: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(slotbridge::migrate::run(&config, rule, *limit, *rate)) {
+            Ok(s) => {
+                println!(
+                    "migrate-keys: done: {} moved, {} superseded by newer values, {} already in place",
+                    s.moved, s.superseded, s.already
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slotbridge: migrate-keys: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if cli.check_config {
         println!("slotbridge: configuration is valid");

@@ -288,3 +288,103 @@ fn per_slot_transactions_when_enabled() {
     r.roundtrip(&cmd(&["SET", b, "x"]), want.as_bytes());
     r.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
 }
+
+#[test]
+fn migrate_keys_under_live_traffic_interrupted_and_resumed() {
+    let cluster = Cluster::start(3, 0);
+    let plain = Proxy::start(&cluster);
+    let mut c = plain.conn();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("bull:mq:{i}")).collect();
+    for chunk in keys.chunks(500) {
+        let mut mset = redis::cmd("MSET");
+        for k in chunk {
+            mset.arg(k).arg(format!("v-{k}"));
+        }
+        let _: () = mset.query(&mut c).unwrap();
+    }
+    for k in keys.iter().step_by(100) {
+        let _: () = redis::cmd("EXPIRE").arg(k).arg(1000).query(&mut c).unwrap();
+    }
+    let dir = TempDir::new("migrate");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "seeds = {:?}\n{RULES}",
+            cluster.seeds().split(',').collect::<Vec<_>>()
+        ),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap().to_string();
+    let ruled = Proxy::start_with(&cluster, &["--config", &config]);
+    // Live traffic through the proxy with the rule while keys move.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (ruled.url(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("bull:mq:live:{n}"))
+                    .arg(n)
+                    .query(&mut c)
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let migrate = |extra: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+            .args([
+                "--config",
+                &config,
+                "migrate-keys",
+                "--rule",
+                "bullmq",
+                "--rate",
+                "0",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Interrupted after 3,000 keys, then resumed.
+    assert!(migrate(&["--limit", "3000"]).contains("done: 3000 moved"));
+    assert!(migrate(&[]).contains("done: 7000 moved"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let live = writer.join().unwrap();
+    // Idempotent: nothing left to move; live keys were already in place.
+    let last = migrate(&[]);
+    assert!(last.contains("done: 0 moved, 0 superseded"), "{last}");
+    // Every key is readable under its client name, with its TTL.
+    let mut r = ruled.conn();
+    for chunk in keys.chunks(1000) {
+        let got: Vec<String> = redis::cmd("MGET").arg(chunk).query(&mut r).unwrap();
+        for (k, v) in chunk.iter().zip(got) {
+            assert_eq!(v, format!("v-{k}"));
+        }
+    }
+    let ttl: i64 = redis::cmd("TTL").arg("bull:mq:100").query(&mut r).unwrap();
+    assert!(ttl > 900, "TTL {ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg("bull:mq:101").query(&mut r).unwrap();
+    assert_eq!(ttl, -1);
+    let v: i64 = redis::cmd("GET")
+        .arg(format!("bull:mq:live:{}", live - 1))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(v, live - 1);
+    // The old names are gone from the servers.
+    let old: Option<String> = redis::cmd("GET")
+        .arg("bull:mq:7")
+        .query(&mut cluster.conn(cluster.node_for_key(b"bull:mq:7")))
+        .unwrap();
+    assert_eq!(old, None);
+}

@@ -476,7 +476,7 @@ pub async fn oneshot(addr: &str, opts: &ConnOptions, cmd: &[u8]) -> Result<Bytes
         .unwrap_or_else(|_| Err("timed out".into()))
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Bytes, String> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Bytes, String> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
     loop {
