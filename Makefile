@@ -25,11 +25,8 @@ test: ensure-redis
 	$(CARGO) test -- --test-threads=$(TEST_THREADS)
 
 bench:
-	@if [ -f benches/load.sh ]; then \
-		bash benches/load.sh; \
-	else \
-		echo "benches/load.sh does not exist yet; nothing to run"; \
-	fi
+	bash benches/load.sh
+	NO_BUILD=1 bash benches/colocate.sh
 
 fmt:
 	$(CARGO) fmt
