@@ -133,6 +133,20 @@ impl Rules {
             if rules.iter().any(|r: &Rule| r.name == name) {
                 return Err(format!("{}: duplicate rule name", field("name")));
             }
+            if let Matcher::Prefix(p) = &matcher {
+                // The first matching rule wins: a later prefix inside an
+                // earlier one could never apply.
+                let shadow = rules
+                    .iter()
+                    .find(|r: &&Rule| matches!(&r.matcher, Matcher::Prefix(q) if p.starts_with(q)));
+                if let Some(earlier) = shadow {
+                    return Err(format!(
+                        "{}: every key it matches is taken by the earlier rule '{}'",
+                        field("prefix"),
+                        earlier.name
+                    ));
+                }
+            }
             rules.push(Rule {
                 name,
                 matcher,
@@ -399,6 +413,10 @@ mod tests {
             bad("[[colocate]]\nname='a'\nregex='x'\ngroup_capture='q'\n")
                 .contains("no capture named")
         );
+        assert!(bad(
+            "[[colocate]]\nname='a'\nprefix='bull:'\ngroup='g'\n[[colocate]]\nname='b'\nprefix='bull:x'\ngroup='h'\n"
+        )
+        .starts_with("colocate[b].prefix: every key it matches is taken by the earlier rule 'a'"));
     }
 
     #[test]

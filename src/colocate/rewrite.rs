@@ -134,6 +134,16 @@ pub fn rewrite(
     if let Some(spec) = crate::command::find(view) {
         let _ = keys::key_indices(spec, view, false, keys_buf);
     }
+    // SORT's STORE destination is a key the table's key specs cannot
+    // describe (Redis marks it "unknown").
+    if (name == b"sort" || name == b"sort_ro") && view.len() > 3 {
+        if let Some(i) = (2..view.len() - 1)
+            .rev()
+            .find(|&i| view.get(i).eq_ignore_ascii_case(b"store"))
+        {
+            keys_buf.push(i + 1);
+        }
+    }
     for &k in keys_buf.iter() {
         let key = view.get(k);
         if let Some((rule, tag)) = rules.classify(key) {
@@ -321,6 +331,10 @@ mod tests {
             vec!["MSET", "{a}bull:a:1", "v", "other", "w"]
         );
         assert_eq!(rewritten(&["GET", "plain"]), vec!["GET", "plain"]);
+        assert_eq!(
+            rewritten(&["SORT", "bull:q:l", "ALPHA", "STORE", "bull:q:dst"]),
+            vec!["SORT", "{q}bull:q:l", "ALPHA", "STORE", "{q}bull:q:dst"]
+        );
         assert_eq!(
             rewritten(&["XREAD", "STREAMS", "bull:q:s", "0"]),
             vec!["XREAD", "STREAMS", "{q}bull:q:s", "0"]
