@@ -335,7 +335,9 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        // Allocated on demand: an idle client holds only what `read_buf`
+        // needs for a first small read (tens of bytes), not a full chunk.
+        let mut rbuf = BytesMut::new();
         let mut wbuf = BytesMut::new();
         let mut shutdown = self.ctx.shutdown.subscribe();
         let mut last_read = tokio::time::Instant::now();
@@ -363,8 +365,12 @@ impl Session {
             let can_read = !self.core.closing
                 && self.core.pending.len() < max_pipeline
                 && wbuf.len() < OUTPUT_BACKPRESSURE;
-            if can_read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            if can_read && !rbuf.is_empty() && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                // A command arrives in pieces or a pipeline streams in.
                 rbuf.reserve(READ_CHUNK.max(rbuf.len()));
+            } else if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                // Give a large buffer back once the burst is over.
+                rbuf = BytesMut::new();
             }
             let idle = Duration::from_millis(limits.client_idle_timeout_ms);
             let idle_check = !idle.is_zero()
