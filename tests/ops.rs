@@ -235,12 +235,23 @@ fn client_limit_and_slow_reader() {
         "[limits]\nmax_clients = 5\nclient_output_buffer_limit = 4194304\nclient_write_timeout_ms = 2000\n",
     );
     let proxy = Proxy::start_with(&cluster, &["--config", &config]);
-    // The harness probe connection is gone; hold 5 clients.
-    thread::sleep(Duration::from_millis(200));
-    let mut held: Vec<RawClient> = (0..5).map(|_| RawClient::connect(proxy.port)).collect();
-    for c in held.iter_mut() {
-        c.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    // Hold 5 clients (retrying while the harness's probe connection still
+    // counts).
+    let mut held: Vec<RawClient> = Vec::new();
+    for _ in 0..100 {
+        if held.len() == 5 {
+            break;
+        }
+        let mut c = RawClient::connect(proxy.port);
+        c.send(b"PING\r\n");
+        if c.read_exact_bytes(7) == b"+PONG\r\n" {
+            held.push(c);
+        } else {
+            assert!(held.len() == 4, "refused with {} clients held", held.len());
+            thread::sleep(Duration::from_millis(100));
+        }
     }
+    assert_eq!(held.len(), 5, "the proxy kept refusing the fifth client");
     let mut sixth = RawClient::connect(proxy.port);
     sixth.expect(b"-ERR max number of clients reached\r\n");
     assert!(sixth.is_closed());
@@ -248,25 +259,17 @@ fn client_limit_and_slow_reader() {
     thread::sleep(Duration::from_millis(200));
     // A client that never reads: 200 KB values fetched again and again.
     let value = vec![b'x'; 200 * 1024];
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", proxy.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("big")
-        .arg(&value)
-        .query(&mut c)
-        .unwrap();
+    let mut set = Vec::new();
+    set.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$204800\r\n");
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    let mut c = connect_accepted(proxy.port);
+    c.write_all(&set).unwrap();
+    let mut ok = [0u8; 5];
+    c.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
     drop(c);
-    let mut slow = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    slow.set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
-    // Make sure this connection was accepted (not refused by maxclients).
-    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    slow.write_all(b"PING\r\n").unwrap();
-    let mut pong = [0u8; 7];
-    slow.read_exact(&mut pong).unwrap();
-    assert_eq!(&pong, b"+PONG\r\n");
+    let mut slow = connect_accepted(proxy.port);
     let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
     let mut sent = 0;
     for _ in 0..2000 {
@@ -637,4 +640,25 @@ fn tls_on_both_sides() {
     let n = plain.read(&mut buf).unwrap_or(0);
     assert!(!buf[..n].starts_with(b"+PONG"));
     assert!(proxy.log().contains("slotbridge started"));
+}
+
+/// Connects to the proxy and checks with a PING that it was accepted. The
+/// proxy notices a closed connection asynchronously: until it has, that
+/// client still counts towards `max_clients` and a new one is refused, so a
+/// refusal is retried briefly.
+fn connect_accepted(port: u16) -> TcpStream {
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"PING\r\n").unwrap();
+        let mut pong = [0u8; 7];
+        s.read_exact(&mut pong).unwrap();
+        if &pong == b"+PONG\r\n" {
+            return s;
+        }
+        assert_eq!(&pong, b"-ERR ma", "unexpected reply to PING");
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the proxy kept refusing a new client");
 }
