@@ -80,6 +80,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
                     payload: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
                     asking: false,
                     skip: 0,
+                    then_wait: None,
                     reply_to: ReplyTo {
                         tx,
                         seq: 0,

@@ -88,6 +88,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// TLS for clients and backends.
     pub tls: TlsConfig,
+    /// Opt-in write durability (`WAIT` after writes).
+    pub durability: DurabilityConfig,
     /// Key co-location rules (`[[colocate]]`).
     pub colocate: Vec<crate::colocate::RuleConfig>,
 }
@@ -108,6 +110,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             lifecycle: LifecycleConfig::default(),
             tls: TlsConfig::default(),
+            durability: DurabilityConfig::default(),
             colocate: Vec::new(),
         }
     }
@@ -219,6 +222,32 @@ impl Default for LimitsConfig {
             client_idle_timeout_ms: 0,
             client_output_buffer_limit: DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT,
             client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[durability]`: an opt-in write policy. Redis replicates asynchronously,
+/// so a write acknowledged by a master that dies before its replica copied
+/// it is lost on failover. With `wait_replicas` > 0 the proxy sends
+/// `WAIT wait_replicas wait_timeout_ms` right after every write on the same
+/// backend connection and answers the client only once WAIT returns, which
+/// narrows that window to writes whose WAIT timed out (counted in
+/// `slotbridge_write_wait_short_total`). The count is capped at the number
+/// of replicas the master has, so a master without replicas is not slowed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilityConfig {
+    /// Replicas each write must reach before it is acknowledged (0: off).
+    pub wait_replicas: u32,
+    /// How long WAIT may block, in milliseconds (1..=60000).
+    pub wait_timeout_ms: u64,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            wait_replicas: 0,
+            wait_timeout_ms: 100,
         }
     }
 }
@@ -410,6 +439,22 @@ impl Config {
         }
         if self.backend.connect_timeout_ms == 0 {
             return invalid("backend.connect_timeout_ms", "must be at least 1".into());
+        }
+        if self.durability.wait_replicas > 0 {
+            let t = self.durability.wait_timeout_ms;
+            if !(1..=60_000).contains(&t) {
+                return invalid(
+                    "durability.wait_timeout_ms",
+                    "must be between 1 and 60000 (WAIT with 0 would block forever)".into(),
+                );
+            }
+            let request_timeout = self.backend.request_timeout_ms;
+            if request_timeout != 0 && t >= request_timeout {
+                return invalid(
+                    "durability.wait_timeout_ms",
+                    format!("must be below backend.request_timeout_ms ({request_timeout})"),
+                );
+            }
         }
         if self.limits.max_pipeline == 0 {
             return invalid("limits.max_pipeline", "must be at least 1".into());

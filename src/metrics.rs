@@ -48,6 +48,11 @@ pub const MASTERS: &str = "slotbridge_masters";
 pub const COLOCATE_KEYS: &str = "slotbridge_colocate_rewritten_keys_total";
 /// Scripts wrapped for co-location rules.
 pub const COLOCATE_SCRIPTS: &str = "slotbridge_colocate_wrapped_scripts_total";
+/// Writes whose trailing `WAIT` (the `[durability]` policy) reached fewer
+/// replicas than asked for within its timeout.
+pub const WRITE_WAIT_SHORT: &str = "slotbridge_write_wait_short_total";
+/// Writes followed by a `WAIT` under the `[durability]` policy.
+pub const WRITE_WAITS: &str = "slotbridge_write_waits_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -235,6 +235,7 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     diff!(topology, changed);
     diff!(auth, changed);
     diff!(lifecycle, changed);
+    diff!(durability, changed);
     diff!(listen, restart);
     diff!(admin, restart);
     diff!(backend, restart);

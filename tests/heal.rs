@@ -432,3 +432,88 @@ fn read_from_replica_preferred_reads_from_replicas() {
         .unwrap();
     assert_eq!(direct, "w");
 }
+
+/// `calls=` of `cmdstat_<name>` in a node's INFO commandstats.
+fn command_calls(cluster: &Cluster, port: u16, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut cluster.conn(port))
+        .unwrap();
+    let prefix = format!("cmdstat_{name}:");
+    info.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn durability_policy_waits_for_a_replica_before_acknowledging() {
+    let cluster = Cluster::start(3, 1);
+    let dir = TempDir::new("durability");
+    let config = |name: &str, timeout: u64| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("[durability]\nwait_replicas = 2\nwait_timeout_ms = {timeout}\n"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let patient = Proxy::start_with(&cluster, &["--config", &config("patient.toml", 3000)]);
+    let hasty = Proxy::start_with(&cluster, &["--config", &config("hasty.toml", 200)]);
+    let key = key_for_slot(100, "dur-");
+    let master = cluster.node_for_slot(100);
+    let replica = cluster.replica_ports(master)[0];
+    let mut c = patient.conn();
+
+    // A write is followed by exactly one WAIT (asking for 1 replica: the
+    // master has only one); a read by none.
+    let waits = command_calls(&cluster, master, "wait");
+    let _: () = redis::cmd("SET").arg(&key).arg("v1").query(&mut c).unwrap();
+    assert_eq!(command_calls(&cluster, master, "wait"), waits + 1);
+    let v: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+    assert_eq!(v, "v1");
+    assert_eq!(command_calls(&cluster, master, "wait"), waits + 1);
+
+    // While the replica is stalled, the write is acknowledged only once the
+    // replica has it; the replica then serves it at once.
+    let stall = |secs: &'static str| {
+        let mut conn = cluster.conn(replica);
+        thread::spawn(move || {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEBUG").arg("SLEEP").arg(secs).query(&mut conn);
+        })
+    };
+    let sleeper = stall("1");
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let _: () = redis::cmd("SET").arg(&key).arg("v2").query(&mut c).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "acknowledged after {took:?}"
+    );
+    let mut r = cluster.conn(replica);
+    let _: () = redis::cmd("READONLY").query(&mut r).unwrap();
+    let on_replica: String = redis::cmd("GET").arg(&key).query(&mut r).unwrap();
+    assert_eq!(on_replica, "v2");
+    sleeper.join().unwrap();
+
+    // WAIT's timeout bounds the delay: the write is still acknowledged (it
+    // ran), after about wait_timeout_ms.
+    let mut h = hasty.conn();
+    let sleeper = stall("1");
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let _: () = redis::cmd("SET").arg(&key).arg("v3").query(&mut h).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(800),
+        "acknowledged after {took:?}"
+    );
+    sleeper.join().unwrap();
+    let v: String = redis::cmd("GET").arg(&key).query(&mut h).unwrap();
+    assert_eq!(v, "v3");
+}

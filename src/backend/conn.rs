@@ -312,6 +312,10 @@ struct Inflight {
     skip: u32,
     /// The first redirection seen among the discarded replies.
     redirect: Option<Bytes>,
+    /// Replicas a trailing `WAIT` asks for (0: no WAIT follows).
+    wait_for: u32,
+    /// The reply held back until the trailing `WAIT` has answered.
+    held: Option<Bytes>,
     /// When it was queued for writing (for the request timeout).
     queued_at: tokio::time::Instant,
 }
@@ -413,16 +417,37 @@ fn enqueue(
         skip += 1;
     }
     wbuf.extend_from_slice(&req.payload);
+    let mut wait_for = 0;
+    if let Some(wait) = &req.then_wait {
+        wbuf.extend_from_slice(&wait.command);
+        wait_for = wait.replicas.max(1);
+    }
     inflight.push_back(Inflight {
         target: req.reply_to,
         skip,
         redirect: None,
+        wait_for,
+        held: None,
         queued_at: now,
     });
 }
 
 fn is_redirect(frame: &[u8]) -> bool {
     frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK ") || frame.starts_with(b"-TRYAGAIN")
+}
+
+/// Counts a trailing `WAIT` that reached fewer replicas than asked for
+/// (or failed): the write is acknowledged anyway, as Redis would (it ran),
+/// but may be lost if its master fails before replicating it.
+fn note_wait_reply(frame: &[u8], wanted: u32) {
+    let reached = frame
+        .strip_prefix(b":")
+        .and_then(|rest| rest.strip_suffix(b"\r\n"))
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse::<u32>().ok());
+    if reached.is_none_or(|n| n < wanted) {
+        metrics::counter!(crate::metrics::WRITE_WAIT_SHORT).increment(1);
+    }
 }
 
 fn dispatch_replies(
@@ -447,9 +472,18 @@ fn dispatch_replies(
             }
             continue;
         }
+        if head.wait_for > 0 {
+            if head.held.is_none() {
+                // The command's own reply: hold it until WAIT answers.
+                head.held = Some(frame);
+                continue;
+            }
+            note_wait_reply(&frame, head.wait_for);
+        }
         let Some(entry) = inflight.pop_front() else {
             return Err("reply without a request".into());
         };
+        let frame = entry.held.unwrap_or(frame);
         let frame = match entry.redirect {
             Some(redirect) if reply_kind(frame[0]) == ReplyKind::Error => redirect,
             _ => frame,

@@ -76,6 +76,20 @@ pub struct BackendRequest {
     /// before a retried `EVALSHA`). A redirection among them is delivered
     /// instead of a final error, so the caller can follow it.
     pub skip: u32,
+    /// A `WAIT numreplicas timeout` command to send right after this one
+    /// (the opt-in write durability policy): the reply is held back until
+    /// WAIT answers, and WAIT's own reply is discarded.
+    pub then_wait: Option<WaitAfter>,
     /// Where the reply goes.
     pub reply_to: ReplyTo,
+}
+
+/// The `WAIT` sent after a write under the durability policy.
+#[derive(Debug, Clone)]
+pub struct WaitAfter {
+    /// The encoded `WAIT` command.
+    pub command: Bytes,
+    /// Replicas asked for; a smaller count in WAIT's reply is counted in
+    /// `slotbridge_write_wait_short_total`.
+    pub replicas: u32,
 }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
 use super::pubsub::{self as subs, PubSubState, GLOBAL};
@@ -1030,6 +1031,7 @@ impl Core {
                     payload: sent.payload.clone(),
                     asking: false,
                     skip,
+                    then_wait: None,
                     reply_to: self.reply_to(seq, 0),
                 };
                 self.push(Pending::Single(sent));
@@ -1092,10 +1094,11 @@ impl Core {
     ) {
         let proto = self.client.proto;
         let reply_to = self.reply_to(seq, part);
-        let req = BackendRequest {
+        let mut req = BackendRequest {
             payload,
             asking,
             skip,
+            then_wait: None,
             reply_to,
         };
         if via == Via::Pinned {
@@ -1113,6 +1116,14 @@ impl Core {
         let pool = match target {
             Target::Slot(slot) => {
                 let owner = self.ctx.topology.load().master(slot).cloned();
+                if via == Via::Shared {
+                    let config = self.ctx.config();
+                    if config.durability.wait_replicas > 0 {
+                        let replicas = self.ctx.topology.load().replica_count(slot);
+                        req.then_wait =
+                            durability::wait_after(&config.durability, replicas, &req.payload);
+                    }
+                }
                 match owner {
                     Some(p) => p,
                     None => match self.wait_for_owner(slot).await {

@@ -60,6 +60,15 @@ impl SlotMap {
         replicas.get(n % replicas.len().max(1))
     }
 
+    /// How many replicas the shard owning `slot` has (0 if unknown).
+    #[inline]
+    pub fn replica_count(&self, slot: u16) -> usize {
+        self.owner
+            .get(slot as usize)
+            .and_then(|&idx| self.shards.get(idx as usize))
+            .map_or(0, |s| s.replicas.len())
+    }
+
     /// All shards (masters with their replicas).
     pub fn shards(&self) -> &[Shard] {
         &self.shards
