@@ -1300,6 +1300,29 @@ impl Cluster {
         }
     }
 
+    /// Starts the killed node on `port` again with its old configuration
+    /// and `nodes.conf` (a failed-over master rejoins as a replica of its
+    /// successor), waits until it answers, then waits as in
+    /// [`Cluster::wait_ok`]. Panics if the node is running or was removed.
+    pub fn restart_node(&mut self, port: u16) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .unwrap_or_else(|| panic!("port {port} is not a node of this cluster"));
+        assert!(
+            self.nodes[i].child.is_none() && !self.nodes[i].removed,
+            "restart_node: {port} is running or was removed"
+        );
+        let child = self.spawn_node(&self.nodes[i]);
+        self.nodes[i].child = Some(child);
+        let deadline = Instant::now() + self.opts.timeout;
+        if let Err(StartError::PortInUse(log)) = self.wait_node_up(i, deadline) {
+            panic!("restart_node: port {port} was taken meanwhile:\n{log}");
+        }
+        self.wait_ok();
+    }
+
     /// Number of slots the master on `port` owns, according to CLUSTER SLOTS
     /// of the first live node that answers (0 for a replica, a master without
     /// slots, or a port the cluster does not know).
