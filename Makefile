@@ -3,7 +3,14 @@
 #   make run     build (release), start a local 3+3 Redis Cluster on
 #                BASE_PORT.. (default 7000) and run the proxy on 127.0.0.1:6380
 #   make test    install redis if needed, then fmt check, clippy, cargo test
-#   make bench   run benches/load.sh if present
+#   make bench   end-to-end benchmarks (about 7-9 minutes on 2 cores):
+#                benches/load.sh (proxy vs. direct Redis: rps, p50/p99,
+#                proxy and backend CPU per request, then the proxy's scaling
+#                with clients, pipeline depth, MGET keys and value size),
+#                then benches/colocate.sh. ROUNDS, TARGET_SECS, SCALING=0...:
+#                see `bash benches/load.sh --help`
+#   make bench-memory  benches/memory.sh: proxy RSS with N (10000) idle
+#                client connections, after one GET each and after close
 #   make fmt     format the code
 #   make lint    fmt check + clippy
 
@@ -11,7 +18,7 @@ CARGO ?= cargo
 BASE_PORT ?= 7000
 TEST_THREADS ?= 2
 
-.PHONY: run test bench fmt lint ensure-redis
+.PHONY: run test bench bench-memory fmt lint ensure-redis
 
 ensure-redis:
 	bash scripts/ensure-redis.sh
@@ -27,6 +34,9 @@ test: ensure-redis
 bench:
 	bash benches/load.sh
 	NO_BUILD=1 bash benches/colocate.sh
+
+bench-memory:
+	bash benches/memory.sh
 
 fmt:
 	$(CARGO) fmt
@@ -62,3 +72,20 @@ fuzz:
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS); \
 	done
+
+# Chaos soak (not part of `make test`): mixed load from SOAK_CLIENTS clients
+# through the proxy while masters are killed and restarted, slots resharded
+# and nodes replaced; a checker verifies every reply and every acknowledged
+# write (see examples/soak.rs). Runs twice, SOAK_MINUTES each: without and
+# with the [durability] WAIT policy, to show its cost.
+SOAK_MINUTES ?= 3
+SOAK_CLIENTS ?= 16
+
+.PHONY: soak
+
+soak: ensure-redis
+	$(CARGO) build --release --bins --examples
+	SLOTBRIDGE_BIN=$(CURDIR)/target/release/slotbridge target/release/examples/soak \
+		--minutes $(SOAK_MINUTES) --clients $(SOAK_CLIENTS)
+	SLOTBRIDGE_BIN=$(CURDIR)/target/release/slotbridge target/release/examples/soak \
+		--minutes $(SOAK_MINUTES) --clients $(SOAK_CLIENTS) --wait-replicas 1
