@@ -165,21 +165,42 @@ fn accept(
     let _ = stream.set_nodelay(true);
     let ctx = ctx.clone();
     let acceptor = acceptor.clone();
-    tokio::spawn(async move {
+    let fut = async move {
         use crate::client::session::{run, ClientStream};
-        match acceptor {
-            None => run(ClientStream::Tcp(stream), peer, ctx).await,
+        let stream = match acceptor {
+            None => ClientStream::Tcp(stream),
             Some(acceptor) => {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => run(ClientStream::Tls(Box::new(tls)), peer, ctx).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(client = %peer, error = %e, "client TLS handshake failed")
-                    }
-                    Err(_) => tracing::debug!(client = %peer, "client TLS handshake timed out"),
+                // Boxed in its own statement: the handshake's state and its
+                // result are large and must not stay part of this future.
+                let handshake = Box::pin(tls_handshake(acceptor, stream, peer));
+                match handshake.await {
+                    Some(tls) => tls,
+                    None => return,
                 }
             }
+        };
+        run(stream, peer, ctx).await
+    };
+    tokio::spawn(fut);
+}
+
+/// Runs a client's TLS handshake (10 s at most).
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<crate::client::session::ClientStream> {
+    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(crate::client::session::ClientStream::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "client TLS handshake failed");
+            None
         }
-    });
+        Err(_) => {
+            tracing::debug!(client = %peer, "client TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Stops sessions from reading new commands and waits until every client

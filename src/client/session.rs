@@ -89,7 +89,7 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
             session.serve(rd, wr).await
         }
         ClientStream::Tls(tls) => {
-            let (rd, wr) = tokio::io::split(*tls);
+            let (rd, wr) = tokio::io::split(tls);
             session.serve(rd, wr).await
         }
     };
@@ -102,6 +102,21 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
         .inflight
         .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
 }
+
+/// Both ends of a session's reply channel.
+type ReplyChannel = (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>);
+
+/// How [`Session::serve_active`] ended.
+enum Exit {
+    /// The connection is done.
+    Closed,
+    /// The client went quiet: wait for its next bytes with a small state.
+    Park,
+}
+
+/// How long a client must be quiet (nothing in flight or unwritten) before
+/// its session drops its active state.
+const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Which connection a command travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +277,8 @@ enum Target {
     Replica(u16),
 }
 
-struct Session {
+/// One client connection's state (see [`run`]).
+pub struct Session {
     ctx: Arc<Context>,
     parser: RequestParser,
     core: Core,
@@ -281,8 +297,9 @@ struct Core {
     filter: Option<Bytes>,
 
     base_seq: u64,
-    tx: mpsc::UnboundedSender<Reply>,
-    rx: mpsc::UnboundedReceiver<Reply>,
+    /// Where backends deliver replies; created on first use and dropped
+    /// when the session parks (an idle client holds no channel).
+    replies: std::sync::OnceLock<ReplyChannel>,
     closing: bool,
     multi: Option<TxState>,
     pinned: Option<Pinned>,
@@ -293,7 +310,6 @@ struct Core {
 
 impl Session {
     fn new(ctx: Arc<Context>, info: Arc<ClientInfo>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let authed = !ctx.config().auth.required();
         Session {
             parser: {
@@ -312,8 +328,7 @@ impl Session {
                 batch_started: std::time::Instant::now(),
                 filter: None,
                 base_seq: 0,
-                tx,
-                rx,
+                replies: std::sync::OnceLock::new(),
                 closing: false,
                 multi: None,
                 pinned: None,
@@ -336,27 +351,97 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let mut shutdown = self.ctx.shutdown.subscribe();
         // Allocated on demand: an idle client holds only what `read_buf`
         // needs for a first small read (tens of bytes), not a full chunk.
         let mut rbuf = BytesMut::new();
-        let mut wbuf = BytesMut::new();
-        let mut shutdown = self.ctx.shutdown.subscribe();
         let mut last_read = tokio::time::Instant::now();
+        loop {
+            // Parked (also at the start): nothing read, in flight or
+            // unwritten, so wait for the client's next bytes with a small
+            // state and no reply channel.
+            if rbuf.is_empty() && !self.core.closing {
+                self.release_memory();
+                rbuf = BytesMut::new();
+                let idle = Duration::from_millis(self.ctx.config().limits.client_idle_timeout_ms);
+                tokio::select! {
+                    n = rd.read_buf(&mut rbuf) => {
+                        let n = n?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        last_read = tokio::time::Instant::now();
+                        metrics::counter!(m::CLIENT_BYTES_IN).increment(n as u64);
+                    }
+                    _ = shutdown.changed() => self.core.closing = true,
+                    _ = tokio::time::sleep_until(last_read + idle), if !idle.is_zero() => {
+                        tracing::debug!(client = %self.core.client.peer, "idle client timeout");
+                        return Ok(());
+                    }
+                }
+            }
+            // The active loop's state is large (command handling, timers,
+            // the write buffer); it is boxed and dropped whenever the client
+            // has been quiet for a while, so an idle connection costs little.
+            // Boxed in its own statement: a temporary unboxed future would
+            // keep its space in this state machine across the await.
+            let active = Box::pin(self.serve_active(
+                &mut rd,
+                &mut wr,
+                &mut rbuf,
+                &mut shutdown,
+                &mut last_read,
+            ));
+            if let Exit::Closed = active.await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops what a quiet client does not need until its next command:
+    /// the reply channel and the buffers kept between commands.
+    fn release_memory(&mut self) {
+        self.core.replies.take();
+        self.core.pending = VecDeque::new();
+        self.core.scratch.keys = Vec::new();
+        self.core.oob = BytesMut::new();
+        self.parser.release_memory();
+    }
+
+    /// The active part of [`Session::serve`]: returns [`Exit::Park`] once
+    /// the client has been quiet for [`PARK_AFTER`] with nothing in flight.
+    async fn serve_active<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        rbuf: &mut BytesMut,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        last_read: &mut tokio::time::Instant,
+    ) -> std::io::Result<Exit>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut wbuf = BytesMut::new();
         let mut last_write = tokio::time::Instant::now();
         loop {
             let config = self.ctx.config();
             let limits = &config.limits;
             let max_pipeline = limits.max_pipeline;
-            let waiting = self.process_input(&mut rbuf, max_pipeline).await;
+            let waiting = if rbuf.is_empty() {
+                false
+            } else {
+                self.process_input(rbuf, max_pipeline).await
+            };
             self.core.collect_ready(&mut wbuf);
             if wbuf.len() > limits.client_output_buffer_limit {
                 tracing::warn!(client = %self.core.client.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             if self.core.closing && self.core.pending.is_empty() && wbuf.is_empty() {
                 let _ = wr.shutdown().await;
-                return Ok(());
+                return Ok(Exit::Closed);
             }
             if waiting && self.core.pending.is_empty() {
                 // A subscription command waited for earlier replies, which
@@ -371,20 +456,31 @@ impl Session {
                 rbuf.reserve(READ_CHUNK.max(rbuf.len()));
             } else if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
                 // Give a large buffer back once the burst is over.
-                rbuf = BytesMut::new();
+                *rbuf = BytesMut::new();
             }
             let idle = Duration::from_millis(limits.client_idle_timeout_ms);
-            let idle_check = !idle.is_zero()
-                && self.core.pending.is_empty()
+            let quiet = self.core.pending.is_empty()
                 && wbuf.is_empty()
                 && !self.core.pubsub.as_ref().is_some_and(|p| p.active());
+            let idle_check = quiet && !idle.is_zero();
+            let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
+            let quiet_until = if parkable {
+                let park = last_write.max(*last_read) + PARK_AFTER;
+                if idle_check {
+                    park.min(*last_read + idle)
+                } else {
+                    park
+                }
+            } else {
+                *last_read + idle
+            };
             let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
             drop(config);
             tokio::select! {
                 n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
                     let n = n?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(Exit::Closed);
                     }
                     last_write = tokio::time::Instant::now();
                     metrics::counter!(m::CLIENT_BYTES_OUT).increment(n as u64);
@@ -396,37 +492,34 @@ impl Session {
                         }
                     }
                 }
-                n = rd.read_buf(&mut rbuf), if can_read => {
+                n = rd.read_buf(rbuf), if can_read => {
                     let n = n?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(Exit::Closed);
                     }
-                    last_read = tokio::time::Instant::now();
+                    *last_read = tokio::time::Instant::now();
                     metrics::counter!(m::CLIENT_BYTES_IN).increment(n as u64);
                 }
-                Some(first) = self.core.rx.recv() => {
-                    self.core.on_reply(first).await;
-                    while let Ok(r) = self.core.rx.try_recv() {
-                        self.core.on_reply(r).await;
-                    }
+                Some(first) = next_reply(&mut self.core.replies) => {
+                    self.core.on_replies(first).await;
                 }
                 Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => {
-                    self.core.on_pubsub_event(id, event).await;
-                    while let Some((id, event)) = self.core.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
-                        self.core.on_pubsub_event(id, event).await;
-                    }
+                    self.core.on_pubsub_events(id, event).await;
                 }
-                _ = tokio::time::sleep_until(last_write.max(last_read) + write_timeout), if !wbuf.is_empty() => {
+                _ = tokio::time::sleep_until(last_write.max(*last_read) + write_timeout), if !wbuf.is_empty() => {
                     if last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
-                        return Ok(());
+                        return Ok(Exit::Closed);
                     }
                 }
-                _ = tokio::time::sleep_until(last_read + idle), if idle_check => {
-                    if last_read.elapsed() >= idle {
+                _ = tokio::time::sleep_until(quiet_until), if idle_check || parkable => {
+                    if idle_check && last_read.elapsed() >= idle {
                         tracing::debug!(client = %self.core.client.peer, "idle client timeout");
-                        return Ok(());
+                        return Ok(Exit::Closed);
+                    }
+                    if parkable && last_write.max(*last_read).elapsed() >= PARK_AFTER {
+                        return Ok(Exit::Park);
                     }
                 }
                 _ = shutdown.changed(), if !self.core.closing => {
@@ -494,7 +587,7 @@ impl Core {
 
     fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
         ReplyTo {
-            tx: self.tx.clone(),
+            tx: self.replies.get_or_init(mpsc::unbounded_channel).0.clone(),
             seq,
             part,
         }
@@ -1189,6 +1282,22 @@ impl Core {
     }
 
     /// Handles one reply frame from a backend.
+    /// Handles `first` and every other reply already queued.
+    async fn on_replies(&mut self, first: Reply) {
+        self.on_reply(first).await;
+        while let Some(Ok(r)) = self.replies.get_mut().map(|(_, rx)| rx.try_recv()) {
+            self.on_reply(r).await;
+        }
+    }
+
+    /// Handles a Pub/Sub event and every other one already queued.
+    async fn on_pubsub_events(&mut self, id: u32, event: PubSubEvent) {
+        self.on_pubsub_event(id, event).await;
+        while let Some((id, event)) = self.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
+            self.on_pubsub_event(id, event).await;
+        }
+    }
+
     async fn on_reply(&mut self, r: Reply) {
         let Some(idx) = r.seq.checked_sub(self.base_seq) else {
             return;
@@ -1486,6 +1595,14 @@ impl Core {
 fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
     let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
     reply::command(args)
+}
+
+/// The next reply on the session's channel (pending while it has none).
+async fn next_reply(replies: &mut std::sync::OnceLock<ReplyChannel>) -> Option<Reply> {
+    match replies.get_mut() {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_pubsub_event(pubsub: &mut Option<Box<PubSubState>>) -> Option<(u32, PubSubEvent)> {

@@ -107,6 +107,15 @@ impl RequestParser {
         }
     }
 
+    /// Gives back the memory kept between commands (called when the
+    /// client goes quiet); the next command allocates it again.
+    pub fn release_memory(&mut self) {
+        if matches!(self.state, State::Start) {
+            self.args = Vec::new();
+            self.inline = BytesMut::new();
+        }
+    }
+
     /// Argument byte ranges of the last complete command, relative to the
     /// start of the command (index 0 is the command name).
     pub fn args(&self) -> &[(usize, usize)] {
