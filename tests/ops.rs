@@ -720,3 +720,31 @@ fn idle_clients_cost_little_memory() {
     assert!(used <= 8, "{used} KiB per connection after one command");
     drop(conns);
 }
+
+#[test]
+fn idle_clients_are_closed_after_the_idle_timeout() {
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("ops-idle");
+    let config = write_config(&dir, "[limits]\nclient_idle_timeout_ms = 600\n");
+    let proxy = Proxy::start_with(&cluster, &["--config", &config]);
+    // Never sends anything: closed after the timeout.
+    let mut silent = RawClient::connect(proxy.port);
+    // Sends one command, then nothing.
+    let mut once = RawClient::connect(proxy.port);
+    once.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    // Keeps talking: stays connected.
+    let mut chatty = RawClient::connect(proxy.port);
+    // Blocked in BLPOP longer than the timeout: not idle, as in Redis.
+    let mut blocked = RawClient::connect(proxy.port);
+    blocked.send(b"*3\r\n$5\r\nBLPOP\r\n$9\r\nidle-list\r\n$1\r\n2\r\n");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        chatty.roundtrip(b"PING\r\n", b"+PONG\r\n");
+        thread::sleep(Duration::from_millis(150));
+    }
+    assert!(silent.is_closed_within(Duration::from_secs(2)));
+    assert!(once.is_closed_within(Duration::from_secs(2)));
+    chatty.roundtrip(b"PING\r\n", b"+PONG\r\n");
+    blocked.expect(b"*-1\r\n");
+    blocked.roundtrip(b"PING\r\n", b"+PONG\r\n");
+}

@@ -355,7 +355,9 @@ impl Session {
         // Allocated on demand: an idle client holds only what `read_buf`
         // needs for a first small read (tens of bytes), not a full chunk.
         let mut rbuf = BytesMut::new();
-        let mut last_read = tokio::time::Instant::now();
+        // The last read from or write to the client (Redis's "last
+        // interaction", which its idle timeout counts from).
+        let mut last_active = tokio::time::Instant::now();
         loop {
             // Parked (also at the start): nothing read, in flight or
             // unwritten, so wait for the client's next bytes with a small
@@ -370,11 +372,11 @@ impl Session {
                         if n == 0 {
                             return Ok(());
                         }
-                        last_read = tokio::time::Instant::now();
+                        last_active = tokio::time::Instant::now();
                         metrics::counter!(m::CLIENT_BYTES_IN).increment(n as u64);
                     }
                     _ = shutdown.changed() => self.core.closing = true,
-                    _ = tokio::time::sleep_until(last_read + idle), if !idle.is_zero() => {
+                    _ = tokio::time::sleep_until(last_active + idle), if !idle.is_zero() => {
                         tracing::debug!(client = %self.core.client.peer, "idle client timeout");
                         return Ok(());
                     }
@@ -390,7 +392,7 @@ impl Session {
                 &mut wr,
                 &mut rbuf,
                 &mut shutdown,
-                &mut last_read,
+                &mut last_active,
             ));
             if let Exit::Closed = active.await? {
                 return Ok(());
@@ -416,7 +418,7 @@ impl Session {
         wr: &mut W,
         rbuf: &mut BytesMut,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
-        last_read: &mut tokio::time::Instant,
+        last_active: &mut tokio::time::Instant,
     ) -> std::io::Result<Exit>
     where
         R: AsyncRead + Unpin,
@@ -424,6 +426,11 @@ impl Session {
     {
         let mut wbuf = BytesMut::new();
         let mut last_write = tokio::time::Instant::now();
+        // One timer for the write timeout, the idle timeout and parking,
+        // moved only when it fires or must fire sooner: registering a fresh
+        // timer for every command would cost more than the command.
+        let timer = tokio::time::sleep_until(*last_active + PARK_AFTER);
+        tokio::pin!(timer);
         loop {
             let config = self.ctx.config();
             let limits = &config.limits;
@@ -464,17 +471,21 @@ impl Session {
                 && !self.core.pubsub.as_ref().is_some_and(|p| p.active());
             let idle_check = quiet && !idle.is_zero();
             let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
-            let quiet_until = if parkable {
-                let park = last_write.max(*last_read) + PARK_AFTER;
-                if idle_check {
-                    park.min(*last_read + idle)
-                } else {
-                    park
-                }
-            } else {
-                *last_read + idle
-            };
             let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
+            let last_activity = *last_active;
+            let deadline = [
+                (!wbuf.is_empty()).then(|| last_activity + write_timeout),
+                idle_check.then(|| last_activity + idle),
+                parkable.then(|| last_activity + PARK_AFTER),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(d) = deadline {
+                if timer.deadline() > d {
+                    timer.as_mut().reset(d);
+                }
+            }
             drop(config);
             tokio::select! {
                 n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
@@ -483,6 +494,7 @@ impl Session {
                         return Ok(Exit::Closed);
                     }
                     last_write = tokio::time::Instant::now();
+                    *last_active = last_write;
                     metrics::counter!(m::CLIENT_BYTES_OUT).increment(n as u64);
                     if wbuf.is_empty() {
                         // TLS buffers records until flushed; TCP flush is free.
@@ -497,7 +509,7 @@ impl Session {
                     if n == 0 {
                         return Ok(Exit::Closed);
                     }
-                    *last_read = tokio::time::Instant::now();
+                    *last_active = tokio::time::Instant::now();
                     metrics::counter!(m::CLIENT_BYTES_IN).increment(n as u64);
                 }
                 Some(first) = next_reply(&mut self.core.replies) => {
@@ -506,20 +518,23 @@ impl Session {
                 Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => {
                     self.core.on_pubsub_events(id, event).await;
                 }
-                _ = tokio::time::sleep_until(last_write.max(*last_read) + write_timeout), if !wbuf.is_empty() => {
-                    if last_write.elapsed() >= write_timeout {
+                _ = &mut timer, if deadline.is_some() => {
+                    if !wbuf.is_empty() && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                         return Ok(Exit::Closed);
                     }
-                }
-                _ = tokio::time::sleep_until(quiet_until), if idle_check || parkable => {
-                    if idle_check && last_read.elapsed() >= idle {
+                    if idle_check && last_activity.elapsed() >= idle {
                         tracing::debug!(client = %self.core.client.peer, "idle client timeout");
                         return Ok(Exit::Closed);
                     }
-                    if parkable && last_write.max(*last_read).elapsed() >= PARK_AFTER {
+                    if parkable && last_activity.elapsed() >= PARK_AFTER {
                         return Ok(Exit::Park);
+                    }
+                    // Fired early (activity since it was set): re-arm it.
+                    if let Some(d) = deadline {
+                        let now = tokio::time::Instant::now();
+                        timer.as_mut().reset(if d > now { d } else { now + PARK_AFTER });
                     }
                 }
                 _ = shutdown.changed(), if !self.core.closing => {
