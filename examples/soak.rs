@@ -501,6 +501,11 @@ fn chaos_step(cluster: &mut Cluster, rng: &mut Rng) -> (Instant, Action) {
                 let at = Instant::now();
                 cluster.kill_node(port);
                 cluster.wait_ok();
+                // Bring the old master back only once the failover has
+                // settled: Redis 7.0 nodes that saw it return within a few
+                // hundred ms of the election were seen stuck in
+                // cluster_state:fail.
+                thread::sleep(Duration::from_secs(4));
                 cluster.restart_node(port);
                 return (at, Action::KillMaster { port });
             }
@@ -603,29 +608,53 @@ fn main() {
     let mut rng = Rng(opts.seed | 1);
     let mut events: Vec<(Instant, Action, Duration)> = Vec::new();
     thread::sleep(Duration::from_secs(2).min(opts.interval));
+    let mut chaos_failure = None;
     while Instant::now() + opts.interval < deadline {
         thread::sleep(opts.interval);
-        let (at, action) = chaos_step(&mut cluster, &mut rng);
-        let took = at.elapsed();
-        eprintln!(
-            "soak: t={:>5.1}s {action} ({:.1}s)",
-            at.duration_since(started).as_secs_f64(),
-            took.as_secs_f64()
-        );
-        events.push((at, action, took));
+        // The harness panics when the cluster does not converge in time;
+        // stop the chaos then, but still verify and report.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            chaos_step(&mut cluster, &mut rng)
+        }));
+        match step {
+            Ok((at, action)) => {
+                let took = at.elapsed();
+                eprintln!(
+                    "soak: t={:>5.1}s {action} ({:.1}s)",
+                    at.duration_since(started).as_secs_f64(),
+                    took.as_secs_f64()
+                );
+                events.push((at, action, took));
+            }
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .map(|s| s.lines().next().unwrap_or("").to_string())
+                    .unwrap_or_else(|| "panic".into());
+                eprintln!("soak: chaos stopped: the cluster did not converge: {why}");
+                chaos_failure = Some(why);
+                break;
+            }
+        }
     }
     while Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
     }
     let load_secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
-    cluster.wait_ok();
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.wait_ok())).is_err() {
+        eprintln!("soak: the cluster is not ok after the load; verifying anyway");
+    }
     STOPPED.store(true, Ordering::SeqCst);
     for w in workers {
         let _ = w.join();
     }
     let reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|e| e.into_inner()));
-    let failed = summarise(&opts, &reports, &events, load_secs);
+    let mut failed = summarise(&opts, &reports, &events, load_secs);
+    if let Some(why) = chaos_failure {
+        println!("chaos stopped early (a Redis/harness problem, not a proxy one): {why}");
+        failed = true;
+    }
     drop(proxy);
     drop(cluster);
     std::process::exit(i32::from(failed));
