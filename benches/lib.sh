@@ -19,7 +19,7 @@
 CLK_TCK="$(getconf CLK_TCK)"
 CARGO="${CARGO:-cargo}"
 MAX_CLIENTS="${MAX_CLIENTS:-20000}"
-PROXY_BIN="target/release/slotbridge"
+PROXY_BIN="${PROXY_BIN:-target/release/slotbridge}"
 
 WORK_DIR=""
 CLUSTER_DIR=""

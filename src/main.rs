@@ -149,6 +149,14 @@ fn main() -> ExitCode {
     let hooks = slotbridge::server::Hooks {
         reload: Box::new(move || load(&reload_cli)),
         set_log_filter,
+        // mimalloc keeps freed pages of a thread's heap until that heap
+        // allocates again; collecting after sessions parked or closed gives
+        // them back to the OS.
+        release_memory: std::sync::Arc::new(|| {
+            // SAFETY: mi_collect takes no pointers and may be called from any
+            // thread at any time; it only frees mimalloc's own free pages.
+            unsafe { libmimalloc_sys::mi_collect(true) }
+        }),
     };
     match runtime.block_on(slotbridge::server::serve(config, hooks)) {
         Ok(()) => ExitCode::SUCCESS,

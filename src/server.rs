@@ -91,6 +91,30 @@ pub struct Hooks {
     pub reload: ReloadFn,
     /// Changes the log filter.
     pub set_log_filter: SetLogFilterFn,
+    /// Asks the allocator to give freed memory back to the OS; called on a
+    /// runtime thread at most once a second, after client sessions parked
+    /// or closed.
+    pub release_memory: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Client sessions that parked or closed (freeing their active state).
+pub static SESSIONS_RELEASED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Calls `release` (at most once a second) after at least 32 sessions
+/// parked or closed since the last call.
+async fn release_memory(release: Arc<dyn Fn() + Send + Sync>) {
+    let mut seen = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A few parked sessions free little; a burst frees megabytes.
+        let now = SESSIONS_RELEASED.load(Ordering::Relaxed);
+        if now.wrapping_sub(seen) >= 32 {
+            seen = now;
+            release();
+        }
+    }
 }
 
 /// Binds the listener, starts topology discovery and serves clients until
@@ -120,6 +144,7 @@ pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
     let metrics = crate::metrics::install();
     let ctx = build_context(config, port, backend_tls);
     tokio::spawn(crate::admin::health_checker(ctx.clone()));
+    tokio::spawn(release_memory(hooks.release_memory.clone()));
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), metrics));
     }

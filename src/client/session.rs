@@ -98,6 +98,7 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
         Err(e) => tracing::debug!(client = %peer, error = %e, "client connection ended"),
     }
     ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+    crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
     ctx.stats
         .inflight
         .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
@@ -394,7 +395,9 @@ impl Session {
                 &mut shutdown,
                 &mut last_active,
             ));
-            if let Exit::Closed = active.await? {
+            let exit = active.await;
+            crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
+            if let Exit::Closed = exit? {
                 return Ok(());
             }
         }
