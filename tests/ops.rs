@@ -725,7 +725,7 @@ fn idle_clients_cost_little_memory() {
 fn idle_clients_are_closed_after_the_idle_timeout() {
     let cluster = Cluster::start(3, 0);
     let dir = TempDir::new("ops-idle");
-    let config = write_config(&dir, "[limits]\nclient_idle_timeout_ms = 600\n");
+    let config = write_config(&dir, "[limits]\nclient_idle_timeout_ms = 1000\n");
     let proxy = Proxy::start_with(&cluster, &["--config", &config]);
     // Never sends anything: closed after the timeout.
     let mut silent = RawClient::connect(proxy.port);
@@ -736,9 +736,9 @@ fn idle_clients_are_closed_after_the_idle_timeout() {
     let mut chatty = RawClient::connect(proxy.port);
     // Blocked in BLPOP longer than the timeout: not idle, as in Redis.
     let mut blocked = RawClient::connect(proxy.port);
-    blocked.send(b"*3\r\n$5\r\nBLPOP\r\n$9\r\nidle-list\r\n$1\r\n2\r\n");
+    blocked.send(b"*3\r\n$5\r\nBLPOP\r\n$9\r\nidle-list\r\n$1\r\n3\r\n");
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
+    while started.elapsed() < Duration::from_millis(2500) {
         chatty.roundtrip(b"PING\r\n", b"+PONG\r\n");
         thread::sleep(Duration::from_millis(150));
     }
