@@ -279,7 +279,7 @@ enum Target {
 }
 
 /// One client connection's state (see [`run`]).
-pub struct Session {
+struct Session {
     ctx: Arc<Context>,
     parser: RequestParser,
     core: Core,
