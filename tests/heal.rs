@@ -403,18 +403,7 @@ fn read_from_replica_preferred_reads_from_replicas() {
         .arg(1000)
         .query(&mut cluster.conn(master))
         .unwrap();
-    let calls = |port: u16| -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut cluster.conn(port))
-            .unwrap();
-        info.lines()
-            .find(|l| l.starts_with("cmdstat_get:"))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let calls = |port: u16| command_calls(&cluster, port, "get");
     let before = calls(replica);
     for _ in 0..20 {
         let v: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();

@@ -282,15 +282,7 @@ fn client_limit_and_slow_reader() {
     // The proxy stops reading from it, keeps its memory bounded, and
     // disconnects it; other clients are served meanwhile.
     let pid = proxy.pid().unwrap();
-    let rss_kb = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let rss_kb = || rss_kib(pid);
     let mut other = held.pop().unwrap();
     other.roundtrip(b"PING\r\n", b"+PONG\r\n");
     assert!(rss_kb() < 200 * 1024, "proxy RSS {} KB", rss_kb());
