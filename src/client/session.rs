@@ -1226,11 +1226,13 @@ impl Core {
         }
         let pool = match target {
             Target::Slot(slot) => {
-                let owner = self.ctx.topology.load().master(slot).cloned();
+                let (owner, replicas) = {
+                    let map = self.ctx.topology.load();
+                    (map.master(slot).cloned(), map.replica_count(slot))
+                };
                 if via == Via::Shared {
                     let config = self.ctx.config();
                     if config.durability.wait_replicas > 0 {
-                        let replicas = self.ctx.topology.load().replica_count(slot);
                         req.then_wait =
                             durability::wait_after(&config.durability, replicas, &req.payload);
                     }
@@ -1299,7 +1301,6 @@ impl Core {
         }
     }
 
-    /// Handles one reply frame from a backend.
     /// Handles `first` and every other reply already queued.
     async fn on_replies(&mut self, first: Reply) {
         self.on_reply(first).await;
@@ -1316,6 +1317,7 @@ impl Core {
         }
     }
 
+    /// Handles one reply frame from a backend.
     async fn on_reply(&mut self, r: Reply) {
         let Some(idx) = r.seq.checked_sub(self.base_seq) else {
             return;
