@@ -573,4 +573,9 @@ fn auth_on_and_off() {
         common::escape(&hello)
     );
     h.roundtrip(&cmd(&["GET", "auth-k"]), b"$1\r\nv\r\n");
+    // CLIENT LIST names the user each connection authenticated as.
+    u.send(&cmd(&["CLIENT", "LIST"]));
+    let list = String::from_utf8_lossy(&u.read_available(Duration::from_millis(500))).into_owned();
+    assert_eq!(list.matches(" user=app ").count(), 2, "{list}");
+    assert!(list.contains(" user=default "), "{list}");
 }

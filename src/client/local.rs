@@ -135,6 +135,9 @@ fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> By
     let ok = constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some();
     if ok {
         client.authed = true;
+        client
+            .info
+            .update(|n| n.user = Some(Bytes::copy_from_slice(user)));
         Bytes::from_static(reply::OK)
     } else {
         reply::error(WRONGPASS)

@@ -35,6 +35,8 @@ pub struct Names {
     pub lib_name: Option<Bytes>,
     /// Library version.
     pub lib_ver: Option<Bytes>,
+    /// The user the client authenticated as (`default` when absent).
+    pub user: Option<Bytes>,
 }
 
 impl ClientInfo {
@@ -70,11 +72,15 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
+            names
+                .user
+                .as_ref()
+                .map_or_else(|| "default".into(), |u| String::from_utf8_lossy(u).into_owned()),
             self.resp.load(Ordering::Relaxed),
             text(&names.lib_name),
             text(&names.lib_ver),
