@@ -395,11 +395,11 @@ impl Session {
                 &mut shutdown,
                 &mut last_active,
             ));
-            let exit = active.await;
-            crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
-            if let Exit::Closed = exit? {
+            if let Exit::Closed = active.await? {
                 return Ok(());
             }
+            // Parking (a close is counted once, in `run`).
+            crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
         }
     }
 
