@@ -341,7 +341,14 @@ where
     let mut open = true;
     let mut now = tokio::time::Instant::now();
     enqueue(first, &mut wbuf, inflight, now);
+    let mut woke = true;
     loop {
+        if woke {
+            // Let the other clients that are ready in this tick queue their
+            // commands too, so they leave in the same write.
+            tokio::task::yield_now().await;
+            woke = false;
+        }
         now = tokio::time::Instant::now();
         while open && wbuf.len() < MAX_WRITE_BATCH {
             match rx.try_recv() {
@@ -374,7 +381,10 @@ where
                 dispatch_replies(&mut rbuf, &mut scanner, inflight)?;
             }
             req = rx.recv(), if open && wbuf.is_empty() => match req {
-                Some(req) => enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now()),
+                Some(req) => {
+                    enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now());
+                    woke = true;
+                }
                 None => open = false,
             },
             _ = request_timer(inflight, timeout) => {
