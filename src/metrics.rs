@@ -75,6 +75,8 @@ pub const CLASSES: [&str; 9] = [
 struct CommandMetrics {
     commands: Vec<OnceLock<[metrics::Counter; 2]>>,
     classes: Vec<metrics::Histogram>,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
 }
 
 static COMMAND_METRICS: OnceLock<CommandMetrics> = OnceLock::new();
@@ -88,7 +90,19 @@ fn command_metrics() -> &'static CommandMetrics {
             .iter()
             .map(|c| metrics::histogram!(COMMAND_DURATION, "class" => *c))
             .collect(),
+        bytes_in: metrics::counter!(CLIENT_BYTES_IN),
+        bytes_out: metrics::counter!(CLIENT_BYTES_OUT),
     })
+}
+
+/// Counts bytes read from clients (once per read).
+pub fn count_bytes_in(n: usize) {
+    command_metrics().bytes_in.increment(n as u64);
+}
+
+/// Counts bytes written to clients (once per write).
+pub fn count_bytes_out(n: usize) {
+    command_metrics().bytes_out.increment(n as u64);
 }
 
 /// Counts one completed command and its latency; `index` is the

@@ -477,6 +477,54 @@ fn quit_replies_ok_and_closes() {
     assert!(r.is_closed());
 }
 
+/// Two keys of this test's prefix that live on different masters.
+fn keys_on_two_masters(prefix: &str) -> (String, String) {
+    let cluster = &env().0;
+    let first = format!("{prefix}:0");
+    let home = cluster.node_for_key(first.as_bytes());
+    let other = (1..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| cluster.node_for_key(k.as_bytes()) != home)
+        .unwrap();
+    (first, other)
+}
+
+/// A Lua script that keeps its node busy for about 50 ms.
+const BUSY_SCRIPT: &str = "local s = redis.call('TIME') \
+    repeat local n = redis.call('TIME') \
+    until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 50000 \
+    return 1";
+
+#[test]
+fn a_pipelined_batch_is_answered_in_one_write() {
+    // Like Redis, which writes the replies to one read's commands at once:
+    // a fast reply from one master waits for the slow one from another
+    // rather than being written on its own.
+    let (fast, slow) = keys_on_two_masters("core-batch");
+    let mut c = raw();
+    for _ in 0..3 {
+        let mut batch = cmd(&["SET", &fast, "v"]);
+        batch.extend(cmd(&["EVAL", BUSY_SCRIPT, "1", &slow]));
+        c.send(&batch);
+        let first = c.read_once(Duration::from_secs(5));
+        assert_eq!(first, b"+OK\r\n:1\r\n", "{}", common::escape(&first));
+    }
+}
+
+#[test]
+fn a_blocking_command_does_not_hold_back_earlier_replies() {
+    let (key, list) = keys_on_two_masters("core-batch-block");
+    let mut c = raw();
+    let mut batch = cmd(&["SET", &key, "v"]);
+    batch.extend(cmd(&["BLPOP", &list, "1"]));
+    let start = Instant::now();
+    c.send(&batch);
+    assert_eq!(c.read_once(Duration::from_secs(5)), b"+OK\r\n");
+    assert!(start.elapsed() < Duration::from_millis(500));
+    c.expect(b"*-1\r\n");
+    assert!(start.elapsed() >= Duration::from_millis(950));
+}
+
 #[test]
 fn blocking_commands_do_not_stall_others() {
     let key = "core-block-q";

@@ -2167,6 +2167,15 @@ impl RawClient {
         self.expect(expected);
     }
 
+    /// What one `read` returns (waiting up to `wait` for it), plus bytes
+    /// already read ahead: shows how the server split its writes.
+    pub fn read_once(&mut self, wait: Duration) -> Vec<u8> {
+        if self.pending.is_empty() {
+            self.fill(Instant::now() + wait);
+        }
+        std::mem::take(&mut self.pending)
+    }
+
     /// Returns everything that arrives within `wait` (plus bytes already read
     /// ahead); returns early if the connection closes.
     pub fn read_available(&mut self, wait: Duration) -> Vec<u8> {
