@@ -222,7 +222,7 @@ async fn answer(
     match path {
         "/metrics" => {
             update_gauges(ctx);
-            let body = handle.render();
+            let body = crate::metrics::render(handle);
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,

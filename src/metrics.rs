@@ -3,6 +3,8 @@
 //! Names follow Prometheus conventions (`_total` counters, `_seconds`
 //! histograms, base units). They are documented in the README.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -74,7 +76,7 @@ pub const CLASSES: [&str; 9] = [
 /// atomic add rather than a registry lookup.
 struct CommandMetrics {
     commands: Vec<OnceLock<[metrics::Counter; 2]>>,
-    classes: Vec<metrics::Histogram>,
+    classes: [Latency; CLASSES.len()],
     bytes_in: metrics::Counter,
     bytes_out: metrics::Counter,
 }
@@ -86,10 +88,7 @@ fn command_metrics() -> &'static CommandMetrics {
         commands: (0..crate::command::table_gen::COMMANDS.len())
             .map(|_| OnceLock::new())
             .collect(),
-        classes: CLASSES
-            .iter()
-            .map(|c| metrics::histogram!(COMMAND_DURATION, "class" => *c))
-            .collect(),
+        classes: std::array::from_fn(|_| Latency::default()),
         bytes_in: metrics::counter!(CLIENT_BYTES_IN),
         bytes_out: metrics::counter!(CLIENT_BYTES_OUT),
     })
@@ -112,7 +111,7 @@ pub fn record_command(
     name: &'static str,
     class: usize,
     error: bool,
-    seconds: f64,
+    elapsed: Duration,
 ) {
     let m = command_metrics();
     match index.and_then(|i| m.commands.get(i as usize)) {
@@ -131,8 +130,83 @@ pub fn record_command(
         }
     }
     if let Some(h) = m.classes.get(class) {
-        h.record(seconds);
+        h.record(elapsed);
     }
+}
+
+/// Upper bounds of the [`COMMAND_DURATION`] buckets, in nanoseconds.
+const BUCKETS_NS: [u64; 16] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+];
+
+/// One latency class of [`COMMAND_DURATION`]. Recording is two relaxed
+/// atomic adds: the exporter's own histograms keep every sample, with a
+/// timestamp, until their next upkeep, which cost about 3% of the proxy's
+/// CPU per pipelined command.
+#[derive(Default)]
+struct Latency {
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    fn record(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_NS.partition_point(|&bound| bound < ns);
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Appends this class's series in the Prometheus text format.
+    fn render(&self, class: &str, out: &mut String) {
+        let mut cumulative = 0u64;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = match BUCKETS_NS.get(i) {
+                Some(&ns) => (ns as f64 / 1e9).to_string(),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{COMMAND_DURATION}_bucket{{class=\"{class}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{COMMAND_DURATION}_sum{{class=\"{class}\"}} {sum}");
+        let _ = writeln!(
+            out,
+            "{COMMAND_DURATION}_count{{class=\"{class}\"}} {cumulative}"
+        );
+    }
+}
+
+/// The `/metrics` page: the recorder's metrics and the command latency
+/// histograms.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    let _ = writeln!(out, "# TYPE {COMMAND_DURATION} histogram");
+    for (class, latency) in CLASSES.iter().zip(&command_metrics().classes) {
+        latency.render(class, &mut out);
+    }
+    out
 }
 
 /// Installs the Prometheus recorder (once per process) and starts its upkeep.
@@ -140,15 +214,7 @@ pub fn record_command(
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let buckets = [
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ];
-            let builder = PrometheusBuilder::new();
-            let builder = builder
-                .set_buckets(&buckets)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
+            let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
@@ -163,4 +229,36 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative_with_exact_bounds() {
+        let h = Latency::default();
+        h.record(Duration::from_micros(30));
+        h.record(Duration::from_micros(50)); // on a bound: counted in it
+        h.record(Duration::from_millis(2));
+        h.record(Duration::from_secs(10)); // past the last bound
+        let mut out = String::new();
+        h.render("single", &mut out);
+        let line = |le: &str| {
+            let prefix = format!("{COMMAND_DURATION}_bucket{{class=\"single\",le=\"{le}\"}} ");
+            out.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{out}"))
+                .to_string()
+        };
+        assert_eq!(line("0.00005"), "2");
+        assert_eq!(line("0.001"), "2");
+        assert_eq!(line("0.0025"), "3");
+        assert_eq!(line("5"), "3");
+        assert_eq!(line("+Inf"), "4");
+        assert!(out.contains(&format!("{COMMAND_DURATION}_count{{class=\"single\"}} 4\n")));
+        assert!(out.contains(&format!(
+            "{COMMAND_DURATION}_sum{{class=\"single\"}} 10.00208\n"
+        )));
+    }
 }

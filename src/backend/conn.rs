@@ -88,6 +88,22 @@ impl BackendConn {
         BackendConn { tx }
     }
 
+    /// Queues a request if the queue has room, else gives it back. If the
+    /// task is gone the request is answered with an error at once.
+    pub fn try_send(&self, req: BackendRequest) -> Result<(), BackendRequest> {
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(req)) => Err(req),
+            Err(mpsc::error::TrySendError::Closed(req)) => {
+                req.reply_to.send(
+                    reply::error("ERR slotbridge: backend connection closed"),
+                    ReplyStatus::NotSent,
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// Queues a request, waiting while the queue is full. If the task is
     /// gone the request is answered with an error at once.
     pub async fn send(&self, req: BackendRequest) {

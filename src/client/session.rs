@@ -279,6 +279,25 @@ enum Next {
     },
 }
 
+/// A backend request that could not be queued at once (see [`Core::send`]).
+enum Later {
+    /// The connection's queue is full: wait for room.
+    Conn(BackendConn, BackendRequest),
+    /// The slot has no known owner: wait for the map to name one.
+    Owner(u16, Via, BackendRequest),
+}
+
+/// A command to send again after its reply (see [`Core::on_reply`]).
+struct Resend {
+    to: Target,
+    payload: Bytes,
+    asking: bool,
+    via: Via,
+    skip: u32,
+    seq: u64,
+    part: u32,
+}
+
 #[derive(Debug, Clone)]
 enum Target {
     Slot(u16),
@@ -731,11 +750,14 @@ impl Core {
             self.batch_started,
         );
         if self.multi.is_some() {
-            self.queue_in_multi(route, raw, &view).await;
+            Box::pin(self.queue_in_multi(route, raw, &view)).await;
             return;
         }
         let seq = self.next_seq();
-        match route {
+        // Single-node commands are sent without building a future; the
+        // rest is boxed, so that this future stays small: it is created
+        // for every command.
+        let later = match route {
             Route::Slot(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.readonly = self.scratch.readonly;
@@ -747,12 +769,12 @@ impl Core {
                         .scripts
                         .remember(&sent.payload.slice(args[1].0..args[1].1));
                 }
-                self.start(sent, seq).await;
+                self.start_now(sent, seq)
             }
             Route::Blocking(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Blocking;
-                self.start(sent, seq).await;
+                self.start_now(sent, seq)
             }
             Route::AnyMaster => {
                 let Some(node) = self.any_master(seq as usize) else {
@@ -768,9 +790,12 @@ impl Core {
                         .scripts
                         .remember(&sent.payload.slice(args[1].0..args[1].1));
                 }
-                self.start(sent, seq).await;
+                self.start_now(sent, seq)
             }
-            Route::Scan => self.scan(raw, &view, seq).await,
+            Route::Scan => {
+                Box::pin(self.scan(raw, &view, seq)).await;
+                None
+            }
             Route::RandomKey => {
                 let nodes = self.ctx.topology.load().shards().len();
                 let Some(node) = self.any_master(seq as usize) else {
@@ -783,9 +808,12 @@ impl Core {
                     nodes,
                     start: seq as usize,
                 };
-                self.start(sent, seq).await;
+                self.start_now(sent, seq)
             }
-            Route::Split(kind) => self.split(kind, &view, seq).await,
+            Route::Split(kind) => {
+                Box::pin(self.split(kind, &view, seq)).await;
+                None
+            }
             Route::Fanout(kind) => {
                 if is_script_load(&view) {
                     self.ctx.scripts.remember(&raw.slice(args[2].0..args[2].1));
@@ -793,12 +821,28 @@ impl Core {
                 let name = crate::command::find(&view)
                     .map(|s| s.name)
                     .unwrap_or("fanout");
-                self.fanout(kind, name, raw, seq).await;
+                Box::pin(self.fanout(kind, name, raw, seq)).await;
+                None
             }
-            Route::Tx(cmd) => self.tx_command(cmd, raw, seq).await,
-            Route::Sub(cmd) => self.subscription(cmd, raw, &view).await,
-            Route::Local(cmd) => self.local(cmd, &view),
-            Route::Reply(b) => self.ready(b),
+            Route::Tx(cmd) => {
+                Box::pin(self.tx_command(cmd, raw, seq)).await;
+                None
+            }
+            Route::Sub(cmd) => {
+                Box::pin(self.subscription(cmd, raw, &view)).await;
+                None
+            }
+            Route::Local(cmd) => {
+                self.local(cmd, &view);
+                None
+            }
+            Route::Reply(b) => {
+                self.ready(b);
+                None
+            }
+        };
+        if let Some(later) = later {
+            Box::pin(self.send_later(later)).await;
         }
     }
 
@@ -829,10 +873,17 @@ impl Core {
 
     /// Records a single-target command and sends it.
     async fn start(&mut self, sent: Sent, seq: u64) {
+        if let Some(later) = self.start_now(sent, seq) {
+            Box::pin(self.send_later(later)).await;
+        }
+    }
+
+    /// [`Core::start`] without waiting; returns what must wait.
+    fn start_now(&mut self, sent: Sent, seq: u64) -> Option<Later> {
         let (target, payload, via, skip) =
             (sent.target(), sent.payload.clone(), sent.via, sent.skip);
         self.push(Pending::Single(sent));
-        self.send(target, payload, false, via, skip, seq, 0).await;
+        self.send_now(target, payload, false, via, skip, seq, 0)
     }
 
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
@@ -1243,7 +1294,25 @@ impl Core {
         seq: u64,
         part: u32,
     ) {
-        let proto = self.client.proto;
+        if let Some(later) = self.send_now(target, payload, asking, via, skip, seq, part) {
+            // Rare (a full queue, a slot without an owner): boxed, so the
+            // common path does not carry this future's state around.
+            Box::pin(self.send_later(later)).await;
+        }
+    }
+
+    /// Sends without waiting when it can; returns what must wait.
+    #[allow(clippy::too_many_arguments)]
+    fn send_now(
+        &self,
+        target: Target,
+        payload: Bytes,
+        asking: bool,
+        via: Via,
+        skip: u32,
+        seq: u64,
+        part: u32,
+    ) -> Option<Later> {
         let reply_to = self.reply_to(seq, part);
         let mut req = BackendRequest {
             payload,
@@ -1254,7 +1323,13 @@ impl Core {
         };
         if via == Via::Pinned {
             match &self.pinned {
-                Some(p) => p.conn.send(req).await,
+                Some(p) => {
+                    return p
+                        .conn
+                        .try_send(req)
+                        .err()
+                        .map(|req| Later::Conn(p.conn.clone(), req))
+                }
                 None => req.reply_to.send(
                     reply::error(
                         "ERR slotbridge: the WATCH connection was closed; retry the transaction",
@@ -1262,7 +1337,7 @@ impl Core {
                     ReplyStatus::Final,
                 ),
             }
-            return;
+            return None;
         }
         let pool = match target {
             Target::Slot(slot) => {
@@ -1279,14 +1354,7 @@ impl Core {
                 }
                 match owner {
                     Some(p) => p,
-                    None => match self.wait_for_owner(slot).await {
-                        Some(p) => p,
-                        None => {
-                            req.reply_to
-                                .send(self.slot_unserved(slot), ReplyStatus::Final);
-                            return;
-                        }
-                    },
+                    None => return Some(Later::Owner(slot, via, req)),
                 }
             }
             Target::Addr(addr) => self.ctx.topology.pool(&addr),
@@ -1297,7 +1365,7 @@ impl Core {
                     None => {
                         req.reply_to
                             .send(self.slot_unserved(slot), ReplyStatus::Final);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -1305,21 +1373,48 @@ impl Core {
                 Some(addr) => self.ctx.topology.pool(&addr),
                 None => {
                     req.reply_to.send(self.no_cluster(), ReplyStatus::Final);
-                    return;
+                    return None;
                 }
             },
         };
-        if via == Via::Blocking {
+        self.send_to(&pool, via, req)
+    }
+
+    /// Queues `req` on a connection to `pool`'s node: its shared one, or a
+    /// private one for a blocking command. Returns it when the queue is full.
+    fn send_to(&self, pool: &NodePool, via: Via, req: BackendRequest) -> Option<Later> {
+        let proto = self.client.proto;
+        let conn = if via == Via::Blocking {
             let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
                 req.reply_to.send(too_many_private(), ReplyStatus::Final);
-                return;
+                return None;
             };
             let opts = self.ctx.topology.conn_options().clone();
-            let conn = BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit);
-            conn.send(req).await;
-            return;
+            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit)
+        } else {
+            pool.conn(proto).clone()
+        };
+        match conn.try_send(req) {
+            Ok(()) => None,
+            Err(req) => Some(Later::Conn(conn, req)),
         }
-        send_to_pool(&pool, proto, req).await;
+    }
+
+    /// Finishes a send that had to wait.
+    async fn send_later(&self, later: Later) {
+        match later {
+            Later::Conn(conn, req) => conn.send(req).await,
+            Later::Owner(slot, via, req) => match self.wait_for_owner(slot).await {
+                Some(pool) => {
+                    if let Some(Later::Conn(conn, req)) = self.send_to(&pool, via, req) {
+                        conn.send(req).await;
+                    }
+                }
+                None => req
+                    .reply_to
+                    .send(self.slot_unserved(slot), ReplyStatus::Final),
+            },
+        }
     }
 
     async fn wait_for_owner(&self, slot: u16) -> Option<Arc<NodePool>> {
@@ -1343,9 +1438,34 @@ impl Core {
 
     /// Handles `first` and every other reply already queued.
     async fn on_replies(&mut self, first: Reply) {
-        self.on_reply(first).await;
-        while let Some(Ok(r)) = self.replies.get_mut().map(|(_, rx)| rx.try_recv()) {
-            self.on_reply(r).await;
+        let mut next = Some(first);
+        let mut handled = 0u32;
+        while let Some(r) = next.take().or_else(|| {
+            self.replies
+                .get_mut()
+                .and_then(|(_, rx)| rx.try_recv().ok())
+        }) {
+            handled += 1;
+            if handled.is_multiple_of(256) {
+                // Thousands of replies (a huge split) must not keep the
+                // other clients of a single-threaded runtime waiting.
+                tokio::task::yield_now().await;
+            }
+            // Synchronous unless the command must be sent again: the
+            // sending future is large, and building it for every reply
+            // cost more than handling the reply.
+            if let Some(resend) = self.on_reply(r) {
+                Box::pin(self.send(
+                    resend.to,
+                    resend.payload,
+                    resend.asking,
+                    resend.via,
+                    resend.skip,
+                    resend.seq,
+                    resend.part,
+                ))
+                .await;
+            }
         }
     }
 
@@ -1357,26 +1477,21 @@ impl Core {
         }
     }
 
-    /// Handles one reply frame from a backend.
-    async fn on_reply(&mut self, r: Reply) {
-        let Some(idx) = r.seq.checked_sub(self.base_seq) else {
-            return;
-        };
-        let Some(entry) = self.pending.get_mut(idx as usize).map(|s| &mut s.state) else {
-            return;
-        };
+    /// Handles one reply frame from a backend; returns what to send again
+    /// when the command must be retried or redirected now.
+    fn on_reply(&mut self, r: Reply) -> Option<Resend> {
+        let idx = r.seq.checked_sub(self.base_seq)?;
+        let entry = self.pending.get_mut(idx as usize).map(|s| &mut s.state)?;
         let (next, payload, via, skip) = match entry {
             Pending::Single(sent) => match decide(sent, &r, &self.ctx) {
                 Next::Done(data) => {
                     *entry = Pending::Ready(data);
-                    return;
+                    return None;
                 }
                 next => (next, sent.payload.clone(), sent.via, sent.skip),
             },
             Pending::Multi(multi) => {
-                let Some(part) = multi.parts.get_mut(r.part as usize) else {
-                    return;
-                };
+                let part = multi.parts.get_mut(r.part as usize)?;
                 match decide(&mut part.sent, &r, &self.ctx) {
                     Next::Done(data) => {
                         if part.reply.is_none() {
@@ -1387,7 +1502,7 @@ impl Core {
                             let merged = merge_multi(&self.ctx, self.client.proto, multi);
                             *entry = Pending::Ready(merged);
                         }
-                        return;
+                        return None;
                     }
                     next => (
                         next,
@@ -1397,21 +1512,29 @@ impl Core {
                     ),
                 }
             }
-            Pending::Ready(_) | Pending::Close(_) => return,
+            Pending::Ready(_) | Pending::Close(_) => return None,
         };
-        if let Next::Resend { to, asking, delay } = next {
-            if delay {
-                // Retry later without holding up this client's other replies.
-                let timer = self.reply_to(r.seq, r.part);
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY_DELAY).await;
-                    timer.send(Bytes::new(), ReplyStatus::RetryTimer);
-                });
-                return;
-            }
-            self.send(to, payload, asking, via, skip, r.seq, r.part)
-                .await;
+        let Next::Resend { to, asking, delay } = next else {
+            return None;
+        };
+        if delay {
+            // Retry later without holding up this client's other replies.
+            let timer = self.reply_to(r.seq, r.part);
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY_DELAY).await;
+                timer.send(Bytes::new(), ReplyStatus::RetryTimer);
+            });
+            return None;
         }
+        Some(Resend {
+            to,
+            payload,
+            asking,
+            via,
+            skip,
+            seq: r.seq,
+            part: r.part,
+        })
     }
 
     /// Moves every complete reply at the head of the queue into `out`.
@@ -1711,8 +1834,8 @@ fn record(slot: &Slot, reply: &[u8], now: std::time::Instant) {
         return;
     }
     let error = reply.first() == Some(&b'-');
-    let seconds = now.saturating_duration_since(slot.started).as_secs_f64();
-    m::record_command(slot.index, slot.name, slot.class, error, seconds);
+    let elapsed = now.saturating_duration_since(slot.started);
+    m::record_command(slot.index, slot.name, slot.class, error, elapsed);
 }
 
 const CLASS_LOCAL: usize = 4;
@@ -1834,10 +1957,6 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
     }
-}
-
-async fn send_to_pool(pool: &NodePool, proto: Proto, req: BackendRequest) {
-    pool.conn(proto).send(req).await;
 }
 
 fn no_cluster() -> Bytes {
