@@ -30,6 +30,9 @@ pub struct ProxyStats {
 pub struct Context {
     /// The configuration in force (replaced on SIGHUP reload).
     config: arc_swap::ArcSwap<Config>,
+    /// Bumped after every configuration change, so sessions can keep a
+    /// snapshot and check it with one relaxed load.
+    config_version: AtomicU64,
     /// Raised when the process starts draining (SIGTERM/SIGINT).
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The slot map and connection pools.
@@ -64,6 +67,19 @@ impl Context {
     /// Replaces the configuration (fields that need a restart are kept).
     pub fn set_config(&self, config: Config) {
         self.config.store(Arc::new(config));
+        self.config_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The configuration's version: it changes whenever the configuration
+    /// does (see [`Context::config_snapshot`]).
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Acquire)
+    }
+
+    /// The configuration in force, to keep: pair it with the
+    /// [`Context::config_version`] read before it.
+    pub fn config_snapshot(&self) -> Arc<Config> {
+        self.config.load_full()
     }
 
     /// A new client id (1, 2, ...).
@@ -345,6 +361,7 @@ fn build_context(
     }
     let ctx = Arc::new(Context {
         config: arc_swap::ArcSwap::from_pointee(config),
+        config_version: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
         topology,
         stats: ProxyStats::default(),

@@ -317,6 +317,11 @@ struct Session {
 
 struct Core {
     ctx: Arc<Context>,
+    /// The configuration as of [`Core::config_version`], refreshed once per
+    /// turn of the session loop (reading the shared one per command cost
+    /// several atomic operations each time).
+    config: Arc<crate::config::Config>,
+    config_version: u64,
     client: ClientState,
     scratch: Scratch,
     pending: VecDeque<Slot>,
@@ -361,6 +366,8 @@ impl Session {
                 })
             },
             core: Core {
+                config_version: ctx.config_version(),
+                config: ctx.config_snapshot(),
                 client: ClientState::new(info, authed),
                 ctx: ctx.clone(),
                 scratch: Scratch::default(),
@@ -480,9 +487,14 @@ impl Session {
         let timer = tokio::time::sleep_until(*last_active + PARK_AFTER);
         tokio::pin!(timer);
         loop {
-            let config = self.ctx.config();
-            let limits = &config.limits;
-            let max_pipeline = limits.max_pipeline;
+            self.core.refresh_config();
+            let limits = &self.core.config.limits;
+            let (max_pipeline, output_limit, idle, write_timeout) = (
+                limits.max_pipeline,
+                limits.client_output_buffer_limit,
+                Duration::from_millis(limits.client_idle_timeout_ms),
+                Duration::from_millis(limits.client_write_timeout_ms),
+            );
             let waiting = if rbuf.is_empty() {
                 false
             } else {
@@ -491,7 +503,7 @@ impl Session {
                 waiting
             };
             self.core.collect_ready(&mut wbuf);
-            if wbuf.len() > limits.client_output_buffer_limit {
+            if wbuf.len() > output_limit {
                 tracing::warn!(client = %self.core.client.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 return Ok(Exit::Closed);
@@ -522,13 +534,11 @@ impl Session {
                 // Give a large buffer back once the burst is over.
                 *rbuf = BytesMut::new();
             }
-            let idle = Duration::from_millis(limits.client_idle_timeout_ms);
             let quiet = self.core.pending.is_empty()
                 && wbuf.is_empty()
                 && !self.core.pubsub.as_ref().is_some_and(|p| p.active());
             let idle_check = quiet && !idle.is_zero();
             let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
-            let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
             let last_activity = *last_active;
             let deadline = [
                 writable.then(|| last_activity + write_timeout),
@@ -543,7 +553,6 @@ impl Session {
                     timer.as_mut().reset(d);
                 }
             }
-            drop(config);
             tokio::select! {
                 n = wr.write_buf(&mut wbuf), if writable => {
                     let n = n?;
@@ -761,7 +770,7 @@ impl Core {
             Route::Slot(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.readonly = self.scratch.readonly;
-                sent.replica = sent.readonly && self.ctx.config().read_from != ReadFrom::Master;
+                sent.replica = sent.readonly && self.config.read_from != ReadFrom::Master;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
                 } else if is_eval(&view) {
@@ -1345,12 +1354,9 @@ impl Core {
                     let map = self.ctx.topology.load();
                     (map.master(slot).cloned(), map.replica_count(slot))
                 };
-                if via == Via::Shared {
-                    let config = self.ctx.config();
-                    if config.durability.wait_replicas > 0 {
-                        req.then_wait =
-                            durability::wait_after(&config.durability, replicas, &req.payload);
-                    }
+                let durability = &self.config.durability;
+                if via == Via::Shared && durability.wait_replicas > 0 {
+                    req.then_wait = durability::wait_after(durability, replicas, &req.payload);
                 }
                 match owner {
                     Some(p) => p,
@@ -1592,6 +1598,15 @@ impl Core {
 }
 
 impl Core {
+    /// Takes a new snapshot of the configuration if it changed.
+    fn refresh_config(&mut self) {
+        let version = self.ctx.config_version();
+        if version != self.config_version {
+            self.config = self.ctx.config_snapshot();
+            self.config_version = version;
+        }
+    }
+
     /// Whether to hold the collected replies back a little: they are part
     /// of one batch (the commands of one read) whose other replies are
     /// still coming over pipelined connections. Writing a batch's replies
@@ -2009,9 +2024,12 @@ fn is_script_load(view: &CommandView<'_>) -> bool {
 /// [`super::retry`] for the retry rule), including the post-processing of
 /// SCAN, RANDOMKEY and EVALSHA.
 fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
+    let outcome = classify(r);
+    if outcome == Outcome::Deliver {
+        return post_process(sent, r);
+    }
     let config = ctx.config();
     let limits = &config.limits;
-    let outcome = classify(r);
     if sent.via == Via::Pinned && !matches!(outcome, Outcome::Deliver | Outcome::NoScript) {
         return Next::Done(reply::error(
             "ERR slotbridge: the slot of the watched keys moved or its node failed during the transaction; retry the transaction",
