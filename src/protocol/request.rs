@@ -240,6 +240,9 @@ fn read_header(
     too_big: ProtocolError,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
     let rest = buf.get(pos..).unwrap_or_default();
+    if let Some((value, len)) = short_decimal_line(rest) {
+        return Ok(Some((value, pos + len)));
+    }
     let Some(cr) = memchr::memchr(b'\r', rest) else {
         if rest.len() > MAX_INLINE {
             return Err(too_big);
@@ -258,6 +261,22 @@ fn read_header(
     }
     let value = parse_i64(&rest[..cr]).ok_or(invalid)?;
     Ok(Some((value, pos + cr + 2)))
+}
+
+/// The common header: 1 to 18 digits and `\r\n`, read in one pass (a
+/// `memchr` for the line end costs more than the line). Returns the value
+/// and the length with the line end; `None` for anything else, which
+/// [`read_header`] then handles in full.
+fn short_decimal_line(rest: &[u8]) -> Option<(i64, usize)> {
+    let mut value: i64 = 0;
+    for (i, &b) in rest.iter().enumerate().take(19) {
+        match b {
+            b'0'..=b'9' if i < 18 => value = value * 10 + i64::from(b - b'0'),
+            b'\r' if i > 0 && rest.get(i + 1) == Some(&b'\n') => return Some((value, i + 2)),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Parses a decimal integer as Redis's `string2ll` does (no `+`, no spaces).
@@ -386,6 +405,44 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_fast_path_matches_the_full_parse() {
+        for line in [
+            &b"0\r\n"[..],
+            b"5\r\nx",
+            b"123456789012345678\r\n",
+            b"1234567890123456789\r\n",
+            b"9999999999999999999\r\n",
+            b"-1\r\n",
+            b"12a\r\n",
+            b"\r\n",
+            b"12\r",
+            b"12\rx",
+            b"12",
+        ] {
+            let full = match memchr::memchr(b'\r', line) {
+                Some(cr) if line.get(cr + 1) == Some(&b'\n') => {
+                    parse_i64(&line[..cr]).map(|v| (v, cr + 2))
+                }
+                _ => None,
+            };
+            let fast = short_decimal_line(line);
+            if fast.is_some() {
+                assert_eq!(fast, full, "{}", String::from_utf8_lossy(line));
+            }
+            let via_header = read_header(line, 0, ProtocolError::TooBigBulkCount);
+            match full {
+                Some(v) => assert_eq!(via_header, Ok(Some(v))),
+                None => assert!(!matches!(via_header, Ok(Some(_)))),
+            }
+        }
+        assert_eq!(
+            short_decimal_line(b"123456789012345678\r\n"),
+            Some((123_456_789_012_345_678, 20))
+        );
+        assert_eq!(short_decimal_line(b"1234567890123456789\r\n"), None);
+    }
+
     use super::*;
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
