@@ -79,6 +79,22 @@ pub fn split(
     }
     let name = cmd.get(0);
     let mut out = Vec::with_capacity(groups.len());
+    // Every sub-request is written into one buffer and split off it: one
+    // allocation for all of them rather than one each.
+    let mut size = 0;
+    for (_, ordinals) in &groups {
+        let parts = match max_keys {
+            0 => 1,
+            max => ordinals.len().div_ceil(max),
+        };
+        size += parts * (32 + name.len());
+        for &o in ordinals {
+            for a in 0..step {
+                size += cmd.get(keys[o as usize] + a).len() + 16;
+            }
+        }
+    }
+    let mut buf = BytesMut::with_capacity(size);
     for (s, ordinals) in groups {
         let chunk = if max_keys == 0 {
             ordinals.len()
@@ -86,13 +102,6 @@ pub fn split(
             max_keys
         };
         for part in ordinals.chunks(chunk.max(1)) {
-            let mut size = 16 + name.len();
-            for &o in part {
-                for a in 0..step {
-                    size += cmd.get(keys[o as usize] + a).len() + 16;
-                }
-            }
-            let mut buf = BytesMut::with_capacity(size);
             put_array(&mut buf, 1 + part.len() * step);
             put_bulk(&mut buf, name);
             for &o in part {
@@ -102,7 +111,7 @@ pub fn split(
             }
             out.push(SubRequest {
                 slot: s,
-                payload: buf.freeze(),
+                payload: buf.split().freeze(),
                 positions: if kind == SplitKind::Mget {
                     part.to_vec()
                 } else {

@@ -923,9 +923,8 @@ impl Core {
         } else {
             split::split(kind, view, &self.scratch.keys, max_keys)
         };
-        let name = crate::command::find(view)
-            .map(|s| s.name)
-            .unwrap_or("split");
+        // Set by the route that chose to split.
+        let name = self.scratch.name;
         let sends: Vec<(u16, Bytes)> = subs.iter().map(|s| (s.slot, s.payload.clone())).collect();
         let parts: Vec<Part> = subs
             .into_iter()

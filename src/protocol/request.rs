@@ -300,6 +300,15 @@ pub fn parse_i64(digits: &[u8]) -> Option<i64> {
 
 /// Appends the decimal representation of `n`.
 pub fn put_decimal(out: &mut BytesMut, n: u64) {
+    // Most lengths and counts in a request have one or two digits.
+    if n < 10 {
+        out.put_u8(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.put_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     let mut n = n;
