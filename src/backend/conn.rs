@@ -95,10 +95,7 @@ impl BackendConn {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(req)) => Err(req),
             Err(mpsc::error::TrySendError::Closed(req)) => {
-                req.reply_to.send(
-                    reply::error("ERR slotbridge: backend connection closed"),
-                    ReplyStatus::NotSent,
-                );
+                answer_closed(req);
                 Ok(())
             }
         }
@@ -107,19 +104,21 @@ impl BackendConn {
     /// Queues a request, waiting while the queue is full. If the task is
     /// gone the request is answered with an error at once.
     pub async fn send(&self, req: BackendRequest) {
-        let req = match self.tx.try_send(req) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(req)) => match self.tx.send(req).await {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(req)) => req,
-            },
-            Err(mpsc::error::TrySendError::Closed(req)) => req,
+        let Err(req) = self.try_send(req) else {
+            return;
         };
-        req.reply_to.send(
-            reply::error("ERR slotbridge: backend connection closed"),
-            ReplyStatus::NotSent,
-        );
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(req).await {
+            answer_closed(req);
+        }
     }
+}
+
+/// Fails a request whose connection task is gone (it was never sent).
+fn answer_closed(req: BackendRequest) {
+    req.reply_to.send(
+        reply::error("ERR slotbridge: backend connection closed"),
+        ReplyStatus::NotSent,
+    );
 }
 
 async fn run(

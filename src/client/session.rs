@@ -1389,20 +1389,22 @@ impl Core {
     /// private one for a blocking command. Returns it when the queue is full.
     fn send_to(&self, pool: &NodePool, via: Via, req: BackendRequest) -> Option<Later> {
         let proto = self.client.proto;
-        let conn = if via == Via::Blocking {
-            let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
-                req.reply_to.send(too_many_private(), ReplyStatus::Final);
-                return None;
-            };
-            let opts = self.ctx.topology.conn_options().clone();
-            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit)
-        } else {
-            pool.conn(proto).clone()
-        };
-        match conn.try_send(req) {
-            Ok(()) => None,
-            Err(req) => Some(Later::Conn(conn, req)),
+        if via != Via::Blocking {
+            // The shared connection is borrowed: a handle is cloned only
+            // when the request must wait for room.
+            let conn = pool.conn(proto);
+            return conn
+                .try_send(req)
+                .err()
+                .map(|req| Later::Conn(conn.clone(), req));
         }
+        let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
+            req.reply_to.send(too_many_private(), ReplyStatus::Final);
+            return None;
+        };
+        let opts = self.ctx.topology.conn_options().clone();
+        let conn = BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit);
+        conn.try_send(req).err().map(|req| Later::Conn(conn, req))
     }
 
     /// Finishes a send that had to wait.
