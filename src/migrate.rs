@@ -82,6 +82,7 @@ pub async fn run(
         on_failure: Box::new(|_| {}),
         tls: crate::tls::backend(&config.tls)?,
         request_timeout: None,
+        commands_in_flight: Default::default(),
     };
     let mut ranges = Vec::new();
     let mut last = String::from("no seeds");

@@ -22,7 +22,7 @@ pub struct ProxyStats {
     /// Commands received since start.
     pub total_commands: AtomicU64,
     /// Commands read whose reply is not written yet.
-    pub inflight: std::sync::atomic::AtomicI64,
+    pub inflight: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// State shared by every client session.
@@ -335,6 +335,7 @@ fn build_context(
             .ok()
             .filter(|p| !p.is_empty())
     });
+    let stats = ProxyStats::default();
     let conn_opts = Arc::new(ConnOptions {
         connect_timeout: config.connect_timeout(),
         username: config.backend.username.clone(),
@@ -346,6 +347,7 @@ fn build_context(
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         },
+        commands_in_flight: stats.inflight.clone(),
     });
     let topology = Arc::new(Topology::new(
         conn_opts.clone(),
@@ -364,7 +366,7 @@ fn build_context(
         config_version: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
         topology,
-        stats: ProxyStats::default(),
+        stats,
         started: Instant::now(),
         port,
         blocking: Arc::new(Semaphore::new(config_private)),

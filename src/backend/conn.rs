@@ -9,6 +9,7 @@
 //! [`ReplyStatus::NotSent`] so the caller may retry them safely.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct ConnOptions {
     /// A shared connection that answers nothing for this long while
     /// requests wait is dropped and reopened.
     pub request_timeout: Option<Duration>,
+    /// Client commands proxy-wide whose replies are not written yet. A
+    /// connection woken by the only one skips the yield that lets other
+    /// clients' commands join its write: there is nobody to wait for.
+    pub commands_in_flight: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for ConnOptions {
@@ -169,11 +174,29 @@ async fn run(
         let result = match stream {
             BackendStream::Tcp(mut tcp) => {
                 let (rd, wr) = tcp.split();
-                serve(rd, wr, first, &mut rx, &mut inflight, timeout).await
+                serve(
+                    rd,
+                    wr,
+                    first,
+                    &mut rx,
+                    &mut inflight,
+                    timeout,
+                    &opts.commands_in_flight,
+                )
+                .await
             }
             BackendStream::Tls(tls) => {
                 let (rd, wr) = tokio::io::split(*tls);
-                serve(rd, wr, first, &mut rx, &mut inflight, timeout).await
+                serve(
+                    rd,
+                    wr,
+                    first,
+                    &mut rx,
+                    &mut inflight,
+                    timeout,
+                    &opts.commands_in_flight,
+                )
+                .await
             }
         };
         match result {
@@ -345,6 +368,7 @@ async fn serve<R, W>(
     rx: &mut mpsc::Receiver<BackendRequest>,
     inflight: &mut VecDeque<Inflight>,
     timeout: Option<Duration>,
+    commands_in_flight: &AtomicI64,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
@@ -358,12 +382,12 @@ where
     enqueue(first, &mut wbuf, inflight, now);
     let mut woke = true;
     loop {
-        if woke {
+        if woke && commands_in_flight.load(Ordering::Relaxed) > 1 {
             // Let the other clients that are ready in this tick queue their
             // commands too, so they leave in the same write.
             tokio::task::yield_now().await;
-            woke = false;
         }
+        woke = false;
         now = tokio::time::Instant::now();
         while open && wbuf.len() < MAX_WRITE_BATCH {
             match rx.try_recv() {
@@ -375,8 +399,10 @@ where
         if !open && inflight.is_empty() && wbuf.is_empty() {
             return Ok(());
         }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK {
+            // Room for a whole batch of replies: a read that fills the
+            // buffer costs a second read.
+            rbuf.reserve(2 * READ_CHUNK);
         }
         tokio::select! {
             biased;
