@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use slotbridge::config::Config;
 
+mod allocator;
+
 /// A Redis Cluster proxy: single-node Redis clients on a Redis Cluster.
 #[derive(Debug, Parser)]
 #[command(name = "slotbridge", version, about)]
@@ -66,13 +68,11 @@ enum RulesAction {
     },
 }
 
-/// mimalloc instead of the system allocator: faster for the proxy's many
-/// small short-lived buffers, and it gives freed pages back to the OS, so
-/// memory returns after a burst of clients (glibc's malloc keeps it).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
+    allocator::no_huge_pages();
     let cli = Cli::parse();
     let config = match load(&cli) {
         Ok(c) => c,
