@@ -267,7 +267,7 @@ fn read_header(
 /// `memchr` for the line end costs more than the line). Returns the value
 /// and the length with the line end; `None` for anything else, which
 /// [`read_header`] then handles in full.
-fn short_decimal_line(rest: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn short_decimal_line(rest: &[u8]) -> Option<(i64, usize)> {
     let mut value: i64 = 0;
     for (i, &b) in rest.iter().enumerate().take(19) {
         match b {

@@ -55,17 +55,17 @@ impl FrameScanner {
                 return Ok(None);
             };
             let header_start = self.pos;
-            let Some(line_end) = find_crlf(buf, header_start + 1) else {
-                return Ok(None);
-            };
-            let after_line = line_end + 2;
-            let header = &buf[header_start + 1..line_end];
             match kind {
                 b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {
-                    self.pos = after_line;
+                    let Some(line_end) = find_crlf(buf, header_start + 1) else {
+                        return Ok(None);
+                    };
+                    self.pos = line_end + 2;
                 }
                 b'$' | b'!' | b'=' => {
-                    let len = parse_len(header).ok_or(ScanError(header_start))?;
+                    let Some((len, after_line)) = length_line(buf, header_start)? else {
+                        return Ok(None);
+                    };
                     if len < 0 {
                         self.pos = after_line;
                     } else {
@@ -77,7 +77,9 @@ impl FrameScanner {
                     }
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let n = parse_len(header).ok_or(ScanError(header_start))?;
+                    let Some((n, after_line)) = length_line(buf, header_start)? else {
+                        return Ok(None);
+                    };
                     self.pos = after_line;
                     if n > 0 {
                         let n = n as u64;
@@ -116,9 +118,28 @@ impl FrameScanner {
     }
 }
 
+/// The length in the header line of a bulk or aggregate starting at `at`,
+/// and where the line ends; `None` while the line is incomplete.
+fn length_line(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ScanError> {
+    let rest = buf.get(at + 1..).unwrap_or_default();
+    if let Some((n, used)) = crate::protocol::request::short_decimal_line(rest) {
+        return Ok(Some((n, at + 1 + used)));
+    }
+    let Some(line_end) = find_crlf(buf, at + 1) else {
+        return Ok(None);
+    };
+    let n = parse_len(&buf[at + 1..line_end]).ok_or(ScanError(at))?;
+    Ok(Some((n, line_end + 2)))
+}
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let rest = buf.get(from..)?;
-    let i = memchr::memchr(b'\r', rest)?;
+    // Most lines are short (`+OK`, `:1`): a plain loop beats memchr's setup.
+    let i = match rest.iter().take(16).position(|&b| b == b'\r') {
+        Some(i) => i,
+        None if rest.len() <= 16 => return None,
+        None => 16 + memchr::memchr(b'\r', &rest[16..])?,
+    };
     if from + i + 1 < buf.len() {
         Some(from + i)
     } else {
