@@ -81,6 +81,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
                     asking: false,
                     skip: 0,
                     then_wait: None,
+                    replies: 1,
                     reply_to: ReplyTo {
                         tx,
                         seq: 0,

@@ -26,7 +26,17 @@ pub struct SubRequest {
     /// For `MGET`: where each returned value goes in the merged reply
     /// (ordinal of the key in the original command).
     pub positions: Vec<u32>,
+    /// The node rank the caller gave its slot ([`NO_NODE`]: none); the
+    /// sub-commands of one node are adjacent.
+    pub node: u32,
+    /// Where its payload starts in the buffer [`split_by_node`] returns:
+    /// adjacent sub-commands are adjacent there too, so those of one node
+    /// can be sent as one slice.
+    pub offset: usize,
 }
+
+/// The node rank of a slot whose owner is unknown (never grouped).
+pub const NO_NODE: u32 = u32::MAX;
 
 /// Splits `cmd` (whose key argument indices are `keys`) into per-slot
 /// sub-commands of at most `max_keys` keys each (0: no limit).
@@ -36,72 +46,115 @@ pub fn split(
     keys: &[usize],
     max_keys: usize,
 ) -> Vec<SubRequest> {
+    let slots: Vec<u16> = keys.iter().map(|&k| slot(cmd.get(k))).collect();
+    split_by_node(kind, cmd, keys, &slots, max_keys, |_| 0).0
+}
+
+/// [`split`] with the keys' slots already known (`slots[i]` is the slot of
+/// argument `keys[i]`), ordering the sub-commands by the rank `node_of`
+/// gives each slot's owner. Returns them and the buffer all their payloads
+/// are slices of (empty for set operations, whose sub-commands are
+/// `SMEMBERS` of one key each).
+pub fn split_by_node(
+    kind: SplitKind,
+    cmd: &CommandView<'_>,
+    keys: &[usize],
+    slots: &[u16],
+    max_keys: usize,
+    mut node_of: impl FnMut(u16) -> u32,
+) -> (Vec<SubRequest>, Bytes) {
     if let SplitKind::Sets(_) = kind {
         // One SMEMBERS per key; the set operation runs in the proxy.
-        return keys
+        let subs = keys
             .iter()
+            .zip(slots)
             .enumerate()
-            .map(|(ordinal, &k)| SubRequest {
-                slot: slot(cmd.get(k)),
+            .map(|(ordinal, (&k, &slot))| SubRequest {
+                slot,
                 payload: crate::protocol::reply::command([&b"SMEMBERS"[..], cmd.get(k)]),
                 positions: vec![ordinal as u32],
+                node: NO_NODE,
+                offset: 0,
             })
             .collect();
+        return (subs, Bytes::new());
     }
     let step = match kind {
         SplitKind::Mset => 2,
         SplitKind::Mget | SplitKind::Sum | SplitKind::Sets(_) => 1,
     };
-    // Group key ordinals by slot, in order of first appearance.
-    let mut groups: Vec<(u16, Vec<u32>)> = Vec::new();
-    let mut index: HashMap<u16, usize> = HashMap::new();
-    for (ordinal, &k) in keys.iter().enumerate() {
-        let s = slot(cmd.get(k));
-        let g = if groups.len() < 16 {
-            groups.iter().position(|(gs, _)| *gs == s)
+    // Groups of keys by slot, in order of first appearance: (slot, keys).
+    let mut groups: Vec<(u16, u32)> = Vec::new();
+    let mut group_of: Vec<u32> = Vec::with_capacity(keys.len());
+    let mut index: HashMap<u16, u32> = HashMap::new();
+    for &s in slots {
+        let found = if groups.len() <= 16 {
+            groups.iter().position(|&(gs, _)| gs == s).map(|g| g as u32)
         } else {
             if index.is_empty() {
-                index.extend(groups.iter().enumerate().map(|(i, (gs, _))| (*gs, i)));
+                index.extend(
+                    groups
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(gs, _))| (gs, i as u32)),
+                );
             }
             index.get(&s).copied()
         };
-        let g = match g {
+        let g = match found {
             Some(g) => g,
             None => {
-                groups.push((s, Vec::new()));
-                if !index.is_empty() || groups.len() > 16 {
-                    index.insert(s, groups.len() - 1);
+                groups.push((s, 0));
+                let g = (groups.len() - 1) as u32;
+                if !index.is_empty() {
+                    index.insert(s, g);
                 }
-                groups.len() - 1
+                g
             }
         };
-        groups[g].1.push(ordinal as u32);
+        groups[g as usize].1 += 1;
+        group_of.push(g);
+    }
+    // Groups ordered by node (stable: first appearance within a node), and
+    // each group's key ordinals laid out back to back in that order.
+    let nodes: Vec<u32> = groups.iter().map(|&(s, _)| node_of(s)).collect();
+    let mut order: Vec<u32> = (0..groups.len() as u32).collect();
+    order.sort_by_key(|&g| nodes[g as usize]);
+    let mut start = vec![0u32; groups.len()];
+    let mut at = 0;
+    for &g in &order {
+        start[g as usize] = at;
+        at += groups[g as usize].1;
+    }
+    let mut ordinals = vec![0u32; keys.len()];
+    let mut fill = start.clone();
+    for (ordinal, &g) in group_of.iter().enumerate() {
+        ordinals[fill[g as usize] as usize] = ordinal as u32;
+        fill[g as usize] += 1;
     }
     let name = cmd.get(0);
-    let mut out = Vec::with_capacity(groups.len());
-    // Every sub-request is written into one buffer and split off it: one
+    let chunk = match max_keys {
+        0 => keys.len().max(1),
+        max => max,
+    };
+    // Every sub-request is written into one buffer and sliced off it: one
     // allocation for all of them rather than one each.
     let mut size = 0;
-    for (_, ordinals) in &groups {
-        let parts = match max_keys {
-            0 => 1,
-            max => ordinals.len().div_ceil(max),
-        };
-        size += parts * (32 + name.len());
-        for &o in ordinals {
-            for a in 0..step {
-                size += cmd.get(keys[o as usize] + a).len() + 16;
-            }
+    for &(_, count) in &groups {
+        size += (count as usize).div_ceil(chunk) * (32 + name.len());
+    }
+    for &k in keys {
+        for a in 0..step {
+            size += cmd.get(k + a).len() + 16;
         }
     }
     let mut buf = BytesMut::with_capacity(size);
-    for (s, ordinals) in groups {
-        let chunk = if max_keys == 0 {
-            ordinals.len()
-        } else {
-            max_keys
-        };
-        for part in ordinals.chunks(chunk.max(1)) {
+    let mut spans = Vec::with_capacity(groups.len());
+    for &g in &order {
+        let (s, count) = groups[g as usize];
+        let first = start[g as usize] as usize;
+        for part in ordinals[first..first + count as usize].chunks(chunk) {
+            let offset = buf.len();
             put_array(&mut buf, 1 + part.len() * step);
             put_bulk(&mut buf, name);
             for &o in part {
@@ -109,18 +162,25 @@ pub fn split(
                     put_bulk(&mut buf, cmd.get(keys[o as usize] + a));
                 }
             }
-            out.push(SubRequest {
-                slot: s,
-                payload: buf.split().freeze(),
-                positions: if kind == SplitKind::Mget {
-                    part.to_vec()
-                } else {
-                    Vec::new()
-                },
-            });
+            spans.push((s, nodes[g as usize], offset, buf.len(), part));
         }
     }
-    out
+    let buf = buf.freeze();
+    let subs = spans
+        .into_iter()
+        .map(|(slot, node, offset, end, part)| SubRequest {
+            slot,
+            payload: buf.slice(offset..end),
+            positions: if kind == SplitKind::Mget {
+                part.to_vec()
+            } else {
+                Vec::new()
+            },
+            node,
+            offset,
+        })
+        .collect();
+    (subs, buf)
 }
 
 #[cfg(test)]
@@ -175,6 +235,41 @@ mod tests {
             b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$1\r\n2\r\n"
         );
         assert!(parts[0].positions.is_empty());
+    }
+
+    #[test]
+    fn sub_commands_of_one_node_are_adjacent_in_one_buffer() {
+        let (raw, args) = view(&["DEL", "a", "b", "c", "{a}2", "d"]);
+        let cmd = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        let keys = [1, 2, 3, 4, 5];
+        let slots: Vec<u16> = keys.iter().map(|&k| slot(cmd.get(k))).collect();
+        // "a" and "c" on node 0, "b" and "d" on node 1.
+        let node = |s: u16| u32::from(s != slot(b"a") && s != slot(b"c"));
+        let (subs, all) = split_by_node(SplitKind::Sum, &cmd, &keys, &slots, 0, node);
+        let order: Vec<&[u8]> = subs.iter().map(|s| &s.payload[..]).collect();
+        assert_eq!(
+            order,
+            vec![
+                &b"*3\r\n$3\r\nDEL\r\n$1\r\na\r\n$4\r\n{a}2\r\n"[..],
+                b"*2\r\n$3\r\nDEL\r\n$1\r\nc\r\n",
+                b"*2\r\n$3\r\nDEL\r\n$1\r\nb\r\n",
+                b"*2\r\n$3\r\nDEL\r\n$1\r\nd\r\n",
+            ]
+        );
+        assert_eq!(
+            subs.iter().map(|s| s.node).collect::<Vec<_>>(),
+            vec![0, 0, 1, 1]
+        );
+        for sub in &subs {
+            assert_eq!(
+                &all[sub.offset..sub.offset + sub.payload.len()],
+                &sub.payload[..]
+            );
+        }
+        assert_eq!(subs[2].offset, subs[1].offset + subs[1].payload.len());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -356,6 +356,18 @@ struct Inflight {
     held: Option<Bytes>,
     /// When it was queued for writing (for the request timeout).
     queued_at: tokio::time::Instant,
+    /// Reply frames it is answered with, delivered together.
+    replies: u32,
+}
+
+/// The complete reply frames of the oldest request that are still in the
+/// read buffer, waiting for the rest of its replies.
+#[derive(Debug, Default)]
+struct Partial {
+    /// Their length in bytes, from the start of the buffer.
+    len: usize,
+    /// How many.
+    frames: u32,
 }
 
 /// Runs one established connection until the request channel closes (Ok)
@@ -377,6 +389,7 @@ where
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
+    let mut partial = Partial::default();
     let mut open = true;
     let mut now = tokio::time::Instant::now();
     enqueue(first, &mut wbuf, inflight, now);
@@ -419,7 +432,7 @@ where
                 if n.map_err(|e| e.to_string())? == 0 {
                     return Err("closed by server".into());
                 }
-                dispatch_replies(&mut rbuf, &mut scanner, inflight)?;
+                dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight)?;
             }
             req = rx.recv(), if open && wbuf.is_empty() => match req {
                 Some(req) => {
@@ -480,6 +493,7 @@ fn enqueue(
         wait_for,
         held: None,
         queued_at: now,
+        replies: req.replies.max(1),
     });
 }
 
@@ -504,18 +518,40 @@ fn note_wait_reply(frame: &[u8], wanted: u32) {
 fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
+    partial: &mut Partial,
     inflight: &mut VecDeque<Inflight>,
 ) -> Result<(), String> {
-    while let Some(n) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
-        let frame = rbuf.split_to(n).freeze();
-        if reply_kind(frame[0]) == ReplyKind::Push {
-            // Out-of-band RESP3 push on a shared connection: nobody asked for it.
+    while let Some(n) = scanner
+        .scan(rbuf.get(partial.len..).unwrap_or_default())
+        .map_err(|e| e.to_string())?
+    {
+        if rbuf.get(partial.len).copied().map(reply_kind) == Some(ReplyKind::Push) {
+            // Out-of-band RESP3 push on a shared connection: nobody asked
+            // for it. Cut out, even from between the frames of one request.
             tracing::debug!("dropping unexpected push frame from backend");
+            let mut rest = rbuf.split_off(partial.len);
+            rest.advance(n);
+            rbuf.unsplit(rest);
             continue;
         }
         let Some(head) = inflight.front_mut() else {
             return Err("reply without a request".into());
         };
+        if head.replies > 1 {
+            // Several commands answered together, once all have answered.
+            partial.len += n;
+            partial.frames += 1;
+            if partial.frames < head.replies {
+                continue;
+            }
+            let data = rbuf.split_to(partial.len).freeze();
+            *partial = Partial::default();
+            if let Some(entry) = inflight.pop_front() {
+                entry.target.send(data, ReplyStatus::Answered);
+            }
+            continue;
+        }
+        let frame = rbuf.split_to(n).freeze();
         if head.skip > 0 {
             head.skip -= 1;
             if head.redirect.is_none() && is_redirect(&frame) {
@@ -571,5 +607,59 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Bytes,
         if r.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
             return Err("connection closed".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tx: &mpsc::UnboundedSender<super::super::Reply>, part: u32, replies: u32) -> Inflight {
+        Inflight {
+            target: ReplyTo {
+                tx: tx.clone(),
+                seq: 7,
+                part,
+            },
+            skip: 0,
+            redirect: None,
+            wait_for: 0,
+            held: None,
+            queued_at: tokio::time::Instant::now(),
+            replies,
+        }
+    }
+
+    #[test]
+    fn replies_of_one_request_are_delivered_together() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut inflight = VecDeque::from([entry(&tx, 0, 3), entry(&tx, 3, 1)]);
+        let mut scanner = FrameScanner::new();
+        let mut partial = Partial::default();
+        let mut rbuf = BytesMut::new();
+        // The three frames of the first request arrive over three reads,
+        // with an out-of-band push between two of them.
+        let reads: [&[u8]; 4] = [
+            b"*1\r\n$1\r\na\r\n$-",
+            b"1\r\n>2\r\n$4\r\npush\r\n$1\r\nx\r\n",
+            b":5\r\n+OK",
+            b"\r\n",
+        ];
+        for (i, read) in reads.iter().enumerate() {
+            rbuf.extend_from_slice(read);
+            dispatch_replies(&mut rbuf, &mut scanner, &mut partial, &mut inflight).unwrap();
+            if i < 2 {
+                assert!(rx.try_recv().is_err(), "nothing before the third frame");
+            }
+            if i == 2 {
+                let r = rx.try_recv().unwrap();
+                assert_eq!(r.part, 0);
+                assert_eq!(&r.data[..], b"*1\r\n$1\r\na\r\n$-1\r\n:5\r\n");
+                assert!(rx.try_recv().is_err(), "+OK is not complete yet");
+            }
+        }
+        let r = rx.try_recv().unwrap();
+        assert_eq!((r.part, &r.data[..]), (3, &b"+OK\r\n"[..]));
+        assert!(inflight.is_empty() && rbuf.is_empty());
     }
 }

@@ -35,7 +35,8 @@ pub struct Reply {
     pub seq: u64,
     /// Which sub-request of a split or fanned-out command.
     pub part: u32,
-    /// The raw reply frame, or a proxy-made error frame.
+    /// The raw reply frame (several, back to back, for a request of
+    /// several commands), or a proxy-made error frame.
     pub data: Bytes,
     /// Whether the server answered.
     pub status: ReplyStatus,
@@ -80,6 +81,11 @@ pub struct BackendRequest {
     /// (the opt-in write durability policy): the reply is held back until
     /// WAIT answers, and WAIT's own reply is discarded.
     pub then_wait: Option<WaitAfter>,
+    /// How many commands `payload` holds whose replies are delivered
+    /// together, as one [`Reply`] of that many frames (the per-slot
+    /// sub-commands of a split that one node owns). 1 for everything else;
+    /// `asking`, `skip` and `then_wait` apply to single commands only.
+    pub replies: u32,
     /// Where the reply goes.
     pub reply_to: ReplyTo,
 }

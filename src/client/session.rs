@@ -27,6 +27,7 @@ use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
 use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
+use crate::cluster::topology::SlotMap;
 use crate::colocate::rewrite::{self, Rewritten};
 use crate::command::keys::Args;
 use crate::command::route::{
@@ -37,7 +38,7 @@ use crate::config::{ReadFrom, TxMode};
 use crate::metrics as m;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::{Parsed, RequestLimits, RequestParser};
-use crate::protocol::scan::{children, reply_kind, ReplyKind};
+use crate::protocol::scan::{children, reply_kind, FrameScanner, ReplyKind};
 use crate::server::Context;
 use crate::{info, merge, split};
 
@@ -233,6 +234,10 @@ struct Part {
     sent: Sent,
     positions: Vec<u32>,
     reply: Option<Bytes>,
+    /// Parts, from this one on, whose sub-commands were sent as one
+    /// request and are answered by one reply of that many frames (1: its
+    /// reply is its own).
+    group: u32,
 }
 
 #[derive(Debug)]
@@ -896,23 +901,29 @@ impl Core {
     }
 
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
-        let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
-        let subs = if self.scratch.keys.len() > BIG_SPLIT {
+        let max_keys = self.config.limits.max_keys_per_subcommand;
+        let map: Arc<SlotMap> = Arc::clone(&self.ctx.topology.load());
+        // Under the WAIT policy every sub-command is followed by its own WAIT.
+        let by_node = self.config.durability.wait_replicas == 0;
+        let (subs, all) = if self.scratch.keys.len() > BIG_SPLIT {
             // Hashing and regrouping a huge command is CPU work measured in
             // tens of milliseconds: do it off the runtime threads so other
             // clients keep being served.
             let raw = Bytes::copy_from_slice(view.raw);
             let args = view.args.to_vec();
             let keys = self.scratch.keys.clone();
+            let slots = self.scratch.slots.clone();
             let work = tokio::task::spawn_blocking(move || {
                 let view = CommandView {
                     raw: &raw,
                     args: &args,
                 };
-                split::split(kind, &view, &keys, max_keys)
+                split::split_by_node(kind, &view, &keys, &slots, max_keys, |s| {
+                    node_rank(&map, by_node, s)
+                })
             });
             match work.await {
-                Ok(subs) => subs,
+                Ok(split) => split,
                 Err(_) => {
                     self.ready(reply::error(
                         "ERR slotbridge: internal error while splitting the command",
@@ -921,41 +932,81 @@ impl Core {
                 }
             }
         } else {
-            split::split(kind, view, &self.scratch.keys, max_keys)
-        };
-        // Set by the route that chose to split.
-        let name = self.scratch.name;
-        let sends: Vec<(u16, Bytes)> = subs.iter().map(|s| (s.slot, s.payload.clone())).collect();
-        let parts: Vec<Part> = subs
-            .into_iter()
-            .map(|s| Part {
-                sent: Sent::to_slot(s.payload, s.slot),
-                positions: s.positions,
-                reply: None,
+            let (keys, slots) = (&self.scratch.keys, &self.scratch.slots);
+            split::split_by_node(kind, view, keys, slots, max_keys, |s| {
+                node_rank(&map, by_node, s)
             })
-            .collect();
+        };
+        // Runs of sub-commands for one node leave as one request, whose
+        // replies come back together: (slot, payload, commands, first part).
+        let mut sends: Vec<(u16, Bytes, u32, u32)> = Vec::with_capacity(subs.len());
+        let mut parts: Vec<Part> = Vec::with_capacity(subs.len());
+        let mut run_start = 0;
+        for (i, sub) in subs.iter().enumerate() {
+            let joins = i > 0 && sub.node != split::NO_NODE && sub.node == subs[i - 1].node;
+            match sends.last_mut() {
+                Some((_, payload, count, _)) if joins => {
+                    *payload = all.slice(subs[run_start].offset..sub.offset + sub.payload.len());
+                    *count += 1;
+                    parts[run_start].group += 1;
+                }
+                _ => {
+                    run_start = i;
+                    sends.push((sub.slot, sub.payload.clone(), 1, i as u32));
+                }
+            }
+            parts.push(Part {
+                sent: Sent::to_slot(sub.payload.clone(), sub.slot),
+                positions: Vec::new(),
+                reply: None,
+                group: 1,
+            });
+        }
+        for (part, sub) in parts.iter_mut().zip(subs) {
+            part.positions = sub.positions;
+        }
         self.push(Pending::Multi(Box::new(Multi {
             kind: MergeKind::Split(kind),
-            name,
+            // Set by the route that chose to split.
+            name: self.scratch.name,
             remaining: parts.len(),
             parts,
             total_keys: self.scratch.keys.len(),
         })));
-        for (i, (slot, payload)) in sends.into_iter().enumerate() {
+        for (i, (slot, payload, count, part)) in sends.into_iter().enumerate() {
             if i % 64 == 63 {
                 // A huge split must not monopolise a single-threaded runtime.
                 tokio::task::yield_now().await;
             }
-            self.send(
-                Target::Slot(slot),
-                payload,
-                false,
-                Via::Shared,
-                0,
-                seq,
-                i as u32,
-            )
-            .await;
+            if count > 1 {
+                self.send_group(slot, payload, count, seq, part).await;
+            } else {
+                let target = Target::Slot(slot);
+                self.send(target, payload, false, Via::Shared, 0, seq, part)
+                    .await;
+            }
+        }
+    }
+
+    /// Sends `count` per-slot sub-commands for one node as one request;
+    /// their replies come back together, to part `part` (see
+    /// [`Core::on_replies`]).
+    async fn send_group(&self, slot: u16, payload: Bytes, count: u32, seq: u64, part: u32) {
+        let req = BackendRequest {
+            payload,
+            asking: false,
+            skip: 0,
+            then_wait: None,
+            replies: count,
+            reply_to: self.reply_to(seq, part),
+        };
+        let owner = self.ctx.topology.load().master(slot).cloned();
+        let later = match owner {
+            Some(pool) => self.send_to(&pool, Via::Shared, req),
+            None => Some(Later::Owner(slot, Via::Shared, req)),
+        };
+        if let Some(later) = later {
+            Box::pin(self.send_later(later)).await;
         }
     }
 
@@ -981,6 +1032,7 @@ impl Core {
                 },
                 positions: Vec::new(),
                 reply: None,
+                group: 1,
             })
             .collect();
         self.push(Pending::Multi(Box::new(Multi {
@@ -1242,6 +1294,7 @@ impl Core {
                     asking: false,
                     skip,
                     then_wait: None,
+                    replies: 1,
                     reply_to: self.reply_to(seq, 0),
                 };
                 self.push(Pending::Single(sent));
@@ -1272,6 +1325,7 @@ impl Core {
                     sent,
                     positions: Vec::new(),
                     reply: None,
+                    group: 1,
                 }
             })
             .collect();
@@ -1327,6 +1381,7 @@ impl Core {
             asking,
             skip,
             then_wait: None,
+            replies: 1,
             reply_to,
         };
         if via == Via::Pinned {
@@ -1458,21 +1513,42 @@ impl Core {
                 // other clients of a single-threaded runtime waiting.
                 tokio::task::yield_now().await;
             }
+            let group = self.take_group(&r);
+            if group > 1 {
+                for each in split_group_reply(r, group) {
+                    if let Some(resend) = self.on_reply(each) {
+                        Box::pin(self.resend(resend)).await;
+                    }
+                }
+                continue;
+            }
             // Synchronous unless the command must be sent again: the
             // sending future is large, and building it for every reply
             // cost more than handling the reply.
             if let Some(resend) = self.on_reply(r) {
-                Box::pin(self.send(
-                    resend.to,
-                    resend.payload,
-                    resend.asking,
-                    resend.via,
-                    resend.skip,
-                    resend.seq,
-                    resend.part,
-                ))
-                .await;
+                Box::pin(self.resend(resend)).await;
             }
+        }
+    }
+
+    async fn resend(&self, r: Resend) {
+        self.send(r.to, r.payload, r.asking, r.via, r.skip, r.seq, r.part)
+            .await;
+    }
+
+    /// How many parts `r` answers: more than 1 for the first reply to
+    /// sub-commands sent together (see [`Core::send_group`]); from then on
+    /// each of them is answered alone (retries and redirections).
+    fn take_group(&mut self, r: &Reply) -> u32 {
+        let Some(idx) = r.seq.checked_sub(self.base_seq) else {
+            return 1;
+        };
+        match self.pending.get_mut(idx as usize).map(|s| &mut s.state) {
+            Some(Pending::Multi(multi)) => match multi.parts.get_mut(r.part as usize) {
+                Some(part) => std::mem::replace(&mut part.group, 1),
+                None => 1,
+            },
+            _ => 1,
         }
     }
 
@@ -1926,6 +2002,54 @@ fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
         }
     }
     out.freeze()
+}
+
+/// The rank of the node owning `slot`, for grouping sub-commands per node
+/// ([`split::NO_NODE`]: not grouped).
+fn node_rank(map: &SlotMap, by_node: bool, slot: u16) -> u32 {
+    match map.shard_of(slot) {
+        Some(shard) if by_node => u32::from(shard),
+        _ => split::NO_NODE,
+    }
+}
+
+/// One reply per part from the reply to `group` sub-commands sent
+/// together: its frames in order when the server answered; the same
+/// failure for each of them otherwise.
+fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
+    let mut out = Vec::with_capacity(group as usize);
+    let mut scanner = FrameScanner::new();
+    let mut at = 0;
+    for i in 0..group {
+        let part = r.part + i;
+        let frame = match r.status {
+            ReplyStatus::Answered => match scanner.scan(r.data.get(at..).unwrap_or_default()) {
+                Ok(Some(n)) => {
+                    at += n;
+                    r.data.slice(at - n..at)
+                }
+                // The connection delivers whole frames, all of them: this
+                // cannot happen, but must not hang the client if it did.
+                _ => {
+                    out.push(Reply {
+                        seq: r.seq,
+                        part,
+                        data: reply::error("ERR slotbridge: incomplete reply from a server"),
+                        status: ReplyStatus::Final,
+                    });
+                    continue;
+                }
+            },
+            _ => r.data.clone(),
+        };
+        out.push(Reply {
+            seq: r.seq,
+            part,
+            data: frame,
+            status: r.status,
+        });
+    }
+    out
 }
 
 /// Combines the replies of all parts into one reply.

@@ -14,7 +14,13 @@ pub fn slot(key: &[u8]) -> u16 {
 /// The part of `key` that is hashed.
 #[inline]
 pub fn hash_part(key: &[u8]) -> &[u8] {
-    if let Some(open) = memchr::memchr(b'{', key) {
+    // Keys are mostly short: a plain loop beats memchr's setup there.
+    let open = if key.len() <= 32 {
+        key.iter().position(|&b| b == b'{')
+    } else {
+        memchr::memchr(b'{', key)
+    };
+    if let Some(open) = open {
         if let Some(len) = memchr::memchr(b'}', &key[open + 1..]) {
             if len > 0 {
                 return &key[open + 1..open + 1 + len];

@@ -45,6 +45,16 @@ impl SlotMap {
         }
     }
 
+    /// The position of the shard owning `slot` in [`SlotMap::shards`], if
+    /// known: equal for slots of one master.
+    #[inline]
+    pub fn shard_of(&self, slot: u16) -> Option<u16> {
+        self.owner
+            .get(slot as usize)
+            .copied()
+            .filter(|&o| o != NO_OWNER)
+    }
+
     /// The master owning `slot`, if known.
     #[inline]
     pub fn master(&self, slot: u16) -> Option<&Arc<NodePool>> {

@@ -174,6 +174,8 @@ pub const PUBSUB_HOME_SLOT: u16 = 0;
 pub struct Scratch {
     /// Argument indices of the keys of the last routed command.
     pub keys: Vec<usize>,
+    /// The slot of each of those keys (set when it has keys).
+    pub slots: Vec<u16>,
     /// Whether the last routed command only reads.
     pub readonly: bool,
     /// The last routed command's name (`""` when unknown).
@@ -247,12 +249,14 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         return keyless(spec, cmd);
     };
     let first_slot = slot(cmd.get(first));
+    scratch.slots.clear();
+    scratch.slots.push(first_slot);
     let mut other = None;
     for &k in rest {
         let s = slot(cmd.get(k));
-        if s != first_slot {
+        scratch.slots.push(s);
+        if s != first_slot && other.is_none() {
             other = Some(s);
-            break;
         }
     }
     if spec.name == "mset" && cmd.len().is_multiple_of(2) {
