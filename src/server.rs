@@ -120,7 +120,7 @@ pub static SESSIONS_RELEASED: std::sync::atomic::AtomicU64 = std::sync::atomic::
 /// parked or closed since the last call.
 async fn release_memory(release: Arc<dyn Fn() + Send + Sync>) {
     let mut seen = 0;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

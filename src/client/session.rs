@@ -86,15 +86,16 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
     ));
     let _registration = Registration::new(&ctx.clients, info.clone());
     tracing::debug!(client = %peer, "client connected");
-    let mut session = Session::new(ctx.clone(), info);
+    let authed = !ctx.config().auth.required();
+    let resting = Resting::Compact(ClientState::new(info, authed), 0);
     let result = match stream {
         ClientStream::Tcp(mut tcp) => {
             let (rd, wr) = tcp.split();
-            session.serve(rd, wr).await
+            serve(&ctx, resting, rd, wr).await
         }
         ClientStream::Tls(tls) => {
             let (rd, wr) = tokio::io::split(tls);
-            session.serve(rd, wr).await
+            serve(&ctx, resting, rd, wr).await
         }
     };
     match result {
@@ -103,9 +104,114 @@ pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
     }
     ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
     crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
-    ctx.stats
-        .inflight
-        .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
+}
+
+/// A quiet session, waiting for its client's next bytes.
+enum Resting {
+    /// A plain client (no transaction, `WATCH` or subscription): only who
+    /// it is (and its next reply number) is kept; the rest of the session
+    /// is built again when it sends its next command. This is what most
+    /// idle connections are, so it is what an idle connection costs.
+    Compact(ClientState, u64),
+    /// Any other: kept whole, minus its buffers.
+    Whole(Box<Session>),
+}
+
+impl Resting {
+    /// The session, ready for commands.
+    fn wake(self, ctx: &Arc<Context>) -> Box<Session> {
+        match self {
+            Resting::Compact(client, base_seq) => {
+                Box::new(Session::with_client(ctx.clone(), client, base_seq))
+            }
+            Resting::Whole(session) => session,
+        }
+    }
+}
+
+/// Runs the connection: reads and dispatches commands, collects replies in
+/// order and writes them as the client accepts them. Writing never blocks
+/// the rest: while a slow client does not read, replies keep being
+/// collected (and no new commands are read once a megabyte waits), and the
+/// client is disconnected when its unwritten replies pass the output buffer
+/// limit or it reads nothing for the write timeout.
+async fn serve<R, W>(
+    ctx: &Arc<Context>,
+    mut resting: Resting,
+    mut rd: R,
+    mut wr: W,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut shutdown = ctx.shutdown.subscribe();
+    // Allocated on demand: an idle client holds only what `read_buf` needs
+    // for a first small read (tens of bytes), not a full chunk.
+    let mut rbuf = BytesMut::new();
+    // The last read from or write to the client (Redis's "last
+    // interaction", which its idle timeout counts from).
+    let mut last_active = tokio::time::Instant::now();
+    loop {
+        // Resting (also at the start): nothing read, in flight or
+        // unwritten, so wait for the client's next bytes with a small state
+        // and no reply channel.
+        let mut drain = false;
+        let idle = Duration::from_millis(ctx.config().limits.client_idle_timeout_ms);
+        // Boxed: the timer is larger than the rest of a resting client's
+        // state, and most deployments never set an idle timeout.
+        let mut idle_timer =
+            (!idle.is_zero()).then(|| Box::pin(tokio::time::sleep_until(last_active + idle)));
+        tokio::select! {
+            n = rd.read_buf(&mut rbuf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                last_active = tokio::time::Instant::now();
+                m::count_bytes_in(n);
+            }
+            _ = shutdown.changed() => drain = true,
+            _ = async { if let Some(t) = idle_timer.as_mut() { t.await } }, if idle_timer.is_some() => {
+                tracing::debug!(client = %peer_of(&resting), "idle client timeout");
+                return Ok(());
+            }
+        }
+        drop(idle_timer);
+        let mut session = resting.wake(ctx);
+        session.core.closing |= drain;
+        // The active loop's state is large (command handling, timers, the
+        // write buffer); it is boxed and dropped whenever the client has
+        // been quiet for a while, so an idle connection costs little.
+        // Boxed in its own statement: a temporary unboxed future would keep
+        // its space in this state machine across the await.
+        let active = Box::pin(session.serve_active(
+            &mut rd,
+            &mut wr,
+            &mut rbuf,
+            &mut shutdown,
+            &mut last_active,
+        ));
+        let exit = active.await;
+        if !matches!(exit, Ok(Exit::Park)) {
+            ctx.stats
+                .inflight
+                .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
+            return exit.map(|_| ());
+        }
+        // Parking (a close is counted once, in `run`).
+        crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
+        rbuf = BytesMut::new();
+        resting = session.rest();
+    }
+}
+
+/// The client's address, for logs.
+fn peer_of(resting: &Resting) -> SocketAddr {
+    match resting {
+        Resting::Compact(client, _) => client.peer,
+        Resting::Whole(session) => session.core.client.peer,
+    }
 }
 
 /// Both ends of a session's reply channel.
@@ -315,7 +421,6 @@ enum Target {
 
 /// One client connection's state (see [`run`]).
 struct Session {
-    ctx: Arc<Context>,
     parser: RequestParser,
     core: Core,
 }
@@ -360,8 +465,9 @@ struct Core {
 }
 
 impl Session {
-    fn new(ctx: Arc<Context>, info: Arc<ClientInfo>) -> Self {
-        let authed = !ctx.config().auth.required();
+    /// A session for a client known as `client`, whose next command gets
+    /// reply number `base_seq`.
+    fn with_client(ctx: Arc<Context>, client: ClientState, base_seq: u64) -> Self {
         Session {
             parser: {
                 let config = ctx.config();
@@ -373,8 +479,8 @@ impl Session {
             core: Core {
                 config_version: ctx.config_version(),
                 config: ctx.config_snapshot(),
-                client: ClientState::new(info, authed),
-                ctx: ctx.clone(),
+                client,
+                ctx,
                 scratch: Scratch::default(),
                 pending: VecDeque::new(),
                 current: ("", None, 0, std::time::Instant::now()),
@@ -382,7 +488,7 @@ impl Session {
                 batch: 0,
                 batch_open: false,
                 filter: None,
-                base_seq: 0,
+                base_seq,
                 replies: std::sync::OnceLock::new(),
                 closing: false,
                 multi: None,
@@ -392,71 +498,23 @@ impl Session {
                 out_batch: None,
                 out_mixed: false,
             },
-            ctx,
         }
     }
 
-    /// Runs the connection: reads and dispatches commands, collects
-    /// replies in order and writes them as the client accepts them. Writing
-    /// never blocks the rest: while a slow client does not read, replies
-    /// keep being collected (and no new commands are read once a megabyte
-    /// waits), and the client is disconnected when its unwritten replies
-    /// pass the output buffer limit or it reads nothing for the write
-    /// timeout.
-    async fn serve<R, W>(&mut self, mut rd: R, mut wr: W) -> std::io::Result<()>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let mut shutdown = self.ctx.shutdown.subscribe();
-        // Allocated on demand: an idle client holds only what `read_buf`
-        // needs for a first small read (tens of bytes), not a full chunk.
-        let mut rbuf = BytesMut::new();
-        // The last read from or write to the client (Redis's "last
-        // interaction", which its idle timeout counts from).
-        let mut last_active = tokio::time::Instant::now();
-        loop {
-            // Parked (also at the start): nothing read, in flight or
-            // unwritten, so wait for the client's next bytes with a small
-            // state and no reply channel.
-            if rbuf.is_empty() && !self.core.closing {
-                self.release_memory();
-                rbuf = BytesMut::new();
-                let idle = Duration::from_millis(self.ctx.config().limits.client_idle_timeout_ms);
-                tokio::select! {
-                    n = rd.read_buf(&mut rbuf) => {
-                        let n = n?;
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        last_active = tokio::time::Instant::now();
-                        m::count_bytes_in(n);
-                    }
-                    _ = shutdown.changed() => self.core.closing = true,
-                    _ = tokio::time::sleep_until(last_active + idle), if !idle.is_zero() => {
-                        tracing::debug!(client = %self.core.client.peer, "idle client timeout");
-                        return Ok(());
-                    }
-                }
-            }
-            // The active loop's state is large (command handling, timers,
-            // the write buffer); it is boxed and dropped whenever the client
-            // has been quiet for a while, so an idle connection costs little.
-            // Boxed in its own statement: a temporary unboxed future would
-            // keep its space in this state machine across the await.
-            let active = Box::pin(self.serve_active(
-                &mut rd,
-                &mut wr,
-                &mut rbuf,
-                &mut shutdown,
-                &mut last_active,
-            ));
-            if let Exit::Closed = active.await? {
-                return Ok(());
-            }
-            // Parking (a close is counted once, in `run`).
-            crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
+    /// Puts a quiet session to rest (see [`Resting`]).
+    fn rest(mut self: Box<Self>) -> Resting {
+        let core = &self.core;
+        let plain = core.multi.is_none()
+            && core.pinned.is_none()
+            && core.pubsub.is_none()
+            && core.pending.is_empty()
+            && !core.closing;
+        if plain {
+            let session = *self;
+            return Resting::Compact(session.core.client, session.core.base_seq);
         }
+        self.release_memory();
+        Resting::Whole(self)
     }
 
     /// Drops what a quiet client does not need until its next command:
