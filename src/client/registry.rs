@@ -22,8 +22,10 @@ pub struct ClientInfo {
     pub created: Instant,
     /// RESP version (2 or 3).
     pub resp: AtomicU8,
-    /// `CLIENT SETNAME`, `CLIENT SETINFO LIB-NAME`, `LIB-VER`.
-    pub names: Mutex<Names>,
+    /// `CLIENT SETNAME`, `CLIENT SETINFO LIB-NAME`, `LIB-VER`, the user:
+    /// boxed once one is set, so a client that sets none (most idle
+    /// connections of a pool) costs a pointer.
+    names: Mutex<Option<Box<Names>>>,
 }
 
 /// Names a client gave itself.
@@ -48,18 +50,24 @@ impl ClientInfo {
             local,
             created: Instant::now(),
             resp: AtomicU8::new(2),
-            names: Mutex::new(Names::default()),
+            names: Mutex::new(None),
         }
     }
 
     /// A copy of the names.
     pub fn names(&self) -> Names {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Changes the names under the lock.
     pub fn update(&self, f: impl FnOnce(&mut Names)) {
-        f(&mut self.names.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        f(names.get_or_insert_with(Default::default));
     }
 
     /// One `CLIENT LIST` line (with trailing newline), in Redis's format.
