@@ -592,6 +592,48 @@ fn moved_after_slot_migration_is_followed() {
 }
 
 #[test]
+fn a_moved_command_inside_a_pipelined_group_is_followed_alone() {
+    // Pipelined commands for one master leave as one request; when the
+    // proxy's map is stale for one of them, that one is redirected and the
+    // others' replies stay where they belong.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let moved_slot = 9000;
+    let from = cluster.node_for_slot(moved_slot);
+    let stays: Vec<String> = (1..)
+        .map(|d| moved_slot + d)
+        .filter(|&s| cluster.node_for_slot(s) == from)
+        .take(2)
+        .map(|s| key_for_slot(s, "core-group-"))
+        .collect();
+    let moved = key_for_slot(moved_slot, "core-group-");
+    let mut c = RawClient::connect(proxy.port);
+    let mut setup = Vec::new();
+    for (k, v) in [(&moved, "m"), (&stays[0], "a"), (&stays[1], "b")] {
+        setup.extend(cmd(&["SET", k, v]));
+    }
+    c.roundtrip(&setup, b"+OK\r\n+OK\r\n+OK\r\n");
+    let to = *cluster.master_ports().iter().find(|&&p| p != from).unwrap();
+    cluster.migrate_slot(moved_slot, to);
+    let mut batch = Vec::new();
+    batch.extend(cmd(&["GET", &stays[0]]));
+    batch.extend(cmd(&["GET", &moved]));
+    batch.extend(cmd(&["SET", &moved, "m2"]));
+    batch.extend(cmd(&["GET", &stays[1]]));
+    batch.extend(cmd(&["GET", &moved]));
+    batch.extend(cmd(&["MGET", &stays[1], &moved, &stays[0]]));
+    c.roundtrip(
+        &batch,
+        b"$1\r\na\r\n$1\r\nm\r\n+OK\r\n$1\r\nb\r\n$2\r\nm2\r\n*3\r\n$1\r\nb\r\n$2\r\nm2\r\n$1\r\na\r\n",
+    );
+    let direct: String = redis::cmd("GET")
+        .arg(&moved)
+        .query(&mut cluster.conn(to))
+        .unwrap();
+    assert_eq!(direct, "m2");
+}
+
+#[test]
 fn ask_during_migration_is_followed() {
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(&cluster);

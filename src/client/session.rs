@@ -420,6 +420,25 @@ enum Target {
 }
 
 /// One client connection's state (see [`run`]).
+/// Pipelined commands for one node's shared connection, waiting for the
+/// end of the input batch.
+struct Staged {
+    pool: Arc<NodePool>,
+    /// The first command, as read (not copied while it is alone).
+    first: Bytes,
+    first_seq: u64,
+    /// All of them, once there are several.
+    payload: BytesMut,
+    seqs: Vec<u64>,
+}
+
+/// The `part` of a reply to several pipelined commands (its `seq` is then
+/// the group's id in [`Core::groups`]).
+const PIPELINE_GROUP: u32 = u32::MAX;
+
+/// Room made for this many commands when a node's staging starts.
+const STAGED_COMMANDS: usize = 8;
+
 struct Session {
     parser: RequestParser,
     core: Core,
@@ -457,6 +476,15 @@ struct Core {
     pubsub: Option<Box<PubSubState>>,
     /// Out-of-band frames (published messages) waiting to be written.
     oob: BytesMut,
+    /// Set while an input batch is being read: plain single-slot commands
+    /// are then staged per node and sent as one request per node when the
+    /// batch ends (see [`Core::flush_staged`]).
+    staging: bool,
+    staged: Vec<Staged>,
+    /// Requests of several pipelined commands awaiting their reply: the
+    /// group's id and its commands' reply numbers, in order.
+    groups: Vec<(u64, Vec<u64>)>,
+    next_group: u64,
     /// The batch (see [`Core::batch`]) of the replies collected for
     /// writing and not yet written, while they all belong to one.
     out_batch: Option<u32>,
@@ -497,6 +525,10 @@ impl Session {
                 oob: BytesMut::new(),
                 out_batch: None,
                 out_mixed: false,
+                staging: false,
+                staged: Vec::new(),
+                groups: Vec::new(),
+                next_group: 0,
             },
         }
     }
@@ -521,6 +553,7 @@ impl Session {
     /// the reply channel and the buffers kept between commands.
     fn release_memory(&mut self) {
         self.core.replies.take();
+        self.core.groups = Vec::new();
         self.core.pending = VecDeque::new();
         self.core.scratch.keys = Vec::new();
         self.core.oob = BytesMut::new();
@@ -684,7 +717,11 @@ impl Session {
                 self.core.batch = self.core.batch.wrapping_add(1);
             }
         }
-        while !self.core.closing && self.core.pending.len() < max_pipeline {
+        self.core.staging = true;
+        let waiting = loop {
+            if self.core.closing || self.core.pending.len() >= max_pipeline {
+                break false;
+            }
             match self.parser.parse(rbuf) {
                 Ok(Parsed::Command(n)) => {
                     let name = self
@@ -694,7 +731,7 @@ impl Session {
                         .map(|&(s, e)| &rbuf[s..e])
                         .unwrap_or_default();
                     if self.core.must_wait_for_earlier_replies(name) {
-                        return true;
+                        break true;
                     }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
@@ -708,23 +745,25 @@ impl Session {
                         .map(|&(s, e)| &raw[s..e])
                         .unwrap_or_default();
                     if self.core.must_wait_for_earlier_replies(name) {
-                        return true;
+                        break true;
                     }
                     rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;
                 }
                 Ok(Parsed::Skip(n)) => rbuf.advance(n),
-                Ok(Parsed::Incomplete) => return false,
+                Ok(Parsed::Incomplete) => break false,
                 Err(e) => {
                     let msg = reply::error(&format!("ERR Protocol error: {e}"));
                     self.core.push(Pending::Close(msg));
                     self.core.closing = true;
                     rbuf.clear();
-                    return false;
+                    break false;
                 }
             }
-        }
-        false
+        };
+        self.core.staging = false;
+        self.core.flush_staged().await;
+        waiting
     }
 }
 
@@ -815,6 +854,10 @@ impl Core {
             }
         }
         let route = route(&view, &mut self.scratch);
+        if !self.staged.is_empty() && (!matches!(route, Route::Slot(_)) || self.multi.is_some()) {
+            // Anything but a plain command goes after the staged ones.
+            self.flush_staged().await;
+        }
         self.current = (
             self.scratch.name,
             self.scratch.index,
@@ -955,7 +998,90 @@ impl Core {
         let (target, payload, via, skip) =
             (sent.target(), sent.payload.clone(), sent.via, sent.skip);
         self.push(Pending::Single(sent));
+        if let (true, Target::Slot(slot), Via::Shared, 0) = (self.staging, &target, via, skip) {
+            if self.config.durability.wait_replicas == 0 {
+                let owner = self.ctx.topology.load().master(*slot).cloned();
+                if let Some(pool) = owner {
+                    self.stage(pool, payload, seq);
+                    return None;
+                }
+            }
+        }
         self.send_now(target, payload, false, via, skip, seq, 0)
+    }
+
+    /// Holds a plain command for `pool`'s node until the input batch ends.
+    fn stage(&mut self, pool: Arc<NodePool>, payload: Bytes, seq: u64) {
+        let Some(staged) = self.staged.iter_mut().find(|s| Arc::ptr_eq(&s.pool, &pool)) else {
+            self.staged.push(Staged {
+                pool,
+                first: payload,
+                first_seq: seq,
+                payload: BytesMut::new(),
+                seqs: Vec::new(),
+            });
+            return;
+        };
+        if staged.seqs.is_empty() {
+            // Sized for a typical pipeline's share, so that staging does
+            // not grow them command by command.
+            staged.payload.reserve(staged.first.len() * STAGED_COMMANDS);
+            staged.payload.extend_from_slice(&staged.first);
+            staged.seqs.reserve(STAGED_COMMANDS);
+            staged.seqs.push(staged.first_seq);
+        }
+        staged.payload.extend_from_slice(&payload);
+        staged.seqs.push(seq);
+    }
+
+    /// Sends the staged commands: one request per node, whose replies come
+    /// back together (one command alone is sent as itself).
+    async fn flush_staged(&mut self) {
+        let waiting = self.flush_now();
+        if !waiting.is_empty() {
+            // Rare (a full queue): boxed, so the common path stays small.
+            Box::pin(self.send_all_later(waiting)).await;
+        }
+    }
+
+    async fn send_all_later(&self, waiting: Vec<Later>) {
+        for later in waiting {
+            self.send_later(later).await;
+        }
+    }
+
+    /// [`Core::flush_staged`] without waiting; returns what must wait.
+    fn flush_now(&mut self) -> Vec<Later> {
+        let mut waiting = Vec::new();
+        if self.staged.is_empty() {
+            return waiting;
+        }
+        let mut staged = std::mem::take(&mut self.staged);
+        for s in staged.drain(..) {
+            let (payload, replies, reply_to) = if s.seqs.is_empty() {
+                (s.first, 1, self.reply_to(s.first_seq, 0))
+            } else {
+                let id = self.next_group;
+                self.next_group = self.next_group.wrapping_add(1);
+                let count = s.seqs.len() as u32;
+                self.groups.push((id, s.seqs));
+                (s.payload.freeze(), count, self.reply_to(id, PIPELINE_GROUP))
+            };
+            let req = BackendRequest {
+                payload,
+                asking: false,
+                skip: 0,
+                then_wait: None,
+                replies,
+                reply_to,
+            };
+            if let Some(later) = self.send_to(&s.pool, Via::Shared, req) {
+                waiting.push(later);
+            }
+        }
+        // Keep the allocation for the next batch.
+        self.staged = staged;
+        waiting
     }
 
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
@@ -1571,6 +1697,24 @@ impl Core {
                 // other clients of a single-threaded runtime waiting.
                 tokio::task::yield_now().await;
             }
+            if r.part == PIPELINE_GROUP {
+                let Some(at) = self.groups.iter().position(|(id, _)| *id == r.seq) else {
+                    continue;
+                };
+                let (_, seqs) = self.groups.swap_remove(at);
+                for ((data, status), seq) in group_frames(&r, seqs.len()).into_iter().zip(seqs) {
+                    let each = Reply {
+                        seq,
+                        part: 0,
+                        data,
+                        status,
+                    };
+                    if let Some(resend) = self.on_reply(each) {
+                        Box::pin(self.resend(resend)).await;
+                    }
+                }
+                continue;
+            }
             let group = self.take_group(&r);
             if group > 1 {
                 for each in split_group_reply(r, group) {
@@ -2071,43 +2215,47 @@ fn node_rank(map: &SlotMap, by_node: bool, slot: u16) -> u32 {
     }
 }
 
-/// One reply per part from the reply to `group` sub-commands sent
-/// together: its frames in order when the server answered; the same
-/// failure for each of them otherwise.
-fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
-    let mut out = Vec::with_capacity(group as usize);
+/// The replies to `count` commands sent as one request, in order: the
+/// frames of `r` when the server answered; the same failure for each of
+/// them otherwise.
+fn group_frames(r: &Reply, count: usize) -> Vec<(Bytes, ReplyStatus)> {
+    let mut out = Vec::with_capacity(count);
     let mut scanner = FrameScanner::new();
     let mut at = 0;
-    for i in 0..group {
-        let part = r.part + i;
-        let frame = match r.status {
-            ReplyStatus::Answered => match scanner.scan(r.data.get(at..).unwrap_or_default()) {
-                Ok(Some(n)) => {
-                    at += n;
-                    r.data.slice(at - n..at)
-                }
-                // The connection delivers whole frames, all of them: this
-                // cannot happen, but must not hang the client if it did.
-                _ => {
-                    out.push(Reply {
-                        seq: r.seq,
-                        part,
-                        data: reply::error("ERR slotbridge: incomplete reply from a server"),
-                        status: ReplyStatus::Final,
-                    });
-                    continue;
-                }
-            },
-            _ => r.data.clone(),
-        };
-        out.push(Reply {
-            seq: r.seq,
-            part,
-            data: frame,
-            status: r.status,
-        });
+    for _ in 0..count {
+        if r.status != ReplyStatus::Answered {
+            out.push((r.data.clone(), r.status));
+            continue;
+        }
+        match scanner.scan(r.data.get(at..).unwrap_or_default()) {
+            Ok(Some(n)) => {
+                out.push((r.data.slice(at..at + n), r.status));
+                at += n;
+            }
+            // The connection delivers whole frames, all of them: this
+            // cannot happen, but must not hang the client if it did.
+            _ => out.push((
+                reply::error("ERR slotbridge: incomplete reply from a server"),
+                ReplyStatus::Final,
+            )),
+        }
     }
     out
+}
+
+/// One reply per part from the reply to `group` sub-commands of one
+/// command sent together (see [`group_frames`]).
+fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
+    group_frames(&r, group as usize)
+        .into_iter()
+        .zip(r.part..)
+        .map(|((data, status), part)| Reply {
+            seq: r.seq,
+            part,
+            data,
+            status,
+        })
+        .collect()
 }
 
 /// Combines the replies of all parts into one reply.

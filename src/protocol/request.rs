@@ -269,12 +269,21 @@ fn read_header(
 /// [`read_header`] then handles in full.
 pub(crate) fn short_decimal_line(rest: &[u8]) -> Option<(i64, usize)> {
     let mut value: i64 = 0;
-    for (i, &b) in rest.iter().enumerate().take(19) {
-        match b {
-            b'0'..=b'9' if i < 18 => value = value * 10 + i64::from(b - b'0'),
-            b'\r' if i > 0 && rest.get(i + 1) == Some(&b'\n') => return Some((value, i + 2)),
-            _ => return None,
+    let mut i = 0;
+    while let Some(&b) = rest.get(i) {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 {
+            if i == 18 {
+                return None;
+            }
+            value = value * 10 + i64::from(digit);
+            i += 1;
+            continue;
         }
+        return match (b, rest.get(i + 1)) {
+            (b'\r', Some(b'\n')) if i > 0 => Some((value, i + 2)),
+            _ => None,
+        };
     }
     None
 }
