@@ -3,7 +3,7 @@
 //! The `mimalloc` crate sends every allocation through `mi_malloc_aligned`,
 //! whose fast path covers only blocks of up to 1 KiB; larger ones (read and
 //! write buffers, merged replies) take its generic path. Ordinary Rust
-//! types need at most 8-byte alignment, which every mimalloc block already
+//! types need at most word alignment, which every mimalloc block already
 //! has, so those go to plain `mi_malloc`/`mi_realloc`.
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -11,9 +11,9 @@ use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
 
-/// The alignment of every block mimalloc hands out (all its size classes are
-/// multiples of the word size and start word-aligned).
-const PLAIN_ALIGN: usize = 8;
+/// The alignment of every block mimalloc hands out: its size classes are
+/// multiples of the word size and start word-aligned (8 bytes on 64-bit).
+const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 
 /// mimalloc: faster than the system allocator for the proxy's many small
 /// short-lived buffers, and it gives freed pages back to the OS, so memory

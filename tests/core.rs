@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     encode_command, key_for_slot, keys_in_distinct_slots, slot_of, Cluster, Proxy, RawClient,
+    TempDir,
 };
 use redis::Value;
 
@@ -631,6 +632,69 @@ fn a_moved_command_inside_a_pipelined_group_is_followed_alone() {
         .query(&mut cluster.conn(to))
         .unwrap();
     assert_eq!(direct, "m2");
+}
+
+#[test]
+fn a_read_sent_to_a_master_as_replica_stand_in_follows_the_write_before_it() {
+    // read_from = replica_preferred on a cluster without replicas: reads
+    // go to the masters, and a pipelined read must not overtake the write
+    // the same client sent before it.
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("core-read-order");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, "read_from = \"replica_preferred\"\n").unwrap();
+    let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+    let mut c = RawClient::connect(proxy.port);
+    for i in 0..20 {
+        let key = format!("core-read-order-{i}");
+        let mut batch = cmd(&["SET", &key, "v1"]);
+        batch.extend(cmd(&["GET", &key]));
+        batch.extend(cmd(&["SET", &key, "v2"]));
+        batch.extend(cmd(&["GET", &key]));
+        c.roundtrip(&batch, b"+OK\r\n$2\r\nv1\r\n+OK\r\n$2\r\nv2\r\n");
+    }
+}
+
+#[test]
+fn a_request_timeout_inside_a_pipeline_answers_every_command_once_in_order() {
+    // A thousand pipelined INCRs and a slow script for one master, staged
+    // as one or more requests. Redis answers the INCRs it reads before the
+    // script; the script holds the server past the proxy's request
+    // timeout, so the connection is dropped. Every command gets exactly
+    // one reply, in order: the answered INCRs theirs (a client retrying on
+    // the error would run them twice), the others the connection error.
+    // (Replies of one request that arrived before a failure are kept:
+    // backend::conn::tests::a_failure_keeps_the_replies_that_arrived.)
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("core-group-failure");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, "[backend]\nrequest_timeout_ms = 300\n").unwrap();
+    let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+    let busy = "local s = redis.call('TIME') \
+        repeat local n = redis.call('TIME') \
+        until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 900000 \
+        return 1";
+    let mut c = RawClient::connect(proxy.port);
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        batch.extend(cmd(&["INCR", &format!("{{core-gf}}:{i:05}")]));
+    }
+    batch.extend(cmd(&["EVAL", busy, "1", "{core-gf}:busy"]));
+    batch.extend(cmd(&["INCR", "{core-gf}:last"]));
+    c.send(&batch);
+    let got = c.read_available(Duration::from_secs(4));
+    let text = String::from_utf8_lossy(&got);
+    let replies: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert_eq!(replies.len(), 1002, "{}", common::escape(&got));
+    let answered = replies.iter().take_while(|r| **r == ":1").count();
+    assert!((1..1000).contains(&answered), "answered {answered}");
+    for r in &replies[answered..] {
+        assert!(
+            r.starts_with("-ERR slotbridge: connection to node ")
+                && r.contains("lost before the reply: no reply within"),
+            "{r}"
+        );
+    }
 }
 
 #[test]

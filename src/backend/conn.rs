@@ -213,9 +213,7 @@ async fn run(
                 let msg = reply::error(&format!(
                     "ERR slotbridge: connection to node {addr} lost before the reply: {why}"
                 ));
-                for entry in inflight.drain(..) {
-                    entry.target.send(msg.clone(), ReplyStatus::Lost);
-                }
+                fail_inflight(&mut inflight, &msg);
             }
         }
     }
@@ -358,6 +356,9 @@ struct Inflight {
     queued_at: tokio::time::Instant,
     /// Reply frames it is answered with, delivered together.
     replies: u32,
+    /// When the connection failed partway through its replies: those
+    /// that arrived (delivered ahead of the error).
+    answered: Option<Bytes>,
 }
 
 /// The complete reply frames of the oldest request that are still in the
@@ -394,62 +395,91 @@ where
     let mut now = tokio::time::Instant::now();
     enqueue(first, &mut wbuf, inflight, now);
     let mut woke = true;
-    loop {
-        if woke && commands_in_flight.load(Ordering::Relaxed) > 1 {
-            // Let the other clients that are ready in this tick queue their
-            // commands too, so they leave in the same write.
-            tokio::task::yield_now().await;
-        }
-        woke = false;
-        now = tokio::time::Instant::now();
-        while open && wbuf.len() < MAX_WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(req) => enqueue(req, &mut wbuf, inflight, now),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+    let result: Result<(), String> = async {
+        loop {
+            if woke && commands_in_flight.load(Ordering::Relaxed) > 1 {
+                // Let the other clients that are ready in this tick queue their
+                // commands too, so they leave in the same write.
+                tokio::task::yield_now().await;
             }
-        }
-        if !open && inflight.is_empty() && wbuf.is_empty() {
-            return Ok(());
-        }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK {
-            // Room for a whole batch of replies: a read that fills the
-            // buffer costs a second read.
-            rbuf.reserve(2 * READ_CHUNK);
-        }
-        tokio::select! {
-            biased;
-            n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                if n.map_err(|e| e.to_string())? == 0 {
-                    return Err("write returned 0".into());
-                }
-                if wbuf.is_empty() {
-                    // TLS buffers records until flushed; TCP flush is free.
-                    wr.flush().await.map_err(|e| e.to_string())?;
+            woke = false;
+            now = tokio::time::Instant::now();
+            while open && wbuf.len() < MAX_WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => enqueue(req, &mut wbuf, inflight, now),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
-            n = rd.read_buf(&mut rbuf) => {
-                if n.map_err(|e| e.to_string())? == 0 {
-                    return Err("closed by server".into());
-                }
-                dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight)?;
-            }
-            req = rx.recv(), if open && wbuf.is_empty() => match req {
-                Some(req) => {
-                    enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now());
-                    woke = true;
-                }
-                None => open = false,
-            },
-            _ = request_timer(inflight, timeout) => {
-                return Err(format!("no reply within {:?}", timeout.unwrap_or_default()));
-            }
-            _ = waiting_client_gone(inflight), if !open => {
-                // A private connection whose client disconnected: closing it
-                // ends the blocking command on the server.
+            if !open && inflight.is_empty() && wbuf.is_empty() {
                 return Ok(());
             }
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK {
+                // Room for a whole batch of replies: a read that fills the
+                // buffer costs a second read.
+                rbuf.reserve(2 * READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                n = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                    if n.map_err(|e| e.to_string())? == 0 {
+                        return Err("write returned 0".into());
+                    }
+                    if wbuf.is_empty() {
+                        // TLS buffers records until flushed; TCP flush is free.
+                        wr.flush().await.map_err(|e| e.to_string())?;
+                    }
+                }
+                n = rd.read_buf(&mut rbuf) => {
+                    if n.map_err(|e| e.to_string())? == 0 {
+                        return Err("closed by server".into());
+                    }
+                    dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight)?;
+                }
+                req = rx.recv(), if open && wbuf.is_empty() => match req {
+                    Some(req) => {
+                        enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now());
+                        woke = true;
+                    }
+                    None => open = false,
+                },
+                _ = request_timer(inflight, timeout) => {
+                    return Err(format!("no reply within {:?}", timeout.unwrap_or_default()));
+                }
+                _ = waiting_client_gone(inflight), if !open => {
+                    // A private connection whose client disconnected: closing it
+                    // ends the blocking command on the server.
+                    return Ok(());
+                }
+            }
         }
+    }
+    .await;
+    if result.is_err() && partial.frames > 0 {
+        // The replies the server sent before failing belong to the
+        // commands they answer; only the rest are lost.
+        if let Some(head) = inflight.front_mut() {
+            head.answered = Some(rbuf.split_to(partial.len).freeze());
+        }
+    }
+    result
+}
+
+/// Answers every request written to a connection that failed with `msg`
+/// (status [`ReplyStatus::Lost`]). A request of several commands whose
+/// first replies had arrived gets those, then `msg` for the rest.
+fn fail_inflight(inflight: &mut VecDeque<Inflight>, msg: &Bytes) {
+    for entry in inflight.drain(..) {
+        let data = match entry.answered {
+            Some(answered) => {
+                let mut data = BytesMut::with_capacity(answered.len() + msg.len());
+                data.extend_from_slice(&answered);
+                data.extend_from_slice(msg);
+                data.freeze()
+            }
+            None => msg.clone(),
+        };
+        entry.target.send(data, ReplyStatus::Lost);
     }
 }
 
@@ -494,6 +524,7 @@ fn enqueue(
         held: None,
         queued_at: now,
         replies: req.replies.max(1),
+        answered: None,
     });
 }
 
@@ -627,7 +658,47 @@ mod tests {
             held: None,
             queued_at: tokio::time::Instant::now(),
             replies,
+            answered: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_failure_keeps_the_replies_that_arrived() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let (rd, wr) = tokio::io::split(client);
+        let (tx, mut replies) = mpsc::unbounded_channel();
+        let (_requests, mut rx) = mpsc::channel(8);
+        let first = BackendRequest {
+            payload: Bytes::from_static(
+                b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+            ),
+            asking: false,
+            skip: 0,
+            then_wait: None,
+            replies: 3,
+            reply_to: ReplyTo {
+                tx,
+                seq: 1,
+                part: 0,
+            },
+        };
+        let mut inflight = VecDeque::new();
+        let counter = AtomicI64::new(0);
+        let serving = serve(rd, wr, first, &mut rx, &mut inflight, None, &counter);
+        let server_side = async {
+            let mut request = [0u8; 64];
+            let _ = tokio::io::AsyncReadExt::read(&mut server, &mut request).await;
+            // Two of the three replies, then the connection drops.
+            server.write_all(b"+PONG\r\n+PONG\r\n").await.unwrap();
+            drop(server);
+        };
+        let (result, ()) = tokio::join!(serving, server_side);
+        assert_eq!(result, Err("closed by server".to_string()));
+        fail_inflight(&mut inflight, &reply::error("ERR lost"));
+        let r = replies.try_recv().unwrap();
+        assert_eq!(&r.data[..], b"+PONG\r\n+PONG\r\n-ERR lost\r\n");
+        assert_eq!(r.status, ReplyStatus::Lost);
+        assert!(replies.try_recv().is_err());
     }
 
     #[test]

@@ -439,6 +439,10 @@ const PIPELINE_GROUP: u32 = u32::MAX;
 /// Room made for this many commands when a node's staging starts.
 const STAGED_COMMANDS: usize = 8;
 
+/// Larger commands are not staged (a copy of a large value would cost
+/// more than the request it saves); they leave alone, after the staged ones.
+const STAGE_MAX: usize = 4096;
+
 struct Session {
     parser: RequestParser,
     core: Core,
@@ -854,8 +858,9 @@ impl Core {
             }
         }
         let route = route(&view, &mut self.scratch);
-        if !self.staged.is_empty() && (!matches!(route, Route::Slot(_)) || self.multi.is_some()) {
-            // Anything but a plain command goes after the staged ones.
+        let stage_to = self.stage_target(&route, raw.len());
+        if stage_to.is_none() && !self.staged.is_empty() {
+            // Anything that is not staged goes after the staged commands.
             self.flush_staged().await;
         }
         self.current = (
@@ -884,7 +889,15 @@ impl Core {
                         .scripts
                         .remember(&sent.payload.slice(args[1].0..args[1].1));
                 }
-                self.start_now(sent, seq)
+                match stage_to {
+                    Some(pool) => {
+                        let payload = sent.payload.clone();
+                        self.push(Pending::Single(sent));
+                        self.stage(pool, payload, seq);
+                        None
+                    }
+                    None => self.start_now(sent, seq),
+                }
             }
             Route::Blocking(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
@@ -998,16 +1011,26 @@ impl Core {
         let (target, payload, via, skip) =
             (sent.target(), sent.payload.clone(), sent.via, sent.skip);
         self.push(Pending::Single(sent));
-        if let (true, Target::Slot(slot), Via::Shared, 0) = (self.staging, &target, via, skip) {
-            if self.config.durability.wait_replicas == 0 {
-                let owner = self.ctx.topology.load().master(*slot).cloned();
-                if let Some(pool) = owner {
-                    self.stage(pool, payload, seq);
-                    return None;
-                }
-            }
-        }
         self.send_now(target, payload, false, via, skip, seq, 0)
+    }
+
+    /// The master to stage the command routed as `route` for (see
+    /// [`Core::stage`]), if it is a plain command of an input batch: one
+    /// slot with a known owner, read from the master, no transaction, no
+    /// WAIT policy, and small enough that copying it costs nothing.
+    fn stage_target(&self, route: &Route, len: usize) -> Option<Arc<NodePool>> {
+        let Route::Slot(slot) = route else {
+            return None;
+        };
+        let plain = self.staging
+            && self.multi.is_none()
+            && len <= STAGE_MAX
+            && self.config.durability.wait_replicas == 0
+            && !(self.scratch.readonly && self.config.read_from != ReadFrom::Master);
+        if !plain {
+            return None;
+        }
+        self.ctx.topology.load().master(*slot).cloned()
     }
 
     /// Holds a plain command for `pool`'s node until the input batch ends.
@@ -1025,7 +1048,9 @@ impl Core {
         if staged.seqs.is_empty() {
             // Sized for a typical pipeline's share, so that staging does
             // not grow them command by command.
-            staged.payload.reserve(staged.first.len() * STAGED_COMMANDS);
+            staged
+                .payload
+                .reserve(staged.first.len() * STAGED_COMMANDS + payload.len());
             staged.payload.extend_from_slice(&staged.first);
             staged.seqs.reserve(STAGED_COMMANDS);
             staged.seqs.push(staged.first_seq);
@@ -2216,17 +2241,30 @@ fn node_rank(map: &SlotMap, by_node: bool, slot: u16) -> u32 {
 }
 
 /// The replies to `count` commands sent as one request, in order: the
-/// frames of `r` when the server answered; the same failure for each of
-/// them otherwise.
+/// frames of `r` when the server answered. A failure's data is the frames
+/// the server sent before the connection failed, then the error, which
+/// goes to each command left unanswered.
 fn group_frames(r: &Reply, count: usize) -> Vec<(Bytes, ReplyStatus)> {
     let mut out = Vec::with_capacity(count);
     let mut scanner = FrameScanner::new();
     let mut at = 0;
-    for _ in 0..count {
-        if r.status != ReplyStatus::Answered {
-            out.push((r.data.clone(), r.status));
-            continue;
+    if r.status != ReplyStatus::Answered {
+        let mut frames: Vec<Bytes> = Vec::new();
+        while let Ok(Some(n)) = scanner.scan(r.data.get(at..).unwrap_or_default()) {
+            frames.push(r.data.slice(at..at + n));
+            at += n;
         }
+        let error = frames.pop().unwrap_or_else(|| r.data.clone());
+        let mut answered = frames.into_iter();
+        for _ in 0..count {
+            out.push(match answered.next() {
+                Some(frame) => (frame, ReplyStatus::Answered),
+                None => (error.clone(), r.status),
+            });
+        }
+        return out;
+    }
+    for _ in 0..count {
         match scanner.scan(r.data.get(at..).unwrap_or_default()) {
             Ok(Some(n)) => {
                 out.push((r.data.slice(at..at + n), r.status));
@@ -2535,5 +2573,62 @@ fn post_process(sent: &mut Sent, r: &Reply) -> Next {
                 delay: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(data: &'static [u8], status: ReplyStatus) -> Reply {
+        Reply {
+            seq: 1,
+            part: 0,
+            data: Bytes::from_static(data),
+            status,
+        }
+    }
+
+    #[test]
+    fn group_replies_go_to_their_commands_in_order() {
+        let answered = reply(b"+OK\r\n$1\r\na\r\n:5\r\n", ReplyStatus::Answered);
+        let got: Vec<(Vec<u8>, ReplyStatus)> = group_frames(&answered, 3)
+            .into_iter()
+            .map(|(d, s)| (d.to_vec(), s))
+            .collect();
+        let ok = ReplyStatus::Answered;
+        assert_eq!(
+            got,
+            vec![
+                (b"+OK\r\n".to_vec(), ok),
+                (b"$1\r\na\r\n".to_vec(), ok),
+                (b":5\r\n".to_vec(), ok)
+            ]
+        );
+        // The connection failed after two replies: those stay answered.
+        let lost = reply(b"+OK\r\n:1\r\n-ERR gone\r\n", ReplyStatus::Lost);
+        let got: Vec<(Vec<u8>, ReplyStatus)> = group_frames(&lost, 4)
+            .into_iter()
+            .map(|(d, s)| (d.to_vec(), s))
+            .collect();
+        let gone = (b"-ERR gone\r\n".to_vec(), ReplyStatus::Lost);
+        assert_eq!(
+            got,
+            vec![
+                (b"+OK\r\n".to_vec(), ok),
+                (b":1\r\n".to_vec(), ok),
+                gone.clone(),
+                gone.clone()
+            ]
+        );
+        // Never sent: the same error for all.
+        let unsent = reply(b"-ERR down\r\n", ReplyStatus::NotSent);
+        assert!(group_frames(&unsent, 2)
+            .iter()
+            .all(|(d, s)| &d[..] == b"-ERR down\r\n" && *s == ReplyStatus::NotSent));
+        // A short answer cannot hang the commands left without one.
+        let short = reply(b"+OK\r\n", ReplyStatus::Answered);
+        let got = group_frames(&short, 2);
+        assert_eq!(got[1].1, ReplyStatus::Final);
     }
 }
