@@ -171,32 +171,20 @@ async fn run(
         } else {
             opts.request_timeout
         };
+        let link = Link {
+            rx: &mut rx,
+            inflight: &mut inflight,
+            timeout,
+            commands_in_flight: &opts.commands_in_flight,
+        };
         let result = match stream {
             BackendStream::Tcp(mut tcp) => {
                 let (rd, wr) = tcp.split();
-                serve(
-                    rd,
-                    wr,
-                    first,
-                    &mut rx,
-                    &mut inflight,
-                    timeout,
-                    &opts.commands_in_flight,
-                )
-                .await
+                serve(rd, wr, first, link).await
             }
             BackendStream::Tls(tls) => {
                 let (rd, wr) = tokio::io::split(*tls);
-                serve(
-                    rd,
-                    wr,
-                    first,
-                    &mut rx,
-                    &mut inflight,
-                    timeout,
-                    &opts.commands_in_flight,
-                )
-                .await
+                serve(rd, wr, first, link).await
             }
         };
         match result {
@@ -371,22 +359,37 @@ struct Partial {
     frames: u32,
 }
 
+/// What a connection's serving loop works with besides its socket.
+struct Link<'a> {
+    /// Requests to write.
+    rx: &'a mut mpsc::Receiver<BackendRequest>,
+    /// Requests written and not yet answered.
+    inflight: &'a mut VecDeque<Inflight>,
+    /// How long the oldest request may wait for its reply (None: forever).
+    timeout: Option<Duration>,
+    /// Client commands in flight proxy-wide (see [`ConnOptions`]).
+    commands_in_flight: &'a AtomicI64,
+}
+
 /// Runs one established connection until the request channel closes (Ok)
-/// or the socket fails (Err). `inflight` holds the requests that were
+/// or the socket fails (Err). `link.inflight` holds the requests that were
 /// written but not yet answered.
 async fn serve<R, W>(
     mut rd: R,
     mut wr: W,
     first: BackendRequest,
-    rx: &mut mpsc::Receiver<BackendRequest>,
-    inflight: &mut VecDeque<Inflight>,
-    timeout: Option<Duration>,
-    commands_in_flight: &AtomicI64,
+    link: Link<'_>,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Link {
+        rx,
+        inflight,
+        timeout,
+        commands_in_flight,
+    } = link;
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new();
@@ -684,7 +687,13 @@ mod tests {
         };
         let mut inflight = VecDeque::new();
         let counter = AtomicI64::new(0);
-        let serving = serve(rd, wr, first, &mut rx, &mut inflight, None, &counter);
+        let link = Link {
+            rx: &mut rx,
+            inflight: &mut inflight,
+            timeout: None,
+            commands_in_flight: &counter,
+        };
+        let serving = serve(rd, wr, first, link);
         let server_side = async {
             let mut request = [0u8; 64];
             let _ = tokio::io::AsyncReadExt::read(&mut server, &mut request).await;
