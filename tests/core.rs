@@ -634,16 +634,23 @@ fn a_moved_command_inside_a_pipelined_group_is_followed_alone() {
     assert_eq!(direct, "m2");
 }
 
+/// A proxy of its own for `cluster`, started with the configuration `toml`
+/// (the directory holding it lives as long as the returned guard).
+fn proxy_with_config(cluster: &Cluster, toml: &str) -> (TempDir, Proxy) {
+    let dir = TempDir::new("core-config");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    let proxy = Proxy::start_with(cluster, &["--config", path.to_str().unwrap()]);
+    (dir, proxy)
+}
+
 #[test]
 fn a_read_sent_to_a_master_as_replica_stand_in_follows_the_write_before_it() {
     // read_from = replica_preferred on a cluster without replicas: reads
     // go to the masters, and a pipelined read must not overtake the write
     // the same client sent before it.
     let cluster = Cluster::start(3, 0);
-    let dir = TempDir::new("core-read-order");
-    let path = dir.path().join("slotbridge.toml");
-    std::fs::write(&path, "read_from = \"replica_preferred\"\n").unwrap();
-    let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = proxy_with_config(&cluster, "read_from = \"replica_preferred\"\n");
     let mut c = RawClient::connect(proxy.port);
     for i in 0..20 {
         let key = format!("core-read-order-{i}");
@@ -666,10 +673,7 @@ fn a_request_timeout_inside_a_pipeline_answers_every_command_once_in_order() {
     // (Replies of one request that arrived before a failure are kept:
     // backend::conn::tests::a_failure_keeps_the_replies_that_arrived.)
     let cluster = Cluster::start(3, 0);
-    let dir = TempDir::new("core-group-failure");
-    let path = dir.path().join("slotbridge.toml");
-    std::fs::write(&path, "[backend]\nrequest_timeout_ms = 300\n").unwrap();
-    let proxy = Proxy::start_with(&cluster, &["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = proxy_with_config(&cluster, "[backend]\nrequest_timeout_ms = 300\n");
     let busy = "local s = redis.call('TIME') \
         repeat local n = redis.call('TIME') \
         until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 900000 \

@@ -1150,29 +1150,27 @@ impl Core {
         // replies come back together: (slot, payload, commands, first part).
         let mut sends: Vec<(u16, Bytes, u32, u32)> = Vec::with_capacity(subs.len());
         let mut parts: Vec<Part> = Vec::with_capacity(subs.len());
-        let mut run_start = 0;
-        for (i, sub) in subs.iter().enumerate() {
-            let joins = i > 0 && sub.node != split::NO_NODE && sub.node == subs[i - 1].node;
+        let (mut run_start, mut run_offset, mut prev_node) = (0, 0, split::NO_NODE);
+        for (i, sub) in subs.into_iter().enumerate() {
+            let joins = sub.node != split::NO_NODE && sub.node == prev_node;
             match sends.last_mut() {
                 Some((_, payload, count, _)) if joins => {
-                    *payload = all.slice(subs[run_start].offset..sub.offset + sub.payload.len());
+                    *payload = all.slice(run_offset..sub.offset + sub.payload.len());
                     *count += 1;
                     parts[run_start].group += 1;
                 }
                 _ => {
-                    run_start = i;
+                    (run_start, run_offset) = (i, sub.offset);
                     sends.push((sub.slot, sub.payload.clone(), 1, i as u32));
                 }
             }
+            prev_node = sub.node;
             parts.push(Part {
-                sent: Sent::to_slot(sub.payload.clone(), sub.slot),
-                positions: Vec::new(),
+                sent: Sent::to_slot(sub.payload, sub.slot),
+                positions: sub.positions,
                 reply: None,
                 group: 1,
             });
-        }
-        for (part, sub) in parts.iter_mut().zip(subs) {
-            part.positions = sub.positions;
         }
         self.push(Pending::Multi(Box::new(Multi {
             kind: MergeKind::Split(kind),
