@@ -204,25 +204,24 @@ fn accept(
         return;
     }
     let _ = stream.set_nodelay(true);
+    use crate::client::connection::{ClientStream, Connection};
     let ctx = ctx.clone();
-    let acceptor = acceptor.clone();
-    let fut = async move {
-        use crate::client::session::{run, ClientStream};
-        let stream = match acceptor {
-            None => ClientStream::Tcp(stream),
-            Some(acceptor) => {
-                // Boxed in its own statement: the handshake's state and its
-                // result are large and must not stay part of this future.
+    match acceptor {
+        None => {
+            tokio::spawn(Connection::new(ClientStream::Tcp(stream), peer, ctx));
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // Boxed: the handshake's state and its result are large and
+                // must not stay part of the connection's task.
                 let handshake = Box::pin(tls_handshake(acceptor, stream, peer));
-                match handshake.await {
-                    Some(tls) => tls,
-                    None => return,
+                if let Some(tls) = handshake.await {
+                    Connection::new(tls, peer, ctx).await
                 }
-            }
-        };
-        run(stream, peer, ctx).await
-    };
-    tokio::spawn(fut);
+            });
+        }
+    }
 }
 
 /// Runs a client's TLS handshake (10 s at most).
@@ -230,9 +229,9 @@ async fn tls_handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-) -> Option<crate::client::session::ClientStream> {
+) -> Option<crate::client::connection::ClientStream> {
     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Some(crate::client::session::ClientStream::Tls(Box::new(tls))),
+        Ok(Ok(tls)) => Some(crate::client::connection::ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => {
             tracing::debug!(client = %peer, error = %e, "client TLS handshake failed");
             None
@@ -255,6 +254,7 @@ async fn drain(ctx: &Context) {
         "shutting down: draining client connections"
     );
     ctx.shutdown.send_replace(true);
+    ctx.clients.wake_all();
     let deadline = Instant::now() + timeout;
     while ctx.stats.connected_clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

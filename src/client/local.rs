@@ -1,7 +1,6 @@
 //! Commands the proxy answers itself: connection state (`HELLO`, `AUTH`,
 //! `SELECT`, `CLIENT ...`), `PING`, `ECHO`, `QUIT`, `RESET`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -19,10 +18,6 @@ use crate::server::Context;
 /// Per-connection state that local commands read and change.
 #[derive(Debug)]
 pub struct ClientState {
-    /// Client id (as in `CLIENT ID`).
-    pub id: u64,
-    /// Peer address.
-    pub peer: SocketAddr,
     /// Protocol chosen with `HELLO`.
     pub proto: Proto,
     /// Whether `AUTH` succeeded (or no password is configured).
@@ -35,8 +30,6 @@ impl ClientState {
     /// A fresh connection.
     pub fn new(info: Arc<ClientInfo>, authed: bool) -> Self {
         ClientState {
-            id: info.id,
-            peer: info.peer,
             proto: Proto::Resp2,
             authed,
             info,
@@ -210,7 +203,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     put_bulk(&mut out, b"proto");
     put_int(&mut out, if proto == Proto::Resp3 { 3 } else { 2 });
     put_bulk(&mut out, b"id");
-    put_int(&mut out, client.id as i64);
+    put_int(&mut out, client.info.id as i64);
     put_bulk(&mut out, b"mode");
     put_bulk(&mut out, b"standalone");
     put_bulk(&mut out, b"role");
@@ -242,7 +235,7 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                 out.freeze()
             }
         },
-        b"id" => reply::int(client.id as i64),
+        b"id" => reply::int(client.info.id as i64),
         b"setinfo" if view.len() == 4 => {
             let attr = view.get(2).to_ascii_lowercase();
             let value = Some(Bytes::copy_from_slice(view.get(3)));

@@ -1,5 +1,6 @@
 //! One client connection: the session state machine and local commands.
 
+pub mod connection;
 pub mod durability;
 pub mod keyspace;
 pub mod local;

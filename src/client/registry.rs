@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,6 +27,9 @@ pub struct ClientInfo {
     /// boxed once one is set, so a client that sets none (most idle
     /// connections of a pool) costs a pointer.
     names: Mutex<Option<Box<Names>>>,
+    /// The task of the client while it rests, woken when the proxy starts
+    /// draining (see [`Registry::wake_all`]).
+    shutdown_waker: Mutex<Option<Waker>>,
 }
 
 /// Names a client gave itself.
@@ -51,6 +55,20 @@ impl ClientInfo {
             created: Instant::now(),
             resp: AtomicU8::new(2),
             names: Mutex::new(None),
+            shutdown_waker: Mutex::new(None),
+        }
+    }
+
+    /// Wakes `waker` when the proxy starts draining (replacing the waker
+    /// set before).
+    pub fn set_shutdown_waker(&self, waker: &Waker) {
+        let mut slot = self
+            .shutdown_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
         }
     }
 
@@ -113,6 +131,21 @@ impl Registry {
         self.lock().remove(&id);
     }
 
+    /// Wakes every resting client (the proxy started draining).
+    pub fn wake_all(&self) {
+        let clients: Vec<Arc<ClientInfo>> = self.lock().values().cloned().collect();
+        for client in clients {
+            let waker = client
+                .shutdown_waker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
     /// `CLIENT LIST` text, by id.
     pub fn list(&self) -> String {
         self.lock().values().map(|c| c.line()).collect()
@@ -120,28 +153,6 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Removes a client from the registry when its session ends, however it ends.
-#[derive(Debug)]
-pub struct Registration<'a> {
-    registry: &'a Registry,
-    id: u64,
-}
-
-impl<'a> Registration<'a> {
-    /// Registers `info` until the guard is dropped.
-    pub fn new(registry: &'a Registry, info: Arc<ClientInfo>) -> Self {
-        let id = info.id;
-        registry.add(info);
-        Registration { registry, id }
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.registry.remove(self.id);
     }
 }
 
@@ -155,13 +166,40 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let a = Arc::new(ClientInfo::new(1, peer, None));
         a.update(|n| n.name = Some(Bytes::from_static(b"worker")));
-        {
-            let _g = Registration::new(&reg, a);
-            let _h = Registration::new(&reg, Arc::new(ClientInfo::new(2, peer, None)));
-            let list = reg.list();
-            assert!(list.starts_with("id=1 addr=127.0.0.1:5000 laddr= fd=0 name=worker age=0"));
-            assert_eq!(list.lines().count(), 2);
-        }
+        reg.add(a);
+        reg.add(Arc::new(ClientInfo::new(2, peer, None)));
+        let list = reg.list();
+        assert!(list.starts_with("id=1 addr=127.0.0.1:5000 laddr= fd=0 name=worker age=0"));
+        assert_eq!(list.lines().count(), 2);
+        reg.remove(1);
+        reg.remove(2);
         assert_eq!(reg.list(), "");
+    }
+
+    #[test]
+    fn wake_all_wakes_each_registered_task_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let reg = Registry::default();
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let a = Arc::new(ClientInfo::new(1, peer, None));
+        a.set_shutdown_waker(&waker);
+        a.set_shutdown_waker(&waker);
+        reg.add(a);
+        // Registered without a waker (an active session): nothing to wake.
+        reg.add(Arc::new(ClientInfo::new(2, peer, None)));
+        reg.wake_all();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        // Taken by the first wake: a resting task registers again.
+        reg.wake_all();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -8,21 +8,20 @@
 //! reply at the head of the queue that is complete, in one write per batch.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::connection::Resting;
 use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
 use super::pubsub::{self as subs, PubSubState, GLOBAL};
-use super::registry::{ClientInfo, Registration};
+use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
@@ -57,168 +56,11 @@ const BIG_SPLIT: usize = 4096;
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// A client connection, plain or TLS.
-pub enum ClientStream {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl ClientStream {
-    fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            ClientStream::Tcp(s) => s.local_addr().ok(),
-            ClientStream::Tls(s) => s.get_ref().0.local_addr().ok(),
-        }
-    }
-}
-
-/// Serves one client until it disconnects or sends `QUIT`.
-pub async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<Context>) {
-    ctx.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-    ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!(m::CLIENT_CONNECTIONS_TOTAL).increment(1);
-    let info = Arc::new(ClientInfo::new(
-        ctx.next_client_id(),
-        peer,
-        stream.local_addr(),
-    ));
-    let _registration = Registration::new(&ctx.clients, info.clone());
-    tracing::debug!(client = %peer, "client connected");
-    let authed = !ctx.config().auth.required();
-    let resting = Resting::Compact(ClientState::new(info, authed), 0);
-    let result = match stream {
-        ClientStream::Tcp(mut tcp) => {
-            let (rd, wr) = tcp.split();
-            serve(&ctx, resting, rd, wr).await
-        }
-        ClientStream::Tls(tls) => {
-            let (rd, wr) = tokio::io::split(tls);
-            serve(&ctx, resting, rd, wr).await
-        }
-    };
-    match result {
-        Ok(()) => tracing::debug!(client = %peer, "client disconnected"),
-        Err(e) => tracing::debug!(client = %peer, error = %e, "client connection ended"),
-    }
-    ctx.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-    crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A quiet session, waiting for its client's next bytes.
-enum Resting {
-    /// A plain client (no transaction, `WATCH` or subscription): only who
-    /// it is (and its next reply number) is kept; the rest of the session
-    /// is built again when it sends its next command. This is what most
-    /// idle connections are, so it is what an idle connection costs.
-    Compact(ClientState, u64),
-    /// Any other: kept whole, minus its buffers.
-    Whole(Box<Session>),
-}
-
-impl Resting {
-    /// The session, ready for commands.
-    fn wake(self, ctx: &Arc<Context>) -> Box<Session> {
-        match self {
-            Resting::Compact(client, base_seq) => {
-                Box::new(Session::with_client(ctx.clone(), client, base_seq))
-            }
-            Resting::Whole(session) => session,
-        }
-    }
-}
-
-/// Runs the connection: reads and dispatches commands, collects replies in
-/// order and writes them as the client accepts them. Writing never blocks
-/// the rest: while a slow client does not read, replies keep being
-/// collected (and no new commands are read once a megabyte waits), and the
-/// client is disconnected when its unwritten replies pass the output buffer
-/// limit or it reads nothing for the write timeout.
-async fn serve<R, W>(
-    ctx: &Arc<Context>,
-    mut resting: Resting,
-    mut rd: R,
-    mut wr: W,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut shutdown = ctx.shutdown.subscribe();
-    // Allocated on demand: an idle client holds only what `read_buf` needs
-    // for a first small read (tens of bytes), not a full chunk.
-    let mut rbuf = BytesMut::new();
-    // The last read from or write to the client (Redis's "last
-    // interaction", which its idle timeout counts from).
-    let mut last_active = tokio::time::Instant::now();
-    loop {
-        // Resting (also at the start): nothing read, in flight or
-        // unwritten, so wait for the client's next bytes with a small state
-        // and no reply channel.
-        let mut drain = false;
-        let idle = Duration::from_millis(ctx.config().limits.client_idle_timeout_ms);
-        // Boxed: the timer is larger than the rest of a resting client's
-        // state, and most deployments never set an idle timeout.
-        let mut idle_timer =
-            (!idle.is_zero()).then(|| Box::pin(tokio::time::sleep_until(last_active + idle)));
-        tokio::select! {
-            n = rd.read_buf(&mut rbuf) => {
-                let n = n?;
-                if n == 0 {
-                    return Ok(());
-                }
-                last_active = tokio::time::Instant::now();
-                m::count_bytes_in(n);
-            }
-            _ = shutdown.changed() => drain = true,
-            _ = async { if let Some(t) = idle_timer.as_mut() { t.await } }, if idle_timer.is_some() => {
-                tracing::debug!(client = %peer_of(&resting), "idle client timeout");
-                return Ok(());
-            }
-        }
-        drop(idle_timer);
-        let mut session = resting.wake(ctx);
-        session.core.closing |= drain;
-        // The active loop's state is large (command handling, timers, the
-        // write buffer); it is boxed and dropped whenever the client has
-        // been quiet for a while, so an idle connection costs little.
-        // Boxed in its own statement: a temporary unboxed future would keep
-        // its space in this state machine across the await.
-        let active = Box::pin(session.serve_active(
-            &mut rd,
-            &mut wr,
-            &mut rbuf,
-            &mut shutdown,
-            &mut last_active,
-        ));
-        let exit = active.await;
-        if !matches!(exit, Ok(Exit::Park)) {
-            ctx.stats
-                .inflight
-                .fetch_sub(session.core.pending.len() as i64, Ordering::Relaxed);
-            return exit.map(|_| ());
-        }
-        // Parking (a close is counted once, in `run`).
-        crate::server::SESSIONS_RELEASED.fetch_add(1, Ordering::Relaxed);
-        rbuf = BytesMut::new();
-        resting = session.rest();
-    }
-}
-
-/// The client's address, for logs.
-fn peer_of(resting: &Resting) -> SocketAddr {
-    match resting {
-        Resting::Compact(client, _) => client.peer,
-        Resting::Whole(session) => session.core.client.peer,
-    }
-}
-
 /// Both ends of a session's reply channel.
 type ReplyChannel = (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>);
 
 /// How [`Session::serve_active`] ended.
-enum Exit {
+pub(super) enum Exit {
     /// The connection is done.
     Closed,
     /// The client went quiet: wait for its next bytes with a small state.
@@ -443,7 +285,7 @@ const STAGED_COMMANDS: usize = 8;
 /// more than the request it saves); they leave alone, after the staged ones.
 const STAGE_MAX: usize = 4096;
 
-struct Session {
+pub(super) struct Session {
     parser: RequestParser,
     core: Core,
 }
@@ -499,7 +341,7 @@ struct Core {
 impl Session {
     /// A session for a client known as `client`, whose next command gets
     /// reply number `base_seq`.
-    fn with_client(ctx: Arc<Context>, client: ClientState, base_seq: u64) -> Self {
+    pub(super) fn with_client(ctx: Arc<Context>, client: ClientState, base_seq: u64) -> Self {
         Session {
             parser: {
                 let config = ctx.config();
@@ -537,8 +379,24 @@ impl Session {
         }
     }
 
+    /// Who the client is.
+    pub(super) fn info(&self) -> &ClientInfo {
+        &self.core.client.info
+    }
+
+    /// Commands read and not yet answered.
+    pub(super) fn in_flight(&self) -> usize {
+        self.core.pending.len()
+    }
+
+    /// Reads no more commands: the connection closes once the replies of
+    /// those already read are written (draining).
+    pub(super) fn close_after_replies(&mut self) {
+        self.core.closing = true;
+    }
+
     /// Puts a quiet session to rest (see [`Resting`]).
-    fn rest(mut self: Box<Self>) -> Resting {
+    pub(super) fn rest(mut self: Box<Self>) -> Resting {
         let core = &self.core;
         let plain = core.multi.is_none()
             && core.pinned.is_none()
@@ -566,7 +424,7 @@ impl Session {
 
     /// The active part of [`Session::serve`]: returns [`Exit::Park`] once
     /// the client has been quiet for [`PARK_AFTER`] with nothing in flight.
-    async fn serve_active<R, W>(
+    pub(super) async fn serve_active<R, W>(
         &mut self,
         rd: &mut R,
         wr: &mut W,
@@ -604,7 +462,7 @@ impl Session {
             };
             self.core.collect_ready(&mut wbuf);
             if wbuf.len() > output_limit {
-                tracing::warn!(client = %self.core.client.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
+                tracing::warn!(client = %self.core.client.info.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 return Ok(Exit::Closed);
             }
@@ -687,12 +545,12 @@ impl Session {
                 }
                 _ = &mut timer, if deadline.is_some() => {
                     if writable && last_write.elapsed() >= write_timeout {
-                        tracing::warn!(client = %self.core.client.peer, "client reads none of its replies; disconnecting it");
+                        tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                         return Ok(Exit::Closed);
                     }
                     if idle_check && last_activity.elapsed() >= idle {
-                        tracing::debug!(client = %self.core.client.peer, "idle client timeout");
+                        tracing::debug!(client = %self.core.client.info.peer, "idle client timeout");
                         return Ok(Exit::Closed);
                     }
                     if parkable && last_activity.elapsed() >= PARK_AFTER {
@@ -2039,7 +1897,7 @@ impl Core {
                 }
             }
             PubSubEvent::Overflow => {
-                tracing::warn!(client = %self.client.peer, "subscriber too slow for its messages; disconnecting it");
+                tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 self.ctx
                     .stats
@@ -2092,7 +1950,7 @@ impl Core {
                 conn.send(c);
             }
             ps.swallow.insert(GLOBAL, count);
-            tracing::info!(client = %self.client.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
+            tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
             return;
         }
         // Shard channels whose owner has no live connection: one SSUBSCRIBE per slot.
