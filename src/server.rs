@@ -1,6 +1,6 @@
 //! The listener: shared proxy state, start-up and the accept loop.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,9 @@ pub struct Context {
     /// Bumped after every configuration change, so sessions can keep a
     /// snapshot and check it with one relaxed load.
     config_version: AtomicU64,
-    /// Raised when the process starts draining (SIGTERM/SIGINT).
-    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Raised when the process starts draining (SIGTERM/SIGINT); see
+    /// [`Context::start_draining`].
+    draining: AtomicBool,
     /// The slot map and connection pools.
     pub topology: Arc<Topology>,
     /// Client counters.
@@ -59,6 +60,22 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether the process is draining: sessions read no new commands and
+    /// close once their replies are written.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining and wakes every client's task (each registered its
+    /// waker with [`ClientInfo::set_shutdown_waker`] before checking
+    /// [`Context::is_draining`]).
+    ///
+    /// [`ClientInfo::set_shutdown_waker`]: crate::client::registry::ClientInfo::set_shutdown_waker
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.clients.wake_all();
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
@@ -253,8 +270,7 @@ async fn drain(ctx: &Context) {
         ?timeout,
         "shutting down: draining client connections"
     );
-    ctx.shutdown.send_replace(true);
-    ctx.clients.wake_all();
+    ctx.start_draining();
     let deadline = Instant::now() + timeout;
     while ctx.stats.connected_clients.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -364,7 +380,7 @@ fn build_context(
     let ctx = Arc::new(Context {
         config: arc_swap::ArcSwap::from_pointee(config),
         config_version: AtomicU64::new(0),
-        shutdown: tokio::sync::watch::channel(false).0,
+        draining: AtomicBool::new(false),
         topology,
         stats,
         started: Instant::now(),

@@ -175,7 +175,7 @@ impl Connection {
         // Registered before the check, so a drain that starts in between
         // still wakes this task.
         client.info().set_shutdown_waker(cx.waker());
-        if *self.ctx.shutdown.borrow() {
+        if self.ctx.is_draining() {
             // Draining: nothing is in flight, so the client is done.
             return Poll::Ready(Woke::Close(Ok(())));
         }
@@ -302,15 +302,21 @@ async fn serve(
     mut rbuf: BytesMut,
     mut last_active: Instant,
 ) -> Served {
-    let mut shutdown = ctx.shutdown.subscribe();
-    if *shutdown.borrow_and_update() {
+    // This task's waker, woken when draining starts (registered before
+    // the check, as in `poll_rest`).
+    std::future::poll_fn(|cx| {
+        session.info().set_shutdown_waker(cx.waker());
+        Poll::Ready(())
+    })
+    .await;
+    if ctx.is_draining() {
         session.close_after_replies();
     }
     match stream {
         ClientStream::Tcp(mut tcp) => {
             let (mut rd, mut wr) = tcp.split();
             let exit = session
-                .serve_active(&mut rd, &mut wr, &mut rbuf, &mut shutdown, &mut last_active)
+                .serve_active(&mut rd, &mut wr, &mut rbuf, &mut last_active)
                 .await;
             Served {
                 exit,
@@ -322,7 +328,7 @@ async fn serve(
         ClientStream::Tls(tls) => {
             let (mut rd, mut wr) = tokio::io::split(tls);
             let exit = session
-                .serve_active(&mut rd, &mut wr, &mut rbuf, &mut shutdown, &mut last_active)
+                .serve_active(&mut rd, &mut wr, &mut rbuf, &mut last_active)
                 .await;
             Served {
                 exit,

@@ -56,6 +56,19 @@ const BIG_SPLIT: usize = 4096;
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
+/// Ready once the proxy drains. The task's waker was registered when the
+/// session became active (see `connection::serve`), so nothing is
+/// registered here: this is one atomic load per loop turn.
+fn draining(ctx: &Context) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if ctx.is_draining() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
 /// Both ends of a session's reply channel.
 type ReplyChannel = (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>);
 
@@ -429,7 +442,6 @@ impl Session {
         rd: &mut R,
         wr: &mut W,
         rbuf: &mut BytesMut,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
         last_active: &mut tokio::time::Instant,
     ) -> std::io::Result<Exit>
     where
@@ -498,20 +510,34 @@ impl Session {
             let idle_check = quiet && !idle.is_zero();
             let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
             let last_activity = *last_active;
-            let deadline = [
-                writable.then(|| last_activity + write_timeout),
-                idle_check.then(|| last_activity + idle),
-                parkable.then(|| last_activity + PARK_AFTER),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            // The earliest of the timeouts that apply (parking, after
+            // 250 ms, usually comes first).
+            let mut deadline = None;
+            for (applies, after) in [
+                (parkable, PARK_AFTER),
+                (writable, write_timeout),
+                (idle_check, idle),
+            ] {
+                if applies && deadline.is_none_or(|d| last_activity + after < d) {
+                    deadline = Some(last_activity + after);
+                }
+            }
             if let Some(d) = deadline {
                 if timer.deadline() > d {
                     timer.as_mut().reset(d);
                 }
             }
+            // In a fixed order, which costs less than tokio's random one:
+            // draining first (one atomic load), replies before new
+            // commands, the timer last. None can starve another: reading
+            // stops at the pipeline and output limits, replies stop when
+            // nothing is in flight.
             tokio::select! {
+                biased;
+                _ = draining(&self.core.ctx), if !self.core.closing => {
+                    // Draining: finish what was read, then close.
+                    self.core.closing = true;
+                }
                 n = wr.write_buf(&mut wbuf), if writable => {
                     let n = n?;
                     if n == 0 {
@@ -529,6 +555,9 @@ impl Session {
                         }
                     }
                 }
+                Some(first) = next_reply(&mut self.core.replies) => {
+                    self.core.on_replies(first).await;
+                }
                 n = rd.read_buf(rbuf), if can_read => {
                     let n = n?;
                     if n == 0 {
@@ -536,9 +565,6 @@ impl Session {
                     }
                     *last_active = tokio::time::Instant::now();
                     m::count_bytes_in(n);
-                }
-                Some(first) = next_reply(&mut self.core.replies) => {
-                    self.core.on_replies(first).await;
                 }
                 Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => {
                     self.core.on_pubsub_events(id, event).await;
@@ -561,10 +587,6 @@ impl Session {
                         let now = tokio::time::Instant::now();
                         timer.as_mut().reset(if d > now { d } else { now + PARK_AFTER });
                     }
-                }
-                _ = shutdown.changed(), if !self.core.closing => {
-                    // Draining: finish what was read, then close.
-                    self.core.closing = true;
                 }
             }
         }
