@@ -657,6 +657,7 @@ pub fn reply_handling(data: &[u8]) {
             part: 0,
             data: frame.clone(),
             status,
+            ends: Vec::new(),
         };
         match classify(&reply) {
             Outcome::Moved(r) | Outcome::Ask(r) => {

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::reply::{self, put_array, put_header, put_int};
 use crate::protocol::request::parse_i64;
-use crate::protocol::scan::children;
+use crate::protocol::scan::{children, children_into};
 
 /// Reply used when a server's answer does not have the expected shape.
 fn unexpected(what: &str) -> Bytes {
@@ -21,10 +21,11 @@ fn unexpected(what: &str) -> Bytes {
 pub fn mget(parts: &[(&Bytes, &[u32])], total: usize) -> Bytes {
     let mut slots: Vec<Option<(&Bytes, usize, usize)>> = vec![None; total];
     let mut size = 16;
+    let mut elems = Vec::new();
     for (frame, positions) in parts {
-        let Some(elems) = children(frame) else {
+        if children_into(frame, &mut elems).is_none() {
             return unexpected("MGET");
-        };
+        }
         if elems.len() != positions.len() {
             return unexpected("MGET");
         }

@@ -357,6 +357,8 @@ struct Partial {
     len: usize,
     /// How many.
     frames: u32,
+    /// Where each ends.
+    ends: Vec<usize>,
 }
 
 /// What a connection's serving loop works with besides its socket.
@@ -573,15 +575,20 @@ fn dispatch_replies(
         };
         if head.replies > 1 {
             // Several commands answered together, once all have answered.
+            if partial.ends.capacity() == 0 {
+                partial.ends.reserve_exact(head.replies as usize);
+            }
             partial.len += n;
             partial.frames += 1;
+            partial.ends.push(partial.len);
             if partial.frames < head.replies {
                 continue;
             }
             let data = rbuf.split_to(partial.len).freeze();
+            let ends = std::mem::take(&mut partial.ends);
             *partial = Partial::default();
             if let Some(entry) = inflight.pop_front() {
-                entry.target.send(data, ReplyStatus::Answered);
+                entry.target.send_frames(data, ReplyStatus::Answered, ends);
             }
             continue;
         }

@@ -40,6 +40,9 @@ pub struct Reply {
     pub data: Bytes,
     /// Whether the server answered.
     pub status: ReplyStatus,
+    /// For several frames delivered together: where each one ends in
+    /// `data`, as the connection found them (empty: not known, scan).
+    pub ends: Vec<usize>,
 }
 
 /// Where the reply to a backend request goes.
@@ -56,11 +59,17 @@ pub struct ReplyTo {
 impl ReplyTo {
     /// Delivers a reply; a client that went away is ignored.
     pub fn send(self, data: Bytes, status: ReplyStatus) {
+        self.send_frames(data, status, Vec::new());
+    }
+
+    /// Delivers the frames of several commands, which end at `ends`.
+    pub fn send_frames(self, data: Bytes, status: ReplyStatus, ends: Vec<usize>) {
         let _ = self.tx.send(Reply {
             seq: self.seq,
             part: self.part,
             data,
             status,
+            ends,
         });
     }
 }

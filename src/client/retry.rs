@@ -113,6 +113,7 @@ mod tests {
             part: 0,
             data: Bytes::from_static(data),
             status,
+            ends: Vec::new(),
         }
     }
 

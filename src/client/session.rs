@@ -1611,6 +1611,7 @@ impl Core {
                         part: 0,
                         data,
                         status,
+                        ends: Vec::new(),
                     };
                     if let Some(resend) = self.on_reply(each) {
                         Box::pin(self.resend(resend)).await;
@@ -2142,6 +2143,20 @@ fn group_frames(r: &Reply, count: usize) -> Vec<(Bytes, ReplyStatus)> {
         }
         return out;
     }
+    if r.ends.len() == count && r.ends.last() == Some(&r.data.len()) {
+        // Where the connection found them: no second scan.
+        for &end in &r.ends {
+            match r.data.get(at..end) {
+                Some(_) => out.push((r.data.slice(at..end), r.status)),
+                None => out.push((
+                    reply::error("ERR slotbridge: incomplete reply from a server"),
+                    ReplyStatus::Final,
+                )),
+            }
+            at = end.max(at);
+        }
+        return out;
+    }
     for _ in 0..count {
         match scanner.scan(r.data.get(at..).unwrap_or_default()) {
             Ok(Some(n)) => {
@@ -2170,6 +2185,7 @@ fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
             part,
             data,
             status,
+            ends: Vec::new(),
         })
         .collect()
 }
@@ -2464,6 +2480,7 @@ mod tests {
             part: 0,
             data: Bytes::from_static(data),
             status,
+            ends: Vec::new(),
         }
     }
 

@@ -156,6 +156,15 @@ fn parse_len(header: &[u8]) -> Option<i64> {
 /// ranges of its direct children. Returns `None` if `frame` is not an
 /// aggregate (or is a null array).
 pub fn children(frame: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    children_into(frame, &mut out)?;
+    Some(out)
+}
+
+/// [`children`] into `out` (cleared first), so that one vector serves many
+/// frames.
+pub fn children_into(frame: &[u8], out: &mut Vec<(usize, usize)>) -> Option<()> {
+    out.clear();
     let kind = *frame.first()?;
     if !matches!(kind, b'*' | b'~' | b'>' | b'%') {
         return None;
@@ -166,7 +175,7 @@ pub fn children(frame: &[u8]) -> Option<Vec<(usize, usize)>> {
         return None;
     }
     let n = if kind == b'%' { n.checked_mul(2)? } else { n } as usize;
-    let mut out = Vec::with_capacity(n.min(1024));
+    out.reserve(n.min(1024));
     let mut pos = line_end + 2;
     for _ in 0..n {
         let mut scanner = FrameScanner::new();
@@ -174,7 +183,7 @@ pub fn children(frame: &[u8]) -> Option<Vec<(usize, usize)>> {
         out.push((pos, pos + len));
         pos += len;
     }
-    Some(out)
+    Some(())
 }
 
 #[cfg(test)]
