@@ -8,6 +8,7 @@
 //! `EXISTS a a` counts twice, the last `MSET` value wins).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -23,9 +24,9 @@ pub struct SubRequest {
     pub slot: u16,
     /// The encoded sub-command.
     pub payload: Bytes,
-    /// For `MGET`: where each returned value goes in the merged reply
-    /// (ordinal of the key in the original command).
-    pub positions: Vec<u32>,
+    /// For `MGET` and set operations: where each returned value goes in
+    /// the merged reply (ordinal of the key in the original command).
+    pub positions: Positions,
     /// The node rank the caller gave its slot ([`NO_NODE`]: none); the
     /// sub-commands of one node are adjacent.
     pub node: u32,
@@ -33,6 +34,56 @@ pub struct SubRequest {
     /// adjacent sub-commands are adjacent there too, so those of one node
     /// can be sent as one slice.
     pub offset: usize,
+}
+
+/// A sub-command's key ordinals: a range of one list that all the
+/// sub-commands of a split share (one allocation for all of them).
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    all: Option<Arc<[u32]>>,
+    start: u32,
+    end: u32,
+}
+
+impl Positions {
+    /// The ordinals.
+    pub fn as_slice(&self) -> &[u32] {
+        self.all
+            .as_deref()
+            .and_then(|all| all.get(self.start as usize..self.end as usize))
+            .unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Positions {
+    type Target = [u32];
+
+    fn deref(&self) -> &[u32] {
+        self.as_slice()
+    }
+}
+
+impl<'a> IntoIterator for &'a Positions {
+    type Item = &'a u32;
+    type IntoIter = std::slice::Iter<'a, u32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl PartialEq for Positions {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Positions {}
+
+impl PartialEq<Vec<u32>> for Positions {
+    fn eq(&self, other: &Vec<u32>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
 }
 
 /// The node rank of a slot whose owner is unknown (never grouped).
@@ -50,6 +101,19 @@ pub fn split(
     split_by_node(kind, cmd, keys, &slots, max_keys, |_| 0).0
 }
 
+/// A slot's keys while splitting.
+#[derive(Clone, Copy)]
+struct Group {
+    slot: u16,
+    /// How many keys.
+    count: u32,
+    /// The rank of the node owning the slot.
+    node: u32,
+    /// Where its key ordinals start in the shared list (a cursor while
+    /// that list is filled, then where they end).
+    at: u32,
+}
+
 /// [`split`] with the keys' slots already known (`slots[i]` is the slot of
 /// argument `keys[i]`), ordering the sub-commands by the rank `node_of`
 /// gives each slot's owner. Returns them and the buffer all their payloads
@@ -65,14 +129,19 @@ pub fn split_by_node(
 ) -> (Vec<SubRequest>, Bytes) {
     if let SplitKind::Sets(_) = kind {
         // One SMEMBERS per key; the set operation runs in the proxy.
+        let all: Arc<[u32]> = (0..keys.len() as u32).collect();
         let subs = keys
             .iter()
             .zip(slots)
-            .enumerate()
-            .map(|(ordinal, (&k, &slot))| SubRequest {
+            .zip(0u32..)
+            .map(|((&k, &slot), ordinal)| SubRequest {
                 slot,
                 payload: crate::protocol::reply::command([&b"SMEMBERS"[..], cmd.get(k)]),
-                positions: vec![ordinal as u32],
+                positions: Positions {
+                    all: Some(all.clone()),
+                    start: ordinal,
+                    end: ordinal + 1,
+                },
                 node: NO_NODE,
                 offset: 0,
             })
@@ -83,28 +152,28 @@ pub fn split_by_node(
         SplitKind::Mset => 2,
         SplitKind::Mget | SplitKind::Sum | SplitKind::Sets(_) => 1,
     };
-    // Groups of keys by slot, in order of first appearance: (slot, keys).
-    let mut groups: Vec<(u16, u32)> = Vec::new();
+    // Groups of keys by slot, in order of first appearance.
+    let mut groups: Vec<Group> = Vec::new();
     let mut group_of: Vec<u32> = Vec::with_capacity(keys.len());
     let mut index: HashMap<u16, u32> = HashMap::new();
     for &s in slots {
         let found = if groups.len() <= 16 {
-            groups.iter().position(|&(gs, _)| gs == s).map(|g| g as u32)
+            groups.iter().position(|g| g.slot == s).map(|g| g as u32)
         } else {
             if index.is_empty() {
-                index.extend(
-                    groups
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &(gs, _))| (gs, i as u32)),
-                );
+                index.extend(groups.iter().zip(0u32..).map(|(g, i)| (g.slot, i)));
             }
             index.get(&s).copied()
         };
         let g = match found {
             Some(g) => g,
             None => {
-                groups.push((s, 0));
+                groups.push(Group {
+                    slot: s,
+                    count: 0,
+                    node: 0,
+                    at: 0,
+                });
                 let g = (groups.len() - 1) as u32;
                 if !index.is_empty() {
                     index.insert(s, g);
@@ -112,36 +181,40 @@ pub fn split_by_node(
                 g
             }
         };
-        groups[g as usize].1 += 1;
+        if let Some(group) = groups.get_mut(g as usize) {
+            group.count += 1;
+        }
         group_of.push(g);
     }
     // Groups ordered by node (stable: first appearance within a node), and
     // each group's key ordinals laid out back to back in that order.
-    let nodes: Vec<u32> = groups.iter().map(|&(s, _)| node_of(s)).collect();
+    for group in groups.iter_mut() {
+        group.node = node_of(group.slot);
+    }
     let mut order: Vec<u32> = (0..groups.len() as u32).collect();
-    order.sort_by_key(|&g| nodes[g as usize]);
-    let mut start = vec![0u32; groups.len()];
+    order.sort_by_key(|&g| groups[g as usize].node);
     let mut at = 0;
     for &g in &order {
-        start[g as usize] = at;
-        at += groups[g as usize].1;
+        let group = &mut groups[g as usize];
+        group.at = at;
+        at += group.count;
     }
     let mut ordinals = vec![0u32; keys.len()];
-    let mut fill = start.clone();
-    for (ordinal, &g) in group_of.iter().enumerate() {
-        ordinals[fill[g as usize] as usize] = ordinal as u32;
-        fill[g as usize] += 1;
+    for (&g, ordinal) in group_of.iter().zip(0u32..) {
+        let group = &mut groups[g as usize];
+        ordinals[group.at as usize] = ordinal;
+        group.at += 1;
     }
     let name = cmd.get(0);
     let chunk = match max_keys {
         0 => keys.len().max(1),
         max => max,
-    };
+    } as u32;
     // Every sub-request is written into one buffer and sliced off it: one
     // allocation for all of them rather than one each.
     let mut size = 0;
-    for &(_, count) in &groups {
-        size += (count as usize).div_ceil(chunk) * (32 + name.len());
+    for group in &groups {
+        size += group.count.div_ceil(chunk) as usize * (32 + name.len());
     }
     for &k in keys {
         for a in 0..step {
@@ -149,37 +222,48 @@ pub fn split_by_node(
         }
     }
     let mut buf = BytesMut::with_capacity(size);
-    let mut spans = Vec::with_capacity(groups.len());
+    let mut subs = Vec::with_capacity(groups.len());
     for &g in &order {
-        let (s, count) = groups[g as usize];
-        let first = start[g as usize] as usize;
-        for part in ordinals[first..first + count as usize].chunks(chunk) {
+        let Group {
+            slot,
+            count,
+            node,
+            at: end,
+        } = groups[g as usize];
+        let mut first = end - count;
+        while first < end {
+            let last = end.min(first + chunk);
             let offset = buf.len();
-            put_array(&mut buf, 1 + part.len() * step);
+            put_array(&mut buf, 1 + (last - first) as usize * step);
             put_bulk(&mut buf, name);
-            for &o in part {
+            for &o in &ordinals[first as usize..last as usize] {
                 for a in 0..step {
                     put_bulk(&mut buf, cmd.get(keys[o as usize] + a));
                 }
             }
-            spans.push((s, nodes[g as usize], offset, buf.len(), part));
+            subs.push(SubRequest {
+                slot,
+                payload: Bytes::new(),
+                positions: Positions {
+                    all: None,
+                    start: first,
+                    end: last,
+                },
+                node,
+                offset,
+            });
+            first = last;
         }
     }
     let buf = buf.freeze();
-    let subs = spans
-        .into_iter()
-        .map(|(slot, node, offset, end, part)| SubRequest {
-            slot,
-            payload: buf.slice(offset..end),
-            positions: if kind == SplitKind::Mget {
-                part.to_vec()
-            } else {
-                Vec::new()
-            },
-            node,
-            offset,
-        })
-        .collect();
+    // Payloads are back to back: each ends where the next starts.
+    let all: Option<Arc<[u32]>> = (kind == SplitKind::Mget).then(|| Arc::from(ordinals));
+    let mut end = buf.len();
+    for sub in subs.iter_mut().rev() {
+        sub.payload = buf.slice(sub.offset..end);
+        end = sub.offset;
+        sub.positions.all = all.clone();
+    }
     (subs, buf)
 }
 

@@ -193,7 +193,7 @@ enum MergeKind {
 #[derive(Debug)]
 struct Part {
     sent: Sent,
-    positions: Vec<u32>,
+    positions: split::Positions,
     reply: Option<Bytes>,
     /// Parts, from this one on, whose sub-commands were sent as one
     /// request and are answered by one reply of that many frames (1: its
@@ -1117,7 +1117,7 @@ impl Core {
                     sticky: true,
                     ..Sent::to_node(raw.clone(), n.clone())
                 },
-                positions: Vec::new(),
+                positions: split::Positions::default(),
                 reply: None,
                 group: 1,
             })
@@ -1410,7 +1410,7 @@ impl Core {
                 sends.push((sent.target(), sent.payload.clone(), skip));
                 Part {
                     sent,
-                    positions: Vec::new(),
+                    positions: split::Positions::default(),
                     reply: None,
                     group: 1,
                 }

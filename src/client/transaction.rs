@@ -37,7 +37,11 @@ pub enum Loc {
     One(usize, usize),
     /// One entry per part: group, position, key positions; then the kind
     /// and key count for merging.
-    Split(Vec<(usize, usize, Vec<u32>)>, SplitKind, usize),
+    Split(
+        Vec<(usize, usize, crate::split::Positions)>,
+        SplitKind,
+        usize,
+    ),
 }
 
 /// How to assemble the client's `EXEC` reply from per-slot `EXEC`s.
