@@ -15,7 +15,6 @@ use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::backend::{BackendRequest, ReplyStatus, ReplyTo};
 use crate::cluster::slot::SLOTS;
@@ -75,7 +74,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
         let mut checks = tokio::task::JoinSet::new();
         for pool in masters {
             checks.spawn(async move {
-                let (tx, mut rx) = mpsc::unbounded_channel();
+                let (tx, mut rx) = crate::backend::reply_channel();
                 let req = BackendRequest {
                     payload: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
                     asking: false,

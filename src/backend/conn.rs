@@ -655,7 +655,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Bytes,
 mod tests {
     use super::*;
 
-    fn entry(tx: &mpsc::UnboundedSender<super::super::Reply>, part: u32, replies: u32) -> Inflight {
+    fn entry(tx: &super::super::ReplySender, part: u32, replies: u32) -> Inflight {
         Inflight {
             target: ReplyTo {
                 tx: tx.clone(),
@@ -676,7 +676,7 @@ mod tests {
     async fn a_failure_keeps_the_replies_that_arrived() {
         let (client, mut server) = tokio::io::duplex(4096);
         let (rd, wr) = tokio::io::split(client);
-        let (tx, mut replies) = mpsc::unbounded_channel();
+        let (tx, mut replies) = super::super::reply_channel();
         let (_requests, mut rx) = mpsc::channel(8);
         let first = BackendRequest {
             payload: Bytes::from_static(
@@ -714,12 +714,12 @@ mod tests {
         let r = replies.try_recv().unwrap();
         assert_eq!(&r.data[..], b"+PONG\r\n+PONG\r\n-ERR lost\r\n");
         assert_eq!(r.status, ReplyStatus::Lost);
-        assert!(replies.try_recv().is_err());
+        assert!(replies.try_recv().is_none());
     }
 
     #[test]
     fn replies_of_one_request_are_delivered_together() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = super::super::reply_channel();
         let mut inflight = VecDeque::from([entry(&tx, 0, 3), entry(&tx, 3, 1)]);
         let mut scanner = FrameScanner::new();
         let mut partial = Partial::default();
@@ -736,13 +736,13 @@ mod tests {
             rbuf.extend_from_slice(read);
             dispatch_replies(&mut rbuf, &mut scanner, &mut partial, &mut inflight).unwrap();
             if i < 2 {
-                assert!(rx.try_recv().is_err(), "nothing before the third frame");
+                assert!(rx.try_recv().is_none(), "nothing before the third frame");
             }
             if i == 2 {
                 let r = rx.try_recv().unwrap();
                 assert_eq!(r.part, 0);
                 assert_eq!(&r.data[..], b"*1\r\n$1\r\na\r\n$-1\r\n:5\r\n");
-                assert!(rx.try_recv().is_err(), "+OK is not complete yet");
+                assert!(rx.try_recv().is_none(), "+OK is not complete yet");
             }
         }
         let r = rx.try_recv().unwrap();

@@ -3,12 +3,13 @@
 pub mod conn;
 pub mod pool;
 pub mod pubsub;
+pub mod replies;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 pub use conn::{BackendConn, ConnOptions};
 pub use pool::NodePool;
+pub use replies::{reply_channel, ReplyReceiver, ReplySender};
 
 /// How a backend request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub struct Reply {
 #[derive(Debug, Clone)]
 pub struct ReplyTo {
     /// The client session's reply channel.
-    pub tx: mpsc::UnboundedSender<Reply>,
+    pub tx: ReplySender,
     /// The client request.
     pub seq: u64,
     /// The sub-request.
@@ -64,7 +65,7 @@ impl ReplyTo {
 
     /// Delivers the frames of several commands, which end at `ends`.
     pub fn send_frames(self, data: Bytes, status: ReplyStatus, ends: Vec<usize>) {
-        let _ = self.tx.send(Reply {
+        self.tx.send(Reply {
             seq: self.seq,
             part: self.part,
             data,

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use super::connection::Resting;
 use super::durability;
@@ -25,7 +24,10 @@ use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
 use crate::backend::pubsub::PubSubEvent;
-use crate::backend::{BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo};
+use crate::backend::{
+    reply_channel, BackendConn, BackendRequest, NodePool, Reply, ReplyReceiver, ReplySender,
+    ReplyStatus, ReplyTo,
+};
 use crate::cluster::topology::SlotMap;
 use crate::colocate::rewrite::{self, Rewritten};
 use crate::command::keys::Args;
@@ -70,7 +72,7 @@ fn draining(ctx: &Context) -> impl std::future::Future<Output = ()> + '_ {
 }
 
 /// Both ends of a session's reply channel.
-type ReplyChannel = (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>);
+type ReplyChannel = (ReplySender, ReplyReceiver);
 
 /// How [`Session::serve_active`] ended.
 pub(super) enum Exit {
@@ -658,7 +660,7 @@ impl Core {
 
     fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
         ReplyTo {
-            tx: self.replies.get_or_init(mpsc::unbounded_channel).0.clone(),
+            tx: self.replies.get_or_init(reply_channel).0.clone(),
             seq,
             part,
         }
@@ -1589,11 +1591,10 @@ impl Core {
     async fn on_replies(&mut self, first: Reply) {
         let mut next = Some(first);
         let mut handled = 0u32;
-        while let Some(r) = next.take().or_else(|| {
-            self.replies
-                .get_mut()
-                .and_then(|(_, rx)| rx.try_recv().ok())
-        }) {
+        while let Some(r) = next
+            .take()
+            .or_else(|| self.replies.get_mut().and_then(|(_, rx)| rx.try_recv()))
+        {
             handled += 1;
             if handled.is_multiple_of(256) {
                 // Thousands of replies (a huge split) must not keep the
