@@ -527,6 +527,40 @@ fn a_blocking_command_does_not_hold_back_earlier_replies() {
 }
 
 #[test]
+fn private_connections_of_a_client_that_left_are_all_released() {
+    // Two pipelined blocking commands wait on two private connections of
+    // their own; when the client leaves, both must close. With room for
+    // two, a leaked one shows in the next round as a refusal.
+    let cluster = Cluster::start(3, 0);
+    let (_dir, proxy) = proxy_with_config(&cluster, "[limits]\nmax_private_connections = 2\n");
+    for round in 0..3 {
+        let mut gone = RawClient::connect(proxy.port);
+        let mut batch = cmd(&["BLPOP", &format!("left-a-{round}"), "0"]);
+        batch.extend(cmd(&["BLPOP", &format!("left-b-{round}"), "0"]));
+        gone.send(&batch);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(gone);
+        let mut next = RawClient::connect(proxy.port);
+        let mut check = cmd(&["BLPOP", "left-none-a", "0.1"]);
+        check.extend(cmd(&["BLPOP", "left-none-b", "0.1"]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            next.send(&check);
+            let got = next.read_available(Duration::from_millis(600));
+            if got == b"*-1\r\n*-1\r\n" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
 fn blocking_commands_do_not_stall_others() {
     let key = "core-block-q";
     let mut blocked = raw();

@@ -3,13 +3,13 @@
 pub mod conn;
 pub mod pool;
 pub mod pubsub;
-pub mod replies;
+pub mod queue;
 
 use bytes::Bytes;
 
 pub use conn::{BackendConn, ConnOptions};
 pub use pool::NodePool;
-pub use replies::{reply_channel, ReplyReceiver, ReplySender};
+pub use queue::{reply_channel, ReplyReceiver, ReplySender};
 
 /// How a backend request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl ReplyTo {
 
     /// Delivers the frames of several commands, which end at `ends`.
     pub fn send_frames(self, data: Bytes, status: ReplyStatus, ends: Vec<usize>) {
-        self.tx.send(Reply {
+        self.tx.send_reply(Reply {
             seq: self.seq,
             part: self.part,
             data,
