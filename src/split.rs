@@ -206,10 +206,13 @@ pub fn split_by_node(
         group.at += 1;
     }
     let name = cmd.get(0);
+    // At least 1, and at most what a u32 holds (any larger limit is no
+    // limit: a command has fewer keys).
     let chunk = match max_keys {
-        0 => keys.len().max(1),
+        0 => keys.len(),
         max => max,
-    } as u32;
+    };
+    let chunk = u32::try_from(chunk).unwrap_or(u32::MAX).max(1);
     // Every sub-request is written into one buffer and sliced off it: one
     // allocation for all of them rather than one each.
     let mut size = 0;
@@ -232,7 +235,7 @@ pub fn split_by_node(
         } = groups[g as usize];
         let mut first = end - count;
         while first < end {
-            let last = end.min(first + chunk);
+            let last = end.min(first.saturating_add(chunk));
             let offset = buf.len();
             put_array(&mut buf, 1 + (last - first) as usize * step);
             put_bulk(&mut buf, name);
@@ -366,6 +369,19 @@ mod tests {
         let parts = split(SplitKind::Sum, &cmd, &[1, 2, 3, 4, 5], 2);
         assert_eq!(parts.len(), 3);
         assert_eq!(&parts[2].payload[..], b"*2\r\n$3\r\nDEL\r\n$4\r\n{t}5\r\n");
+    }
+
+    #[test]
+    fn a_limit_beyond_u32_is_no_limit() {
+        let (raw, args) = view(&["DEL", "{t}1", "{t}2", "x"]);
+        let cmd = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        let unlimited = split(SplitKind::Sum, &cmd, &[1, 2, 3], 0);
+        for max in [1usize << 32, u32::MAX as usize, usize::MAX] {
+            assert_eq!(split(SplitKind::Sum, &cmd, &[1, 2, 3], max), unlimited);
+        }
     }
 
     #[test]

@@ -176,8 +176,9 @@ impl Connection {
         // still wakes this task.
         client.info().set_shutdown_waker(cx.waker());
         if self.ctx.is_draining() {
-            // Draining: nothing is in flight, so the client is done.
-            return Poll::Ready(Woke::Close(Ok(())));
+            // Draining: nothing is in flight, so the client is done. The
+            // session closes the connection properly (a TLS close_notify).
+            return Poll::Ready(Woke::Input(BytesMut::new()));
         }
         if let Some(timer) = idle {
             if timer.as_mut().poll(cx).is_ready() {

@@ -71,6 +71,16 @@ fn draining(ctx: &Context) -> impl std::future::Future<Output = ()> + '_ {
     })
 }
 
+/// What woke the session loop (see [`Session::serve_active`]).
+enum Turn {
+    Drain,
+    Wrote(std::io::Result<usize>),
+    Replies(Reply),
+    Read(std::io::Result<usize>),
+    PubSub(u32, PubSubEvent),
+    Timer,
+}
+
 /// Both ends of a session's reply channel.
 type ReplyChannel = (ReplySender, ReplyReceiver);
 
@@ -529,18 +539,39 @@ impl Session {
                     timer.as_mut().reset(d);
                 }
             }
-            // In a fixed order, which costs less than tokio's random one:
-            // draining first (one atomic load), replies before new
-            // commands, the timer last. None can starve another: reading
-            // stops at the pipeline and output limits, replies stop when
-            // nothing is in flight.
-            tokio::select! {
-                biased;
-                _ = draining(&self.core.ctx), if !self.core.closing => {
+            // Without subscriptions, in a fixed order, which costs less
+            // than tokio's random one: draining first (one atomic load),
+            // replies before new commands, the timer last. None starves
+            // another: reading stops at the pipeline and output limits,
+            // replies stop when nothing is in flight. A subscribed client's
+            // messages keep coming whatever it does, so its session keeps
+            // the random order, in which reading, messages and the timer
+            // all get their turn.
+            let turn = if self.core.pubsub.is_none() {
+                tokio::select! {
+                    biased;
+                    _ = draining(&self.core.ctx), if !self.core.closing => Turn::Drain,
+                    n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
+                    Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
+                    n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
+                    _ = &mut timer, if deadline.is_some() => Turn::Timer,
+                }
+            } else {
+                tokio::select! {
+                    _ = draining(&self.core.ctx), if !self.core.closing => Turn::Drain,
+                    n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
+                    Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
+                    n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
+                    Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => Turn::PubSub(id, event),
+                    _ = &mut timer, if deadline.is_some() => Turn::Timer,
+                }
+            };
+            match turn {
+                Turn::Drain => {
                     // Draining: finish what was read, then close.
                     self.core.closing = true;
                 }
-                n = wr.write_buf(&mut wbuf), if writable => {
+                Turn::Wrote(n) => {
                     let n = n?;
                     if n == 0 {
                         return Ok(Exit::Closed);
@@ -557,10 +588,8 @@ impl Session {
                         }
                     }
                 }
-                Some(first) = next_reply(&mut self.core.replies) => {
-                    self.core.on_replies(first).await;
-                }
-                n = rd.read_buf(rbuf), if can_read => {
+                Turn::Replies(first) => self.core.on_replies(first).await,
+                Turn::Read(n) => {
                     let n = n?;
                     if n == 0 {
                         return Ok(Exit::Closed);
@@ -568,10 +597,8 @@ impl Session {
                     *last_active = tokio::time::Instant::now();
                     m::count_bytes_in(n);
                 }
-                Some((id, event)) = next_pubsub_event(&mut self.core.pubsub) => {
-                    self.core.on_pubsub_events(id, event).await;
-                }
-                _ = &mut timer, if deadline.is_some() => {
+                Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
+                Turn::Timer => {
                     if writable && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
@@ -587,7 +614,9 @@ impl Session {
                     // Fired early (activity since it was set): re-arm it.
                     if let Some(d) = deadline {
                         let now = tokio::time::Instant::now();
-                        timer.as_mut().reset(if d > now { d } else { now + PARK_AFTER });
+                        timer
+                            .as_mut()
+                            .reset(if d > now { d } else { now + PARK_AFTER });
                     }
                 }
             }
