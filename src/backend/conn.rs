@@ -16,9 +16,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{queue, BackendRequest, ReplyStatus, ReplyTo};
+use super::{BackendRequest, ReplyStatus, ReplyTo};
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::scan::{reply_kind, FrameScanner, ReplyKind};
 
@@ -66,14 +66,14 @@ impl std::fmt::Debug for ConnOptions {
 /// Handle to one backend connection task; cheap to share.
 #[derive(Debug, Clone)]
 pub struct BackendConn {
-    tx: queue::Sender<BackendRequest>,
+    tx: mpsc::Sender<BackendRequest>,
 }
 
 impl BackendConn {
     /// Starts the connection task for `addr` (`host:port`); it connects on
     /// the first request. `readonly` sends `READONLY` (for replicas).
     pub fn spawn(addr: Arc<str>, opts: Arc<ConnOptions>, proto: Proto, readonly: bool) -> Self {
-        let (tx, rx) = queue::request_channel(opts.queue_depth);
+        let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
         tokio::spawn(run(addr, opts, proto, readonly, rx, None));
         BackendConn { tx }
     }
@@ -88,7 +88,7 @@ impl BackendConn {
         proto: Proto,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        let (tx, rx) = queue::request_channel(1);
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(run(addr, opts, proto, false, rx, Some(permit)));
         BackendConn { tx }
     }
@@ -98,8 +98,8 @@ impl BackendConn {
     pub fn try_send(&self, req: BackendRequest) -> Result<(), BackendRequest> {
         match self.tx.try_send(req) {
             Ok(()) => Ok(()),
-            Err(queue::TrySendError::Full(req)) => Err(req),
-            Err(queue::TrySendError::Closed(req)) => {
+            Err(mpsc::error::TrySendError::Full(req)) => Err(req),
+            Err(mpsc::error::TrySendError::Closed(req)) => {
                 answer_closed(req);
                 Ok(())
             }
@@ -112,7 +112,7 @@ impl BackendConn {
         let Err(req) = self.try_send(req) else {
             return;
         };
-        if let Err(req) = self.tx.send(req).await {
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(req).await {
             answer_closed(req);
         }
     }
@@ -131,7 +131,7 @@ async fn run(
     opts: Arc<ConnOptions>,
     proto: Proto,
     readonly: bool,
-    mut rx: queue::Receiver<BackendRequest>,
+    mut rx: mpsc::Receiver<BackendRequest>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let mut failures: u32 = 0;
@@ -151,7 +151,7 @@ async fn run(
                 metrics::counter!(crate::metrics::BACKEND_ERRORS, "node" => addr.to_string(), "kind" => "connect").increment(1);
                 let msg = reply::error(&format!("ERR slotbridge: node {addr} unreachable: {why}"));
                 first.reply_to.send(msg.clone(), ReplyStatus::NotSent);
-                while let Some(req) = rx.try_recv() {
+                while let Ok(req) = rx.try_recv() {
                     req.reply_to.send(msg.clone(), ReplyStatus::NotSent);
                 }
                 continue;
@@ -364,7 +364,7 @@ struct Partial {
 /// What a connection's serving loop works with besides its socket.
 struct Link<'a> {
     /// Requests to write.
-    rx: &'a mut queue::Receiver<BackendRequest>,
+    rx: &'a mut mpsc::Receiver<BackendRequest>,
     /// Requests written and not yet answered.
     inflight: &'a mut VecDeque<Inflight>,
     /// How long the oldest request may wait for its reply (None: forever).
@@ -410,10 +410,10 @@ where
             woke = false;
             now = tokio::time::Instant::now();
             while open && wbuf.len() < MAX_WRITE_BATCH {
-                // The end of the channel shows in `rx.recv()` below.
                 match rx.try_recv() {
-                    Some(req) => enqueue(req, &mut wbuf, inflight, now),
-                    None => break,
+                    Ok(req) => enqueue(req, &mut wbuf, inflight, now),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
             if !open && inflight.is_empty() && wbuf.is_empty() {
@@ -677,7 +677,7 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(4096);
         let (rd, wr) = tokio::io::split(client);
         let (tx, mut replies) = super::super::reply_channel();
-        let (_requests, mut rx) = super::super::queue::request_channel(8);
+        let (_requests, mut rx) = mpsc::channel(8);
         let first = BackendRequest {
             payload: Bytes::from_static(
                 b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",

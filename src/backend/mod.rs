@@ -65,7 +65,7 @@ impl ReplyTo {
 
     /// Delivers the frames of several commands, which end at `ends`.
     pub fn send_frames(self, data: Bytes, status: ReplyStatus, ends: Vec<usize>) {
-        self.tx.send_reply(Reply {
+        self.tx.send(Reply {
             seq: self.seq,
             part: self.part,
             data,
