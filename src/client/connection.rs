@@ -1,5 +1,5 @@
 //! A client connection's task: waits cheaply while the client is quiet and
-//! runs its [`Session`] while it is not.
+//! runs its session while it is not.
 //!
 //! Most connections of a pool are idle most of the time, so what an idle
 //! connection costs is what the proxy costs at 10,000 clients. The task is

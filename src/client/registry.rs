@@ -27,8 +27,9 @@ pub struct ClientInfo {
     /// boxed once one is set, so a client that sets none (most idle
     /// connections of a pool) costs a pointer.
     names: Mutex<Option<Box<Names>>>,
-    /// The task of the client while it rests, woken when the proxy starts
-    /// draining (see [`Registry::wake_all`]).
+    /// The client's task (registered when it rests and when its session
+    /// becomes active), woken when the proxy starts draining (see
+    /// [`Registry::wake_all`]).
     shutdown_waker: Mutex<Option<Waker>>,
 }
 

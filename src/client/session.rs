@@ -447,8 +447,15 @@ impl Session {
         self.parser.release_memory();
     }
 
-    /// The active part of [`Session::serve`]: returns [`Exit::Park`] once
-    /// the client has been quiet for [`PARK_AFTER`] with nothing in flight.
+    /// Serves an active client: reads and dispatches commands, collects
+    /// replies in order and writes them as the client accepts them.
+    /// Writing never blocks the rest: while a slow client does not read,
+    /// replies keep being collected (and no new commands are read once a
+    /// megabyte waits), and the client is disconnected when its unwritten
+    /// replies pass the output buffer limit or it reads nothing for the
+    /// write timeout. Returns [`Exit::Park`] once the client has been quiet
+    /// for [`PARK_AFTER`] with nothing in flight (see
+    /// `client::connection`, which then waits with a small state).
     pub(super) async fn serve_active<R, W>(
         &mut self,
         rd: &mut R,
