@@ -20,6 +20,7 @@ mod common;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -93,7 +94,15 @@ fn run(
 }
 
 /// Installs the pinned BullMQ (from package-lock.json) unless it is there.
+///
+/// The tests of this file run in parallel threads; one lock makes the
+/// first install it and the others wait for it (two `npm ci` in one
+/// directory at once remove each other's files).
 fn ensure_node_modules(logs: &TempDir) {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _installing = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = app_dir();
     if dir.join("node_modules/bullmq/package.json").exists() {
         return;
