@@ -100,8 +100,9 @@ pub fn concat(parts: &[&Bytes]) -> Bytes {
     out.freeze()
 }
 
-/// Element-wise AND of arrays of 0/1 integers (`SCRIPT EXISTS`).
-pub fn all_true(parts: &[&Bytes]) -> Bytes {
+/// Element-wise AND of arrays of 0/1 integers (`SCRIPT EXISTS`), OR-ed
+/// with `known` where given (one flag per element; no parts: `known` alone).
+pub fn all_true(parts: &[&Bytes], known: &[bool]) -> Bytes {
     let mut acc: Option<Vec<bool>> = None;
     for p in parts {
         let Some(elems) = children(p) else {
@@ -122,7 +123,10 @@ pub fn all_true(parts: &[&Bytes]) -> Bytes {
             Some(_) => return unexpected("SCRIPT EXISTS"),
         });
     }
-    let acc = acc.unwrap_or_default();
+    let mut acc = acc.unwrap_or_else(|| known.to_vec());
+    if known.len() == acc.len() {
+        acc.iter_mut().zip(known).for_each(|(a, k)| *a |= *k);
+    }
     let mut out = BytesMut::with_capacity(8 + acc.len() * 4);
     put_array(&mut out, acc.len());
     for v in acc {
@@ -305,7 +309,13 @@ mod tests {
         );
         let x = b(b"*2\r\n:1\r\n:1\r\n");
         let y = b(b"*2\r\n:1\r\n:0\r\n");
-        assert_eq!(&all_true(&[&x, &y])[..], b"*2\r\n:1\r\n:0\r\n");
+        assert_eq!(&all_true(&[&x, &y], &[])[..], b"*2\r\n:1\r\n:0\r\n");
+        // A script the proxy knows exists wherever the nodes lack it.
+        assert_eq!(
+            &all_true(&[&x, &y], &[false, true])[..],
+            b"*2\r\n:1\r\n:1\r\n"
+        );
+        assert_eq!(&all_true(&[], &[true])[..], b"*1\r\n:1\r\n");
     }
 
     #[test]

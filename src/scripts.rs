@@ -73,6 +73,30 @@ impl ScriptCache {
         wsha
     }
 
+    /// Whether the body of the script with this SHA1 (any case) is known,
+    /// so that an `EVALSHA` of it succeeds on any node.
+    pub fn knows(&self, sha: &[u8]) -> bool {
+        let Ok(key) = <[u8; 40]>::try_from(sha.to_ascii_lowercase()) else {
+            return false;
+        };
+        self.by_sha
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
+    }
+
+    /// Forgets every script, as `SCRIPT FLUSH` makes a server do.
+    pub fn clear(&self) {
+        self.by_sha
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.wrapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// The body of a script by its SHA1 (any case).
     pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
         let key: [u8; 40] = sha.to_ascii_lowercase().try_into().ok()?;

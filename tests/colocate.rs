@@ -281,7 +281,7 @@ fn per_slot_transactions_when_enabled() {
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
     // With WATCH, transactions stay in the watched slot.
     let want = format!(
-        "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots {} and {}); all keys of a transaction must be in one slot: use a {{hash tag}}\r\n",
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots {} and {}); with WATCH, all keys of a transaction must be in the watched keys' slot: use a {{hash tag}}\r\n",
         slot_of(a.as_bytes()),
         slot_of(b.as_bytes())
     );

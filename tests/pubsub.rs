@@ -154,13 +154,73 @@ fn sharded_pubsub_follows_the_channel_slot() {
         .query(&mut cluster.conn(owner))
         .unwrap();
     assert!(chans.contains(&"{shard}a".to_string()));
-    let want = format!(
-        "-CROSSSLOT Keys in request don't hash to the same slot (command 'ssubscribe', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
-        common::slot_of(b"sa"),
-        common::slot_of(b"sb")
+}
+
+/// Reads `n` subscription confirmations whose channel names all have
+/// `name_len` bytes and counts one digit; returns (channel, count) in
+/// arrival order.
+fn confirmations(c: &mut RawClient, kind: &str, name_len: usize, n: usize) -> Vec<(String, u32)> {
+    let one =
+        format!("*3\r\n{}", bulk(kind)).len() + format!("${name_len}\r\n").len() + name_len + 2 + 4;
+    let bytes = c.read_exact_bytes(one * n);
+    let text = String::from_utf8(bytes).unwrap();
+    text.split("*3\r\n")
+        .skip(1)
+        .map(|f| {
+            let lines: Vec<&str> = f.split("\r\n").collect();
+            assert_eq!(lines[1], kind, "{text:?}");
+            (lines[3].to_string(), lines[4][1..].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn shard_channels_of_several_slots_count_like_one_server() {
+    let (cluster, proxy) = env();
+    // Two slots on one master, one on another.
+    // Names of one length (hash tags padded), so the replies have one size.
+    let tags = [100, 200, 9000].map(|s| common::key_for_slot(s, "sc-"));
+    let width = tags.iter().map(|t| t.len()).max().unwrap();
+    let [a, b, c] = tags.map(|t| format!("{{{t}}}{}", "-".repeat(width - t.len())));
+    assert_eq!(
+        cluster.node_for_key(a.as_bytes()),
+        cluster.node_for_key(b.as_bytes())
     );
-    let mut other = RawClient::connect(proxy.port);
-    other.roundtrip(&cmd(&["SSUBSCRIBE", "sa", "sb"]), want.as_bytes());
+    assert_ne!(
+        cluster.node_for_key(a.as_bytes()),
+        cluster.node_for_key(c.as_bytes())
+    );
+    assert!(a.len() == b.len() && b.len() == c.len());
+    let mut sub = RawClient::connect(proxy.port);
+    sub.send(&cmd(&["SSUBSCRIBE", &a, &b, &c]));
+    // Nodes confirm in any order between them; the counts are the client's.
+    let got = confirmations(&mut sub, "ssubscribe", a.len(), 3);
+    let counts: Vec<u32> = got.iter().map(|g| g.1).collect();
+    assert_eq!(counts, [1, 2, 3], "{got:?}");
+    let mut names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    names.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str(), c.as_str()];
+    want.sort_unstable();
+    assert_eq!(names, want);
+    let mut publ = RawClient::connect(proxy.port);
+    for ch in [&a, &b, &c] {
+        publ.roundtrip(&cmd(&["SPUBLISH", ch, "m"]), b":1\r\n");
+        sub.expect(format!("*3\r\n{}{}{}", bulk("smessage"), bulk(ch), bulk("m")).as_bytes());
+    }
+    // Subscribing again to a channel keeps the count.
+    sub.send(&cmd(&["SSUBSCRIBE", &c]));
+    sub.expect(format!("*3\r\n{}{}:3\r\n", bulk("ssubscribe"), bulk(&c)).as_bytes());
+    sub.send(&cmd(&["SUNSUBSCRIBE"]));
+    let got = confirmations(&mut sub, "sunsubscribe", a.len(), 3);
+    let counts: Vec<u32> = got.iter().map(|g| g.1).collect();
+    assert_eq!(counts, [2, 1, 0], "{got:?}");
+    // A node whose channels are all gone says nothing for an unsubscribe
+    // from all: only the channels the client has are confirmed.
+    sub.send(&cmd(&["SSUBSCRIBE", &c]));
+    sub.expect(format!("*3\r\n{}{}:1\r\n", bulk("ssubscribe"), bulk(&c)).as_bytes());
+    sub.send(&cmd(&["SUNSUBSCRIBE"]));
+    sub.expect(format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk(&c)).as_bytes());
+    sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
 }
 
 #[test]
@@ -216,7 +276,23 @@ fn subscriptions_survive_a_master_failover() {
     let mut sub = RawClient::connect(proxy.port);
     sub.send(&cmd(&["SUBSCRIBE", "fo:ch"]));
     sub.expect(format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("fo:ch")).as_bytes());
-    // Kill the master holding the subscription (the owner of slot 0).
+    // Shard channels in two slots of the same master.
+    let shard = [
+        common::key_for_slot(0, "fo-"),
+        common::key_for_slot(1, "fo-"),
+    ];
+    sub.send(&cmd(&["SSUBSCRIBE", &shard[0], &shard[1]]));
+    sub.expect(
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:2\r\n",
+            bulk("ssubscribe"),
+            bulk(&shard[0]),
+            bulk("ssubscribe"),
+            bulk(&shard[1])
+        )
+        .as_bytes(),
+    );
+    // Kill the master holding the subscriptions (the owner of slot 0).
     let home = cluster.node_for_slot(0);
     cluster.kill_node(home);
     cluster.wait_ok();
@@ -244,4 +320,23 @@ fn subscriptions_survive_a_master_failover() {
         std::thread::sleep(Duration::from_millis(100));
     }
     sub.expect(want.as_bytes());
+    // Both shard channels are subscribed again on the new master.
+    for ch in &shard {
+        loop {
+            let n: i64 = redis::cmd("SPUBLISH")
+                .arg(ch)
+                .arg("after")
+                .query(&mut c)
+                .unwrap_or(0);
+            if n == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the subscription to {ch} was not restored"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sub.expect(format!("*3\r\n{}{}{}", bulk("smessage"), bulk(ch), bulk("after")).as_bytes());
+    }
 }

@@ -97,6 +97,31 @@ fn scan_visits_every_key_exactly_once() {
     for _ in 0..6 {
         r.roundtrip(&cmd(&["RANDOMKEY"]), b"$8\r\nonly-key\r\n");
     }
+    // A small keyspace comes back from one call, as from one server: a
+    // master that is done before COUNT keys were found hands over to the
+    // next one within the call.
+    let mut want = vec!["only-key".to_string()];
+    for slot in [100, 9000, 16000] {
+        let k = key_for_slot(slot, "small-");
+        let _: () = redis::cmd("SET").arg(&k).arg(1).query(&mut c).unwrap();
+        want.push(k);
+    }
+    want.sort();
+    let (next, mut keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(0).query(&mut c).unwrap();
+    keys.sort();
+    assert_eq!((next, keys), (0, want.clone()));
+    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("small-*")
+        .arg("TYPE")
+        .arg("string")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((next, keys.len()), (0, 3));
+    // With COUNT 1 each call stops once it has a key.
+    let all = scan_all(&mut c, &["COUNT", "1"]);
+    assert!(all.len() == 4, "{all:?}");
 }
 
 #[test]
@@ -135,7 +160,7 @@ fn cross_slot_transaction_aborts_like_redis() {
     let (a, b) = (key_for_slot(100, "txa-"), key_for_slot(9000, "txb-"));
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
     r.roundtrip(&cmd(&["SET", &a, "1"]), b"+QUEUED\r\n");
-    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag}\r\n";
+    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag}, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)\r\n";
     r.roundtrip(&cmd(&["SET", &b, "1"]), want.as_bytes());
     r.roundtrip(
         &cmd(&["GET", "x", "y"]),
@@ -287,6 +312,34 @@ fn scripts_survive_a_flushed_script_cache() {
         &cmd(&["EVALSHA", &"f".repeat(40), "1", key]),
         b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
     );
+    // A script the proxy can load where it is missing exists, although
+    // the owner of the key lost it.
+    r.roundtrip(&cmd(&["SCRIPT", "EXISTS", &sha2]), b"*1\r\n:1\r\n");
+    // SCRIPT FLUSH through the proxy forgets scripts, as on one server.
+    r.roundtrip(&cmd(&["SCRIPT", "FLUSH"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["SCRIPT", "EXISTS", &sha2, &sha]),
+        b"*2\r\n:0\r\n:0\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["EVALSHA", &sha2, "1", key]),
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+    );
+}
+
+#[test]
+fn credentials_of_the_nodes_are_not_changed_through_the_proxy() {
+    let mut r = raw();
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "requirepass", "locked-out"]),
+        b"-ERR slotbridge: CONFIG SET of requirepass, masterauth or masteruser is not passed to the cluster (it would lock the proxy's own connections out); change the nodes' password on the nodes and in slotbridge's [backend] settings, the clients' password in its [auth] settings\r\n",
+    );
+    // Other parameters still reach every master.
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "slowlog-max-len", "128"]),
+        b"+OK\r\n",
+    );
+    r.roundtrip(&cmd(&["SET", "still-served", "1"]), b"+OK\r\n");
 }
 
 #[test]
@@ -505,6 +558,13 @@ fn auth_on_and_off() {
     open.roundtrip(
         &cmd(&["AUTH", "x"]),
         b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+    );
+    // The default user has no password: any password is accepted for it,
+    // and other users do not exist.
+    open.roundtrip(&cmd(&["AUTH", "default", "x"]), b"+OK\r\n");
+    open.roundtrip(
+        &cmd(&["AUTH", "someone", "x"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
     );
     open.roundtrip(
         &cmd(&["CLIENT", "TRACKING", "on"]),

@@ -78,6 +78,9 @@ pub fn execute(
         Local::Select => select(view.get(1)),
         Local::Quit => return LocalOutcome::Close(Bytes::from_static(reply::OK)),
         Local::Hello => hello(view, client, ctx),
+        Local::Auth if view.len() == 2 && !ctx.config().auth.required() => reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ),
         Local::Auth => {
             let (user, pass) = if view.len() == 3 {
                 (view.get(1), view.get(2))
@@ -107,12 +110,16 @@ fn select(db: &[u8]) -> Bytes {
     }
 }
 
+/// `AUTH user pass` (also from `HELLO`). Without client authentication
+/// the proxy behaves like a server whose only user is a `nopass` default.
 fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> Bytes {
     let config = ctx.config();
     if !config.auth.required() {
-        return reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        );
+        return if user == b"default" {
+            Bytes::from_static(reply::OK)
+        } else {
+            reply::error(WRONGPASS)
+        };
     }
     let expected = if user == b"default" {
         config.auth.password.as_deref()

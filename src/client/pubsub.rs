@@ -12,12 +12,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
 use crate::backend::ConnOptions;
 use crate::protocol::reply;
+use crate::protocol::scan::children;
 use crate::protocol::Proto;
 
 /// Connection id of the classic (non-shard) subscription connection.
@@ -36,6 +37,10 @@ pub struct PubSubState {
     pub conns: HashMap<u32, PubSubConn>,
     /// Confirmations still to swallow per connection (after a re-subscribe).
     pub swallow: HashMap<u32, usize>,
+    /// Shard channels whose subscription the client has seen confirmed:
+    /// its count in `ssubscribe`/`sunsubscribe` confirmations, which each
+    /// node gives for its own channels only.
+    confirmed_shard: std::collections::HashSet<Bytes>,
     next_id: u32,
     events_tx: mpsc::Sender<(u32, PubSubEvent)>,
     /// Events from the connections (frames to forward, losses).
@@ -51,6 +56,7 @@ impl Default for PubSubState {
             shard_channels: HashMap::new(),
             conns: HashMap::new(),
             swallow: HashMap::new(),
+            confirmed_shard: Default::default(),
             next_id: GLOBAL + 1,
             events_tx,
             events,
@@ -109,14 +115,15 @@ impl PubSubState {
     }
 
     /// Records the effect of a (un)subscribe command's arguments.
-    pub fn record(&mut self, name: &[u8], args: &[Bytes], slot: Option<u16>) {
+    pub fn record(&mut self, name: &[u8], args: &[Bytes]) {
         let lower = name.to_ascii_lowercase();
         match lower.as_slice() {
             b"subscribe" => self.channels.extend(args.iter().cloned()),
             b"psubscribe" => self.patterns.extend(args.iter().cloned()),
             b"ssubscribe" => {
                 for a in args {
-                    self.shard_channels.insert(a.clone(), slot.unwrap_or(0));
+                    self.shard_channels
+                        .insert(a.clone(), crate::cluster::slot::slot(a));
                 }
             }
             b"unsubscribe" if args.is_empty() => self.channels.clear(),
@@ -135,6 +142,34 @@ impl PubSubState {
         }
     }
 
+    /// A frame from a shard connection with the count of an
+    /// `ssubscribe`/`sunsubscribe` confirmation made the client's total,
+    /// as one server would count; any other frame as it is.
+    pub fn renumber(&mut self, frame: Bytes) -> Bytes {
+        let Some(parts) = children(&frame) else {
+            return frame;
+        };
+        let [(ks, ke), (cs, ce), _] = parts[..] else {
+            return frame;
+        };
+        let kind = &frame[ks..ke];
+        let channel = bulk_body(&frame[cs..ce]);
+        match (kind, channel) {
+            (b"$10\r\nssubscribe\r\n", Some(c)) => {
+                self.confirmed_shard.insert(frame.slice_ref(c));
+            }
+            (b"$12\r\nsunsubscribe\r\n", Some(c)) => {
+                self.confirmed_shard.remove(c);
+            }
+            (b"$12\r\nsunsubscribe\r\n", None) => {}
+            _ => return frame,
+        }
+        let mut out = BytesMut::with_capacity(frame.len() + 8);
+        out.put_slice(&frame[..ce]);
+        reply::put_int(&mut out, self.confirmed_shard.len() as i64);
+        out.freeze()
+    }
+
     /// Whether a frame from connection `id` is a confirmation to swallow.
     pub fn swallows(&mut self, id: u32) -> bool {
         match self.swallow.get_mut(&id) {
@@ -145,6 +180,13 @@ impl PubSubState {
             _ => false,
         }
     }
+}
+
+/// The body of a bulk string frame (`None` for anything else, e.g. null).
+fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    rest.get(nl + 1..rest.len().checked_sub(2)?)
 }
 
 /// The commands a RESP2 client may send while subscribed.
@@ -198,16 +240,38 @@ mod tests {
         let mut s = PubSubState::default();
         let a = Bytes::from_static(b"a");
         let b = Bytes::from_static(b"b");
-        s.record(b"SUBSCRIBE", &[a.clone(), b.clone()], None);
-        s.record(b"psubscribe", &[Bytes::from_static(b"p*")], None);
+        s.record(b"SUBSCRIBE", &[a.clone(), b.clone()]);
+        s.record(b"psubscribe", &[Bytes::from_static(b"p*")]);
         assert!(s.active());
-        s.record(b"unsubscribe", &[a], None);
+        s.record(b"unsubscribe", &[a]);
         assert_eq!(s.channels.len(), 1);
-        s.record(b"UNSUBSCRIBE", &[], None);
-        s.record(b"punsubscribe", &[], None);
+        s.record(b"UNSUBSCRIBE", &[]);
+        s.record(b"punsubscribe", &[]);
         assert!(!s.active());
-        s.record(b"ssubscribe", std::slice::from_ref(&b), Some(7));
-        assert_eq!(s.shard_channels.get(&b), Some(&7));
+        s.record(b"ssubscribe", std::slice::from_ref(&b));
+        assert_eq!(s.shard_channels.get(&b), Some(&3300));
+    }
+
+    #[test]
+    fn shard_confirmations_count_all_nodes() {
+        let mut s = PubSubState::default();
+        let sub = |c: &str, n: i64| {
+            Bytes::from(format!(
+                "*3\r\n$10\r\nssubscribe\r\n${}\r\n{c}\r\n:{n}\r\n",
+                c.len()
+            ))
+        };
+        // Each node counts its own channels; the client sees them all.
+        assert_eq!(s.renumber(sub("a", 1)), sub("a", 1));
+        assert_eq!(s.renumber(sub("b", 1)), sub("b", 2));
+        assert_eq!(s.renumber(sub("a", 1)), sub("a", 2));
+        let unsub = Bytes::from_static(b">3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:0\r\n");
+        assert_eq!(
+            &s.renumber(unsub)[..],
+            b">3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:1\r\n"
+        );
+        let msg = Bytes::from_static(b"*3\r\n$8\r\nsmessage\r\n$1\r\nb\r\n$1\r\nx\r\n");
+        assert_eq!(s.renumber(msg.clone()), msg);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::backend::{
     reply_channel, BackendConn, BackendRequest, NodePool, Reply, ReplyReceiver, ReplySender,
     ReplyStatus, ReplyTo,
 };
+use crate::cluster::slot::slot as slot_of;
 use crate::cluster::topology::SlotMap;
 use crate::colocate::rewrite::{self, Rewritten};
 use crate::command::keys::Args;
@@ -111,10 +112,15 @@ enum Via {
 #[derive(Debug, Clone)]
 enum Post {
     None,
-    /// Rewrite the master's SCAN cursor into the proxy cursor.
+    /// Rewrite the master's SCAN cursor into the proxy cursor; when that
+    /// master is done before `want` keys were found, go on to the next
+    /// one, carrying the keys found so far (so a small keyspace is
+    /// returned by one call, as by one server).
     Scan {
         node: usize,
         nodes: usize,
+        want: usize,
+        carried: Option<Box<keyspace::Carried>>,
     },
     /// On a nil reply, ask the next master (`tried` so far of `nodes`,
     /// starting at master number `start`).
@@ -198,6 +204,9 @@ impl Sent {
 enum MergeKind {
     Split(SplitKind),
     Fanout(Fanout),
+    /// `SCRIPT EXISTS`: true where every master has the script or the
+    /// proxy knows its body (one flag per SHA1).
+    ScriptExists(Vec<bool>),
     /// Per-slot `EXEC` replies reassembled in the client's order.
     Tx(Box<TxPlan>),
 }
@@ -867,7 +876,26 @@ impl Core {
                 let name = crate::command::find(&view)
                     .map(|s| s.name)
                     .unwrap_or("fanout");
-                Box::pin(self.fanout(kind, name, raw, seq)).await;
+                let merge = match name {
+                    "script|flush" => {
+                        self.ctx.scripts.clear();
+                        MergeKind::Fanout(kind)
+                    }
+                    "script|exists" => {
+                        // A script the proxy knows runs on every node (it is
+                        // loaded where it is missing), so it exists.
+                        let known: Vec<bool> = (2..view.len())
+                            .map(|i| self.ctx.scripts.knows(view.get(i)))
+                            .collect();
+                        if known.iter().all(|&k| k) {
+                            self.ready(merge::all_true(&[], &known));
+                            return;
+                        }
+                        MergeKind::ScriptExists(known)
+                    }
+                    _ => MergeKind::Fanout(kind),
+                };
+                Box::pin(self.fanout(merge, name, raw, seq)).await;
                 None
             }
             Route::Tx(cmd) => {
@@ -1135,7 +1163,7 @@ impl Core {
         }
     }
 
-    async fn fanout(&mut self, kind: Fanout, name: &'static str, raw: Bytes, seq: u64) {
+    async fn fanout(&mut self, kind: MergeKind, name: &'static str, raw: Bytes, seq: u64) {
         let nodes: Vec<Arc<str>> = self
             .ctx
             .topology
@@ -1161,7 +1189,7 @@ impl Core {
             })
             .collect();
         self.push(Pending::Multi(Box::new(Multi {
-            kind: MergeKind::Fanout(kind),
+            kind,
             name,
             parts,
             remaining: nodes.len(),
@@ -1183,15 +1211,7 @@ impl Core {
             self.ready(reply::error("ERR invalid cursor"));
             return;
         };
-        let mut nodes: Vec<Arc<str>> = self
-            .ctx
-            .topology
-            .load()
-            .shards()
-            .iter()
-            .map(|s| s.master.addr().clone())
-            .collect();
-        nodes.sort();
+        let nodes = scan_masters(&self.ctx);
         let (node, node_cursor) = keyspace::decode_cursor(cursor);
         let Some(addr) = nodes.get(node) else {
             self.ready(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n"));
@@ -1208,6 +1228,8 @@ impl Core {
         sent.post = Post::Scan {
             node,
             nodes: nodes.len(),
+            want: keyspace::scan_count((0..view.len()).map(|i| view.get(i))),
+            carried: None,
         };
         self.start(sent, seq).await;
     }
@@ -1349,8 +1371,13 @@ impl Core {
             match tx.slot.or(watched) {
                 Some(t) if t != s => {
                     tx.failed = true;
+                    let fix = if watched.is_some() {
+                        "with WATCH, all keys of a transaction must be in the watched keys' slot: use a {hash tag}"
+                    } else {
+                        "all keys of a transaction must be in one slot: use a {hash tag}, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
+                    };
                     let msg = format!(
-                        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); all keys of a transaction must be in one slot: use a {{hash tag}}"
+                        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); {fix}"
                     );
                     self.ready(reply::error(&msg));
                     return;
@@ -1914,21 +1941,64 @@ impl Core {
                 };
                 ps.global(&addr, &opts, proto).send(raw);
             }
-            SubCmd::SSubscribe(s) | SubCmd::SUnsubscribe(Some(s)) => {
+            SubCmd::SSubscribe(s) | SubCmd::SUnsubscribe(Some(s))
+                if args.iter().all(|a| slot_of(a) == s) =>
+            {
                 let Some(pool) = owner else {
                     self.oob.extend_from_slice(&self.slot_unserved(s));
                     return;
                 };
                 ps.shard(pool.addr(), &opts, proto).send(raw);
             }
+            SubCmd::SSubscribe(_) | SubCmd::SUnsubscribe(Some(_)) => {
+                // Channels of several slots: one command per slot, each on
+                // its owner's connection, as a cluster node accepts them.
+                let mut slots: Vec<u16> = Vec::new();
+                for a in &args {
+                    let s = slot_of(a);
+                    if !slots.contains(&s) {
+                        slots.push(s);
+                    }
+                }
+                for s in slots {
+                    let owner = match self.ctx.topology.load().master(s).cloned() {
+                        Some(p) => Some(p),
+                        None => self.wait_for_owner(s).await,
+                    };
+                    let Some(pool) = owner else {
+                        self.oob.extend_from_slice(&self.slot_unserved(s));
+                        continue;
+                    };
+                    let part = args.iter().filter(|a| slot_of(a) == s);
+                    let ps = self.pubsub.get_or_insert_with(Default::default);
+                    ps.shard(pool.addr(), &opts, proto)
+                        .send(subscribe_command(view.get(0), part));
+                }
+                let ps = self.pubsub.get_or_insert_with(Default::default);
+                ps.record(view.get(0), &args);
+                return;
+            }
             SubCmd::SUnsubscribe(None) => {
-                let shard_conns: Vec<&crate::backend::pubsub::PubSubConn> = ps
-                    .conns
-                    .iter()
-                    .filter(|(id, _)| **id != GLOBAL)
-                    .map(|(_, c)| c)
-                    .collect();
-                if shard_conns.is_empty() {
+                // Each channel by name, on its slot's owner: a node asked
+                // to drop all its channels while holding none would
+                // confirm with a nil channel that one server never sends.
+                let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
+                for (ch, &s) in &ps.shard_channels {
+                    match by_slot.iter_mut().find(|(t, _)| *t == s) {
+                        Some((_, chans)) => chans.push(ch.clone()),
+                        None => by_slot.push((s, vec![ch.clone()])),
+                    }
+                }
+                let map = self.ctx.topology.load();
+                let mut sent = false;
+                for (s, chans) in &by_slot {
+                    if let Some(pool) = map.master(*s) {
+                        ps.shard(pool.addr(), &opts, proto)
+                            .send(subscribe_command(view.get(0), chans.iter()));
+                        sent = true;
+                    }
+                }
+                if !sent {
                     let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
                     let mut out = BytesMut::new();
                     reply::put_header(&mut out, kind, 3);
@@ -1936,14 +2006,10 @@ impl Core {
                     reply::put_null(&mut out, proto);
                     reply::put_int(&mut out, 0);
                     self.oob.extend_from_slice(&out);
-                } else {
-                    for c in shard_conns {
-                        c.send(raw.clone());
-                    }
                 }
             }
         }
-        ps.record(view.get(0), &args, slot);
+        ps.record(view.get(0), &args);
     }
 
     async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
@@ -1952,8 +2018,11 @@ impl Core {
         };
         match event {
             PubSubEvent::Frame(frame) => {
-                if !ps.swallows(id) {
+                if ps.swallows(id) {
+                } else if id == GLOBAL {
                     self.oob.extend_from_slice(&frame);
+                } else {
+                    self.oob.extend_from_slice(&ps.renumber(frame));
                 }
             }
             PubSubEvent::Overflow => {
@@ -2018,15 +2087,19 @@ impl Core {
         for (ch, slot) in &ps.shard_channels {
             by_slot.entry(*slot).or_default().push(ch.clone());
         }
+        // Nodes whose connection lives on (opened before this loop: one
+        // opened here for a slot serves the node's other slots too).
+        let live: Vec<Arc<str>> = ps
+            .conns
+            .iter()
+            .filter(|(cid, _)| **cid != GLOBAL)
+            .map(|(_, c)| c.addr.clone())
+            .collect();
         for (slot, channels) in by_slot {
             let Some(pool) = map.master(slot) else {
                 continue;
             };
-            let live = ps
-                .conns
-                .iter()
-                .any(|(cid, c)| *cid != GLOBAL && c.addr == *pool.addr());
-            if live {
+            if live.contains(pool.addr()) {
                 continue;
             }
             let conn = ps.shard(pool.addr(), &opts, proto);
@@ -2265,7 +2338,8 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             .first()
             .map(|r| (*r).clone())
             .unwrap_or_else(no_cluster),
-        MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies),
+        MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies, &[]),
+        MergeKind::ScriptExists(known) => merge::all_true(&replies, known),
         MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
@@ -2326,7 +2400,7 @@ fn is_script_load(view: &CommandView<'_>) -> bool {
 fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     let outcome = classify(r);
     if outcome == Outcome::Deliver {
-        return post_process(sent, r);
+        return post_process(sent, r, ctx);
     }
     let config = ctx.config();
     let limits = &config.limits;
@@ -2352,7 +2426,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
         )));
     }
     match outcome {
-        Outcome::Deliver => post_process(sent, r),
+        Outcome::Deliver => post_process(sent, r, ctx),
         Outcome::Timer => Next::Resend {
             to: sent.target(),
             asking: false,
@@ -2468,20 +2542,57 @@ fn current_addr(sent: &Sent, slot: u16, ctx: &Context) -> Option<String> {
     }
 }
 
+/// The masters in address order: the order `SCAN` visits them in.
+fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
+    let mut nodes: Vec<Arc<str>> = ctx
+        .topology
+        .load()
+        .shards()
+        .iter()
+        .map(|s| s.master.addr().clone())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
 /// Applies the per-command work on a reply that goes to the client.
-fn post_process(sent: &mut Sent, r: &Reply) -> Next {
+fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
         Post::None | Post::EvalSha(_) => Next::Done(r.data.clone()),
-        Post::Scan { node, nodes } => {
+        Post::Scan {
+            node,
+            nodes,
+            want,
+            ref mut carried,
+        } => {
             if reply_kind(r.data[0]) == ReplyKind::Error {
                 return Next::Done(r.data.clone());
             }
-            match keyspace::rewrite_scan_reply(&r.data, node, nodes) {
-                Some(b) => Next::Done(b),
-                None => Next::Done(reply::error(
-                    "ERR slotbridge: unexpected SCAN reply from a server",
-                )),
+            let unexpected = || reply::error("ERR slotbridge: unexpected SCAN reply from a server");
+            let Some(page) = keyspace::ScanPage::parse(&r.data) else {
+                return Next::Done(unexpected());
+            };
+            let found = carried.as_ref().map_or(0, |c| c.len()) + page.count;
+            let next_node = (page.node_cursor == 0 && found < want && node + 1 < nodes)
+                .then(|| scan_masters(ctx).get(node + 1).cloned())
+                .flatten();
+            let restarted = keyspace::restart_scan(&sent.payload);
+            if let (Some(addr), Some(payload)) = (next_node, restarted) {
+                page.carry_into(carried.get_or_insert_with(Default::default));
+                sent.payload = payload;
+                sent.node = Some(addr.clone());
+                if let Post::Scan { node, .. } = &mut sent.post {
+                    *node += 1;
+                }
+                return Next::Resend {
+                    to: Target::Addr(addr.to_string()),
+                    asking: false,
+                    delay: false,
+                };
             }
+            let empty = keyspace::Carried::default();
+            let carried = carried.as_deref().unwrap_or(&empty);
+            Next::Done(page.reply(node, nodes, carried).unwrap_or_else(unexpected))
         }
         Post::RandomKey {
             tried,

@@ -268,6 +268,9 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     }
     if let Some(other) = other {
         return match spec.name {
+            // The session subscribes per slot, as one server would at once.
+            "ssubscribe" => Route::Sub(SubCmd::SSubscribe(first_slot)),
+            "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(Some(first_slot))),
             "mget" => Route::Split(SplitKind::Mget),
             "mset" => Route::Split(SplitKind::Mset),
             "del" | "unlink" | "exists" | "touch" => Route::Split(SplitKind::Sum),
@@ -343,6 +346,9 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "randomkey" => Route::RandomKey,
         "info" => Route::Fanout(Fanout::Info),
         "dbsize" => Route::Fanout(Fanout::Sum),
+        "config|set" if sets_credentials(cmd) => Route::Reply(reply::error(
+            "ERR slotbridge: CONFIG SET of requirepass, masterauth or masteruser is not passed to the cluster (it would lock the proxy's own connections out); change the nodes' password on the nodes and in slotbridge's [backend] settings, the clients' password in its [auth] settings",
+        )),
         "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat"
         | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
@@ -370,6 +376,17 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         }
         _ => unsupported(name),
     }
+}
+
+/// Whether a `CONFIG SET` changes the credentials nodes ask of their
+/// clients (the proxy among them) or of each other.
+fn sets_credentials(cmd: &CommandView<'_>) -> bool {
+    (2..cmd.len()).step_by(2).any(|i| {
+        let p = cmd.get(i);
+        p.eq_ignore_ascii_case(b"requirepass")
+            || p.eq_ignore_ascii_case(b"masterauth")
+            || p.eq_ignore_ascii_case(b"masteruser")
+    })
 }
 
 /// Longest `WAIT` timeout accepted: `WAIT` runs on the shared connections
@@ -458,6 +475,22 @@ mod tests {
         assert_eq!(
             route_of(&["RENAME", "{u}a", "{u}b"]).0,
             Route::Slot(slot(b"u"))
+        );
+    }
+
+    #[test]
+    fn config_set_of_credentials_is_refused() {
+        for p in ["requirepass", "MasterAuth", "masteruser"] {
+            let e = err(route_of(&["CONFIG", "SET", "maxmemory", "0", p, "x"]).0);
+            assert!(
+                e.starts_with("-ERR slotbridge: CONFIG SET of requirepass"),
+                "{e}"
+            );
+        }
+        // A value that happens to read "requirepass" is no parameter.
+        assert_eq!(
+            route_of(&["config", "set", "notify-keyspace-events", "requirepass"]).0,
+            Route::Fanout(Fanout::AllOk)
         );
     }
 
@@ -552,7 +585,11 @@ mod tests {
             route_of(&["SSUBSCRIBE", "{c}1", "{c}2"]).0,
             Route::Sub(SubCmd::SSubscribe(slot(b"c")))
         );
-        assert!(err(route_of(&["SSUBSCRIBE", "a", "b"]).0).starts_with("-CROSSSLOT"));
+        // Channels of several slots: the session subscribes per slot.
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "a", "b"]).0,
+            Route::Sub(SubCmd::SSubscribe(slot(b"a")))
+        );
         assert_eq!(
             route_of(&["SUNSUBSCRIBE"]).0,
             Route::Sub(SubCmd::SUnsubscribe(None))
