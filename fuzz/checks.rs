@@ -515,6 +515,9 @@ pub fn merge_replies(data: &[u8]) {
     assert_one_frame(&merge::sum(&refs), "sum");
     assert_one_frame(&merge::min(&refs), "min");
     assert_one_frame(&merge::all_true(&refs, &[]), "all_true");
+    let known: Vec<bool> = (0..refs.len()).map(|i| ctl >> (i % 8) & 1 == 1).collect();
+    assert_one_frame(&merge::all_true(&refs, &known), "all_true known");
+    assert_one_frame(&merge::newest(&refs, i64::from(ctl) - 2), "newest");
     assert_one_frame(&merge::union(&refs), "union");
     assert_one_frame(&merge::sum_pairs(&refs), "sum_pairs");
     let ok = merge::all_ok(&refs);

@@ -100,6 +100,41 @@ pub fn concat(parts: &[&Bytes]) -> Bytes {
     out.freeze()
 }
 
+/// `SLOWLOG GET [count]`: the entries of all parts, newest first (by unix
+/// time, then id), at most `count` of them (negative: all).
+pub fn newest(parts: &[&Bytes], count: i64) -> Bytes {
+    let mut entries: Vec<(i64, i64, &[u8])> = Vec::new();
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("SLOWLOG GET");
+        };
+        for &(s, e) in &elems {
+            let entry = &p[s..e];
+            let field = |i: usize, fields: &[(usize, usize)]| {
+                fields.get(i).and_then(|&(a, b)| integer(&entry[a..b]))
+            };
+            let Some(fields) = children(entry) else {
+                return unexpected("SLOWLOG GET");
+            };
+            let (Some(id), Some(time)) = (field(0, &fields), field(1, &fields)) else {
+                return unexpected("SLOWLOG GET");
+            };
+            entries.push((time, id, entry));
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+    if let Ok(n) = usize::try_from(count) {
+        entries.truncate(n);
+    }
+    let size = entries.iter().map(|e| e.2.len()).sum::<usize>() + 16;
+    let mut out = BytesMut::with_capacity(size);
+    put_array(&mut out, entries.len());
+    for (_, _, entry) in entries {
+        out.put_slice(entry);
+    }
+    out.freeze()
+}
+
 /// Element-wise AND of arrays of 0/1 integers (`SCRIPT EXISTS`), OR-ed
 /// with `known` where given (one flag per element; no parts: `known` alone).
 pub fn all_true(parts: &[&Bytes], known: &[bool]) -> Bytes {
@@ -263,7 +298,9 @@ pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
         .get(1..first.len().saturating_sub(2))
         .unwrap_or_default();
     let text = String::from_utf8_lossy(text);
-    if total <= 1 {
+    // Every part refused the command alike (a bad argument): nothing was
+    // applied anywhere, and one server would say exactly this.
+    if total <= 1 || (errors.len() == total && errors.iter().all(|e| e[..] == first[..])) {
         return reply::error(&text);
     }
     reply::error(&format!(
@@ -366,5 +403,28 @@ mod tests {
             &failed("get", &[&e], 1)[..],
             b"-OOM command not allowed\r\n"
         );
+        // Refused alike everywhere: nothing applied, Redis's own error.
+        let bad = b(b"-ERR syntax error\r\n");
+        assert_eq!(&failed("config|set", &[&bad, &bad, &bad], 3)[..], &bad[..]);
+        let other = b(b"-ERR other\r\n");
+        assert!(
+            failed("config|set", &[&bad, &other, &bad], 3).ends_with(b"may have been applied)\r\n")
+        );
+    }
+
+    #[test]
+    fn newest_entries_first() {
+        let entry = |id: i64, time: i64| {
+            format!(
+                "*6\r\n:{id}\r\n:{time}\r\n:5\r\n*1\r\n$3\r\nget\r\n$9\r\n127.0.0.1\r\n$0\r\n\r\n"
+            )
+        };
+        let a = b(format!("*2\r\n{}{}", entry(7, 100), entry(6, 90)).as_bytes());
+        let c = b(format!("*1\r\n{}", entry(1, 95)).as_bytes());
+        let want = format!("*2\r\n{}{}", entry(7, 100), entry(1, 95));
+        assert_eq!(&newest(&[&a, &c], 2)[..], want.as_bytes());
+        let all = format!("*3\r\n{}{}{}", entry(7, 100), entry(1, 95), entry(6, 90));
+        assert_eq!(&newest(&[&a, &c], -1)[..], all.as_bytes());
+        assert!(newest(&[&b(b":1\r\n")], 1).starts_with(b"-ERR slotbridge"));
     }
 }

@@ -502,6 +502,165 @@ fn client_list_shows_proxy_clients_and_wait_works() {
     assert_eq!(n, 0);
 }
 
+/// The `id=` of a client, from `CLIENT ID`.
+fn client_id(c: &mut RawClient) -> u64 {
+    c.send(&cmd(&["CLIENT", "ID"]));
+    let line = String::from_utf8(c.read_once(Duration::from_secs(5))).unwrap();
+    line.trim_start_matches(':').trim_end().parse().unwrap()
+}
+
+#[test]
+fn client_kill_and_list_filters_act_on_proxy_clients() {
+    let proxy = &env().1;
+    let mut admin = RawClient::connect(proxy.port);
+    let mut idle = RawClient::connect(proxy.port);
+    let idle_id = client_id(&mut idle);
+    let mut blocked = RawClient::connect(proxy.port);
+    let blocked_id = client_id(&mut blocked);
+    let mut sub = RawClient::connect(proxy.port);
+    let sub_id = client_id(&mut sub);
+    sub.send(&cmd(&["SUBSCRIBE", "kill-ch"]));
+    sub.expect(b"*3\r\n$9\r\nsubscribe\r\n$7\r\nkill-ch\r\n:1\r\n");
+    // LIST by type and by id.
+    admin.send(&cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]));
+    let list = String::from_utf8(admin.read_once(Duration::from_secs(5))).unwrap();
+    assert!(list.contains(&format!("id={sub_id} ")), "{list}");
+    assert!(list.contains(" flags=P "), "{list}");
+    assert!(!list.contains(&format!("id={idle_id} ")), "{list}");
+    admin.send(&cmd(&[
+        "CLIENT",
+        "LIST",
+        "ID",
+        &idle_id.to_string(),
+        "999999",
+    ]));
+    let list = String::from_utf8(admin.read_once(Duration::from_secs(5))).unwrap();
+    assert_eq!(list.matches("id=").count(), 1, "{list}");
+    admin.roundtrip(
+        &cmd(&["CLIENT", "LIST", "TYPE", "bogus"]),
+        b"-ERR Unknown client type 'bogus'\r\n",
+    );
+    admin.roundtrip(&cmd(&["CLIENT", "LIST", "TYPE", "replica"]), b"$0\r\n\r\n");
+    // KILL closes a resting client, a blocked one and a subscriber.
+    admin.roundtrip(
+        &cmd(&["CLIENT", "KILL", "ID", &idle_id.to_string()]),
+        b":1\r\n",
+    );
+    assert!(idle.is_closed_within(Duration::from_secs(5)));
+    blocked.send(&cmd(&["BLPOP", "kill-never", "0"]));
+    std::thread::sleep(Duration::from_millis(200));
+    admin.roundtrip(
+        &cmd(&[
+            "CLIENT",
+            "KILL",
+            "ID",
+            &blocked_id.to_string(),
+            "SKIPME",
+            "yes",
+        ]),
+        b":1\r\n",
+    );
+    assert!(blocked.is_closed_within(Duration::from_secs(5)));
+    admin.roundtrip(&cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]), b":1\r\n");
+    assert!(sub.is_closed_within(Duration::from_secs(5)));
+    admin.roundtrip(
+        &cmd(&["CLIENT", "KILL", "127.0.0.1:1"]),
+        b"-ERR No such client\r\n",
+    );
+    admin.roundtrip(
+        &cmd(&["CLIENT", "KILL", "USER", "nobody"]),
+        b"-ERR No such user 'nobody'\r\n",
+    );
+    // The old form may name the caller: it gets its reply, then is closed.
+    admin.send(&cmd(&["CLIENT", "INFO"]));
+    let info = String::from_utf8(admin.read_once(Duration::from_secs(5))).unwrap();
+    let addr = info
+        .split(" addr=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    admin.roundtrip(&cmd(&["CLIENT", "KILL", &addr]), b"+OK\r\n");
+    assert!(admin.is_closed_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn server_introspection_looks_like_one_master() {
+    let mut r = raw();
+    r.roundtrip(&cmd(&["ROLE"]), b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+    r.roundtrip(&cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
+    // SLOWLOG of all masters: lengths summed, entries newest first.
+    r.roundtrip(&cmd(&["SLOWLOG", "RESET"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        b"+OK\r\n",
+    );
+    for (i, slot) in [100, 9000, 16000].into_iter().enumerate() {
+        if i > 0 {
+            // Entries carry unix seconds: one second apart, they sort.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let k = key_for_slot(slot, "slow-");
+        r.roundtrip(&cmd(&["SET", &k, "1"]), b"+OK\r\n");
+    }
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"]),
+        b"+OK\r\n",
+    );
+    let mut c = env().1.conn();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert!(len >= 6, "{len}");
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(4)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(entries.len(), 4);
+    let time = |v: &redis::Value| -> i64 {
+        let redis::Value::Array(fields) = v else {
+            panic!("{v:?}")
+        };
+        redis::from_redis_value(fields[1].clone()).unwrap()
+    };
+    assert!(entries.windows(2).all(|w| time(&w[0]) >= time(&w[1])));
+    // Among the newest: the last SET (after it only the CONFIG SETs).
+    let args = |v: &redis::Value| -> Vec<String> {
+        let redis::Value::Array(fields) = v else {
+            panic!("{v:?}")
+        };
+        redis::from_redis_value(fields[3].clone()).unwrap()
+    };
+    let newest: Vec<Vec<String>> = entries.iter().map(args).collect();
+    assert!(
+        newest
+            .iter()
+            .any(|a| a[0].eq_ignore_ascii_case("set") && a[1] == key_for_slot(16000, "slow-")),
+        "{newest:?}"
+    );
+    r.roundtrip(
+        &cmd(&["SLOWLOG", "GET", "-5"]),
+        b"-ERR count should be greater than or equal to -1\r\n",
+    );
+    // A parameter every master refuses: the one error, as one server says it.
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "no-such-param", "1"]),
+        b"-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-param'\r\n",
+    );
+    // CONFIG RESETSTAT resets the proxy's own counters too.
+    r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    let processed: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(processed < 5, "{info}");
+}
+
 #[test]
 fn functions_are_loaded_on_every_master() {
     let (cluster, proxy) = env();

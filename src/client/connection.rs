@@ -175,6 +175,9 @@ impl Connection {
         // Registered before the check, so a drain that starts in between
         // still wakes this task.
         client.info().set_shutdown_waker(cx.waker());
+        if client.info().is_killed() {
+            return Poll::Ready(Woke::Close(Ok(())));
+        }
         if self.ctx.is_draining() {
             // Draining: nothing is in flight, so the client is done. The
             // session closes the connection properly (a TLS close_notify).

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::filter;
 use super::registry::ClientInfo;
 
 use bytes::{Bytes, BytesMut};
@@ -94,6 +95,17 @@ pub fn execute(
             client.info.update(|n| n.name = None);
             client.authed = !ctx.config().auth.required();
             Bytes::from_static(b"+RESET\r\n")
+        }
+        Local::Whoami => reply::bulk(
+            client
+                .info
+                .names()
+                .user
+                .as_deref()
+                .unwrap_or(b"default"),
+        ),
+        Local::Client if view.len() > 1 && view.get(1).eq_ignore_ascii_case(b"kill") => {
+            return client_kill(view, client, ctx)
         }
         Local::Client => client_cmd(view, client, ctx),
     };
@@ -260,11 +272,42 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         }
         b"info" => reply::bulk(client.info.line().as_bytes()),
         b"list" if view.len() == 2 => reply::bulk(ctx.clients.list().as_bytes()),
+        b"list" => {
+            let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
+            match filter::parse_list(&args) {
+                Ok(f) => reply::bulk(ctx.clients.list_matching(&f, client.info.id).as_bytes()),
+                Err(e) => reply::error(&e),
+            }
+        }
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
         _ => reply::error(&format!(
             "ERR unsupported command 'client|{}' by slotbridge",
             String::from_utf8_lossy(&sub)
         )),
+    }
+}
+
+/// `CLIENT KILL`: closes the proxy's clients that match; a client that
+/// kills itself gets its reply first.
+fn client_kill(view: &CommandView<'_>, client: &ClientState, ctx: &Context) -> LocalOutcome {
+    let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
+    let config = ctx.config();
+    let users =
+        |u: &[u8]| u == b"default" || config.auth.users.iter().any(|x| x.name.as_bytes() == u);
+    let kill = match filter::parse_kill(&args, users) {
+        Ok(k) => k,
+        Err(e) => return LocalOutcome::Reply(reply::error(&e)),
+    };
+    let (count, killed_me) = ctx.clients.kill(&kill.filter, client.info.id);
+    let reply = match (kill.legacy, count) {
+        (true, 0) => reply::error("ERR No such client"),
+        (true, _) => Bytes::from_static(reply::OK),
+        (false, n) => reply::int(n as i64),
+    };
+    if killed_me {
+        LocalOutcome::Close(reply)
+    } else {
+        LocalOutcome::Reply(reply)
     }
 }
 

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
+
+use super::filter::Filter;
 
 /// What `CLIENT LIST` shows of one connection; shared between the session
 /// (which updates it) and the registry.
@@ -23,6 +25,10 @@ pub struct ClientInfo {
     pub created: Instant,
     /// RESP version (2 or 3).
     pub resp: AtomicU8,
+    /// Whether the client has subscriptions (`CLIENT LIST` type `pubsub`).
+    subscribed: AtomicBool,
+    /// Set by `CLIENT KILL`: the connection is to be closed.
+    killed: AtomicBool,
     /// `CLIENT SETNAME`, `CLIENT SETINFO LIB-NAME`, `LIB-VER`, the user:
     /// boxed once one is set, so a client that sets none (most idle
     /// connections of a pool) costs a pointer.
@@ -55,6 +61,8 @@ impl ClientInfo {
             local,
             created: Instant::now(),
             resp: AtomicU8::new(2),
+            subscribed: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
         }
@@ -70,6 +78,35 @@ impl ClientInfo {
         match slot.as_ref() {
             Some(old) if old.will_wake(waker) => {}
             _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Records whether the client has subscriptions.
+    pub fn set_subscribed(&self, on: bool) {
+        self.subscribed.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the client has subscriptions.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Whether `CLIENT KILL` chose this client.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the client killed and wakes its task (registered with
+    /// [`ClientInfo::set_shutdown_waker`]), which then closes it.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        let waker = self
+            .shutdown_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
@@ -99,11 +136,12 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
+            if self.is_subscribed() { "P" } else { "N" },
             names
                 .user
                 .as_ref()
@@ -150,6 +188,37 @@ impl Registry {
     /// `CLIENT LIST` text, by id.
     pub fn list(&self) -> String {
         self.lock().values().map(|c| c.line()).collect()
+    }
+
+    /// `CLIENT LIST` text of the clients passing `filter` (`me`: the
+    /// caller's id).
+    pub fn list_matching(&self, filter: &Filter, me: u64) -> String {
+        self.lock()
+            .values()
+            .filter(|c| filter.matches(c, me))
+            .map(|c| c.line())
+            .collect()
+    }
+
+    /// Closes the clients passing `filter`: how many, and whether the
+    /// caller (`me`) is among them.
+    pub fn kill(&self, filter: &Filter, me: u64) -> (usize, bool) {
+        let chosen: Vec<Arc<ClientInfo>> = self
+            .lock()
+            .values()
+            .filter(|c| filter.matches(c, me))
+            .cloned()
+            .collect();
+        let mut killed_me = false;
+        for c in &chosen {
+            if c.id == me {
+                // Closed after its reply (see `local::execute`).
+                killed_me = true;
+            } else {
+                c.kill();
+            }
+        }
+        (chosen.len(), killed_me)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {

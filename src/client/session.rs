@@ -59,12 +59,16 @@ const BIG_SPLIT: usize = 4096;
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// Ready once the proxy drains. The task's waker was registered when the
-/// session became active (see `connection::serve`), so nothing is
-/// registered here: this is one atomic load per loop turn.
-fn draining(ctx: &Context) -> impl std::future::Future<Output = ()> + '_ {
+/// Ready once the proxy drains or `CLIENT KILL` chose this client. The
+/// task's waker was registered when the session became active (see
+/// `connection::serve`), so nothing is registered here: two atomic loads
+/// per loop turn.
+fn draining<'a>(
+    ctx: &'a Context,
+    info: &'a ClientInfo,
+) -> impl std::future::Future<Output = ()> + 'a {
     std::future::poll_fn(move |_| {
-        if ctx.is_draining() {
+        if ctx.is_draining() || info.is_killed() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
@@ -204,6 +208,8 @@ impl Sent {
 enum MergeKind {
     Split(SplitKind),
     Fanout(Fanout),
+    /// `SLOWLOG GET`: this many of the newest entries of all masters.
+    Newest(i64),
     /// `SCRIPT EXISTS`: true where every master has the script or the
     /// proxy knows its body (one flag per SHA1).
     ScriptExists(Vec<bool>),
@@ -566,7 +572,7 @@ impl Session {
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
-                    _ = draining(&self.core.ctx), if !self.core.closing => Turn::Drain,
+                    _ = draining(&self.core.ctx, &self.core.client.info), if !self.core.closing => Turn::Drain,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -574,7 +580,7 @@ impl Session {
                 }
             } else {
                 tokio::select! {
-                    _ = draining(&self.core.ctx), if !self.core.closing => Turn::Drain,
+                    _ = draining(&self.core.ctx, &self.core.client.info), if !self.core.closing => Turn::Drain,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -583,6 +589,10 @@ impl Session {
                 }
             };
             match turn {
+                Turn::Drain if self.core.client.info.is_killed() => {
+                    tracing::debug!(client = %self.core.client.info.peer, "closed by CLIENT KILL");
+                    return Ok(Exit::Closed);
+                }
                 Turn::Drain => {
                     // Draining: finish what was read, then close.
                     self.core.closing = true;
@@ -881,6 +891,19 @@ impl Core {
                         self.ctx.scripts.clear();
                         MergeKind::Fanout(kind)
                     }
+                    "config|resetstat" => {
+                        // The proxy's own counters in INFO, as on one server.
+                        self.ctx.stats.total_commands.store(0, Ordering::Relaxed);
+                        self.ctx.stats.total_connections.store(0, Ordering::Relaxed);
+                        MergeKind::Fanout(kind)
+                    }
+                    "slowlog|get" => {
+                        let count = (view.len() > 2)
+                            .then(|| crate::protocol::request::parse_i64(view.get(2)))
+                            .flatten()
+                            .unwrap_or(10);
+                        MergeKind::Newest(count)
+                    }
                     "script|exists" => {
                         // A script the proxy knows runs on every node (it is
                         // loaded where it is missing), so it exists.
@@ -925,6 +948,7 @@ impl Core {
             self.multi = None;
             self.pinned = None;
             self.pubsub = None;
+            self.client.info.set_subscribed(false);
         }
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         match outcome {
@@ -1976,6 +2000,7 @@ impl Core {
                 }
                 let ps = self.pubsub.get_or_insert_with(Default::default);
                 ps.record(view.get(0), &args);
+                self.client.info.set_subscribed(ps.active());
                 return;
             }
             SubCmd::SUnsubscribe(None) => {
@@ -2010,6 +2035,7 @@ impl Core {
             }
         }
         ps.record(view.get(0), &args);
+        self.client.info.set_subscribed(ps.active());
     }
 
     async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
@@ -2340,6 +2366,8 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             .unwrap_or_else(no_cluster),
         MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies, &[]),
         MergeKind::ScriptExists(known) => merge::all_true(&replies, known),
+        MergeKind::Newest(count) => merge::newest(&replies, *count),
+        MergeKind::Fanout(Fanout::Newest) => merge::newest(&replies, 10),
         MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),

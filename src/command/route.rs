@@ -80,6 +80,8 @@ pub enum Fanout {
     SumPairs,
     /// The smallest integer (`WAIT`: replicas that acknowledged everywhere).
     Min,
+    /// Entries of all masters, newest first (`SLOWLOG GET`).
+    Newest,
 }
 
 /// Commands the proxy answers itself.
@@ -101,6 +103,8 @@ pub enum Local {
     Reset,
     /// `CLIENT ...`
     Client,
+    /// `ACL WHOAMI`
+    Whoami,
 }
 
 /// Transaction commands, handled by the session's transaction state.
@@ -352,12 +356,20 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat"
         | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
+        "slowlog|get" => Route::Fanout(Fanout::Newest),
+        "slowlog|len" => Route::Fanout(Fanout::Sum),
+        "slowlog|reset" => Route::Fanout(Fanout::AllOk),
+        "acl|whoami" => Route::Local(Local::Whoami),
+        // One server's view: the proxy is a master without replicas (as
+        // its INFO replication section says).
+        "role" => Route::Reply(Bytes::from_static(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")),
         "script|load" | "function|load" => Route::Fanout(Fanout::First),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
+        | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help"
         | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
