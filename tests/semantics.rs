@@ -648,6 +648,20 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["CONFIG", "SET", "no-such-param", "1"]),
         b"-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-param'\r\n",
     );
+    // CLIENT PAUSE pauses every master, so writes through the proxy wait.
+    r.roundtrip(&cmd(&["CLIENT", "PAUSE", "300", "WRITE"]), b"+OK\r\n");
+    let start = Instant::now();
+    r.roundtrip(&cmd(&["SET", "paused-write", "1"]), b"+OK\r\n");
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    r.roundtrip(&cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
+    let start = Instant::now();
+    r.roundtrip(&cmd(&["SET", "paused-write", "2"]), b"+OK\r\n");
+    assert!(start.elapsed() < Duration::from_secs(2));
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();

@@ -333,6 +333,9 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "hello" => Route::Local(Local::Hello),
         "auth" => Route::Local(Local::Auth),
         "reset" => Route::Local(Local::Reset),
+        // Every master pauses its clients, the proxy's connections among
+        // them: the proxy's clients pause as one server's would.
+        "client|pause" | "client|unpause" => Route::Fanout(Fanout::AllOk),
         n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
         "subscribe" => Route::Sub(SubCmd::Subscribe),
         "psubscribe" => Route::Sub(SubCmd::PSubscribe),
