@@ -16,6 +16,7 @@ pub mod info;
 pub mod merge;
 pub mod metrics;
 pub mod migrate;
+pub mod monitor;
 pub mod protocol;
 pub mod scripts;
 pub mod server;

@@ -54,6 +54,8 @@ pub struct Context {
     pub clients: crate::client::registry::Registry,
     /// Script bodies seen, for transparent `NOSCRIPT` recovery.
     pub scripts: crate::scripts::ScriptCache,
+    /// Clients running `MONITOR`.
+    pub monitors: crate::monitor::Monitors,
     /// The backends' `redis_version`, learned at start-up.
     pub backend_version: OnceLock<String>,
     next_client_id: AtomicU64,
@@ -387,6 +389,7 @@ fn build_context(
         port,
         blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
+        monitors: Default::default(),
         clients: Default::default(),
         rules,
         health: Default::default(),

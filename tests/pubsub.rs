@@ -340,3 +340,39 @@ fn subscriptions_survive_a_master_failover() {
         sub.expect(format!("*3\r\n{}{}{}", bulk("smessage"), bulk(ch), bulk("after")).as_bytes());
     }
 }
+
+#[test]
+fn monitor_streams_every_clients_commands() {
+    let (_, proxy) = env();
+    let mut mon = RawClient::connect(proxy.port);
+    mon.roundtrip(&cmd(&["MONITOR"]), b"+OK\r\n");
+    let mut other = RawClient::connect(proxy.port);
+    other.roundtrip(
+        &cmd(&["AUTH", "not-shown"]),
+        b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+    );
+    other.roundtrip(&cmd(&["SET", "mon-key", "v\n\"x\""]), b"+OK\r\n");
+    // Other tests of this file share the proxy: their commands show too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    let line = loop {
+        assert!(Instant::now() < deadline, "no MONITOR line:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(
+            &mon.read_once(Duration::from_secs(1)),
+        ));
+        if let Some(l) = seen.lines().find(|l| l.contains("mon-key")) {
+            break l.to_string();
+        }
+    };
+    assert!(!seen.contains("not-shown"), "{seen}");
+    // +<seconds>.<micros> [0 <client addr>] "arg"..., as Redis writes it.
+    let (time, rest) = line.strip_prefix('+').unwrap().split_once(' ').unwrap();
+    let (secs, micros) = time.split_once('.').unwrap();
+    assert!(secs.parse::<u64>().unwrap() > 1_700_000_000);
+    assert_eq!(micros.len(), 6);
+    assert!(rest.starts_with("[0 127.0.0.1:"), "{line}");
+    assert!(rest.ends_with(r#"] "SET" "mon-key" "v\n\"x\"""#), "{line}");
+    // The monitor leaves; the proxy goes on serving.
+    drop(mon);
+    other.roundtrip(&cmd(&["GET", "mon-key"]), b"$5\r\nv\n\"x\"\r\n");
+}

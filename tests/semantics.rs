@@ -216,7 +216,7 @@ fn watch_conflict_aborts_exec() {
     r.roundtrip(&cmd(&["EXEC"]), b"*1\r\n$1\r\n5\r\n");
     // WATCH across slots is a clear error.
     let want = format!(
-        "-CROSSSLOT Keys in request don't hash to the same slot (command 'watch', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'watch', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)\r\n",
         common::slot_of(b"wa"),
         common::slot_of(b"wb")
     );

@@ -23,6 +23,8 @@ use crate::protocol::Proto;
 
 /// Connection id of the classic (non-shard) subscription connection.
 pub const GLOBAL: u32 = 0;
+/// Event source id of `MONITOR` lines.
+pub const MONITOR: u32 = u32::MAX;
 
 /// One client's subscription state.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct PubSubState {
     /// its count in `ssubscribe`/`sunsubscribe` confirmations, which each
     /// node gives for its own channels only.
     confirmed_shard: std::collections::HashSet<Bytes>,
+    /// Whether `MONITOR` lines are forwarded to this client.
+    pub monitoring: bool,
     next_id: u32,
     events_tx: mpsc::Sender<(u32, PubSubEvent)>,
     /// Events from the connections (frames to forward, losses).
@@ -57,6 +61,7 @@ impl Default for PubSubState {
             conns: HashMap::new(),
             swallow: HashMap::new(),
             confirmed_shard: Default::default(),
+            monitoring: false,
             next_id: GLOBAL + 1,
             events_tx,
             events,
@@ -208,10 +213,11 @@ pub fn allowed_while_subscribed(name: &[u8]) -> bool {
 /// Whether a command changes subscriptions (it waits until earlier replies
 /// are written, so confirmations keep their place in the reply stream).
 pub fn is_subscription_command(name: &[u8]) -> bool {
-    allowed_while_subscribed(name)
-        && !name.eq_ignore_ascii_case(b"ping")
-        && !name.eq_ignore_ascii_case(b"quit")
-        && !name.eq_ignore_ascii_case(b"reset")
+    name.eq_ignore_ascii_case(b"monitor")
+        || allowed_while_subscribed(name)
+            && !name.eq_ignore_ascii_case(b"ping")
+            && !name.eq_ignore_ascii_case(b"quit")
+            && !name.eq_ignore_ascii_case(b"reset")
 }
 
 /// Redis's error for a command a RESP2 subscriber may not send.

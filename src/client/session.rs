@@ -19,7 +19,7 @@ use super::connection::Resting;
 use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome};
-use super::pubsub::{self as subs, PubSubState, GLOBAL};
+use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR};
 use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
@@ -43,6 +43,7 @@ use crate::protocol::request::{Parsed, RequestLimits, RequestParser};
 use crate::protocol::scan::{children, reply_kind, FrameScanner, ReplyKind};
 use crate::server::Context;
 use crate::{info, merge, split};
+use tokio::sync::broadcast;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Once this many reply bytes wait for a client, no new commands are read
@@ -540,7 +541,11 @@ impl Session {
             }
             let quiet = self.core.pending.is_empty()
                 && wbuf.is_empty()
-                && !self.core.pubsub.as_ref().is_some_and(|p| p.active());
+                && !self
+                    .core
+                    .pubsub
+                    .as_ref()
+                    .is_some_and(|p| p.active() || p.monitoring);
             let idle_check = quiet && !idle.is_zero();
             let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
             let last_activity = *last_active;
@@ -755,6 +760,9 @@ impl Core {
             return;
         }
         let ctx = self.ctx.clone();
+        if ctx.monitors.active() {
+            ctx.monitors.publish(&self.client.info.peer, &view);
+        }
         let rewritten_args;
         if !ctx.rules.is_empty() {
             let mut keys_buf = std::mem::take(&mut self.scratch.keys);
@@ -1936,7 +1944,37 @@ impl Core {
         }
     }
 
+    /// `MONITOR`: `+OK`, then every client's commands as they arrive.
+    fn monitor(&mut self) {
+        self.oob.extend_from_slice(reply::OK);
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        if ps.monitoring {
+            return;
+        }
+        ps.monitoring = true;
+        let mut watching = self.ctx.monitors.watch();
+        let events = ps.events_sender();
+        tokio::spawn(async move {
+            loop {
+                let event = match watching.lines.recv().await {
+                    Ok(line) => PubSubEvent::Frame(line),
+                    Err(broadcast::error::RecvError::Lagged(_)) => PubSubEvent::Overflow,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let overflow = matches!(event, PubSubEvent::Overflow);
+                // Ends when the session is gone (its receiver dropped).
+                if events.send((MONITOR, event)).await.is_err() || overflow {
+                    return;
+                }
+            }
+        });
+    }
+
     async fn subscription(&mut self, cmd: SubCmd, raw: Bytes, view: &CommandView<'_>) {
+        if cmd == SubCmd::Monitor {
+            self.monitor();
+            return;
+        }
         let args: Vec<Bytes> = view.args[1..]
             .iter()
             .map(|&(s, e)| raw.slice(s..e))
@@ -1958,6 +1996,7 @@ impl Core {
         let global_node = self.pubsub_home().await;
         let ps = self.pubsub.get_or_insert_with(Default::default);
         match cmd {
+            SubCmd::Monitor => {}
             SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::Unsubscribe | SubCmd::PUnsubscribe => {
                 let Some(addr) = global_node else {
                     self.oob.extend_from_slice(&self.no_cluster());
@@ -2045,7 +2084,7 @@ impl Core {
         match event {
             PubSubEvent::Frame(frame) => {
                 if ps.swallows(id) {
-                } else if id == GLOBAL {
+                } else if id == GLOBAL || id == MONITOR {
                     self.oob.extend_from_slice(&frame);
                 } else {
                     self.oob.extend_from_slice(&ps.renumber(frame));

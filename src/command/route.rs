@@ -138,6 +138,8 @@ pub enum SubCmd {
     SSubscribe(u16),
     /// `SUNSUBSCRIBE [channel...]`, the channels' slot if any.
     SUnsubscribe(Option<u16>),
+    /// `MONITOR`: the proxy's clients' commands, streamed like messages.
+    Monitor,
 }
 
 /// Where a command goes.
@@ -341,6 +343,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "psubscribe" => Route::Sub(SubCmd::PSubscribe),
         "unsubscribe" => Route::Sub(SubCmd::Unsubscribe),
         "punsubscribe" => Route::Sub(SubCmd::PUnsubscribe),
+        "monitor" => Route::Sub(SubCmd::Monitor),
         "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(None)),
         "pubsub|channels" | "pubsub|shardchannels" => Route::Fanout(Fanout::Union),
         "pubsub|numpat" => Route::Fanout(Fanout::Sum),
@@ -431,7 +434,7 @@ fn unsupported(name: &str) -> Route {
 pub fn cross_slot(name: &str, a: u16, b: u16) -> Bytes {
     reply::error(&format!(
         "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {a} and {b}); \
-         use a {{hash tag}} so that all keys of one command map to the same slot"
+         use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)"
     ))
 }
 
@@ -535,7 +538,7 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "-CROSSSLOT Keys in request don't hash to the same slot (command 'rename', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot\r\n",
+                "-CROSSSLOT Keys in request don't hash to the same slot (command 'rename', slots {} and {}); use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)\r\n",
                 slot(b"a"),
                 slot(b"b")
             )
@@ -613,9 +616,10 @@ mod tests {
             route_of(&["SPUBLISH", "ch", "m"]).0,
             Route::Slot(slot(b"ch"))
         );
+        assert_eq!(route_of(&["MONITOR"]).0, Route::Sub(SubCmd::Monitor));
         assert_eq!(
-            err(route_of(&["MONITOR"]).0),
-            "-ERR unsupported command 'monitor' by slotbridge\r\n"
+            err(route_of(&["SHUTDOWN"]).0),
+            "-ERR unsupported command 'shutdown' by slotbridge\r\n"
         );
         assert_eq!(
             err(route_of(&["CLUSTER", "INFO"]).0),

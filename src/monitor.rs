@@ -1,0 +1,179 @@
+//! `MONITOR`: every command the proxy's clients send, streamed to the
+//! clients that asked, in Redis's own line format.
+//!
+//! Sessions publish a line per command only while a monitor is connected
+//! (one relaxed load otherwise). Lines travel on a bounded broadcast
+//! channel; a monitor that falls behind it is disconnected, as Redis
+//! disconnects one that reaches its output-buffer limit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::command::keys::Args;
+use crate::command::route::CommandView;
+
+/// Lines a monitor may fall behind by before it is disconnected.
+pub const MONITOR_BACKLOG: usize = 16 * 1024;
+
+/// The monitors of one proxy.
+#[derive(Debug)]
+pub struct Monitors {
+    count: Arc<AtomicUsize>,
+    lines: broadcast::Sender<Bytes>,
+}
+
+impl Default for Monitors {
+    fn default() -> Self {
+        Monitors {
+            count: Arc::new(AtomicUsize::new(0)),
+            lines: broadcast::channel(MONITOR_BACKLOG).0,
+        }
+    }
+}
+
+/// One monitor's subscription; the monitor count drops with it.
+#[derive(Debug)]
+pub struct Watching {
+    /// The lines.
+    pub lines: broadcast::Receiver<Bytes>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Monitors {
+    /// Whether any client is monitoring.
+    pub fn active(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Starts watching.
+    pub fn watch(&self) -> Watching {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Watching {
+            lines: self.lines.subscribe(),
+            count: self.count.clone(),
+        }
+    }
+
+    /// Publishes one command of the client at `peer` (`AUTH` and `HELLO`
+    /// are not shown: they may carry passwords).
+    pub fn publish(&self, peer: &SocketAddr, cmd: &CommandView<'_>) {
+        let name = cmd.get(0);
+        if name.eq_ignore_ascii_case(b"auth") || name.eq_ignore_ascii_case(b"hello") {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = self
+            .lines
+            .send(Bytes::from(line(now.as_micros(), peer, cmd)));
+    }
+}
+
+/// `+<seconds>.<micros> [0 <addr>] "arg" "arg"...\r\n`, as Redis writes it.
+fn line(micros: u128, peer: &SocketAddr, cmd: &CommandView<'_>) -> Vec<u8> {
+    let mut out = format!(
+        "+{}.{:06} [0 {peer}]",
+        micros / 1_000_000,
+        micros % 1_000_000
+    )
+    .into_bytes();
+    for i in 0..cmd.len() {
+        out.push(b' ');
+        repr(&mut out, cmd.get(i));
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A quoted, escaped argument (Redis's `sdscatrepr`).
+fn repr(out: &mut Vec<u8>, arg: &[u8]) {
+    out.push(b'"');
+    for &b in arg {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            7 => out.extend_from_slice(b"\\a"),
+            8 => out.extend_from_slice(b"\\b"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of(parts: &[&[u8]]) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut raw = Vec::new();
+        let mut args = Vec::new();
+        for p in parts {
+            let s = raw.len();
+            raw.extend_from_slice(p);
+            args.push((s, raw.len()));
+        }
+        (raw, args)
+    }
+
+    #[test]
+    fn lines_look_like_redis() {
+        let (raw, args) = view_of(&[b"SET", b"k\"ey", b"a\r\n\x01\xff\\ b"]);
+        let cmd = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let got = line(1_339_518_083_107_412, &peer, &cmd);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "+1339518083.107412 [0 127.0.0.1:5000] \"SET\" \"k\\\"ey\" \"a\\r\\n\\x01\\xff\\\\ b\"\r\n"
+        );
+        assert_eq!(line(5, &peer, &cmd)[..10], b"+0.000005 "[..]);
+    }
+
+    #[test]
+    fn counts_monitors_and_hides_passwords() {
+        let m = Monitors::default();
+        assert!(!m.active());
+        let mut w = m.watch();
+        assert!(m.active());
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (raw, args) = view_of(&[b"AUTH", b"secret"]);
+        m.publish(
+            &peer,
+            &CommandView {
+                raw: &raw,
+                args: &args,
+            },
+        );
+        let (raw, args) = view_of(&[b"PING"]);
+        m.publish(
+            &peer,
+            &CommandView {
+                raw: &raw,
+                args: &args,
+            },
+        );
+        let got = w.lines.try_recv().unwrap();
+        assert!(got.ends_with(b"[0 127.0.0.1:5000] \"PING\"\r\n"));
+        assert!(w.lines.try_recv().is_err());
+        drop(w);
+        assert!(!m.active());
+    }
+}
