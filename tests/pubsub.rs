@@ -220,6 +220,9 @@ fn shard_channels_of_several_slots_count_like_one_server() {
     sub.expect(format!("*3\r\n{}{}:1\r\n", bulk("ssubscribe"), bulk(&c)).as_bytes());
     sub.send(&cmd(&["SUNSUBSCRIBE"]));
     sub.expect(format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk(&c)).as_bytes());
+    // A channel never subscribed: confirmed with the count unchanged.
+    sub.send(&cmd(&["SUNSUBSCRIBE", "never-sub"]));
+    sub.expect(format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk("never-sub")).as_bytes());
     sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
 }
 

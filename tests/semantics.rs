@@ -591,6 +591,14 @@ fn server_introspection_looks_like_one_master() {
     let mut r = raw();
     r.roundtrip(&cmd(&["ROLE"]), b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     r.roundtrip(&cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
+    r.roundtrip(&cmd(&["AUTH", "a", "b", "c"]), b"-ERR syntax error\r\n");
+    // The proxy's own reply has no place in a node's transaction.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["ROLE"]),
+        b"-ERR slotbridge: 'role' cannot be used inside MULTI on a cluster\r\n",
+    );
+    r.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
     // SLOWLOG of all masters: lengths summed, entries newest first.
     r.roundtrip(&cmd(&["SLOWLOG", "RESET"]), b"+OK\r\n");
     r.roundtrip(
@@ -648,20 +656,10 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["CONFIG", "SET", "no-such-param", "1"]),
         b"-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-param'\r\n",
     );
-    // CLIENT PAUSE pauses every master, so writes through the proxy wait.
-    r.roundtrip(&cmd(&["CLIENT", "PAUSE", "300", "WRITE"]), b"+OK\r\n");
-    let start = Instant::now();
-    r.roundtrip(&cmd(&["SET", "paused-write", "1"]), b"+OK\r\n");
-    assert!(
-        start.elapsed() >= Duration::from_millis(200),
-        "{:?}",
-        start.elapsed()
+    r.roundtrip(
+        &cmd(&["CLIENT", "PAUSE", "300", "WRITE"]),
+        b"-ERR slotbridge: CLIENT PAUSE is not supported behind the proxy (a paused write would hold other clients' commands on its shared connections); pause the nodes directly\r\n",
     );
-    r.roundtrip(&cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]), b"+OK\r\n");
-    r.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
-    let start = Instant::now();
-    r.roundtrip(&cmd(&["SET", "paused-write", "2"]), b"+OK\r\n");
-    assert!(start.elapsed() < Duration::from_secs(2));
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();

@@ -49,7 +49,8 @@ pub struct Kill {
 impl Filter {
     /// Whether client `c` passes, `me` being the calling client's id.
     pub fn matches(&self, c: &ClientInfo, me: u64) -> bool {
-        if self.skip_me && c.id == me {
+        // Killed and about to leave: gone already, as in Redis.
+        if c.is_killed() || (self.skip_me && c.id == me) {
             return false;
         }
         if let Some(ids) = &self.ids {

@@ -82,6 +82,7 @@ pub fn execute(
         Local::Auth if view.len() == 2 && !ctx.config().auth.required() => reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ),
+        Local::Auth if view.len() > 3 => reply::error("ERR syntax error"),
         Local::Auth => {
             let (user, pass) = if view.len() == 3 {
                 (view.get(1), view.get(2))

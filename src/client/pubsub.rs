@@ -9,7 +9,7 @@
 //! the confirmations of that re-subscription are swallowed, so the client
 //! only notices that messages keep coming.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -42,9 +42,13 @@ pub struct PubSubState {
     /// Shard channels whose subscription the client has seen confirmed:
     /// its count in `ssubscribe`/`sunsubscribe` confirmations, which each
     /// node gives for its own channels only.
-    confirmed_shard: std::collections::HashSet<Bytes>,
+    confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
+    /// Shard channels by the connection that was asked to subscribe them.
+    carried: HashMap<u32, HashSet<Bytes>>,
+    /// Shard channels of lost connections, until subscribed again.
+    orphans: HashSet<Bytes>,
     next_id: u32,
     events_tx: mpsc::Sender<(u32, PubSubEvent)>,
     /// Events from the connections (frames to forward, losses).
@@ -62,6 +66,8 @@ impl Default for PubSubState {
             swallow: HashMap::new(),
             confirmed_shard: Default::default(),
             monitoring: false,
+            carried: HashMap::new(),
+            orphans: HashSet::new(),
             next_id: GLOBAL + 1,
             events_tx,
             events,
@@ -88,30 +94,103 @@ impl PubSubState {
             .or_insert_with(|| PubSubConn::spawn(addr.clone(), opts.clone(), proto, GLOBAL, events))
     }
 
-    /// The shard subscription connection to `addr`, opened if needed.
-    pub fn shard(&mut self, addr: &Arc<str>, opts: &Arc<ConnOptions>, proto: Proto) -> &PubSubConn {
-        let id = self
+    /// The id of the shard subscription connection to `addr`, opened if
+    /// needed.
+    pub fn shard_id(&mut self, addr: &Arc<str>, opts: &Arc<ConnOptions>, proto: Proto) -> u32 {
+        let found = self
             .conns
             .iter()
             .find(|(id, c)| **id != GLOBAL && c.addr == *addr)
             .map(|(id, _)| *id);
-        let id = match id {
-            Some(id) => id,
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                let conn = PubSubConn::spawn(
-                    addr.clone(),
-                    opts.clone(),
-                    proto,
-                    id,
-                    self.events_tx.clone(),
-                );
-                self.conns.insert(id, conn);
-                id
-            }
-        };
-        &self.conns[&id]
+        if let Some(id) = found {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let conn = PubSubConn::spawn(
+            addr.clone(),
+            opts.clone(),
+            proto,
+            id,
+            self.events_tx.clone(),
+        );
+        self.conns.insert(id, conn);
+        id
+    }
+
+    /// Sends `(S)SUBSCRIBE`-family command `cmd` on connection `id`.
+    pub fn send(&self, id: u32, cmd: Bytes) {
+        if let Some(c) = self.conns.get(&id) {
+            c.send(cmd);
+        }
+    }
+
+    /// Connection `id` was asked to subscribe `channels` (shard channels).
+    pub fn carry<'a>(&mut self, id: u32, channels: impl Iterator<Item = &'a Bytes>) {
+        for ch in channels {
+            self.uncarry(ch);
+            self.carried.entry(id).or_default().insert(ch.clone());
+        }
+    }
+
+    /// Forgets which connection carries `channel`.
+    pub fn uncarry(&mut self, channel: &[u8]) {
+        self.orphans.remove(channel);
+        for set in self.carried.values_mut() {
+            set.remove(channel);
+        }
+    }
+
+    /// The connection carrying a shard channel (`None`: none, or its
+    /// connection was lost and it waits to be subscribed again).
+    pub fn carrier(&self, channel: &[u8]) -> Option<u32> {
+        self.carried
+            .iter()
+            .find(|(_, set)| set.contains(channel))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether a shard channel waits to be subscribed again.
+    pub fn is_orphan(&self, channel: &[u8]) -> bool {
+        self.orphans.contains(channel)
+    }
+
+    /// Shard connection `id` is lost: its channels wait to be subscribed
+    /// again.
+    pub fn lost(&mut self, id: u32) {
+        self.conns.remove(&id);
+        self.swallow.remove(&id);
+        if let Some(set) = self.carried.remove(&id) {
+            self.orphans.extend(set);
+        }
+    }
+
+    /// The shard channels waiting to be subscribed again that the client
+    /// still has (taken).
+    pub fn take_orphans(&mut self) -> Vec<Bytes> {
+        let orphans = std::mem::take(&mut self.orphans);
+        orphans
+            .into_iter()
+            .filter(|ch| self.shard_channels.contains_key(ch))
+            .collect()
+    }
+
+    /// Puts channels back to wait (no owner yet).
+    pub fn keep_orphans(&mut self, channels: impl IntoIterator<Item = Bytes>) {
+        self.orphans.extend(channels);
+    }
+
+    /// The confirmation the proxy gives itself for unsubscribing a shard
+    /// channel no connection carries (never subscribed, or lost).
+    pub fn local_sunsubscribe(&mut self, channel: &[u8], proto: Proto) -> Bytes {
+        self.confirmed_shard.remove(channel);
+        let mut out = BytesMut::new();
+        let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
+        reply::put_header(&mut out, kind, 3);
+        reply::put_bulk(&mut out, b"sunsubscribe");
+        reply::put_bulk(&mut out, channel);
+        reply::put_int(&mut out, self.confirmed_shard.len() as i64);
+        out.freeze()
     }
 
     /// A sender for scheduling events to ourselves (re-subscribe timers).
@@ -161,7 +240,8 @@ impl PubSubState {
         let channel = bulk_body(&frame[cs..ce]);
         match (kind, channel) {
             (b"$10\r\nssubscribe\r\n", Some(c)) => {
-                self.confirmed_shard.insert(frame.slice_ref(c));
+                // A copy: a slice would keep the connection's read buffer.
+                self.confirmed_shard.insert(Bytes::copy_from_slice(c));
             }
             (b"$12\r\nsunsubscribe\r\n", Some(c)) => {
                 self.confirmed_shard.remove(c);
@@ -256,6 +336,35 @@ mod tests {
         assert!(!s.active());
         s.record(b"ssubscribe", std::slice::from_ref(&b));
         assert_eq!(s.shard_channels.get(&b), Some(&3300));
+    }
+
+    #[test]
+    fn lost_connections_leave_their_channels_to_subscribe_again() {
+        let mut s = PubSubState::default();
+        let [a, b, c] = [b"a", b"b", b"c"].map(|x| Bytes::from_static(x));
+        s.record(b"ssubscribe", &[a.clone(), b.clone(), c.clone()]);
+        s.carry(1, [&a, &b].into_iter());
+        s.carry(2, std::iter::once(&c));
+        assert_eq!((s.carrier(&a), s.carrier(&c)), (Some(1), Some(2)));
+        // Connection 1 is lost; a new connection (3) to the same node
+        // carries only what it was asked to: a and b still wait.
+        s.lost(1);
+        assert_eq!(s.carrier(&a), None);
+        assert!(s.is_orphan(&a) && s.is_orphan(&b));
+        s.carry(3, std::iter::once(&Bytes::from_static(b"d")));
+        // b was unsubscribed meanwhile: only a is subscribed again.
+        s.record(b"sunsubscribe", std::slice::from_ref(&b));
+        s.uncarry(&b);
+        assert_eq!(s.take_orphans(), vec![a.clone()]);
+        assert!(!s.is_orphan(&a));
+        // Moving a channel to another connection drops the old carrier.
+        s.carry(3, std::iter::once(&c));
+        assert_eq!(s.carrier(&c), Some(3));
+        // The proxy's own confirmation for a channel nobody carries.
+        assert_eq!(
+            &s.local_sunsubscribe(b"zz", Proto::Resp2)[..],
+            b"*3\r\n$12\r\nsunsubscribe\r\n$2\r\nzz\r\n:0\r\n"
+        );
     }
 
     #[test]

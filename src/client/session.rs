@@ -7,7 +7,7 @@
 //! fills the slot, handles redirections, merges parts, and writes every
 //! reply at the head of the queue that is complete, in one write per batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,16 +60,17 @@ const BIG_SPLIT: usize = 4096;
 /// connect, `TRYAGAIN`, `CLUSTERDOWN` during a failover).
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// Ready once the proxy drains or `CLIENT KILL` chose this client. The
-/// task's waker was registered when the session became active (see
-/// `connection::serve`), so nothing is registered here: two atomic loads
-/// per loop turn.
+/// Ready once the proxy drains (unless the session is `closing` already)
+/// or `CLIENT KILL` chose this client. The task's waker was registered
+/// when the session became active (see `connection::serve`), so nothing
+/// is registered here: two atomic loads per loop turn.
 fn draining<'a>(
     ctx: &'a Context,
     info: &'a ClientInfo,
+    closing: bool,
 ) -> impl std::future::Future<Output = ()> + 'a {
     std::future::poll_fn(move |_| {
-        if ctx.is_draining() || info.is_killed() {
+        if (!closing && ctx.is_draining()) || info.is_killed() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
@@ -577,7 +578,7 @@ impl Session {
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
-                    _ = draining(&self.core.ctx, &self.core.client.info), if !self.core.closing => Turn::Drain,
+                    _ = draining(&self.core.ctx, &self.core.client.info, self.core.closing) => Turn::Drain,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -585,7 +586,7 @@ impl Session {
                 }
             } else {
                 tokio::select! {
-                    _ = draining(&self.core.ctx, &self.core.client.info), if !self.core.closing => Turn::Drain,
+                    _ = draining(&self.core.ctx, &self.core.client.info, self.core.closing) => Turn::Drain,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -1361,7 +1362,7 @@ impl Core {
             Route::AnyMaster
             | Route::Tx(TxCmd::Unwatch)
             | Route::Local(Local::Ping | Local::Echo) => None,
-            Route::Reply(err) => {
+            Route::Reply(err) if err.first() == Some(&b'-') => {
                 tx.failed = true;
                 self.ready(err);
                 return;
@@ -1390,7 +1391,13 @@ impl Core {
                 self.ready(cross_slot(name, a, b));
                 return;
             }
-            Route::Local(_) | Route::Fanout(_) | Route::Scan | Route::RandomKey | Route::Sub(_) => {
+            // A reply the proxy makes (ROLE) has no place in a node's EXEC.
+            Route::Reply(_)
+            | Route::Local(_)
+            | Route::Fanout(_)
+            | Route::Scan
+            | Route::RandomKey
+            | Route::Sub(_) => {
                 tx.failed = true;
                 let msg =
                     format!("ERR slotbridge: '{name}' cannot be used inside MULTI on a cluster");
@@ -1979,102 +1986,108 @@ impl Core {
             .iter()
             .map(|&(s, e)| raw.slice(s..e))
             .collect();
+        match cmd {
+            SubCmd::SSubscribe(_) => {
+                return Box::pin(self.shard_subscribe(view.get(0), args)).await
+            }
+            SubCmd::SUnsubscribe(_) => return self.shard_unsubscribe(view.get(0), args),
+            _ => {}
+        }
         let opts = self.ctx.topology.conn_options().clone();
         let proto = self.client.proto;
-        let slot = match cmd {
-            SubCmd::SSubscribe(slot) => Some(slot),
-            SubCmd::SUnsubscribe(slot) => slot,
-            _ => None,
-        };
-        let owner = match slot {
-            Some(s) => match self.ctx.topology.load().master(s).cloned() {
-                Some(p) => Some(p),
-                None => self.wait_for_owner(s).await,
-            },
-            None => None,
-        };
         let global_node = self.pubsub_home().await;
+        let Some(addr) = global_node else {
+            self.oob.extend_from_slice(&self.no_cluster());
+            return;
+        };
         let ps = self.pubsub.get_or_insert_with(Default::default);
-        match cmd {
-            SubCmd::Monitor => {}
-            SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::Unsubscribe | SubCmd::PUnsubscribe => {
-                let Some(addr) = global_node else {
-                    self.oob.extend_from_slice(&self.no_cluster());
-                    return;
-                };
-                ps.global(&addr, &opts, proto).send(raw);
-            }
-            SubCmd::SSubscribe(s) | SubCmd::SUnsubscribe(Some(s))
-                if args.iter().all(|a| slot_of(a) == s) =>
-            {
-                let Some(pool) = owner else {
-                    self.oob.extend_from_slice(&self.slot_unserved(s));
-                    return;
-                };
-                ps.shard(pool.addr(), &opts, proto).send(raw);
-            }
-            SubCmd::SSubscribe(_) | SubCmd::SUnsubscribe(Some(_)) => {
-                // Channels of several slots: one command per slot, each on
-                // its owner's connection, as a cluster node accepts them.
-                let mut slots: Vec<u16> = Vec::new();
-                for a in &args {
-                    let s = slot_of(a);
-                    if !slots.contains(&s) {
-                        slots.push(s);
-                    }
-                }
-                for s in slots {
-                    let owner = match self.ctx.topology.load().master(s).cloned() {
-                        Some(p) => Some(p),
-                        None => self.wait_for_owner(s).await,
-                    };
-                    let Some(pool) = owner else {
-                        self.oob.extend_from_slice(&self.slot_unserved(s));
-                        continue;
-                    };
-                    let part = args.iter().filter(|a| slot_of(a) == s);
-                    let ps = self.pubsub.get_or_insert_with(Default::default);
-                    ps.shard(pool.addr(), &opts, proto)
-                        .send(subscribe_command(view.get(0), part));
-                }
-                let ps = self.pubsub.get_or_insert_with(Default::default);
-                ps.record(view.get(0), &args);
-                self.client.info.set_subscribed(ps.active());
-                return;
-            }
-            SubCmd::SUnsubscribe(None) => {
-                // Each channel by name, on its slot's owner: a node asked
-                // to drop all its channels while holding none would
-                // confirm with a nil channel that one server never sends.
-                let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
-                for (ch, &s) in &ps.shard_channels {
-                    match by_slot.iter_mut().find(|(t, _)| *t == s) {
-                        Some((_, chans)) => chans.push(ch.clone()),
-                        None => by_slot.push((s, vec![ch.clone()])),
-                    }
-                }
-                let map = self.ctx.topology.load();
-                let mut sent = false;
-                for (s, chans) in &by_slot {
-                    if let Some(pool) = map.master(*s) {
-                        ps.shard(pool.addr(), &opts, proto)
-                            .send(subscribe_command(view.get(0), chans.iter()));
-                        sent = true;
-                    }
-                }
-                if !sent {
-                    let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
-                    let mut out = BytesMut::new();
-                    reply::put_header(&mut out, kind, 3);
-                    reply::put_bulk(&mut out, b"sunsubscribe");
-                    reply::put_null(&mut out, proto);
-                    reply::put_int(&mut out, 0);
-                    self.oob.extend_from_slice(&out);
-                }
-            }
-        }
+        ps.global(&addr, &opts, proto).send(raw);
         ps.record(view.get(0), &args);
         self.client.info.set_subscribed(ps.active());
+    }
+
+    /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
+    /// cluster node accepts them (channels of unserved slots get an error).
+    async fn shard_subscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let mut groups: Vec<(u16, Vec<Bytes>)> = Vec::new();
+        for ch in args {
+            let s = slot_of(&ch);
+            match groups.iter_mut().find(|(t, _)| *t == s) {
+                Some((_, chans)) => chans.push(ch),
+                None => groups.push((s, vec![ch])),
+            }
+        }
+        // One wait for a missing owner per command, not one per slot.
+        let mut waited = false;
+        let mut sent = Vec::new();
+        for (s, chans) in groups {
+            let mut owner = self.ctx.topology.load().master(s).cloned();
+            if owner.is_none() && !waited {
+                waited = true;
+                owner = self.wait_for_owner(s).await;
+            }
+            let Some(pool) = owner else {
+                self.oob.extend_from_slice(&self.slot_unserved(s));
+                continue;
+            };
+            let ps = self.pubsub.get_or_insert_with(Default::default);
+            let id = ps.shard_id(pool.addr(), &opts, proto);
+            ps.send(id, subscribe_command(name, chans.iter()));
+            ps.carry(id, chans.iter());
+            sent.extend(chans);
+        }
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        ps.record(name, &sent);
+        self.client.info.set_subscribed(ps.active());
+    }
+
+    /// `SUNSUBSCRIBE [channel...]`: each channel on the connection that
+    /// carries it, one command per slot. A channel no connection carries
+    /// (never subscribed, or its connection was lost) is confirmed by the
+    /// proxy: a node holding none would answer with a nil channel.
+    fn shard_unsubscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
+        let proto = self.client.proto;
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        let named: Vec<Bytes> = if args.is_empty() {
+            ps.shard_channels.keys().cloned().collect()
+        } else {
+            args.clone()
+        };
+        if named.is_empty() {
+            let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
+            let mut out = BytesMut::new();
+            reply::put_header(&mut out, kind, 3);
+            reply::put_bulk(&mut out, b"sunsubscribe");
+            reply::put_null(&mut out, proto);
+            reply::put_int(&mut out, 0);
+            self.oob.extend_from_slice(&out);
+            return;
+        }
+        let mut groups: Vec<((u32, u16), Vec<Bytes>)> = Vec::new();
+        let mut local = BytesMut::new();
+        for ch in &named {
+            match ps.carrier(ch) {
+                Some(id) => {
+                    let key = (id, slot_of(ch));
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, chans)) => chans.push(ch.clone()),
+                        None => groups.push((key, vec![ch.clone()])),
+                    }
+                }
+                None => local.extend_from_slice(&ps.local_sunsubscribe(ch, proto)),
+            }
+        }
+        for ((id, _), chans) in &groups {
+            ps.send(*id, subscribe_command(name, chans.iter()));
+        }
+        for ch in &named {
+            ps.uncarry(ch);
+        }
+        ps.record(name, &args);
+        self.client.info.set_subscribed(ps.active());
+        self.oob.extend_from_slice(&local);
     }
 
     async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
@@ -2101,13 +2114,8 @@ impl Core {
                 self.closing = true;
             }
             PubSubEvent::Lost(_) => {
-                ps.conns.remove(&id);
-                ps.swallow.remove(&id);
-                let events = ps.events_sender();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = events.send((id, PubSubEvent::Resubscribe)).await;
-                });
+                ps.lost(id);
+                retry_resubscribe(ps, id);
             }
             PubSubEvent::Resubscribe => self.resubscribe(id),
         }
@@ -2129,6 +2137,7 @@ impl Core {
                 .master(PUBSUB_HOME_SLOT)
                 .or_else(|| map.shards().first().map(|s| &s.master))
             else {
+                retry_resubscribe(ps, id);
                 return;
             };
             let mut cmds = Vec::new();
@@ -2147,38 +2156,45 @@ impl Core {
             tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
             return;
         }
-        // Shard channels whose owner has no live connection: one SSUBSCRIBE per slot.
-        let mut by_slot: HashMap<u16, Vec<Bytes>> = HashMap::new();
-        for (ch, slot) in &ps.shard_channels {
-            by_slot.entry(*slot).or_default().push(ch.clone());
-        }
-        // Nodes whose connection lives on (opened before this loop: one
-        // opened here for a slot serves the node's other slots too).
-        let live: Vec<Arc<str>> = ps
-            .conns
-            .iter()
-            .filter(|(cid, _)| **cid != GLOBAL)
-            .map(|(_, c)| c.addr.clone())
-            .collect();
-        for (slot, channels) in by_slot {
-            let Some(pool) = map.master(slot) else {
+        // The lost connections' shard channels: one SSUBSCRIBE per slot on
+        // its current owner; those without an owner yet wait for the next
+        // try.
+        let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
+        for ch in ps.take_orphans() {
+            let Some(&slot) = ps.shard_channels.get(&ch) else {
                 continue;
             };
-            if live.contains(pool.addr()) {
-                continue;
-            }
-            let conn = ps.shard(pool.addr(), &opts, proto);
-            conn.send(subscribe_command(b"SSUBSCRIBE", channels.iter()));
-            let cid = ps
-                .conns
-                .iter()
-                .find(|(cid, c)| **cid != GLOBAL && c.addr == *pool.addr())
-                .map(|(cid, _)| *cid);
-            if let Some(cid) = cid {
-                *ps.swallow.entry(cid).or_default() += channels.len();
+            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, chans)) => chans.push(ch),
+                None => by_slot.push((slot, vec![ch])),
             }
         }
+        let mut waiting = Vec::new();
+        for (slot, channels) in by_slot {
+            let Some(pool) = map.master(slot) else {
+                waiting.extend(channels);
+                continue;
+            };
+            let cid = ps.shard_id(pool.addr(), &opts, proto);
+            ps.send(cid, subscribe_command(b"SSUBSCRIBE", channels.iter()));
+            ps.carry(cid, channels.iter());
+            *ps.swallow.entry(cid).or_default() += channels.len();
+            tracing::info!(client = %self.client.info.peer, node = %pool.addr(), count = channels.len(), "re-subscribed shard channels after a lost connection");
+        }
+        if !waiting.is_empty() {
+            ps.keep_orphans(waiting);
+            retry_resubscribe(ps, id);
+        }
     }
+}
+
+/// Tries subscribing again after a lost connection in 200 ms.
+fn retry_resubscribe(ps: &PubSubState, id: u32) {
+    let events = ps.events_sender();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = events.send((id, PubSubEvent::Resubscribe)).await;
+    });
 }
 
 fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
@@ -2633,7 +2649,16 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             ref mut carried,
         } => {
             if reply_kind(r.data[0]) == ReplyKind::Error {
-                return Next::Done(r.data.clone());
+                // After keys of earlier masters: return those, with a
+                // cursor at this master, whose error the next call gets.
+                let resume = keyspace::ScanPage::parse(b"*2\r\n$1\r\n0\r\n*0\r\n");
+                return match (carried.as_deref(), resume) {
+                    (Some(c), Some(page)) if !c.is_empty() && node > 0 => Next::Done(
+                        page.reply(node - 1, nodes, c)
+                            .unwrap_or_else(|| r.data.clone()),
+                    ),
+                    _ => Next::Done(r.data.clone()),
+                };
             }
             let unexpected = || reply::error("ERR slotbridge: unexpected SCAN reply from a server");
             let Some(page) = keyspace::ScanPage::parse(&r.data) else {
@@ -2648,6 +2673,9 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                 page.carry_into(carried.get_or_insert_with(Default::default));
                 sent.payload = payload;
                 sent.node = Some(addr.clone());
+                // A new command to a new master: its own retries.
+                sent.attempts = 0;
+                sent.retry_until = None;
                 if let Post::Scan { node, .. } = &mut sent.post {
                     *node += 1;
                 }
