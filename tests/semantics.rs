@@ -561,7 +561,17 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
         b":1\r\n",
     );
     assert!(blocked.is_closed_within(Duration::from_secs(5)));
-    admin.roundtrip(&cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]), b":1\r\n");
+    admin.roundtrip(
+        &cmd(&[
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "pubsub",
+            "ID",
+            &sub_id.to_string(),
+        ]),
+        b":1\r\n",
+    );
     assert!(sub.is_closed_within(Duration::from_secs(5)));
     admin.roundtrip(
         &cmd(&["CLIENT", "KILL", "127.0.0.1:1"]),
@@ -588,7 +598,11 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
 
 #[test]
 fn server_introspection_looks_like_one_master() {
-    let mut r = raw();
+    // Its own cluster: the slow log and the counters are not shared with
+    // other tests.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut r = RawClient::connect(proxy.port);
     r.roundtrip(&cmd(&["ROLE"]), b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     r.roundtrip(&cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
     r.roundtrip(&cmd(&["AUTH", "a", "b", "c"]), b"-ERR syntax error\r\n");
@@ -617,7 +631,7 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"]),
         b"+OK\r\n",
     );
-    let mut c = env().1.conn();
+    let mut c = proxy.conn();
     let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
     assert!(len >= 6, "{len}");
     let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
@@ -809,4 +823,25 @@ fn auth_on_and_off() {
     let list = String::from_utf8_lossy(&u.read_available(Duration::from_millis(500))).into_owned();
     assert_eq!(list.matches(" user=app ").count(), 2, "{list}");
     assert!(list.contains(" user=default "), "{list}");
+}
+
+#[test]
+fn client_reply_off_and_skip_like_redis() {
+    let mut r = raw();
+    r.send(b"CLIENT REPLY OFF\r\nSET reply-k 1\r\n");
+    // Past the session's rest: the mode is the client's, not the session's.
+    std::thread::sleep(Duration::from_millis(400));
+    r.send(
+        b"GET reply-k\r\nCLIENT REPLY SKIP\r\nGET reply-k\r\nCLIENT REPLY ON\r\nGET reply-k\r\n",
+    );
+    r.expect(b"+OK\r\n$1\r\n1\r\n");
+    r.send(
+        b"CLIENT REPLY SKIP\r\nMGET reply-k {reply}a {reply}b\r\nMGET reply-k nokey-a nokey-b\r\n",
+    );
+    r.expect(b"*3\r\n$1\r\n1\r\n$-1\r\n$-1\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "REPLY", "bad"]), b"-ERR syntax error\r\n");
+    // RESET turns replies on again.
+    r.send(b"CLIENT REPLY OFF\r\nRESET\r\n");
+    r.expect(b"+RESET\r\n");
+    r.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
 }

@@ -25,6 +25,34 @@ pub struct ClientState {
     pub authed: bool,
     /// What `CLIENT LIST` shows (names, protocol), shared with the registry.
     pub info: Arc<ClientInfo>,
+    /// `CLIENT REPLY`: which replies the client gets.
+    pub replies: ReplyMode,
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Every reply (the default).
+    On,
+    /// No reply.
+    Off,
+    /// No reply to the next command, then `On`.
+    Skip,
+}
+
+impl ClientState {
+    /// Whether the reply of the command being started is dropped
+    /// (`CLIENT REPLY OFF`, or the command after `SKIP`).
+    pub fn take_silence(&mut self) -> bool {
+        match self.replies {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.replies = ReplyMode::On;
+                true
+            }
+        }
+    }
 }
 
 impl ClientState {
@@ -34,6 +62,7 @@ impl ClientState {
             proto: Proto::Resp2,
             authed,
             info,
+            replies: ReplyMode::On,
         }
     }
 
@@ -95,6 +124,7 @@ pub fn execute(
             client.set_proto(Proto::Resp2);
             client.info.update(|n| n.name = None);
             client.authed = !ctx.config().auth.required();
+            client.replies = ReplyMode::On;
             Bytes::from_static(b"+RESET\r\n")
         }
         Local::Whoami => reply::bulk(

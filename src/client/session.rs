@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::connection::Resting;
 use super::durability;
 use super::keyspace;
-use super::local::{self, ClientState, LocalOutcome};
+use super::local::{self, ClientState, LocalOutcome, ReplyMode};
 use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR};
 use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
@@ -253,6 +253,8 @@ struct Slot {
     started: std::time::Instant,
     /// The input batch it came in (see [`Core::batch`]).
     batch: u32,
+    /// Not written to the client (`CLIENT REPLY OFF` or `SKIP`).
+    silent: bool,
 }
 
 #[derive(Debug)]
@@ -731,6 +733,7 @@ impl Core {
     fn push(&mut self, state: Pending) {
         let (name, index, class, started) = self.current;
         self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
+        let silent = self.client.take_silence();
         self.pending.push_back(Slot {
             state,
             filter: self.filter.take(),
@@ -739,6 +742,7 @@ impl Core {
             class,
             started,
             batch: self.batch,
+            silent,
         });
     }
 
@@ -953,6 +957,27 @@ impl Core {
     }
 
     fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
+        if cmd == Local::Client && view.len() == 3 && view.get(1).eq_ignore_ascii_case(b"reply") {
+            // Its own reply follows the mode it sets: only ON answers.
+            let mode = view.get(2).to_ascii_lowercase();
+            let (mode, reply) = match mode.as_slice() {
+                b"on" => (ReplyMode::On, reply::OK),
+                b"off" => (ReplyMode::Off, reply::OK),
+                b"skip" => (ReplyMode::Skip, reply::OK),
+                _ => {
+                    self.ready(reply::error("ERR syntax error"));
+                    return;
+                }
+            };
+            self.client.replies = if mode == ReplyMode::Skip {
+                ReplyMode::Off
+            } else {
+                mode
+            };
+            self.ready(Bytes::from_static(reply));
+            self.client.replies = mode;
+            return;
+        }
         if cmd == Local::Reset {
             self.multi = None;
             self.pinned = None;
@@ -1856,11 +1881,15 @@ impl Core {
                             front.filter.as_deref(),
                         )
                     };
-                    out.extend_from_slice(decoded.as_ref().unwrap_or(b));
+                    if !front.silent {
+                        out.extend_from_slice(decoded.as_ref().unwrap_or(b));
+                    }
                     record(front, b, now);
                 }
                 Pending::Close(b) => {
-                    out.extend_from_slice(b);
+                    if !front.silent {
+                        out.extend_from_slice(b);
+                    }
                     record(front, b, now);
                     self.closing = true;
                     self.ctx
