@@ -526,6 +526,7 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
     let list = String::from_utf8(admin.read_once(Duration::from_secs(5))).unwrap();
     assert!(list.contains(&format!("id={sub_id} ")), "{list}");
     assert!(list.contains(" flags=P "), "{list}");
+    assert!(list.contains(" cmd=subscribe "), "{list}");
     assert!(!list.contains(&format!("id={idle_id} ")), "{list}");
     admin.send(&cmd(&[
         "CLIENT",

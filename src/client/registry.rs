@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Instant;
@@ -29,6 +29,9 @@ pub struct ClientInfo {
     subscribed: AtomicBool,
     /// Set by `CLIENT KILL`: the connection is to be closed.
     killed: AtomicBool,
+    /// The last command, by its place in the command table (`u16::MAX`:
+    /// none yet, or not in the table).
+    last_cmd: AtomicU16,
     /// `CLIENT SETNAME`, `CLIENT SETINFO LIB-NAME`, `LIB-VER`, the user:
     /// boxed once one is set, so a client that sets none (most idle
     /// connections of a pool) costs a pointer.
@@ -63,6 +66,7 @@ impl ClientInfo {
             resp: AtomicU8::new(2),
             subscribed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
         }
@@ -89,6 +93,13 @@ impl ClientInfo {
     /// Whether the client has subscriptions.
     pub fn is_subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Records the client's latest command (its place in the command
+    /// table), shown as `cmd=` in `CLIENT LIST`.
+    pub fn set_last_cmd(&self, index: Option<u16>) {
+        self.last_cmd
+            .store(index.unwrap_or(u16::MAX), Ordering::Relaxed);
     }
 
     /// Whether `CLIENT KILL` chose this client.
@@ -136,12 +147,15 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
             if self.is_subscribed() { "P" } else { "N" },
+            crate::command::table_gen::COMMANDS
+                .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
+                .map_or("NULL", |spec| spec.name),
             names
                 .user
                 .as_ref()

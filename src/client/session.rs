@@ -808,6 +808,7 @@ impl Core {
             }
         }
         let route = route(&view, &mut self.scratch);
+        self.client.info.set_last_cmd(self.scratch.index);
         let stage_to = self.stage_target(&route, raw.len());
         if stage_to.is_none() && !self.staged.is_empty() {
             // Anything that is not staged goes after the staged commands.
