@@ -89,3 +89,10 @@ soak: ensure-redis
 		--minutes $(SOAK_MINUTES) --clients $(SOAK_CLIENTS)
 	SLOTBRIDGE_BIN=$(CURDIR)/target/release/slotbridge target/release/examples/soak \
 		--minutes $(SOAK_MINUTES) --clients $(SOAK_CLIENTS) --wait-replicas 1
+
+# redis-py's own test suite against one Redis and against the proxy (not
+# part of `make test`; downloads redis-py from PyPI). PROTOCOL=3 for RESP3.
+.PHONY: client-suite
+
+client-suite: ensure-redis
+	tools/client-suite.sh

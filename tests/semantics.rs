@@ -606,6 +606,7 @@ fn server_introspection_looks_like_one_master() {
     let mut r = RawClient::connect(proxy.port);
     r.roundtrip(&cmd(&["ROLE"]), b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     r.roundtrip(&cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
+    r.roundtrip(&cmd(&["MODULE", "LIST"]), b"*0\r\n");
     r.roundtrip(&cmd(&["AUTH", "a", "b", "c"]), b"-ERR syntax error\r\n");
     // The proxy's own reply has no place in a node's transaction.
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");

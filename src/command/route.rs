@@ -378,7 +378,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
-        | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help"
+        | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help" | "module|list"
         | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
