@@ -307,40 +307,32 @@ fn subscriptions_survive_a_master_failover() {
         bulk("fo:ch"),
         bulk("after")
     );
-    loop {
-        let n: i64 = redis::cmd("PUBLISH")
-            .arg("fo:ch")
-            .arg("after")
-            .query(&mut c)
-            .unwrap_or(0);
-        if n == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the subscription was not restored"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    publish_until_heard(&mut c, "PUBLISH", "fo:ch", deadline);
     sub.expect(want.as_bytes());
     // Both shard channels are subscribed again on the new master.
     for ch in &shard {
-        loop {
-            let n: i64 = redis::cmd("SPUBLISH")
-                .arg(ch)
-                .arg("after")
-                .query(&mut c)
-                .unwrap_or(0);
-            if n == 1 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the subscription to {ch} was not restored"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        publish_until_heard(&mut c, "SPUBLISH", ch, deadline);
         sub.expect(format!("*3\r\n{}{}{}", bulk("smessage"), bulk(ch), bulk("after")).as_bytes());
+    }
+}
+
+/// Publishes "after" to `channel` until one subscriber hears it (the
+/// subscription is restored), or fails at `deadline`.
+fn publish_until_heard(c: &mut redis::Connection, publish: &str, channel: &str, deadline: Instant) {
+    loop {
+        let n: i64 = redis::cmd(publish)
+            .arg(channel)
+            .arg("after")
+            .query(c)
+            .unwrap_or(0);
+        if n == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription to {channel} was not restored"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

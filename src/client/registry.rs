@@ -111,6 +111,12 @@ impl ClientInfo {
     /// [`ClientInfo::set_shutdown_waker`]), which then closes it.
     fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Wakes the registered task once (the waker is taken; a resting task
+    /// registers again).
+    fn wake(&self) {
         let waker = self
             .shutdown_waker
             .lock()
@@ -188,14 +194,7 @@ impl Registry {
     pub fn wake_all(&self) {
         let clients: Vec<Arc<ClientInfo>> = self.lock().values().cloned().collect();
         for client in clients {
-            let waker = client
-                .shutdown_waker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            client.wake();
         }
     }
 

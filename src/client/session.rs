@@ -1223,14 +1223,7 @@ impl Core {
     }
 
     async fn fanout(&mut self, kind: MergeKind, name: &'static str, raw: Bytes, seq: u64) {
-        let nodes: Vec<Arc<str>> = self
-            .ctx
-            .topology
-            .load()
-            .shards()
-            .iter()
-            .map(|s| s.master.addr().clone())
-            .collect();
+        let nodes = masters(&self.ctx);
         if nodes.is_empty() {
             self.ready(self.no_cluster());
             return;
@@ -2655,15 +2648,19 @@ fn current_addr(sent: &Sent, slot: u16, ctx: &Context) -> Option<String> {
     }
 }
 
-/// The masters in address order: the order `SCAN` visits them in.
-fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
-    let mut nodes: Vec<Arc<str>> = ctx
-        .topology
+/// The masters' addresses, in map order.
+fn masters(ctx: &Context) -> Vec<Arc<str>> {
+    ctx.topology
         .load()
         .shards()
         .iter()
         .map(|s| s.master.addr().clone())
-        .collect();
+        .collect()
+}
+
+/// The masters in address order: the order `SCAN` visits them in.
+fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
+    let mut nodes = masters(ctx);
     nodes.sort();
     nodes
 }
