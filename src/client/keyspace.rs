@@ -57,6 +57,23 @@ impl Carried {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// The client's reply with the carried keys alone and a cursor that
+    /// resumes at master `node` (`None` on overflow).
+    pub fn reply_resuming_at(&self, node: usize) -> Option<Bytes> {
+        Some(scan_reply(encode_cursor(node, 0)?, self, &[], 0))
+    }
+}
+
+/// `*2 <cursor> <carried keys, then `count` more in `keys`>`.
+fn scan_reply(cursor: u64, carried: &Carried, keys: &[u8], count: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(carried.frames.len() + keys.len() + 48);
+    out.put_slice(b"*2\r\n");
+    put_bulk(&mut out, cursor.to_string().as_bytes());
+    put_array(&mut out, carried.count + count);
+    out.put_slice(&carried.frames);
+    out.put_slice(keys);
+    out.freeze()
 }
 
 /// One master's `SCAN` reply, parsed.
@@ -109,13 +126,7 @@ impl<'a> ScanPage<'a> {
         } else {
             0
         };
-        let mut out = BytesMut::with_capacity(carried.frames.len() + self.keys.len() + 48);
-        out.put_slice(b"*2\r\n");
-        put_bulk(&mut out, next.to_string().as_bytes());
-        put_array(&mut out, carried.count + self.count);
-        out.put_slice(&carried.frames);
-        out.put_slice(self.keys);
-        Some(out.freeze())
+        Some(scan_reply(next, carried, self.keys, self.count))
     }
 }
 
@@ -202,6 +213,10 @@ mod tests {
         let empty = ScanPage::parse(b"*2\r\n$1\r\n0\r\n*0\r\n").unwrap();
         empty.carry_into(&mut carried);
         assert_eq!(carried.len(), 2);
+        assert_eq!(
+            &carried.reply_resuming_at(1).unwrap()[..],
+            b"*2\r\n$1\r\n1\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
         let last = ScanPage::parse(b"*2\r\n$2\r\n40\r\n*1\r\n$1\r\nc\r\n").unwrap();
         assert_eq!(
             &last.reply(2, 3, &carried).unwrap()[..],

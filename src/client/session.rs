@@ -2678,14 +2678,11 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             if reply_kind(r.data[0]) == ReplyKind::Error {
                 // After keys of earlier masters: return those, with a
                 // cursor at this master, whose error the next call gets.
-                let resume = keyspace::ScanPage::parse(b"*2\r\n$1\r\n0\r\n*0\r\n");
-                return match (carried.as_deref(), resume) {
-                    (Some(c), Some(page)) if !c.is_empty() && node > 0 => Next::Done(
-                        page.reply(node - 1, nodes, c)
-                            .unwrap_or_else(|| r.data.clone()),
-                    ),
-                    _ => Next::Done(r.data.clone()),
-                };
+                let resumed = carried
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .and_then(|c| c.reply_resuming_at(node));
+                return Next::Done(resumed.unwrap_or_else(|| r.data.clone()));
             }
             let unexpected = || reply::error("ERR slotbridge: unexpected SCAN reply from a server");
             let Some(page) = keyspace::ScanPage::parse(&r.data) else {
