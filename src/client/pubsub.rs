@@ -151,6 +151,7 @@ impl PubSubState {
     }
 
     /// Whether a shard channel waits to be subscribed again.
+    #[cfg(test)]
     pub fn is_orphan(&self, channel: &[u8]) -> bool {
         self.orphans.contains(channel)
     }
@@ -184,13 +185,7 @@ impl PubSubState {
     /// channel no connection carries (never subscribed, or lost).
     pub fn local_sunsubscribe(&mut self, channel: &[u8], proto: Proto) -> Bytes {
         self.confirmed_shard.remove(channel);
-        let mut out = BytesMut::new();
-        let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
-        reply::put_header(&mut out, kind, 3);
-        reply::put_bulk(&mut out, b"sunsubscribe");
-        reply::put_bulk(&mut out, channel);
-        reply::put_int(&mut out, self.confirmed_shard.len() as i64);
-        out.freeze()
+        sunsubscribe_frame(Some(channel), self.confirmed_shard.len(), proto)
     }
 
     /// A sender for scheduling events to ourselves (re-subscribe timers).
@@ -265,6 +260,20 @@ impl PubSubState {
             _ => false,
         }
     }
+}
+
+/// An `sunsubscribe` confirmation (a nil channel: the client had none).
+pub fn sunsubscribe_frame(channel: Option<&[u8]>, count: usize, proto: Proto) -> Bytes {
+    let mut out = BytesMut::new();
+    let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
+    reply::put_header(&mut out, kind, 3);
+    reply::put_bulk(&mut out, b"sunsubscribe");
+    match channel {
+        Some(c) => reply::put_bulk(&mut out, c),
+        None => reply::put_null(&mut out, proto),
+    }
+    reply::put_int(&mut out, count as i64);
+    out.freeze()
 }
 
 /// The body of a bulk string frame (`None` for anything else, e.g. null).

@@ -210,8 +210,6 @@ impl Sent {
 enum MergeKind {
     Split(SplitKind),
     Fanout(Fanout),
-    /// `SLOWLOG GET`: this many of the newest entries of all masters.
-    Newest(i64),
     /// `SCRIPT EXISTS`: true where every master has the script or the
     /// proxy knows its body (one flag per SHA1).
     ScriptExists(Vec<bool>),
@@ -911,13 +909,6 @@ impl Core {
                         self.ctx.stats.total_connections.store(0, Ordering::Relaxed);
                         MergeKind::Fanout(kind)
                     }
-                    "slowlog|get" => {
-                        let count = (view.len() > 2)
-                            .then(|| crate::protocol::request::parse_i64(view.get(2)))
-                            .flatten()
-                            .unwrap_or(10);
-                        MergeKind::Newest(count)
-                    }
                     "script|exists" => {
                         // A script the proxy knows runs on every node (it is
                         // loaded where it is missing), so it exists.
@@ -960,22 +951,21 @@ impl Core {
     fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
         if cmd == Local::Client && view.len() == 3 && view.get(1).eq_ignore_ascii_case(b"reply") {
             // Its own reply follows the mode it sets: only ON answers.
-            let mode = view.get(2).to_ascii_lowercase();
-            let (mode, reply) = match mode.as_slice() {
-                b"on" => (ReplyMode::On, reply::OK),
-                b"off" => (ReplyMode::Off, reply::OK),
-                b"skip" => (ReplyMode::Skip, reply::OK),
+            let mode = match view.get(2).to_ascii_lowercase().as_slice() {
+                b"on" => ReplyMode::On,
+                b"off" => ReplyMode::Off,
+                b"skip" => ReplyMode::Skip,
                 _ => {
                     self.ready(reply::error("ERR syntax error"));
                     return;
                 }
             };
-            self.client.replies = if mode == ReplyMode::Skip {
-                ReplyMode::Off
+            self.client.replies = if mode == ReplyMode::On {
+                ReplyMode::On
             } else {
-                mode
+                ReplyMode::Off
             };
-            self.ready(Bytes::from_static(reply));
+            self.ready(Bytes::from_static(reply::OK));
             self.client.replies = mode;
             return;
         }
@@ -2010,10 +2000,8 @@ impl Core {
             .map(|&(s, e)| raw.slice(s..e))
             .collect();
         match cmd {
-            SubCmd::SSubscribe(_) => {
-                return Box::pin(self.shard_subscribe(view.get(0), args)).await
-            }
-            SubCmd::SUnsubscribe(_) => return self.shard_unsubscribe(view.get(0), args),
+            SubCmd::SSubscribe => return Box::pin(self.shard_subscribe(view.get(0), args)).await,
+            SubCmd::SUnsubscribe => return self.shard_unsubscribe(view.get(0), args),
             _ => {}
         }
         let opts = self.ctx.topology.conn_options().clone();
@@ -2034,14 +2022,7 @@ impl Core {
     async fn shard_subscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
         let opts = self.ctx.topology.conn_options().clone();
         let proto = self.client.proto;
-        let mut groups: Vec<(u16, Vec<Bytes>)> = Vec::new();
-        for ch in args {
-            let s = slot_of(&ch);
-            match groups.iter_mut().find(|(t, _)| *t == s) {
-                Some((_, chans)) => chans.push(ch),
-                None => groups.push((s, vec![ch])),
-            }
-        }
+        let groups = group_by(args, |ch| slot_of(ch));
         // One wait for a missing owner per command, not one per slot.
         let mut waited = false;
         let mut sent = Vec::new();
@@ -2079,31 +2060,21 @@ impl Core {
             args.clone()
         };
         if named.is_empty() {
-            let kind = if proto == Proto::Resp3 { b'>' } else { b'*' };
-            let mut out = BytesMut::new();
-            reply::put_header(&mut out, kind, 3);
-            reply::put_bulk(&mut out, b"sunsubscribe");
-            reply::put_null(&mut out, proto);
-            reply::put_int(&mut out, 0);
-            self.oob.extend_from_slice(&out);
+            self.oob
+                .extend_from_slice(&subs::sunsubscribe_frame(None, 0, proto));
             return;
         }
-        let mut groups: Vec<((u32, u16), Vec<Bytes>)> = Vec::new();
+        let mut carried = Vec::new();
         let mut local = BytesMut::new();
         for ch in &named {
             match ps.carrier(ch) {
-                Some(id) => {
-                    let key = (id, slot_of(ch));
-                    match groups.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, chans)) => chans.push(ch.clone()),
-                        None => groups.push((key, vec![ch.clone()])),
-                    }
-                }
+                Some(id) => carried.push((id, ch.clone())),
                 None => local.extend_from_slice(&ps.local_sunsubscribe(ch, proto)),
             }
         }
+        let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
         for ((id, _), chans) in &groups {
-            ps.send(*id, subscribe_command(name, chans.iter()));
+            ps.send(*id, subscribe_command(name, chans.iter().map(|(_, ch)| ch)));
         }
         for ch in &named {
             ps.uncarry(ch);
@@ -2182,16 +2153,15 @@ impl Core {
         // The lost connections' shard channels: one SSUBSCRIBE per slot on
         // its current owner; those without an owner yet wait for the next
         // try.
-        let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
-        for ch in ps.take_orphans() {
-            let Some(&slot) = ps.shard_channels.get(&ch) else {
-                continue;
-            };
-            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, chans)) => chans.push(ch),
-                None => by_slot.push((slot, vec![ch])),
-            }
-        }
+        let orphans: Vec<(u16, Bytes)> = ps
+            .take_orphans()
+            .into_iter()
+            .filter_map(|ch| Some((*ps.shard_channels.get(&ch)?, ch)))
+            .collect();
+        let by_slot: Vec<(u16, Vec<Bytes>)> = group_by(orphans, |(slot, _)| *slot)
+            .into_iter()
+            .map(|(slot, chans)| (slot, chans.into_iter().map(|(_, ch)| ch).collect()))
+            .collect();
         let mut waiting = Vec::new();
         for (slot, channels) in by_slot {
             let Some(pool) = map.master(slot) else {
@@ -2209,6 +2179,19 @@ impl Core {
             retry_resubscribe(ps, id);
         }
     }
+}
+
+/// `items` grouped by `key`, groups and items in first-seen order.
+fn group_by<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<(K, Vec<T>)> {
+    let mut groups: Vec<(K, Vec<T>)> = Vec::new();
+    for item in items {
+        let k = key(&item);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, members)) => members.push(item),
+            None => groups.push((k, vec![item])),
+        }
+    }
+    groups
 }
 
 /// Tries subscribing again after a lost connection in 200 ms.
@@ -2444,8 +2427,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             .unwrap_or_else(no_cluster),
         MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies, &[]),
         MergeKind::ScriptExists(known) => merge::all_true(&replies, known),
-        MergeKind::Newest(count) => merge::newest(&replies, *count),
-        MergeKind::Fanout(Fanout::Newest) => merge::newest(&replies, 10),
+        MergeKind::Fanout(Fanout::Newest(count)) => merge::newest(&replies, *count),
         MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
@@ -2692,8 +2674,9 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             let next_node = (page.node_cursor == 0 && found < want && node + 1 < nodes)
                 .then(|| scan_masters(ctx).get(node + 1).cloned())
                 .flatten();
-            let restarted = keyspace::restart_scan(&sent.payload);
-            if let (Some(addr), Some(payload)) = (next_node, restarted) {
+            let restarted =
+                next_node.and_then(|addr| Some((addr, keyspace::restart_scan(&sent.payload)?)));
+            if let Some((addr, payload)) = restarted {
                 page.carry_into(carried.get_or_insert_with(Default::default));
                 sent.payload = payload;
                 sent.node = Some(addr.clone());

@@ -80,8 +80,9 @@ pub enum Fanout {
     SumPairs,
     /// The smallest integer (`WAIT`: replicas that acknowledged everywhere).
     Min,
-    /// Entries of all masters, newest first (`SLOWLOG GET`).
-    Newest,
+    /// At most this many entries of all masters, newest first
+    /// (`SLOWLOG GET [count]`; negative: all).
+    Newest(i64),
 }
 
 /// Commands the proxy answers itself.
@@ -134,10 +135,10 @@ pub enum SubCmd {
     Unsubscribe,
     /// `PUNSUBSCRIBE [pattern...]`
     PUnsubscribe,
-    /// `SSUBSCRIBE channel...`, all channels in this slot.
-    SSubscribe(u16),
-    /// `SUNSUBSCRIBE [channel...]`, the channels' slot if any.
-    SUnsubscribe(Option<u16>),
+    /// `SSUBSCRIBE channel...` (the session subscribes per slot).
+    SSubscribe,
+    /// `SUNSUBSCRIBE [channel...]`.
+    SUnsubscribe,
     /// `MONITOR`: the proxy's clients' commands, streamed like messages.
     Monitor,
 }
@@ -275,8 +276,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     if let Some(other) = other {
         return match spec.name {
             // The session subscribes per slot, as one server would at once.
-            "ssubscribe" => Route::Sub(SubCmd::SSubscribe(first_slot)),
-            "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(Some(first_slot))),
+            "ssubscribe" => Route::Sub(SubCmd::SSubscribe),
+            "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
             "mget" => Route::Split(SplitKind::Mget),
             "mset" => Route::Split(SplitKind::Mset),
             "del" | "unlink" | "exists" | "touch" => Route::Split(SplitKind::Sum),
@@ -295,8 +296,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     }
     match spec.name {
         "watch" => Route::Tx(TxCmd::Watch(first_slot)),
-        "ssubscribe" => Route::Sub(SubCmd::SSubscribe(first_slot)),
-        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(Some(first_slot))),
+        "ssubscribe" => Route::Sub(SubCmd::SSubscribe),
+        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
         _ => Route::Slot(first_slot),
     }
 }
@@ -347,7 +348,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "unsubscribe" => Route::Sub(SubCmd::Unsubscribe),
         "punsubscribe" => Route::Sub(SubCmd::PUnsubscribe),
         "monitor" => Route::Sub(SubCmd::Monitor),
-        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe(None)),
+        "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
         "pubsub|channels" | "pubsub|shardchannels" => Route::Fanout(Fanout::Union),
         "pubsub|numpat" => Route::Fanout(Fanout::Sum),
         "pubsub|numsub" | "pubsub|shardnumsub" => Route::Fanout(Fanout::SumPairs),
@@ -365,7 +366,11 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat"
         | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
-        "slowlog|get" => Route::Fanout(Fanout::Newest),
+        "slowlog|get" => Route::Fanout(Fanout::Newest(if cmd.len() > 2 {
+            crate::protocol::request::parse_i64(cmd.get(2)).unwrap_or(10)
+        } else {
+            10
+        })),
         "slowlog|len" => Route::Fanout(Fanout::Sum),
         "slowlog|reset" => Route::Fanout(Fanout::AllOk),
         "acl|whoami" => Route::Local(Local::Whoami),
@@ -604,16 +609,16 @@ mod tests {
         );
         assert_eq!(
             route_of(&["SSUBSCRIBE", "{c}1", "{c}2"]).0,
-            Route::Sub(SubCmd::SSubscribe(slot(b"c")))
+            Route::Sub(SubCmd::SSubscribe)
         );
         // Channels of several slots: the session subscribes per slot.
         assert_eq!(
             route_of(&["SSUBSCRIBE", "a", "b"]).0,
-            Route::Sub(SubCmd::SSubscribe(slot(b"a")))
+            Route::Sub(SubCmd::SSubscribe)
         );
         assert_eq!(
             route_of(&["SUNSUBSCRIBE"]).0,
-            Route::Sub(SubCmd::SUnsubscribe(None))
+            Route::Sub(SubCmd::SUnsubscribe)
         );
         assert_eq!(
             route_of(&["SPUBLISH", "ch", "m"]).0,
