@@ -313,11 +313,12 @@ fn check_children(frame: &[u8]) {
     assert_eq!(pos, frame.len(), "children do not cover the frame");
 }
 
-/// `FrameScanner`/`children`: never panic; resumable scanning agrees with
-/// scanning in one go.
+/// `FrameScanner`/`children` and the parser of servers' `invalidate`
+/// pushes: never panic; resumable scanning agrees with scanning in one go.
 pub fn frame_scanner(data: &[u8]) {
     let data = &data[..data.len().min(MAX_INPUT)];
     let _ = children(data);
+    let _ = slotbridge::tracking::parse_push(data);
     let whole = scan_frames(data, || usize::MAX);
     let mut rng = XorShift::new(hash(data));
     let chunked = scan_frames(data, || 1 + rng.below(13));
@@ -593,6 +594,7 @@ pub fn merge_replies(data: &[u8]) {
         connected_clients: 3,
         total_connections: 7,
         total_commands: 99,
+        tracking_clients: 1,
         masters: parts.len(),
         rules: Vec::new(),
     };

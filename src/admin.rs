@@ -80,6 +80,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
                     asking: false,
                     skip: 0,
                     then_wait: None,
+                    caching: false,
                     replies: 1,
                     reply_to: ReplyTo {
                         tx,

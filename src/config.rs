@@ -51,6 +51,9 @@ pub const DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT: usize = 256 * 1024 * 1024;
 /// A client that accepts no bytes of its pending replies for this long is
 /// disconnected.
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// Keys remembered for tracking clients: about 100 bytes each, so 10 MB
+/// at most by default.
+pub const DEFAULT_TRACKING_TABLE_MAX_KEYS: usize = 100_000;
 /// A backend that answers nothing for this long while requests wait is
 /// considered dead: its connection is dropped and reopened (blocking
 /// commands are exempt).
@@ -205,6 +208,10 @@ pub struct LimitsConfig {
     pub client_output_buffer_limit: usize,
     /// Disconnect a client that reads none of its replies for this long.
     pub client_write_timeout_ms: u64,
+    /// Keys read by `CLIENT TRACKING` clients that the proxy remembers
+    /// (0: no limit); past it, a key is invalidated to make room, as
+    /// Redis's `tracking-table-max-keys`.
+    pub tracking_table_max_keys: usize,
 }
 
 impl Default for LimitsConfig {
@@ -222,6 +229,7 @@ impl Default for LimitsConfig {
             client_idle_timeout_ms: 0,
             client_output_buffer_limit: DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT,
             client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+            tracking_table_max_keys: DEFAULT_TRACKING_TABLE_MAX_KEYS,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct ProxyFacts {
     pub total_connections: u64,
     /// Commands processed since start.
     pub total_commands: u64,
+    /// Clients with `CLIENT TRACKING` on.
+    pub tracking_clients: usize,
     /// Number of masters behind the proxy.
     pub masters: usize,
     /// Active co-location rule names.
@@ -168,9 +170,8 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                 for (k, v) in fields {
                     let v = match k.as_str() {
                         "connected_clients" => facts.connected_clients.to_string(),
-                        "blocked_clients" | "tracking_clients" | "clients_in_timeout_table" => {
-                            "0".into()
-                        }
+                        "tracking_clients" => facts.tracking_clients.to_string(),
+                        "blocked_clients" | "clients_in_timeout_table" => "0".into(),
                         _ => v.clone(),
                     };
                     out.push((k.clone(), v));

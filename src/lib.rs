@@ -22,3 +22,4 @@ pub mod scripts;
 pub mod server;
 pub mod split;
 pub mod tls;
+pub mod tracking;

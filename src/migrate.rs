@@ -83,6 +83,7 @@ pub async fn run(
         tls: crate::tls::backend(&config.tls)?,
         request_timeout: None,
         commands_in_flight: Default::default(),
+        tracker: std::sync::Arc::new(crate::tracking::Tracker::new(0)),
     };
     let mut ranges = Vec::new();
     let mut last = String::from("no seeds");

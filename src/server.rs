@@ -56,6 +56,8 @@ pub struct Context {
     pub scripts: crate::scripts::ScriptCache,
     /// Clients running `MONITOR`.
     pub monitors: crate::monitor::Monitors,
+    /// Keys read by `CLIENT TRACKING` clients.
+    pub tracker: Arc<crate::tracking::Tracker>,
     /// The backends' `redis_version`, learned at start-up.
     pub backend_version: OnceLock<String>,
     next_client_id: AtomicU64,
@@ -337,6 +339,7 @@ fn reload(ctx: &Context, hooks: &Hooks) {
         }
     }
     drop(old);
+    ctx.tracker.set_max_keys(new.limits.tracking_table_max_keys);
     ctx.set_config(new);
     tracing::info!(changed = ?changed, "configuration reloaded");
 }
@@ -366,6 +369,9 @@ fn build_context(
             ms => Some(Duration::from_millis(ms)),
         },
         commands_in_flight: stats.inflight.clone(),
+        tracker: Arc::new(crate::tracking::Tracker::new(
+            config.limits.tracking_table_max_keys,
+        )),
     });
     let topology = Arc::new(Topology::new(
         conn_opts.clone(),
@@ -390,6 +396,7 @@ fn build_context(
         blocking: Arc::new(Semaphore::new(config_private)),
         scripts: Default::default(),
         monitors: Default::default(),
+        tracker: conn_opts.tracker.clone(),
         clients: Default::default(),
         rules,
         health: Default::default(),

@@ -754,8 +754,8 @@ fn auth_on_and_off() {
         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
     );
     open.roundtrip(
-        &cmd(&["CLIENT", "TRACKING", "on"]),
-        b"-ERR unsupported command 'client|tracking' by slotbridge\r\n",
+        &cmd(&["CLIENT", "UNBLOCK", "1"]),
+        b"-ERR unsupported command 'client|unblock' by slotbridge\r\n",
     );
     // On: the proxy's own password and users.
     let cluster = &env().0;

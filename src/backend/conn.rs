@@ -24,6 +24,11 @@ use crate::protocol::scan::{reply_kind, FrameScanner, ReplyKind};
 
 /// `*1\r\n$6\r\nASKING\r\n`
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Turns tracking on for a connection's reads that opt in (see
+/// [`crate::tracking`]).
+const TRACKING_ON: &[u8] = b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nOPTIN\r\n";
+/// Tracks the keys of the command that follows.
+const CACHING_YES: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\n";
 /// Stop draining the queue into the write buffer beyond this many bytes.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// Initial read buffer size; grows for large replies.
@@ -50,6 +55,9 @@ pub struct ConnOptions {
     /// connection woken by the only one skips the yield that lets other
     /// clients' commands join its write: there is nobody to wait for.
     pub commands_in_flight: Arc<AtomicI64>,
+    /// Who read which key, for `CLIENT TRACKING` clients: told about the
+    /// servers' `invalidate` pushes and about lost tracking connections.
+    pub tracker: Arc<crate::tracking::Tracker>,
 }
 
 impl std::fmt::Debug for ConnOptions {
@@ -171,11 +179,14 @@ async fn run(
         } else {
             opts.request_timeout
         };
+        let mut tracking = false;
         let link = Link {
             rx: &mut rx,
             inflight: &mut inflight,
             timeout,
             commands_in_flight: &opts.commands_in_flight,
+            tracker: &opts.tracker,
+            tracking: &mut tracking,
         };
         let result = match stream {
             BackendStream::Tcp(mut tcp) => {
@@ -187,6 +198,11 @@ async fn run(
                 serve(rd, wr, first, link).await
             }
         };
+        if tracking {
+            // The server forgets what this connection tracked, and will
+            // not say when those keys change: the tracking clients flush.
+            opts.tracker.invalidate_all();
+        }
         match result {
             Ok(()) => return,
             Err(why) => {
@@ -347,6 +363,10 @@ struct Inflight {
     /// When the connection failed partway through its replies: those
     /// that arrived (delivered ahead of the error).
     answered: Option<Bytes>,
+    /// A tracked read: an error among its discarded replies (`CLIENT
+    /// TRACKING`, `CLIENT CACHING`) is delivered instead of its reply,
+    /// which would otherwise be cached untracked.
+    tracked: bool,
 }
 
 /// The complete reply frames of the oldest request that are still in the
@@ -371,6 +391,10 @@ struct Link<'a> {
     timeout: Option<Duration>,
     /// Client commands in flight proxy-wide (see [`ConnOptions`]).
     commands_in_flight: &'a AtomicI64,
+    /// Told about `invalidate` pushes.
+    tracker: &'a crate::tracking::Tracker,
+    /// Set once the connection has turned tracking on.
+    tracking: &'a mut bool,
 }
 
 /// Runs one established connection until the request channel closes (Ok)
@@ -391,6 +415,8 @@ where
         inflight,
         timeout,
         commands_in_flight,
+        tracker,
+        tracking,
     } = link;
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -398,7 +424,7 @@ where
     let mut partial = Partial::default();
     let mut open = true;
     let mut now = tokio::time::Instant::now();
-    enqueue(first, &mut wbuf, inflight, now);
+    enqueue(first, &mut wbuf, inflight, now, tracking);
     let mut woke = true;
     let result: Result<(), String> = async {
         loop {
@@ -411,7 +437,7 @@ where
             now = tokio::time::Instant::now();
             while open && wbuf.len() < MAX_WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(req) => enqueue(req, &mut wbuf, inflight, now),
+                    Ok(req) => enqueue(req, &mut wbuf, inflight, now, tracking),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
@@ -439,11 +465,11 @@ where
                     if n.map_err(|e| e.to_string())? == 0 {
                         return Err("closed by server".into());
                     }
-                    dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight)?;
+                    dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight, tracker)?;
                 }
                 req = rx.recv(), if open && wbuf.is_empty() => match req {
                     Some(req) => {
-                        enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now());
+                        enqueue(req, &mut wbuf, inflight, tokio::time::Instant::now(), tracking);
                         woke = true;
                     }
                     None => open = false,
@@ -509,10 +535,23 @@ fn enqueue(
     wbuf: &mut BytesMut,
     inflight: &mut VecDeque<Inflight>,
     now: tokio::time::Instant,
+    tracking: &mut bool,
 ) {
     let mut skip = req.skip;
     if req.asking {
         wbuf.extend_from_slice(ASKING);
+        skip += 1;
+    }
+    // ASKING and CACHING each hold for the next command only: a command
+    // cannot have both (the session never asks for it).
+    let tracked = req.caching && !req.asking;
+    if tracked {
+        if !*tracking {
+            wbuf.extend_from_slice(TRACKING_ON);
+            skip += 1;
+            *tracking = true;
+        }
+        wbuf.extend_from_slice(CACHING_YES);
         skip += 1;
     }
     wbuf.extend_from_slice(&req.payload);
@@ -530,6 +569,7 @@ fn enqueue(
         queued_at: now,
         replies: req.replies.max(1),
         answered: None,
+        tracked,
     });
 }
 
@@ -556,15 +596,22 @@ fn dispatch_replies(
     scanner: &mut FrameScanner,
     partial: &mut Partial,
     inflight: &mut VecDeque<Inflight>,
+    tracker: &crate::tracking::Tracker,
 ) -> Result<(), String> {
     while let Some(n) = scanner
         .scan(rbuf.get(partial.len..).unwrap_or_default())
         .map_err(|e| e.to_string())?
     {
         if rbuf.get(partial.len).copied().map(reply_kind) == Some(ReplyKind::Push) {
-            // Out-of-band RESP3 push on a shared connection: nobody asked
-            // for it. Cut out, even from between the frames of one request.
-            tracing::debug!("dropping unexpected push frame from backend");
+            // Out-of-band RESP3 push, even between the frames of one
+            // request: an invalidation goes to the tracker, anything else
+            // is unexpected on a shared connection. Cut out either way.
+            let push = rbuf.get(partial.len..partial.len + n).unwrap_or_default();
+            match crate::tracking::parse_push(push) {
+                Some(crate::tracking::Invalidation::Keys(keys)) => tracker.invalidate(&keys),
+                Some(crate::tracking::Invalidation::All) => tracker.invalidate_all(),
+                None => tracing::debug!("dropping unexpected push frame from backend"),
+            }
             let mut rest = rbuf.split_off(partial.len);
             rest.advance(n);
             rbuf.unsplit(rest);
@@ -595,7 +642,8 @@ fn dispatch_replies(
         let frame = rbuf.split_to(n).freeze();
         if head.skip > 0 {
             head.skip -= 1;
-            if head.redirect.is_none() && is_redirect(&frame) {
+            let failed = head.tracked && reply_kind(frame[0]) == ReplyKind::Error;
+            if head.redirect.is_none() && (failed || is_redirect(&frame)) {
                 head.redirect = Some(frame);
             }
             continue;
@@ -613,7 +661,7 @@ fn dispatch_replies(
         };
         let frame = entry.held.unwrap_or(frame);
         let frame = match entry.redirect {
-            Some(redirect) if reply_kind(frame[0]) == ReplyKind::Error => redirect,
+            Some(redirect) if entry.tracked || reply_kind(frame[0]) == ReplyKind::Error => redirect,
             _ => frame,
         };
         entry.target.send(frame, ReplyStatus::Answered);
@@ -669,6 +717,7 @@ mod tests {
             queued_at: tokio::time::Instant::now(),
             replies,
             answered: None,
+            tracked: false,
         }
     }
 
@@ -685,6 +734,7 @@ mod tests {
             asking: false,
             skip: 0,
             then_wait: None,
+            caching: false,
             replies: 3,
             reply_to: ReplyTo {
                 tx,
@@ -694,11 +744,15 @@ mod tests {
         };
         let mut inflight = VecDeque::new();
         let counter = AtomicI64::new(0);
+        let tracker = crate::tracking::Tracker::new(0);
+        let mut tracking = false;
         let link = Link {
             rx: &mut rx,
             inflight: &mut inflight,
             timeout: None,
             commands_in_flight: &counter,
+            tracker: &tracker,
+            tracking: &mut tracking,
         };
         let serving = serve(rd, wr, first, link);
         let server_side = async {
@@ -734,7 +788,15 @@ mod tests {
         ];
         for (i, read) in reads.iter().enumerate() {
             rbuf.extend_from_slice(read);
-            dispatch_replies(&mut rbuf, &mut scanner, &mut partial, &mut inflight).unwrap();
+            let tracker = crate::tracking::Tracker::new(0);
+            dispatch_replies(
+                &mut rbuf,
+                &mut scanner,
+                &mut partial,
+                &mut inflight,
+                &tracker,
+            )
+            .unwrap();
             if i < 2 {
                 assert!(rx.try_recv().is_none(), "nothing before the third frame");
             }

@@ -91,6 +91,11 @@ pub struct BackendRequest {
     /// (the opt-in write durability policy): the reply is held back until
     /// WAIT answers, and WAIT's own reply is discarded.
     pub then_wait: Option<WaitAfter>,
+    /// Track the keys this command reads for the client that sent it (see
+    /// [`crate::tracking`]): `CLIENT CACHING YES` goes right before it, and
+    /// the connection turns tracking on (`OPTIN`) first if it has not yet.
+    /// For a single command on a shared RESP3 connection, without `asking`.
+    pub caching: bool,
     /// How many commands `payload` holds whose replies are delivered
     /// together, as one [`Reply`] of that many frames (the per-slot
     /// sub-commands of a split that one node owns). 1 for everything else;

@@ -178,9 +178,10 @@ impl Connection {
         if client.info().is_killed() {
             return Poll::Ready(Woke::Close(Ok(())));
         }
-        if self.ctx.is_draining() {
+        if self.ctx.is_draining() || client.info().has_notice() {
             // Draining: nothing is in flight, so the client is done. The
             // session closes the connection properly (a TLS close_notify).
+            // Or the tracker has invalidations for the session to write.
             return Poll::Ready(Woke::Input(BytesMut::new()));
         }
         if let Some(timer) = idle {
@@ -288,6 +289,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The session and the socket go first, then the client's entry.
         self.state = State::Done;
+        self.ctx.tracker.disable(self.id);
         self.ctx.clients.remove(self.id);
         self.ctx
             .stats

@@ -15,6 +15,7 @@ use crate::info::ProxyFacts;
 use crate::protocol::reply::{self, put_array, put_bulk, put_int, put_map, put_null, Proto};
 use crate::protocol::request::parse_i64;
 use crate::server::Context;
+use crate::tracking::Tracking;
 
 /// Per-connection state that local commands read and change.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct ClientState {
     pub info: Arc<ClientInfo>,
     /// `CLIENT REPLY`: which replies the client gets.
     pub replies: ReplyMode,
+    /// `CLIENT TRACKING` (client-side caching).
+    pub tracking: Tracking,
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`.
@@ -63,6 +66,7 @@ impl ClientState {
             authed,
             info,
             replies: ReplyMode::On,
+            tracking: Tracking::default(),
         }
     }
 
@@ -125,6 +129,10 @@ pub fn execute(
             client.info.update(|n| n.name = None);
             client.authed = !ctx.config().auth.required();
             client.replies = ReplyMode::On;
+            if client.tracking.on {
+                client.tracking = Tracking::default();
+                ctx.tracker.disable(client.info.id);
+            }
             Bytes::from_static(b"+RESET\r\n")
         }
         Local::Whoami => reply::bulk(
@@ -311,6 +319,30 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
         }
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
+        b"tracking" => {
+            let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
+            match client.tracking.command(&args) {
+                Ok(true) => {
+                    ctx.tracker.enable(&client.info);
+                    Bytes::from_static(reply::OK)
+                }
+                Ok(false) => {
+                    ctx.tracker.disable(client.info.id);
+                    Bytes::from_static(reply::OK)
+                }
+                Err(e) => reply::error(&e),
+            }
+        }
+        b"caching" if view.len() == 3 => match client.tracking.caching_command(view.get(2)) {
+            Ok(()) => Bytes::from_static(reply::OK),
+            Err(e) => reply::error(&e),
+        },
+        b"trackinginfo" if view.len() == 2 => client.tracking.info(client.proto),
+        b"getredir" if view.len() == 2 => reply::int(client.tracking.redirect()),
+        b"caching" | b"trackinginfo" | b"getredir" => reply::error(&format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&sub)
+        )),
         _ => reply::error(&format!(
             "ERR unsupported command 'client|{}' by slotbridge",
             String::from_utf8_lossy(&sub)
@@ -351,6 +383,7 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
         connected_clients: ctx.stats.connected_clients.load(Ordering::Relaxed),
         total_connections: ctx.stats.total_connections.load(Ordering::Relaxed),
         total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
+        tracking_clients: ctx.tracker.clients(),
         masters: ctx.topology.load().shards().len(),
         rules: ctx.rules.rules().iter().map(|r| r.name.clone()).collect(),
     }

@@ -29,6 +29,10 @@ pub struct ClientInfo {
     subscribed: AtomicBool,
     /// Set by `CLIENT KILL`: the connection is to be closed.
     killed: AtomicBool,
+    /// Whether `CLIENT TRACKING` is on (`CLIENT LIST` flag `t`).
+    tracking: AtomicBool,
+    /// Set when the tracker has invalidations for the client to write.
+    noticed: AtomicBool,
     /// The last command, by its place in the command table (`u16::MAX`:
     /// none yet, or not in the table).
     last_cmd: AtomicU16,
@@ -66,6 +70,8 @@ impl ClientInfo {
             resp: AtomicU8::new(2),
             subscribed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            tracking: AtomicBool::new(false),
+            noticed: AtomicBool::new(false),
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
@@ -100,6 +106,33 @@ impl ClientInfo {
     pub fn set_last_cmd(&self, index: Option<u16>) {
         self.last_cmd
             .store(index.unwrap_or(u16::MAX), Ordering::Relaxed);
+    }
+
+    /// Records whether `CLIENT TRACKING` is on.
+    pub fn set_tracking(&self, on: bool) {
+        self.tracking.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether `CLIENT TRACKING` is on.
+    pub fn is_tracking(&self) -> bool {
+        self.tracking.load(Ordering::Relaxed)
+    }
+
+    /// Tells the client's task that the tracker holds invalidations for
+    /// it (see [`crate::tracking`]).
+    pub fn notify(&self) {
+        self.noticed.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether invalidations wait (see [`ClientInfo::notify`]).
+    pub fn has_notice(&self) -> bool {
+        self.noticed.load(Ordering::Acquire)
+    }
+
+    /// Whether invalidations wait, clearing the mark.
+    pub fn take_notice(&self) -> bool {
+        self.noticed.swap(false, Ordering::AcqRel)
     }
 
     /// Whether `CLIENT KILL` chose this client.
@@ -153,12 +186,17 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
-            if self.is_subscribed() { "P" } else { "N" },
+            match (self.is_subscribed(), self.is_tracking()) {
+                (false, false) => "N",
+                (true, false) => "P",
+                (false, true) => "t",
+                (true, true) => "Pt",
+            },
             crate::command::table_gen::COMMANDS
                 .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
                 .map_or("NULL", |spec| spec.name),
@@ -166,6 +204,8 @@ impl ClientInfo {
                 .user
                 .as_ref()
                 .map_or_else(|| "default".into(), |u| String::from_utf8_lossy(u).into_owned()),
+            // 0: tracking without redirection; -1: tracking off.
+            if self.is_tracking() { 0 } else { -1 },
             self.resp.load(Ordering::Relaxed),
             text(&names.lib_name),
             text(&names.lib_ver),

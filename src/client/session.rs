@@ -61,17 +61,28 @@ const BIG_SPLIT: usize = 4096;
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Ready once the proxy drains (unless the session is `closing` already)
-/// or `CLIENT KILL` chose this client. The task's waker was registered
-/// when the session became active (see `connection::serve`), so nothing
-/// is registered here: two atomic loads per loop turn.
-fn draining<'a>(
+/// or `CLIENT KILL` chose this client ([`Turn::Drain`]), or, for a
+/// `tracking` client, when the tracker has invalidations for it
+/// ([`Turn::Notice`]). The task's waker was registered when the session
+/// became active (see `connection::serve`), so nothing is registered here
+/// but for tracking clients (a wake-up takes the waker): two atomic loads
+/// per loop turn.
+fn interrupted<'a>(
     ctx: &'a Context,
     info: &'a ClientInfo,
     closing: bool,
-) -> impl std::future::Future<Output = ()> + 'a {
-    std::future::poll_fn(move |_| {
+    tracking: bool,
+) -> impl std::future::Future<Output = Turn> + 'a {
+    std::future::poll_fn(move |cx| {
+        if tracking {
+            // Registered before the check, so a notice in between wakes us.
+            info.set_shutdown_waker(cx.waker());
+            if info.take_notice() {
+                return std::task::Poll::Ready(Turn::Notice);
+            }
+        }
         if (!closing && ctx.is_draining()) || info.is_killed() {
-            std::task::Poll::Ready(())
+            std::task::Poll::Ready(Turn::Drain)
         } else {
             std::task::Poll::Pending
         }
@@ -81,6 +92,7 @@ fn draining<'a>(
 /// What woke the session loop (see [`Session::serve_active`]).
 enum Turn {
     Drain,
+    Notice,
     Wrote(std::io::Result<usize>),
     Replies(Reply),
     Read(std::io::Result<usize>),
@@ -162,6 +174,9 @@ struct Sent {
     sticky: bool,
     /// For a keyless retry: which master (round-robin) to try next.
     post_retry_master: usize,
+    /// A read tracked for the client (`CLIENT TRACKING`): sent again, it
+    /// goes untracked, so the client is then told to flush its cache.
+    tracked: bool,
 }
 
 impl Sent {
@@ -179,6 +194,7 @@ impl Sent {
             replica: false,
             sticky: false,
             post_retry_master: 0,
+            tracked: false,
         }
     }
 
@@ -378,6 +394,9 @@ struct Core {
     out_batch: Option<u32>,
     /// The unwritten output holds more than one batch, or other frames.
     out_mixed: bool,
+    /// The command being handled is a read tracked for the client (see
+    /// [`crate::tracking`]): its backend requests carry `caching`.
+    track: bool,
 }
 
 impl Session {
@@ -417,6 +436,7 @@ impl Session {
                 staged: Vec::new(),
                 groups: Vec::new(),
                 next_group: 0,
+                track: false,
             },
         }
     }
@@ -575,10 +595,11 @@ impl Session {
             // messages keep coming whatever it does, so its session keeps
             // the random order, in which reading, messages and the timer
             // all get their turn.
+            let tracking = self.core.client.tracking.on;
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
-                    _ = draining(&self.core.ctx, &self.core.client.info, self.core.closing) => Turn::Drain,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -586,7 +607,7 @@ impl Session {
                 }
             } else {
                 tokio::select! {
-                    _ = draining(&self.core.ctx, &self.core.client.info, self.core.closing) => Turn::Drain,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -602,6 +623,11 @@ impl Session {
                 Turn::Drain => {
                     // Draining: finish what was read, then close.
                     self.core.closing = true;
+                }
+                Turn::Notice => {
+                    if let Some(notice) = self.core.ctx.tracker.take(self.core.client.info.id) {
+                        self.core.tell(&notice);
+                    }
                 }
                 Turn::Wrote(n) => {
                     let n = n?;
@@ -807,6 +833,10 @@ impl Core {
         }
         let route = route(&view, &mut self.scratch);
         self.client.info.set_last_cmd(self.scratch.index);
+        self.track = false;
+        if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
+            self.track_read(&route, &view);
+        }
         let stage_to = self.stage_target(&route, raw.len());
         if stage_to.is_none() && !self.staged.is_empty() {
             // Anything that is not staged goes after the staged commands.
@@ -830,7 +860,9 @@ impl Core {
             Route::Slot(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.readonly = self.scratch.readonly;
-                sent.replica = sent.readonly && self.config.read_from != ReadFrom::Master;
+                sent.tracked = self.track;
+                sent.replica =
+                    sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
                 } else if is_eval(&view) {
@@ -946,6 +978,46 @@ impl Core {
         if let Some(later) = later {
             Box::pin(self.send_later(later)).await;
         }
+        self.track = false;
+    }
+
+    /// Decides whether the command being handled is a read tracked for
+    /// the client (consuming a `CLIENT CACHING` choice), and if so records
+    /// its keys with the tracker before it is sent. Tracked are reads of a
+    /// RESP3 client routed by their keys, outside transactions (Redis
+    /// would push nothing to a RESP2 client that does not redirect).
+    fn track_read(&mut self, route: &Route, view: &CommandView<'_>) {
+        let wanted = self.client.tracking.tracks(self.scratch.readonly);
+        self.track = wanted
+            && self.client.proto == Proto::Resp3
+            && self.multi.is_none()
+            && matches!(route, Route::Slot(_) | Route::Split(_));
+        if self.track {
+            let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+            self.ctx.tracker.remember(self.client.info.id, keys);
+        }
+    }
+
+    /// Queues an invalidation push for the client behind every reply it is
+    /// still owed, so that no reply read before a change can reach it after
+    /// the push saying it changed.
+    fn tell(&mut self, notice: &crate::tracking::Notice) {
+        if self.client.proto != Proto::Resp3 {
+            return;
+        }
+        let rules = &self.ctx.rules;
+        let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
+        self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
+        self.pending.push_back(Slot {
+            state: Pending::Ready(frame),
+            filter: None,
+            name: "",
+            index: None,
+            class: CLASS_LOCAL,
+            started: self.batch_started,
+            batch: self.batch,
+            silent: false,
+        });
     }
 
     fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
@@ -1018,6 +1090,7 @@ impl Core {
             return None;
         };
         let plain = self.staging
+            && !self.track
             && self.multi.is_none()
             && len <= STAGE_MAX
             && self.config.durability.wait_replicas == 0
@@ -1092,6 +1165,7 @@ impl Core {
                 asking: false,
                 skip: 0,
                 then_wait: None,
+                caching: false,
                 replies,
                 reply_to,
             };
@@ -1107,8 +1181,10 @@ impl Core {
     async fn split(&mut self, kind: SplitKind, view: &CommandView<'_>, seq: u64) {
         let max_keys = self.config.limits.max_keys_per_subcommand;
         let map: Arc<SlotMap> = Arc::clone(&self.ctx.topology.load());
-        // Under the WAIT policy every sub-command is followed by its own WAIT.
-        let by_node = self.config.durability.wait_replicas == 0;
+        // Under the WAIT policy every sub-command is followed by its own
+        // WAIT, and a tracked one is preceded by CLIENT CACHING YES: each
+        // leaves alone.
+        let by_node = self.config.durability.wait_replicas == 0 && !self.track;
         let (subs, all) = if self.scratch.keys.len() > BIG_SPLIT {
             // Hashing and regrouping a huge command is CPU work measured in
             // tens of milliseconds: do it off the runtime threads so other
@@ -1161,7 +1237,10 @@ impl Core {
             }
             prev_node = sub.node;
             parts.push(Part {
-                sent: Sent::to_slot(sub.payload, sub.slot),
+                sent: Sent {
+                    tracked: self.track,
+                    ..Sent::to_slot(sub.payload, sub.slot)
+                },
                 positions: sub.positions,
                 reply: None,
                 group: 1,
@@ -1199,6 +1278,7 @@ impl Core {
             asking: false,
             skip: 0,
             then_wait: None,
+            caching: false,
             replies: count,
             reply_to: self.reply_to(seq, part),
         };
@@ -1494,6 +1574,7 @@ impl Core {
                     asking: false,
                     skip,
                     then_wait: None,
+                    caching: false,
                     replies: 1,
                     reply_to: self.reply_to(seq, 0),
                 };
@@ -1581,6 +1662,7 @@ impl Core {
             asking,
             skip,
             then_wait: None,
+            caching: self.track && via == Via::Shared && !asking,
             replies: 1,
             reply_to,
         };
@@ -1783,13 +1865,19 @@ impl Core {
     fn on_reply(&mut self, r: Reply) -> Option<Resend> {
         let idx = r.seq.checked_sub(self.base_seq)?;
         let entry = self.pending.get_mut(idx as usize).map(|s| &mut s.state)?;
-        let (next, payload, via, skip) = match entry {
+        let (next, payload, via, skip, tracked) = match entry {
             Pending::Single(sent) => match decide(sent, &r, &self.ctx) {
                 Next::Done(data) => {
                     *entry = Pending::Ready(data);
                     return None;
                 }
-                next => (next, sent.payload.clone(), sent.via, sent.skip),
+                next => (
+                    next,
+                    sent.payload.clone(),
+                    sent.via,
+                    sent.skip,
+                    sent.tracked,
+                ),
             },
             Pending::Multi(multi) => {
                 let part = multi.parts.get_mut(r.part as usize)?;
@@ -1810,6 +1898,7 @@ impl Core {
                         part.sent.payload.clone(),
                         part.sent.via,
                         part.sent.skip,
+                        part.sent.tracked,
                     ),
                 }
             }
@@ -1818,6 +1907,11 @@ impl Core {
         let Next::Resend { to, asking, delay } = next else {
             return None;
         };
+        if tracked && !delay {
+            // Sent again untracked (see `track`): the client flushes its
+            // cache once the reply is in.
+            self.tell(&crate::tracking::Notice::All);
+        }
         if delay {
             // Retry later without holding up this client's other replies.
             let timer = self.reply_to(r.seq, r.part);

@@ -1,0 +1,285 @@
+//! One client's tracking state and the commands that change and show it:
+//! `CLIENT TRACKING`, `CLIENT CACHING`, `CLIENT TRACKINGINFO` and `CLIENT
+//! GETREDIR`, with Redis's own replies and errors.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::reply::{put_array, put_bulk, put_header, put_int, put_map, Proto};
+use crate::protocol::request::parse_i64;
+
+/// Which reads a tracking client has tracked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Every read.
+    #[default]
+    Default,
+    /// Only a read right after `CLIENT CACHING YES`.
+    OptIn,
+    /// Every read except one right after `CLIENT CACHING NO`.
+    OptOut,
+}
+
+/// A client's tracking state (off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// `CLIENT TRACKING ON` is in force.
+    pub on: bool,
+    /// Its mode.
+    pub mode: Mode,
+    /// `NOLOOP` was given (accepted; the client's own writes still
+    /// invalidate its keys, which costs it a cache miss, never stale data).
+    pub noloop: bool,
+    /// `CLIENT CACHING YES|NO` was given for the next command.
+    pub caching: bool,
+}
+
+impl Tracking {
+    /// Whether the command being started, which reads when `readonly`, is
+    /// tracked. Any command but `CLIENT` ends a `CLIENT CACHING` choice.
+    pub fn tracks(&mut self, readonly: bool) -> bool {
+        let caching = std::mem::take(&mut self.caching);
+        self.on
+            && readonly
+            && match self.mode {
+                Mode::Default => true,
+                Mode::OptIn => caching,
+                Mode::OptOut => !caching,
+            }
+    }
+
+    /// `CLIENT TRACKING ON|OFF [options]`, given the arguments after
+    /// `TRACKING`. Returns whether tracking is on afterwards.
+    pub fn command(&mut self, args: &[&[u8]]) -> Result<bool, String> {
+        let Some((&switch, options)) = args.split_first() else {
+            return Err("ERR wrong number of arguments for 'client|tracking' command".into());
+        };
+        let (mut mode, mut noloop, mut bcast, mut prefixes, mut redirect) =
+            (None, false, false, 0usize, false);
+        let mut both = false;
+        let mut i = 0;
+        while i < options.len() {
+            let opt = options[i].to_ascii_lowercase();
+            let more = i + 1 < options.len();
+            match opt.as_slice() {
+                b"redirect" if more => {
+                    i += 1;
+                    if parse_i64(options[i]).is_none() {
+                        return Err("ERR value is not an integer or out of range".into());
+                    }
+                    redirect = true;
+                }
+                b"prefix" if more => {
+                    i += 1;
+                    prefixes += 1;
+                }
+                b"bcast" => bcast = true,
+                b"noloop" => noloop = true,
+                b"optin" | b"optout" => {
+                    let m = if opt == b"optin" {
+                        Mode::OptIn
+                    } else {
+                        Mode::OptOut
+                    };
+                    both |= mode.is_some_and(|old| old != m);
+                    mode = Some(m);
+                }
+                _ => return Err("ERR syntax error".into()),
+            }
+            i += 1;
+        }
+        if switch.eq_ignore_ascii_case(b"off") {
+            *self = Tracking::default();
+            return Ok(false);
+        }
+        if !switch.eq_ignore_ascii_case(b"on") {
+            return Err("ERR syntax error".into());
+        }
+        if prefixes > 0 && !bcast {
+            return Err("ERR PREFIX option requires BCAST mode to be enabled".into());
+        }
+        if self.on && bcast {
+            return Err("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.".into());
+        }
+        if bcast && mode.is_some() {
+            return Err("ERR OPTIN and OPTOUT are not compatible with BCAST".into());
+        }
+        if both {
+            return Err("ERR You can't specify both OPTIN mode and OPTOUT mode".into());
+        }
+        let switching = matches!(
+            (mode, self.mode),
+            (Some(Mode::OptIn), Mode::OptOut) | (Some(Mode::OptOut), Mode::OptIn)
+        );
+        if self.on && switching {
+            return Err("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.".into());
+        }
+        if bcast {
+            return Err("ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT".into());
+        }
+        if redirect {
+            return Err("ERR slotbridge: CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3), where invalidations arrive on the tracking connection itself".into());
+        }
+        *self = Tracking {
+            on: true,
+            mode: mode.unwrap_or_default(),
+            noloop,
+            caching: self.caching,
+        };
+        Ok(true)
+    }
+
+    /// `CLIENT CACHING YES|NO`.
+    pub fn caching_command(&mut self, arg: &[u8]) -> Result<(), String> {
+        if !self.on {
+            return Err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled".into());
+        }
+        if arg.eq_ignore_ascii_case(b"yes") {
+            if self.mode != Mode::OptIn {
+                return Err(
+                    "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."
+                        .into(),
+                );
+            }
+        } else if arg.eq_ignore_ascii_case(b"no") {
+            if self.mode != Mode::OptOut {
+                return Err(
+                    "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode."
+                        .into(),
+                );
+            }
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        self.caching = true;
+        Ok(())
+    }
+
+    /// `CLIENT GETREDIR`: -1 when tracking is off, else 0 (no redirection).
+    pub fn redirect(&self) -> i64 {
+        if self.on {
+            0
+        } else {
+            -1
+        }
+    }
+
+    /// `CLIENT TRACKINGINFO`, as Redis shapes it.
+    pub fn info(&self, proto: Proto) -> Bytes {
+        let mut flags: Vec<&[u8]> = Vec::with_capacity(4);
+        if !self.on {
+            flags.push(b"off");
+        } else {
+            flags.push(b"on");
+            match self.mode {
+                Mode::Default => {}
+                Mode::OptIn => flags.push(b"optin"),
+                Mode::OptOut => flags.push(b"optout"),
+            }
+            match (self.caching, self.mode) {
+                (true, Mode::OptIn) => flags.push(b"caching-yes"),
+                (true, Mode::OptOut) => flags.push(b"caching-no"),
+                _ => {}
+            }
+            if self.noloop {
+                flags.push(b"noloop");
+            }
+        }
+        let mut out = BytesMut::with_capacity(96);
+        put_map(&mut out, proto, 3);
+        put_bulk(&mut out, b"flags");
+        let set = if proto == Proto::Resp3 { b'~' } else { b'*' };
+        put_header(&mut out, set, flags.len());
+        for flag in flags {
+            put_bulk(&mut out, flag);
+        }
+        put_bulk(&mut out, b"redirect");
+        put_int(&mut out, self.redirect());
+        put_bulk(&mut out, b"prefixes");
+        put_array(&mut out, 0);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(t: &mut Tracking, args: &str) -> Result<bool, String> {
+        let args: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
+        t.command(&args)
+    }
+
+    #[test]
+    fn modes_and_errors_follow_redis() {
+        let mut t = Tracking::default();
+        assert_eq!(run(&mut t, "maybe"), Err("ERR syntax error".into()));
+        assert_eq!(run(&mut t, "on foo"), Err("ERR syntax error".into()));
+        assert!(run(&mut t, "on prefix a")
+            .unwrap_err()
+            .contains("requires BCAST"));
+        assert!(run(&mut t, "on optin optout")
+            .unwrap_err()
+            .contains("both OPTIN"));
+        assert!(run(&mut t, "on bcast optin")
+            .unwrap_err()
+            .contains("not compatible"));
+        assert!(run(&mut t, "on bcast")
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(run(&mut t, "on redirect 7")
+            .unwrap_err()
+            .contains("REDIRECT"));
+        assert!(run(&mut t, "on redirect x")
+            .unwrap_err()
+            .contains("integer"));
+        assert!(t
+            .caching_command(b"yes")
+            .unwrap_err()
+            .contains("tracking mode"));
+        assert_eq!(run(&mut t, "on optin noloop"), Ok(true));
+        assert!(run(&mut t, "on optout")
+            .unwrap_err()
+            .contains("switch OPTIN/OPTOUT"));
+        assert!(run(&mut t, "on bcast")
+            .unwrap_err()
+            .contains("switch BCAST"));
+        assert!(t
+            .caching_command(b"no")
+            .unwrap_err()
+            .contains("OPTOUT mode."));
+        assert_eq!(t.caching_command(b"maybe"), Err("ERR syntax error".into()));
+        assert_eq!(t.caching_command(b"yes"), Ok(()));
+        assert!(t.tracks(true));
+        assert!(!t.tracks(true), "CACHING YES covers one command");
+        // Re-enabling without options resets the mode, as in Redis.
+        assert_eq!(run(&mut t, "on"), Ok(true));
+        assert_eq!(t.mode, Mode::Default);
+        assert!(t.tracks(true) && !t.tracks(false));
+        assert_eq!(run(&mut t, "off noloop"), Ok(false));
+        assert!(!t.tracks(true));
+    }
+
+    #[test]
+    fn optout_tracks_all_but_the_next_command() {
+        let mut t = Tracking::default();
+        assert_eq!(run(&mut t, "on optout"), Ok(true));
+        assert_eq!(t.caching_command(b"NO"), Ok(()));
+        assert!(!t.tracks(true));
+        assert!(t.tracks(true));
+    }
+
+    #[test]
+    fn trackinginfo_matches_redis_bytes() {
+        let mut t = Tracking::default();
+        assert_eq!(
+            &t.info(Proto::Resp2)[..],
+            b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
+        );
+        run(&mut t, "on optin noloop").unwrap();
+        t.caching_command(b"yes").unwrap();
+        assert_eq!(
+            &t.info(Proto::Resp3)[..],
+            &b"%3\r\n$5\r\nflags\r\n~4\r\n$2\r\non\r\n$5\r\noptin\r\n$11\r\ncaching-yes\r\n$6\r\nnoloop\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*0\r\n"[..]
+        );
+    }
+}

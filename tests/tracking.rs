@@ -1,0 +1,294 @@
+//! Client-side caching (`CLIENT TRACKING`) through the proxy, on a real
+//! cluster: a RESP3 client that read a key gets Redis's `invalidate` push
+//! when another client changes it, after the reply it read, in the default,
+//! `OPTIN` and `OPTOUT` modes; a flush, a lost tracking connection or a
+//! redirected read tell it to flush everything; the tracking commands
+//! answer as Redis does.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{encode_command, key_for_slot, Cluster, Proxy, RawClient, TempDir};
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(3, 0))
+}
+
+/// A proxy of the test's own: tracking state (per backend connection and
+/// in `INFO`) must not mix between tests running at the same time.
+fn proxy() -> Proxy {
+    Proxy::start(cluster())
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode_command(&bytes)
+}
+
+/// The push Redis sends when `keys` changed.
+fn invalidate(keys: &[&str]) -> Vec<u8> {
+    let mut out = format!(">2\r\n$10\r\ninvalidate\r\n*{}\r\n", keys.len()).into_bytes();
+    for k in keys {
+        out.extend_from_slice(format!("${}\r\n{k}\r\n", k.len()).as_bytes());
+    }
+    out
+}
+
+/// The push Redis sends after `FLUSHALL`: flush everything.
+const FLUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
+/// A RESP3 client with tracking turned on with `options`.
+fn tracking_client(proxy: &Proxy, options: &[&str]) -> RawClient {
+    let mut c = RawClient::connect(proxy.port);
+    c.send(&cmd(&["HELLO", "3"]));
+    let hello = c.read_available(Duration::from_millis(500));
+    assert!(hello.starts_with(b"%7\r\n"), "{hello:?}");
+    let mut args = vec!["CLIENT", "TRACKING", "on"];
+    args.extend_from_slice(options);
+    c.roundtrip(&cmd(&args), b"+OK\r\n");
+    c
+}
+
+/// Sets `key` through another client of the proxy.
+fn write(proxy: &Proxy, key: &str, value: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut proxy.conn())
+        .unwrap();
+}
+
+/// Asserts nothing was pushed: after a pause for stray pushes, a `PING`
+/// gets exactly its own reply.
+fn expect_nothing_pushed(c: &mut RawClient) {
+    std::thread::sleep(Duration::from_millis(150));
+    c.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
+/// Keys owned by three different masters (slots 100, 6000 and 12000).
+fn keys(tag: &str) -> [String; 3] {
+    [100, 6000, 12000].map(|slot| key_for_slot(slot, &format!("trk:{tag}:")))
+}
+
+#[test]
+fn a_reader_is_told_once_per_read_after_its_reply() {
+    let proxy = proxy();
+    let [a, b, c] = keys("default");
+    let mut r = tracking_client(&proxy, &[]);
+    r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
+    write(&proxy, &a, "1");
+    r.expect(&invalidate(&[&a]));
+    // Told once: the next change is not pushed until the key is read again.
+    write(&proxy, &a, "2");
+    expect_nothing_pushed(&mut r);
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\n2\r\n");
+    write(&proxy, &a, "3");
+    r.expect(&invalidate(&[&a]));
+    // A cross-slot MGET tracks every key on its own master.
+    r.roundtrip(&cmd(&["MGET", &a, &b, &c]), b"*3\r\n$1\r\n3\r\n_\r\n_\r\n");
+    write(&proxy, &b, "x");
+    r.expect(&invalidate(&[&b]));
+    write(&proxy, &c, "y");
+    r.expect(&invalidate(&[&c]));
+    write(&proxy, &a, "z");
+    r.expect(&invalidate(&[&a]));
+    // Writes alone are not tracked.
+    r.roundtrip(&cmd(&["SET", &b, "w"]), b"+OK\r\n");
+    write(&proxy, &b, "v");
+    expect_nothing_pushed(&mut r);
+    // Off: nothing more.
+    r.roundtrip(&cmd(&["GET", &c]), b"$1\r\ny\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "off"]), b"+OK\r\n");
+    write(&proxy, &c, "after");
+    expect_nothing_pushed(&mut r);
+}
+
+#[test]
+fn optin_and_optout_track_what_the_client_chose() {
+    let proxy = proxy();
+    let [a, ..] = keys("modes");
+    write(&proxy, &a, "v");
+    let mut r = tracking_client(&proxy, &["OPTIN"]);
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\nv\r\n");
+    write(&proxy, &a, "v");
+    expect_nothing_pushed(&mut r);
+    r.roundtrip(&cmd(&["CLIENT", "CACHING", "yes"]), b"+OK\r\n");
+    // CLIENT commands in between keep the choice, as in Redis.
+    r.roundtrip(&cmd(&["CLIENT", "GETREDIR"]), b":0\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\nv\r\n");
+    write(&proxy, &a, "w");
+    r.expect(&invalidate(&[&a]));
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "off"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "on", "OPTOUT"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "CACHING", "no"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\nw\r\n");
+    write(&proxy, &a, "x");
+    expect_nothing_pushed(&mut r);
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\nx\r\n");
+    write(&proxy, &a, "y");
+    r.expect(&invalidate(&[&a]));
+}
+
+#[test]
+fn tracking_commands_answer_as_redis() {
+    let proxy = proxy();
+    let mut r = RawClient::connect(proxy.port);
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKINGINFO"]),
+        b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n",
+    );
+    r.roundtrip(&cmd(&["CLIENT", "GETREDIR"]), b":-1\r\n");
+    r.roundtrip(
+        &cmd(&["CLIENT", "CACHING", "yes"]),
+        b"-ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "PREFIX", "a"]),
+        b"-ERR PREFIX option requires BCAST mode to be enabled\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "BCAST"]),
+        b"-ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "1"]),
+        b"-ERR slotbridge: CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3), where invalidations arrive on the tracking connection itself\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "maybe"]),
+        b"-ERR syntax error\r\n",
+    );
+    let mut t = tracking_client(&proxy, &["OPTIN", "NOLOOP"]);
+    t.roundtrip(&cmd(&["CLIENT", "CACHING", "yes"]), b"+OK\r\n");
+    t.roundtrip(
+        &cmd(&["CLIENT", "TRACKINGINFO"]),
+        b"%3\r\n$5\r\nflags\r\n~4\r\n$2\r\non\r\n$5\r\noptin\r\n$11\r\ncaching-yes\r\n$6\r\nnoloop\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*0\r\n",
+    );
+    t.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "OPTOUT"]),
+        b"-ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.\r\n",
+    );
+    t.roundtrip(
+        &cmd(&["CLIENT", "CACHING", "no"]),
+        b"-ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.\r\n",
+    );
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut proxy.conn())
+        .unwrap();
+    let tracking: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(" flags=t ") && l.contains(" redir=0 "))
+        .collect();
+    assert_eq!(tracking.len(), 1, "{list}");
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(info.contains("\r\ntracking_clients:1\r\n"), "{info}");
+    t.roundtrip(&cmd(&["RESET"]), b"+RESET\r\n");
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(info.contains("\r\ntracking_clients:0\r\n"), "{info}");
+}
+
+#[test]
+fn a_flush_or_a_lost_tracking_connection_flushes_client_caches() {
+    let proxy = proxy();
+    let [a, ..] = keys("flush");
+    let mut r = tracking_client(&proxy, &[]);
+    r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
+    // One master's connection tracks: its FLUSHALL says flush everything.
+    let _: () = redis::cmd("FLUSHALL").query(&mut proxy.conn()).unwrap();
+    r.expect(FLUSH);
+    expect_nothing_pushed(&mut r);
+    // The node drops the proxy's connections: whatever that connection
+    // tracked can no longer be invalidated, so the client flushes.
+    r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
+    let node = cluster().node_for_key(a.as_bytes());
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut cluster().conn(node))
+        .unwrap();
+    r.expect(FLUSH);
+    // A new connection tracks again.
+    r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
+    write(&proxy, &a, "1");
+    r.expect(&invalidate(&[&a]));
+}
+
+#[test]
+fn a_read_that_moved_is_never_left_cached_untracked() {
+    // Its own cluster: a slot moves.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let a = key_for_slot(200, "trk:moved:");
+    write(&proxy, &a, "v");
+    let mut r = tracking_client(&proxy, &[]);
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\nv\r\n");
+    let from = cluster.node_for_slot(200);
+    let to = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| p != from)
+        .unwrap();
+    cluster.migrate_slot(200, to);
+    // The key left its old master, which says so.
+    r.expect(&invalidate(&[&a]));
+    // Read again (redirected if the proxy's map is still the old one),
+    // then changed: whichever way the read went, the client is told.
+    r.send(&cmd(&["GET", &a]));
+    r.expect(b"$1\r\nv\r\n");
+    write(&proxy, &a, "w");
+    std::thread::sleep(Duration::from_millis(150));
+    r.send(&cmd(&["PING"]));
+    let told = r.read_available(Duration::from_millis(500));
+    let tail = b"+PONG\r\n";
+    assert!(told.ends_with(tail), "{:?}", String::from_utf8_lossy(&told));
+    let pushes = &told[..told.len() - tail.len()];
+    let flushed = pushes == FLUSH || pushes == [FLUSH, &invalidate(&[&a])[..]].concat();
+    assert!(
+        flushed || pushes == invalidate(&[&a]),
+        "{:?}",
+        String::from_utf8_lossy(&told)
+    );
+}
+
+#[test]
+fn pushed_keys_are_the_names_the_client_uses() {
+    let dir = TempDir::new("tracking");
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(
+        &path,
+        "[[colocate]]\nname = \"q\"\nprefix = \"q:\"\ngroup_segment = 1\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(cluster(), &["--config", path.to_str().unwrap()]);
+    let mut r = tracking_client(&proxy, &[]);
+    r.roundtrip(&cmd(&["MGET", "q:jobs:1", "q:jobs:2"]), b"*2\r\n_\r\n_\r\n");
+    let _: () = redis::cmd("MSET")
+        .arg("q:jobs:1")
+        .arg("a")
+        .arg("q:jobs:2")
+        .arg("b")
+        .query(&mut proxy.conn())
+        .unwrap();
+    // Stored as {jobs}q:jobs:N in one slot; shown as the client's names.
+    let mut want = invalidate(&["q:jobs:1", "q:jobs:2"]);
+    let got = r.read_available(Duration::from_millis(500));
+    if got != want {
+        // The server may have sent the two keys as two pushes.
+        want = [invalidate(&["q:jobs:1"]), invalidate(&["q:jobs:2"])].concat();
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+}
