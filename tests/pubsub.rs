@@ -371,3 +371,42 @@ fn monitor_streams_every_clients_commands() {
     drop(mon);
     other.roundtrip(&cmd(&["GET", "mon-key"]), b"$5\r\nv\n\"x\"\r\n");
 }
+
+#[test]
+fn publish_inside_a_transaction_with_keys_of_any_slot() {
+    // Celery's result backend: SET the result and PUBLISH it in one MULTI.
+    let port = env().1.port;
+    let mut sub = RawClient::connect(port);
+    sub.roundtrip(
+        &cmd(&["SUBSCRIBE", "ps:tx"]),
+        format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("ps:tx")).as_bytes(),
+    );
+    let key = common::key_for_slot(9000, "ps:tx:key:");
+    let mut c = RawClient::connect(port);
+    c.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    c.roundtrip(&cmd(&["SET", &key, "done"]), b"+QUEUED\r\n");
+    c.roundtrip(&cmd(&["PUBLISH", "ps:tx", "done"]), b"+QUEUED\r\n");
+    c.send(&cmd(&["EXEC"]));
+    // Run on the key's master, PUBLISH counts that node's subscribers (the
+    // proxy's live on the Pub/Sub home node); the message reaches them.
+    c.expect(b"*2\r\n+OK\r\n:0\r\n");
+    sub.expect(format!("*3\r\n{}{}{}", bulk("message"), bulk("ps:tx"), bulk("done")).as_bytes());
+    // Without keys the transaction runs on the home node: exact count.
+    c.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    c.roundtrip(&cmd(&["PUBLISH", "ps:tx", "again"]), b"+QUEUED\r\n");
+    c.roundtrip(&cmd(&["EXEC"]), b"*1\r\n:1\r\n");
+    sub.expect(
+        format!(
+            "*3\r\n{}{}{}",
+            bulk("message"),
+            bulk("ps:tx"),
+            bulk("again")
+        )
+        .as_bytes(),
+    );
+    let got: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut env().1.conn())
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("done"));
+}

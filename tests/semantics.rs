@@ -160,7 +160,7 @@ fn cross_slot_transaction_aborts_like_redis() {
     let (a, b) = (key_for_slot(100, "txa-"), key_for_slot(9000, "txb-"));
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
     r.roundtrip(&cmd(&["SET", &a, "1"]), b"+QUEUED\r\n");
-    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag}, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)\r\n";
+    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'set', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)\r\n";
     r.roundtrip(&cmd(&["SET", &b, "1"]), want.as_bytes());
     r.roundtrip(
         &cmd(&["GET", "x", "y"]),

@@ -1447,6 +1447,11 @@ impl Core {
                 self.local(cmd, view);
                 return;
             }
+            // A cluster delivers a PUBLISH run on any node to every node:
+            // it does not tie the transaction to the home slot it is
+            // routed by outside one (Celery's result backend sends SET and
+            // PUBLISH in one MULTI).
+            Route::Slot(_) if name == "publish" => None,
             Route::Slot(s) | Route::Blocking(s) => Some(s),
             Route::AnyMaster
             | Route::Tx(TxCmd::Unwatch)
@@ -1502,7 +1507,7 @@ impl Core {
                     let fix = if watched.is_some() {
                         "with WATCH, all keys of a transaction must be in the watched keys' slot: use a {hash tag}"
                     } else {
-                        "all keys of a transaction must be in one slot: use a {hash tag}, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
+                        "all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
                     };
                     let msg = format!(
                         "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); {fix}"
@@ -1555,16 +1560,9 @@ impl Core {
         }
         let (payload, skip) = tx.block();
         let slot = tx.slot.or(pinned.as_ref().map(|p| p.slot));
-        let mut sent = match slot {
-            Some(s) => Sent::to_slot(payload, s),
-            None => match self.any_master(seq as usize) {
-                Some(node) => Sent::to_node(payload, node),
-                None => {
-                    self.ready(self.no_cluster());
-                    return;
-                }
-            },
-        };
+        // Without keys, on the Pub/Sub home node: a PUBLISH there counts
+        // the proxy's subscribers, as one server would.
+        let mut sent = Sent::to_slot(payload, slot.unwrap_or(PUBSUB_HOME_SLOT));
         sent.skip = skip;
         match pinned {
             Some(p) => {
