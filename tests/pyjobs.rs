@@ -1,0 +1,220 @@
+//! Unmodified Python job queues (`tests/pyjobs/`) against slotbridge:
+//! python-rq and Celery (kombu's Redis broker and Celery's Redis result
+//! backend), each configured for ONE Redis server at the proxy's port.
+//!
+//! Both run transactions over keys in many slots, so they need a
+//! co-location rule; the rules used are the ones the README gives (read
+//! from README.md), so the documented configuration is what is tested.
+//! Without its rule, rq's first `enqueue` fails with `CROSSSLOT`. With
+//! them: 50 rq jobs and a failing one (in the failed registry), 30 Celery
+//! tasks with their results, and `celery inspect ping` (remote control over
+//! pidbox queues and Pub/Sub). See `tests/pyjobs/run.py` for the checks.
+//!
+//! Needs `python3` with `venv`; the pinned packages
+//! (`tests/pyjobs/requirements.txt`) are installed into
+//! `tests/pyjobs/.venv` when it is missing. Without `python3 -m venv` the
+//! tests are skipped (they pass with a note on stderr).
+
+mod common;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Proxy, TempDir};
+
+/// Outer bound for one `run.py` scenario.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Outer bound for creating the virtual environment and installing.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn app_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pyjobs")
+}
+
+fn venv_python() -> PathBuf {
+    app_dir().join(".venv/bin/python")
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(3, 0))
+}
+
+/// Runs `program args` in the app directory, output to files in `logs`,
+/// killed after `timeout`. Returns (success, stdout, stderr).
+fn run(
+    program: &Path,
+    args: &[&str],
+    logs: &TempDir,
+    tag: &str,
+    timeout: Duration,
+) -> (bool, String, String) {
+    let out_path = logs.path().join(format!("{tag}.stdout"));
+    let err_path = logs.path().join(format!("{tag}.stderr"));
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(app_dir())
+        .env("PYJOBS_LOGS", logs.path())
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn();
+    let Ok(mut child) = child else {
+        return (
+            false,
+            String::new(),
+            format!("cannot run {}", program.display()),
+        );
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
+    }
+    (status.is_some_and(|s| s.success()), stdout, stderr)
+}
+
+/// Creates the virtual environment with the pinned packages unless it is
+/// there; false when this machine's Python cannot make one. One lock: the
+/// tests of this file run in parallel threads.
+fn ensure_venv(logs: &TempDir) -> bool {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let marker = app_dir().join(".venv/installed");
+    let wanted = fs::read_to_string(app_dir().join("requirements.txt")).unwrap();
+    if fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return true;
+    }
+    let (ok, _, stderr) = run(
+        Path::new("python3"),
+        &["-m", "venv", "--clear", ".venv"],
+        logs,
+        "venv",
+        INSTALL_TIMEOUT,
+    );
+    if !ok {
+        eprintln!(
+            "SKIPPED pyjobs tests: `python3 -m venv` failed: {}",
+            tail(&stderr, 5)
+        );
+        return false;
+    }
+    let (ok, stdout, stderr) = run(
+        &venv_python(),
+        &[
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            "requirements.txt",
+        ],
+        logs,
+        "pip",
+        INSTALL_TIMEOUT,
+    );
+    assert!(
+        ok,
+        "pip install -r tests/pyjobs/requirements.txt failed:\n{stdout}\n{stderr}"
+    );
+    fs::write(&marker, wanted).unwrap();
+    true
+}
+
+/// The `[[colocate]]` rule named `name` as the README shows it.
+fn readme_rule(name: &str) -> String {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let head = format!("[[colocate]]\nname = \"{name}\"\n");
+    let start = readme
+        .find(&head)
+        .unwrap_or_else(|| panic!("README.md has no [[colocate]] rule named {name}"));
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |e| start + e);
+    readme[start..end].to_string() + "\n"
+}
+
+/// A proxy in front of the shared cluster with `rules` as its configuration.
+fn proxy_with(rules: &str, logs: &TempDir, tag: &str) -> Proxy {
+    let path = logs.path().join(format!("{tag}.toml"));
+    fs::write(&path, rules).unwrap();
+    Proxy::start_with(cluster(), &["--config", path.to_str().unwrap()])
+}
+
+/// Runs `run.py PORT MODE` and returns its report line, asserting it
+/// passed.
+fn scenario(proxy: &Proxy, mode: &str, logs: &TempDir) -> String {
+    let port = proxy.port.to_string();
+    let (ok, stdout, stderr) = run(
+        &venv_python(),
+        &["run.py", &port, mode],
+        logs,
+        mode,
+        RUN_TIMEOUT,
+    );
+    let report = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default()
+        .to_string();
+    let worker_log = fs::read_to_string(logs.path().join("celery-worker.log")).unwrap_or_default();
+    assert!(
+        ok && report.contains("\"ok\": true"),
+        "run.py {port} {mode} failed\n--- stdout ---\n{stdout}\n--- stderr (tail) ---\n{}\n--- celery worker (tail) ---\n{}\n--- proxy log (tail) ---\n{}",
+        tail(&stderr, 40),
+        tail(&worker_log, 40),
+        tail(&proxy.log(), 40),
+    );
+    println!("pyjobs {mode}: {report}");
+    report
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn python_rq_needs_its_rule_and_runs_with_the_readme_one() {
+    let logs = TempDir::new("pyjobs-rq");
+    if !ensure_venv(&logs) {
+        return;
+    }
+    let plain = Proxy::start(cluster());
+    let report = scenario(&plain, "expect-crossslot", &logs);
+    assert!(report.contains("don't hash to the same slot"), "{report}");
+    let proxy = proxy_with(&readme_rule("rq"), &logs, "rq");
+    let report = scenario(&proxy, "rq", &logs);
+    assert!(report.contains("\"completed\": 50"), "{report}");
+}
+
+#[test]
+fn celery_runs_with_the_readme_rule() {
+    let logs = TempDir::new("pyjobs-celery");
+    if !ensure_venv(&logs) {
+        return;
+    }
+    let proxy = proxy_with(&readme_rule("celery"), &logs, "celery");
+    let report = scenario(&proxy, "celery", &logs);
+    assert!(report.contains("\"completed\": 30"), "{report}");
+}

@@ -1,0 +1,96 @@
+"""Runs python-rq or Celery against ONE Redis URL (slotbridge's port) and
+prints a JSON report as its last line; exits 1 when the scenario fails.
+
+usage: run.py PORT rq|celery|expect-crossslot
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PORT, MODE = sys.argv[1], sys.argv[2]
+URL = f"redis://127.0.0.1:{PORT}/0"
+os.environ["PYJOBS_URL"] = URL
+sys.path.insert(0, HERE)
+BIN = os.path.dirname(sys.executable)
+
+
+def report(ok, **fields):
+    print(json.dumps({"ok": ok, "mode": MODE, **fields}))
+    sys.exit(0 if ok else 1)
+
+
+def run_rq():
+    import redis
+    import rq
+
+    r = redis.Redis.from_url(URL)
+    q = rq.Queue("default", connection=r)
+    jobs = [q.enqueue("jobs.add", i, i) for i in range(50)]
+    failing = q.enqueue("jobs.add", 1, "x")
+    worker = subprocess.run(
+        [os.path.join(BIN, "rq"), "worker", "--burst", "--url", URL, "default"],
+        cwd=HERE, capture_output=True, text=True, timeout=120,
+    )
+    done = sum(
+        1
+        for i, j in enumerate(jobs)
+        if j.latest_result() is not None and j.latest_result().return_value == 2 * i
+    )
+    status = failing.get_status().value
+    failed = len(q.failed_job_registry)
+    ok = worker.returncode == 0 and done == 50 and status == "failed" and failed == 1
+    report(ok, completed=done, failing_status=status, failed_registry=failed,
+           worker_stderr=worker.stderr[-2000:] if not ok else "")
+
+
+def run_celery():
+    from jobs import celery_add, celery_app
+
+    log = open(os.path.join(os.environ.get("PYJOBS_LOGS", HERE), "celery-worker.log"), "w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "jobs", "worker", "--pool=solo",
+         "--loglevel=warning"],
+        cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        results = [celery_add.delay(i, i) for i in range(30)]
+        done = sum(1 for i, r in enumerate(results) if r.get(timeout=60) == 2 * i)
+        pong = []
+        for _ in range(20):
+            pong = celery_app.control.inspect(timeout=2).ping() or {}
+            if pong:
+                break
+            time.sleep(0.5)
+        ok = done == 30 and len(pong) == 1
+        report(ok, completed=done, ping=list(pong.values()))
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def expect_crossslot():
+    import redis
+    import rq
+
+    q = rq.Queue("default", connection=redis.Redis.from_url(URL))
+    try:
+        q.enqueue("jobs.add", 1, 2)
+    except redis.exceptions.ResponseError as e:
+        # redis-py 6+ turns the CROSSSLOT prefix into the exception's class.
+        error = f"{type(e).__name__}: {e}"
+        report("CrossSlot" in error or "CROSSSLOT" in error, error=error)
+    report(False, error="enqueue succeeded without the rule")
+
+
+try:
+    {"rq": run_rq, "celery": run_celery, "expect-crossslot": expect_crossslot}[MODE]()
+except SystemExit:
+    raise
+except Exception as e:  # noqa: BLE001 - the report says what went wrong
+    report(False, error=f"{type(e).__name__}: {e}")
