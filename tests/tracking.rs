@@ -292,3 +292,54 @@ fn pushed_keys_are_the_names_the_client_uses() {
         String::from_utf8_lossy(&want)
     );
 }
+
+#[test]
+fn reads_inside_a_transaction_are_tracked_as_by_redis() {
+    // rueidis and valkey-go cache with CLIENT CACHING YES, MULTI, PTTL k,
+    // GET k, EXEC: the CACHING covers the whole transaction.
+    let proxy = proxy();
+    let [a, ..] = keys("tx");
+    write(&proxy, &a, "v");
+    let mut r = tracking_client(&proxy, &["OPTIN"]);
+    r.roundtrip(&cmd(&["CLIENT", "CACHING", "yes"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["PTTL", &a]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*2\r\n:-1\r\n$1\r\nv\r\n");
+    write(&proxy, &a, "w");
+    r.expect(&invalidate(&[&a]));
+    // Without CACHING YES before MULTI, OPTIN tracks nothing in it.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*1\r\n$1\r\nw\r\n");
+    write(&proxy, &a, "x");
+    expect_nothing_pushed(&mut r);
+    // The default mode tracks every read of a transaction.
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "off"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "on"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["APPEND", &a, "!"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["EXEC"]), b"*2\r\n:2\r\n$2\r\nx!\r\n");
+    write(&proxy, &a, "y");
+    r.expect(&invalidate(&[&a]));
+}
+
+#[test]
+fn an_invalidation_does_not_wait_for_a_blocked_command() {
+    let proxy = proxy();
+    let [a, b, ..] = keys("blocked");
+    let mut r = tracking_client(&proxy, &[]);
+    r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
+    // Pipelined behind the read: a BLPOP that waits.
+    r.send(&cmd(&["BLPOP", &b, "10"]));
+    std::thread::sleep(Duration::from_millis(100));
+    write(&proxy, &a, "1");
+    r.expect(&invalidate(&[&a]));
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&b)
+        .arg("x")
+        .query(&mut proxy.conn())
+        .unwrap();
+    r.expect(format!("*2\r\n${}\r\n{b}\r\n$1\r\nx\r\n", b.len()).as_bytes());
+}

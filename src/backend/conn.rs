@@ -363,10 +363,12 @@ struct Inflight {
     /// When the connection failed partway through its replies: those
     /// that arrived (delivered ahead of the error).
     answered: Option<Bytes>,
-    /// A tracked read: an error among its discarded replies (`CLIENT
-    /// TRACKING`, `CLIENT CACHING`) is delivered instead of its reply,
-    /// which would otherwise be cached untracked.
-    tracked: bool,
+    /// How many of the replies to discard, first, answer the proxy's own
+    /// `CLIENT TRACKING ON` / `CLIENT CACHING YES` of a tracked read.
+    own: u8,
+    /// One of those failed: its error is delivered instead of the reply,
+    /// which the client would otherwise cache untracked.
+    own_failed: bool,
 }
 
 /// The complete reply frames of the oldest request that are still in the
@@ -465,7 +467,7 @@ where
                     if n.map_err(|e| e.to_string())? == 0 {
                         return Err("closed by server".into());
                     }
-                    dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight, tracker)?;
+                    dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight, tracker, tracking)?;
                 }
                 req = rx.recv(), if open && wbuf.is_empty() => match req {
                     Some(req) => {
@@ -544,16 +546,17 @@ fn enqueue(
     }
     // ASKING and CACHING each hold for the next command only: a command
     // cannot have both (the session never asks for it).
-    let tracked = req.caching && !req.asking;
-    if tracked {
+    let mut own = 0;
+    if req.caching && !req.asking {
         if !*tracking {
             wbuf.extend_from_slice(TRACKING_ON);
-            skip += 1;
+            own += 1;
             *tracking = true;
         }
         wbuf.extend_from_slice(CACHING_YES);
-        skip += 1;
+        own += 1;
     }
+    skip += u32::from(own);
     wbuf.extend_from_slice(&req.payload);
     let mut wait_for = 0;
     if let Some(wait) = &req.then_wait {
@@ -569,7 +572,8 @@ fn enqueue(
         queued_at: now,
         replies: req.replies.max(1),
         answered: None,
-        tracked,
+        own,
+        own_failed: false,
     });
 }
 
@@ -597,6 +601,7 @@ fn dispatch_replies(
     partial: &mut Partial,
     inflight: &mut VecDeque<Inflight>,
     tracker: &crate::tracking::Tracker,
+    tracking: &mut bool,
 ) -> Result<(), String> {
     while let Some(n) = scanner
         .scan(rbuf.get(partial.len..).unwrap_or_default())
@@ -642,8 +647,18 @@ fn dispatch_replies(
         let frame = rbuf.split_to(n).freeze();
         if head.skip > 0 {
             head.skip -= 1;
-            let failed = head.tracked && reply_kind(frame[0]) == ReplyKind::Error;
-            if head.redirect.is_none() && (failed || is_redirect(&frame)) {
+            if head.own > 0 {
+                head.own -= 1;
+                if reply_kind(frame[0]) == ReplyKind::Error && !head.own_failed {
+                    // Tracking is not on for this connection after all:
+                    // the next tracked read asks again.
+                    *tracking = false;
+                    head.own_failed = true;
+                    head.redirect = Some(frame);
+                }
+                continue;
+            }
+            if head.redirect.is_none() && is_redirect(&frame) {
                 head.redirect = Some(frame);
             }
             continue;
@@ -661,7 +676,9 @@ fn dispatch_replies(
         };
         let frame = entry.held.unwrap_or(frame);
         let frame = match entry.redirect {
-            Some(redirect) if entry.tracked || reply_kind(frame[0]) == ReplyKind::Error => redirect,
+            Some(redirect) if entry.own_failed || reply_kind(frame[0]) == ReplyKind::Error => {
+                redirect
+            }
             _ => frame,
         };
         entry.target.send(frame, ReplyStatus::Answered);
@@ -717,7 +734,8 @@ mod tests {
             queued_at: tokio::time::Instant::now(),
             replies,
             answered: None,
-            tracked: false,
+            own: 0,
+            own_failed: false,
         }
     }
 
@@ -795,6 +813,7 @@ mod tests {
                 &mut partial,
                 &mut inflight,
                 &tracker,
+                &mut false,
             )
             .unwrap();
             if i < 2 {

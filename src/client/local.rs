@@ -321,6 +321,12 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
         b"tracking" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
+            let version = ctx.redis_version();
+            if !crate::tracking::options::supported_by(version) {
+                return reply::error(&format!(
+                    "ERR slotbridge: CLIENT TRACKING needs Redis 7.0.5 or later on the nodes (they run {version}); older versions can put an invalidation inside a transaction's reply on the shared connections"
+                ));
+            }
             match client.tracking.command(&args) {
                 Ok(true) => {
                     ctx.tracker.enable(&client.info);

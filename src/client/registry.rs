@@ -122,7 +122,15 @@ impl ClientInfo {
     /// it (see [`crate::tracking`]).
     pub fn notify(&self) {
         self.noticed.store(true, Ordering::Release);
-        self.wake();
+        // The waker stays registered (unlike a kill's or a drain's, which
+        // happen once): an active session is woken by every notice.
+        let slot = self
+            .shutdown_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(waker) = slot.as_ref() {
+            waker.wake_by_ref();
+        }
     }
 
     /// Whether invalidations wait (see [`ClientInfo::notify`]).

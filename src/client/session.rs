@@ -61,25 +61,19 @@ const BIG_SPLIT: usize = 4096;
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Ready once the proxy drains (unless the session is `closing` already)
-/// or `CLIENT KILL` chose this client ([`Turn::Drain`]), or, for a
-/// `tracking` client, when the tracker has invalidations for it
-/// ([`Turn::Notice`]). The task's waker was registered when the session
-/// became active (see `connection::serve`), so nothing is registered here
-/// but for tracking clients (a wake-up takes the waker): two atomic loads
-/// per loop turn.
+/// or `CLIENT KILL` chose this client ([`Turn::Drain`]), or when the
+/// tracker has invalidations for it ([`Turn::Notice`]). The task's waker
+/// was registered when the session became active (see
+/// `connection::serve`; a notice wakes it without taking it), so nothing
+/// is registered here: three atomic loads per loop turn.
 fn interrupted<'a>(
     ctx: &'a Context,
     info: &'a ClientInfo,
     closing: bool,
-    tracking: bool,
 ) -> impl std::future::Future<Output = Turn> + 'a {
-    std::future::poll_fn(move |cx| {
-        if tracking {
-            // Registered before the check, so a notice in between wakes us.
-            info.set_shutdown_waker(cx.waker());
-            if info.take_notice() {
-                return std::task::Poll::Ready(Turn::Notice);
-            }
+    std::future::poll_fn(move |_| {
+        if info.has_notice() && info.take_notice() {
+            return std::task::Poll::Ready(Turn::Notice);
         }
         if (!closing && ctx.is_draining()) || info.is_killed() {
             std::task::Poll::Ready(Turn::Drain)
@@ -397,6 +391,17 @@ struct Core {
     /// The command being handled is a read tracked for the client (see
     /// [`crate::tracking`]): its backend requests carry `caching`.
     track: bool,
+    /// The command being handled reads what the client tracks, on a path
+    /// that cannot carry `caching` (a blocking read): the client flushes
+    /// its cache once the reply is in.
+    untracked_read: bool,
+    /// Whether the transaction `MULTI` starts is tracked.
+    track_tx: bool,
+    /// One past the reply number of the newest command that read for the
+    /// client's cache (0: none yet): invalidations go after its reply.
+    last_tracked: u64,
+    /// Invalidation pushes to write right after the reply numbered so.
+    notices_after: VecDeque<(u64, Bytes)>,
 }
 
 impl Session {
@@ -437,6 +442,10 @@ impl Session {
                 groups: Vec::new(),
                 next_group: 0,
                 track: false,
+                untracked_read: false,
+                track_tx: false,
+                last_tracked: 0,
+                notices_after: VecDeque::new(),
             },
         }
     }
@@ -595,11 +604,10 @@ impl Session {
             // messages keep coming whatever it does, so its session keeps
             // the random order, in which reading, messages and the timer
             // all get their turn.
-            let tracking = self.core.client.tracking.on;
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
-                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -607,7 +615,7 @@ impl Session {
                 }
             } else {
                 tokio::select! {
-                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -800,6 +808,8 @@ impl Core {
             match outcome {
                 Rewritten::Unchanged => {}
                 Rewritten::Reply(r) => {
+                    // Answered by the proxy: it still ends a CACHING choice.
+                    self.client.tracking.caching = false;
                     self.ready(r);
                     return;
                 }
@@ -834,6 +844,7 @@ impl Core {
         let route = route(&view, &mut self.scratch);
         self.client.info.set_last_cmd(self.scratch.index);
         self.track = false;
+        self.untracked_read = false;
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
@@ -978,7 +989,13 @@ impl Core {
         if let Some(later) = later {
             Box::pin(self.send_later(later)).await;
         }
-        self.track = false;
+        if std::mem::take(&mut self.track) {
+            self.last_tracked = self.next_seq();
+        }
+        if std::mem::take(&mut self.untracked_read) {
+            self.last_tracked = self.next_seq();
+            self.tell(&crate::tracking::Notice::All);
+        }
     }
 
     /// Decides whether the command being handled is a read tracked for
@@ -987,40 +1004,58 @@ impl Core {
     /// RESP3 client routed by their keys, outside transactions (Redis
     /// would push nothing to a RESP2 client that does not redirect).
     fn track_read(&mut self, route: &Route, view: &CommandView<'_>) {
-        let wanted = self.client.tracking.tracks(self.scratch.readonly);
-        self.track = wanted
-            && self.client.proto == Proto::Resp3
-            && self.multi.is_none()
-            && matches!(route, Route::Slot(_) | Route::Split(_));
-        if self.track {
-            let keys = self.scratch.keys.iter().map(|&k| view.get(k));
-            self.ctx.tracker.remember(self.client.info.id, keys);
+        if let Some(tx) = self.multi.as_mut() {
+            // Queued: tracked when the transaction is (decided at MULTI,
+            // as Redis applies CLIENT CACHING to the whole transaction).
+            if tx.track && self.scratch.readonly {
+                let keys = self.scratch.keys.iter();
+                tx.reads
+                    .extend(keys.map(|&k| Bytes::copy_from_slice(view.get(k))));
+            }
+            return;
+        }
+        let multi = matches!(route, Route::Tx(TxCmd::Multi));
+        let wanted = self.client.tracking.tracks(self.scratch.readonly || multi)
+            && self.client.proto == Proto::Resp3;
+        match route {
+            _ if !wanted => {}
+            Route::Tx(TxCmd::Multi) => self.track_tx = true,
+            Route::Slot(_) | Route::Split(_) => {
+                self.track = true;
+                let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+                self.ctx.tracker.remember(self.client.info.id, keys);
+            }
+            Route::Blocking(_) => self.untracked_read = true,
+            _ => {}
         }
     }
 
-    /// Queues an invalidation push for the client behind every reply it is
-    /// still owed, so that no reply read before a change can reach it after
-    /// the push saying it changed.
+    /// Queues an invalidation push for the client: right after the reply
+    /// of its newest read for its cache, if that is still owed (so that no
+    /// value read before a change reaches it after the push saying it
+    /// changed), else at once, ahead of slower replies (a blocked command).
     fn tell(&mut self, notice: &crate::tracking::Notice) {
-        if self.client.proto != Proto::Resp3 {
+        if self.client.proto != Proto::Resp3 || !self.client.tracking.on {
             return;
         }
         let rules = &self.ctx.rules;
         let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
-        self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
-        self.pending.push_back(Slot {
-            state: Pending::Ready(frame),
-            filter: None,
-            name: "",
-            index: None,
-            class: CLASS_LOCAL,
-            started: self.batch_started,
-            batch: self.batch,
-            silent: false,
-        });
+        if self.last_tracked > self.base_seq {
+            self.notices_after.push_back((self.last_tracked - 1, frame));
+        } else {
+            self.oob.extend_from_slice(&frame);
+        }
     }
 
     fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
+        let tracking_cmd =
+            cmd == Local::Client && view.len() > 2 && view.get(1).eq_ignore_ascii_case(b"tracking");
+        if self.client.tracking.on && (cmd == Local::Reset || tracking_cmd) {
+            // Invalidations already due come before tracking changes.
+            if let Some(notice) = self.ctx.tracker.take(self.client.info.id) {
+                self.tell(&notice);
+            }
+        }
         if cmd == Local::Client && view.len() == 3 && view.get(1).eq_ignore_ascii_case(b"reply") {
             // Its own reply follows the mode it sets: only ON answers.
             let mode = match view.get(2).to_ascii_lowercase().as_slice() {
@@ -1360,7 +1395,10 @@ impl Core {
     async fn tx_command(&mut self, cmd: TxCmd, raw: Bytes, seq: u64) {
         match cmd {
             TxCmd::Multi => {
-                self.multi = Some(TxState::default());
+                self.multi = Some(TxState {
+                    track: std::mem::take(&mut self.track_tx),
+                    ..TxState::default()
+                });
                 self.ready(Bytes::from_static(reply::OK));
             }
             TxCmd::Exec => self.ready(reply::error("ERR EXEC without MULTI")),
@@ -1554,8 +1592,14 @@ impl Core {
             self.ready(Bytes::from_static(EXECABORT));
             return;
         }
+        let tracked = tx.track && !tx.reads.is_empty();
         if pinned.is_none() && tx.spans_slots() {
             self.exec_per_slot(&tx, seq).await;
+            if tracked {
+                // Per-slot blocks carry no CLIENT CACHING: flush after.
+                self.last_tracked = seq + 1;
+                self.tell(&crate::tracking::Notice::All);
+            }
             return;
         }
         let (payload, skip) = tx.block();
@@ -1564,6 +1608,9 @@ impl Core {
         // the proxy's subscribers, as one server would.
         let mut sent = Sent::to_slot(payload, slot.unwrap_or(PUBSUB_HOME_SLOT));
         sent.skip = skip;
+        if tracked {
+            self.last_tracked = seq + 1;
+        }
         match pinned {
             Some(p) => {
                 sent.via = Via::Pinned;
@@ -1580,8 +1627,23 @@ impl Core {
                 // Dropping the handle afterwards closes the connection once
                 // EXEC has answered, which also clears the watches.
                 p.conn.send(req).await;
+                if tracked {
+                    // Not on a shared connection: no CLIENT CACHING; flush.
+                    self.tell(&crate::tracking::Notice::All);
+                }
             }
-            None => self.start(sent, seq).await,
+            None => {
+                if tracked {
+                    // CLIENT CACHING YES before MULTI covers the whole
+                    // transaction, as the client's own CACHING did.
+                    let keys = tx.reads.iter().map(|k| &k[..]);
+                    self.ctx.tracker.remember(self.client.info.id, keys);
+                    sent.tracked = true;
+                    self.track = true;
+                }
+                self.start(sent, seq).await;
+                self.track = false;
+            }
         }
     }
 
@@ -1874,7 +1936,7 @@ impl Core {
                     sent.payload.clone(),
                     sent.via,
                     sent.skip,
-                    sent.tracked,
+                    std::mem::take(&mut sent.tracked),
                 ),
             },
             Pending::Multi(multi) => {
@@ -1896,7 +1958,7 @@ impl Core {
                         part.sent.payload.clone(),
                         part.sent.via,
                         part.sent.skip,
-                        part.sent.tracked,
+                        std::mem::take(&mut part.sent.tracked),
                     ),
                 }
             }
@@ -1905,9 +1967,9 @@ impl Core {
         let Next::Resend { to, asking, delay } = next else {
             return None;
         };
-        if tracked && !delay {
+        if tracked {
             // Sent again untracked (see `track`): the client flushes its
-            // cache once the reply is in.
+            // cache once the reply is in (once per command).
             self.tell(&crate::tracking::Notice::All);
         }
         if delay {
@@ -1983,6 +2045,16 @@ impl Core {
             }
             self.pending.pop_front();
             self.ctx.stats.inflight.fetch_sub(1, Ordering::Relaxed);
+            while self
+                .notices_after
+                .front()
+                .is_some_and(|(seq, _)| *seq <= self.base_seq)
+            {
+                if let Some((_, push)) = self.notices_after.pop_front() {
+                    out.extend_from_slice(&push);
+                    self.out_mixed = true;
+                }
+            }
             self.base_seq += 1;
         }
     }

@@ -62,6 +62,11 @@ pub struct TxState {
     pub slot: Option<u16>,
     /// A command was refused while queueing: `EXEC` aborts.
     pub failed: bool,
+    /// The client tracks this transaction's reads (`CLIENT TRACKING`; in
+    /// `OPTIN` mode, `CLIENT CACHING YES` came right before `MULTI`).
+    pub track: bool,
+    /// The keys its queued reads read (as stored), when tracked.
+    pub reads: Vec<Bytes>,
 }
 
 impl TxState {

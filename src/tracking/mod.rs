@@ -12,14 +12,18 @@
 //! - The proxy remembers, per key, which of its clients read it: the
 //!   [`Tracker`], filled when the read is sent.
 //! - When a server pushes `invalidate` on a connection, every client that
-//!   read one of the keys gets the push, queued **behind every reply it is
-//!   still owed**: a reply that was read before the change can then never
-//!   reach the client after the push that says it is stale.
-//! - Whenever the servers may have forgotten keys without saying so (a
-//!   tracking connection closed, a tracked read was redirected or retried
-//!   untracked), the clients get a null `invalidate`: flush everything.
-//!   More invalidations than needed cost a cache miss; fewer would serve
-//!   stale data.
+//!   read one of the keys gets the push: at once, or, while one of its
+//!   reads for the cache is still owed its reply, **right after that
+//!   reply** (the session's `tell`), so a value read before the change can
+//!   never reach the client after the push that says it is stale.
+//! - A `MULTI` the client tracks is sent with `CLIENT CACHING YES` before
+//!   it, which Redis applies to the whole transaction.
+//! - Whenever a read the client tracks cannot be (a blocking read, a
+//!   `WATCH` or per-slot transaction, a redirected or retried read), or the
+//!   servers may have forgotten keys without saying so (a tracking
+//!   connection closed), the client gets a null `invalidate` after the
+//!   reply: flush everything. More invalidations than needed cost a cache
+//!   miss; fewer would serve stale data.
 //!
 //! Supported: RESP3 clients in the default, `OPTIN` and `OPTOUT` modes
 //! (`NOLOOP` is accepted, and a client's own writes invalidate its keys as
@@ -41,6 +45,9 @@ pub use options::{Mode, Tracking};
 
 /// Keys waiting for one client beyond this are replaced by one flush.
 const MAX_PENDING_KEYS: usize = 10_000;
+
+/// A key's list of readers is cleared of clients gone from this length on.
+const PRUNE_AT: usize = 16;
 
 /// What a tracking client is to be told.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,17 +153,32 @@ impl Tracker {
         {
             let mut table = self.lock();
             let max = self.max_keys.load(Ordering::Relaxed);
+            let Table {
+                keys: table_keys,
+                clients,
+            } = &mut *table;
             for key in keys {
-                if let Some(ids) = table.keys.get_mut(key) {
+                if let Some(ids) = table_keys.get_mut(key) {
                     if !ids.contains(&id) {
+                        if ids.len() >= PRUNE_AT && ids.len().is_power_of_two() {
+                            // Readers that left stay until the key fires;
+                            // a hot key read by many short-lived clients
+                            // drops them as its list grows.
+                            ids.retain(|i| clients.contains_key(i));
+                        }
                         ids.push(id);
                     }
                     continue;
                 }
-                if max > 0 && table.keys.len() >= max {
-                    table.evict_one(&mut wake);
+                while max > 0 && table_keys.len() >= max {
+                    let Some(old) = table_keys.keys().next().cloned() else {
+                        break;
+                    };
+                    if let Some(ids) = table_keys.remove(&old) {
+                        tell(clients, &old, &ids, &mut wake);
+                    }
                 }
-                table.keys.insert(Bytes::copy_from_slice(key), vec![id]);
+                table_keys.insert(Bytes::copy_from_slice(key), vec![id]);
             }
         }
         notify(wake);
@@ -169,7 +191,7 @@ impl Tracker {
             let mut table = self.lock();
             for key in keys {
                 if let Some((key, ids)) = table.keys.remove_entry(*key) {
-                    table.tell(&key, &ids, &mut wake);
+                    tell(&mut table.clients, &key, &ids, &mut wake);
                 }
             }
         }
@@ -210,11 +232,16 @@ impl Tracker {
     }
 }
 
-impl Table {
-    /// Queues `key` for the clients `ids` that are still tracking.
-    fn tell(&mut self, key: &Bytes, ids: &[u64], wake: &mut Vec<Arc<ClientInfo>>) {
+/// Queues `key` for the clients `ids` that are still tracking.
+fn tell(
+    clients: &mut HashMap<u64, Client>,
+    key: &Bytes,
+    ids: &[u64],
+    wake: &mut Vec<Arc<ClientInfo>>,
+) {
+    {
         for id in ids {
-            let Some(client) = self.clients.get_mut(id) else {
+            let Some(client) = clients.get_mut(id) else {
                 continue;
             };
             if !client.all {
@@ -226,17 +253,6 @@ impl Table {
                 }
             }
             wake.push(client.info.clone());
-        }
-    }
-
-    /// Makes room by invalidating one key (as Redis does at
-    /// `tracking-table-max-keys`).
-    fn evict_one(&mut self, wake: &mut Vec<Arc<ClientInfo>>) {
-        let Some(key) = self.keys.keys().next().cloned() else {
-            return;
-        };
-        if let Some(ids) = self.keys.remove(&key) {
-            self.tell(&key, &ids, wake);
         }
     }
 }
@@ -256,6 +272,8 @@ pub fn push_frame<'a>(notice: &'a Notice, decode: impl Fn(&'a [u8]) -> &'a [u8])
     match notice {
         Notice::All => out.extend_from_slice(b"_\r\n"),
         Notice::Keys(keys) => {
+            // A key stored under a co-location tag is named as the proxy
+            // names it everywhere (KEYS, SCAN): as the client wrote it.
             put_header(&mut out, b'*', keys.len());
             for key in keys {
                 put_bulk(&mut out, decode(key));
@@ -285,14 +303,14 @@ pub fn parse_push(frame: &[u8]) -> Option<Invalidation<'_>> {
         return None;
     }
     let value = frame.get(vs..ve)?;
-    if value.starts_with(b"_") || value.starts_with(b"*-1") {
-        return Some(Invalidation::All);
-    }
-    let keys = children(value)?
-        .into_iter()
-        .map(|(s, e)| value.get(s..e).and_then(bulk))
-        .collect::<Option<Vec<_>>>()?;
-    Some(Invalidation::Keys(keys))
+    let keys = children(value).and_then(|kids| {
+        kids.into_iter()
+            .map(|(s, e)| value.get(s..e).and_then(bulk))
+            .collect::<Option<Vec<_>>>()
+    });
+    // Null (a flush), or a list the proxy cannot read: flush, as missing
+    // one would leave stale values cached.
+    Some(keys.map_or(Invalidation::All, Invalidation::Keys))
 }
 
 /// The payload of a bulk string frame.
@@ -374,7 +392,7 @@ mod tests {
         }
         assert_eq!(
             &push_frame(&keys, strip)[..],
-            b">2\r\n$10\r\ninvalidate\r\n*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n"
+            &b">2\r\n$10\r\ninvalidate\r\n*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n"[..]
         );
         assert_eq!(
             &push_frame(&Notice::All, |k| k)[..],
@@ -396,6 +414,9 @@ mod tests {
             parse_push(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
             None
         );
-        assert_eq!(parse_push(b">2\r\n$10\r\ninvalidate\r\n:1\r\n"), None);
+        assert_eq!(
+            parse_push(b">2\r\n$10\r\ninvalidate\r\n:1\r\n"),
+            Some(Invalidation::All)
+        );
     }
 }

@@ -200,9 +200,29 @@ impl Tracking {
     }
 }
 
+/// Whether nodes of `version` (`major.minor.patch`) can track reads on
+/// shared connections: before 7.0.5 an invalidation could land inside a
+/// transaction's reply (redis#9422, redis#11038), which would break the
+/// protocol for every client on the connection.
+pub fn supported_by(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    v >= (7, 0, 5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracking_needs_redis_7_0_5() {
+        assert!(supported_by("7.0.15") && supported_by("7.2.4") && supported_by("8.0.0"));
+        assert!(!supported_by("7.0.4") && !supported_by("6.2.14") && !supported_by("junk"));
+    }
 
     fn run(t: &mut Tracking, args: &str) -> Result<bool, String> {
         let args: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
