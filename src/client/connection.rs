@@ -75,6 +75,14 @@ impl Resting {
             Resting::Whole(session) => session.info(),
         }
     }
+
+    /// Whether the client has `CLIENT TRACKING` on.
+    fn tracking(&self) -> bool {
+        match self {
+            Resting::Compact(client, _) => client.tracking.on,
+            Resting::Whole(session) => session.tracking(),
+        }
+    }
 }
 
 /// What the serving future hands back when it ends.
@@ -177,6 +185,10 @@ impl Connection {
         client.info().set_shutdown_waker(cx.waker());
         if client.info().is_killed() {
             return Poll::Ready(Woke::Close(Ok(())));
+        }
+        if client.info().has_notice() && !client.tracking() {
+            // A notice that raced with CLIENT TRACKING OFF: nothing to do.
+            client.info().take_notice();
         }
         if self.ctx.is_draining() || client.info().has_notice() {
             // Draining: nothing is in flight, so the client is done. The

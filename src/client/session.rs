@@ -61,18 +61,21 @@ const BIG_SPLIT: usize = 4096;
 const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Ready once the proxy drains (unless the session is `closing` already)
-/// or `CLIENT KILL` chose this client ([`Turn::Drain`]), or when the
-/// tracker has invalidations for it ([`Turn::Notice`]). The task's waker
-/// was registered when the session became active (see
-/// `connection::serve`; a notice wakes it without taking it), so nothing
-/// is registered here: three atomic loads per loop turn.
+/// or `CLIENT KILL` chose this client ([`Turn::Drain`]), or, for a
+/// `tracking` client, when the tracker has invalidations for it
+/// ([`Turn::Notice`]; a late one for a client that stopped tracking is
+/// cleared when it rests). The task's waker was registered when the
+/// session became active (see `connection::serve`; a notice wakes it
+/// without taking it), so nothing is registered here: two atomic loads
+/// per loop turn.
 fn interrupted<'a>(
     ctx: &'a Context,
     info: &'a ClientInfo,
     closing: bool,
+    tracking: bool,
 ) -> impl std::future::Future<Output = Turn> + 'a {
     std::future::poll_fn(move |_| {
-        if info.has_notice() && info.take_notice() {
+        if tracking && info.has_notice() && info.take_notice() {
             return std::task::Poll::Ready(Turn::Notice);
         }
         if (!closing && ctx.is_draining()) || info.is_killed() {
@@ -455,6 +458,11 @@ impl Session {
         &self.core.client.info
     }
 
+    /// Whether the client has `CLIENT TRACKING` on.
+    pub(super) fn tracking(&self) -> bool {
+        self.core.client.tracking.on
+    }
+
     /// Commands read and not yet answered.
     pub(super) fn in_flight(&self) -> usize {
         self.core.pending.len()
@@ -604,10 +612,11 @@ impl Session {
             // messages keep coming whatever it does, so its session keeps
             // the random order, in which reading, messages and the timer
             // all get their turn.
+            let tracking = self.core.client.tracking.on;
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
-                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing) => turn,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -615,7 +624,7 @@ impl Session {
                 }
             } else {
                 tokio::select! {
-                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing) => turn,
+                    turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
