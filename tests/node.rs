@@ -1,4 +1,5 @@
-//! An unmodified BullMQ app (Node, `tests/bullmq/`) against slotbridge.
+//! Unmodified Node apps and clients (`tests/node/`) against slotbridge:
+//! a BullMQ app, and node-redis's client-side caching.
 //!
 //! BullMQ is configured for ONE Redis server at the proxy's port, with the
 //! default key prefix `bull`. Its Lua scripts touch several keys of a queue
@@ -9,11 +10,16 @@
 //! delayed, prioritised, retried with exponential back-off, failing for
 //! good; a Worker with concurrency 10 and a QueueEvents listener; every job
 //! completes exactly once with the right result, and `getJobCounts` is exact
-//! (see `tests/bullmq/run.mjs` for the assertions).
+//! (see `tests/node/run.mjs` for the assertions).
 //!
-//! Needs `node` (20+) and `npm`: `npm ci` runs in `tests/bullmq` when its
-//! `node_modules` is missing. Without `node` the test is skipped (it passes
-//! with a note on stderr).
+//! node-redis 5 with `clientSideCache` (RESP3, `CLIENT TRACKING`) gets
+//! the same cache hits, misses and values through the proxy as from one
+//! Redis: invalidated when another client writes, emptied by `FLUSHALL`
+//! (see `tests/node/csc.mjs`).
+//!
+//! Needs `node` (20+) and `npm`: `npm ci` runs in `tests/node` when its
+//! `node_modules` is missing. Without `node` the tests are skipped (they
+//! pass with a note on stderr).
 
 mod common;
 
@@ -40,7 +46,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(180);
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn app_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bullmq")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
 }
 
 fn node_installed() -> bool {
@@ -93,7 +99,8 @@ fn run(
     (status.is_some_and(|s| s.success()), stdout, stderr)
 }
 
-/// Installs the pinned BullMQ (from package-lock.json) unless it is there.
+/// Installs the pinned packages (from package-lock.json) unless they are
+/// there.
 ///
 /// The tests of this file run in parallel threads; one lock makes the
 /// first install it and the others wait for it (two `npm ci` in one
@@ -104,7 +111,10 @@ fn ensure_node_modules(logs: &TempDir) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = app_dir();
-    if dir.join("node_modules/bullmq/package.json").exists() {
+    let installed = ["bullmq", "redis"]
+        .iter()
+        .all(|p| dir.join(format!("node_modules/{p}/package.json")).exists());
+    if installed {
         return;
     }
     let args: &[&str] = if dir.join("package-lock.json").exists() {
@@ -206,4 +216,38 @@ fn bullmq_flow_parent_completes_after_its_children() {
     let with_rule = Proxy::start_with(&cluster, &["--config", config.to_str().unwrap()]);
     let report = run_app(with_rule.port, "flow", &logs, &with_rule);
     assert_eq!(report["counts"]["completed"], 6, "{report}");
+}
+
+#[test]
+fn node_redis_client_side_caching_works_as_with_one_redis() {
+    if !node_installed() {
+        eprintln!("SKIPPED node-redis test: `node` is not installed (needs Node 20+ and npm)");
+        return;
+    }
+    let logs = TempDir::new("node-csc");
+    ensure_node_modules(&logs);
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let port = proxy.port.to_string();
+    let (ok, stdout, stderr) = run(
+        "node",
+        &["csc.mjs", &port],
+        &app_dir(),
+        &logs,
+        "csc",
+        NODE_TIMEOUT,
+    );
+    assert!(
+        ok,
+        "node csc.mjs failed\n{stdout}\n{}\n{}",
+        tail(&stderr, 40),
+        tail(&proxy.log(), 40)
+    );
+    // What one Redis 7.0 gives for the same script: the second round from
+    // the cache, the third read again after the writes, the fourth after
+    // FLUSHALL.
+    assert_eq!(
+        stdout.trim(),
+        r#"{"first":["v1","v1","v1"],"second":["v1","v1","v1"],"third":["v2","v2","v2"],"fourth":[null,null,null],"hits":[3,3,3],"misses":[3,6,9]}"#
+    );
 }
