@@ -410,3 +410,45 @@ fn publish_inside_a_transaction_with_keys_of_any_slot() {
         .unwrap();
     assert_eq!(got.as_deref(), Some("done"));
 }
+
+#[test]
+fn quit_after_unsubscribing_in_one_pipeline_gets_every_confirmation() {
+    // What the Socket.IO Redis adapter does when a server closes (node-redis
+    // sends PUNSUBSCRIBE, UNSUBSCRIBE and QUIT together): the
+    // confirmations come first, then +OK, then the connection closes.
+    for resp3 in [false, true] {
+        let mut sub = RawClient::connect(env().1.port);
+        if resp3 {
+            sub.send(&cmd(&["HELLO", "3"]));
+            let hello = sub.read_available(Duration::from_millis(300));
+            assert!(hello.starts_with(b"%7\r\n"));
+        }
+        let head = if resp3 { ">" } else { "*" };
+        let frame = |name: &str, what: &str, n: i64| {
+            format!("{head}3\r\n{}{}:{n}\r\n", bulk(name), bulk(what))
+        };
+        sub.send(&cmd(&["PSUBSCRIBE", "ps:q*"]));
+        sub.expect(frame("psubscribe", "ps:q*", 1).as_bytes());
+        sub.send(&cmd(&["SUBSCRIBE", "ps:qa", "ps:qb"]));
+        sub.expect(
+            format!(
+                "{}{}",
+                frame("subscribe", "ps:qa", 2),
+                frame("subscribe", "ps:qb", 3)
+            )
+            .as_bytes(),
+        );
+        let mut pipeline = cmd(&["PUNSUBSCRIBE", "ps:q*"]);
+        pipeline.extend(cmd(&["UNSUBSCRIBE", "ps:qa", "ps:qb"]));
+        pipeline.extend(cmd(&["QUIT"]));
+        sub.send(&pipeline);
+        let want = format!(
+            "{}{}{}+OK\r\n",
+            frame("punsubscribe", "ps:q*", 2),
+            frame("unsubscribe", "ps:qa", 1),
+            frame("unsubscribe", "ps:qb", 0)
+        );
+        sub.expect(want.as_bytes());
+        assert!(sub.is_closed(), "resp3={resp3}: closed after QUIT");
+    }
+}

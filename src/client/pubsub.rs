@@ -26,6 +26,18 @@ pub const GLOBAL: u32 = 0;
 /// Event source id of `MONITOR` lines.
 pub const MONITOR: u32 = u32::MAX;
 
+/// The `PING` sent on each subscription connection at `QUIT`; its reply
+/// comes after the confirmations of everything sent before it.
+pub const QUIT_BARRIER: &[u8] = b"*2\r\n$4\r\nPING\r\n$23\r\nslotbridge-quit-barrier\r\n";
+
+/// Whether `frame` is the reply to [`QUIT_BARRIER`]: a bulk string, or
+/// `pong` and the argument while subscribed in RESP2 (a published message
+/// has three elements, so it never matches).
+pub fn is_quit_barrier(frame: &[u8]) -> bool {
+    frame == b"$23\r\nslotbridge-quit-barrier\r\n"
+        || frame == b"*2\r\n$4\r\npong\r\n$23\r\nslotbridge-quit-barrier\r\n"
+}
+
 /// One client's subscription state.
 #[derive(Debug)]
 pub struct PubSubState {
@@ -45,6 +57,10 @@ pub struct PubSubState {
     confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
+    /// After `QUIT`: the connections whose [`QUIT_BARRIER`] `PING` has not
+    /// come back (their confirmations of earlier (un)subscriptions are
+    /// written before `QUIT`'s `+OK`, as by one server).
+    pub quit_waits: HashSet<u32>,
     /// Shard channels by the connection that was asked to subscribe them.
     carried: HashMap<u32, HashSet<Bytes>>,
     /// Shard channels of lost connections, until subscribed again.
@@ -66,6 +82,7 @@ impl Default for PubSubState {
             swallow: HashMap::new(),
             confirmed_shard: Default::default(),
             monitoring: false,
+            quit_waits: HashSet::new(),
             carried: HashMap::new(),
             orphans: HashSet::new(),
             next_id: GLOBAL + 1,

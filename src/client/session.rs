@@ -551,7 +551,11 @@ impl Session {
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 return Ok(Exit::Closed);
             }
-            if self.core.closing && self.core.pending.is_empty() && wbuf.is_empty() {
+            if self.core.closing
+                && self.core.pending.is_empty()
+                && wbuf.is_empty()
+                && !self.core.quitting()
+            {
                 let _ = wr.shutdown().await;
                 return Ok(Exit::Closed);
             }
@@ -585,7 +589,11 @@ impl Session {
                     .as_ref()
                     .is_some_and(|p| p.active() || p.monitoring);
             let idle_check = quiet && !idle.is_zero();
-            let parkable = quiet && rbuf.is_empty() && self.core.oob.is_empty() && !waiting;
+            let parkable = quiet
+                && rbuf.is_empty()
+                && self.core.oob.is_empty()
+                && !waiting
+                && !self.core.quitting();
             let last_activity = *last_active;
             // The earliest of the timeouts that apply (parking, after
             // 250 ms, usually comes first).
@@ -1094,10 +1102,47 @@ impl Core {
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         match outcome {
             LocalOutcome::Reply(b) => self.ready(b),
+            LocalOutcome::Close(_) if cmd == Local::Quit && self.quit_barrier() => {
+                // +OK once the subscription connections answered.
+                self.closing = true;
+            }
             LocalOutcome::Close(b) => {
                 self.closing = true;
                 self.push(Pending::Close(b));
             }
+        }
+    }
+
+    /// At `QUIT` with subscription connections: sends each a `PING` whose
+    /// reply marks the end of the confirmations still coming (a client
+    /// that unsubscribes and quits in one pipeline gets them all before
+    /// `+OK`). Returns whether there is anything to wait for.
+    fn quit_barrier(&mut self) -> bool {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return false;
+        };
+        for (id, conn) in &ps.conns {
+            conn.send(Bytes::from_static(subs::QUIT_BARRIER));
+            ps.quit_waits.insert(*id);
+        }
+        !ps.quit_waits.is_empty()
+    }
+
+    /// Whether `QUIT` waits for subscription confirmations.
+    fn quitting(&self) -> bool {
+        self.pubsub
+            .as_ref()
+            .is_some_and(|p| !p.quit_waits.is_empty())
+    }
+
+    /// A subscription connection answered the `QUIT` barrier (or is gone):
+    /// once all have, `QUIT` answers and the connection closes.
+    fn quit_barrier_passed(&mut self, id: u32) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if ps.quit_waits.remove(&id) && ps.quit_waits.is_empty() {
+            self.push(Pending::Close(Bytes::from_static(reply::OK)));
         }
     }
 
@@ -2262,6 +2307,11 @@ impl Core {
             return;
         };
         match event {
+            PubSubEvent::Frame(frame)
+                if ps.quit_waits.contains(&id) && subs::is_quit_barrier(&frame) =>
+            {
+                self.quit_barrier_passed(id);
+            }
             PubSubEvent::Frame(frame) => {
                 if ps.swallows(id) {
                 } else if id == GLOBAL || id == MONITOR {
@@ -2280,6 +2330,7 @@ impl Core {
                 self.pending.clear();
                 self.closing = true;
             }
+            PubSubEvent::Lost(_) if ps.quit_waits.contains(&id) => self.quit_barrier_passed(id),
             PubSubEvent::Lost(_) => {
                 ps.lost(id);
                 retry_resubscribe(ps, id);
