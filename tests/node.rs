@@ -1,5 +1,6 @@
 //! Unmodified Node apps and clients (`tests/node/`) against slotbridge:
-//! a BullMQ app, and node-redis's client-side caching.
+//! a BullMQ app, a Socket.IO chat server, and node-redis's client-side
+//! caching.
 //!
 //! BullMQ is configured for ONE Redis server at the proxy's port, with the
 //! default key prefix `bull`. Its Lua scripts touch several keys of a queue
@@ -11,6 +12,12 @@
 //! good; a Worker with concurrency 10 and a QueueEvents listener; every job
 //! completes exactly once with the right result, and `getJobCounts` is exact
 //! (see `tests/node/run.mjs` for the assertions).
+//!
+//! A chat server run as two Socket.IO servers sharing rooms through the
+//! proxy with `@socket.io/redis-adapter`, classic and sharded Pub/Sub:
+//! room messages and broadcasts reach users on both servers,
+//! `fetchSockets()`/`serverCount()` work across them, and the servers
+//! close cleanly (see `tests/node/sio.mjs`).
 //!
 //! node-redis 5 with `clientSideCache` (RESP3, `CLIENT TRACKING`) gets
 //! the same cache hits, misses and values through the proxy as from one
@@ -111,7 +118,7 @@ fn ensure_node_modules(logs: &TempDir) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = app_dir();
-    let installed = ["bullmq", "redis"]
+    let installed = ["bullmq", "redis", "socket.io", "@socket.io/redis-adapter"]
         .iter()
         .all(|p| dir.join(format!("node_modules/{p}/package.json")).exists());
     if installed {
@@ -250,4 +257,34 @@ fn node_redis_client_side_caching_works_as_with_one_redis() {
         stdout.trim(),
         r#"{"first":["v1","v1","v1"],"second":["v1","v1","v1"],"third":["v2","v2","v2"],"fourth":[null,null,null],"hits":[3,3,3],"misses":[3,6,9]}"#
     );
+}
+
+#[test]
+fn socket_io_chat_servers_share_rooms_through_the_proxy() {
+    if !node_installed() {
+        eprintln!("SKIPPED Socket.IO test: `node` is not installed (needs Node 20+ and npm)");
+        return;
+    }
+    let logs = TempDir::new("node-sio");
+    ensure_node_modules(&logs);
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let port = proxy.port.to_string();
+    for mode in ["classic", "sharded"] {
+        let (ok, stdout, stderr) = run(
+            "node",
+            &["sio.mjs", &port, mode],
+            &app_dir(),
+            &logs,
+            mode,
+            NODE_TIMEOUT,
+        );
+        assert!(
+            ok && stdout.contains(r#""ok":true"#),
+            "node sio.mjs {mode} failed\n{stdout}\n{}\n{}",
+            tail(&stderr, 40),
+            tail(&proxy.log(), 40)
+        );
+        println!("socket.io {mode}: {}", stdout.trim());
+    }
 }
