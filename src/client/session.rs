@@ -818,6 +818,7 @@ impl Core {
             ctx.monitors.publish(&self.client.info.peer, &view);
         }
         let rewritten_args;
+        let mut script_slot = None;
         if !ctx.rules.is_empty() {
             let mut keys_buf = std::mem::take(&mut self.scratch.keys);
             let outcome = rewrite::rewrite(&ctx.rules, &ctx.scripts, &view, &mut keys_buf);
@@ -834,7 +835,9 @@ impl Core {
                     raw: new,
                     args: new_args,
                     filter,
+                    slot,
                 } => {
+                    script_slot = slot;
                     raw = new;
                     bytes = raw.clone();
                     rewritten_args = new_args;
@@ -858,7 +861,12 @@ impl Core {
                 return;
             }
         }
-        let route = route(&view, &mut self.scratch);
+        let mut route = route(&view, &mut self.scratch);
+        if let (Route::AnyMaster, Some(slot)) = (&route, script_slot) {
+            // A script without keys whose arguments name a co-located
+            // group runs where that group lives.
+            route = Route::Slot(slot);
+        }
         self.client.info.set_last_cmd(self.scratch.index);
         self.track = false;
         self.untracked_read = false;

@@ -24,6 +24,10 @@ pub enum Rewritten {
         args: Vec<(usize, usize)>,
         /// Client-side pattern for key names in the reply.
         filter: Option<Bytes>,
+        /// Where a script without declared keys runs: the slot of the
+        /// first argument a rule matches (scripts that build their keys
+        /// from `ARGV`, such as Django Channels' `channels_redis`).
+        slot: Option<u16>,
     },
     /// Answered without a server (`SCRIPT LOAD`/`EXISTS`, unknown `EVALSHA`).
     Reply(Bytes),
@@ -60,6 +64,7 @@ pub fn rewrite(
             .collect::<Vec<_>>()
     };
     let mut filter = None;
+    let mut slot = None;
     match name.as_slice() {
         b"script" if view.len() >= 2 => {
             let sub = view.get(1).to_ascii_lowercase();
@@ -102,6 +107,14 @@ pub fn rewrite(
                 metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
                 lua::wrap(rules, b)
             });
+            if view.get(2) == b"0" {
+                slot = (3..view.len()).find_map(|i| {
+                    let arg = view.get(i);
+                    rules
+                        .classify(arg)
+                        .map(|_| crate::cluster::slot::slot(&rules.encode(arg)))
+                });
+            }
             let mut a = owned(view);
             a[0] = if name.ends_with(b"_ro") {
                 b"EVALSHA_RO".to_vec()
@@ -161,7 +174,12 @@ pub fn rewrite(
         None => Rewritten::Unchanged,
         Some(a) => {
             let (raw, args) = encode_command(&a);
-            Rewritten::Command { raw, args, filter }
+            Rewritten::Command {
+                raw,
+                args,
+                filter,
+                slot,
+            }
         }
     }
 }
@@ -318,6 +336,29 @@ mod tests {
             Rewritten::Unchanged => parts.iter().map(|s| s.to_string()).collect(),
             Rewritten::Reply(r) => vec![String::from_utf8_lossy(&r).into_owned()],
         }
+    }
+
+    #[test]
+    fn a_script_without_keys_runs_where_its_first_matching_argument_lives() {
+        let slot_of = |parts: &[&str]| {
+            let (raw, args) = view_of(parts);
+            let view = CommandView {
+                raw: &raw,
+                args: &args,
+            };
+            match rewrite(&rules(), &ScriptCache::default(), &view, &mut Vec::new()) {
+                Rewritten::Command { slot, .. } => slot,
+                _ => None,
+            }
+        };
+        let group = crate::cluster::slot::slot(b"{q}");
+        assert_eq!(
+            slot_of(&["EVAL", "return 1", "0", "x", "bull:q:1"]),
+            Some(group)
+        );
+        assert_eq!(slot_of(&["EVAL", "return 1", "0", "x", "y"]), None);
+        // Declared keys route the script as always.
+        assert_eq!(slot_of(&["EVAL", "return 1", "1", "k", "bull:q:1"]), None);
     }
 
     #[test]
