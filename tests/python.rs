@@ -1,18 +1,23 @@
-//! Unmodified Python job queues (`tests/pyjobs/`) against slotbridge:
+//! Unmodified Python apps (`tests/python/`) against slotbridge, each
+//! configured for ONE Redis server at the proxy's port: the job queues
 //! python-rq and Celery (kombu's Redis broker and Celery's Redis result
-//! backend), each configured for ONE Redis server at the proxy's port.
+//! backend), and a chat room on Django Channels' Redis channel layers.
 //!
-//! Both run transactions over keys in many slots, so they need a
-//! co-location rule; the rules used are the ones the README gives (read
-//! from README.md), so the documented configuration is what is tested.
-//! Without its rule, rq's first `enqueue` fails with `CROSSSLOT`. With
-//! them: 50 rq jobs and a failing one (in the failed registry), 30 Celery
-//! tasks with their results, and `celery inspect ping` (remote control over
-//! pidbox queues and Pub/Sub). See `tests/pyjobs/run.py` for the checks.
+//! rq, Celery and the default Channels layer run transactions or scripts
+//! over keys in many slots, so they need a co-location rule; the rules
+//! used are the ones the README gives (read from README.md), so the
+//! documented configuration is what is tested. Without its rule, rq's
+//! first `enqueue` fails with `CROSSSLOT`. With them: 50 rq jobs and a
+//! failing one (in the failed registry), 30 Celery tasks with their
+//! results, `celery inspect ping` (remote control over pidbox queues and
+//! Pub/Sub), and group and direct chat messages on both Channels layers
+//! (`RedisChannelLayer`, whose scripts build their keys from `ARGV`, and
+//! `RedisPubSubChannelLayer`, which needs no rule). See
+//! `tests/python/run.py` for the checks.
 //!
 //! Needs `python3` with `venv`; the pinned packages
-//! (`tests/pyjobs/requirements.txt`) are installed into
-//! `tests/pyjobs/.venv` when it is missing. Without `python3 -m venv` the
+//! (`tests/python/requirements.txt`) are installed into
+//! `tests/python/.venv` when it is missing. Without `python3 -m venv` the
 //! tests are skipped (they pass with a note on stderr).
 
 mod common;
@@ -33,7 +38,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn app_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pyjobs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
 }
 
 fn venv_python() -> PathBuf {
@@ -111,7 +116,7 @@ fn ensure_venv(logs: &TempDir) -> bool {
     );
     if !ok {
         eprintln!(
-            "SKIPPED pyjobs tests: `python3 -m venv` failed: {}",
+            "SKIPPED python tests: `python3 -m venv` failed: {}",
             tail(&stderr, 5)
         );
         return false;
@@ -133,7 +138,7 @@ fn ensure_venv(logs: &TempDir) -> bool {
     );
     assert!(
         ok,
-        "pip install -r tests/pyjobs/requirements.txt failed:\n{stdout}\n{stderr}"
+        "pip install -r tests/python/requirements.txt failed:\n{stdout}\n{stderr}"
     );
     fs::write(&marker, wanted).unwrap();
     true
@@ -185,7 +190,7 @@ fn scenario(proxy: &Proxy, mode: &str, logs: &TempDir) -> String {
         tail(&worker_log, 40),
         tail(&proxy.log(), 40),
     );
-    println!("pyjobs {mode}: {report}");
+    println!("python {mode}: {report}");
     report
 }
 
@@ -196,7 +201,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[test]
 fn python_rq_needs_its_rule_and_runs_with_the_readme_one() {
-    let logs = TempDir::new("pyjobs-rq");
+    let logs = TempDir::new("python-rq");
     if !ensure_venv(&logs) {
         return;
     }
@@ -210,11 +215,27 @@ fn python_rq_needs_its_rule_and_runs_with_the_readme_one() {
 
 #[test]
 fn celery_runs_with_the_readme_rule() {
-    let logs = TempDir::new("pyjobs-celery");
+    let logs = TempDir::new("python-celery");
     if !ensure_venv(&logs) {
         return;
     }
     let proxy = proxy_with(&readme_rule("celery"), &logs, "celery");
     let report = scenario(&proxy, "celery", &logs);
     assert!(report.contains("\"completed\": 30"), "{report}");
+}
+
+#[test]
+fn django_channels_chat_rooms_work_on_both_redis_layers() {
+    let logs = TempDir::new("python-channels");
+    if !ensure_venv(&logs) {
+        return;
+    }
+    let proxy = proxy_with(&readme_rule("channels"), &logs, "channels");
+    for mode in ["channels", "channels-pubsub"] {
+        let report = scenario(&proxy, mode, &logs);
+        assert!(
+            report.contains(r#""texts": ["hi room", "hi room", "hi c", "only a"]"#),
+            "{report}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
-"""Runs python-rq or Celery against ONE Redis URL (slotbridge's port) and
-prints a JSON report as its last line; exits 1 when the scenario fails.
+"""Runs python-rq, Celery or a Django Channels chat layer against ONE
+Redis URL (slotbridge's port) and prints a JSON report as its last line;
+exits 1 when the scenario fails.
 
-usage: run.py PORT rq|celery|expect-crossslot
+usage: run.py PORT rq|celery|channels|channels-pubsub|expect-crossslot
 """
 import json
 import os
@@ -74,6 +75,51 @@ def run_celery():
             worker.kill()
 
 
+def run_channels(layer_class):
+    """A chat room on Django Channels' Redis channel layer: group messages
+    reach every member, direct messages their channel, and a member that
+    left gets nothing more."""
+    import asyncio
+
+    import django
+    from django.conf import settings
+
+    settings.configure()
+    django.setup()
+
+    async def chat():
+        layer = layer_class(hosts=[("127.0.0.1", int(PORT))])
+        try:
+            a, b, c = [await layer.new_channel() for _ in range(3)]
+            await layer.group_add("room", a)
+            await layer.group_add("room", b)
+            await layer.group_send("room", {"type": "chat.message", "text": "hi room"})
+            got = [await asyncio.wait_for(layer.receive(x), 10) for x in (a, b)]
+            await layer.send(c, {"type": "chat.direct", "text": "hi c"})
+            got.append(await asyncio.wait_for(layer.receive(c), 10))
+            await layer.group_discard("room", b)
+            await layer.group_send("room", {"type": "chat.message", "text": "only a"})
+            got.append(await asyncio.wait_for(layer.receive(a), 10))
+            return [m["text"] for m in got]
+        finally:
+            await layer.flush()
+
+    texts = asyncio.run(chat())
+    report(texts == ["hi room", "hi room", "hi c", "only a"], texts=texts)
+
+
+def channels_core():
+    from channels_redis.core import RedisChannelLayer
+
+    run_channels(RedisChannelLayer)
+
+
+def channels_pubsub():
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    run_channels(RedisPubSubChannelLayer)
+
+
 def expect_crossslot():
     import redis
     import rq
@@ -89,7 +135,13 @@ def expect_crossslot():
 
 
 try:
-    {"rq": run_rq, "celery": run_celery, "expect-crossslot": expect_crossslot}[MODE]()
+    {
+        "rq": run_rq,
+        "celery": run_celery,
+        "channels": channels_core,
+        "channels-pubsub": channels_pubsub,
+        "expect-crossslot": expect_crossslot,
+    }[MODE]()
 except SystemExit:
     raise
 except Exception as e:  # noqa: BLE001 - the report says what went wrong
