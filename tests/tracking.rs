@@ -342,4 +342,24 @@ fn an_invalidation_does_not_wait_for_a_blocked_command() {
         .query(&mut proxy.conn())
         .unwrap();
     r.expect(format!("*2\r\n${}\r\n{b}\r\n$1\r\nx\r\n", b.len()).as_bytes());
+    // A blocking read (XREAD BLOCK) cannot be tracked: the client flushes
+    // after its reply, and other invalidations do not wait for it.
+    let s = keys("blocked")[2].clone();
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\n1\r\n");
+    r.send(&cmd(&["XREAD", "BLOCK", "10000", "STREAMS", &s, "$"]));
+    std::thread::sleep(Duration::from_millis(100));
+    write(&proxy, &a, "2");
+    r.expect(&invalidate(&[&a]));
+    let _: String = redis::cmd("XADD")
+        .arg(&s)
+        .arg("1-1")
+        .arg("f")
+        .arg("v")
+        .query(&mut proxy.conn())
+        .unwrap();
+    let entry = format!(
+        "%1\r\n${}\r\n{s}\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n",
+        s.len()
+    );
+    r.expect(&[entry.as_bytes(), FLUSH].concat());
 }

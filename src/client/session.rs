@@ -108,6 +108,10 @@ pub(super) enum Exit {
     Park,
 }
 
+/// How long `QUIT` waits at most for the confirmations of earlier
+/// (un)subscriptions (see [`Core::quit_barrier`]).
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a client must be quiet (nothing in flight or unwritten) before
 /// its session drops its active state.
 const PARK_AFTER: Duration = Duration::from_millis(250);
@@ -405,6 +409,8 @@ struct Core {
     last_tracked: u64,
     /// Invalidation pushes to write right after the reply numbered so.
     notices_after: VecDeque<(u64, Bytes)>,
+    /// When a `QUIT` waiting for subscription confirmations answers anyway.
+    quit_by: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -449,6 +455,7 @@ impl Session {
                 track_tx: false,
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
+                quit_by: None,
             },
         }
     }
@@ -607,6 +614,11 @@ impl Session {
                     deadline = Some(last_activity + after);
                 }
             }
+            if let Some(by) = self.core.quit_by.filter(|_| self.core.quitting()) {
+                if deadline.is_none_or(|d| by < d) {
+                    deadline = Some(by);
+                }
+            }
             if let Some(d) = deadline {
                 if timer.deadline() > d {
                     timer.as_mut().reset(d);
@@ -682,6 +694,16 @@ impl Session {
                 }
                 Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
                 Turn::Timer => {
+                    if self.core.quitting()
+                        && self
+                            .core
+                            .quit_by
+                            .is_some_and(|by| by <= tokio::time::Instant::now())
+                    {
+                        // A node that does not answer the barrier does not
+                        // hold the client: QUIT answers anyway.
+                        self.core.end_quit_wait();
+                    }
                     if writable && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
@@ -1018,8 +1040,8 @@ impl Core {
             self.last_tracked = self.next_seq();
         }
         if std::mem::take(&mut self.untracked_read) {
-            self.last_tracked = self.next_seq();
-            self.tell(&crate::tracking::Notice::All);
+            let seq = self.next_seq() - 1;
+            self.tell_after(&crate::tracking::Notice::All, Some(seq));
         }
     }
 
@@ -1060,15 +1082,25 @@ impl Core {
     /// value read before a change reaches it after the push saying it
     /// changed), else at once, ahead of slower replies (a blocked command).
     fn tell(&mut self, notice: &crate::tracking::Notice) {
+        self.tell_after(notice, None);
+    }
+
+    /// [`Core::tell`], and not before the reply numbered `after` either
+    /// (a blocking read the client could not have tracked: only this
+    /// flush waits for it, not later invalidations).
+    fn tell_after(&mut self, notice: &crate::tracking::Notice, after: Option<u64>) {
         if self.client.proto != Proto::Resp3 || !self.client.tracking.on {
             return;
         }
         let rules = &self.ctx.rules;
         let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
-        if self.last_tracked > self.base_seq {
-            self.notices_after.push_back((self.last_tracked - 1, frame));
-        } else {
-            self.oob.extend_from_slice(&frame);
+        let tracked = (self.last_tracked > self.base_seq).then(|| self.last_tracked - 1);
+        match tracked.max(after) {
+            Some(seq) => {
+                let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
+                self.notices_after.insert(at, (seq, frame));
+            }
+            None => self.oob.extend_from_slice(&frame),
         }
     }
 
@@ -1133,7 +1165,16 @@ impl Core {
             conn.send(Bytes::from_static(subs::QUIT_BARRIER));
             ps.quit_waits.insert(*id);
         }
+        self.quit_by = Some(tokio::time::Instant::now() + QUIT_WAIT);
         !ps.quit_waits.is_empty()
+    }
+
+    /// `QUIT` stops waiting for subscription confirmations and answers.
+    fn end_quit_wait(&mut self) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.quit_waits.clear();
+        }
+        self.push(Pending::Close(Bytes::from_static(reply::OK)));
     }
 
     /// Whether `QUIT` waits for subscription confirmations.
@@ -2092,6 +2133,8 @@ impl Core {
                     }
                     record(front, b, now);
                     self.closing = true;
+                    // Nothing follows the last reply: no more messages.
+                    self.pubsub = None;
                     self.ctx
                         .stats
                         .inflight
@@ -2316,8 +2359,11 @@ impl Core {
         };
         match event {
             PubSubEvent::Frame(frame)
-                if ps.quit_waits.contains(&id) && subs::is_quit_barrier(&frame) =>
+                if ps.quit_waits.contains(&id)
+                    && (subs::is_quit_barrier(&frame) || frame.starts_with(b"-")) =>
             {
+                // Its reply, or an error instead (-BUSY, -NOPERM): either
+                // way nothing sent before it is still coming.
                 self.quit_barrier_passed(id);
             }
             PubSubEvent::Frame(frame) => {
@@ -2329,6 +2375,7 @@ impl Core {
                 }
             }
             PubSubEvent::Overflow => {
+                ps.quit_waits.clear();
                 tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 self.ctx
