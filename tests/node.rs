@@ -30,14 +30,13 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Cluster, Proxy, TempDir};
+use common::{run_logged, tail, Cluster, Proxy, TempDir};
 
 const RULES: &str = r#"
 [[colocate]]
@@ -66,8 +65,7 @@ fn node_installed() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `program args` in `dir` with output to files in `logs`, killing it
-/// after `timeout`. Returns (success, stdout, stderr).
+/// Runs `program args` in `dir` (see [`common::run_logged`]).
 fn run(
     program: &str,
     args: &[&str],
@@ -76,34 +74,16 @@ fn run(
     tag: &str,
     timeout: Duration,
 ) -> (bool, String, String) {
-    let out_path = logs.path().join(format!("{tag}.stdout"));
-    let err_path = logs.path().join(format!("{tag}.stderr"));
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-    let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
-    if status.is_none() {
-        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
-    }
-    (status.is_some_and(|s| s.success()), stdout, stderr)
+    let r = run_logged(
+        Path::new(program),
+        args,
+        dir,
+        &[],
+        logs.path(),
+        tag,
+        timeout,
+    );
+    (r.ok, r.stdout, r.stderr)
 }
 
 /// Installs the pinned packages (from package-lock.json) unless they are
@@ -162,11 +142,6 @@ fn run_app(port: u16, mode: &str, logs: &TempDir, proxy: &Proxy) -> serde_json::
     let report = report.unwrap();
     println!("bullmq {mode}: {report}");
     report
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]

@@ -22,14 +22,12 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Cluster, Proxy, TempDir};
+use common::{run_logged, tail, Cluster, Proxy, TempDir};
 
 /// Outer bound for one `run.py` scenario.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -50,8 +48,7 @@ fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| Cluster::start(3, 0))
 }
 
-/// Runs `program args` in the app directory, output to files in `logs`,
-/// killed after `timeout`. Returns (success, stdout, stderr).
+/// Runs `program args` in the app directory (see [`common::run_logged`]).
 fn run(
     program: &Path,
     args: &[&str],
@@ -59,41 +56,9 @@ fn run(
     tag: &str,
     timeout: Duration,
 ) -> (bool, String, String) {
-    let out_path = logs.path().join(format!("{tag}.stdout"));
-    let err_path = logs.path().join(format!("{tag}.stderr"));
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(app_dir())
-        .env("PYJOBS_LOGS", logs.path())
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn();
-    let Ok(mut child) = child else {
-        return (
-            false,
-            String::new(),
-            format!("cannot run {}", program.display()),
-        );
-    };
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-    let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
-    if status.is_none() {
-        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
-    }
-    (status.is_some_and(|s| s.success()), stdout, stderr)
+    let envs = [("APP_LOGS", logs.path())];
+    let r = run_logged(program, args, &app_dir(), &envs, logs.path(), tag, timeout);
+    (r.ok, r.stdout, r.stderr)
 }
 
 /// Creates the virtual environment with the pinned packages unless it is
@@ -192,11 +157,6 @@ fn scenario(proxy: &Proxy, mode: &str, logs: &TempDir) -> String {
     );
     println!("python {mode}: {report}");
     report
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]

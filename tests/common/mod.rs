@@ -2294,3 +2294,74 @@ pub fn key_for_slot(slot: u16, prefix: &str) -> String {
         .find(|k| slot_of(k.as_bytes()) == slot)
         .unwrap_or_else(|| panic!("no key with prefix {prefix:?} hashes to slot {slot}"))
 }
+
+/// What [`run_logged`] saw of a program it ran.
+pub struct AppRun {
+    /// Whether it exited with status 0 before the timeout.
+    pub ok: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error (with a note when it was killed).
+    pub stderr: String,
+}
+
+/// Runs an app's `program args` in `dir` (with `envs` set), standard output
+/// and error to `<tag>.stdout`/`.stderr` in `logs`, killing it after
+/// `timeout`. A program that cannot start is a failed run.
+pub fn run_logged(
+    program: &Path,
+    args: &[&str],
+    dir: &Path,
+    envs: &[(&str, &Path)],
+    logs: &Path,
+    tag: &str,
+    timeout: Duration,
+) -> AppRun {
+    let out_path = logs.join(format!("{tag}.stdout"));
+    let err_path = logs.join(format!("{tag}.stderr"));
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create the stdout log"))
+        .stderr(File::create(&err_path).expect("create the stderr log"));
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let Ok(mut child) = command.spawn() else {
+        return AppRun {
+            ok: false,
+            stdout: String::new(),
+            stderr: format!("cannot run {}", program.display()),
+        };
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
+    }
+    AppRun {
+        ok: status.is_some_and(|s| s.success()),
+        stdout,
+        stderr,
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -5,8 +5,8 @@ from celery import Celery
 
 celery_app = Celery(
     "jobs",
-    broker=os.environ.get("PYJOBS_URL", "redis://127.0.0.1:6379/0"),
-    backend=os.environ.get("PYJOBS_URL", "redis://127.0.0.1:6379/0"),
+    broker=os.environ.get("APP_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    backend=os.environ.get("APP_REDIS_URL", "redis://127.0.0.1:6379/0"),
 )
 celery_app.conf.broker_connection_retry_on_startup = True
 

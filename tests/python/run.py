@@ -13,7 +13,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PORT, MODE = sys.argv[1], sys.argv[2]
 URL = f"redis://127.0.0.1:{PORT}/0"
-os.environ["PYJOBS_URL"] = URL
+os.environ["APP_REDIS_URL"] = URL
 sys.path.insert(0, HERE)
 BIN = os.path.dirname(sys.executable)
 
@@ -50,7 +50,7 @@ def run_rq():
 def run_celery():
     from jobs import celery_add, celery_app
 
-    log = open(os.path.join(os.environ.get("PYJOBS_LOGS", HERE), "celery-worker.log"), "w")
+    log = open(os.path.join(os.environ.get("APP_LOGS", HERE), "celery-worker.log"), "w")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "jobs", "worker", "--pool=solo",
          "--loglevel=warning"],
