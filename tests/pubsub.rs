@@ -452,3 +452,35 @@ fn quit_after_unsubscribing_in_one_pipeline_gets_every_confirmation() {
         assert!(sub.is_closed(), "resp3={resp3}: closed after QUIT");
     }
 }
+
+#[test]
+fn replies_after_subscription_commands_follow_their_confirmations() {
+    // RESET right after UNSUBSCRIBE (RESP2), and a GET right after
+    // SUBSCRIBE (RESP3): as from one server, the confirmations come first.
+    let mut c = RawClient::connect(env().1.port);
+    c.roundtrip(
+        &cmd(&["SUBSCRIBE", "ps:r1"]),
+        format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("ps:r1")).as_bytes(),
+    );
+    let mut pipeline = cmd(&["UNSUBSCRIBE", "ps:r1"]);
+    pipeline.extend(cmd(&["RESET"]));
+    pipeline.extend(cmd(&["PING"]));
+    c.send(&pipeline);
+    c.expect(
+        format!(
+            "*3\r\n{}{}:0\r\n+RESET\r\n+PONG\r\n",
+            bulk("unsubscribe"),
+            bulk("ps:r1")
+        )
+        .as_bytes(),
+    );
+    let mut r3 = RawClient::connect(env().1.port);
+    r3.send(&cmd(&["HELLO", "3"]));
+    assert!(r3
+        .read_available(Duration::from_millis(300))
+        .starts_with(b"%7\r\n"));
+    let mut pipeline = cmd(&["SUBSCRIBE", "ps:r3"]);
+    pipeline.extend(cmd(&["GET", "ps:r3:missing"]));
+    r3.send(&pipeline);
+    r3.expect(format!(">3\r\n{}{}:1\r\n_\r\n", bulk("subscribe"), bulk("ps:r3")).as_bytes());
+}

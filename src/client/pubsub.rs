@@ -26,17 +26,22 @@ pub const GLOBAL: u32 = 0;
 /// Event source id of `MONITOR` lines.
 pub const MONITOR: u32 = u32::MAX;
 
-/// The `PING` sent on each subscription connection at `QUIT`; its reply
-/// comes after the confirmations of everything sent before it.
-pub const QUIT_BARRIER: &[u8] = b"*2\r\n$4\r\nPING\r\n$23\r\nslotbridge-quit-barrier\r\n";
+/// The `PING` sent on a subscription connection after a subscription
+/// command (and on each at `QUIT`): its reply comes after the
+/// confirmations of everything sent before it.
+pub const BARRIER: &[u8] = b"*2\r\n$4\r\nPING\r\n$18\r\nslotbridge-barrier\r\n";
 
-/// Whether `frame` is the reply to [`QUIT_BARRIER`]: a bulk string, or
-/// `pong` and the argument while subscribed in RESP2 (a published message
-/// has three elements, so it never matches).
-pub fn is_quit_barrier(frame: &[u8]) -> bool {
-    frame == b"$23\r\nslotbridge-quit-barrier\r\n"
-        || frame == b"*2\r\n$4\r\npong\r\n$23\r\nslotbridge-quit-barrier\r\n"
+/// Whether `frame` is the reply to [`BARRIER`]: a bulk string, or `pong`
+/// and the argument while subscribed in RESP2 (a published message has
+/// three elements, so it never matches).
+pub fn is_barrier(frame: &[u8]) -> bool {
+    frame == b"$18\r\nslotbridge-barrier\r\n"
+        || frame == b"*2\r\n$4\r\npong\r\n$18\r\nslotbridge-barrier\r\n"
 }
+
+/// How long commands wait at most for the confirmations of an earlier
+/// subscription command (a node that does not answer does not hold them).
+pub const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One client's subscription state.
 #[derive(Debug)]
@@ -57,10 +62,16 @@ pub struct PubSubState {
     confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
-    /// After `QUIT`: the connections whose [`QUIT_BARRIER`] `PING` has not
+    /// After `QUIT`: the connections whose [`BARRIER`] `PING` has not
     /// come back (their confirmations of earlier (un)subscriptions are
     /// written before `QUIT`'s `+OK`, as by one server).
     pub quit_waits: HashSet<u32>,
+    /// [`BARRIER`]s sent after subscription commands whose reply has not
+    /// come back, per connection: until then the client's other commands
+    /// wait, so that their replies follow the confirmations.
+    barriers: HashMap<u32, u32>,
+    /// When commands stop waiting for those barriers anyway.
+    pub confirm_by: Option<tokio::time::Instant>,
     /// Shard channels by the connection that was asked to subscribe them.
     carried: HashMap<u32, HashSet<Bytes>>,
     /// Shard channels of lost connections, until subscribed again.
@@ -83,6 +94,8 @@ impl Default for PubSubState {
             confirmed_shard: Default::default(),
             monitoring: false,
             quit_waits: HashSet::new(),
+            barriers: HashMap::new(),
+            confirm_by: None,
             carried: HashMap::new(),
             orphans: HashSet::new(),
             next_id: GLOBAL + 1,
@@ -139,6 +152,47 @@ impl PubSubState {
     pub fn send(&self, id: u32, cmd: Bytes) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
+        }
+    }
+
+    /// Sends a client's subscription command on connection `id`, then a
+    /// [`BARRIER`] (see [`PubSubState::confirming`]).
+    pub fn send_confirmed(&mut self, id: u32, cmd: Bytes) {
+        if let Some(c) = self.conns.get(&id) {
+            c.send(cmd);
+            c.send(Bytes::from_static(BARRIER));
+            *self.barriers.entry(id).or_default() += 1;
+            self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+        }
+    }
+
+    /// Whether confirmations of the client's subscription commands may
+    /// still be coming (its other commands wait for them).
+    pub fn confirming(&self) -> bool {
+        !self.barriers.is_empty()
+    }
+
+    /// A [`BARRIER`] reply arrived on connection `id`: whether it was one
+    /// sent after a subscription command (else it is `QUIT`'s).
+    pub fn barrier_passed(&mut self, id: u32) -> bool {
+        match self.barriers.get_mut(&id) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.barriers.remove(&id);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    /// Stops waiting for confirmations: of connection `id` (lost), or of
+    /// all (`None`: waited long enough).
+    pub fn stop_confirming(&mut self, id: Option<u32>) {
+        match id {
+            Some(id) => {
+                self.barriers.remove(&id);
+            }
+            None => self.barriers.clear(),
         }
     }
 

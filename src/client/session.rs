@@ -566,7 +566,7 @@ impl Session {
                 let _ = wr.shutdown().await;
                 return Ok(Exit::Closed);
             }
-            if waiting && self.core.pending.is_empty() {
+            if waiting && self.core.pending.is_empty() && !self.core.confirming() {
                 // A subscription command waited for earlier replies, which
                 // are now queued for writing: run it now.
                 continue;
@@ -600,7 +600,8 @@ impl Session {
                 && rbuf.is_empty()
                 && self.core.oob.is_empty()
                 && !waiting
-                && !self.core.quitting();
+                && !self.core.quitting()
+                && !self.core.confirming();
             let last_activity = *last_active;
             // The earliest of the timeouts that apply (parking, after
             // 250 ms, usually comes first).
@@ -614,7 +615,12 @@ impl Session {
                     deadline = Some(last_activity + after);
                 }
             }
-            if let Some(by) = self.core.quit_by.filter(|_| self.core.quitting()) {
+            let confirm_by = self.core.pubsub.as_ref().and_then(|p| p.confirm_by);
+            let waits = [
+                self.core.quit_by.filter(|_| self.core.quitting()),
+                confirm_by.filter(|_| self.core.confirming()),
+            ];
+            for by in waits.into_iter().flatten() {
                 if deadline.is_none_or(|d| by < d) {
                     deadline = Some(by);
                 }
@@ -694,6 +700,14 @@ impl Session {
                 }
                 Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
                 Turn::Timer => {
+                    let now = tokio::time::Instant::now();
+                    if let Some(ps) = self.core.pubsub.as_mut() {
+                        if ps.confirming() && ps.confirm_by.is_some_and(|by| by <= now) {
+                            // A node that does not answer does not hold
+                            // the client's other commands.
+                            ps.stop_confirming(None);
+                        }
+                    }
                     if self.core.quitting()
                         && self
                             .core
@@ -1162,7 +1176,7 @@ impl Core {
             return false;
         };
         for (id, conn) in &ps.conns {
-            conn.send(Bytes::from_static(subs::QUIT_BARRIER));
+            conn.send(Bytes::from_static(subs::BARRIER));
             ps.quit_waits.insert(*id);
         }
         self.quit_by = Some(tokio::time::Instant::now() + QUIT_WAIT);
@@ -1175,6 +1189,12 @@ impl Core {
             ps.quit_waits.clear();
         }
         self.push(Pending::Close(Bytes::from_static(reply::OK)));
+    }
+
+    /// Whether confirmations of earlier subscription commands may still
+    /// be coming.
+    fn confirming(&self) -> bool {
+        self.pubsub.as_ref().is_some_and(|p| p.confirming())
     }
 
     /// Whether `QUIT` waits for subscription confirmations.
@@ -2206,6 +2226,11 @@ impl Core {
     /// Subscription commands wait until every earlier reply is written, so
     /// their confirmations (which bypass the reply queue) stay in order.
     fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
+        if self.confirming() && !subs::is_subscription_command(name) {
+            // And other commands wait for the confirmations of earlier
+            // subscription commands, so that their replies follow them.
+            return true;
+        }
         if self.pending.is_empty() {
             return false;
         }
@@ -2281,7 +2306,8 @@ impl Core {
             return;
         };
         let ps = self.pubsub.get_or_insert_with(Default::default);
-        ps.global(&addr, &opts, proto).send(raw);
+        ps.global(&addr, &opts, proto);
+        ps.send_confirmed(GLOBAL, raw);
         ps.record(view.get(0), &args);
         self.client.info.set_subscribed(ps.active());
     }
@@ -2307,7 +2333,7 @@ impl Core {
             };
             let ps = self.pubsub.get_or_insert_with(Default::default);
             let id = ps.shard_id(pool.addr(), &opts, proto);
-            ps.send(id, subscribe_command(name, chans.iter()));
+            ps.send_confirmed(id, subscribe_command(name, chans.iter()));
             ps.carry(id, chans.iter());
             sent.extend(chans);
         }
@@ -2343,7 +2369,7 @@ impl Core {
         }
         let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
         for ((id, _), chans) in &groups {
-            ps.send(*id, subscribe_command(name, chans.iter().map(|(_, ch)| ch)));
+            ps.send_confirmed(*id, subscribe_command(name, chans.iter().map(|(_, ch)| ch)));
         }
         for ch in &named {
             ps.uncarry(ch);
@@ -2358,16 +2384,18 @@ impl Core {
             return;
         };
         match event {
-            PubSubEvent::Frame(frame)
-                if ps.quit_waits.contains(&id)
-                    && (subs::is_quit_barrier(&frame) || frame.starts_with(b"-")) =>
-            {
-                // Its reply, or an error instead (-BUSY, -NOPERM): either
-                // way nothing sent before it is still coming.
-                self.quit_barrier_passed(id);
-            }
             PubSubEvent::Frame(frame) => {
-                if ps.swallows(id) {
+                let barrier = subs::is_barrier(&frame);
+                if barrier && ps.barrier_passed(id) {
+                    // The confirmations of a subscription command are in.
+                } else if ps.quit_waits.contains(&id)
+                    && !ps.confirming()
+                    && (barrier || frame.starts_with(b"-"))
+                {
+                    // QUIT's barrier, or an error instead (-BUSY, -NOPERM):
+                    // either way nothing sent before it is still coming.
+                    self.quit_barrier_passed(id);
+                } else if ps.swallows(id) {
                 } else if id == GLOBAL || id == MONITOR {
                     self.oob.extend_from_slice(&frame);
                 } else {
@@ -2376,6 +2404,7 @@ impl Core {
             }
             PubSubEvent::Overflow => {
                 ps.quit_waits.clear();
+                ps.stop_confirming(None);
                 tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 self.ctx
@@ -2385,8 +2414,12 @@ impl Core {
                 self.pending.clear();
                 self.closing = true;
             }
-            PubSubEvent::Lost(_) if ps.quit_waits.contains(&id) => self.quit_barrier_passed(id),
+            PubSubEvent::Lost(_) if ps.quit_waits.contains(&id) => {
+                ps.stop_confirming(Some(id));
+                self.quit_barrier_passed(id);
+            }
             PubSubEvent::Lost(_) => {
+                ps.stop_confirming(Some(id));
                 ps.lost(id);
                 retry_resubscribe(ps, id);
             }
