@@ -26,17 +26,47 @@ pub const GLOBAL: u32 = 0;
 /// Event source id of `MONITOR` lines.
 pub const MONITOR: u32 = u32::MAX;
 
-/// The `PING` sent on a subscription connection after a subscription
-/// command (and on each at `QUIT`): its reply comes after the
-/// confirmations of everything sent before it.
-pub const BARRIER: &[u8] = b"*2\r\n$4\r\nPING\r\n$18\r\nslotbridge-barrier\r\n";
+/// The command sent on a subscription connection after a subscription
+/// command (and on each at `QUIT`): `UNSUBSCRIBE` of a channel nobody
+/// subscribes (its name has a random part chosen at start-up), allowed in
+/// subscribed mode and while a node loads, without effect. Its reply comes
+/// after the confirmations of everything sent before it.
+pub fn barrier() -> Bytes {
+    barrier_parts().0.clone()
+}
 
-/// Whether `frame` is the reply to [`BARRIER`]: a bulk string, or `pong`
-/// and the argument while subscribed in RESP2 (a published message has
-/// three elements, so it never matches).
+/// The barrier command and its channel name.
+fn barrier_parts() -> &'static (Bytes, Vec<u8>) {
+    static BARRIER: std::sync::OnceLock<(Bytes, Vec<u8>)> = std::sync::OnceLock::new();
+    BARRIER.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let channel = format!("__slotbridge_barrier_{random:016x}").into_bytes();
+        let mut cmd = BytesMut::new();
+        reply::put_array(&mut cmd, 2);
+        reply::put_bulk(&mut cmd, b"UNSUBSCRIBE");
+        reply::put_bulk(&mut cmd, &channel);
+        (cmd.freeze(), channel)
+    })
+}
+
+/// Whether `frame` is the reply to the [`barrier`]: `unsubscribe`, its
+/// channel and a count, as an array (RESP2) or a push (RESP3).
 pub fn is_barrier(frame: &[u8]) -> bool {
-    frame == b"$18\r\nslotbridge-barrier\r\n"
-        || frame == b"*2\r\n$4\r\npong\r\n$18\r\nslotbridge-barrier\r\n"
+    let channel = &barrier_parts().1;
+    let Some(rest) = frame
+        .strip_prefix(b"*3\r\n$11\r\nunsubscribe\r\n")
+        .or_else(|| frame.strip_prefix(b">3\r\n$11\r\nunsubscribe\r\n"))
+    else {
+        return false;
+    };
+    let head = format!("${}\r\n", channel.len());
+    rest.strip_prefix(head.as_bytes())
+        .and_then(|r| r.strip_prefix(&channel[..]))
+        .and_then(|r| r.strip_prefix(b"\r\n:"))
+        .is_some()
 }
 
 /// How long commands wait at most for the confirmations of an earlier
@@ -72,6 +102,9 @@ pub struct PubSubState {
     barriers: HashMap<u32, u32>,
     /// When commands stop waiting for those barriers anyway.
     pub confirm_by: Option<tokio::time::Instant>,
+    /// They waited [`CONFIRM_WAIT`]: commands go on, and the replies of
+    /// the barriers still out are swallowed when they come.
+    gave_up: bool,
     /// Shard channels by the connection that was asked to subscribe them.
     carried: HashMap<u32, HashSet<Bytes>>,
     /// Shard channels of lost connections, until subscribed again.
@@ -96,6 +129,7 @@ impl Default for PubSubState {
             quit_waits: HashSet::new(),
             barriers: HashMap::new(),
             confirm_by: None,
+            gave_up: false,
             carried: HashMap::new(),
             orphans: HashSet::new(),
             next_id: GLOBAL + 1,
@@ -160,16 +194,22 @@ impl PubSubState {
     pub fn send_confirmed(&mut self, id: u32, cmd: Bytes) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
-            c.send(Bytes::from_static(BARRIER));
+            c.send(barrier());
             *self.barriers.entry(id).or_default() += 1;
             self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+            self.gave_up = false;
         }
     }
 
     /// Whether confirmations of the client's subscription commands may
     /// still be coming (its other commands wait for them).
     pub fn confirming(&self) -> bool {
-        !self.barriers.is_empty()
+        !self.barriers.is_empty() && !self.gave_up
+    }
+
+    /// Whether barrier replies are still due on connection `id`.
+    pub fn barriers_due(&self, id: u32) -> bool {
+        self.barriers.contains_key(&id)
     }
 
     /// A [`BARRIER`] reply arrived on connection `id`: whether it was one
@@ -185,15 +225,15 @@ impl PubSubState {
         true
     }
 
-    /// Stops waiting for confirmations: of connection `id` (lost), or of
-    /// all (`None`: waited long enough).
-    pub fn stop_confirming(&mut self, id: Option<u32>) {
-        match id {
-            Some(id) => {
-                self.barriers.remove(&id);
-            }
-            None => self.barriers.clear(),
-        }
+    /// A connection was lost: no barrier reply will come from it.
+    pub fn forget_barriers(&mut self, id: u32) {
+        self.barriers.remove(&id);
+    }
+
+    /// Commands stop waiting for confirmations ([`CONFIRM_WAIT`] passed);
+    /// replies of barriers still out are swallowed when they come.
+    pub fn give_up_confirming(&mut self) {
+        self.gave_up = true;
     }
 
     /// Connection `id` was asked to subscribe `channels` (shard channels).
@@ -400,6 +440,31 @@ pub fn subscribed_pong(msg: Option<&[u8]>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barrier_replies_are_recognised_and_nothing_else() {
+        let cmd = barrier();
+        let text = String::from_utf8(cmd.to_vec()).unwrap();
+        let channel = text.split("\r\n").nth(4).unwrap().to_string();
+        assert!(channel.starts_with("__slotbridge_barrier_"));
+        let reply = |head: &str, n: i64| {
+            format!(
+                "{head}3\r\n$11\r\nunsubscribe\r\n${}\r\n{channel}\r\n:{n}\r\n",
+                channel.len()
+            )
+        };
+        assert!(is_barrier(reply("*", 0).as_bytes()));
+        assert!(is_barrier(reply(">", 3).as_bytes()));
+        let message = format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$1\r\nx\r\n",
+            channel.len()
+        );
+        assert!(!is_barrier(message.as_bytes()));
+        assert!(!is_barrier(
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
+        ));
+        assert!(!is_barrier(b"$18\r\nslotbridge-barrier\r\n"));
+    }
 
     #[test]
     fn records_subscriptions() {

@@ -578,9 +578,12 @@ impl Session {
             }
             held = hold;
             let writable = !wbuf.is_empty() && !hold;
+            // A command that waits (for earlier replies or confirmations)
+            // stops reading once a megabyte is buffered behind it.
             let can_read = !self.core.closing
                 && self.core.pending.len() < max_pipeline
-                && wbuf.len() < OUTPUT_BACKPRESSURE;
+                && wbuf.len() < OUTPUT_BACKPRESSURE
+                && !(waiting && rbuf.len() >= OUTPUT_BACKPRESSURE);
             if can_read && !rbuf.is_empty() && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 // A command arrives in pieces or a pipeline streams in.
                 rbuf.reserve(READ_CHUNK.max(rbuf.len()));
@@ -705,7 +708,7 @@ impl Session {
                         if ps.confirming() && ps.confirm_by.is_some_and(|by| by <= now) {
                             // A node that does not answer does not hold
                             // the client's other commands.
-                            ps.stop_confirming(None);
+                            ps.give_up_confirming();
                         }
                     }
                     if self.core.quitting()
@@ -1176,7 +1179,7 @@ impl Core {
             return false;
         };
         for (id, conn) in &ps.conns {
-            conn.send(Bytes::from_static(subs::BARRIER));
+            conn.send(subs::barrier());
             ps.quit_waits.insert(*id);
         }
         self.quit_by = Some(tokio::time::Instant::now() + QUIT_WAIT);
@@ -2389,7 +2392,7 @@ impl Core {
                 if barrier && ps.barrier_passed(id) {
                     // The confirmations of a subscription command are in.
                 } else if ps.quit_waits.contains(&id)
-                    && !ps.confirming()
+                    && !ps.barriers_due(id)
                     && (barrier || frame.starts_with(b"-"))
                 {
                     // QUIT's barrier, or an error instead (-BUSY, -NOPERM):
@@ -2404,7 +2407,7 @@ impl Core {
             }
             PubSubEvent::Overflow => {
                 ps.quit_waits.clear();
-                ps.stop_confirming(None);
+                ps.give_up_confirming();
                 tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 self.ctx
@@ -2415,11 +2418,11 @@ impl Core {
                 self.closing = true;
             }
             PubSubEvent::Lost(_) if ps.quit_waits.contains(&id) => {
-                ps.stop_confirming(Some(id));
+                ps.forget_barriers(id);
                 self.quit_barrier_passed(id);
             }
             PubSubEvent::Lost(_) => {
-                ps.stop_confirming(Some(id));
+                ps.forget_barriers(id);
                 ps.lost(id);
                 retry_resubscribe(ps, id);
             }
