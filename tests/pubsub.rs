@@ -484,3 +484,24 @@ fn replies_after_subscription_commands_follow_their_confirmations() {
     r3.send(&pipeline);
     r3.expect(format!(">3\r\n{}{}:1\r\n_\r\n", bulk("subscribe"), bulk("ps:r3")).as_bytes());
 }
+
+#[test]
+fn a_confirmation_the_proxy_writes_itself_waits_for_earlier_ones() {
+    // SUNSUBSCRIBE of a channel never subscribed is answered by the proxy;
+    // pipelined after an SSUBSCRIBE it still comes second, with the count
+    // one server would give.
+    let mut c = RawClient::connect(env().1.port);
+    let mut pipeline = cmd(&["SSUBSCRIBE", "ps:own"]);
+    pipeline.extend(cmd(&["SUNSUBSCRIBE", "ps:never"]));
+    c.send(&pipeline);
+    c.expect(
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:1\r\n",
+            bulk("ssubscribe"),
+            bulk("ps:own"),
+            bulk("sunsubscribe"),
+            bulk("ps:never")
+        )
+        .as_bytes(),
+    );
+}

@@ -212,6 +212,12 @@ impl PubSubState {
         self.barriers.contains_key(&id)
     }
 
+    /// Whether the confirmations still coming are all on connection `id`
+    /// (commands sent there next are answered after them anyway).
+    pub fn confirming_only_on(&self, id: u32) -> bool {
+        self.barriers.keys().all(|&k| k == id)
+    }
+
     /// A [`BARRIER`] reply arrived on connection `id`: whether it was one
     /// sent after a subscription command (else it is `QUIT`'s).
     pub fn barrier_passed(&mut self, id: u32) -> bool {
@@ -408,6 +414,19 @@ pub fn allowed_while_subscribed(name: &[u8]) -> bool {
         b"reset",
     ];
     ALLOWED.iter().any(|a| name.eq_ignore_ascii_case(a))
+}
+
+/// Whether `name` is a classic (pattern) (un)subscribe, sent on the
+/// client's one classic subscription connection.
+pub fn is_classic_subscription_command(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Whether a command changes subscriptions (it waits until earlier replies

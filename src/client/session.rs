@@ -2229,10 +2229,16 @@ impl Core {
     /// Subscription commands wait until every earlier reply is written, so
     /// their confirmations (which bypass the reply queue) stay in order.
     fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
-        if self.confirming() && !subs::is_subscription_command(name) {
+        if let Some(ps) = self.pubsub.as_ref().filter(|p| p.confirming()) {
             // And other commands wait for the confirmations of earlier
-            // subscription commands, so that their replies follow them.
-            return true;
+            // subscription commands, so that their replies follow them;
+            // a classic one does not when those are all due on the classic
+            // connection, where it goes next.
+            let same_conn =
+                subs::is_classic_subscription_command(name) && ps.confirming_only_on(GLOBAL);
+            if !same_conn {
+                return true;
+            }
         }
         if self.pending.is_empty() {
             return false;
