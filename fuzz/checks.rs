@@ -595,6 +595,7 @@ pub fn merge_replies(data: &[u8]) {
         total_connections: 7,
         total_commands: 99,
         tracking_clients: 1,
+        tracking_keys: 2,
         masters: parts.len(),
         rules: Vec::new(),
     };

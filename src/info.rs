@@ -30,6 +30,8 @@ pub struct ProxyFacts {
     pub total_commands: u64,
     /// Clients with `CLIENT TRACKING` on.
     pub tracking_clients: usize,
+    /// Keys the proxy tracks for them.
+    pub tracking_keys: usize,
     /// Number of masters behind the proxy.
     pub masters: usize,
     /// Active co-location rule names.
@@ -215,6 +217,9 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         facts.total_connections.to_string()
                     } else if k == "total_commands_processed" {
                         facts.total_commands.to_string()
+                    } else if k == "tracking_total_keys" {
+                        // The clients' table is the proxy's, not the nodes'.
+                        facts.tracking_keys.to_string()
                     } else {
                         match sum_field(&all, name, k) {
                             Some(n) => n.to_string(),

@@ -189,6 +189,13 @@ fn tracking_commands_answer_as_redis() {
         .query(&mut proxy.conn())
         .unwrap();
     assert!(info.contains("\r\ntracking_clients:1\r\n"), "{info}");
+    t.roundtrip(&cmd(&["CLIENT", "CACHING", "yes"]), b"+OK\r\n");
+    t.roundtrip(&cmd(&["GET", "trk:info:k"]), b"_\r\n");
+    let stats: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(stats.contains("\r\ntracking_total_keys:1\r\n"), "{stats}");
     t.roundtrip(&cmd(&["RESET"]), b"+RESET\r\n");
     let info: String = redis::cmd("INFO")
         .arg("clients")

@@ -390,6 +390,7 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
         total_connections: ctx.stats.total_connections.load(Ordering::Relaxed),
         total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
         tracking_clients: ctx.tracker.clients(),
+        tracking_keys: ctx.tracker.keys(),
         masters: ctx.topology.load().shards().len(),
         rules: ctx.rules.rules().iter().map(|r| r.name.clone()).collect(),
     }

@@ -109,7 +109,8 @@ impl Tracker {
         self.clients.load(Ordering::Relaxed) > 0
     }
 
-    /// Keys remembered (`INFO`: `tracking_total_keys`).
+    /// Keys remembered (`INFO`: `tracking_total_keys`, which shows the
+    /// proxy's table rather than the nodes').
     pub fn keys(&self) -> usize {
         if !self.active() {
             return 0;
