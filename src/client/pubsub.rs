@@ -27,7 +27,7 @@ pub const GLOBAL: u32 = 0;
 pub const MONITOR: u32 = u32::MAX;
 
 /// The command sent on a subscription connection after a subscription
-/// command (and on each at `QUIT`): `UNSUBSCRIBE` of a channel nobody
+/// command: `UNSUBSCRIBE` of a channel nobody
 /// subscribes (its name has a random part chosen at start-up), allowed in
 /// subscribed mode and while a node loads, without effect. Its reply comes
 /// after the confirmations of everything sent before it.
@@ -92,11 +92,7 @@ pub struct PubSubState {
     confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
-    /// After `QUIT`: the connections whose [`BARRIER`] `PING` has not
-    /// come back (their confirmations of earlier (un)subscriptions are
-    /// written before `QUIT`'s `+OK`, as by one server).
-    pub quit_waits: HashSet<u32>,
-    /// [`BARRIER`]s sent after subscription commands whose reply has not
+    /// [`barrier`]s sent after subscription commands whose reply has not
     /// come back, per connection: until then the client's other commands
     /// wait, so that their replies follow the confirmations.
     barriers: HashMap<u32, u32>,
@@ -126,7 +122,6 @@ impl Default for PubSubState {
             swallow: HashMap::new(),
             confirmed_shard: Default::default(),
             monitoring: false,
-            quit_waits: HashSet::new(),
             barriers: HashMap::new(),
             confirm_by: None,
             gave_up: false,
@@ -190,7 +185,7 @@ impl PubSubState {
     }
 
     /// Sends a client's subscription command on connection `id`, then a
-    /// [`BARRIER`] (see [`PubSubState::confirming`]).
+    /// [`barrier`] (see [`PubSubState::confirming`]).
     pub fn send_confirmed(&mut self, id: u32, cmd: Bytes) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
@@ -207,19 +202,14 @@ impl PubSubState {
         !self.barriers.is_empty() && !self.gave_up
     }
 
-    /// Whether barrier replies are still due on connection `id`.
-    pub fn barriers_due(&self, id: u32) -> bool {
-        self.barriers.contains_key(&id)
-    }
-
     /// Whether the confirmations still coming are all on connection `id`
     /// (commands sent there next are answered after them anyway).
     pub fn confirming_only_on(&self, id: u32) -> bool {
         self.barriers.keys().all(|&k| k == id)
     }
 
-    /// A [`BARRIER`] reply arrived on connection `id`: whether it was one
-    /// sent after a subscription command (else it is `QUIT`'s).
+    /// A [`barrier`] reply arrived on connection `id`: whether one was due
+    /// there (else it is not the proxy's).
     pub fn barrier_passed(&mut self, id: u32) -> bool {
         match self.barriers.get_mut(&id) {
             Some(n) if *n > 1 => *n -= 1,

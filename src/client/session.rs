@@ -108,10 +108,6 @@ pub(super) enum Exit {
     Park,
 }
 
-/// How long `QUIT` waits at most for the confirmations of earlier
-/// (un)subscriptions (see [`Core::quit_barrier`]).
-const QUIT_WAIT: Duration = Duration::from_secs(2);
-
 /// How long a client must be quiet (nothing in flight or unwritten) before
 /// its session drops its active state.
 const PARK_AFTER: Duration = Duration::from_millis(250);
@@ -320,7 +316,6 @@ enum Target {
     Replica(u16),
 }
 
-/// One client connection's state (see [`run`]).
 /// Pipelined commands for one node's shared connection, waiting for the
 /// end of the input batch.
 struct Staged {
@@ -409,8 +404,6 @@ struct Core {
     last_tracked: u64,
     /// Invalidation pushes to write right after the reply numbered so.
     notices_after: VecDeque<(u64, Bytes)>,
-    /// When a `QUIT` waiting for subscription confirmations answers anyway.
-    quit_by: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -455,7 +448,6 @@ impl Session {
                 track_tx: false,
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
-                quit_by: None,
             },
         }
     }
@@ -558,11 +550,7 @@ impl Session {
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 return Ok(Exit::Closed);
             }
-            if self.core.closing
-                && self.core.pending.is_empty()
-                && wbuf.is_empty()
-                && !self.core.quitting()
-            {
+            if self.core.closing && self.core.pending.is_empty() && wbuf.is_empty() {
                 let _ = wr.shutdown().await;
                 return Ok(Exit::Closed);
             }
@@ -603,7 +591,6 @@ impl Session {
                 && rbuf.is_empty()
                 && self.core.oob.is_empty()
                 && !waiting
-                && !self.core.quitting()
                 && !self.core.confirming();
             let last_activity = *last_active;
             // The earliest of the timeouts that apply (parking, after
@@ -619,11 +606,7 @@ impl Session {
                 }
             }
             let confirm_by = self.core.pubsub.as_ref().and_then(|p| p.confirm_by);
-            let waits = [
-                self.core.quit_by.filter(|_| self.core.quitting()),
-                confirm_by.filter(|_| self.core.confirming()),
-            ];
-            for by in waits.into_iter().flatten() {
+            if let Some(by) = confirm_by.filter(|_| self.core.confirming()) {
                 if deadline.is_none_or(|d| by < d) {
                     deadline = Some(by);
                 }
@@ -710,16 +693,6 @@ impl Session {
                             // the client's other commands.
                             ps.give_up_confirming();
                         }
-                    }
-                    if self.core.quitting()
-                        && self
-                            .core
-                            .quit_by
-                            .is_some_and(|by| by <= tokio::time::Instant::now())
-                    {
-                        // A node that does not answer the barrier does not
-                        // hold the client: QUIT answers anyway.
-                        self.core.end_quit_wait();
                     }
                     if writable && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");
@@ -1071,10 +1044,12 @@ impl Core {
         if let Some(tx) = self.multi.as_mut() {
             // Queued: tracked when the transaction is (decided at MULTI,
             // as Redis applies CLIENT CACHING to the whole transaction).
-            if tx.track && self.scratch.readonly {
-                let keys = self.scratch.keys.iter();
-                tx.reads
-                    .extend(keys.map(|&k| Bytes::copy_from_slice(view.get(k))));
+            // Recorded now, before EXEC sends it: at worst the client hears
+            // of a change made before EXEC ran, a cache miss.
+            if tx.track && self.scratch.readonly && !self.scratch.keys.is_empty() {
+                tx.reads = true;
+                let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+                self.ctx.tracker.remember(self.client.info.id, keys);
             }
             return;
         }
@@ -1159,10 +1134,6 @@ impl Core {
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         match outcome {
             LocalOutcome::Reply(b) => self.ready(b),
-            LocalOutcome::Close(_) if cmd == Local::Quit && self.quit_barrier() => {
-                // +OK once the subscription connections answered.
-                self.closing = true;
-            }
             LocalOutcome::Close(b) => {
                 self.closing = true;
                 self.push(Pending::Close(b));
@@ -1170,52 +1141,10 @@ impl Core {
         }
     }
 
-    /// At `QUIT` with subscription connections: sends each a `PING` whose
-    /// reply marks the end of the confirmations still coming (a client
-    /// that unsubscribes and quits in one pipeline gets them all before
-    /// `+OK`). Returns whether there is anything to wait for.
-    fn quit_barrier(&mut self) -> bool {
-        let Some(ps) = self.pubsub.as_mut() else {
-            return false;
-        };
-        for (id, conn) in &ps.conns {
-            conn.send(subs::barrier());
-            ps.quit_waits.insert(*id);
-        }
-        self.quit_by = Some(tokio::time::Instant::now() + QUIT_WAIT);
-        !ps.quit_waits.is_empty()
-    }
-
-    /// `QUIT` stops waiting for subscription confirmations and answers.
-    fn end_quit_wait(&mut self) {
-        if let Some(ps) = self.pubsub.as_mut() {
-            ps.quit_waits.clear();
-        }
-        self.push(Pending::Close(Bytes::from_static(reply::OK)));
-    }
-
     /// Whether confirmations of earlier subscription commands may still
     /// be coming.
     fn confirming(&self) -> bool {
         self.pubsub.as_ref().is_some_and(|p| p.confirming())
-    }
-
-    /// Whether `QUIT` waits for subscription confirmations.
-    fn quitting(&self) -> bool {
-        self.pubsub
-            .as_ref()
-            .is_some_and(|p| !p.quit_waits.is_empty())
-    }
-
-    /// A subscription connection answered the `QUIT` barrier (or is gone):
-    /// once all have, `QUIT` answers and the connection closes.
-    fn quit_barrier_passed(&mut self, id: u32) {
-        let Some(ps) = self.pubsub.as_mut() else {
-            return;
-        };
-        if ps.quit_waits.remove(&id) && ps.quit_waits.is_empty() {
-            self.push(Pending::Close(Bytes::from_static(reply::OK)));
-        }
     }
 
     /// The address of a master, chosen round-robin by `n`.
@@ -1718,7 +1647,7 @@ impl Core {
             self.ready(Bytes::from_static(EXECABORT));
             return;
         }
-        let tracked = tx.track && !tx.reads.is_empty();
+        let tracked = tx.track && tx.reads;
         if pinned.is_none() && tx.spans_slots() {
             self.exec_per_slot(&tx, seq).await;
             if tracked {
@@ -1762,8 +1691,6 @@ impl Core {
                 if tracked {
                     // CLIENT CACHING YES before MULTI covers the whole
                     // transaction, as the client's own CACHING did.
-                    let keys = tx.reads.iter().map(|k| &k[..]);
-                    self.ctx.tracker.remember(self.client.info.id, keys);
                     sent.tracked = true;
                     self.track = true;
                 }
@@ -2227,7 +2154,9 @@ impl Core {
     }
 
     /// Subscription commands wait until every earlier reply is written, so
-    /// their confirmations (which bypass the reply queue) stay in order.
+    /// their confirmations (which bypass the reply queue) stay in order, and
+    /// the commands after them (`QUIT`, `RESET` too) wait for those
+    /// confirmations.
     fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
         if let Some(ps) = self.pubsub.as_ref().filter(|p| p.confirming()) {
             // And other commands wait for the confirmations of earlier
@@ -2397,13 +2326,6 @@ impl Core {
                 let barrier = subs::is_barrier(&frame);
                 if barrier && ps.barrier_passed(id) {
                     // The confirmations of a subscription command are in.
-                } else if ps.quit_waits.contains(&id)
-                    && !ps.barriers_due(id)
-                    && (barrier || frame.starts_with(b"-"))
-                {
-                    // QUIT's barrier, or an error instead (-BUSY, -NOPERM):
-                    // either way nothing sent before it is still coming.
-                    self.quit_barrier_passed(id);
                 } else if ps.swallows(id) {
                 } else if id == GLOBAL || id == MONITOR {
                     self.oob.extend_from_slice(&frame);
@@ -2412,7 +2334,6 @@ impl Core {
                 }
             }
             PubSubEvent::Overflow => {
-                ps.quit_waits.clear();
                 ps.give_up_confirming();
                 tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
@@ -2422,10 +2343,6 @@ impl Core {
                     .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
                 self.pending.clear();
                 self.closing = true;
-            }
-            PubSubEvent::Lost(_) if ps.quit_waits.contains(&id) => {
-                ps.forget_barriers(id);
-                self.quit_barrier_passed(id);
             }
             PubSubEvent::Lost(_) => {
                 ps.forget_barriers(id);

@@ -65,8 +65,8 @@ pub struct TxState {
     /// The client tracks this transaction's reads (`CLIENT TRACKING`; in
     /// `OPTIN` mode, `CLIENT CACHING YES` came right before `MULTI`).
     pub track: bool,
-    /// The keys its queued reads read (as stored), when tracked.
-    pub reads: Vec<Bytes>,
+    /// It queued reads whose keys the tracker recorded.
+    pub reads: bool,
 }
 
 impl TxState {
