@@ -505,3 +505,91 @@ fn a_confirmation_the_proxy_writes_itself_waits_for_earlier_ones() {
         .as_bytes(),
     );
 }
+
+/// Runs for ARGV[1] milliseconds (the node answers `-BUSY` meanwhile).
+const LONG_SCRIPT: &str = "local t = redis.call('TIME') \
+    local start = t[1] * 1000000 + t[2] \
+    while true do \
+      local n = redis.call('TIME') \
+      if n[1] * 1000000 + n[2] - start > tonumber(ARGV[1]) * 1000 then break end \
+    end \
+    return 1";
+
+/// A node that refuses a subscription command (a long script makes it
+/// answer `-BUSY`) gives the client one error and leaves it unsubscribed,
+/// as one server would: the refused barrier after the command does not
+/// reach the client. And a shard channel whose slot moved behind the
+/// proxy's back is subscribed on its new owner: no `-MOVED` reaches the
+/// client. Own cluster and proxy: a node is made busy and a slot moves.
+#[test]
+fn refused_and_redirected_subscriptions_keep_the_client_in_step() {
+    let cluster = Cluster::start(3, 0);
+    let dir = common::TempDir::new("pubsub-refused");
+    let config = dir.path().join("slotbridge.toml");
+    // The proxy's slot map stays as it is unless a reply tells otherwise.
+    std::fs::write(&config, "[topology]\nrefresh_interval_ms = 60000\n").unwrap();
+    let proxy = Proxy::start_with(&cluster, &["--config", config.to_str().unwrap()]);
+
+    // Classic subscriptions live on the owner of slot 0.
+    let home = cluster.node_for_slot(0);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("50")
+        .query(&mut cluster.conn(home))
+        .unwrap();
+    let mut sub = RawClient::connect(proxy.port);
+    sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    let mut busy = cluster.conn(home);
+    let script = std::thread::spawn(move || {
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(LONG_SCRIPT)
+            .arg(0)
+            .arg(1500)
+            .query(&mut busy);
+        r
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    sub.send(&cmd(&["SUBSCRIBE", "busy:a", "busy:b"]));
+    let first = sub.read_once(Duration::from_secs(5));
+    assert!(
+        first.starts_with(b"-BUSY ") && first.ends_with(b"\r\n"),
+        "{}",
+        common::escape(&first)
+    );
+    assert_eq!(script.join().unwrap().unwrap(), 1);
+    // Not subscribed: a plain PONG, and GET is allowed; nothing else came.
+    sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    sub.roundtrip(&cmd(&["GET", "busy:key"]), b"$-1\r\n");
+    let after = sub.read_available(Duration::from_millis(200));
+    assert!(after.is_empty(), "{}", common::escape(&after));
+    // The same client subscribes once the node is free again.
+    sub.roundtrip(
+        &cmd(&["SUBSCRIBE", "busy:a"]),
+        format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("busy:a")).as_bytes(),
+    );
+
+    // A shard channel's slot moves; the proxy still has the old owner.
+    let channel = "{moved}ch";
+    let slot = common::slot_of(channel.as_bytes());
+    let old = cluster.node_for_slot(slot);
+    let new = *cluster.master_ports().iter().find(|&&p| p != old).unwrap();
+    cluster.migrate_slot(slot, new);
+    let mut shard = RawClient::connect(proxy.port);
+    shard.roundtrip(
+        &cmd(&["SSUBSCRIBE", channel]),
+        format!("*3\r\n{}{}:1\r\n", bulk("ssubscribe"), bulk(channel)).as_bytes(),
+    );
+    let receivers: i64 = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg("hi")
+        .query(&mut cluster.conn(new))
+        .unwrap();
+    assert_eq!(receivers, 1);
+    shard.expect(format!("*3\r\n{}{}{}", bulk("smessage"), bulk(channel), bulk("hi")).as_bytes());
+    shard.roundtrip(
+        &cmd(&["SUNSUBSCRIBE", channel]),
+        format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk(channel)).as_bytes(),
+    );
+    shard.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+}

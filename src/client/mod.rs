@@ -5,6 +5,7 @@ pub mod durability;
 pub mod filter;
 pub mod keyspace;
 pub mod local;
+pub mod owed;
 pub mod pubsub;
 pub mod registry;
 pub mod retry;

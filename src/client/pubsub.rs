@@ -4,7 +4,8 @@
 //! Classic channels and patterns live on one connection to one master (a
 //! cluster broadcasts `PUBLISH` to every node); shard channels live on a
 //! connection to the master owning their slot. Every frame those
-//! connections read is forwarded to the client as is. When a connection is
+//! connections read is forwarded to the client as is, but for the replies
+//! to the proxy's own commands (see [`super::owed`]). When a connection is
 //! lost (failover), the session subscribes again on the current owner and
 //! the confirmations of that re-subscription are swallowed, so the client
 //! only notices that messages keep coming.
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::owed::{Change, Owed, Set, Verdict};
 use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
 use crate::backend::ConnOptions;
 use crate::protocol::reply;
@@ -84,18 +86,17 @@ pub struct PubSubState {
     pub shard_channels: HashMap<Bytes, u16>,
     /// Connections by id (`GLOBAL` or a shard connection id).
     pub conns: HashMap<u32, PubSubConn>,
-    /// Confirmations still to swallow per connection (after a re-subscribe).
-    pub swallow: HashMap<u32, usize>,
     /// Shard channels whose subscription the client has seen confirmed:
     /// its count in `ssubscribe`/`sunsubscribe` confirmations, which each
     /// node gives for its own channels only.
     confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
-    /// [`barrier`]s sent after subscription commands whose reply has not
-    /// come back, per connection: until then the client's other commands
-    /// wait, so that their replies follow the confirmations.
-    barriers: HashMap<u32, u32>,
+    /// The replies owed on each connection. A [`barrier`] follows every
+    /// subscription command; until the barriers after the client's have
+    /// answered, its other commands wait, so that their replies follow
+    /// the confirmations.
+    owed: Owed,
     /// When commands stop waiting for those barriers anyway.
     pub confirm_by: Option<tokio::time::Instant>,
     /// They waited [`CONFIRM_WAIT`]: commands go on, and the replies of
@@ -119,10 +120,9 @@ impl Default for PubSubState {
             patterns: BTreeSet::new(),
             shard_channels: HashMap::new(),
             conns: HashMap::new(),
-            swallow: HashMap::new(),
             confirmed_shard: Default::default(),
             monitoring: false,
-            barriers: HashMap::new(),
+            owed: Owed::default(),
             confirm_by: None,
             gave_up: false,
             carried: HashMap::new(),
@@ -177,53 +177,97 @@ impl PubSubState {
         id
     }
 
-    /// Sends `(S)SUBSCRIBE`-family command `cmd` on connection `id`.
-    pub fn send(&self, id: u32, cmd: Bytes) {
+    /// Sends a client's command that answers with one frame (`PING`) on
+    /// connection `id`.
+    pub fn send_ping(&mut self, id: u32, cmd: Bytes) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
+            self.owed.client(id, Change::default(), Some(1));
         }
     }
 
     /// Sends a client's subscription command on connection `id`, then a
-    /// [`barrier`] (see [`PubSubState::confirming`]).
-    pub fn send_confirmed(&mut self, id: u32, cmd: Bytes) {
+    /// [`barrier`] (see [`PubSubState::confirming`]). `change` is what the
+    /// command changed in the client's state ([`PubSubState::record`]),
+    /// undone if the node refuses it.
+    pub fn send_confirmed(&mut self, id: u32, cmd: Bytes, change: Change) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
             c.send(barrier());
-            *self.barriers.entry(id).or_default() += 1;
+            // One confirmation per name; an unsubscribe from all gives
+            // one per subscription the node has.
+            let expected = (!change.names.is_empty())
+                .then(|| u32::try_from(change.names.len()).ok())
+                .flatten();
+            self.owed.client(id, change, expected);
+            self.owed.barrier(id, true);
             self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
             self.gave_up = false;
+        }
+    }
+
+    /// Sends the proxy's own subscription of `names` (in `set`) on
+    /// connection `id`, then a barrier: every reply up to the barrier's
+    /// is swallowed.
+    pub fn send_own(&mut self, id: u32, set: Set, cmd: Bytes, names: Vec<Bytes>) {
+        if let Some(c) = self.conns.get(&id) {
+            c.send(cmd);
+            c.send(barrier());
+            self.owed.proxy(id, set, names);
+            self.owed.barrier(id, false);
         }
     }
 
     /// Whether confirmations of the client's subscription commands may
     /// still be coming (its other commands wait for them).
     pub fn confirming(&self) -> bool {
-        !self.barriers.is_empty() && !self.gave_up
+        !self.gave_up && self.owed.confirming()
     }
 
     /// Whether the confirmations still coming are all on connection `id`
     /// (commands sent there next are answered after them anyway).
     pub fn confirming_only_on(&self, id: u32) -> bool {
-        self.barriers.keys().all(|&k| k == id)
+        self.owed.confirming_only_on(id)
     }
 
-    /// A [`barrier`] reply arrived on connection `id`: whether one was due
-    /// there (else it is not the proxy's).
-    pub fn barrier_passed(&mut self, id: u32) -> bool {
-        match self.barriers.get_mut(&id) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                self.barriers.remove(&id);
-            }
-            None => return false,
+    /// Where a frame read from connection `id` goes (see [`Verdict`]).
+    /// A refused command's change is undone here.
+    pub fn verdict(&mut self, id: u32, frame: &[u8]) -> Verdict {
+        let verdict = self.owed.verdict(id, frame, is_barrier(frame));
+        if let Verdict::Refused(change) = &verdict {
+            self.undo(id, change);
         }
-        true
+        verdict
     }
 
-    /// A connection was lost: no barrier reply will come from it.
-    pub fn forget_barriers(&mut self, id: u32) {
-        self.barriers.remove(&id);
+    /// Undoes what a refused command on connection `id` changed.
+    fn undo(&mut self, id: u32, change: &Change) {
+        match change.set {
+            Some(Set::Channels) => {
+                change.added.iter().for_each(|n| {
+                    self.channels.remove(n);
+                });
+                self.channels.extend(change.removed.iter().cloned());
+            }
+            Some(Set::Patterns) => {
+                change.added.iter().for_each(|n| {
+                    self.patterns.remove(n);
+                });
+                self.patterns.extend(change.removed.iter().cloned());
+            }
+            Some(Set::Shard) => {
+                for n in &change.added {
+                    self.shard_channels.remove(n);
+                    self.uncarry(n);
+                }
+                for n in &change.removed {
+                    self.shard_channels
+                        .insert(n.clone(), crate::cluster::slot::slot(n));
+                }
+                self.carry(id, change.removed.iter());
+            }
+            None => {}
+        }
     }
 
     /// Commands stop waiting for confirmations ([`CONFIRM_WAIT`] passed);
@@ -267,7 +311,7 @@ impl PubSubState {
     /// again.
     pub fn lost(&mut self, id: u32) {
         self.conns.remove(&id);
-        self.swallow.remove(&id);
+        self.owed.forget(id);
         if let Some(set) = self.carried.remove(&id) {
             self.orphans.extend(set);
         }
@@ -300,32 +344,50 @@ impl PubSubState {
         self.events_tx.clone()
     }
 
-    /// Records the effect of a (un)subscribe command's arguments.
-    pub fn record(&mut self, name: &[u8], args: &[Bytes]) {
+    /// Records the effect of a (un)subscribe command's arguments and
+    /// returns it (to undo if the node refuses the command).
+    pub fn record(&mut self, name: &[u8], args: &[Bytes]) -> Change {
         let lower = name.to_ascii_lowercase();
-        match lower.as_slice() {
-            b"subscribe" => self.channels.extend(args.iter().cloned()),
-            b"psubscribe" => self.patterns.extend(args.iter().cloned()),
-            b"ssubscribe" => {
-                for a in args {
-                    self.shard_channels
-                        .insert(a.clone(), crate::cluster::slot::slot(a));
-                }
+        let (set, subscribe) = match lower.as_slice() {
+            b"subscribe" => (Set::Channels, true),
+            b"psubscribe" => (Set::Patterns, true),
+            b"ssubscribe" => (Set::Shard, true),
+            b"unsubscribe" => (Set::Channels, false),
+            b"punsubscribe" => (Set::Patterns, false),
+            b"sunsubscribe" => (Set::Shard, false),
+            _ => return Change::default(),
+        };
+        let mut change = Change {
+            set: Some(set),
+            subscribe,
+            names: args.to_vec(),
+            ..Change::default()
+        };
+        let all: Vec<Bytes> = match set {
+            _ if subscribe || !args.is_empty() => args.to_vec(),
+            Set::Channels => self.channels.iter().cloned().collect(),
+            Set::Patterns => self.patterns.iter().cloned().collect(),
+            Set::Shard => self.shard_channels.keys().cloned().collect(),
+        };
+        for name in all {
+            let had = match set {
+                Set::Channels if subscribe => !self.channels.insert(name.clone()),
+                Set::Patterns if subscribe => !self.patterns.insert(name.clone()),
+                Set::Shard if subscribe => self
+                    .shard_channels
+                    .insert(name.clone(), crate::cluster::slot::slot(&name))
+                    .is_some(),
+                Set::Channels => self.channels.remove(&name),
+                Set::Patterns => self.patterns.remove(&name),
+                Set::Shard => self.shard_channels.remove(&name).is_some(),
+            };
+            match (subscribe, had) {
+                (true, false) => change.added.push(name),
+                (false, true) => change.removed.push(name),
+                _ => {}
             }
-            b"unsubscribe" if args.is_empty() => self.channels.clear(),
-            b"unsubscribe" => args.iter().for_each(|a| {
-                self.channels.remove(a);
-            }),
-            b"punsubscribe" if args.is_empty() => self.patterns.clear(),
-            b"punsubscribe" => args.iter().for_each(|a| {
-                self.patterns.remove(a);
-            }),
-            b"sunsubscribe" if args.is_empty() => self.shard_channels.clear(),
-            b"sunsubscribe" => args.iter().for_each(|a| {
-                self.shard_channels.remove(a);
-            }),
-            _ => {}
         }
+        change
     }
 
     /// A frame from a shard connection with the count of an
@@ -355,17 +417,6 @@ impl PubSubState {
         out.put_slice(&frame[..ce]);
         reply::put_int(&mut out, self.confirmed_shard.len() as i64);
         out.freeze()
-    }
-
-    /// Whether a frame from connection `id` is a confirmation to swallow.
-    pub fn swallows(&mut self, id: u32) -> bool {
-        match self.swallow.get_mut(&id) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use super::connection::Resting;
 use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome, ReplyMode};
+use super::owed::{Change, Set, Verdict};
 use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR};
 use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
@@ -2190,8 +2191,12 @@ impl Core {
     /// `PING` while subscribed (RESP2): answered in the subscription stream.
     fn subscribed_ping(&mut self, raw: Bytes, view: &CommandView<'_>) {
         let msg = (view.len() > 1).then(|| view.get(1));
-        match self.pubsub.as_ref().and_then(|p| p.conns.get(&GLOBAL)) {
-            Some(conn) => conn.send(raw),
+        match self
+            .pubsub
+            .as_mut()
+            .filter(|p| p.conns.contains_key(&GLOBAL))
+        {
+            Some(ps) => ps.send_ping(GLOBAL, raw),
             None => self.oob.extend_from_slice(&subs::subscribed_pong(msg)),
         }
     }
@@ -2245,20 +2250,17 @@ impl Core {
         };
         let ps = self.pubsub.get_or_insert_with(Default::default);
         ps.global(&addr, &opts, proto);
-        ps.send_confirmed(GLOBAL, raw);
-        ps.record(view.get(0), &args);
+        let change = ps.record(view.get(0), &args);
+        ps.send_confirmed(GLOBAL, raw, change);
         self.client.info.set_subscribed(ps.active());
     }
 
     /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
     /// cluster node accepts them (channels of unserved slots get an error).
     async fn shard_subscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
-        let opts = self.ctx.topology.conn_options().clone();
-        let proto = self.client.proto;
         let groups = group_by(args, |ch| slot_of(ch));
         // One wait for a missing owner per command, not one per slot.
         let mut waited = false;
-        let mut sent = Vec::new();
         for (s, chans) in groups {
             let mut owner = self.ctx.topology.load().master(s).cloned();
             if owner.is_none() && !waited {
@@ -2269,15 +2271,21 @@ impl Core {
                 self.oob.extend_from_slice(&self.slot_unserved(s));
                 continue;
             };
-            let ps = self.pubsub.get_or_insert_with(Default::default);
-            let id = ps.shard_id(pool.addr(), &opts, proto);
-            ps.send_confirmed(id, subscribe_command(name, chans.iter()));
-            ps.carry(id, chans.iter());
-            sent.extend(chans);
+            self.send_shard_subscribe(name, pool.addr(), &chans);
         }
+        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
+        self.client.info.set_subscribed(active);
+    }
+
+    /// Sends `SSUBSCRIBE` of `chans` (of one slot) to the node at `addr`.
+    fn send_shard_subscribe(&mut self, name: &[u8], addr: &Arc<str>, chans: &[Bytes]) {
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
         let ps = self.pubsub.get_or_insert_with(Default::default);
-        ps.record(name, &sent);
-        self.client.info.set_subscribed(ps.active());
+        let id = ps.shard_id(addr, &opts, proto);
+        let change = ps.record(name, chans);
+        ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
+        ps.carry(id, chans.iter());
     }
 
     /// `SUNSUBSCRIBE [channel...]`: each channel on the connection that
@@ -2302,17 +2310,21 @@ impl Core {
         for ch in &named {
             match ps.carrier(ch) {
                 Some(id) => carried.push((id, ch.clone())),
-                None => local.extend_from_slice(&ps.local_sunsubscribe(ch, proto)),
+                None => {
+                    local.extend_from_slice(&ps.local_sunsubscribe(ch, proto));
+                    ps.record(name, std::slice::from_ref(ch));
+                }
             }
         }
         let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
-        for ((id, _), chans) in &groups {
-            ps.send_confirmed(*id, subscribe_command(name, chans.iter().map(|(_, ch)| ch)));
+        for ((id, _), chans) in groups {
+            let chans: Vec<Bytes> = chans.into_iter().map(|(_, ch)| ch).collect();
+            let change = ps.record(name, &chans);
+            ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
         }
         for ch in &named {
             ps.uncarry(ch);
         }
-        ps.record(name, &args);
         self.client.info.set_subscribed(ps.active());
         self.oob.extend_from_slice(&local);
     }
@@ -2322,17 +2334,21 @@ impl Core {
             return;
         };
         match event {
-            PubSubEvent::Frame(frame) => {
-                let barrier = subs::is_barrier(&frame);
-                if barrier && ps.barrier_passed(id) {
-                    // The confirmations of a subscription command are in.
-                } else if ps.swallows(id) {
-                } else if id == GLOBAL || id == MONITOR {
+            PubSubEvent::Frame(frame) => match ps.verdict(id, &frame) {
+                Verdict::Forward if id == GLOBAL || id == MONITOR => {
                     self.oob.extend_from_slice(&frame);
-                } else {
-                    self.oob.extend_from_slice(&ps.renumber(frame));
                 }
-            }
+                Verdict::Forward => self.oob.extend_from_slice(&ps.renumber(frame)),
+                Verdict::Swallow => {}
+                Verdict::OwnRefused(set, names) => {
+                    tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again");
+                    if set == Set::Shard {
+                        ps.keep_orphans(names);
+                    }
+                    retry_resubscribe(ps, id);
+                }
+                Verdict::Refused(change) => self.refused_subscription(id, frame, change),
+            },
             PubSubEvent::Overflow => {
                 ps.give_up_confirming();
                 tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
@@ -2345,12 +2361,50 @@ impl Core {
                 self.closing = true;
             }
             PubSubEvent::Lost(_) => {
-                ps.forget_barriers(id);
                 ps.lost(id);
                 retry_resubscribe(ps, id);
             }
             PubSubEvent::Resubscribe => self.resubscribe(id),
         }
+    }
+
+    /// A node refused a client's subscription command sent on connection
+    /// `id` (what it changed is undone): the error goes to the client, but
+    /// for shard channels whose slot moved (`-MOVED` never reaches a
+    /// client), which are subscribed on their new owner, or unsubscribed
+    /// by the proxy (the node had dropped them with the slot).
+    fn refused_subscription(&mut self, id: u32, frame: Bytes, change: Change) {
+        let proto = self.client.proto;
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        let redirect = super::retry::parse_redirect(&frame);
+        let shard = change.set == Some(Set::Shard);
+        if redirect.is_some() || frame.starts_with(b"-TRYAGAIN") {
+            self.ctx.topology.request_refresh();
+        }
+        match redirect {
+            Some(r) if shard && change.subscribe && !r.ask => {
+                let current = ps.conns.get(&id).map(|c| c.addr.clone());
+                let addr: Arc<str> = redirect_addr(&r, current.as_deref()).into();
+                tracing::debug!(client = %self.client.info.peer, node = %addr, "shard channels moved; subscribing on their new owner");
+                self.send_shard_subscribe(b"SSUBSCRIBE", &addr, &change.names);
+            }
+            Some(_) if shard && !change.subscribe => {
+                for ch in &change.names {
+                    ps.uncarry(ch);
+                    ps.record(b"sunsubscribe", std::slice::from_ref(ch));
+                    let frame = ps.local_sunsubscribe(ch, proto);
+                    self.oob.extend_from_slice(&frame);
+                }
+            }
+            Some(_) => self.oob.extend_from_slice(
+                b"-TRYAGAIN the slot of this channel is moving between nodes; subscribe again\r\n",
+            ),
+            None => self.oob.extend_from_slice(&frame),
+        }
+        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
+        self.client.info.set_subscribed(active);
     }
 
     /// Subscribes again after connection `id` was lost.
@@ -2373,18 +2427,20 @@ impl Core {
                 return;
             };
             let mut cmds = Vec::new();
-            if !ps.channels.is_empty() {
-                cmds.push(subscribe_command(b"SUBSCRIBE", ps.channels.iter()));
-            }
-            if !ps.patterns.is_empty() {
-                cmds.push(subscribe_command(b"PSUBSCRIBE", ps.patterns.iter()));
+            for (set, name, names) in [
+                (Set::Channels, &b"SUBSCRIBE"[..], &ps.channels),
+                (Set::Patterns, &b"PSUBSCRIBE"[..], &ps.patterns),
+            ] {
+                if !names.is_empty() {
+                    let cmd = subscribe_command(name, names.iter());
+                    cmds.push((set, cmd, names.iter().cloned().collect::<Vec<_>>()));
+                }
             }
             let count = ps.channels.len() + ps.patterns.len();
-            let conn = ps.global(home.addr(), &opts, proto);
-            for c in cmds {
-                conn.send(c);
+            ps.global(home.addr(), &opts, proto);
+            for (set, cmd, names) in cmds {
+                ps.send_own(GLOBAL, set, cmd, names);
             }
-            ps.swallow.insert(GLOBAL, count);
             tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
             return;
         }
@@ -2407,9 +2463,9 @@ impl Core {
                 continue;
             };
             let cid = ps.shard_id(pool.addr(), &opts, proto);
-            ps.send(cid, subscribe_command(b"SSUBSCRIBE", channels.iter()));
+            let cmd = subscribe_command(b"SSUBSCRIBE", channels.iter());
             ps.carry(cid, channels.iter());
-            *ps.swallow.entry(cid).or_default() += channels.len();
+            ps.send_own(cid, Set::Shard, cmd, channels.clone());
             tracing::info!(client = %self.client.info.peer, node = %pool.addr(), count = channels.len(), "re-subscribed shard channels after a lost connection");
         }
         if !waiting.is_empty() {

@@ -1,0 +1,339 @@
+//! The replies each subscription connection owes, in the order their
+//! commands were sent: so that every frame it reads is known to answer the
+//! client's command, the proxy's own re-subscription or a barrier, errors
+//! included. An error answers one whole command (a node refuses
+//! `SUBSCRIBE a b c` with one `-BUSY`, `-NOPERM` or `-MOVED`, where it
+//! would have confirmed each channel), so counting frames alone cannot
+//! tell whose an error is; the order of what was sent can.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+/// The subscription set a command changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Set {
+    /// Classic channels (`SUBSCRIBE`).
+    Channels,
+    /// Patterns (`PSUBSCRIBE`).
+    Patterns,
+    /// Shard channels (`SSUBSCRIBE`).
+    Shard,
+}
+
+/// What a client's subscription command changed in its state when it was
+/// sent, to undo if the node refuses it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Change {
+    /// The set changed (`None`: the command changes none, e.g. `PING`).
+    pub set: Option<Set>,
+    /// A subscribe (else an unsubscribe).
+    pub subscribe: bool,
+    /// Every name the command carried.
+    pub names: Vec<Bytes>,
+    /// Names it added that the client did not have.
+    pub added: Vec<Bytes>,
+    /// Names it removed that the client had.
+    pub removed: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Client(Change),
+    /// The proxy's own re-subscription of `names` in a set.
+    Proxy(Set, Vec<Bytes>),
+    /// A barrier; `client`: after a client's command (its later commands
+    /// wait for it).
+    Barrier {
+        client: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    /// Frames the command answers with, when known (one per name).
+    expected: Option<u32>,
+    got: u32,
+}
+
+/// Where a frame read from a subscription connection goes.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// To the client (a message, or a reply to its command).
+    Forward,
+    /// Nowhere: it answers the proxy's own command.
+    Swallow,
+    /// To the client, after undoing `Change`: its command was refused.
+    Refused(Change),
+    /// Nowhere, but the proxy's re-subscription of these names failed
+    /// and must be tried again.
+    OwnRefused(Set, Vec<Bytes>),
+}
+
+/// The replies owed on every subscription connection of one client.
+#[derive(Debug, Default)]
+pub struct Owed {
+    conns: HashMap<u32, VecDeque<Entry>>,
+}
+
+impl Owed {
+    /// A client's command was sent on connection `id`.
+    pub fn client(&mut self, id: u32, change: Change, expected: Option<u32>) {
+        self.push(id, Kind::Client(change), expected);
+    }
+
+    /// The proxy's own subscription of `names` was sent on connection `id`.
+    pub fn proxy(&mut self, id: u32, set: Set, names: Vec<Bytes>) {
+        let expected = u32::try_from(names.len()).ok();
+        self.push(id, Kind::Proxy(set, names), expected);
+    }
+
+    /// A barrier was sent on connection `id`.
+    pub fn barrier(&mut self, id: u32, client: bool) {
+        self.push(id, Kind::Barrier { client }, Some(1));
+    }
+
+    fn push(&mut self, id: u32, kind: Kind, expected: Option<u32>) {
+        self.conns.entry(id).or_default().push_back(Entry {
+            kind,
+            expected,
+            got: 0,
+        });
+    }
+
+    /// Whether a barrier sent after a client's command is still out.
+    pub fn confirming(&self) -> bool {
+        self.conns.values().any(has_client_barrier)
+    }
+
+    /// Whether every client barrier still out is on connection `id`.
+    pub fn confirming_only_on(&self, id: u32) -> bool {
+        self.conns
+            .iter()
+            .all(|(k, q)| *k == id || !has_client_barrier(q))
+    }
+
+    /// Connection `id` was lost: it owes nothing any more.
+    pub fn forget(&mut self, id: u32) {
+        self.conns.remove(&id);
+    }
+
+    /// Where `frame`, read from connection `id`, goes; `barrier`: it is
+    /// the reply a barrier gets when the node runs it.
+    pub fn verdict(&mut self, id: u32, frame: &[u8], barrier: bool) -> Verdict {
+        if is_message(frame) {
+            return Verdict::Forward;
+        }
+        let Some(queue) = self.conns.get_mut(&id) else {
+            return Verdict::Forward;
+        };
+        let verdict = if barrier {
+            match queue
+                .iter()
+                .position(|e| matches!(e.kind, Kind::Barrier { .. }))
+            {
+                Some(at) => {
+                    // Everything before it has answered.
+                    queue.drain(..=at);
+                    Verdict::Swallow
+                }
+                None => Verdict::Forward,
+            }
+        } else {
+            answer(queue, is_error(frame))
+        };
+        if queue.is_empty() {
+            self.conns.remove(&id);
+        }
+        verdict
+    }
+}
+
+fn has_client_barrier(queue: &VecDeque<Entry>) -> bool {
+    queue
+        .iter()
+        .any(|e| matches!(e.kind, Kind::Barrier { client: true }))
+}
+
+/// The owner of a reply (not a barrier's success) at the head of `queue`.
+fn answer(queue: &mut VecDeque<Entry>, error: bool) -> Verdict {
+    loop {
+        let Some(head) = queue.front_mut() else {
+            return Verdict::Forward;
+        };
+        if let Kind::Barrier { .. } = head.kind {
+            if !error {
+                // Nothing is owed before the barrier: not a reply the
+                // proxy knows of.
+                return Verdict::Forward;
+            }
+            queue.pop_front();
+            return Verdict::Swallow;
+        }
+        if error && head.got > 0 {
+            // A command of unknown reply count (an unsubscribe from all)
+            // has answered: the error is the next one's.
+            queue.pop_front();
+            continue;
+        }
+        if error {
+            return match queue.pop_front().map(|e| e.kind) {
+                Some(Kind::Client(change)) => Verdict::Refused(change),
+                Some(Kind::Proxy(set, names)) => Verdict::OwnRefused(set, names),
+                _ => Verdict::Forward,
+            };
+        }
+        head.got += 1;
+        let client = matches!(head.kind, Kind::Client(_));
+        if head.expected == Some(head.got) {
+            queue.pop_front();
+        }
+        return if client {
+            Verdict::Forward
+        } else {
+            Verdict::Swallow
+        };
+    }
+}
+
+/// Whether `frame` is an error (RESP2 or RESP3).
+fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-' | b'!'))
+}
+
+/// Whether `frame` is a published message (`message`, `pmessage` or
+/// `smessage`), which answers no command.
+pub fn is_message(frame: &[u8]) -> bool {
+    let Some(rest) = frame
+        .strip_prefix(b"*")
+        .or_else(|| frame.strip_prefix(b">"))
+    else {
+        return false;
+    };
+    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let kind = rest.get(nl + 1..).unwrap_or_default();
+    kind.starts_with(b"$7\r\nmessage\r\n")
+        || kind.starts_with(b"$8\r\npmessage\r\n")
+        || kind.starts_with(b"$8\r\nsmessage\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB_A: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n";
+    const SUB_B: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n";
+    const MSG: &[u8] = b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n";
+    const BUSY: &[u8] = b"-BUSY Redis is busy running a script.\r\n";
+
+    fn change(names: &[&str]) -> Change {
+        let names: Vec<Bytes> = names.iter().map(|n| Bytes::from(n.to_string())).collect();
+        Change {
+            set: Some(Set::Channels),
+            subscribe: true,
+            added: names.clone(),
+            names,
+            removed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn confirmations_then_the_barrier() {
+        let mut owed = Owed::default();
+        owed.client(0, change(&["a", "b"]), Some(2));
+        owed.barrier(0, true);
+        assert!(owed.confirming());
+        assert_eq!(owed.verdict(0, SUB_A, false), Verdict::Forward);
+        assert_eq!(owed.verdict(0, MSG, false), Verdict::Forward);
+        assert_eq!(owed.verdict(0, SUB_B, false), Verdict::Forward);
+        assert!(owed.confirming());
+        assert_eq!(owed.verdict(0, b"*3\r\n...", true), Verdict::Swallow);
+        assert!(!owed.confirming());
+        // Nothing owed: forwarded as it is.
+        assert_eq!(owed.verdict(0, SUB_A, false), Verdict::Forward);
+    }
+
+    #[test]
+    fn a_refused_command_and_its_refused_barrier() {
+        // A node running a long script refuses both.
+        let mut owed = Owed::default();
+        owed.client(0, change(&["a", "b"]), Some(2));
+        owed.barrier(0, true);
+        assert_eq!(
+            owed.verdict(0, BUSY, false),
+            Verdict::Refused(change(&["a", "b"]))
+        );
+        assert!(owed.confirming());
+        assert_eq!(owed.verdict(0, BUSY, false), Verdict::Swallow);
+        assert!(!owed.confirming());
+    }
+
+    #[test]
+    fn an_error_after_an_unsubscribe_from_all_is_the_next_commands() {
+        let mut owed = Owed::default();
+        owed.client(0, Change::default(), None);
+        owed.barrier(0, true);
+        owed.client(0, change(&["a"]), Some(1));
+        owed.barrier(0, true);
+        let unsub = b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n:0\r\n";
+        assert_eq!(owed.verdict(0, unsub, false), Verdict::Forward);
+        assert_eq!(owed.verdict(0, BUSY, false), Verdict::Swallow);
+        assert_eq!(
+            owed.verdict(0, BUSY, false),
+            Verdict::Refused(change(&["a"]))
+        );
+        assert_eq!(owed.verdict(0, BUSY, false), Verdict::Swallow);
+        assert!(!owed.confirming());
+    }
+
+    #[test]
+    fn the_proxys_own_resubscription_is_swallowed_exactly() {
+        let mut owed = Owed::default();
+        owed.proxy(3, Set::Shard, vec![Bytes::from_static(b"s")]);
+        owed.barrier(3, false);
+        assert!(!owed.confirming());
+        owed.client(3, change(&["t"]), Some(1));
+        owed.barrier(3, true);
+        let conf = b">3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n";
+        assert_eq!(owed.verdict(3, conf, false), Verdict::Swallow);
+        assert_eq!(owed.verdict(3, b"", true), Verdict::Swallow);
+        // The client's own confirmation is not taken for the proxy's.
+        assert_eq!(owed.verdict(3, conf, false), Verdict::Forward);
+        assert!(owed.confirming_only_on(3) && !owed.confirming_only_on(0));
+        owed.forget(3);
+        assert!(!owed.confirming());
+    }
+
+    #[test]
+    fn a_refused_resubscription_is_reported() {
+        let mut owed = Owed::default();
+        owed.proxy(0, Set::Patterns, vec![Bytes::from_static(b"p*")]);
+        owed.barrier(0, false);
+        assert_eq!(
+            owed.verdict(0, BUSY, false),
+            Verdict::OwnRefused(Set::Patterns, vec![Bytes::from_static(b"p*")])
+        );
+        assert_eq!(owed.verdict(0, BUSY, false), Verdict::Swallow);
+    }
+
+    #[test]
+    fn messages_are_told_from_replies() {
+        assert!(is_message(MSG));
+        assert!(is_message(
+            b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"
+        ));
+        assert!(is_message(
+            b"*4\r\n$8\r\npmessage\r\n$2\r\na*\r\n$1\r\na\r\n$1\r\nx\r\n"
+        ));
+        assert!(is_message(
+            b">3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$1\r\nx\r\n"
+        ));
+        assert!(!is_message(SUB_A));
+        assert!(!is_message(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"));
+        assert!(!is_message(BUSY));
+        assert!(!is_message(b""));
+    }
+}
