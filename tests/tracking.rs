@@ -206,7 +206,10 @@ fn tracking_commands_answer_as_redis() {
 
 #[test]
 fn a_flush_or_a_lost_tracking_connection_flushes_client_caches() {
-    let proxy = proxy();
+    // Its own cluster: FLUSHALL and CLIENT KILL reach every tracking
+    // connection of a node, other tests' proxies' too.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
     let [a, ..] = keys("flush");
     let mut r = tracking_client(&proxy, &[]);
     r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
@@ -217,12 +220,12 @@ fn a_flush_or_a_lost_tracking_connection_flushes_client_caches() {
     // The node drops the proxy's connections: whatever that connection
     // tracked can no longer be invalidated, so the client flushes.
     r.roundtrip(&cmd(&["GET", &a]), b"_\r\n");
-    let node = cluster().node_for_key(a.as_bytes());
+    let node = cluster.node_for_key(a.as_bytes());
     let _: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("normal")
-        .query(&mut cluster().conn(node))
+        .query(&mut cluster.conn(node))
         .unwrap();
     r.expect(FLUSH);
     // A new connection tracks again.
