@@ -11,6 +11,9 @@
 #                see `bash benches/load.sh --help`
 #   make bench-memory  benches/memory.sh: proxy RSS with N (10000) idle
 #                client connections, after one GET each and after close
+#   make bench-reference  benches/reference.sh: slotbridge, twemproxy
+#                (Debian's nutcracker, installed if missing) and one Redis
+#                side by side in one run (about 4 minutes)
 #   make fmt     format the code
 #   make lint    fmt check + clippy
 
@@ -18,7 +21,7 @@ CARGO ?= cargo
 BASE_PORT ?= 7000
 TEST_THREADS ?= 2
 
-.PHONY: run test bench bench-memory fmt lint ensure-redis
+.PHONY: run test bench bench-memory bench-reference fmt lint ensure-redis
 
 ensure-redis:
 	bash scripts/ensure-redis.sh
@@ -37,6 +40,9 @@ bench:
 
 bench-memory:
 	bash benches/memory.sh
+
+bench-reference: ensure-redis
+	bash benches/reference.sh
 
 fmt:
 	$(CARGO) fmt
