@@ -1,8 +1,11 @@
 //! Script bodies the proxy has seen, so an `EVALSHA` that meets `NOSCRIPT`
 //! on a node (after a failover, or on a node that joined later; Redis 7
 //! does not replicate its script cache) can be retried after loading it.
+//! Function libraries loaded through the proxy likewise, so an `FCALL` on a
+//! master that joined after the `FUNCTION LOAD` (a node that replaced
+//! another, or one added to scale out) loads them there and runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -17,6 +20,23 @@ pub struct ScriptCache {
     by_sha: Mutex<HashMap<[u8; 40], Bytes>>,
     /// Client script SHA1 → SHA1 of its wrapped body (co-location rules).
     wrapped: Mutex<HashMap<[u8; 40], [u8; 40]>>,
+    /// Function library name → code, as last loaded through the proxy.
+    libraries: Mutex<BTreeMap<Bytes, Bytes>>,
+}
+
+/// Most remembered function libraries (bounds memory against abuse; apps
+/// load a few).
+pub const MAX_LIBRARIES: usize = 1_000;
+
+/// The library name in the first line of a function library's code
+/// (`#!lua name=mylib`).
+pub fn library_name(code: &[u8]) -> Option<&[u8]> {
+    let first = code.split(|&b| b == b'\n').next()?;
+    let first = first.strip_prefix(b"#!")?;
+    first
+        .split(|b| b.is_ascii_whitespace())
+        .find_map(|word| word.strip_prefix(b"name="))
+        .filter(|name| !name.is_empty())
 }
 
 /// Lower-case hex SHA1 of a script body, as Redis names scripts.
@@ -97,6 +117,44 @@ impl ScriptCache {
             .clear();
     }
 
+    /// Remembers a function library's code from `FUNCTION LOAD`. Without
+    /// `REPLACE`, a library of that name already known is kept: the
+    /// nodes refuse to load another over it.
+    pub fn remember_library(&self, code: &Bytes, replace: bool) {
+        let Some(name) = library_name(code) else {
+            return;
+        };
+        let mut map = self.libraries.lock().unwrap_or_else(|p| p.into_inner());
+        if !replace && map.contains_key(name) {
+            return;
+        }
+        if map.len() >= MAX_LIBRARIES && !map.contains_key(name) {
+            map.clear();
+        }
+        map.insert(Bytes::copy_from_slice(name), code.clone());
+    }
+
+    /// Forgets a library (`FUNCTION DELETE`), or all (`FUNCTION FLUSH`).
+    pub fn forget_libraries(&self, name: Option<&[u8]>) {
+        let mut map = self.libraries.lock().unwrap_or_else(|p| p.into_inner());
+        match name {
+            Some(name) => {
+                map.remove(name);
+            }
+            None => map.clear(),
+        }
+    }
+
+    /// The code of every remembered library.
+    pub fn libraries(&self) -> Vec<Bytes> {
+        self.libraries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// The body of a script by its SHA1 (any case).
     pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
         let key: [u8; 40] = sha.to_ascii_lowercase().try_into().ok()?;
@@ -111,6 +169,35 @@ impl ScriptCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libraries_are_remembered_by_name() {
+        let cache = ScriptCache::default();
+        let v1 = Bytes::from_static(
+            b"#!lua name=lib\nredis.register_function('f', function() return 1 end)",
+        );
+        let v2 = Bytes::from_static(
+            b"#!lua  name=lib\nredis.register_function('f', function() return 2 end)",
+        );
+        let other = Bytes::from_static(
+            b"#!lua name=other\nredis.register_function('g', function() return 3 end)",
+        );
+        cache.remember_library(&v1, false);
+        // Refused by the nodes without REPLACE: not remembered.
+        cache.remember_library(&v2, false);
+        assert_eq!(cache.libraries(), vec![v1.clone()]);
+        cache.remember_library(&v2, true);
+        cache.remember_library(&other, false);
+        cache.remember_library(&Bytes::from_static(b"return 1"), true);
+        assert_eq!(cache.libraries(), vec![v2, other.clone()]);
+        cache.forget_libraries(Some(b"lib"));
+        assert_eq!(cache.libraries(), vec![other]);
+        cache.forget_libraries(None);
+        assert!(cache.libraries().is_empty());
+        assert_eq!(library_name(b"#!lua name=x"), Some(&b"x"[..]));
+        assert_eq!(library_name(b"#!lua name=\n"), None);
+        assert_eq!(library_name(b"lua name=x"), None);
+    }
 
     #[test]
     fn sha_matches_redis() {

@@ -278,7 +278,27 @@ fn replaced_master_is_followed_without_restart() {
         }
         let _: () = mset.query(&mut c).unwrap();
     }
+    // A function library and a script loaded through the proxy before the
+    // node that will own their keys joined: Redis copies neither to it.
+    let library = "#!lua name=repl\n\
+        redis.register_function('repl_get', function(keys) return redis.call('GET', keys[1]) end)";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "repl");
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
     let old = cluster.master_ports()[0];
+    let moved = keys
+        .iter()
+        .find(|k| cluster.node_for_key(k.as_bytes()) == old)
+        .unwrap()
+        .clone();
     let new = cluster.add_node();
     let n = cluster.nslots(old);
     cluster.reshard(old, new, n);
@@ -288,6 +308,28 @@ fn replaced_master_is_followed_without_restart() {
     for (k, v) in keys.iter().zip(&got) {
         assert_eq!(v.as_deref(), Some(format!("v-{k}").as_str()), "{k}");
     }
+    // The proxy loads them on the new node when it lacks them.
+    for _ in 0..2 {
+        let v: String = redis::cmd("FCALL")
+            .arg("repl_get")
+            .arg(1)
+            .arg(&moved)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, format!("v-{moved}"));
+        let v: String = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(&moved)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, format!("v-{moved}"));
+    }
+    let libs: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query(&mut cluster.conn(new))
+        .unwrap();
+    assert!(format!("{libs:?}").contains("repl_get"), "{libs:?}");
     let _: () = redis::cmd("SET")
         .arg(key_for_slot(0, "after-"))
         .arg("1")

@@ -57,7 +57,7 @@ pub fn classify(r: &Reply) -> Outcome<'_> {
     const LATER: [&[u8]; 4] = [b"-TRYAGAIN", b"-CLUSTERDOWN", b"-LOADING", b"-MASTERDOWN"];
     if LATER.iter().any(|p| r.data.starts_with(p)) {
         Outcome::NotExecuted
-    } else if r.data.starts_with(b"-NOSCRIPT") {
+    } else if r.data.starts_with(b"-NOSCRIPT") || r.data.starts_with(b"-ERR Function not found") {
         Outcome::NoScript
     } else {
         Outcome::Deliver

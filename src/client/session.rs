@@ -155,6 +155,9 @@ enum Post {
     },
     /// On `NOSCRIPT`, load this script's body and retry.
     EvalSha(Bytes),
+    /// On `Function not found`, load the libraries the proxy knows and
+    /// retry.
+    Fcall,
 }
 
 /// A command sent to one node, kept for redirections and retries.
@@ -926,6 +929,8 @@ impl Core {
                     sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_fcall(&view) {
+                    sent.post = Post::Fcall;
                 } else if is_eval(&view) {
                     self.ctx
                         .scripts
@@ -955,6 +960,8 @@ impl Core {
                 sent.readonly = self.scratch.readonly;
                 if is_evalsha(&view) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_fcall(&view) {
+                    sent.post = Post::Fcall;
                 } else if is_eval(&view) {
                     self.ctx
                         .scripts
@@ -994,6 +1001,21 @@ impl Core {
                 let merge = match name {
                     "script|flush" => {
                         self.ctx.scripts.clear();
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|load" if view.len() >= 3 => {
+                        let replace = (2..view.len() - 1)
+                            .any(|i| view.get(i).eq_ignore_ascii_case(b"replace"));
+                        let code = raw.slice(args[view.len() - 1].0..args[view.len() - 1].1);
+                        self.ctx.scripts.remember_library(&code, replace);
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|delete" if view.len() == 3 => {
+                        self.ctx.scripts.forget_libraries(Some(view.get(2)));
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|flush" => {
+                        self.ctx.scripts.forget_libraries(None);
                         MergeKind::Fanout(kind)
                     }
                     "config|resetstat" => {
@@ -2782,6 +2804,11 @@ fn is_eval(view: &CommandView<'_>) -> bool {
     n.eq_ignore_ascii_case(b"eval") || n.eq_ignore_ascii_case(b"eval_ro")
 }
 
+fn is_fcall(view: &CommandView<'_>) -> bool {
+    let n = view.get(0);
+    n.eq_ignore_ascii_case(b"fcall") || n.eq_ignore_ascii_case(b"fcall_ro")
+}
+
 fn is_script_load(view: &CommandView<'_>) -> bool {
     view.len() == 3
         && view.get(0).eq_ignore_ascii_case(b"script")
@@ -2870,19 +2897,36 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             }
         }
         Outcome::NoScript => {
-            let Post::EvalSha(sha) = &sent.post else {
-                return Next::Done(r.data.clone());
+            let loads: Vec<Bytes> = match &sent.post {
+                Post::EvalSha(sha) => ctx
+                    .scripts
+                    .get(sha)
+                    .map(|body| reply::command([&b"SCRIPT"[..], b"LOAD", &body]))
+                    .into_iter()
+                    .collect(),
+                // The node lacks the libraries (it joined after they were
+                // loaded): all the proxy knows, since which one holds the
+                // function is known only to the nodes.
+                Post::Fcall => ctx
+                    .scripts
+                    .libraries()
+                    .iter()
+                    .map(|code| reply::command([&b"FUNCTION"[..], b"LOAD", b"REPLACE", code]))
+                    .collect(),
+                _ => Vec::new(),
             };
-            let Some(body) = ctx.scripts.get(sha) else {
+            if loads.is_empty() {
                 return Next::Done(r.data.clone());
-            };
+            }
             sent.attempts += 1;
-            let load = reply::command([&b"SCRIPT"[..], b"LOAD", &body]);
-            let mut payload = BytesMut::with_capacity(load.len() + sent.payload.len());
-            payload.extend_from_slice(&load);
+            let len = loads.iter().map(|l| l.len()).sum::<usize>() + sent.payload.len();
+            let mut payload = BytesMut::with_capacity(len);
+            for load in &loads {
+                payload.extend_from_slice(load);
+            }
             payload.extend_from_slice(&sent.payload);
             sent.payload = payload.freeze();
-            sent.skip += 1;
+            sent.skip += loads.len() as u32;
             sent.post = Post::None;
             Next::Resend {
                 to: sent.target(),
@@ -2956,7 +3000,7 @@ fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 /// Applies the per-command work on a reply that goes to the client.
 fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
-        Post::None | Post::EvalSha(_) => Next::Done(r.data.clone()),
+        Post::None | Post::EvalSha(_) | Post::Fcall => Next::Done(r.data.clone()),
         Post::Scan {
             node,
             nodes,
