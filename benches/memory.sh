@@ -119,11 +119,17 @@ if soft < want:
 
 
 def rss_kib():
+    """VmRSS, RssAnon and RssFile (mapped files: mostly the binary's code,
+    shared with the page cache) in KiB."""
+    fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    fail("no VmRSS for the proxy")
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                fields[key] = int(line.split()[1])
+    if "VmRSS" not in fields:
+        fail("no VmRSS for the proxy")
+    return f'{fields["VmRSS"]} {fields.get("RssAnon", -1)} {fields.get("RssFile", -1)}'
 
 
 def command(*args):
@@ -209,8 +215,8 @@ phase("closed")
 PY
     die "the client failed"
 
-kib() {
-    awk -v p="$1" '$1 == p { print $2; found = 1 } END { exit !found }' "$RESULTS" ||
+kib() { # phase, column (2 VmRSS, 3 RssAnon, 4 RssFile)
+    awk -v p="$1" -v c="${2:-2}" '$1 == p { print $c; found = 1 } END { exit !found }' "$RESULTS" ||
         die "no '$1' measurement"
 }
 start="$(kib start)"
@@ -239,4 +245,9 @@ function row(key, label, v, target_mib) {
         sprintf("%.2f", (v - s) / n), sprintf("growth <= %.1f MiB", target_mib),
         ((v - s) / 1024 <= target_mib) ? "yes" : "NO"
 }'
+echo "of which anonymous memory / mapped files (RssAnon / RssFile, MiB):" \
+    "start $(kib start 3 | awk '{ printf "%.1f", $1 / 1024 }') / $(kib start 4 | awk '{ printf "%.1f", $1 / 1024 }')," \
+    "idle $(kib idle 3 | awk '{ printf "%.1f", $1 / 1024 }') / $(kib idle 4 | awk '{ printf "%.1f", $1 / 1024 }')," \
+    "after one GET each $(kib get 3 | awk '{ printf "%.1f", $1 / 1024 }') / $(kib get 4 | awk '{ printf "%.1f", $1 / 1024 }')," \
+    "after close $(kib closed 3 | awk '{ printf "%.1f", $1 / 1024 }') / $(kib closed 4 | awk '{ printf "%.1f", $1 / 1024 }')"
 echo "proxy peak RSS (VmHWM): $(($(rss_kib "$PROXY_PID" VmHWM) / 1024)) MiB"

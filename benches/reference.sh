@@ -27,6 +27,7 @@ ROUNDS="${ROUNDS:-3}"
 if ! command -v nutcracker >/dev/null 2>&1; then
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         log "installing twemproxy (Debian package nutcracker)"
+        apt-get update >/dev/null || true
         DEBIAN_FRONTEND=noninteractive apt-get install -y nutcracker >/dev/null ||
             die "apt-get install nutcracker failed"
     else
@@ -37,8 +38,12 @@ require_tools redis-server redis-cli redis-benchmark nutcracker
 bench_setup
 TW_PIDS=()
 reference_cleanup() {
-    local pid
+    local status=$? pid
     for pid in "${TW_PIDS[@]+"${TW_PIDS[@]}"}"; do stop_pid "$pid"; done
+    # bench_cleanup exits with the status it finds in $?: run it right
+    # after a command failing with that status (in a || list, which set -e
+    # allows).
+    (exit "$status") || bench_cleanup
     bench_cleanup
 }
 trap reference_cleanup EXIT
@@ -49,9 +54,10 @@ start_single
 start_proxy
 
 # twemproxy: three standalone servers, keys spread by crc16 modulo 3.
-TW_BASE="$(free_ports 4)"
-reserve_ports "$TW_BASE" 4
+TW_BASE="$(free_ports 5)"
+reserve_ports "$TW_BASE" 5
 TW_PORT=$((TW_BASE + 3))
+TW_STATS_PORT=$((TW_BASE + 4))
 mkdir -p "$WORK_DIR/tw"
 {
     printf 'reference:\n  listen: 127.0.0.1:%s\n  hash: crc16\n  distribution: modula\n' "$TW_PORT"
@@ -64,7 +70,7 @@ for ((i = 0; i < 3; i++)); do
     TW_PIDS+=($!)
     wait_for_pong $((TW_BASE + i)) $!
 done
-nutcracker -c "$WORK_DIR/tw/nutcracker.yml" -s "$(free_ports 1)" -o "$WORK_DIR/tw/nutcracker.log" &
+nutcracker -c "$WORK_DIR/tw/nutcracker.yml" -s "$TW_STATS_PORT" -o "$WORK_DIR/tw/nutcracker.log" &
 TW_PID=$!
 TW_PIDS+=("$TW_PID")
 wait_for_pong "$TW_PORT" "$TW_PID"
@@ -101,7 +107,7 @@ run_one() {
     out="$(redis-benchmark -p "$port" -c "$c" -P "$p" -n "$n" -r 100000 -d 100 --csv $args 2>&1)" ||
         die "redis-benchmark failed ($name, $target): ${out:0:500}"
     t1="$(cpu_ticks "$pid")"
-    line="$(tr '\r' '\n' <<<"$out" | grep '^"' | grep -v '^"test"' | tail -n 1 |
+    line="$(tr '\r' '\n' <<<"$out" | { grep '^"' || true; } | { grep -v '^"test"' || true; } | tail -n 1 |
         awk -F, '{ r = $(NF - 6); p50 = $(NF - 3); gsub(/"/, "", r); gsub(/"/, "", p50); print r, p50 }')"
     [[ "$line" =~ ^[0-9.]+\ [0-9.]+$ ]] || die "no result from redis-benchmark ($name, $target): ${out:0:500}"
     awk -v n="$name" -v t="$target" -v l="$line" -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v req="$n" \

@@ -592,4 +592,45 @@ fn refused_and_redirected_subscriptions_keep_the_client_in_step() {
         format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk(channel)).as_bytes(),
     );
     shard.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+
+    // A slot moves while a client is subscribed to a channel in it: the
+    // node drops the channel and says `sunsubscribe`; the proxy subscribes
+    // it where the slot went, and the client only sees messages go on.
+    let channel = "{dropped}ch";
+    let slot = common::slot_of(channel.as_bytes());
+    let old = cluster.node_for_slot(slot);
+    let mut sub = RawClient::connect(proxy.port);
+    sub.roundtrip(
+        &cmd(&["SSUBSCRIBE", channel]),
+        format!("*3\r\n{}{}:1\r\n", bulk("ssubscribe"), bulk(channel)).as_bytes(),
+    );
+    let new = *cluster.master_ports().iter().find(|&&p| p != old).unwrap();
+    cluster.migrate_slot(slot, new);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let receivers: i64 = redis::cmd("SPUBLISH")
+            .arg(channel)
+            .arg("still")
+            .query(&mut cluster.conn(new))
+            .unwrap();
+        if receivers == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed on the new owner"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sub.expect(
+        format!(
+            "*3\r\n{}{}{}",
+            bulk("smessage"),
+            bulk(channel),
+            bulk("still")
+        )
+        .as_bytes(),
+    );
+    let more = sub.read_available(Duration::from_millis(200));
+    assert!(more.is_empty(), "{}", common::escape(&more));
 }

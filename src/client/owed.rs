@@ -35,6 +35,8 @@ pub struct Change {
     pub added: Vec<Bytes>,
     /// Names it removed that the client had.
     pub removed: Vec<Bytes>,
+    /// How many times the command was sent again after `-MOVED`.
+    pub redirects: u8,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,9 @@ enum Kind {
 #[derive(Debug)]
 struct Entry {
     kind: Kind,
+    /// The first element of the frames that answer it (`subscribe`,
+    /// `pong`, ...): a frame of another kind answers something else.
+    reply: &'static [u8],
     /// Frames the command answers with, when known (one per name).
     expected: Option<u32>,
     got: u32,
@@ -69,6 +74,10 @@ pub enum Verdict {
     /// Nowhere, but the proxy's re-subscription of these names failed
     /// and must be tried again.
     OwnRefused(Set, Vec<Bytes>),
+    /// Nowhere: the node dropped this shard channel unasked (Redis 7
+    /// does when it loses the channel's slot); subscribe it again where
+    /// its slot went.
+    ShardDropped(Bytes),
 }
 
 /// The replies owed on every subscription connection of one client.
@@ -78,25 +87,28 @@ pub struct Owed {
 }
 
 impl Owed {
-    /// A client's command was sent on connection `id`.
-    pub fn client(&mut self, id: u32, change: Change, expected: Option<u32>) {
-        self.push(id, Kind::Client(change), expected);
+    /// A client's command was sent on connection `id`; `reply`: the kind
+    /// of its reply frames (lower case, e.g. `subscribe` or `pong`).
+    pub fn client(&mut self, id: u32, reply: &'static [u8], change: Change, expected: Option<u32>) {
+        self.push(id, Kind::Client(change), reply, expected);
     }
 
     /// The proxy's own subscription of `names` was sent on connection `id`.
     pub fn proxy(&mut self, id: u32, set: Set, names: Vec<Bytes>) {
         let expected = u32::try_from(names.len()).ok();
-        self.push(id, Kind::Proxy(set, names), expected);
+        let reply = reply_kind(Some(set), true);
+        self.push(id, Kind::Proxy(set, names), reply, expected);
     }
 
     /// A barrier was sent on connection `id`.
     pub fn barrier(&mut self, id: u32, client: bool) {
-        self.push(id, Kind::Barrier { client }, Some(1));
+        self.push(id, Kind::Barrier { client }, b"unsubscribe", Some(1));
     }
 
-    fn push(&mut self, id: u32, kind: Kind, expected: Option<u32>) {
+    fn push(&mut self, id: u32, kind: Kind, reply: &'static [u8], expected: Option<u32>) {
         self.conns.entry(id).or_default().push_back(Entry {
             kind,
+            reply,
             expected,
             got: 0,
         });
@@ -125,8 +137,12 @@ impl Owed {
         if is_message(frame) {
             return Verdict::Forward;
         }
+        let (kind, name) = kind_and_name(frame);
         let Some(queue) = self.conns.get_mut(&id) else {
-            return Verdict::Forward;
+            return match (kind, name) {
+                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
+                _ => Verdict::Forward,
+            };
         };
         let verdict = if barrier {
             match queue
@@ -141,7 +157,7 @@ impl Owed {
                 None => Verdict::Forward,
             }
         } else {
-            answer(queue, is_error(frame))
+            answer(queue, is_error(frame), kind, name)
         };
         if queue.is_empty() {
             self.conns.remove(&id);
@@ -156,12 +172,67 @@ fn has_client_barrier(queue: &VecDeque<Entry>) -> bool {
         .any(|e| matches!(e.kind, Kind::Barrier { client: true }))
 }
 
-/// The owner of a reply (not a barrier's success) at the head of `queue`.
-fn answer(queue: &mut VecDeque<Entry>, error: bool) -> Verdict {
+/// The reply kind of frames answering a (un)subscribe command of `set`
+/// (`None`: `PING`).
+pub fn reply_kind(set: Option<Set>, subscribe: bool) -> &'static [u8] {
+    match (set, subscribe) {
+        (Some(Set::Channels), true) => b"subscribe",
+        (Some(Set::Patterns), true) => b"psubscribe",
+        (Some(Set::Shard), true) => b"ssubscribe",
+        (Some(Set::Channels), false) => b"unsubscribe",
+        (Some(Set::Patterns), false) => b"punsubscribe",
+        (Some(Set::Shard), false) => b"sunsubscribe",
+        (None, _) => b"pong",
+    }
+}
+
+/// The first element of an array or push frame (its kind, as sent by the
+/// node: lower case) and its second when it is a bulk string (a channel).
+fn kind_and_name(frame: &[u8]) -> (Option<&'static [u8]>, Option<Bytes>) {
+    const KINDS: [&[u8]; 7] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+        b"pong",
+    ];
+    let Some(parts) = crate::protocol::scan::children(frame) else {
+        return (None, None);
+    };
+    let bulk = |i: usize| {
+        let (s, e) = *parts.get(i)?;
+        let part = frame.get(s..e)?.strip_prefix(b"$")?;
+        let nl = part.iter().position(|&b| b == b'\n')?;
+        part.get(nl + 1..part.len().checked_sub(2)?)
+    };
+    let kind = bulk(0).and_then(|k| KINDS.iter().copied().find(|&known| known == k));
+    (kind, bulk(1).map(Bytes::copy_from_slice))
+}
+
+/// The owner of a reply (not a barrier's success) at the head of `queue`;
+/// `kind` and `name`: the frame's (see [`kind_and_name`]).
+fn answer(
+    queue: &mut VecDeque<Entry>,
+    error: bool,
+    kind: Option<&'static [u8]>,
+    name: Option<Bytes>,
+) -> Verdict {
     loop {
         let Some(head) = queue.front_mut() else {
-            return Verdict::Forward;
+            return match (kind, name) {
+                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
+                _ => Verdict::Forward,
+            };
         };
+        if !error && !answers(head, kind, name.as_deref()) {
+            // Not the reply owed first: a node's own notice.
+            return match (kind, name) {
+                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
+                _ => Verdict::Forward,
+            };
+        }
         if let Kind::Barrier { .. } = head.kind {
             if !error {
                 // Nothing is owed before the barrier: not a reply the
@@ -195,6 +266,28 @@ fn answer(queue: &mut VecDeque<Entry>, error: bool) -> Verdict {
             Verdict::Swallow
         };
     }
+}
+
+/// Whether a frame of `kind` about channel `name` answers `entry`: the
+/// kind must be the one its command gets, and a `sunsubscribe` (which a
+/// node also sends unasked) must name one of the command's channels.
+fn answers(entry: &Entry, kind: Option<&[u8]>, name: Option<&[u8]>) -> bool {
+    if let Kind::Barrier { .. } = entry.kind {
+        // Its success is recognised by its channel (see `verdict`).
+        return false;
+    }
+    if kind != Some(entry.reply) {
+        // A RESP3 `PING` while subscribed answers `+PONG`.
+        return kind.is_none() && entry.reply == b"pong";
+    }
+    let names = match &entry.kind {
+        Kind::Client(change) => &change.names,
+        Kind::Proxy(_, names) => names,
+        Kind::Barrier { .. } => return false,
+    };
+    entry.reply != b"sunsubscribe"
+        || names.is_empty()
+        || name.is_some_and(|n| names.iter().any(|c| c[..] == *n))
 }
 
 /// Whether `frame` is an error (RESP2 or RESP3).
@@ -237,13 +330,14 @@ mod tests {
             added: names.clone(),
             names,
             removed: Vec::new(),
+            redirects: 0,
         }
     }
 
     #[test]
     fn confirmations_then_the_barrier() {
         let mut owed = Owed::default();
-        owed.client(0, change(&["a", "b"]), Some(2));
+        owed.client(0, b"subscribe", change(&["a", "b"]), Some(2));
         owed.barrier(0, true);
         assert!(owed.confirming());
         assert_eq!(owed.verdict(0, SUB_A, false), Verdict::Forward);
@@ -260,7 +354,7 @@ mod tests {
     fn a_refused_command_and_its_refused_barrier() {
         // A node running a long script refuses both.
         let mut owed = Owed::default();
-        owed.client(0, change(&["a", "b"]), Some(2));
+        owed.client(0, b"subscribe", change(&["a", "b"]), Some(2));
         owed.barrier(0, true);
         assert_eq!(
             owed.verdict(0, BUSY, false),
@@ -274,9 +368,9 @@ mod tests {
     #[test]
     fn an_error_after_an_unsubscribe_from_all_is_the_next_commands() {
         let mut owed = Owed::default();
-        owed.client(0, Change::default(), None);
+        owed.client(0, b"unsubscribe", Change::default(), None);
         owed.barrier(0, true);
-        owed.client(0, change(&["a"]), Some(1));
+        owed.client(0, b"subscribe", change(&["a"]), Some(1));
         owed.barrier(0, true);
         let unsub = b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n:0\r\n";
         assert_eq!(owed.verdict(0, unsub, false), Verdict::Forward);
@@ -295,7 +389,7 @@ mod tests {
         owed.proxy(3, Set::Shard, vec![Bytes::from_static(b"s")]);
         owed.barrier(3, false);
         assert!(!owed.confirming());
-        owed.client(3, change(&["t"]), Some(1));
+        owed.client(3, b"ssubscribe", change(&["t"]), Some(1));
         owed.barrier(3, true);
         let conf = b">3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n";
         assert_eq!(owed.verdict(3, conf, false), Verdict::Swallow);
@@ -317,6 +411,32 @@ mod tests {
             Verdict::OwnRefused(Set::Patterns, vec![Bytes::from_static(b"p*")])
         );
         assert_eq!(owed.verdict(0, BUSY, false), Verdict::Swallow);
+    }
+
+    #[test]
+    fn a_node_dropping_a_shard_channel_unasked_is_told_from_replies() {
+        let dropped = b">3\r\n$12\r\nsunsubscribe\r\n$1\r\nc\r\n:0\r\n";
+        let conf = b">3\r\n$10\r\nssubscribe\r\n$1\r\nt\r\n:1\r\n";
+        let mut owed = Owed::default();
+        assert_eq!(
+            owed.verdict(5, dropped, false),
+            Verdict::ShardDropped(Bytes::from_static(b"c"))
+        );
+        owed.client(5, b"ssubscribe", change(&["t"]), Some(1));
+        owed.barrier(5, true);
+        // Between a command and its reply: not taken for the reply.
+        assert_eq!(
+            owed.verdict(5, dropped, false),
+            Verdict::ShardDropped(Bytes::from_static(b"c"))
+        );
+        assert_eq!(owed.verdict(5, conf, false), Verdict::Forward);
+        assert_eq!(owed.verdict(5, b"", true), Verdict::Swallow);
+        // The client's own SUNSUBSCRIBE of it is answered as usual.
+        let mut gone = change(&["c"]);
+        gone.subscribe = false;
+        owed.client(5, b"sunsubscribe", gone, Some(1));
+        owed.barrier(5, true);
+        assert_eq!(owed.verdict(5, dropped, false), Verdict::Forward);
     }
 
     #[test]

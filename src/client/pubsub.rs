@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::owed::{Change, Owed, Set, Verdict};
+use super::owed::{reply_kind, Change, Owed, Set, Verdict};
 use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
 use crate::backend::ConnOptions;
 use crate::protocol::reply;
@@ -106,6 +106,9 @@ pub struct PubSubState {
     carried: HashMap<u32, HashSet<Bytes>>,
     /// Shard channels of lost connections, until subscribed again.
     orphans: HashSet<Bytes>,
+    /// Connections whose re-subscription is already scheduled (one at a
+    /// time, however many failures asked for it).
+    resubscribing: HashSet<u32>,
     next_id: u32,
     events_tx: mpsc::Sender<(u32, PubSubEvent)>,
     /// Events from the connections (frames to forward, losses).
@@ -127,6 +130,7 @@ impl Default for PubSubState {
             gave_up: false,
             carried: HashMap::new(),
             orphans: HashSet::new(),
+            resubscribing: HashSet::new(),
             next_id: GLOBAL + 1,
             events_tx,
             events,
@@ -182,7 +186,7 @@ impl PubSubState {
     pub fn send_ping(&mut self, id: u32, cmd: Bytes) {
         if let Some(c) = self.conns.get(&id) {
             c.send(cmd);
-            self.owed.client(id, Change::default(), Some(1));
+            self.owed.client(id, b"pong", Change::default(), Some(1));
         }
     }
 
@@ -199,7 +203,8 @@ impl PubSubState {
             let expected = (!change.names.is_empty())
                 .then(|| u32::try_from(change.names.len()).ok())
                 .flatten();
-            self.owed.client(id, change, expected);
+            let reply = reply_kind(change.set, change.subscribe);
+            self.owed.client(id, reply, change, expected);
             self.owed.barrier(id, true);
             self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
             self.gave_up = false;
@@ -342,6 +347,24 @@ impl PubSubState {
     /// A sender for scheduling events to ourselves (re-subscribe timers).
     pub fn events_sender(&self) -> mpsc::Sender<(u32, PubSubEvent)> {
         self.events_tx.clone()
+    }
+
+    /// Schedules a re-subscription of connection `id`'s subscriptions in
+    /// `delay`, unless one is scheduled already.
+    pub fn resubscribe_in(&mut self, id: u32, delay: std::time::Duration) {
+        if !self.resubscribing.insert(id) {
+            return;
+        }
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send((id, PubSubEvent::Resubscribe)).await;
+        });
+    }
+
+    /// The scheduled re-subscription of connection `id` is due.
+    pub fn resubscribe_due(&mut self, id: u32) {
+        self.resubscribing.remove(&id);
     }
 
     /// Records the effect of a (un)subscribe command's arguments and

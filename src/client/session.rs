@@ -114,11 +114,12 @@ pub(super) enum Exit {
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The longest a client that keeps coming back must be quiet before its
-/// session parks. Each time the parking timer finds the client was active
-/// after all, the quiet time asked for doubles up to this, so a client
-/// with a request every few hundred milliseconds does not cost a wake-up
-/// of its session for nearly every request (measured with 10,000 clients
-/// at 5 requests/s each: -1.2 us of CPU per request).
+/// session parks. From the second time in a row the parking timer finds
+/// the client was active after all, the quiet time asked for doubles up
+/// to this, so a client with a request every few hundred milliseconds
+/// does not cost a wake-up of its session for nearly every request. (The
+/// first early firing is the usual one: the timer is set when the session
+/// wakes, before its command and reply count as activity.)
 const PARK_AFTER_BUSY: Duration = Duration::from_secs(2);
 
 /// Which connection a command travels on.
@@ -186,9 +187,23 @@ struct Sent {
     /// A read tracked for the client (`CLIENT TRACKING`): sent again, it
     /// goes untracked, so the client is then told to flush its cache.
     tracked: bool,
+    /// The bytes and replies of the `SCRIPT LOAD`/`FUNCTION LOAD`s put
+    /// before the command for the node that lacked them (see `decide`);
+    /// taken off again when the command is redirected elsewhere.
+    loads: Option<(usize, u32)>,
 }
 
 impl Sent {
+    /// Takes off the loads put before the command (it goes to another
+    /// node, which may have what it needs, and `ASKING` must come right
+    /// before the command itself).
+    fn drop_loads(&mut self) {
+        if let Some((bytes, replies)) = self.loads.take() {
+            self.payload = self.payload.slice(bytes.min(self.payload.len())..);
+            self.skip = self.skip.saturating_sub(replies);
+        }
+    }
+
     fn to_slot(payload: Bytes, slot: u16) -> Self {
         Sent {
             payload,
@@ -204,6 +219,7 @@ impl Sent {
             sticky: false,
             post_retry_master: 0,
             tracked: false,
+            loads: None,
         }
     }
 
@@ -541,6 +557,7 @@ impl Session {
         let timer = tokio::time::sleep_until(*last_active + PARK_AFTER);
         tokio::pin!(timer);
         let mut park_after = PARK_AFTER;
+        let mut fired_early = false;
         loop {
             self.core.refresh_config();
             let limits = &self.core.config.limits;
@@ -719,8 +736,14 @@ impl Session {
                     if parkable && last_activity.elapsed() >= park_after {
                         return Ok(Exit::Park);
                     }
+                    let mut deadline = deadline;
                     if parkable {
-                        park_after = (park_after * 2).min(PARK_AFTER_BUSY);
+                        if fired_early {
+                            park_after = (park_after * 2).min(PARK_AFTER_BUSY);
+                            let d = last_activity + park_after;
+                            deadline = deadline.map(|old| old.max(d));
+                        }
+                        fired_early = true;
                     }
                     // Fired early (activity since it was set): re-arm it.
                     if let Some(d) = deadline {
@@ -2305,19 +2328,27 @@ impl Core {
                 self.oob.extend_from_slice(&self.slot_unserved(s));
                 continue;
             };
-            self.send_shard_subscribe(name, pool.addr(), &chans);
+            self.send_shard_subscribe(name, pool.addr(), &chans, 0);
         }
         let active = self.pubsub.as_ref().is_some_and(|p| p.active());
         self.client.info.set_subscribed(active);
     }
 
-    /// Sends `SSUBSCRIBE` of `chans` (of one slot) to the node at `addr`.
-    fn send_shard_subscribe(&mut self, name: &[u8], addr: &Arc<str>, chans: &[Bytes]) {
+    /// Sends `SSUBSCRIBE` of `chans` (of one slot) to the node at `addr`
+    /// (`redirects`: the times it was sent again after `-MOVED`).
+    fn send_shard_subscribe(
+        &mut self,
+        name: &[u8],
+        addr: &Arc<str>,
+        chans: &[Bytes],
+        redirects: u8,
+    ) {
         let opts = self.ctx.topology.conn_options().clone();
         let proto = self.client.proto;
         let ps = self.pubsub.get_or_insert_with(Default::default);
         let id = ps.shard_id(addr, &opts, proto);
-        let change = ps.record(name, chans);
+        let mut change = ps.record(name, chans);
+        change.redirects = redirects;
         ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
         ps.carry(id, chans.iter());
     }
@@ -2375,11 +2406,26 @@ impl Core {
                 Verdict::Forward => self.oob.extend_from_slice(&ps.renumber(frame)),
                 Verdict::Swallow => {}
                 Verdict::OwnRefused(set, names) => {
-                    tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again");
+                    tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again in 1 s");
                     if set == Set::Shard {
+                        for ch in &names {
+                            ps.uncarry(ch);
+                        }
                         ps.keep_orphans(names);
+                        self.ctx.topology.request_refresh();
                     }
-                    retry_resubscribe(ps, id);
+                    ps.resubscribe_in(id, REFUSED_RESUBSCRIBE_DELAY);
+                }
+                Verdict::ShardDropped(channel) => {
+                    // The channel's slot left that node: the client keeps
+                    // its subscription where the slot went.
+                    if ps.carrier(&channel) == Some(id) {
+                        tracing::debug!(client = %self.client.info.peer, channel = %String::from_utf8_lossy(&channel), "shard channel dropped by its node; subscribing where its slot went");
+                        ps.uncarry(&channel);
+                        ps.keep_orphans([channel]);
+                        self.ctx.topology.request_refresh();
+                        retry_resubscribe(ps, id);
+                    }
                 }
                 Verdict::Refused(change) => self.refused_subscription(id, frame, change),
             },
@@ -2398,7 +2444,10 @@ impl Core {
                 ps.lost(id);
                 retry_resubscribe(ps, id);
             }
-            PubSubEvent::Resubscribe => self.resubscribe(id),
+            PubSubEvent::Resubscribe => {
+                ps.resubscribe_due(id);
+                self.resubscribe(id);
+            }
         }
     }
 
@@ -2418,11 +2467,16 @@ impl Core {
             self.ctx.topology.request_refresh();
         }
         match redirect {
-            Some(r) if shard && change.subscribe && !r.ask => {
+            Some(r) if shard && change.subscribe && !r.ask && change.redirects < 2 => {
                 let current = ps.conns.get(&id).map(|c| c.addr.clone());
                 let addr: Arc<str> = redirect_addr(&r, current.as_deref()).into();
                 tracing::debug!(client = %self.client.info.peer, node = %addr, "shard channels moved; subscribing on their new owner");
-                self.send_shard_subscribe(b"SSUBSCRIBE", &addr, &change.names);
+                self.send_shard_subscribe(
+                    b"SSUBSCRIBE",
+                    &addr,
+                    &change.names,
+                    change.redirects + 1,
+                );
             }
             Some(_) if shard && !change.subscribe => {
                 for ch in &change.names {
@@ -2523,13 +2577,13 @@ fn group_by<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<(K, Ve
 }
 
 /// Tries subscribing again after a lost connection in 200 ms.
-fn retry_resubscribe(ps: &PubSubState, id: u32) {
-    let events = ps.events_sender();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = events.send((id, PubSubEvent::Resubscribe)).await;
-    });
+fn retry_resubscribe(ps: &mut PubSubState, id: u32) {
+    ps.resubscribe_in(id, Duration::from_millis(200));
 }
+
+/// How long the proxy waits before subscribing again when a node refused
+/// its re-subscription (`-BUSY`, `-NOPERM`, a moved slot).
+const REFUSED_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
     let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
@@ -2906,12 +2960,13 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                     .collect(),
                 // The node lacks the libraries (it joined after they were
                 // loaded): all the proxy knows, since which one holds the
-                // function is known only to the nodes.
+                // function is known only to the nodes. Without REPLACE:
+                // a node refuses (cheaply) those it has, whatever version.
                 Post::Fcall => ctx
                     .scripts
                     .libraries()
                     .iter()
-                    .map(|code| reply::command([&b"FUNCTION"[..], b"LOAD", b"REPLACE", code]))
+                    .map(|code| reply::command([&b"FUNCTION"[..], b"LOAD", code]))
                     .collect(),
                 _ => Vec::new(),
             };
@@ -2919,14 +2974,18 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                 return Next::Done(r.data.clone());
             }
             sent.attempts += 1;
-            let len = loads.iter().map(|l| l.len()).sum::<usize>() + sent.payload.len();
-            let mut payload = BytesMut::with_capacity(len);
+            // Loaded on a replica they would be refused (read-only): the
+            // master loads them and runs the command.
+            sent.replica = false;
+            let prefix = loads.iter().map(|l| l.len()).sum::<usize>();
+            let mut payload = BytesMut::with_capacity(prefix + sent.payload.len());
             for load in &loads {
                 payload.extend_from_slice(load);
             }
             payload.extend_from_slice(&sent.payload);
             sent.payload = payload.freeze();
             sent.skip += loads.len() as u32;
+            sent.loads = Some((prefix, loads.len() as u32));
             sent.post = Post::None;
             Next::Resend {
                 to: sent.target(),
@@ -2936,6 +2995,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
         }
         Outcome::Ask(redirect) => {
             sent.attempts += 1;
+            sent.drop_loads();
             ctx.topology.stats.ask.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::REDIRECTIONS, "kind" => "ask").increment(1);
             let current = current_addr(sent, redirect.slot, ctx);
@@ -2947,6 +3007,7 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
         }
         Outcome::Moved(redirect) => {
             sent.attempts += 1;
+            sent.drop_loads();
             // A replica that no longer serves the slot redirects to its master.
             sent.replica = false;
             ctx.topology.stats.moved.fetch_add(1, Ordering::Relaxed);
