@@ -20,8 +20,18 @@ pub struct ScriptCache {
     by_sha: Mutex<HashMap<[u8; 40], Bytes>>,
     /// Client script SHA1 → SHA1 of its wrapped body (co-location rules).
     wrapped: Mutex<HashMap<[u8; 40], [u8; 40]>>,
-    /// Function library name → code, as last loaded through the proxy.
-    libraries: Mutex<BTreeMap<Bytes, Bytes>>,
+    /// Function library name → code, as last loaded through the proxy,
+    /// and the masters it was loaded on.
+    libraries: Mutex<BTreeMap<Bytes, Library>>,
+}
+
+/// A function library loaded through the proxy.
+#[derive(Debug)]
+struct Library {
+    code: Bytes,
+    /// The masters (addresses) when it was loaded: a node among them that
+    /// lacks it lost it on purpose (`FUNCTION DELETE`/`FLUSH` there).
+    masters: Vec<std::sync::Arc<str>>,
 }
 
 /// Most remembered function libraries (bounds memory against abuse; apps
@@ -117,10 +127,10 @@ impl ScriptCache {
             .clear();
     }
 
-    /// Remembers a function library's code from `FUNCTION LOAD`. Without
-    /// `REPLACE`, a library of that name already known is kept: the
-    /// nodes refuse to load another over it.
-    pub fn remember_library(&self, code: &Bytes, replace: bool) {
+    /// Remembers a function library's code from `FUNCTION LOAD`, sent to
+    /// `masters`. Without `REPLACE`, a library of that name already known
+    /// is kept: the nodes refuse to load another over it.
+    pub fn remember_library(&self, code: &Bytes, replace: bool, masters: Vec<std::sync::Arc<str>>) {
         let Some(name) = library_name(code) else {
             return;
         };
@@ -131,7 +141,11 @@ impl ScriptCache {
         if map.len() >= MAX_LIBRARIES && !map.contains_key(name) {
             map.clear();
         }
-        map.insert(Bytes::copy_from_slice(name), code.clone());
+        let library = Library {
+            code: code.clone(),
+            masters,
+        };
+        map.insert(Bytes::copy_from_slice(name), library);
     }
 
     /// Forgets a library (`FUNCTION DELETE`), or all (`FUNCTION FLUSH`).
@@ -145,13 +159,15 @@ impl ScriptCache {
         }
     }
 
-    /// The code of every remembered library.
-    pub fn libraries(&self) -> Vec<Bytes> {
+    /// The code of every remembered library that was loaded before the
+    /// master at `addr` was one (it joined later, so never got it).
+    pub fn libraries_missing_on(&self, addr: &str) -> Vec<Bytes> {
         self.libraries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .filter(|lib| !lib.masters.iter().any(|m| &**m == addr))
+            .map(|lib| lib.code.clone())
             .collect()
     }
 
@@ -182,18 +198,24 @@ mod tests {
         let other = Bytes::from_static(
             b"#!lua name=other\nredis.register_function('g', function() return 3 end)",
         );
-        cache.remember_library(&v1, false);
+        let m = |addrs: &[&str]| -> Vec<std::sync::Arc<str>> {
+            addrs.iter().map(|a| std::sync::Arc::from(*a)).collect()
+        };
+        cache.remember_library(&v1, false, m(&["a:1", "b:1"]));
         // Refused by the nodes without REPLACE: not remembered.
-        cache.remember_library(&v2, false);
-        assert_eq!(cache.libraries(), vec![v1.clone()]);
-        cache.remember_library(&v2, true);
-        cache.remember_library(&other, false);
-        cache.remember_library(&Bytes::from_static(b"return 1"), true);
-        assert_eq!(cache.libraries(), vec![v2, other.clone()]);
+        cache.remember_library(&v2, false, m(&["a:1", "b:1"]));
+        assert_eq!(cache.libraries_missing_on("c:1"), vec![v1.clone()]);
+        cache.remember_library(&v2, true, m(&["a:1", "b:1"]));
+        cache.remember_library(&other, false, m(&["a:1", "b:1", "c:1"]));
+        cache.remember_library(&Bytes::from_static(b"return 1"), true, m(&[]));
+        assert_eq!(cache.libraries_missing_on("c:1"), vec![v2]);
+        assert_eq!(cache.libraries_missing_on("d:1").len(), 2);
+        // A master it was loaded on lost it on purpose.
+        assert!(cache.libraries_missing_on("a:1").is_empty());
         cache.forget_libraries(Some(b"lib"));
-        assert_eq!(cache.libraries(), vec![other]);
+        assert_eq!(cache.libraries_missing_on("d:1"), vec![other]);
         cache.forget_libraries(None);
-        assert!(cache.libraries().is_empty());
+        assert!(cache.libraries_missing_on("d:1").is_empty());
         assert_eq!(library_name(b"#!lua name=x"), Some(&b"x"[..]));
         assert_eq!(library_name(b"#!lua name=\n"), None);
         assert_eq!(library_name(b"lua name=x"), None);

@@ -1030,7 +1030,9 @@ impl Core {
                         let replace = (2..view.len() - 1)
                             .any(|i| view.get(i).eq_ignore_ascii_case(b"replace"));
                         let code = raw.slice(args[view.len() - 1].0..args[view.len() - 1].1);
-                        self.ctx.scripts.remember_library(&code, replace);
+                        self.ctx
+                            .scripts
+                            .remember_library(&code, replace, masters(&self.ctx));
                         MergeKind::Fanout(kind)
                     }
                     "function|delete" if view.len() == 3 => {
@@ -1038,6 +1040,14 @@ impl Core {
                         MergeKind::Fanout(kind)
                     }
                     "function|flush" => {
+                        self.ctx.scripts.forget_libraries(None);
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|restore"
+                        if (3..view.len()).any(|i| view.get(i).eq_ignore_ascii_case(b"flush")) =>
+                    {
+                        // The nodes' libraries are now the dump's, which
+                        // the proxy cannot read.
                         self.ctx.scripts.forget_libraries(None);
                         MergeKind::Fanout(kind)
                     }
@@ -2958,13 +2968,16 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                     .map(|body| reply::command([&b"SCRIPT"[..], b"LOAD", &body]))
                     .into_iter()
                     .collect(),
-                // The node lacks the libraries (it joined after they were
-                // loaded): all the proxy knows, since which one holds the
-                // function is known only to the nodes. Without REPLACE:
-                // a node refuses (cheaply) those it has, whatever version.
-                Post::Fcall => ctx
-                    .scripts
-                    .libraries()
+                // The node lacks the libraries loaded before it became a
+                // master (it joined later): all of those, since which one
+                // holds the function is known only to the nodes. Without
+                // REPLACE: a node refuses (cheaply) those it has, whatever
+                // version. A node that was a master then lost them on
+                // purpose (FUNCTION DELETE or FLUSH on the node): the
+                // error stands.
+                Post::Fcall => current_addr(sent, sent.slot.unwrap_or(0), ctx)
+                    .map(|addr| ctx.scripts.libraries_missing_on(&addr))
+                    .unwrap_or_default()
                     .iter()
                     .map(|code| reply::command([&b"FUNCTION"[..], b"LOAD", code]))
                     .collect(),
