@@ -626,13 +626,17 @@ impl Session {
             // The earliest of the timeouts that apply (parking, after
             // 250 ms, usually comes first).
             let mut deadline = None;
-            for (applies, after) in [
-                (parkable, park_after),
-                (writable, write_timeout),
-                (idle_check, idle),
+            // The write timeout counts from the last write (or from when
+            // held replies could go), which may be later than the last
+            // activity: counted from that, a passed deadline would fire
+            // again at once.
+            for (applies, at) in [
+                (parkable, last_activity + park_after),
+                (writable, last_write + write_timeout),
+                (idle_check, last_activity + idle),
             ] {
-                if applies && deadline.is_none_or(|d| last_activity + after < d) {
-                    deadline = Some(last_activity + after);
+                if applies && deadline.is_none_or(|d| at < d) {
+                    deadline = Some(at);
                 }
             }
             let confirm_by = self.core.pubsub.as_ref().and_then(|p| p.confirm_by);
