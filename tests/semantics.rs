@@ -754,8 +754,8 @@ fn auth_on_and_off() {
         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
     );
     open.roundtrip(
-        &cmd(&["CLIENT", "UNBLOCK", "1"]),
-        b"-ERR unsupported command 'client|unblock' by slotbridge\r\n",
+        &cmd(&["CLIENT", "HELP"]),
+        b"-ERR unsupported command 'client|help' by slotbridge\r\n",
     );
     // On: the proxy's own password and users.
     let cluster = &env().0;
@@ -846,4 +846,56 @@ fn client_reply_off_and_skip_like_redis() {
     r.send(b"CLIENT REPLY OFF\r\nRESET\r\n");
     r.expect(b"+RESET\r\n");
     r.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
+/// Sends `CLIENT UNBLOCK id [mode]` until it answers `:1` (the blocking
+/// command has reached its node), for at most 5 s.
+fn unblock(admin: &mut RawClient, id: &str, mode: &[&str]) {
+    let mut args = vec!["CLIENT", "UNBLOCK", id];
+    args.extend_from_slice(mode);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        admin.send(&cmd(&args));
+        match admin.read_exact_bytes(4).as_slice() {
+            b":1\r\n" => return,
+            b":0\r\n" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("CLIENT UNBLOCK answered {}", common::escape(other)),
+        }
+    }
+}
+
+#[test]
+fn client_unblock_ends_a_blocking_command_as_one_server_does() {
+    let mut blocked = raw();
+    let mut admin = raw();
+    blocked.send(&cmd(&["CLIENT", "ID"]));
+    let id = String::from_utf8(blocked.read_once(Duration::from_secs(5))).unwrap();
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    // TIMEOUT (the default): the command returns as if it had timed out.
+    blocked.send(&cmd(&["BLPOP", "unblock:list", "0"]));
+    unblock(&mut admin, &id, &[]);
+    blocked.expect(b"*-1\r\n");
+    blocked.send(&cmd(&["XREAD", "BLOCK", "0", "STREAMS", "unblock:s", "$"]));
+    unblock(&mut admin, &id, &["TIMEOUT"]);
+    blocked.expect(b"*-1\r\n");
+    // ERROR: the node's error.
+    blocked.send(&cmd(&["BZPOPMIN", "unblock:zset", "0"]));
+    unblock(&mut admin, &id, &["error"]);
+    blocked.expect(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+    // Nothing blocked, no such client, wrong arguments: as Redis answers.
+    blocked.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":0\r\n");
+    admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", "987654321"]), b":0\r\n");
+    admin.roundtrip(
+        &cmd(&["CLIENT", "UNBLOCK", &id, "later"]),
+        b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n",
+    );
+    admin.roundtrip(
+        &cmd(&["CLIENT", "UNBLOCK", "x"]),
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    admin.roundtrip(
+        &cmd(&["CLIENT", "UNBLOCK"]),
+        b"-ERR wrong number of arguments for 'client|unblock' command\r\n",
+    );
 }

@@ -29,6 +29,9 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const TRACKING_ON: &[u8] = b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nOPTIN\r\n";
 /// Tracks the keys of the command that follows.
 const CACHING_YES: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\n";
+/// Written first on a private connection for a blocking command: its id
+/// on the node, for `CLIENT UNBLOCK`.
+const CLIENT_ID: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 /// Stop draining the queue into the write buffer beyond this many bytes.
 const MAX_WRITE_BATCH: usize = 256 * 1024;
 /// Initial read buffer size; grows for large replies.
@@ -82,7 +85,7 @@ impl BackendConn {
     /// the first request. `readonly` sends `READONLY` (for replicas).
     pub fn spawn(addr: Arc<str>, opts: Arc<ConnOptions>, proto: Proto, readonly: bool) -> Self {
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
-        tokio::spawn(run(addr, opts, proto, readonly, rx, None));
+        tokio::spawn(run(addr, opts, proto, readonly, rx, None, None));
         BackendConn { tx }
     }
 
@@ -90,14 +93,33 @@ impl BackendConn {
     /// the handle is dropped and the reply is delivered, or as soon as the
     /// client that waits for the reply goes away; `permit` (from the
     /// bounded pool of blocking connections) is held until then.
+    ///
+    /// With `server_id`, the connection asks the node for its id first and
+    /// stores it there (0 until then, -1 once the connection is closed or
+    /// if the node refused), so that `CLIENT UNBLOCK` can name it.
     pub fn spawn_dedicated(
         addr: Arc<str>,
         opts: Arc<ConnOptions>,
         proto: Proto,
         permit: OwnedSemaphorePermit,
+        server_id: Option<Arc<AtomicI64>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(run(addr, opts, proto, false, rx, Some(permit)));
+        tokio::spawn(async move {
+            run(
+                addr,
+                opts,
+                proto,
+                false,
+                rx,
+                Some(permit),
+                server_id.as_deref(),
+            )
+            .await;
+            if let Some(id) = server_id {
+                id.store(-1, Ordering::Release);
+            }
+        });
         BackendConn { tx }
     }
 
@@ -141,6 +163,7 @@ async fn run(
     readonly: bool,
     mut rx: mpsc::Receiver<BackendRequest>,
     _permit: Option<OwnedSemaphorePermit>,
+    server_id: Option<&AtomicI64>,
 ) {
     let mut failures: u32 = 0;
     while let Some(first) = rx.recv().await {
@@ -187,6 +210,7 @@ async fn run(
             commands_in_flight: &opts.commands_in_flight,
             tracker: &opts.tracker,
             tracking: &mut tracking,
+            server_id,
         };
         let result = match stream {
             BackendStream::Tcp(mut tcp) => {
@@ -397,6 +421,8 @@ struct Link<'a> {
     tracker: &'a crate::tracking::Tracker,
     /// Set once the connection has turned tracking on.
     tracking: &'a mut bool,
+    /// Where to store the connection's id on the node (asked first).
+    server_id: Option<&'a AtomicI64>,
 }
 
 /// Runs one established connection until the request channel closes (Ok)
@@ -419,6 +445,7 @@ where
         commands_in_flight,
         tracker,
         tracking,
+        server_id,
     } = link;
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -426,6 +453,10 @@ where
     let mut partial = Partial::default();
     let mut open = true;
     let mut now = tokio::time::Instant::now();
+    let mut id_due = server_id;
+    if id_due.is_some() {
+        wbuf.extend_from_slice(CLIENT_ID);
+    }
     enqueue(first, &mut wbuf, inflight, now, tracking);
     let mut woke = true;
     let result: Result<(), String> = async {
@@ -466,6 +497,20 @@ where
                 n = rd.read_buf(&mut rbuf) => {
                     if n.map_err(|e| e.to_string())? == 0 {
                         return Err("closed by server".into());
+                    }
+                    if let Some(slot) = id_due {
+                        // The first reply, one line: `:id` (or an error).
+                        let Some(end) = memchr::memmem::find(&rbuf, b"\r\n") else {
+                            continue;
+                        };
+                        let line = rbuf.split_to(end + 2);
+                        let id = std::str::from_utf8(&line[..end])
+                            .ok()
+                            .and_then(|l| l.strip_prefix(':'))
+                            .and_then(|l| l.parse::<i64>().ok())
+                            .unwrap_or(-1);
+                        slot.store(id, Ordering::Release);
+                        id_due = None;
                     }
                     dispatch_replies(&mut rbuf, &mut scanner, &mut partial, inflight, tracker, tracking)?;
                 }
@@ -771,6 +816,7 @@ mod tests {
             commands_in_flight: &counter,
             tracker: &tracker,
             tracking: &mut tracking,
+            server_id: None,
         };
         let serving = serve(rd, wr, first, link);
         let server_side = async {

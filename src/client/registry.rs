@@ -44,6 +44,18 @@ pub struct ClientInfo {
     /// becomes active), woken when the proxy starts draining (see
     /// [`Registry::wake_all`]).
     shutdown_waker: Mutex<Option<Waker>>,
+    /// Where its latest blocking command waits (for `CLIENT UNBLOCK`).
+    blocked: Mutex<Option<BlockedOn>>,
+}
+
+/// Where a blocking command waits: the node, and the id its private
+/// connection has there (0 until the node said, -1 once it is closed).
+#[derive(Debug, Clone)]
+pub struct BlockedOn {
+    /// The node's address.
+    pub addr: Arc<str>,
+    /// `CLIENT ID` of the private connection on that node.
+    pub server_id: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Names a client gave itself.
@@ -75,6 +87,7 @@ impl ClientInfo {
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
+            blocked: Mutex::new(None),
         }
     }
 
@@ -141,6 +154,20 @@ impl ClientInfo {
     /// Whether invalidations wait, clearing the mark.
     pub fn take_notice(&self) -> bool {
         self.noticed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Records where the client's latest blocking command waits.
+    pub fn set_blocked(&self, on: BlockedOn) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = Some(on);
+    }
+
+    /// The node and server-side id of the connection on which this
+    /// client's blocking command waits now, if any.
+    pub fn blocked_on(&self) -> Option<(Arc<str>, i64)> {
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let on = blocked.as_ref()?;
+        let id = on.server_id.load(Ordering::Acquire);
+        (id > 0).then(|| (on.addr.clone(), id))
     }
 
     /// Whether `CLIENT KILL` chose this client.
@@ -231,6 +258,11 @@ impl Registry {
     /// Adds a connection.
     pub fn add(&self, info: Arc<ClientInfo>) {
         self.lock().insert(info.id, info);
+    }
+
+    /// A connection by id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.lock().get(&id).cloned()
     }
 
     /// Removes a connection.

@@ -1086,6 +1086,17 @@ impl Core {
                 Box::pin(self.subscription(cmd, raw, &view)).await;
                 None
             }
+            Route::Local(Local::Client)
+                if view.len() > 1 && view.get(1).eq_ignore_ascii_case(b"unblock") =>
+            {
+                match client_unblock(&self.ctx, &view) {
+                    Ok((addr, cmd)) => self.start_now(Sent::to_node(cmd, addr), seq),
+                    Err(reply) => {
+                        self.ready(reply);
+                        None
+                    }
+                }
+            }
             Route::Local(cmd) => {
                 self.local(cmd, &view);
                 None
@@ -1575,8 +1586,13 @@ impl Core {
             .try_acquire_owned()
             .map_err(|_| too_many_private())?;
         let opts = self.ctx.topology.conn_options().clone();
-        let conn =
-            BackendConn::spawn_dedicated(pool.addr().clone(), opts, self.client.proto, permit);
+        let conn = BackendConn::spawn_dedicated(
+            pool.addr().clone(),
+            opts,
+            self.client.proto,
+            permit,
+            None,
+        );
         Ok(Pinned { conn, slot })
     }
 
@@ -1925,7 +1941,14 @@ impl Core {
             return None;
         };
         let opts = self.ctx.topology.conn_options().clone();
-        let conn = BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit);
+        // Its id on the node lets CLIENT UNBLOCK of this client reach it.
+        let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        self.client.info.set_blocked(super::registry::BlockedOn {
+            addr: pool.addr().clone(),
+            server_id: server_id.clone(),
+        });
+        let conn =
+            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit, Some(server_id));
         conn.try_send(req).err().map(|req| Later::Conn(conn, req))
     }
 
@@ -2870,6 +2893,43 @@ fn is_evalsha(view: &CommandView<'_>) -> bool {
 fn is_eval(view: &CommandView<'_>) -> bool {
     let n = view.get(0);
     n.eq_ignore_ascii_case(b"eval") || n.eq_ignore_ascii_case(b"eval_ro")
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the command for the node where
+/// that client's blocking command waits (its private connection's id
+/// there), or the reply when there is none (`:0`) or an argument is wrong.
+fn client_unblock(ctx: &Context, view: &CommandView<'_>) -> Result<(Arc<str>, Bytes), Bytes> {
+    if view.len() != 3 && view.len() != 4 {
+        return Err(reply::error(
+            "ERR wrong number of arguments for 'client|unblock' command",
+        ));
+    }
+    let mode: &[u8] = match view.len() {
+        4 if view.get(3).eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
+        4 if view.get(3).eq_ignore_ascii_case(b"error") => b"ERROR",
+        4 => {
+            return Err(reply::error(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ))
+        }
+        _ => b"TIMEOUT",
+    };
+    let Some(id) = std::str::from_utf8(view.get(2))
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    else {
+        return Err(reply::error("ERR value is not an integer or out of range"));
+    };
+    let blocked = u64::try_from(id)
+        .ok()
+        .and_then(|id| ctx.clients.get(id))
+        .and_then(|client| client.blocked_on());
+    let Some((addr, server_id)) = blocked else {
+        return Err(reply::int(0));
+    };
+    let server_id = server_id.to_string();
+    let cmd = reply::command([&b"CLIENT"[..], b"UNBLOCK", server_id.as_bytes(), mode]);
+    Ok((addr, cmd))
 }
 
 fn is_fcall(view: &CommandView<'_>) -> bool {
