@@ -203,9 +203,7 @@ fn kind_and_name(frame: &[u8]) -> (Option<&'static [u8]>, Option<Bytes>) {
     };
     let bulk = |i: usize| {
         let (s, e) = *parts.get(i)?;
-        let part = frame.get(s..e)?.strip_prefix(b"$")?;
-        let nl = part.iter().position(|&b| b == b'\n')?;
-        part.get(nl + 1..part.len().checked_sub(2)?)
+        super::pubsub::bulk_body(frame.get(s..e)?)
     };
     let kind = bulk(0).and_then(|k| KINDS.iter().copied().find(|&known| known == k));
     (kind, bulk(1).map(Bytes::copy_from_slice))

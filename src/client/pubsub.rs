@@ -458,7 +458,7 @@ pub fn sunsubscribe_frame(channel: Option<&[u8]>, count: usize, proto: Proto) ->
 }
 
 /// The body of a bulk string frame (`None` for anything else, e.g. null).
-fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
+pub(super) fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
     let rest = frame.strip_prefix(b"$")?;
     let nl = rest.iter().position(|&b| b == b'\n')?;
     rest.get(nl + 1..rest.len().checked_sub(2)?)
