@@ -882,6 +882,13 @@ fn client_unblock_ends_a_blocking_command_as_one_server_does() {
     blocked.send(&cmd(&["BZPOPMIN", "unblock:zset", "0"]));
     unblock(&mut admin, &id, &["error"]);
     blocked.expect(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+    // Its own CLIENT UNBLOCK, pipelined after the blocking command, runs
+    // after it as on one server: the client was blocked on nothing then.
+    let mut pipeline = cmd(&["BLPOP", "unblock:list", "0"]);
+    pipeline.extend_from_slice(&cmd(&["CLIENT", "UNBLOCK", &id]));
+    blocked.send(&pipeline);
+    unblock(&mut admin, &id, &[]);
+    blocked.expect(b"*-1\r\n:0\r\n");
     // Nothing blocked, no such client, wrong arguments: as Redis answers.
     blocked.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
     admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":0\r\n");

@@ -1089,8 +1089,13 @@ impl Core {
             Route::Local(Local::Client)
                 if view.len() > 1 && view.get(1).eq_ignore_ascii_case(b"unblock") =>
             {
-                match client_unblock(&self.ctx, &view) {
-                    Ok((addr, cmd)) => self.start_now(Sent::to_node(cmd, addr), seq),
+                match client_unblock(&self.ctx, &view, self.client.info.id) {
+                    Ok((addr, cmd)) => {
+                        // Only that node knows the id: never another.
+                        let mut sent = Sent::to_node(cmd, addr);
+                        sent.sticky = true;
+                        self.start_now(sent, seq)
+                    }
                     Err(reply) => {
                         self.ready(reply);
                         None
@@ -2898,7 +2903,11 @@ fn is_eval(view: &CommandView<'_>) -> bool {
 /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the command for the node where
 /// that client's blocking command waits (its private connection's id
 /// there), or the reply when there is none (`:0`) or an argument is wrong.
-fn client_unblock(ctx: &Context, view: &CommandView<'_>) -> Result<(Arc<str>, Bytes), Bytes> {
+fn client_unblock(
+    ctx: &Context,
+    view: &CommandView<'_>,
+    me: u64,
+) -> Result<(Arc<str>, Bytes), Bytes> {
     if view.len() != 3 && view.len() != 4 {
         return Err(reply::error(
             "ERR wrong number of arguments for 'client|unblock' command",
@@ -2922,6 +2931,9 @@ fn client_unblock(ctx: &Context, view: &CommandView<'_>) -> Result<(Arc<str>, By
     };
     let blocked = u64::try_from(id)
         .ok()
+        // A client's own blocking command is over before one server would
+        // read its next command.
+        .filter(|&id| id != me)
         .and_then(|id| ctx.clients.get(id))
         .and_then(|client| client.blocked_on());
     let Some((addr, server_id)) = blocked else {
@@ -3039,6 +3051,20 @@ fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                 // version. A node that was a master then lost them on
                 // purpose (FUNCTION DELETE or FLUSH on the node): the
                 // error stands.
+                Post::Fcall if sent.replica => {
+                    // A replica may lag behind its master's FUNCTION LOAD:
+                    // the master runs it (and may reload it, once more).
+                    sent.replica = false;
+                    sent.attempts += 1;
+                    return Next::Resend {
+                        to: sent.target(),
+                        asking: false,
+                        delay: false,
+                    };
+                }
+                // Keyless, after a retry on another master: which one
+                // answered is not known, so nothing is loaded.
+                Post::Fcall if sent.slot.is_none() && sent.node.is_none() => Vec::new(),
                 Post::Fcall => current_addr(sent, sent.slot.unwrap_or(0), ctx)
                     .map(|addr| ctx.scripts.libraries_missing_on(&addr))
                     .unwrap_or_default()
