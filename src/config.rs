@@ -473,6 +473,14 @@ impl Config {
         if self.limits.max_bulk_len == 0 {
             return invalid("limits.max_bulk_len", "must be at least 1".into());
         }
+        if self.limits.client_write_timeout_ms == 0 {
+            // 0 would disconnect every client whose socket is not
+            // writable at once; a slow client must have a bound.
+            return invalid(
+                "limits.client_write_timeout_ms",
+                "must be at least 1".into(),
+            );
+        }
         if self.limits.max_redirects == 0 {
             return invalid("limits.max_redirects", "must be at least 1".into());
         }
@@ -569,6 +577,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid config: seeds:"));
+        c.seeds = vec!["h:1".into()];
+        c.limits.client_write_timeout_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid config: limits.client_write_timeout_ms:"));
+        c.limits.client_write_timeout_ms = 1;
         c.seeds = vec![];
         assert!(c.validate().unwrap_err().to_string().contains("seeds"));
     }
