@@ -139,10 +139,7 @@ impl Owed {
         }
         let (kind, name) = kind_and_name(frame);
         let Some(queue) = self.conns.get_mut(&id) else {
-            return match (kind, name) {
-                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
-                _ => Verdict::Forward,
-            };
+            return unasked(kind, name);
         };
         let verdict = if barrier {
             match queue
@@ -170,6 +167,15 @@ fn has_client_barrier(queue: &VecDeque<Entry>) -> bool {
     queue
         .iter()
         .any(|e| matches!(e.kind, Kind::Barrier { client: true }))
+}
+
+/// Where a frame that answers nothing owed goes: a shard channel the
+/// node dropped unasked is reported, anything else forwarded.
+fn unasked(kind: Option<&'static [u8]>, name: Option<Bytes>) -> Verdict {
+    match (kind, name) {
+        (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
+        _ => Verdict::Forward,
+    }
 }
 
 /// The reply kind of frames answering a (un)subscribe command of `set`
@@ -219,17 +225,11 @@ fn answer(
 ) -> Verdict {
     loop {
         let Some(head) = queue.front_mut() else {
-            return match (kind, name) {
-                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
-                _ => Verdict::Forward,
-            };
+            return unasked(kind, name);
         };
         if !error && !answers(head, kind, name.as_deref()) {
             // Not the reply owed first: a node's own notice.
-            return match (kind, name) {
-                (Some(b"sunsubscribe"), Some(name)) => Verdict::ShardDropped(name),
-                _ => Verdict::Forward,
-            };
+            return unasked(kind, name);
         }
         if let Kind::Barrier { .. } = head.kind {
             if !error {
