@@ -1,0 +1,494 @@
+//! Routes each command the client sends: local answers, single-slot sends,
+//! splits, fan-outs, transactions and subscriptions start here.
+
+use super::redirect::{is_eval, is_evalsha, is_fcall, is_script_load, masters};
+use super::*;
+
+impl Core {
+    pub(super) fn next_seq(&self) -> u64 {
+        self.base_seq + self.pending.len() as u64
+    }
+
+    pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
+            tx: self.replies.get_or_init(reply_channel).0.clone(),
+            seq,
+            part,
+        }
+    }
+
+    /// Queues the current command's reply slot.
+    pub(super) fn push(&mut self, state: Pending) {
+        let (name, index, class, started) = self.current;
+        self.ctx.stats.inflight.fetch_add(1, Ordering::Relaxed);
+        let silent = self.client.take_silence();
+        self.pending.push_back(Slot {
+            state,
+            filter: self.filter.take(),
+            name,
+            index,
+            class,
+            started,
+            batch: self.batch,
+            silent,
+        });
+    }
+
+    pub(super) fn ready(&mut self, reply: Bytes) {
+        self.push(Pending::Ready(reply));
+    }
+
+    /// Routes one command and starts it.
+    pub(super) async fn handle(&mut self, raw: Bytes, args: &[(usize, usize)]) {
+        self.ctx
+            .stats
+            .total_commands
+            .fetch_add(1, Ordering::Relaxed);
+        let mut raw = raw;
+        let mut bytes = raw.clone();
+        let mut view = CommandView { raw: &bytes, args };
+        self.current = ("", None, CLASS_LOCAL, self.batch_started);
+        if !self.client.authed && !local::allowed_before_auth(&view) {
+            self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
+            return;
+        }
+        let ctx = self.ctx.clone();
+        if ctx.monitors.active() {
+            ctx.monitors.publish(&self.client.info.peer, &view);
+        }
+        let rewritten_args;
+        let mut script_slot = None;
+        if !ctx.rules.is_empty() {
+            let mut keys_buf = std::mem::take(&mut self.scratch.keys);
+            let outcome = rewrite::rewrite(&ctx.rules, &ctx.scripts, &view, &mut keys_buf);
+            self.scratch.keys = keys_buf;
+            match outcome {
+                Rewritten::Unchanged => {}
+                Rewritten::Reply(r) => {
+                    // Answered by the proxy: it still ends a CACHING choice.
+                    self.client.tracking.caching = false;
+                    self.ready(r);
+                    return;
+                }
+                Rewritten::Command {
+                    raw: new,
+                    args: new_args,
+                    filter,
+                    slot,
+                } => {
+                    script_slot = slot;
+                    raw = new;
+                    bytes = raw.clone();
+                    rewritten_args = new_args;
+                    self.filter = filter;
+                    view = CommandView {
+                        raw: &bytes,
+                        args: &rewritten_args,
+                    };
+                }
+            }
+        }
+        let args = view.args;
+        if self.client.proto == Proto::Resp2 && self.pubsub.as_ref().is_some_and(|p| p.active()) {
+            let name = view.get(0);
+            if !subs::allowed_while_subscribed(name) {
+                self.ready(subs::not_allowed(name));
+                return;
+            }
+            if name.eq_ignore_ascii_case(b"ping") {
+                self.subscribed_ping(raw, &view);
+                return;
+            }
+        }
+        let mut route = route(&view, &mut self.scratch);
+        if let (Route::AnyMaster, Some(slot)) = (&route, script_slot) {
+            // A script without keys whose arguments name a co-located
+            // group runs where that group lives.
+            route = Route::Slot(slot);
+        }
+        self.client.info.set_last_cmd(self.scratch.index);
+        self.track = false;
+        self.untracked_read = false;
+        if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
+            self.track_read(&route, &view);
+        }
+        let stage_to = self.stage_target(&route, raw.len());
+        if stage_to.is_none() && !self.staged.is_empty() {
+            // Anything that is not staged goes after the staged commands.
+            self.flush_staged().await;
+        }
+        self.current = (
+            self.scratch.name,
+            self.scratch.index,
+            class_of(&route, self.multi.is_some()),
+            self.batch_started,
+        );
+        if self.multi.is_some() {
+            Box::pin(self.queue_in_multi(route, raw, &view)).await;
+            return;
+        }
+        let seq = self.next_seq();
+        // Single-node commands are sent without building a future; the
+        // rest is boxed, so that this future stays small: it is created
+        // for every command.
+        let later = match route {
+            Route::Slot(slot) => {
+                let mut sent = Sent::to_slot(raw, slot);
+                sent.readonly = self.scratch.readonly;
+                sent.tracked = self.track;
+                sent.replica =
+                    sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
+                if is_evalsha(&view) {
+                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_fcall(&view) {
+                    sent.post = Post::Fcall;
+                } else if is_eval(&view) {
+                    self.ctx
+                        .scripts
+                        .remember(&sent.payload.slice(args[1].0..args[1].1));
+                }
+                match stage_to {
+                    Some(pool) => {
+                        let payload = sent.payload.clone();
+                        self.push(Pending::Single(sent));
+                        self.stage(pool, payload, seq);
+                        None
+                    }
+                    None => self.start_now(sent, seq),
+                }
+            }
+            Route::Blocking(slot) => {
+                let mut sent = Sent::to_slot(raw, slot);
+                sent.via = Via::Blocking;
+                self.start_now(sent, seq)
+            }
+            Route::AnyMaster => {
+                let Some(node) = self.any_master(seq as usize) else {
+                    self.ready(self.no_cluster());
+                    return;
+                };
+                let mut sent = Sent::to_node(raw, node);
+                sent.readonly = self.scratch.readonly;
+                if is_evalsha(&view) {
+                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
+                } else if is_fcall(&view) {
+                    sent.post = Post::Fcall;
+                } else if is_eval(&view) {
+                    self.ctx
+                        .scripts
+                        .remember(&sent.payload.slice(args[1].0..args[1].1));
+                }
+                self.start_now(sent, seq)
+            }
+            Route::Scan => {
+                Box::pin(self.scan(raw, &view, seq)).await;
+                None
+            }
+            Route::RandomKey => {
+                let nodes = self.ctx.topology.load().shards().len();
+                let Some(node) = self.any_master(seq as usize) else {
+                    self.ready(self.no_cluster());
+                    return;
+                };
+                let mut sent = Sent::to_node(raw, node);
+                sent.post = Post::RandomKey {
+                    tried: 1,
+                    nodes,
+                    start: seq as usize,
+                };
+                self.start_now(sent, seq)
+            }
+            Route::Split(kind) => {
+                Box::pin(self.split(kind, &view, seq)).await;
+                None
+            }
+            Route::Fanout(kind) => {
+                if is_script_load(&view) {
+                    self.ctx.scripts.remember(&raw.slice(args[2].0..args[2].1));
+                }
+                let name = crate::command::find(&view)
+                    .map(|s| s.name)
+                    .unwrap_or("fanout");
+                let merge = match name {
+                    "script|flush" => {
+                        self.ctx.scripts.clear();
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|load" if view.len() >= 3 => {
+                        let replace = (2..view.len() - 1)
+                            .any(|i| view.get(i).eq_ignore_ascii_case(b"replace"));
+                        let code = raw.slice(args[view.len() - 1].0..args[view.len() - 1].1);
+                        self.ctx
+                            .scripts
+                            .remember_library(&code, replace, masters(&self.ctx));
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|delete" if view.len() == 3 => {
+                        self.ctx.scripts.forget_libraries(Some(view.get(2)));
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|flush" => {
+                        self.ctx.scripts.forget_libraries(None);
+                        MergeKind::Fanout(kind)
+                    }
+                    "function|restore"
+                        if (3..view.len()).any(|i| view.get(i).eq_ignore_ascii_case(b"flush")) =>
+                    {
+                        // The nodes' libraries are now the dump's, which
+                        // the proxy cannot read.
+                        self.ctx.scripts.forget_libraries(None);
+                        MergeKind::Fanout(kind)
+                    }
+                    "config|resetstat" => {
+                        // The proxy's own counters in INFO, as on one server.
+                        self.ctx.stats.total_commands.store(0, Ordering::Relaxed);
+                        self.ctx.stats.total_connections.store(0, Ordering::Relaxed);
+                        MergeKind::Fanout(kind)
+                    }
+                    "script|exists" => {
+                        // A script the proxy knows runs on every node (it is
+                        // loaded where it is missing), so it exists.
+                        let known: Vec<bool> = (2..view.len())
+                            .map(|i| self.ctx.scripts.knows(view.get(i)))
+                            .collect();
+                        if known.iter().all(|&k| k) {
+                            self.ready(merge::all_true(&[], &known));
+                            return;
+                        }
+                        MergeKind::ScriptExists(known)
+                    }
+                    _ => MergeKind::Fanout(kind),
+                };
+                Box::pin(self.fanout(merge, name, raw, seq)).await;
+                None
+            }
+            Route::Tx(cmd) => {
+                Box::pin(self.tx_command(cmd, raw, seq)).await;
+                None
+            }
+            Route::Sub(cmd) => {
+                Box::pin(self.subscription(cmd, raw, &view)).await;
+                None
+            }
+            Route::Local(Local::Client)
+                if view.len() > 1 && view.get(1).eq_ignore_ascii_case(b"unblock") =>
+            {
+                match client_unblock(&self.ctx, &view, self.client.info.id) {
+                    Ok((addr, cmd)) => {
+                        // Only that node knows the id: never another.
+                        let mut sent = Sent::to_node(cmd, addr);
+                        sent.sticky = true;
+                        self.start_now(sent, seq)
+                    }
+                    Err(reply) => {
+                        self.ready(reply);
+                        None
+                    }
+                }
+            }
+            Route::Local(cmd) => {
+                self.local(cmd, &view);
+                None
+            }
+            Route::Reply(b) => {
+                self.ready(b);
+                None
+            }
+        };
+        if let Some(later) = later {
+            Box::pin(self.send_later(later)).await;
+        }
+        if std::mem::take(&mut self.track) {
+            self.last_tracked = self.next_seq();
+        }
+        if std::mem::take(&mut self.untracked_read) {
+            let seq = self.next_seq() - 1;
+            self.tell_after(&crate::tracking::Notice::All, Some(seq));
+        }
+    }
+
+    /// Decides whether the command being handled is a read tracked for
+    /// the client (consuming a `CLIENT CACHING` choice), and if so records
+    /// its keys with the tracker before it is sent. Tracked are reads of a
+    /// RESP3 client routed by their keys, outside transactions (Redis
+    /// would push nothing to a RESP2 client that does not redirect).
+    fn track_read(&mut self, route: &Route, view: &CommandView<'_>) {
+        if let Some(tx) = self.multi.as_mut() {
+            // Queued: tracked when the transaction is (decided at MULTI,
+            // as Redis applies CLIENT CACHING to the whole transaction).
+            // Recorded now, before EXEC sends it: at worst the client hears
+            // of a change made before EXEC ran, a cache miss.
+            if tx.track && self.scratch.readonly && !self.scratch.keys.is_empty() {
+                tx.reads = true;
+                let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+                self.ctx.tracker.remember(self.client.info.id, keys);
+            }
+            return;
+        }
+        let multi = matches!(route, Route::Tx(TxCmd::Multi));
+        let wanted = self.client.tracking.tracks(self.scratch.readonly || multi)
+            && self.client.proto == Proto::Resp3;
+        match route {
+            _ if !wanted => {}
+            Route::Tx(TxCmd::Multi) => self.track_tx = true,
+            Route::Slot(_) | Route::Split(_) => {
+                self.track = true;
+                let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+                self.ctx.tracker.remember(self.client.info.id, keys);
+            }
+            Route::Blocking(_) => self.untracked_read = true,
+            _ => {}
+        }
+    }
+
+    /// Queues an invalidation push for the client: right after the reply
+    /// of its newest read for its cache, if that is still owed (so that no
+    /// value read before a change reaches it after the push saying it
+    /// changed), else at once, ahead of slower replies (a blocked command).
+    pub(super) fn tell(&mut self, notice: &crate::tracking::Notice) {
+        self.tell_after(notice, None);
+    }
+
+    /// [`Core::tell`], and not before the reply numbered `after` either
+    /// (a blocking read the client could not have tracked: only this
+    /// flush waits for it, not later invalidations).
+    fn tell_after(&mut self, notice: &crate::tracking::Notice, after: Option<u64>) {
+        if self.client.proto != Proto::Resp3 || !self.client.tracking.on {
+            return;
+        }
+        let rules = &self.ctx.rules;
+        let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
+        let tracked = (self.last_tracked > self.base_seq).then(|| self.last_tracked - 1);
+        match tracked.max(after) {
+            Some(seq) => {
+                let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
+                self.notices_after.insert(at, (seq, frame));
+            }
+            None => self.oob.extend_from_slice(&frame),
+        }
+    }
+
+    pub(super) fn local(&mut self, cmd: Local, view: &CommandView<'_>) {
+        let tracking_cmd =
+            cmd == Local::Client && view.len() > 2 && view.get(1).eq_ignore_ascii_case(b"tracking");
+        if self.client.tracking.on && (cmd == Local::Reset || tracking_cmd) {
+            // Invalidations already due come before tracking changes.
+            if let Some(notice) = self.ctx.tracker.take(self.client.info.id) {
+                self.tell(&notice);
+            }
+        }
+        if cmd == Local::Client && view.len() == 3 && view.get(1).eq_ignore_ascii_case(b"reply") {
+            // Its own reply follows the mode it sets: only ON answers.
+            let mode = match view.get(2).to_ascii_lowercase().as_slice() {
+                b"on" => ReplyMode::On,
+                b"off" => ReplyMode::Off,
+                b"skip" => ReplyMode::Skip,
+                _ => {
+                    self.ready(reply::error("ERR syntax error"));
+                    return;
+                }
+            };
+            self.client.replies = if mode == ReplyMode::On {
+                ReplyMode::On
+            } else {
+                ReplyMode::Off
+            };
+            self.ready(Bytes::from_static(reply::OK));
+            self.client.replies = mode;
+            return;
+        }
+        if cmd == Local::Reset {
+            self.multi = None;
+            self.pinned = None;
+            self.pubsub = None;
+            self.client.info.set_subscribed(false);
+        }
+        let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
+        match outcome {
+            LocalOutcome::Reply(b) => self.ready(b),
+            LocalOutcome::Close(b) => {
+                self.closing = true;
+                self.push(Pending::Close(b));
+            }
+        }
+    }
+
+    /// Whether confirmations of earlier subscription commands may still
+    /// be coming.
+    pub(super) fn confirming(&self) -> bool {
+        self.pubsub.as_ref().is_some_and(|p| p.confirming())
+    }
+
+    /// The address of a master, chosen round-robin by `n`.
+    pub(super) fn any_master(&self, n: usize) -> Option<Arc<str>> {
+        let map = self.ctx.topology.load();
+        let shards = map.shards();
+        shards
+            .get(n % shards.len().max(1))
+            .map(|s| s.master.addr().clone())
+    }
+}
+
+/// The latency class of a route (an index into [`m::CLASSES`]).
+fn class_of(route: &Route, in_multi: bool) -> usize {
+    if in_multi {
+        return 5;
+    }
+    match route {
+        Route::Slot(_) | Route::AnyMaster => 0,
+        Route::Blocking(_) => 1,
+        Route::Split(_) => 2,
+        Route::Fanout(_) => 3,
+        Route::Local(_) => CLASS_LOCAL,
+        Route::Tx(_) => 5,
+        Route::Sub(_) => 6,
+        Route::Scan | Route::RandomKey => 7,
+        Route::Reply(_) => 8,
+    }
+}
+
+const CLASS_LOCAL: usize = 4;
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the command for the node where
+/// that client's blocking command waits (its private connection's id
+/// there), or the reply when there is none (`:0`) or an argument is wrong.
+fn client_unblock(
+    ctx: &Context,
+    view: &CommandView<'_>,
+    me: u64,
+) -> Result<(Arc<str>, Bytes), Bytes> {
+    if view.len() != 3 && view.len() != 4 {
+        return Err(reply::error(
+            "ERR wrong number of arguments for 'client|unblock' command",
+        ));
+    }
+    let mode: &[u8] = match view.len() {
+        4 if view.get(3).eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
+        4 if view.get(3).eq_ignore_ascii_case(b"error") => b"ERROR",
+        4 => {
+            return Err(reply::error(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ))
+        }
+        _ => b"TIMEOUT",
+    };
+    let Some(id) = std::str::from_utf8(view.get(2))
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    else {
+        return Err(reply::error("ERR value is not an integer or out of range"));
+    };
+    let blocked = u64::try_from(id)
+        .ok()
+        // A client's own blocking command is over before one server would
+        // read its next command.
+        .filter(|&id| id != me)
+        .and_then(|id| ctx.clients.get(id))
+        .and_then(|client| client.blocked_on());
+    let Some((addr, server_id)) = blocked else {
+        return Err(reply::int(0));
+    };
+    let server_id = server_id.to_string();
+    let cmd = reply::command([&b"CLIENT"[..], b"UNBLOCK", server_id.as_bytes(), mode]);
+    Ok((addr, cmd))
+}

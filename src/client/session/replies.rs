@@ -1,0 +1,478 @@
+//! Backend replies coming back: matched to their commands, redirected or
+//! retried, merged, and collected in request order for writing.
+
+use super::redirect::{decide, no_cluster};
+use super::tx::merge_per_slot_exec;
+use super::*;
+
+impl Core {
+    /// Handles `first` and every other reply already queued.
+    pub(super) async fn on_replies(&mut self, first: Reply) {
+        let mut next = Some(first);
+        let mut handled = 0u32;
+        while let Some(r) = next
+            .take()
+            .or_else(|| self.replies.get_mut().and_then(|(_, rx)| rx.try_recv()))
+        {
+            handled += 1;
+            if handled.is_multiple_of(256) {
+                // Thousands of replies (a huge split) must not keep the
+                // other clients of a single-threaded runtime waiting.
+                tokio::task::yield_now().await;
+            }
+            if r.part == PIPELINE_GROUP {
+                let Some(at) = self.groups.iter().position(|(id, _)| *id == r.seq) else {
+                    continue;
+                };
+                let (_, seqs) = self.groups.swap_remove(at);
+                for ((data, status), seq) in group_frames(&r, seqs.len()).into_iter().zip(seqs) {
+                    let each = Reply {
+                        seq,
+                        part: 0,
+                        data,
+                        status,
+                        ends: Vec::new(),
+                    };
+                    if let Some(resend) = self.on_reply(each) {
+                        Box::pin(self.resend(resend)).await;
+                    }
+                }
+                continue;
+            }
+            let group = self.take_group(&r);
+            if group > 1 {
+                for each in split_group_reply(r, group) {
+                    if let Some(resend) = self.on_reply(each) {
+                        Box::pin(self.resend(resend)).await;
+                    }
+                }
+                continue;
+            }
+            // Synchronous unless the command must be sent again: the
+            // sending future is large, and building it for every reply
+            // cost more than handling the reply.
+            if let Some(resend) = self.on_reply(r) {
+                Box::pin(self.resend(resend)).await;
+            }
+        }
+    }
+
+    async fn resend(&self, r: Resend) {
+        self.send(r.to, r.payload, r.asking, r.via, r.skip, r.seq, r.part)
+            .await;
+    }
+
+    /// How many parts `r` answers: more than 1 for the first reply to
+    /// sub-commands sent together (see [`Core::send_group`]); from then on
+    /// each of them is answered alone (retries and redirections).
+    fn take_group(&mut self, r: &Reply) -> u32 {
+        let Some(idx) = r.seq.checked_sub(self.base_seq) else {
+            return 1;
+        };
+        match self.pending.get_mut(idx as usize).map(|s| &mut s.state) {
+            Some(Pending::Multi(multi)) => match multi.parts.get_mut(r.part as usize) {
+                Some(part) => std::mem::replace(&mut part.group, 1),
+                None => 1,
+            },
+            _ => 1,
+        }
+    }
+
+    /// Handles one reply frame from a backend; returns what to send again
+    /// when the command must be retried or redirected now.
+    pub(super) fn on_reply(&mut self, r: Reply) -> Option<Resend> {
+        let idx = r.seq.checked_sub(self.base_seq)?;
+        let entry = self.pending.get_mut(idx as usize).map(|s| &mut s.state)?;
+        let (next, payload, via, skip, tracked) = match entry {
+            Pending::Single(sent) => match decide(sent, &r, &self.ctx) {
+                Next::Done(data) => {
+                    *entry = Pending::Ready(data);
+                    return None;
+                }
+                next => (
+                    next,
+                    sent.payload.clone(),
+                    sent.via,
+                    sent.skip,
+                    std::mem::take(&mut sent.tracked),
+                ),
+            },
+            Pending::Multi(multi) => {
+                let part = multi.parts.get_mut(r.part as usize)?;
+                match decide(&mut part.sent, &r, &self.ctx) {
+                    Next::Done(data) => {
+                        if part.reply.is_none() {
+                            part.reply = Some(data);
+                            multi.remaining -= 1;
+                        }
+                        if multi.remaining == 0 {
+                            let merged = merge_multi(&self.ctx, self.client.proto, multi);
+                            *entry = Pending::Ready(merged);
+                        }
+                        return None;
+                    }
+                    next => (
+                        next,
+                        part.sent.payload.clone(),
+                        part.sent.via,
+                        part.sent.skip,
+                        std::mem::take(&mut part.sent.tracked),
+                    ),
+                }
+            }
+            Pending::Ready(_) | Pending::Close(_) => return None,
+        };
+        let Next::Resend { to, asking, delay } = next else {
+            return None;
+        };
+        if tracked {
+            // Sent again untracked (see `track`): the client flushes its
+            // cache once the reply is in (once per command).
+            self.tell(&crate::tracking::Notice::All);
+        }
+        if delay {
+            // Retry later without holding up this client's other replies.
+            let timer = self.reply_to(r.seq, r.part);
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY_DELAY).await;
+                timer.send(Bytes::new(), ReplyStatus::RetryTimer);
+            });
+            return None;
+        }
+        Some(Resend {
+            to,
+            payload,
+            asking,
+            via,
+            skip,
+            seq: r.seq,
+            part: r.part,
+        })
+    }
+
+    /// Moves every complete reply at the head of the queue into `out`.
+    pub(super) fn collect_ready(&mut self, out: &mut BytesMut) {
+        let now = match self.pending.front() {
+            Some(Slot {
+                state: Pending::Ready(_) | Pending::Close(_),
+                ..
+            }) => std::time::Instant::now(),
+            _ => self.batch_started,
+        };
+        if !self.oob.is_empty() {
+            out.extend_from_slice(&self.oob);
+            self.oob.clear();
+            self.out_mixed = true;
+        }
+        while let Some(front) = self.pending.front() {
+            match &front.state {
+                Pending::Ready(b) => {
+                    let decoded = if self.ctx.rules.is_empty() {
+                        None
+                    } else {
+                        rewrite::decode_reply(
+                            &self.ctx.rules,
+                            front.name,
+                            b,
+                            front.filter.as_deref(),
+                        )
+                    };
+                    if !front.silent {
+                        out.extend_from_slice(decoded.as_ref().unwrap_or(b));
+                    }
+                    record(front, b, now);
+                }
+                Pending::Close(b) => {
+                    if !front.silent {
+                        out.extend_from_slice(b);
+                    }
+                    record(front, b, now);
+                    self.closing = true;
+                    // Nothing follows the last reply: no more messages.
+                    self.pubsub = None;
+                    self.ctx
+                        .stats
+                        .inflight
+                        .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
+                    self.pending.clear();
+                    return;
+                }
+                Pending::Single(_) | Pending::Multi(_) => return,
+            }
+            match self.out_batch {
+                None => self.out_batch = Some(front.batch),
+                Some(batch) => self.out_mixed |= batch != front.batch,
+            }
+            self.pending.pop_front();
+            self.ctx.stats.inflight.fetch_sub(1, Ordering::Relaxed);
+            while self
+                .notices_after
+                .front()
+                .is_some_and(|(seq, _)| *seq <= self.base_seq)
+            {
+                if let Some((_, push)) = self.notices_after.pop_front() {
+                    out.extend_from_slice(&push);
+                    self.out_mixed = true;
+                }
+            }
+            self.base_seq += 1;
+        }
+    }
+
+    /// Takes a new snapshot of the configuration if it changed.
+    pub(super) fn refresh_config(&mut self) {
+        let version = self.ctx.config_version();
+        if version != self.config_version {
+            self.config = self.ctx.config_snapshot();
+            self.config_version = version;
+        }
+    }
+
+    /// Whether to hold the collected replies back a little: they are part
+    /// of one batch (the commands of one read) whose other replies are
+    /// still coming over pipelined connections. Writing a batch's replies
+    /// once, as Redis does, saves a client write per backend that answers.
+    /// Never for a blocking command or one that waits to be retried.
+    pub(super) fn holds_output(&self) -> bool {
+        let (Some(batch), Some(front), false) =
+            (self.out_batch, self.pending.front(), self.out_mixed)
+        else {
+            return false;
+        };
+        front.batch == batch
+            && match &front.state {
+                Pending::Single(sent) => sent.answers_soon(),
+                Pending::Multi(multi) => multi
+                    .parts
+                    .iter()
+                    .all(|part| part.reply.is_some() || part.sent.answers_soon()),
+                Pending::Ready(_) | Pending::Close(_) => false,
+            }
+    }
+
+    /// The collected replies were all written.
+    pub(super) fn output_written(&mut self) {
+        self.out_batch = None;
+        self.out_mixed = false;
+    }
+
+    /// Subscription commands wait until every earlier reply is written, so
+    /// their confirmations (which bypass the reply queue) stay in order, and
+    /// the commands after them (`QUIT`, `RESET` too) wait for those
+    /// confirmations.
+    pub(super) fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
+        if let Some(ps) = self.pubsub.as_ref().filter(|p| p.confirming()) {
+            // And other commands wait for the confirmations of earlier
+            // subscription commands, so that their replies follow them;
+            // a classic one does not when those are all due on the classic
+            // connection, where it goes next.
+            let same_conn =
+                subs::is_classic_subscription_command(name) && ps.confirming_only_on(GLOBAL);
+            if !same_conn {
+                return true;
+            }
+        }
+        if self.pending.is_empty() {
+            return false;
+        }
+        subs::is_subscription_command(name)
+            || (name.eq_ignore_ascii_case(b"ping")
+                && self.pubsub.as_ref().is_some_and(|p| p.active()))
+    }
+}
+
+/// The next reply on the session's channel (pending while it has none).
+pub(super) async fn next_reply(replies: &mut std::sync::OnceLock<ReplyChannel>) -> Option<Reply> {
+    match replies.get_mut() {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts a completed command.
+pub(super) fn record(slot: &Slot, reply: &[u8], now: std::time::Instant) {
+    if slot.name.is_empty() {
+        return;
+    }
+    let error = reply.first() == Some(&b'-');
+    let elapsed = now.saturating_duration_since(slot.started);
+    m::record_command(slot.index, slot.name, slot.class, error, elapsed);
+}
+
+/// The replies to `count` commands sent as one request, in order: the
+/// frames of `r` when the server answered. A failure's data is the frames
+/// the server sent before the connection failed, then the error, which
+/// goes to each command left unanswered.
+fn group_frames(r: &Reply, count: usize) -> Vec<(Bytes, ReplyStatus)> {
+    let mut out = Vec::with_capacity(count);
+    let mut scanner = FrameScanner::new();
+    let mut at = 0;
+    if r.status != ReplyStatus::Answered {
+        let mut frames: Vec<Bytes> = Vec::new();
+        while let Ok(Some(n)) = scanner.scan(r.data.get(at..).unwrap_or_default()) {
+            frames.push(r.data.slice(at..at + n));
+            at += n;
+        }
+        let error = frames.pop().unwrap_or_else(|| r.data.clone());
+        let mut answered = frames.into_iter();
+        for _ in 0..count {
+            out.push(match answered.next() {
+                Some(frame) => (frame, ReplyStatus::Answered),
+                None => (error.clone(), r.status),
+            });
+        }
+        return out;
+    }
+    if r.ends.len() == count && r.ends.last() == Some(&r.data.len()) {
+        // Where the connection found them: no second scan.
+        for &end in &r.ends {
+            match r.data.get(at..end) {
+                Some(_) => out.push((r.data.slice(at..end), r.status)),
+                None => out.push((
+                    reply::error("ERR slotbridge: incomplete reply from a server"),
+                    ReplyStatus::Final,
+                )),
+            }
+            at = end.max(at);
+        }
+        return out;
+    }
+    for _ in 0..count {
+        match scanner.scan(r.data.get(at..).unwrap_or_default()) {
+            Ok(Some(n)) => {
+                out.push((r.data.slice(at..at + n), r.status));
+                at += n;
+            }
+            // The connection delivers whole frames, all of them: this
+            // cannot happen, but must not hang the client if it did.
+            _ => out.push((
+                reply::error("ERR slotbridge: incomplete reply from a server"),
+                ReplyStatus::Final,
+            )),
+        }
+    }
+    out
+}
+
+/// One reply per part from the reply to `group` sub-commands of one
+/// command sent together (see [`group_frames`]).
+fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
+    group_frames(&r, group as usize)
+        .into_iter()
+        .zip(r.part..)
+        .map(|((data, status), part)| Reply {
+            seq: r.seq,
+            part,
+            data,
+            status,
+            ends: Vec::new(),
+        })
+        .collect()
+}
+
+/// Combines the replies of all parts into one reply.
+fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
+    let replies: Vec<&Bytes> = multi
+        .parts
+        .iter()
+        .filter_map(|p| p.reply.as_ref())
+        .collect();
+    let errors: Vec<&Bytes> = replies
+        .iter()
+        .copied()
+        .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
+        .collect();
+    if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
+        // Read-only: the first error (e.g. WRONGTYPE) is exactly Redis's.
+        return (*first).clone();
+    }
+    if !errors.is_empty() {
+        return merge::failed(multi.name, &errors, multi.parts.len());
+    }
+    match &multi.kind {
+        MergeKind::Tx(plan) => merge_per_slot_exec(plan, &replies),
+        MergeKind::Split(SplitKind::Mget) => {
+            let parts: Vec<(&Bytes, &[u32])> = multi
+                .parts
+                .iter()
+                .filter_map(|p| p.reply.as_ref().map(|r| (r, p.positions.as_slice())))
+                .collect();
+            merge::mget(&parts, multi.total_keys)
+        }
+        MergeKind::Split(SplitKind::Mset) | MergeKind::Fanout(Fanout::AllOk) => {
+            merge::all_ok(&replies)
+        }
+        MergeKind::Split(SplitKind::Sum) | MergeKind::Fanout(Fanout::Sum) => merge::sum(&replies),
+        MergeKind::Fanout(Fanout::Concat) => merge::concat(&replies),
+        MergeKind::Fanout(Fanout::First) => replies
+            .first()
+            .map(|r| (*r).clone())
+            .unwrap_or_else(no_cluster),
+        MergeKind::Fanout(Fanout::AllTrue) => merge::all_true(&replies, &[]),
+        MergeKind::ScriptExists(known) => merge::all_true(&replies, known),
+        MergeKind::Fanout(Fanout::Newest(count)) => merge::newest(&replies, *count),
+        MergeKind::Fanout(Fanout::Info) => info::merge(&replies, &local::proxy_facts(ctx), proto),
+        MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
+        MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
+        MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
+        MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(data: &'static [u8], status: ReplyStatus) -> Reply {
+        Reply {
+            seq: 1,
+            part: 0,
+            data: Bytes::from_static(data),
+            status,
+            ends: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn group_replies_go_to_their_commands_in_order() {
+        let answered = reply(b"+OK\r\n$1\r\na\r\n:5\r\n", ReplyStatus::Answered);
+        let got: Vec<(Vec<u8>, ReplyStatus)> = group_frames(&answered, 3)
+            .into_iter()
+            .map(|(d, s)| (d.to_vec(), s))
+            .collect();
+        let ok = ReplyStatus::Answered;
+        assert_eq!(
+            got,
+            vec![
+                (b"+OK\r\n".to_vec(), ok),
+                (b"$1\r\na\r\n".to_vec(), ok),
+                (b":5\r\n".to_vec(), ok)
+            ]
+        );
+        // The connection failed after two replies: those stay answered.
+        let lost = reply(b"+OK\r\n:1\r\n-ERR gone\r\n", ReplyStatus::Lost);
+        let got: Vec<(Vec<u8>, ReplyStatus)> = group_frames(&lost, 4)
+            .into_iter()
+            .map(|(d, s)| (d.to_vec(), s))
+            .collect();
+        let gone = (b"-ERR gone\r\n".to_vec(), ReplyStatus::Lost);
+        assert_eq!(
+            got,
+            vec![
+                (b"+OK\r\n".to_vec(), ok),
+                (b":1\r\n".to_vec(), ok),
+                gone.clone(),
+                gone.clone()
+            ]
+        );
+        // Never sent: the same error for all.
+        let unsent = reply(b"-ERR down\r\n", ReplyStatus::NotSent);
+        assert!(group_frames(&unsent, 2)
+            .iter()
+            .all(|(d, s)| &d[..] == b"-ERR down\r\n" && *s == ReplyStatus::NotSent));
+        // A short answer cannot hang the commands left without one.
+        let short = reply(b"+OK\r\n", ReplyStatus::Answered);
+        let got = group_frames(&short, 2);
+        assert_eq!(got[1].1, ReplyStatus::Final);
+    }
+}

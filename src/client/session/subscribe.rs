@@ -1,0 +1,377 @@
+//! Pub/Sub and `MONITOR` for a session: subscription commands, shard
+//! channels, the events of its subscription connections and re-subscribing.
+
+use super::*;
+
+impl Core {
+    /// The node holding classic subscriptions (see [`PUBSUB_HOME_SLOT`]).
+    async fn pubsub_home(&self) -> Option<Arc<str>> {
+        let owner = self.ctx.topology.load().master(PUBSUB_HOME_SLOT).cloned();
+        let owner = match owner {
+            Some(p) => Some(p),
+            None => self.wait_for_owner(PUBSUB_HOME_SLOT).await,
+        };
+        owner.map(|p| p.addr().clone())
+    }
+
+    /// `PING` while subscribed (RESP2): answered in the subscription stream.
+    pub(super) fn subscribed_ping(&mut self, raw: Bytes, view: &CommandView<'_>) {
+        let msg = (view.len() > 1).then(|| view.get(1));
+        match self
+            .pubsub
+            .as_mut()
+            .filter(|p| p.conns.contains_key(&GLOBAL))
+        {
+            Some(ps) => ps.send_ping(GLOBAL, raw),
+            None => self.oob.extend_from_slice(&subs::subscribed_pong(msg)),
+        }
+    }
+
+    /// `MONITOR`: `+OK`, then every client's commands as they arrive.
+    fn monitor(&mut self) {
+        self.oob.extend_from_slice(reply::OK);
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        if ps.monitoring {
+            return;
+        }
+        ps.monitoring = true;
+        let mut watching = self.ctx.monitors.watch();
+        let events = ps.events_sender();
+        tokio::spawn(async move {
+            loop {
+                let event = match watching.lines.recv().await {
+                    Ok(line) => PubSubEvent::Frame(line),
+                    Err(broadcast::error::RecvError::Lagged(_)) => PubSubEvent::Overflow,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let overflow = matches!(event, PubSubEvent::Overflow);
+                // Ends when the session is gone (its receiver dropped).
+                if events.send((MONITOR, event)).await.is_err() || overflow {
+                    return;
+                }
+            }
+        });
+    }
+
+    pub(super) async fn subscription(&mut self, cmd: SubCmd, raw: Bytes, view: &CommandView<'_>) {
+        if cmd == SubCmd::Monitor {
+            self.monitor();
+            return;
+        }
+        let args: Vec<Bytes> = view.args[1..]
+            .iter()
+            .map(|&(s, e)| raw.slice(s..e))
+            .collect();
+        match cmd {
+            SubCmd::SSubscribe => return Box::pin(self.shard_subscribe(view.get(0), args)).await,
+            SubCmd::SUnsubscribe => return self.shard_unsubscribe(view.get(0), args),
+            _ => {}
+        }
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let global_node = self.pubsub_home().await;
+        let Some(addr) = global_node else {
+            self.oob.extend_from_slice(&self.no_cluster());
+            return;
+        };
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        ps.global(&addr, &opts, proto);
+        let change = ps.record(view.get(0), &args);
+        ps.send_confirmed(GLOBAL, raw, change);
+        self.client.info.set_subscribed(ps.active());
+    }
+
+    /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
+    /// cluster node accepts them (channels of unserved slots get an error).
+    async fn shard_subscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
+        let groups = group_by(args, |ch| slot_of(ch));
+        // One wait for a missing owner per command, not one per slot.
+        let mut waited = false;
+        for (s, chans) in groups {
+            let mut owner = self.ctx.topology.load().master(s).cloned();
+            if owner.is_none() && !waited {
+                waited = true;
+                owner = self.wait_for_owner(s).await;
+            }
+            let Some(pool) = owner else {
+                self.oob.extend_from_slice(&self.slot_unserved(s));
+                continue;
+            };
+            self.send_shard_subscribe(name, pool.addr(), &chans, 0);
+        }
+        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
+        self.client.info.set_subscribed(active);
+    }
+
+    /// Sends `SSUBSCRIBE` of `chans` (of one slot) to the node at `addr`
+    /// (`redirects`: the times it was sent again after `-MOVED`).
+    fn send_shard_subscribe(
+        &mut self,
+        name: &[u8],
+        addr: &Arc<str>,
+        chans: &[Bytes],
+        redirects: u8,
+    ) {
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        let id = ps.shard_id(addr, &opts, proto);
+        let mut change = ps.record(name, chans);
+        change.redirects = redirects;
+        ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
+        ps.carry(id, chans.iter());
+    }
+
+    /// `SUNSUBSCRIBE [channel...]`: each channel on the connection that
+    /// carries it, one command per slot. A channel no connection carries
+    /// (never subscribed, or its connection was lost) is confirmed by the
+    /// proxy: a node holding none would answer with a nil channel.
+    fn shard_unsubscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
+        let proto = self.client.proto;
+        let ps = self.pubsub.get_or_insert_with(Default::default);
+        let named: Vec<Bytes> = if args.is_empty() {
+            ps.shard_channels.keys().cloned().collect()
+        } else {
+            args.clone()
+        };
+        if named.is_empty() {
+            self.oob
+                .extend_from_slice(&subs::sunsubscribe_frame(None, 0, proto));
+            return;
+        }
+        let mut carried = Vec::new();
+        let mut local = BytesMut::new();
+        for ch in &named {
+            match ps.carrier(ch) {
+                Some(id) => carried.push((id, ch.clone())),
+                None => {
+                    local.extend_from_slice(&ps.local_sunsubscribe(ch, proto));
+                    ps.record(name, std::slice::from_ref(ch));
+                }
+            }
+        }
+        let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
+        for ((id, _), chans) in groups {
+            let chans: Vec<Bytes> = chans.into_iter().map(|(_, ch)| ch).collect();
+            let change = ps.record(name, &chans);
+            ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
+        }
+        for ch in &named {
+            ps.uncarry(ch);
+        }
+        self.client.info.set_subscribed(ps.active());
+        self.oob.extend_from_slice(&local);
+    }
+
+    async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        match event {
+            PubSubEvent::Frame(frame) => match ps.verdict(id, &frame) {
+                Verdict::Forward if id == GLOBAL || id == MONITOR => {
+                    self.oob.extend_from_slice(&frame);
+                }
+                Verdict::Forward => self.oob.extend_from_slice(&ps.renumber(frame)),
+                Verdict::Swallow => {}
+                Verdict::OwnRefused(set, names) => {
+                    tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again in 1 s");
+                    if set == Set::Shard {
+                        for ch in &names {
+                            ps.uncarry(ch);
+                        }
+                        ps.keep_orphans(names);
+                        self.ctx.topology.request_refresh();
+                    }
+                    ps.resubscribe_in(id, REFUSED_RESUBSCRIBE_DELAY);
+                }
+                Verdict::ShardDropped(channel) => {
+                    // The channel's slot left that node: the client keeps
+                    // its subscription where the slot went.
+                    if ps.carrier(&channel) == Some(id) {
+                        tracing::debug!(client = %self.client.info.peer, channel = %String::from_utf8_lossy(&channel), "shard channel dropped by its node; subscribing where its slot went");
+                        ps.uncarry(&channel);
+                        ps.keep_orphans([channel]);
+                        self.ctx.topology.request_refresh();
+                        retry_resubscribe(ps, id);
+                    }
+                }
+                Verdict::Refused(change) => self.refused_subscription(id, frame, change),
+            },
+            PubSubEvent::Overflow => {
+                ps.give_up_confirming();
+                tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
+                metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
+                self.ctx
+                    .stats
+                    .inflight
+                    .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
+                self.pending.clear();
+                self.closing = true;
+            }
+            PubSubEvent::Lost(_) => {
+                ps.lost(id);
+                retry_resubscribe(ps, id);
+            }
+            PubSubEvent::Resubscribe => {
+                ps.resubscribe_due(id);
+                self.resubscribe(id);
+            }
+        }
+    }
+
+    /// Handles a Pub/Sub event and every other one already queued.
+    pub(super) async fn on_pubsub_events(&mut self, id: u32, event: PubSubEvent) {
+        self.on_pubsub_event(id, event).await;
+        while let Some((id, event)) = self.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
+            self.on_pubsub_event(id, event).await;
+        }
+    }
+
+    /// A node refused a client's subscription command sent on connection
+    /// `id` (what it changed is undone): the error goes to the client, but
+    /// for shard channels whose slot moved (`-MOVED` never reaches a
+    /// client), which are subscribed on their new owner, or unsubscribed
+    /// by the proxy (the node had dropped them with the slot).
+    fn refused_subscription(&mut self, id: u32, frame: Bytes, change: Change) {
+        let proto = self.client.proto;
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        let redirect = crate::client::retry::parse_redirect(&frame);
+        let shard = change.set == Some(Set::Shard);
+        if redirect.is_some() || frame.starts_with(b"-TRYAGAIN") {
+            self.ctx.topology.request_refresh();
+        }
+        match redirect {
+            Some(r) if shard && change.subscribe && !r.ask && change.redirects < 2 => {
+                let current = ps.conns.get(&id).map(|c| c.addr.clone());
+                let addr: Arc<str> = redirect_addr(&r, current.as_deref()).into();
+                tracing::debug!(client = %self.client.info.peer, node = %addr, "shard channels moved; subscribing on their new owner");
+                self.send_shard_subscribe(
+                    b"SSUBSCRIBE",
+                    &addr,
+                    &change.names,
+                    change.redirects + 1,
+                );
+            }
+            Some(_) if shard && !change.subscribe => {
+                for ch in &change.names {
+                    ps.uncarry(ch);
+                    ps.record(b"sunsubscribe", std::slice::from_ref(ch));
+                    let frame = ps.local_sunsubscribe(ch, proto);
+                    self.oob.extend_from_slice(&frame);
+                }
+            }
+            Some(_) => self.oob.extend_from_slice(
+                b"-TRYAGAIN the slot of this channel is moving between nodes; subscribe again\r\n",
+            ),
+            None => self.oob.extend_from_slice(&frame),
+        }
+        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
+        self.client.info.set_subscribed(active);
+    }
+
+    /// Subscribes again after connection `id` was lost.
+    fn resubscribe(&mut self, id: u32) {
+        let opts = self.ctx.topology.conn_options().clone();
+        let proto = self.client.proto;
+        let map = self.ctx.topology.load();
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if id == GLOBAL {
+            if ps.channels.is_empty() && ps.patterns.is_empty() {
+                return;
+            }
+            let Some(home) = map
+                .master(PUBSUB_HOME_SLOT)
+                .or_else(|| map.shards().first().map(|s| &s.master))
+            else {
+                retry_resubscribe(ps, id);
+                return;
+            };
+            let mut cmds = Vec::new();
+            for (set, name, names) in [
+                (Set::Channels, &b"SUBSCRIBE"[..], &ps.channels),
+                (Set::Patterns, &b"PSUBSCRIBE"[..], &ps.patterns),
+            ] {
+                if !names.is_empty() {
+                    let cmd = subscribe_command(name, names.iter());
+                    cmds.push((set, cmd, names.iter().cloned().collect::<Vec<_>>()));
+                }
+            }
+            let count = ps.channels.len() + ps.patterns.len();
+            ps.global(home.addr(), &opts, proto);
+            for (set, cmd, names) in cmds {
+                ps.send_own(GLOBAL, set, cmd, names);
+            }
+            tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
+            return;
+        }
+        // The lost connections' shard channels: one SSUBSCRIBE per slot on
+        // its current owner; those without an owner yet wait for the next
+        // try.
+        let orphans: Vec<(u16, Bytes)> = ps
+            .take_orphans()
+            .into_iter()
+            .filter_map(|ch| Some((*ps.shard_channels.get(&ch)?, ch)))
+            .collect();
+        let by_slot: Vec<(u16, Vec<Bytes>)> = group_by(orphans, |(slot, _)| *slot)
+            .into_iter()
+            .map(|(slot, chans)| (slot, chans.into_iter().map(|(_, ch)| ch).collect()))
+            .collect();
+        let mut waiting = Vec::new();
+        for (slot, channels) in by_slot {
+            let Some(pool) = map.master(slot) else {
+                waiting.extend(channels);
+                continue;
+            };
+            let cid = ps.shard_id(pool.addr(), &opts, proto);
+            let cmd = subscribe_command(b"SSUBSCRIBE", channels.iter());
+            ps.carry(cid, channels.iter());
+            ps.send_own(cid, Set::Shard, cmd, channels.clone());
+            tracing::info!(client = %self.client.info.peer, node = %pool.addr(), count = channels.len(), "re-subscribed shard channels after a lost connection");
+        }
+        if !waiting.is_empty() {
+            ps.keep_orphans(waiting);
+            retry_resubscribe(ps, id);
+        }
+    }
+}
+
+/// `items` grouped by `key`, groups and items in first-seen order.
+fn group_by<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<(K, Vec<T>)> {
+    let mut groups: Vec<(K, Vec<T>)> = Vec::new();
+    for item in items {
+        let k = key(&item);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, members)) => members.push(item),
+            None => groups.push((k, vec![item])),
+        }
+    }
+    groups
+}
+
+/// Tries subscribing again after a lost connection in 200 ms.
+fn retry_resubscribe(ps: &mut PubSubState, id: u32) {
+    ps.resubscribe_in(id, Duration::from_millis(200));
+}
+
+/// How long the proxy waits before subscribing again when a node refused
+/// its re-subscription (`-BUSY`, `-NOPERM`, a moved slot).
+const REFUSED_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
+    reply::command(args)
+}
+
+pub(super) async fn next_pubsub_event(
+    pubsub: &mut Option<Box<PubSubState>>,
+) -> Option<(u32, PubSubEvent)> {
+    match pubsub {
+        Some(p) => p.events.recv().await,
+        None => std::future::pending().await,
+    }
+}

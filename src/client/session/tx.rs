@@ -1,0 +1,361 @@
+//! `MULTI`/`EXEC`/`WATCH` for a session: queueing, the pinned `WATCH`
+//! connection, and per-slot transactions.
+
+use super::redirect::{is_eval, is_evalsha, too_many_private};
+use super::*;
+
+impl Core {
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` outside a transaction.
+    pub(super) async fn tx_command(&mut self, cmd: TxCmd, raw: Bytes, seq: u64) {
+        match cmd {
+            TxCmd::Multi => {
+                self.multi = Some(TxState {
+                    track: std::mem::take(&mut self.track_tx),
+                    ..TxState::default()
+                });
+                self.ready(Bytes::from_static(reply::OK));
+            }
+            TxCmd::Exec => self.ready(reply::error("ERR EXEC without MULTI")),
+            TxCmd::Discard => self.ready(reply::error("ERR DISCARD without MULTI")),
+            TxCmd::Unwatch => {
+                self.pinned = None;
+                self.ready(Bytes::from_static(reply::OK));
+            }
+            TxCmd::Watch(slot) => {
+                if let Some(p) = &self.pinned {
+                    if p.slot != slot {
+                        let msg = format!(
+                            "CROSSSLOT Keys in request don't hash to the same slot (command 'watch', slots {} and {slot}); all watched keys must be in one slot: use a {{hash tag}}",
+                            p.slot
+                        );
+                        self.ready(reply::error(&msg));
+                        return;
+                    }
+                } else {
+                    match self.open_pinned(slot).await {
+                        Ok(p) => self.pinned = Some(p),
+                        Err(e) => {
+                            self.ready(e);
+                            return;
+                        }
+                    }
+                }
+                let mut sent = Sent::to_slot(raw, slot);
+                sent.via = Via::Pinned;
+                self.start(sent, seq).await;
+            }
+        }
+    }
+
+    async fn open_pinned(&self, slot: u16) -> Result<Pinned, Bytes> {
+        let pool = match self.ctx.topology.load().master(slot).cloned() {
+            Some(p) => p,
+            None => self
+                .wait_for_owner(slot)
+                .await
+                .ok_or_else(|| self.slot_unserved(slot))?,
+        };
+        let permit = self
+            .ctx
+            .blocking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| too_many_private())?;
+        let opts = self.ctx.topology.conn_options().clone();
+        let conn = BackendConn::spawn_dedicated(
+            pool.addr().clone(),
+            opts,
+            self.client.proto,
+            permit,
+            None,
+        );
+        Ok(Pinned { conn, slot })
+    }
+
+    /// A command while `MULTI` is open: queued, or refused (which makes
+    /// `EXEC` abort, as in Redis).
+    pub(super) async fn queue_in_multi(
+        &mut self,
+        route: Route,
+        raw: Bytes,
+        view: &CommandView<'_>,
+    ) {
+        let seq = self.next_seq();
+        let name = crate::command::find(view).map(|s| s.name).unwrap_or("?");
+        let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
+        let Some(tx) = self.multi.as_mut() else {
+            return;
+        };
+        let slot = match route {
+            Route::Tx(TxCmd::Exec) => {
+                self.exec(seq).await;
+                return;
+            }
+            Route::Tx(TxCmd::Discard) => {
+                self.multi = None;
+                self.pinned = None;
+                self.ready(Bytes::from_static(reply::OK));
+                return;
+            }
+            Route::Tx(TxCmd::Multi) => {
+                self.ready(reply::error("ERR MULTI calls can not be nested"));
+                return;
+            }
+            Route::Tx(TxCmd::Watch(_)) => {
+                self.ready(reply::error("ERR WATCH inside MULTI is not allowed"));
+                return;
+            }
+            Route::Local(cmd @ (Local::Quit | Local::Reset)) => {
+                self.local(cmd, view);
+                return;
+            }
+            // A cluster delivers a PUBLISH run on any node to every node:
+            // it does not tie the transaction to the home slot it is
+            // routed by outside one (Celery's result backend sends SET and
+            // PUBLISH in one MULTI).
+            Route::Slot(_) if name == "publish" => None,
+            Route::Slot(s) | Route::Blocking(s) => Some(s),
+            Route::AnyMaster
+            | Route::Tx(TxCmd::Unwatch)
+            | Route::Local(Local::Ping | Local::Echo) => None,
+            Route::Reply(err) if err.first() == Some(&b'-') => {
+                tx.failed = true;
+                self.ready(err);
+                return;
+            }
+            Route::Split(kind) if per_slot => {
+                let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
+                let subs = split::split(kind, view, &self.scratch.keys, max_keys);
+                tx.plan
+                    .push(Queued::Split(kind, subs, self.scratch.keys.len()));
+                tx.queued.push(raw);
+                self.ready(Bytes::from_static(b"+QUEUED\r\n"));
+                return;
+            }
+            Route::Split(_) => {
+                tx.failed = true;
+                let keys = &self.scratch.keys;
+                let a = keys
+                    .first()
+                    .map(|&k| crate::cluster::slot::slot(view.get(k)))
+                    .unwrap_or(0);
+                let b = keys
+                    .iter()
+                    .map(|&k| crate::cluster::slot::slot(view.get(k)))
+                    .find(|&s| s != a)
+                    .unwrap_or(a);
+                self.ready(cross_slot(name, a, b));
+                return;
+            }
+            // A reply the proxy makes (ROLE) has no place in a node's EXEC.
+            Route::Reply(_)
+            | Route::Local(_)
+            | Route::Fanout(_)
+            | Route::Scan
+            | Route::RandomKey
+            | Route::Sub(_) => {
+                tx.failed = true;
+                let msg =
+                    format!("ERR slotbridge: '{name}' cannot be used inside MULTI on a cluster");
+                self.ready(reply::error(&msg));
+                return;
+            }
+        };
+        let watched = self.pinned.as_ref().map(|p| p.slot);
+        if let (Some(s), false) = (slot, per_slot) {
+            match tx.slot.or(watched) {
+                Some(t) if t != s => {
+                    tx.failed = true;
+                    let fix = if watched.is_some() {
+                        "with WATCH, all keys of a transaction must be in the watched keys' slot: use a {hash tag}"
+                    } else {
+                        "all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
+                    };
+                    let msg = format!(
+                        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); {fix}"
+                    );
+                    self.ready(reply::error(&msg));
+                    return;
+                }
+                _ => tx.slot = Some(s),
+            }
+        }
+        if is_eval(view) {
+            self.ctx
+                .scripts
+                .remember(&raw.slice(view.args[1].0..view.args[1].1));
+        }
+        // Inside MULTI a NOSCRIPT cannot be recovered: send a known
+        // script's body instead of its SHA1.
+        let raw = match (is_evalsha(view), self.ctx.scripts.get(view.get(1))) {
+            (true, Some(body)) => {
+                let name: &[u8] = if view.get(0).len() > 7 {
+                    b"EVAL_RO"
+                } else {
+                    b"EVAL"
+                };
+                let args: Vec<&[u8]> = std::iter::once(name)
+                    .chain(std::iter::once(&body[..]))
+                    .chain((2..view.len()).map(|i| view.get(i)))
+                    .collect();
+                reply::command(args)
+            }
+            _ => raw,
+        };
+        tx.plan.push(Queued::One(slot));
+        tx.queued.push(raw);
+        self.ready(Bytes::from_static(b"+QUEUED\r\n"));
+    }
+
+    async fn exec(&mut self, seq: u64) {
+        let Some(tx) = self.multi.take() else {
+            return;
+        };
+        let pinned = self.pinned.take();
+        if tx.failed {
+            self.ready(Bytes::from_static(EXECABORT));
+            return;
+        }
+        let tracked = tx.track && tx.reads;
+        if pinned.is_none() && tx.spans_slots() {
+            self.exec_per_slot(&tx, seq).await;
+            if tracked {
+                // Per-slot blocks carry no CLIENT CACHING: flush after.
+                self.last_tracked = seq + 1;
+                self.tell(&crate::tracking::Notice::All);
+            }
+            return;
+        }
+        let (payload, skip) = tx.block();
+        let slot = tx.slot.or(pinned.as_ref().map(|p| p.slot));
+        // Without keys, on the Pub/Sub home node: a PUBLISH there counts
+        // the proxy's subscribers, as one server would.
+        let mut sent = Sent::to_slot(payload, slot.unwrap_or(PUBSUB_HOME_SLOT));
+        sent.skip = skip;
+        if tracked {
+            self.last_tracked = seq + 1;
+        }
+        match pinned {
+            Some(p) => {
+                sent.via = Via::Pinned;
+                let req = BackendRequest {
+                    payload: sent.payload.clone(),
+                    asking: false,
+                    skip,
+                    then_wait: None,
+                    caching: false,
+                    replies: 1,
+                    reply_to: self.reply_to(seq, 0),
+                };
+                self.push(Pending::Single(sent));
+                // Dropping the handle afterwards closes the connection once
+                // EXEC has answered, which also clears the watches.
+                p.conn.send(req).await;
+                if tracked {
+                    // Not on a shared connection: no CLIENT CACHING; flush.
+                    self.tell(&crate::tracking::Notice::All);
+                }
+            }
+            None => {
+                if tracked {
+                    // CLIENT CACHING YES before MULTI covers the whole
+                    // transaction, as the client's own CACHING did.
+                    sent.tracked = true;
+                    self.track = true;
+                }
+                self.start(sent, seq).await;
+                self.track = false;
+            }
+        }
+    }
+
+    /// `EXEC` of a per-slot transaction: one `MULTI/EXEC` per slot, sent
+    /// at once, replies reassembled in the client's order.
+    async fn exec_per_slot(&mut self, tx: &TxState, seq: u64) {
+        let (blocks, plan) = tx.per_slot_blocks();
+        let mut sends = Vec::with_capacity(blocks.len());
+        let parts: Vec<Part> = blocks
+            .into_iter()
+            .map(|(slot, payload, skip)| {
+                // A keyless-only block goes to any master.
+                let sent = Sent {
+                    slot,
+                    skip,
+                    ..Sent::to_slot(payload, 0)
+                };
+                sends.push((sent.target(), sent.payload.clone(), skip));
+                Part {
+                    sent,
+                    positions: split::Positions::default(),
+                    reply: None,
+                    group: 1,
+                }
+            })
+            .collect();
+        self.push(Pending::Multi(Box::new(Multi {
+            kind: MergeKind::Tx(Box::new(plan)),
+            name: "exec",
+            remaining: parts.len(),
+            parts,
+            total_keys: 0,
+        })));
+        for (i, (target, payload, skip)) in sends.into_iter().enumerate() {
+            self.send(target, payload, false, Via::Shared, skip, seq, i as u32)
+                .await;
+        }
+    }
+}
+
+/// The client's `EXEC` reply from the per-slot `EXEC` replies.
+pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
+    let mut groups: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
+    for r in replies {
+        match children(r) {
+            Some(items) => groups.push(items.iter().map(|&(s, e)| r.slice(s..e)).collect()),
+            // A slot's transaction was aborted (null): so is the whole.
+            None => return (*r).clone(),
+        }
+    }
+    let get = |g: usize, i: usize| {
+        groups
+            .get(g)
+            .and_then(|items| <[Bytes]>::get(items, i))
+            .cloned()
+    };
+    let mut out = BytesMut::new();
+    reply::put_array(&mut out, plan.locs.len());
+    for loc in &plan.locs {
+        let item = match loc {
+            Loc::One(g, i) => get(*g, *i),
+            Loc::Split(parts, kind, nkeys) => {
+                let items: Option<Vec<Bytes>> = parts.iter().map(|(g, i, _)| get(*g, *i)).collect();
+                items.map(|items| {
+                    if let Some(e) = items.iter().find(|b| reply_kind(b[0]) == ReplyKind::Error) {
+                        return e.clone();
+                    }
+                    let refs: Vec<&Bytes> = items.iter().collect();
+                    match kind {
+                        SplitKind::Mget => {
+                            let with_pos: Vec<(&Bytes, &[u32])> = items
+                                .iter()
+                                .zip(parts)
+                                .map(|(b, p)| (b, p.2.as_slice()))
+                                .collect();
+                            merge::mget(&with_pos, *nkeys)
+                        }
+                        SplitKind::Mset => merge::all_ok(&refs),
+                        SplitKind::Sum => merge::sum(&refs),
+                        SplitKind::Sets(op) => merge::set_op(*op, &refs),
+                    }
+                })
+            }
+        };
+        match item {
+            Some(b) => out.extend_from_slice(&b),
+            None => {
+                return reply::error("ERR slotbridge: unexpected EXEC reply shape from a server")
+            }
+        }
+    }
+    out.freeze()
+}
