@@ -327,14 +327,25 @@ impl Default for LifecycleConfig {
     }
 }
 
+/// How often the TLS files are checked for changes: often enough that a
+/// rotated certificate (cert-manager renews days before expiry) is served
+/// within seconds, rarely enough to cost nothing (three `stat`s).
+pub const DEFAULT_TLS_WATCH_INTERVAL_MS: u64 = 10_000;
+
 /// `[tls]`: client-facing TLS and backend TLS.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain clients see; client TLS is on when set.
     pub cert_file: Option<String>,
     /// PEM private key for `cert_file`.
     pub key_file: Option<String>,
+    /// PEM CA bundle that signs client certificates: when set, every client
+    /// must present a certificate it signs (mutual TLS).
+    pub client_ca_file: Option<String>,
+    /// Every this many milliseconds the certificate, key and CA files are
+    /// checked, and read again when one changed (0: only on SIGHUP).
+    pub watch_interval_ms: u64,
     /// Connect to the backends with TLS.
     pub backend: bool,
     /// PEM CA bundle that signs the backends' certificates (default: the
@@ -346,6 +357,22 @@ pub struct TlsConfig {
     pub backend_key_file: Option<String>,
     /// Server name to verify (and send as SNI) instead of the node's host.
     pub backend_server_name: Option<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            watch_interval_ms: DEFAULT_TLS_WATCH_INTERVAL_MS,
+            backend: false,
+            backend_ca_file: None,
+            backend_cert_file: None,
+            backend_key_file: None,
+            backend_server_name: None,
+        }
+    }
 }
 
 /// A configuration problem, naming the field.
@@ -519,6 +546,13 @@ impl Config {
                 "tls.cert_file and tls.key_file must be set together".into(),
             );
         }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return invalid(
+                "tls.client_ca_file",
+                "client certificates need client TLS: set tls.cert_file and tls.key_file too"
+                    .into(),
+            );
+        }
         if self.tls.backend_cert_file.is_some() != self.tls.backend_key_file.is_some() {
             return invalid(
                 "tls.backend_cert_file",
@@ -585,6 +619,13 @@ mod tests {
             .to_string()
             .starts_with("invalid config: limits.client_write_timeout_ms:"));
         c.limits.client_write_timeout_ms = 1;
+        c.tls.client_ca_file = Some("ca.crt".into());
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: tls.client_ca_file: client certificates need client TLS: \
+             set tls.cert_file and tls.key_file too"
+        );
+        c.tls.client_ca_file = None;
         c.seeds = vec![];
         assert!(c.validate().unwrap_err().to_string().contains("seeds"));
     }

@@ -55,6 +55,9 @@ pub const COLOCATE_SCRIPTS: &str = "slotbridge_colocate_wrapped_scripts_total";
 pub const WRITE_WAIT_SHORT: &str = "slotbridge_write_wait_short_total";
 /// Writes followed by a `WAIT` under the `[durability]` policy.
 pub const WRITE_WAITS: &str = "slotbridge_write_waits_total";
+/// TLS certificate reloads (file change or SIGHUP), by `outcome` (`ok`,
+/// `error`: unusable files, the current certificates kept).
+pub const TLS_RELOADS: &str = "slotbridge_tls_reloads_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -80,7 +80,13 @@ pub async fn run(
         }),
         queue_depth: 1,
         on_failure: Box::new(|_| {}),
-        tls: crate::tls::backend(&config.tls)?,
+        // The client side's files are not needed here.
+        tls: std::sync::Arc::new(crate::tls::TlsState::new(&crate::config::TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            ..config.tls.clone()
+        })?),
         request_timeout: None,
         commands_in_flight: Default::default(),
         tracker: std::sync::Arc::new(crate::tracking::Tracker::new(0)),

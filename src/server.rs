@@ -60,6 +60,8 @@ pub struct Context {
     pub tracker: Arc<crate::tracking::Tracker>,
     /// The backends' `redis_version`, learned at start-up.
     pub backend_version: OnceLock<String>,
+    /// Certificates in force for new connections on both sides.
+    pub tls: Arc<crate::tls::TlsState>,
     next_client_id: AtomicU64,
 }
 
@@ -176,11 +178,11 @@ pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_error)?;
-    let acceptor = crate::tls::acceptor(&config.tls)?;
-    let backend_tls = crate::tls::backend(&config.tls)?;
+    let tls = Arc::new(crate::tls::TlsState::new(&config.tls)?);
     let metrics = crate::metrics::install();
-    let ctx = build_context(config, port, backend_tls);
+    let ctx = build_context(config, port, tls);
     tokio::spawn(crate::admin::health_checker(ctx.clone()));
+    tokio::spawn(watch_tls_files(Arc::downgrade(&ctx)));
     tokio::spawn(release_memory(hooks.release_memory.clone()));
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), metrics));
@@ -189,7 +191,7 @@ pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &ctx, &acceptor),
+                Ok((stream, peer)) => accept(stream, peer, &ctx),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -206,12 +208,7 @@ pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
     Ok(())
 }
 
-fn accept(
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    ctx: &Arc<Context>,
-    acceptor: &Option<tokio_rustls::TlsAcceptor>,
-) {
+fn accept(stream: tokio::net::TcpStream, peer: std::net::SocketAddr, ctx: &Arc<Context>) {
     let max = ctx.config().limits.max_clients;
     if ctx.stats.connected_clients.load(Ordering::Relaxed) as usize >= max {
         metrics::counter!(crate::metrics::CLIENT_CONNECTIONS_REJECTED).increment(1);
@@ -227,12 +224,11 @@ fn accept(
     let _ = stream.set_nodelay(true);
     use crate::client::connection::{ClientStream, Connection};
     let ctx = ctx.clone();
-    match acceptor {
+    match ctx.tls.acceptor() {
         None => {
             tokio::spawn(Connection::new(ClientStream::Tcp(stream), peer, ctx));
         }
         Some(acceptor) => {
-            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // Boxed: the handshake's state and its result are large and
                 // must not stay part of the connection's task.
@@ -247,7 +243,7 @@ fn accept(
 
 /// Runs a client's TLS handshake (10 s at most).
 async fn tls_handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
 ) -> Option<crate::client::connection::ClientStream> {
@@ -321,14 +317,25 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     diff!(listen, restart);
     diff!(admin, restart);
     diff!(backend, restart);
-    diff!(tls, restart);
+    // Turning TLS on or off changes what the port speaks: a restart. Other
+    // TLS settings apply to new connections; the files are read again
+    // even when unchanged, since SIGHUP is how a rotation the file watch
+    // has not seen yet is applied at once.
+    let tls_sides = |t: &crate::config::TlsConfig| (t.cert_file.is_some(), t.backend);
+    if tls_sides(&old.tls) != tls_sides(&new.tls) {
+        restart.push("tls (turning client or backend TLS on or off)");
+        new.tls = old.tls.clone();
+    } else if reload_tls(ctx, &new.tls, "SIGHUP") {
+        diff!(tls, changed);
+    } else {
+        new.tls = old.tls.clone();
+    }
     diff!(colocate, restart);
     if !restart.is_empty() {
         tracing::warn!(fields = ?restart, "these settings take effect only after a restart; keeping the current values");
         new.listen = old.listen.clone();
         new.admin = old.admin.clone();
         new.backend = old.backend.clone();
-        new.tls = old.tls.clone();
         new.colocate = old.colocate.clone();
         new.limits.max_private_connections = old.limits.max_private_connections;
     }
@@ -344,11 +351,56 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     tracing::info!(changed = ?changed, "configuration reloaded");
 }
 
-fn build_context(
-    config: Config,
-    port: u16,
-    backend_tls: Option<crate::tls::BackendTls>,
-) -> Arc<Context> {
+/// Reads the TLS files again (`why`: what asked for it); false, with the
+/// error logged and the current certificates kept, when they are unusable.
+fn reload_tls(ctx: &Context, tls: &crate::config::TlsConfig, why: &str) -> bool {
+    match ctx.tls.reload(tls) {
+        Ok(()) => {
+            metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "ok").increment(1);
+            tracing::info!(
+                trigger = why,
+                "TLS certificates read again; new connections use them"
+            );
+            true
+        }
+        Err(e) => {
+            metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "error").increment(1);
+            tracing::error!(trigger = why, error = %e, "cannot read the TLS certificates; keeping the current ones");
+            false
+        }
+    }
+}
+
+/// Checks the TLS files every `tls.watch_interval_ms` and reads them again
+/// when one changed (a rotated certificate), until the proxy stops.
+async fn watch_tls_files(ctx: std::sync::Weak<Context>) {
+    loop {
+        let interval = match ctx.upgrade() {
+            Some(ctx) => ctx.config().tls.watch_interval_ms,
+            None => return,
+        };
+        // Off (0): look again later in case a reload turns it on.
+        let off = interval == 0;
+        let wait = if off { 1_000 } else { interval };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let tls = ctx.config().tls.clone();
+        if off || tls.watch_interval_ms == 0 {
+            continue;
+        }
+        // `stat` may block on a network volume: not on a runtime thread.
+        let state = ctx.tls.clone();
+        let check = tls.clone();
+        let changed = tokio::task::spawn_blocking(move || state.changed(&check))
+            .await
+            .unwrap_or(false);
+        if changed {
+            reload_tls(&ctx, &tls, "file change");
+        }
+    }
+}
+
+fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> Arc<Context> {
     let refresh_signal = Arc::new(Notify::new());
     let signal = refresh_signal.clone();
     let password = config.backend.password.clone().or_else(|| {
@@ -363,7 +415,7 @@ fn build_context(
         password,
         queue_depth: config.backend.queue_depth,
         on_failure: Box::new(move |_addr| signal.notify_one()),
-        tls: backend_tls,
+        tls: tls.clone(),
         request_timeout: match config.backend.request_timeout_ms {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -397,6 +449,7 @@ fn build_context(
         scripts: Default::default(),
         monitors: Default::default(),
         tracker: conn_opts.tracker.clone(),
+        tls,
         clients: Default::default(),
         rules,
         health: Default::default(),

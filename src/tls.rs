@@ -5,11 +5,19 @@
 //! bundle), optionally with a client certificate, and verified by the name
 //! in `tls.backend_server_name` or else the host the node announces (which
 //! is also sent as SNI) — the ElastiCache in-transit encryption setup.
+//! With `tls.client_ca_file`, clients must present a certificate it signs.
+//!
+//! [`TlsState`] holds what is in force and replaces it when the files
+//! change or on SIGHUP, so rotated certificates need no restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -38,15 +46,37 @@ fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("cannot read private key from {path}: {e}"))
 }
 
-/// The acceptor for client TLS, when `tls.cert_file` is set.
+/// The CA certificates in `path`, for the setting `field`.
+fn roots(path: &str, field: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{field}: invalid CA certificate in {path}: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// The acceptor for client TLS, when `tls.cert_file` is set; it asks for
+/// and verifies client certificates when `tls.client_ca_file` is set.
 pub fn acceptor(cfg: &TlsConfig) -> Result<Option<TlsAcceptor>, String> {
     let (Some(cert), Some(key_file)) = (&cfg.cert_file, &cfg.key_file) else {
         return Ok(None);
     };
-    let config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(roots(ca, "tls.client_ca_file")?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| format!("tls.client_ca_file: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs(cert)?, key(key_file)?)
         .map_err(|e| format!("tls.cert_file/tls.key_file: {e}"))?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
@@ -85,12 +115,7 @@ pub fn backend(cfg: &TlsConfig) -> Result<Option<BackendTls>, String> {
         return Ok(None);
     }
     let ca = cfg.backend_ca_file.as_deref().unwrap_or(SYSTEM_CA_BUNDLE);
-    let mut roots = RootCertStore::empty();
-    for cert in certs(ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("tls.backend_ca_file: invalid CA certificate in {ca}: {e}"))?;
-    }
+    let roots = roots(ca, "tls.backend_ca_file")?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -105,4 +130,110 @@ pub fn backend(cfg: &TlsConfig) -> Result<Option<BackendTls>, String> {
         connector: TlsConnector::from(Arc::new(config)),
         server_name: cfg.backend_server_name.clone(),
     }))
+}
+
+/// When a file was last changed, and its size: a rotated file differs in
+/// one of them (a Kubernetes secret volume swaps a symlink, which
+/// `metadata` follows). `None` when it cannot be read.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &str) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The files the TLS settings are read from.
+fn files(cfg: &TlsConfig) -> Vec<&str> {
+    let mut files: Vec<&str> = [&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if cfg.backend {
+        files.push(cfg.backend_ca_file.as_deref().unwrap_or(SYSTEM_CA_BUNDLE));
+        files.extend(
+            [&cfg.backend_cert_file, &cfg.backend_key_file]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+    }
+    files
+}
+
+/// The TLS settings in force on both sides. [`TlsState::reload`] replaces
+/// them; connections open by then keep what they were made with.
+pub struct TlsState {
+    client: ArcSwapOption<TlsAcceptor>,
+    backend: ArcSwapOption<BackendTls>,
+    /// The files as they were when last read (see [`TlsState::changed`]).
+    stamps: Mutex<Vec<(String, Stamp)>>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("client", &self.client.load().is_some())
+            .field("backend", &self.backend.load())
+            .finish()
+    }
+}
+
+impl TlsState {
+    /// Reads the settings' files; an error names the setting and the file.
+    pub fn new(cfg: &TlsConfig) -> Result<TlsState, String> {
+        let state = TlsState {
+            client: ArcSwapOption::empty(),
+            backend: ArcSwapOption::empty(),
+            stamps: Mutex::new(Vec::new()),
+        };
+        state.reload(cfg)?;
+        Ok(state)
+    }
+
+    /// The acceptor for new client connections, when client TLS is on.
+    pub fn acceptor(&self) -> Option<Arc<TlsAcceptor>> {
+        self.client.load_full()
+    }
+
+    /// How new backend connections do TLS, when backend TLS is on.
+    pub fn backend(&self) -> Option<Arc<BackendTls>> {
+        self.backend.load_full()
+    }
+
+    /// Reads the files again and puts both sides' new settings in force at
+    /// once. On an error (a file missing, half written or not matching its
+    /// key) nothing changes and the error names the setting.
+    pub fn reload(&self, cfg: &TlsConfig) -> Result<(), String> {
+        // Stamped before reading: a file replaced while it is read differs
+        // from its stamp at the next check and is read again.
+        let stamps: Vec<(String, Stamp)> = files(cfg)
+            .into_iter()
+            .map(|f| (f.to_string(), stamp(f)))
+            .collect();
+        let result = acceptor(cfg).and_then(|client| Ok((client, backend(cfg)?)));
+        // Recorded even when reading failed, so that a bad file is
+        // reported once, not at every check, and read again once it changes.
+        if let Ok(mut old) = self.stamps.lock() {
+            *old = stamps;
+        }
+        let (client, backend) = result?;
+        self.client.store(client.map(Arc::new));
+        self.backend.store(backend.map(Arc::new));
+        Ok(())
+    }
+
+    /// Whether a file changed since it was last read, or the settings name
+    /// other files.
+    pub fn changed(&self, cfg: &TlsConfig) -> bool {
+        let Ok(old) = self.stamps.lock() else {
+            return true;
+        };
+        let now = files(cfg);
+        now.len() != old.len()
+            || now
+                .iter()
+                .zip(old.iter())
+                .any(|(file, (was, stamped))| file != was || stamp(file) != *stamped)
+    }
 }

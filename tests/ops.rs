@@ -1,25 +1,22 @@
 //! Production operations against real clusters: admin endpoint, metrics,
-//! readiness, backend auth, client limits, slow readers, TLS on both sides,
-//! graceful shutdown and config reload.
+//! readiness, backend auth, client limits, slow readers, graceful shutdown
+//! and config reload (TLS is in `tls.rs`).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{free_port, key_for_slot, Cluster, ClusterOptions, Proxy, RawClient, TempDir};
-
-fn write_config(dir: &TempDir, text: &str) -> String {
-    let path = dir.path().join("slotbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
+use common::{
+    free_port, key_for_slot, wait_until, write_config, Cluster, ClusterOptions, Proxy, RawClient,
+    Spawned, TempDir,
+};
 
 /// `GET path` on the admin port: (status, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -38,65 +35,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A proxy process started without waiting for it to be usable.
-struct Spawned {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Spawned {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Spawned {
-        let dir = TempDir::new("ops-proxy");
-        let port = free_port();
-        let log = dir.path().join("proxy.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slotbridge"));
-        cmd.arg("--listen").arg(&listen).args(args);
-        cmd.env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let s = Spawned {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        wait_until("the proxy to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -486,202 +424,6 @@ fn invalid_config_names_the_field_and_exits_nonzero() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Makes a CA and a certificate for 127.0.0.1/localhost with openssl.
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=slotbridge-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-}
-
-#[test]
-fn tls_on_both_sides() {
-    let dir = TempDir::new("ops-tls");
-    let d = dir.path();
-    make_certs(d);
-    // A one-node TLS-only cluster owning every slot.
-    let port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            "server.crt",
-            "--tls-key-file",
-            "server.key",
-            "--tls-ca-cert-file",
-            "ca.crt",
-            "--tls-auth-clients",
-            "no",
-            "--tls-cluster",
-            "yes",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            d.to_str().unwrap(),
-            "--logfile",
-            "redis.log",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(d)
-        .spawn()
-        .unwrap();
-    struct KillOnDrop<'a>(&'a mut Child);
-    impl Drop for KillOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = KillOnDrop(&mut redis);
-    let cli = |args: &[&str]| -> String {
-        let out = Command::new("redis-cli")
-            .args([
-                "--tls",
-                "--cacert",
-                "ca.crt",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    wait_until("TLS redis to start", Duration::from_secs(10), || {
-        cli(&["PING"]).contains("PONG")
-    });
-    cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
-    wait_until("the cluster to be ok", Duration::from_secs(10), || {
-        cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
-    });
-    let config = write_config(
-        &dir,
-        &format!(
-            "[tls]\ncert_file = \"{0}/server.crt\"\nkey_file = \"{0}/server.key\"\nbackend = true\nbackend_ca_file = \"{0}/ca.crt\"\n",
-            d.display()
-        ),
-    );
-    let seeds = format!("127.0.0.1:{port}");
-    let proxy = Spawned::start(&["--config", &config, "--seeds", &seeds], &[]);
-    let through = |args: &[&str]| -> String {
-        let out = Command::new("redis-cli")
-            .args([
-                "--tls",
-                "--cacert",
-                "ca.crt",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &proxy.port.to_string(),
-            ])
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    wait_until(
-        "the proxy to serve over TLS",
-        Duration::from_secs(10),
-        || through(&["SET", "tls-key", "tls-value"]).trim() == "OK",
-    );
-    assert_eq!(through(&["GET", "tls-key"]).trim(), "tls-value");
-    assert_eq!(through(&["MGET", "tls-key", "other"]).trim(), "tls-value");
-    assert_eq!(cli(&["GET", "tls-key"]).trim(), "tls-value");
-    // Commands apart by more than a session stays active: each one wakes
-    // a resting TLS connection.
-    let spaced = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "(echo 'SET tls-rest 1'; sleep 0.6; echo 'INCR tls-rest'; sleep 0.6; echo 'GET tls-rest') | redis-cli --tls --cacert ca.crt -h 127.0.0.1 -p {}",
-            proxy.port
-        ))
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&spaced.stdout), "OK\n2\n2\n");
-    // Plain text to the TLS port is refused, not served.
-    let mut plain = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    plain
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    plain.write_all(b"PING\r\n").unwrap();
-    let mut buf = [0u8; 64];
-    let n = plain.read(&mut buf).unwrap_or(0);
-    assert!(!buf[..n].starts_with(b"+PONG"));
-    assert!(proxy.log().contains("slotbridge started"));
 }
 
 /// Connects to the proxy and checks with a PING that it was accepted. The

@@ -49,8 +49,9 @@ pub struct ConnOptions {
     pub queue_depth: usize,
     /// Called when a connection to a node fails (to trigger a topology refresh).
     pub on_failure: Box<dyn Fn(&str) + Send + Sync>,
-    /// Backend TLS, when enabled.
-    pub tls: Option<crate::tls::BackendTls>,
+    /// TLS settings; their backend side is read at every connect, so
+    /// reloaded certificates apply to new connections.
+    pub tls: Arc<crate::tls::TlsState>,
     /// A shared connection that answers nothing for this long while
     /// requests wait is dropped and reopened.
     pub request_timeout: Option<Duration>,
@@ -312,7 +313,7 @@ pub(crate) async fn connect(
 ) -> Result<BackendStream, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut stream = match &opts.tls {
+    let mut stream = match opts.tls.backend() {
         None => BackendStream::Tcp(tcp),
         Some(tls) => {
             let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);

@@ -2365,3 +2365,99 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+// ---------------------------------------------------------------------------
+// Proxies started by hand, config files, waiting
+// ---------------------------------------------------------------------------
+
+/// Writes `text` as `slotbridge.toml` in `dir`; returns its path.
+pub fn write_config(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("slotbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Polls `f` every 50 ms until it is true; panics after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A proxy process started without waiting for it to be usable.
+pub struct Spawned {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Spawned {
+    /// Runs the binary with `--listen 127.0.0.1:<free port>` and `args`
+    /// (and `env`), logging to a file, and waits until the port accepts
+    /// connections (10 s at most).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let dir = TempDir::new("ops-proxy");
+        let port = free_port();
+        let log = dir.path().join("proxy.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(proxy_binary());
+        cmd.arg("--listen").arg(&listen).args(args);
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null());
+        let child = spawn_process(cmd).unwrap();
+        let s = Spawned {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        wait_until("the proxy to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls the log until it contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL);
+        }
+        true
+    }
+
+    /// Sends the process `signal` (`"HUP"`, `"TERM"`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
