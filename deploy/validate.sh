@@ -16,11 +16,12 @@
 #           below. Not a substitute for helm lint, but it catches template
 #           errors and wrong output;
 #   - neither: rendering is skipped (and said so).
-#   Renders: default values, and ci/full-values.yaml (TLS, backend password
-#   Secret, ServiceMonitor, every config section). The rendered manifests are
-#   parsed and checked (ports, probes, security context, selectors, the
-#   ConfigMap's TOML, grace period vs drain timeout), and two bad settings
-#   must make rendering fail.
+#   Renders: default values, and ci/full-values.yaml (TLS with client
+#   certificates, backend password Secret, ServiceMonitor, every config
+#   section). The rendered manifests are parsed and checked (ports, probes,
+#   security context, selectors, the ConfigMap's TOML and its TLS paths,
+#   grace period vs drain timeout), and three bad settings must make
+#   rendering fail.
 # If a slotbridge binary is found ($SLOTBRIDGE_BIN, or the newest of
 # target/release, target/debug and PATH), `slotbridge --check-config`
 # validates the sidecar's TOML and the chart's rendered TOML. Its verdict is
@@ -254,12 +255,22 @@ def rendered(stream_path, label, values_files):
             assert ref == {"name": vals["backendAuth"]["secretName"], "key": vals["backendAuth"]["secretKey"]}, "secretKeyRef"
         else:
             assert not env, "env without backendAuth"
-        if vals["tls"]["client"]["enabled"]:
+        client_tls = vals["tls"]["client"]
+        if client_tls["enabled"]:
             d = mounts["client-tls"]
-            assert vols["client-tls"]["secret"]["secretName"] == vals["tls"]["client"]["secretName"]
+            assert vols["client-tls"]["secret"]["secretName"] == client_tls["secretName"]
+            # The whole Secret as a directory: no items, no subPath, so
+            # renewed certificates (and the CA) reach the pod.
+            assert "items" not in vols["client-tls"]["secret"], "client TLS Secret items"
+            assert not [m for m in c["volumeMounts"] if m["name"] == "client-tls" and "subPath" in m], "client TLS subPath"
             assert (cfg["tls"]["cert_file"], cfg["tls"]["key_file"]) == (d + "/tls.crt", d + "/tls.key"), "client TLS paths"
         elif not vals["tls"]["backend"]["enabled"]:
             assert "tls" not in cfg, "[tls] without TLS enabled"
+        ca = cfg.get("tls", {}).get("client_ca_file")
+        if client_tls["enabled"] and client_tls["verifyClients"]:
+            assert ca == d + "/" + client_tls["caKey"], f"client_ca_file {ca!r}"
+        else:
+            assert ca is None, f"client_ca_file {ca!r} without tls.client.verifyClients"
         if vals["tls"]["backend"]["enabled"]:
             assert cfg["tls"]["backend"] is True, "tls.backend"
             assert cfg["tls"]["backend_ca_file"] == mounts["backend-ca"] + "/ca.crt", "backend CA path"
@@ -628,9 +639,10 @@ py static || status=1
 
 full="$chart/ci/full-values.yaml"
 # Settings that must make rendering fail: a grace period that does not cover
-# preStop + drain, and no seeds.
+# preStop + drain, no seeds, and client certificates without client TLS.
 bad_grace='{"terminationGracePeriodSeconds": 10}'
 bad_seeds='{"seeds": []}'
+bad_verify='{"tls": {"client": {"verifyClients": true}}}'
 
 expect_failure() { # LABEL EXPECTED-TEXT COMMAND...
     local label=$1 want=$2 out
@@ -661,6 +673,7 @@ if command -v helm >/dev/null; then
     fi
     expect_failure "terminationGracePeriodSeconds=10" "terminationGracePeriodSeconds" helm template demo "$chart" --set terminationGracePeriodSeconds=10
     expect_failure "seeds={}" "seeds" helm template demo "$chart" --set 'seeds=null'
+    expect_failure "tls.client.verifyClients without enabled" "verifyClients needs" helm template demo "$chart" --set tls.client.verifyClients=true
 elif command -v go >/dev/null; then
     echo "helm not found; rendering with Go $(go env GOVERSION) text/template (Helm's engine) and the Sprig subset in this script"
     export GOPROXY=off GOFLAGS="" GOCACHE="${GOCACHE:-$tmp/gocache}"
@@ -685,6 +698,7 @@ elif command -v go >/dev/null; then
     fi
     expect_failure "terminationGracePeriodSeconds=10" "terminationGracePeriodSeconds" render "$tmp/bad.yaml" "$bad_grace"
     expect_failure "seeds=[]" "seeds: set at least one" render "$tmp/bad.yaml" "$bad_seeds"
+    expect_failure "tls.client.verifyClients without enabled" "verifyClients needs" render "$tmp/bad.yaml" "$bad_verify"
     echo "skipped: helm lint (helm not installed; Helm is not packaged by Debian)"
 else
     echo "skipped: rendering the chart (neither helm nor go on PATH; apt-get install golang-go enables it)"

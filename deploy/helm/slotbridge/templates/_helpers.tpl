@@ -43,11 +43,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 slotbridge.toml: .Values.config plus what the chart owns (listen, admin,
-seeds, TLS file paths).
+seeds, TLS file paths, client_ca_file with tls.client.verifyClients).
 */}}
 {{- define "slotbridge.configToml" -}}
 {{- if not .Values.seeds }}
 {{- fail "seeds: set at least one Redis Cluster node (host:port)" }}
+{{- end }}
+{{- if and .Values.tls.client.verifyClients (not .Values.tls.client.enabled) }}
+{{- fail "tls.client.verifyClients needs tls.client.enabled: client certificates are checked in the client TLS handshake" }}
 {{- end }}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%d" (int64 .Values.ports.client)) }}
@@ -58,6 +61,9 @@ seeds, TLS file paths).
 {{- $tls := index $cfg "tls" | default dict }}
 {{- $_ = set $tls "cert_file" (printf "%s/tls.crt" $dir) }}
 {{- $_ = set $tls "key_file" (printf "%s/tls.key" $dir) }}
+{{- if .Values.tls.client.verifyClients }}
+{{- $_ = set $tls "client_ca_file" (printf "%s/%s" $dir (required "tls.client.caKey is required when tls.client.verifyClients" .Values.tls.client.caKey)) }}
+{{- end }}
 {{- $_ = set $cfg "tls" $tls }}
 {{- end }}
 {{- if .Values.tls.backend.enabled }}
