@@ -676,6 +676,16 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["CLIENT", "PAUSE", "300", "WRITE"]),
         b"-ERR slotbridge: CLIENT PAUSE is not supported behind the proxy (a paused write would hold other clients' commands on its shared connections); pause the nodes directly\r\n",
     );
+    // DEBUG ERROR, which client test suites use to fake a server's error,
+    // answers as Redis does; the client goes on.
+    r.roundtrip(
+        &cmd(&["DEBUG", "ERROR", "LOADING fake message"]),
+        b"-LOADING fake message\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["DEBUG", "SLEEP", "0"]),
+        b"-ERR unsupported command 'debug' by slotbridge\r\n",
+    );
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();

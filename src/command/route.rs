@@ -388,6 +388,16 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
+        // What client libraries' test suites use to fake a server error
+        // (`LOADING`, `READONLY`, ...). Redis maps CR and LF to spaces.
+        "debug" if cmd.len() == 3 && cmd.get(1).eq_ignore_ascii_case(b"error") => {
+            let text = cmd.get(2);
+            let mut out = Vec::with_capacity(text.len() + 3);
+            out.push(b'-');
+            out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+            out.extend_from_slice(b"\r\n");
+            Route::Reply(Bytes::from(out))
+        }
         "readonly" | "readwrite" | "asking" => Route::Reply(reply::error(
             "ERR This instance has cluster support disabled",
         )),
@@ -625,6 +635,14 @@ mod tests {
             Route::Slot(slot(b"ch"))
         );
         assert_eq!(route_of(&["MONITOR"]).0, Route::Sub(SubCmd::Monitor));
+        assert_eq!(
+            err(route_of(&["debug", "ERROR", "LOADING fake\r\nmessage"]).0),
+            "-LOADING fake  message\r\n"
+        );
+        assert_eq!(
+            err(route_of(&["DEBUG", "SLEEP", "1"]).0),
+            "-ERR unsupported command 'debug' by slotbridge\r\n"
+        );
         assert_eq!(
             err(route_of(&["SHUTDOWN"]).0),
             "-ERR unsupported command 'shutdown' by slotbridge\r\n"
