@@ -250,10 +250,12 @@ async fn tls_handshake(
     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(crate::client::connection::ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => {
+            metrics::counter!(crate::metrics::CLIENT_TLS_FAILURES).increment(1);
             tracing::debug!(client = %peer, error = %e, "client TLS handshake failed");
             None
         }
         Err(_) => {
+            metrics::counter!(crate::metrics::CLIENT_TLS_FAILURES).increment(1);
             tracing::debug!(client = %peer, "client TLS handshake timed out");
             None
         }
@@ -325,11 +327,10 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     if tls_sides(&old.tls) != tls_sides(&new.tls) {
         restart.push("tls (turning client or backend TLS on or off)");
         new.tls = old.tls.clone();
-    } else if reload_tls(ctx, &new.tls, "SIGHUP") {
-        diff!(tls, changed);
     } else {
-        new.tls = old.tls.clone();
+        diff!(tls, changed);
     }
+    apply_tls(ctx, new.tls.clone());
     diff!(colocate, restart);
     if !restart.is_empty() {
         tracing::warn!(fields = ?restart, "these settings take effect only after a restart; keeping the current values");
@@ -351,51 +352,60 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     tracing::info!(changed = ?changed, "configuration reloaded");
 }
 
-/// Reads the TLS files again (`why`: what asked for it); false, with the
-/// error logged and the current certificates kept, when they are unusable.
-fn reload_tls(ctx: &Context, tls: &crate::config::TlsConfig, why: &str) -> bool {
-    match ctx.tls.reload(tls) {
-        Ok(()) => {
-            metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "ok").increment(1);
-            tracing::info!(
-                trigger = why,
-                "TLS certificates read again; new connections use them"
-            );
-            true
-        }
-        Err(e) => {
-            metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "error").increment(1);
-            tracing::error!(trigger = why, error = %e, "cannot read the TLS certificates; keeping the current ones");
-            false
+/// Logs and counts what a TLS reload did (`trigger`: what asked for it).
+fn report_tls(done: &[crate::tls::Reloaded], trigger: &str) {
+    use crate::tls::Reloaded;
+    for r in done {
+        match r {
+            Reloaded::Done(side) => {
+                metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "ok").increment(1);
+                tracing::info!(
+                    side = side.name(),
+                    trigger,
+                    "TLS certificates read again; new connections use them"
+                );
+            }
+            Reloaded::Failed(side, e) => {
+                metrics::counter!(crate::metrics::TLS_RELOADS, "outcome" => "error").increment(1);
+                tracing::error!(side = side.name(), trigger, error = %e, "cannot read the TLS certificates; keeping the current ones and trying again at every check");
+            }
         }
     }
 }
 
-/// Checks the TLS files every `tls.watch_interval_ms` and reads them again
-/// when one changed (a rotated certificate), until the proxy stops.
+/// Puts `tls` in force (SIGHUP): the files are read off the runtime.
+fn apply_tls(ctx: &Context, tls: crate::config::TlsConfig) {
+    let state = ctx.tls.clone();
+    tokio::spawn(async move {
+        let job = tokio::task::spawn_blocking(move || state.apply(&tls));
+        if let Ok(done) = job.await {
+            report_tls(&done, "SIGHUP");
+        }
+    });
+}
+
+/// Every `tls.watch_interval_ms`, reads again the TLS files that changed
+/// (a rotated certificate) or failed to read last time, until the proxy
+/// stops. A reload that changes the interval wakes it.
 async fn watch_tls_files(ctx: std::sync::Weak<Context>) {
     loop {
-        let interval = match ctx.upgrade() {
-            Some(ctx) => ctx.config().tls.watch_interval_ms,
-            None => return,
-        };
-        // Off (0): look again later in case a reload turns it on.
-        let off = interval == 0;
-        let wait = if off { 1_000 } else { interval };
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let Some(ctx) = ctx.upgrade() else { return };
-        let tls = ctx.config().tls.clone();
-        if off || tls.watch_interval_ms == 0 {
+        let Some(strong) = ctx.upgrade() else { return };
+        let interval = strong.config().tls.watch_interval_ms;
+        let state = strong.tls.clone();
+        drop(strong);
+        if interval == 0 {
+            state.changed_settings.notified().await;
             continue;
         }
-        // `stat` may block on a network volume: not on a runtime thread.
-        let state = ctx.tls.clone();
-        let check = tls.clone();
-        let changed = tokio::task::spawn_blocking(move || state.changed(&check))
-            .await
-            .unwrap_or(false);
-        if changed {
-            reload_tls(&ctx, &tls, "file change");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(interval)) => {}
+            _ = state.changed_settings.notified() => continue,
+        }
+        // `stat` and reading may block (a network volume): not on a
+        // runtime thread.
+        let check = state.clone();
+        if let Ok(done) = tokio::task::spawn_blocking(move || check.check()).await {
+            report_tls(&done, "file change");
         }
     }
 }

@@ -11,9 +11,6 @@
 //! change or on SIGHUP, so rotated certificates need no restart.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
-use arc_swap::ArcSwapOption;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -132,49 +129,124 @@ pub fn backend(cfg: &TlsConfig) -> Result<Option<BackendTls>, String> {
     }))
 }
 
-/// When a file was last changed, and its size: a rotated file differs in
-/// one of them (a Kubernetes secret volume swaps a symlink, which
-/// `metadata` follows). `None` when it cannot be read.
-type Stamp = Option<(SystemTime, u64)>;
+/// What identifies a file's content without reading it: inode, size and
+/// modification and change times. A rotation changes one of them: an
+/// in-place write the size or mtime, a rename or a Kubernetes secret
+/// volume's symlink swap (which `metadata` follows) the inode, a `chmod`
+/// that makes it readable the ctime. `None` when it cannot be read.
+type Stamp = Option<(u64, u64, (i64, i64), (i64, i64))>;
 
 fn stamp(path: &str) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.size(),
+        (m.mtime(), m.mtime_nsec()),
+        (m.ctime(), m.ctime_nsec()),
+    ))
 }
 
-/// The files the TLS settings are read from.
-fn files(cfg: &TlsConfig) -> Vec<&str> {
-    let mut files: Vec<&str> = [&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if cfg.backend {
-        files.push(cfg.backend_ca_file.as_deref().unwrap_or(SYSTEM_CA_BUNDLE));
-        files.extend(
-            [&cfg.backend_cert_file, &cfg.backend_key_file]
-                .into_iter()
-                .flatten()
-                .map(String::as_str),
-        );
+/// One side of TLS: the client side (the listener) or the backend side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Certificates clients see, and the CA of client certificates.
+    Client,
+    /// The nodes' CA and the proxy's certificate for the nodes.
+    Backend,
+}
+
+impl Side {
+    /// How the side is named in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        }
     }
-    files
+
+    /// The files this side reads.
+    fn files(self, cfg: &TlsConfig) -> Vec<String> {
+        let list: Vec<&Option<String>> = match self {
+            Side::Client => vec![&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file],
+            Side::Backend if !cfg.backend => return Vec::new(),
+            Side::Backend => {
+                let ca = cfg
+                    .backend_ca_file
+                    .clone()
+                    .unwrap_or_else(|| SYSTEM_CA_BUNDLE.to_string());
+                let mut files = vec![ca];
+                files.extend(
+                    [&cfg.backend_cert_file, &cfg.backend_key_file]
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+                return files;
+            }
+        };
+        list.into_iter().flatten().cloned().collect()
+    }
 }
 
-/// The TLS settings in force on both sides. [`TlsState::reload`] replaces
-/// them; connections open by then keep what they were made with.
+/// What a reload of one side did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// New settings were read and are in force.
+    Done(Side),
+    /// Reading failed, for the first time or with another error than the
+    /// last time: the current settings stay (it is tried again at every
+    /// check until it works).
+    Failed(Side, String),
+}
+
+/// The settings in force, for new connections.
+#[derive(Default)]
+struct InForce {
+    client: Option<Arc<TlsAcceptor>>,
+    backend: Option<Arc<BackendTls>>,
+}
+
+/// What the last reload of one side read, and how it ended.
+#[derive(Default)]
+struct SideState {
+    stamps: Vec<(String, Stamp)>,
+    /// The last error, while reading fails: the side is tried again at
+    /// every check (a failure need not change any file's stamp: too many
+    /// open files, a permission fixed by a parent directory).
+    error: Option<String>,
+}
+
+/// The wanted settings and what each side last read.
+struct Watched {
+    cfg: TlsConfig,
+    client: SideState,
+    backend: SideState,
+}
+
+/// The TLS settings in force on both sides, and how they are kept current.
+///
+/// [`TlsState::apply`] (start, SIGHUP) sets the wanted settings and reads
+/// them; [`TlsState::check`] (the periodic file watch) reads a side again
+/// when one of its files changed or its last read failed. Both run with
+/// one lock held, so a SIGHUP and a check never interleave, and each side
+/// is read on its own, so a bad backend file does not hold back a rotated
+/// client certificate. Connections open before a reload keep what they
+/// were made with. Both read files: call them off the async runtime.
 pub struct TlsState {
-    client: ArcSwapOption<TlsAcceptor>,
-    backend: ArcSwapOption<BackendTls>,
-    /// The files as they were when last read (see [`TlsState::changed`]).
-    stamps: Mutex<Vec<(String, Stamp)>>,
+    in_force: arc_swap::ArcSwap<InForce>,
+    watched: Mutex<Watched>,
+    /// Woken by [`TlsState::apply`], so the file watch takes a new interval
+    /// at once.
+    pub changed_settings: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for TlsState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = self.in_force.load();
         f.debug_struct("TlsState")
-            .field("client", &self.client.load().is_some())
-            .field("backend", &self.backend.load())
+            .field("client", &now.client.is_some())
+            .field("backend", &now.backend)
             .finish()
     }
 }
@@ -183,57 +255,109 @@ impl TlsState {
     /// Reads the settings' files; an error names the setting and the file.
     pub fn new(cfg: &TlsConfig) -> Result<TlsState, String> {
         let state = TlsState {
-            client: ArcSwapOption::empty(),
-            backend: ArcSwapOption::empty(),
-            stamps: Mutex::new(Vec::new()),
+            in_force: Default::default(),
+            watched: Mutex::new(Watched {
+                cfg: cfg.clone(),
+                client: SideState::default(),
+                backend: SideState::default(),
+            }),
+            changed_settings: tokio::sync::Notify::new(),
         };
-        state.reload(cfg)?;
-        Ok(state)
+        match state.apply(cfg).into_iter().find_map(|r| match r {
+            Reloaded::Failed(_, e) => Some(e),
+            Reloaded::Done(_) => None,
+        }) {
+            Some(e) => Err(e),
+            None => Ok(state),
+        }
     }
 
     /// The acceptor for new client connections, when client TLS is on.
     pub fn acceptor(&self) -> Option<Arc<TlsAcceptor>> {
-        self.client.load_full()
+        self.in_force.load().client.clone()
     }
 
     /// How new backend connections do TLS, when backend TLS is on.
     pub fn backend(&self) -> Option<Arc<BackendTls>> {
-        self.backend.load_full()
+        self.in_force.load().backend.clone()
     }
 
-    /// Reads the files again and puts both sides' new settings in force at
-    /// once. On an error (a file missing, half written or not matching its
-    /// key) nothing changes and the error names the setting.
-    pub fn reload(&self, cfg: &TlsConfig) -> Result<(), String> {
-        // Stamped before reading: a file replaced while it is read differs
-        // from its stamp at the next check and is read again.
-        let stamps: Vec<(String, Stamp)> = files(cfg)
-            .into_iter()
-            .map(|f| (f.to_string(), stamp(f)))
-            .collect();
-        let result = acceptor(cfg).and_then(|client| Ok((client, backend(cfg)?)));
-        // Recorded even when reading failed, so that a bad file is
-        // reported once, not at every check, and read again once it changes.
-        if let Ok(mut old) = self.stamps.lock() {
-            *old = stamps;
-        }
-        let (client, backend) = result?;
-        self.client.store(client.map(Arc::new));
-        self.backend.store(backend.map(Arc::new));
-        Ok(())
-    }
-
-    /// Whether a file changed since it was last read, or the settings name
-    /// other files.
-    pub fn changed(&self, cfg: &TlsConfig) -> bool {
-        let Ok(old) = self.stamps.lock() else {
-            return true;
+    /// Makes `cfg` the wanted settings and reads both sides' files (a
+    /// side without files reports nothing). A side that fails keeps its
+    /// current settings and is tried again by [`TlsState::check`].
+    pub fn apply(&self, cfg: &TlsConfig) -> Vec<Reloaded> {
+        let Ok(mut watched) = self.watched.lock() else {
+            return Vec::new();
         };
-        let now = files(cfg);
-        now.len() != old.len()
-            || now
-                .iter()
-                .zip(old.iter())
-                .any(|(file, (was, stamped))| file != was || stamp(file) != *stamped)
+        watched.cfg = cfg.clone();
+        let mut done = Vec::new();
+        for side in [Side::Client, Side::Backend] {
+            done.extend(self.reload(&mut watched, side, true));
+        }
+        drop(watched);
+        self.changed_settings.notify_one();
+        done
+    }
+
+    /// Reads again each side whose files changed since they were read, or
+    /// whose last read failed. Reports what changed, and each error once.
+    pub fn check(&self) -> Vec<Reloaded> {
+        let Ok(mut watched) = self.watched.lock() else {
+            return Vec::new();
+        };
+        let mut done = Vec::new();
+        for side in [Side::Client, Side::Backend] {
+            let state = match side {
+                Side::Client => &watched.client,
+                Side::Backend => &watched.backend,
+            };
+            let changed =
+                state.error.is_some() || state.stamps.iter().any(|(file, was)| stamp(file) != *was);
+            if changed {
+                done.extend(self.reload(&mut watched, side, false));
+            }
+        }
+        done
+    }
+
+    /// Reads one side's files (stamped first: a file replaced while it is
+    /// read differs from its stamp at the next check) and puts the result
+    /// in force. `always`: report even an error seen before.
+    fn reload(&self, watched: &mut Watched, side: Side, always: bool) -> Option<Reloaded> {
+        let files = side.files(&watched.cfg);
+        let stamps: Vec<(String, Stamp)> = files.iter().map(|f| (f.clone(), stamp(f))).collect();
+        let result = match side {
+            Side::Client => acceptor(&watched.cfg).map(|a| {
+                let now = self.in_force.load();
+                InForce {
+                    client: a.map(Arc::new),
+                    backend: now.backend.clone(),
+                }
+            }),
+            Side::Backend => backend(&watched.cfg).map(|b| {
+                let now = self.in_force.load();
+                InForce {
+                    client: now.client.clone(),
+                    backend: b.map(Arc::new),
+                }
+            }),
+        };
+        let state = match side {
+            Side::Client => &mut watched.client,
+            Side::Backend => &mut watched.backend,
+        };
+        state.stamps = stamps;
+        match result {
+            Ok(in_force) => {
+                self.in_force.store(Arc::new(in_force));
+                state.error = None;
+                (!files.is_empty()).then_some(Reloaded::Done(side))
+            }
+            Err(e) => {
+                let new = always || state.error.as_deref() != Some(e.as_str());
+                state.error = Some(e.clone());
+                new.then_some(Reloaded::Failed(side, e))
+            }
+        }
     }
 }

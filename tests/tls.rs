@@ -132,12 +132,41 @@ fn pong(port: u16, ca: &Path) -> bool {
     tls_cli(port, ca, None, &["PING"]) == "PONG\n"
 }
 
-/// Replaces `to` by a copy of `from` at once (a rename, as a Kubernetes
-/// secret volume does), so that no reader sees half a file.
+/// Replaces `to` by a copy of `from` at once (a rename), so that no
+/// reader sees half a file.
 fn replace(from: &Path, to: &Path) {
     let tmp = to.with_extension("new");
     std::fs::copy(from, &tmp).unwrap();
     std::fs::rename(&tmp, to).unwrap();
+}
+
+/// Lays `files` out in `dir` as a Kubernetes secret volume does: each a
+/// symlink through `..data`, which points at a timestamped directory and
+/// is swapped in one rename. Called again, it publishes a new version.
+fn publish_secret(dir: &Path, version: &str, files: &[(&str, &Path)]) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, from) in files {
+        std::fs::copy(from, data.join(name)).unwrap();
+        let link = dir.join(name);
+        if !link.exists() {
+            symlink(Path::new("..data").join(name), &link).unwrap();
+        }
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+/// `connected_clients` in the proxy's `INFO clients`, asked over TLS.
+fn connected_clients(port: u16, ca: &Path) -> usize {
+    tls_cli(port, ca, None, &["INFO", "clients"])
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn tls_config(cert_dir: &Path, extra: &str) -> String {
@@ -204,12 +233,13 @@ fn tls_on_both_sides() {
     wait_until("the cluster to be ok", Duration::from_secs(10), || {
         cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
     });
+    std::fs::copy(d.join("ca.crt"), d.join("backend-ca.crt")).unwrap();
     let config = write_config(
         &dir,
         &tls_config(
             d,
             &format!(
-                "backend = true\nbackend_ca_file = \"{}/ca.crt\"\n",
+                "backend = true\nbackend_ca_file = \"{}/backend-ca.crt\"\nwatch_interval_ms = 200\n",
                 d.display()
             ),
         ),
@@ -247,21 +277,55 @@ fn tls_on_both_sides() {
     let n = plain.read(&mut buf).unwrap_or(0);
     assert!(!buf[..n].starts_with(b"+PONG"));
     assert!(proxy.log().contains("slotbridge started"));
+
+    // The node moves to a certificate of another CA and drops the proxy's
+    // connections: the proxy cannot reconnect until its CA bundle has the
+    // new CA, which it reads without a restart.
+    let next = d.join("next");
+    make_certs(&next);
+    let bundle = d.join("bundle.crt");
+    let both = [d.join("ca.crt"), next.join("ca.crt")]
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .concat();
+    std::fs::write(&bundle, both).unwrap();
+    let node = |args: &[&str]| tls_cli(port, &next, None, args);
+    let _ = cli(&[
+        "CONFIG",
+        "SET",
+        "tls-cert-file",
+        next.join("server.crt").to_str().unwrap(),
+        "tls-key-file",
+        next.join("server.key").to_str().unwrap(),
+        "tls-ca-cert-file",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(node(&["PING"]), "PONG\n");
+    node(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let refused = through(&["GET", "tls-key"]);
+    assert!(refused.contains("TLS handshake failed"), "{refused}");
+    replace(&bundle, &d.join("backend-ca.crt"));
+    wait_until(
+        "the proxy to trust the node's new CA",
+        Duration::from_secs(20),
+        || through(&["GET", "tls-key"]) == "tls-value\n",
+    );
+    assert!(proxy.log().contains("side=\"backend\""), "{}", proxy.log());
 }
 
 #[test]
 fn rotated_certificates_are_used_without_a_restart() {
     let cluster = Cluster::start(1, 0);
     let dir = TempDir::new("tls-rotate");
-    let [first, second, third, live] =
-        ["first", "second", "third", "live"].map(|name| dir.path().join(name));
+    let [first, second, third, live, later] =
+        ["first", "second", "third", "live", "later"].map(|name| dir.path().join(name));
     for d in [&first, &second, &third] {
         make_certs(d);
     }
-    std::fs::create_dir(&live).unwrap();
-    for f in ["server.crt", "server.key"] {
-        replace(&first.join(f), &live.join(f));
-    }
+    let pair = |d: &Path| [d.join("server.crt"), d.join("server.key")];
+    let secret = |version: &str, [crt, key]: &[std::path::PathBuf; 2]| {
+        publish_secret(&live, version, &[("server.crt", crt), ("server.key", key)])
+    };
+    secret("v1", &pair(&first));
     let config = write_config(&dir, &tls_config(&live, "watch_interval_ms = 200\n"));
     let proxy = Spawned::start(&["--config", &config, "--seeds", &cluster.seeds()], &[]);
     let port = proxy.port;
@@ -271,6 +335,7 @@ fn rotated_certificates_are_used_without_a_restart() {
         || pong(port, &first),
     );
     // A client connected before the rotation keeps its connection.
+    let others = connected_clients(port, &first) - 1;
     let before = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -280,11 +345,14 @@ fn rotated_certificates_are_used_without_a_restart() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    thread::sleep(Duration::from_millis(500));
+    wait_until(
+        "the first client to connect",
+        Duration::from_secs(10),
+        || connected_clients(port, &first) > others + 1,
+    );
 
-    // Rotated files are noticed and served to new connections.
-    replace(&second.join("server.key"), &live.join("server.key"));
-    replace(&second.join("server.crt"), &live.join("server.crt"));
+    // A rotated secret is noticed and served to new connections.
+    secret("v2", &pair(&second));
     wait_until("the rotated certificate", Duration::from_secs(10), || {
         pong(port, &second)
     });
@@ -297,31 +365,57 @@ fn rotated_certificates_are_used_without_a_restart() {
     let out = before.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PONG\nPONG\n");
 
-    // An unusable file is reported and the current certificate kept.
+    // An unusable key is reported once and the current certificate kept.
     let errors = |log: &str| log.matches("cannot read the TLS certificates").count();
     let seen = errors(&proxy.log());
-    std::fs::write(live.join("server.key"), "not a key\n").unwrap();
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    secret("v3", &[second.join("server.crt"), bad]);
     wait_until(
         "the bad key to be reported",
         Duration::from_secs(10),
         || errors(&proxy.log()) > seen,
     );
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(errors(&proxy.log()), seen + 1, "{}", proxy.log());
     assert!(pong(port, &second));
     assert_eq!(
         tls_cli(port, &second, None, &["SET", "rotated", "yes"]),
         "OK\n"
     );
 
-    // SIGHUP applies other files at once, with the file watch off.
-    write_config(&dir, &tls_config(&third, "watch_interval_ms = 0\n"));
+    // SIGHUP to files that are not there yet: the current certificate
+    // stays, and the files are read once they appear.
+    write_config(&dir, &tls_config(&later, "watch_interval_ms = 200\n"));
+    proxy.signal("HUP");
+    wait_until(
+        "the missing files to be reported",
+        Duration::from_secs(10),
+        || errors(&proxy.log()) > seen + 1,
+    );
+    assert!(pong(port, &second));
+    std::fs::create_dir(&later).unwrap();
+    for f in ["server.crt", "server.key"] {
+        replace(&third.join(f), &later.join(f));
+    }
+    wait_until("the new files", Duration::from_secs(10), || {
+        pong(port, &third)
+    });
+
+    // With the file watch off, SIGHUP alone applies a change at once.
+    write_config(&dir, &tls_config(&first, "watch_interval_ms = 0\n"));
     let reloads = proxy.log().matches("configuration reloaded").count();
     proxy.signal("HUP");
     wait_until("the reload", Duration::from_secs(10), || {
         proxy.log().matches("configuration reloaded").count() > reloads
     });
-    assert!(pong(port, &third), "{}", proxy.log());
-    assert!(!pong(port, &second));
-    assert_eq!(tls_cli(port, &third, None, &["GET", "rotated"]), "yes\n");
+    wait_until(
+        "the first certificate again",
+        Duration::from_secs(10),
+        || pong(port, &first),
+    );
+    assert!(!pong(port, &third));
+    assert_eq!(tls_cli(port, &first, None, &["GET", "rotated"]), "yes\n");
 }
 
 #[test]

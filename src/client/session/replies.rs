@@ -290,7 +290,7 @@ pub(super) async fn next_reply(replies: &mut std::sync::OnceLock<ReplyChannel>) 
 }
 
 /// Counts a completed command.
-pub(super) fn record(slot: &Slot, reply: &[u8], now: std::time::Instant) {
+fn record(slot: &Slot, reply: &[u8], now: std::time::Instant) {
     if slot.name.is_empty() {
         return;
     }
