@@ -305,6 +305,11 @@ pub struct UserConfig {
     pub name: String,
     /// Its password.
     pub password: String,
+    /// What it may do: Redis ACL rules as `ACL SETUSER` takes them (an
+    /// ElastiCache access string), e.g. `"on ~app:* &* +@all -@dangerous"`.
+    /// Absent: everything.
+    #[serde(default)]
+    pub acl: Option<String>,
 }
 
 /// Default drain time on SIGTERM: shorter than Kubernetes' default 30 s
@@ -331,6 +336,9 @@ impl Default for LifecycleConfig {
 /// rotated certificate (cert-manager renews days before expiry) is served
 /// within seconds, rarely enough to cost nothing (three `stat`s).
 pub const DEFAULT_TLS_WATCH_INTERVAL_MS: u64 = 10_000;
+/// Shortest TLS file check interval: each check is a few `stat`s on a
+/// blocking thread; more often than 10 times a second buys nothing.
+pub const MIN_TLS_WATCH_INTERVAL_MS: u64 = 100;
 
 /// `[tls]`: client-facing TLS and backend TLS.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -546,6 +554,19 @@ impl Config {
                 "tls.cert_file and tls.key_file must be set together".into(),
             );
         }
+        for user in &self.auth.users {
+            if let Some(rules) = &user.acl {
+                if let Err(e) = crate::acl::Acl::parse(rules) {
+                    return invalid("auth.users.acl", format!("user '{}': {e}", user.name));
+                }
+            }
+        }
+        if (1..MIN_TLS_WATCH_INTERVAL_MS).contains(&self.tls.watch_interval_ms) {
+            return invalid(
+                "tls.watch_interval_ms",
+                format!("must be 0 (off) or at least {MIN_TLS_WATCH_INTERVAL_MS}"),
+            );
+        }
         if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
             return invalid(
                 "tls.client_ca_file",
@@ -626,6 +647,13 @@ mod tests {
              set tls.cert_file and tls.key_file too"
         );
         c.tls.client_ca_file = None;
+        c.tls.watch_interval_ms = 50;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: tls.watch_interval_ms: must be 0 (off) or at least 100"
+        );
+        c.tls.watch_interval_ms = 0;
+        assert!(c.validate().is_ok());
         c.seeds = vec![];
         assert!(c.validate().unwrap_err().to_string().contains("seeds"));
     }

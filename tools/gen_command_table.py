@@ -62,8 +62,19 @@ KEY_FLAGS = {
     "incomplete": "INCOMPLETE",
     "variable_flags": "VARIABLE_FLAGS",
 }
-KEY_FLAG_ORDER = ["RO", "RW", "OW", "RM", "NOT_KEY", "INCOMPLETE", "VARIABLE_FLAGS"]
-IGNORED_KEY_FLAGS = {"access", "update", "insert", "delete"}
+KEY_FLAGS.update({"access": "ACCESS", "insert": "INSERT", "delete": "DELETE", "update": "UPDATE"})
+KEY_FLAG_ORDER = [
+    "RO", "RW", "OW", "RM", "NOT_KEY", "INCOMPLETE", "VARIABLE_FLAGS",
+    "ACCESS", "INSERT", "DELETE", "UPDATE",
+]
+IGNORED_KEY_FLAGS = set()
+
+# ACL categories (`ACL CAT`), in the bit order of spec.rs `acl`.
+ACL_CATEGORIES = [
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string",
+    "bitmap", "hyperloglog", "geo", "stream", "pubsub", "admin", "fast", "slow",
+    "blocking", "dangerous", "connection", "transaction", "scripting",
+]
 
 I16 = (-(1 << 15), (1 << 15) - 1)
 U16 = (0, (1 << 16) - 1)
@@ -284,10 +295,18 @@ def flatten(reply, out, warnings):
         if subcommands:
             bits.add("HAS_SUBCOMMANDS")
         key_specs = entry[8] if len(entry) > 8 and entry[8] else []
+        categories = []
+        for c in entry[6] if len(entry) > 6 and entry[6] else []:
+            c = c.lstrip("@")
+            if c in ACL_CATEGORIES:
+                categories.append(c.upper())
+            else:
+                warnings.add("ACL category %r (e.g. %s) ignored" % (c, name))
         out.append(
             {
                 "name": name,
                 "arity": arity,
+                "acl": sorted(set(categories), key=lambda c: ACL_CATEGORIES.index(c.lower())),
                 "flags": sorted(bits, key=FLAG_ORDER.index),
                 "key_specs": [convert_key_spec(name, ks, warnings) for ks in key_specs],
             }
@@ -304,7 +323,7 @@ def render(version, entries):
         "//! The Redis command table (one entry per command and per subcommand),",
         "//! generated from the `COMMAND` reply of redis-server %s." % version,
         "",
-        "use super::spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};",
+        "use super::spec::{acl, flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};",
         "",
         "/// The redis-server version this table was generated from.",
         "pub const REDIS_VERSION: &str = %s;" % rust_str(version),
@@ -318,9 +337,10 @@ def render(version, entries):
     for e in entries:
         flags = " | ".join("flags::" + f for f in e["flags"]) if e["flags"] else "0"
         specs = ", ".join(e["key_specs"])
+        acl = " | ".join("acl::" + c for c in e["acl"]) if e["acl"] else "0"
         lines.append(
-            "    CommandSpec { name: %s, arity: %d, flags: %s, key_specs: &[%s] },"
-            % (rust_str(e["name"]), e["arity"], flags, specs)
+            "    CommandSpec { name: %s, arity: %d, flags: %s, acl: %s, key_specs: &[%s] },"
+            % (rust_str(e["name"]), e["arity"], flags, acl, specs)
         )
     lines.append("];")
     return "\n".join(lines) + "\n"

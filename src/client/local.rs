@@ -30,6 +30,9 @@ pub struct ClientState {
     pub replies: ReplyMode,
     /// `CLIENT TRACKING` (client-side caching).
     pub tracking: Tracking,
+    /// What the authenticated user may do, when it has `acl` rules
+    /// (`None`: everything, the fast path).
+    pub acl: Option<Arc<crate::acl::Acl>>,
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`.
@@ -67,6 +70,7 @@ impl ClientState {
             info,
             replies: ReplyMode::On,
             tracking: Tracking::default(),
+            acl: None,
         }
     }
 
@@ -127,7 +131,10 @@ pub fn execute(
         Local::Reset => {
             client.set_proto(Proto::Resp2);
             client.info.update(|n| n.name = None);
+            // As Redis, back to the default user.
             client.authed = !ctx.config().auth.required();
+            client.acl = None;
+            client.info.update(|n| n.user = None);
             client.replies = ReplyMode::On;
             if client.tracking.on {
                 client.tracking = Tracking::default();
@@ -172,20 +179,24 @@ fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> By
             reply::error(WRONGPASS)
         };
     }
+    let named = config.auth.users.iter().find(|u| u.name.as_bytes() == user);
     let expected = if user == b"default" {
         config.auth.password.as_deref()
     } else {
-        config
-            .auth
-            .users
-            .iter()
-            .find(|u| u.name.as_bytes() == user)
-            .map(|u| u.password.as_str())
+        named.map(|u| u.password.as_str())
     };
+    // Rules were checked when the configuration was loaded.
+    let acl = named
+        .and_then(|u| u.acl.as_deref())
+        .and_then(|rules| crate::acl::Acl::parse(rules).ok());
+    // A user turned `off` is refused as Redis refuses it.
+    let enabled = acl.as_ref().is_none_or(|a| a.enabled());
     // Compare even for unknown users, so timing does not reveal names.
-    let ok = constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some();
+    let ok =
+        constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some() && enabled;
     if ok {
         client.authed = true;
+        client.acl = acl.map(Arc::new);
         client
             .info
             .update(|n| n.user = Some(Bytes::copy_from_slice(user)));

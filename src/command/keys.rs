@@ -106,6 +106,26 @@ pub fn key_indices<A: Args + ?Sized>(
     Ok(())
 }
 
+/// The positions of the keys of `args` (not of [`key_flags::NOT_KEY`]
+/// specs), each with the flags of the key spec that found it (what ACL
+/// key permissions are checked against).
+pub fn keys_with_flags<A: Args + ?Sized>(
+    spec: &CommandSpec,
+    args: &A,
+    out: &mut Vec<(usize, u16)>,
+) -> Result<(), KeyError> {
+    let mut found = Vec::new();
+    for ks in spec.key_specs {
+        if ks.flags & key_flags::NOT_KEY != 0 {
+            continue;
+        }
+        found.clear();
+        one_spec(ks, args, &mut found)?;
+        out.extend(found.iter().map(|&pos| (pos, ks.flags)));
+    }
+    Ok(())
+}
+
 /// Applies one key spec; see [`key_indices`].
 fn one_spec<A: Args + ?Sized>(
     ks: &KeySpec,
@@ -627,6 +647,7 @@ mod tests {
             name: "synthetic",
             arity: -1,
             flags: 0,
+            acl: 0,
             key_specs: &SPECS,
         };
         let mut out = Vec::new();

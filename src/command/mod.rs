@@ -72,6 +72,7 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
             } else {
                 flags::WRITE
             },
+            acl: 0,
             key_specs,
         }));
         map.insert(c.name.into_bytes(), spec);

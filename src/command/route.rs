@@ -194,7 +194,9 @@ pub struct Scratch {
 }
 
 /// Position of a spec in the built-in table, by address (no search).
-fn table_index(spec: &'static CommandSpec) -> Option<u16> {
+/// The position of `spec` in the built-in table (`None` for a command
+/// learned at start-up).
+pub(crate) fn table_index(spec: &CommandSpec) -> Option<u16> {
     let table = super::table_gen::COMMANDS;
     let base = table.as_ptr() as usize;
     let size = std::mem::size_of::<CommandSpec>();

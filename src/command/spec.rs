@@ -67,6 +67,85 @@ pub mod key_flags {
     pub const INCOMPLETE: u16 = 1 << 5;
     /// The key's access flags depend on arguments.
     pub const VARIABLE_FLAGS: u16 = 1 << 6;
+    /// The value is read, copied or returned (ACL read permission).
+    pub const ACCESS: u16 = 1 << 7;
+    /// Data is added to the value (ACL write permission).
+    pub const INSERT: u16 = 1 << 8;
+    /// Data is removed from the value (ACL write permission).
+    pub const DELETE: u16 = 1 << 9;
+    /// The value is changed (ACL write permission).
+    pub const UPDATE: u16 = 1 << 10;
+}
+
+/// ACL categories (`ACL CAT` of Redis 7.0), one bit each.
+pub mod acl {
+    /// `@keyspace`
+    pub const KEYSPACE: u32 = 1 << 0;
+    /// `@read`
+    pub const READ: u32 = 1 << 1;
+    /// `@write`
+    pub const WRITE: u32 = 1 << 2;
+    /// `@set`
+    pub const SET: u32 = 1 << 3;
+    /// `@sortedset`
+    pub const SORTEDSET: u32 = 1 << 4;
+    /// `@list`
+    pub const LIST: u32 = 1 << 5;
+    /// `@hash`
+    pub const HASH: u32 = 1 << 6;
+    /// `@string`
+    pub const STRING: u32 = 1 << 7;
+    /// `@bitmap`
+    pub const BITMAP: u32 = 1 << 8;
+    /// `@hyperloglog`
+    pub const HYPERLOGLOG: u32 = 1 << 9;
+    /// `@geo`
+    pub const GEO: u32 = 1 << 10;
+    /// `@stream`
+    pub const STREAM: u32 = 1 << 11;
+    /// `@pubsub`
+    pub const PUBSUB: u32 = 1 << 12;
+    /// `@admin`
+    pub const ADMIN: u32 = 1 << 13;
+    /// `@fast`
+    pub const FAST: u32 = 1 << 14;
+    /// `@slow`
+    pub const SLOW: u32 = 1 << 15;
+    /// `@blocking`
+    pub const BLOCKING: u32 = 1 << 16;
+    /// `@dangerous`
+    pub const DANGEROUS: u32 = 1 << 17;
+    /// `@connection`
+    pub const CONNECTION: u32 = 1 << 18;
+    /// `@transaction`
+    pub const TRANSACTION: u32 = 1 << 19;
+    /// `@scripting`
+    pub const SCRIPTING: u32 = 1 << 20;
+
+    /// Every category by its name in ACL rules (`+@read`).
+    pub const CATEGORIES: [(&str, u32); 21] = [
+        ("keyspace", KEYSPACE),
+        ("read", READ),
+        ("write", WRITE),
+        ("set", SET),
+        ("sortedset", SORTEDSET),
+        ("list", LIST),
+        ("hash", HASH),
+        ("string", STRING),
+        ("bitmap", BITMAP),
+        ("hyperloglog", HYPERLOGLOG),
+        ("geo", GEO),
+        ("stream", STREAM),
+        ("pubsub", PUBSUB),
+        ("admin", ADMIN),
+        ("fast", FAST),
+        ("slow", SLOW),
+        ("blocking", BLOCKING),
+        ("dangerous", DANGEROUS),
+        ("connection", CONNECTION),
+        ("transaction", TRANSACTION),
+        ("scripting", SCRIPTING),
+    ];
 }
 
 /// Where the search for the first key starts.
@@ -133,6 +212,8 @@ pub struct CommandSpec {
     pub arity: i16,
     /// `flags` bits.
     pub flags: u32,
+    /// ACL categories ([`acl`] bits); 0 for commands learned at start-up.
+    pub acl: u32,
     /// Key specifications, in Redis order.
     pub key_specs: &'static [KeySpec],
 }

@@ -4,7 +4,7 @@
 //! The Redis command table (one entry per command and per subcommand),
 //! generated from the `COMMAND` reply of redis-server 7.0.15.
 
-use super::spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
+use super::spec::{acl, flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 
 /// The redis-server version this table was generated from.
 pub const REDIS_VERSION: &str = "7.0.15";
@@ -18,90 +18,105 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "acl",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|cat",
         arity: -2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|deluser",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|dryrun",
         arity: -4,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|genpass",
         arity: -2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|getuser",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|list",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|load",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|log",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|save",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|setuser",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|users",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "acl|whoami",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "append",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -109,13 +124,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "asking",
         arity: 1,
         flags: flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
@@ -127,24 +143,28 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::FAST
             | flags::NO_AUTH
             | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "bgrewriteaof",
         arity: 1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "bgsave",
         arity: -1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "bitcount",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::BITMAP | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -152,13 +172,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "bitfield",
         arity: -2,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::BITMAP | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -166,13 +187,17 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW | key_flags::VARIABLE_FLAGS,
+            flags: key_flags::RW
+                | key_flags::VARIABLE_FLAGS
+                | key_flags::ACCESS
+                | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "bitfield_ro",
         arity: -2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::BITMAP | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -180,13 +205,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "bitop",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::BITMAP | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -195,7 +221,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(3),
@@ -204,7 +230,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -212,6 +238,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "bitpos",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::BITMAP | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -219,13 +246,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "blmove",
         arity: 6,
         flags: flags::WRITE | flags::DENYOOM | flags::NOSCRIPT | flags::BLOCKING,
+        acl: acl::WRITE | acl::LIST | acl::SLOW | acl::BLOCKING,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -234,7 +262,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -243,7 +271,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::INSERT,
             },
         ],
     },
@@ -251,6 +279,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "blmpop",
         arity: -5,
         flags: flags::WRITE | flags::BLOCKING | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::LIST | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -258,13 +287,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "blpop",
         arity: -3,
         flags: flags::WRITE | flags::NOSCRIPT | flags::BLOCKING,
+        acl: acl::WRITE | acl::LIST | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -272,13 +302,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "brpop",
         arity: -3,
         flags: flags::WRITE | flags::NOSCRIPT | flags::BLOCKING,
+        acl: acl::WRITE | acl::LIST | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -286,13 +317,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "brpoplpush",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM | flags::NOSCRIPT | flags::BLOCKING,
+        acl: acl::WRITE | acl::LIST | acl::SLOW | acl::BLOCKING,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -301,7 +333,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -310,7 +342,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::INSERT,
             },
         ],
     },
@@ -318,6 +350,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "bzmpop",
         arity: -5,
         flags: flags::WRITE | flags::BLOCKING | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -325,13 +358,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "bzpopmax",
         arity: -3,
         flags: flags::WRITE | flags::NOSCRIPT | flags::BLOCKING | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -339,13 +373,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "bzpopmin",
         arity: -3,
         flags: flags::WRITE | flags::NOSCRIPT | flags::BLOCKING | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -353,367 +388,427 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "client",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|caching",
         arity: 3,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|getname",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|getredir",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|id",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|info",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|kill",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|list",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|no-evict",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|pause",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|reply",
         arity: 3,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|setname",
         arity: 3,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|tracking",
         arity: -3,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|trackinginfo",
         arity: 2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|unblock",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "client|unpause",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|addslots",
         arity: -3,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|addslotsrange",
         arity: -4,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|bumpepoch",
         arity: 2,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|count-failure-reports",
         arity: 3,
         flags: flags::ADMIN | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|countkeysinslot",
         arity: 3,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|delslots",
         arity: -3,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|delslotsrange",
         arity: -4,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|failover",
         arity: -2,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|flushslots",
         arity: 2,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|forget",
         arity: 3,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|getkeysinslot",
         arity: 4,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|info",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|keyslot",
         arity: 3,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|links",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|meet",
         arity: -4,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|myid",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|nodes",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|replicas",
         arity: 3,
         flags: flags::ADMIN | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|replicate",
         arity: 3,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|reset",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|saveconfig",
         arity: 2,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|set-config-epoch",
         arity: 3,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|setslot",
         arity: -4,
         flags: flags::ADMIN | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|shards",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|slaves",
         arity: 3,
         flags: flags::ADMIN | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "cluster|slots",
         arity: 2,
         flags: flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "command",
         arity: -1,
         flags: flags::LOADING | flags::STALE | flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|count",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|docs",
         arity: -2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|getkeys",
         arity: -4,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|getkeysandflags",
         arity: -4,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|info",
         arity: -2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "command|list",
         arity: -2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "config",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "config|get",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "config|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "config|resetstat",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "config|rewrite",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "config|set",
         arity: -4,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "copy",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -722,7 +817,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -731,7 +826,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
         ],
     },
@@ -739,18 +834,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "dbsize",
         arity: 1,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[],
     },
     CommandSpec {
         name: "debug",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "decr",
         arity: 2,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -758,13 +856,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "decrby",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -772,13 +871,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "del",
         arity: -2,
         flags: flags::WRITE,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -786,19 +886,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RM,
+            flags: key_flags::RM | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "discard",
         arity: 1,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::FAST | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::TRANSACTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "dump",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -806,13 +908,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "echo",
         arity: 2,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
@@ -823,6 +926,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -830,7 +934,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
@@ -842,6 +946,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -849,7 +954,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
@@ -860,6 +965,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -867,7 +973,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
@@ -879,6 +985,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -886,19 +993,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "exec",
         arity: 1,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::SKIP_SLOWLOG,
+        acl: acl::SLOW | acl::TRANSACTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "exists",
         arity: -2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -913,6 +1022,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "expire",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -920,13 +1030,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "expireat",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -934,13 +1045,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "expiretime",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -948,13 +1060,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "failover",
         arity: -1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
@@ -965,6 +1078,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -972,7 +1086,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
@@ -984,6 +1098,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::SKIP_MONITOR
             | flags::NO_MANDATORY_KEYS
             | flags::MOVABLE_KEYS,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
@@ -991,85 +1106,98 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "flushall",
         arity: -1,
         flags: flags::WRITE,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "flushdb",
         arity: -1,
         flags: flags::WRITE,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "function",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|delete",
         arity: 3,
         flags: flags::WRITE | flags::NOSCRIPT,
+        acl: acl::WRITE | acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|dump",
         arity: 2,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|flush",
         arity: -2,
         flags: flags::WRITE | flags::NOSCRIPT,
+        acl: acl::WRITE | acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|kill",
         arity: 2,
         flags: flags::NOSCRIPT | flags::ALLOW_BUSY,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|list",
         arity: -2,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|load",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::NOSCRIPT,
+        acl: acl::WRITE | acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|restore",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::NOSCRIPT,
+        acl: acl::WRITE | acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "function|stats",
         arity: 2,
         flags: flags::NOSCRIPT | flags::ALLOW_BUSY,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "geoadd",
         arity: -5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1077,13 +1205,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "geodist",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1091,13 +1220,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "geohash",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1105,13 +1235,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "geopos",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1119,13 +1250,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "georadius",
         arity: -6,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::GEO | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -1134,7 +1266,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Keyword {
@@ -1146,7 +1278,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Keyword {
@@ -1158,7 +1290,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
         ],
     },
@@ -1166,6 +1298,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "georadius_ro",
         arity: -6,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1173,13 +1306,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "georadiusbymember",
         arity: -5,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::GEO | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -1188,7 +1322,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Keyword {
@@ -1200,7 +1334,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Keyword {
@@ -1212,7 +1346,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
         ],
     },
@@ -1220,6 +1354,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "georadiusbymember_ro",
         arity: -5,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1227,13 +1362,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "geosearch",
         arity: -7,
         flags: flags::READONLY,
+        acl: acl::READ | acl::GEO | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1241,13 +1377,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "geosearchstore",
         arity: -8,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::GEO | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -1256,7 +1393,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -1265,7 +1402,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -1273,6 +1410,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "get",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1280,13 +1418,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "getbit",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::BITMAP | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1294,13 +1433,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "getdel",
         arity: 2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1308,13 +1448,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "getex",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1322,13 +1463,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "getrange",
         arity: 4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1336,13 +1478,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "getset",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1350,13 +1493,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "hdel",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1364,7 +1508,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
@@ -1376,12 +1520,14 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::FAST
             | flags::NO_AUTH
             | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "hexists",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1396,6 +1542,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "hget",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1403,13 +1550,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hgetall",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HASH | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1417,13 +1565,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hincrby",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1431,13 +1580,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "hincrbyfloat",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1445,13 +1595,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "hkeys",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HASH | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1459,13 +1610,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hlen",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1480,6 +1632,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "hmget",
         arity: -3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1487,13 +1640,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hmset",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1501,13 +1655,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "hrandfield",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HASH | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1515,13 +1670,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hscan",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HASH | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1529,13 +1685,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "hset",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1543,13 +1700,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "hsetnx",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1557,13 +1715,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "hstrlen",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::HASH | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1578,6 +1737,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "hvals",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HASH | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1585,13 +1745,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "incr",
         arity: 2,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1599,13 +1760,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "incrby",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1613,13 +1775,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "incrbyfloat",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1627,79 +1790,91 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "info",
         arity: -1,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "keys",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "lastsave",
         arity: 1,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::ADMIN | acl::FAST | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|doctor",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|graph",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|histogram",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|history",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|latest",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "latency|reset",
         arity: -2,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "lcs",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1707,13 +1882,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "lindex",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1721,13 +1897,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "linsert",
         arity: 5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1735,13 +1912,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "llen",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1756,6 +1934,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "lmove",
         arity: 5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -1764,7 +1943,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -1773,7 +1952,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::INSERT,
             },
         ],
     },
@@ -1781,6 +1960,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "lmpop",
         arity: -4,
         flags: flags::WRITE | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -1788,19 +1968,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "lolwut",
         arity: -1,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::FAST,
         key_specs: &[],
     },
     CommandSpec {
         name: "lpop",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1808,13 +1990,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "lpos",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1822,13 +2005,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "lpush",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1836,13 +2020,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "lpushx",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1850,13 +2035,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "lrange",
         arity: 4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1864,13 +2050,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "lrem",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1878,13 +2065,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "lset",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1892,13 +2080,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "ltrim",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1906,49 +2095,56 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "memory",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|doctor",
         arity: 2,
         flags: 0,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|malloc-stats",
         arity: 2,
         flags: 0,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|purge",
         arity: 2,
         flags: 0,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|stats",
         arity: 2,
         flags: 0,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "memory|usage",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -1963,6 +2159,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "mget",
         arity: -2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -1970,13 +2167,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "migrate",
         arity: -6,
         flags: flags::WRITE | flags::MOVABLE_KEYS,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW | acl::DANGEROUS,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(3),
@@ -1985,7 +2183,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Keyword {
@@ -1997,7 +2195,10 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW | key_flags::INCOMPLETE,
+                flags: key_flags::RW
+                    | key_flags::INCOMPLETE
+                    | key_flags::ACCESS
+                    | key_flags::DELETE,
             },
         ],
     },
@@ -2005,48 +2206,56 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "module",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "module|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "module|list",
         arity: 2,
         flags: flags::ADMIN | flags::NOSCRIPT,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "module|load",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "module|loadex",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "module|unload",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "monitor",
         arity: 1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "move",
         arity: 3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2054,13 +2263,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "mset",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2068,13 +2278,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 2,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "msetnx",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2082,25 +2293,28 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 2,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "multi",
         arity: 1,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::FAST | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::TRANSACTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "object",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "object|encoding",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -2115,6 +2329,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "object|freq",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -2129,12 +2344,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "object|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::KEYSPACE | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "object|idletime",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -2149,6 +2366,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "object|refcount",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -2163,6 +2381,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "persist",
         arity: 2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2170,13 +2389,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "pexpire",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2184,13 +2404,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "pexpireat",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2198,13 +2419,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "pexpiretime",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2212,13 +2434,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "pfadd",
         arity: -2,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::HYPERLOGLOG | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2226,13 +2449,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "pfcount",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::HYPERLOGLOG | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2240,13 +2464,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "pfdebug",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::ADMIN,
+        acl: acl::WRITE | acl::HYPERLOGLOG | acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -2254,13 +2479,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "pfmerge",
         arity: -2,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::HYPERLOGLOG | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2269,7 +2495,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::INSERT,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2278,7 +2504,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -2286,18 +2512,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "pfselftest",
         arity: 1,
         flags: flags::ADMIN,
+        acl: acl::HYPERLOGLOG | acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "ping",
         arity: -1,
         flags: flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "psetex",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2305,25 +2534,28 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "psubscribe",
         arity: -2,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "psync",
         arity: -3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_MULTI | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "pttl",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2331,61 +2563,70 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "publish",
         arity: 3,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::PUBSUB | acl::FAST,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|channels",
         arity: -2,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|numpat",
         arity: 2,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|numsub",
         arity: -2,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|shardchannels",
         arity: -2,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "pubsub|shardnumsub",
         arity: -2,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "punsubscribe",
         arity: -1,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
@@ -2397,30 +2638,35 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::FAST
             | flags::NO_AUTH
             | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "randomkey",
         arity: 1,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "readonly",
         arity: 1,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "readwrite",
         arity: 1,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "rename",
         arity: 3,
         flags: flags::WRITE,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2429,7 +2675,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2438,7 +2684,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
         ],
     },
@@ -2446,6 +2692,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "renamenx",
         arity: 3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2454,7 +2701,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2463,7 +2710,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::INSERT,
             },
         ],
     },
@@ -2471,12 +2718,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "replconf",
         arity: -1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::ALLOW_BUSY,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "replicaof",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
@@ -2488,12 +2737,14 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::FAST
             | flags::NO_AUTH
             | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "restore",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW | acl::DANGEROUS,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2501,13 +2752,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "restore-asking",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::ASKING,
+        acl: acl::KEYSPACE | acl::WRITE | acl::SLOW | acl::DANGEROUS,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2515,19 +2767,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "role",
         arity: 1,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::ADMIN | acl::FAST | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "rpop",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2535,13 +2789,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "rpoplpush",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::LIST | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2550,7 +2805,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2559,7 +2814,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::INSERT,
             },
         ],
     },
@@ -2567,6 +2822,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "rpush",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2574,13 +2830,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "rpushx",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::LIST | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2588,13 +2845,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "sadd",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2602,25 +2860,28 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "save",
         arity: 1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_MULTI | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "scan",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::KEYSPACE | acl::READ | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "scard",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2635,48 +2896,56 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "script",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|debug",
         arity: 3,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|exists",
         arity: -3,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|flush",
         arity: -2,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|kill",
         arity: 2,
         flags: flags::NOSCRIPT | flags::ALLOW_BUSY,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "script|load",
         arity: 3,
         flags: flags::NOSCRIPT | flags::STALE,
+        acl: acl::SLOW | acl::SCRIPTING,
         key_specs: &[],
     },
     CommandSpec {
         name: "sdiff",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2684,13 +2953,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "sdiffstore",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::SET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2699,7 +2969,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2708,7 +2978,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -2716,12 +2986,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "select",
         arity: 2,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::FAST | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "set",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2729,13 +3001,17 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW | key_flags::VARIABLE_FLAGS,
+            flags: key_flags::RW
+                | key_flags::VARIABLE_FLAGS
+                | key_flags::ACCESS
+                | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "setbit",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::BITMAP | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2743,13 +3019,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "setex",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2757,13 +3034,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "setnx",
         arity: 3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2771,13 +3049,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::OW,
+            flags: key_flags::OW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "setrange",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2785,7 +3064,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
@@ -2797,12 +3076,14 @@ pub static COMMANDS: &[CommandSpec] = &[
             | flags::STALE
             | flags::NO_MULTI
             | flags::ALLOW_BUSY,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "sinter",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2810,13 +3091,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "sintercard",
         arity: -3,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -2824,13 +3106,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "sinterstore",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::SET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2839,7 +3122,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2848,7 +3131,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -2856,6 +3139,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "sismember",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2870,42 +3154,49 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "slaveof",
         arity: 3,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::STALE | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "slowlog",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "slowlog|get",
         arity: -2,
         flags: flags::ADMIN | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "slowlog|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "slowlog|len",
         arity: 2,
         flags: flags::ADMIN | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "slowlog|reset",
         arity: 2,
         flags: flags::ADMIN | flags::LOADING | flags::STALE,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "smembers",
         arity: 2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2913,13 +3204,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "smismember",
         arity: -3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -2927,13 +3219,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "smove",
         arity: 4,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SET | acl::FAST,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2942,7 +3235,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -2951,7 +3244,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RW,
+                flags: key_flags::RW | key_flags::INSERT,
             },
         ],
     },
@@ -2959,6 +3252,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "sort",
         arity: -2,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SET | acl::SORTEDSET | acl::LIST | acl::SLOW | acl::DANGEROUS,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2967,17 +3261,17 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Unknown,
                 find: FindKeys::Unknown,
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Unknown,
                 find: FindKeys::Unknown,
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
         ],
     },
@@ -2985,6 +3279,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "sort_ro",
         arity: -2,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SET | acl::SORTEDSET | acl::LIST | acl::SLOW | acl::DANGEROUS,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -2993,12 +3288,12 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
             KeySpec {
                 begin: BeginSearch::Unknown,
                 find: FindKeys::Unknown,
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -3006,6 +3301,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "spop",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3013,13 +3309,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "spublish",
         arity: 3,
         flags: flags::PUBSUB | flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::PUBSUB | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3034,6 +3331,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "srandmember",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3041,13 +3339,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "srem",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3055,13 +3354,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "sscan",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3069,13 +3369,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "ssubscribe",
         arity: -2,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3090,6 +3391,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "strlen",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::STRING | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3104,12 +3406,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "subscribe",
         arity: -2,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "substr",
         arity: 4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STRING | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3117,13 +3421,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "sunion",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3131,13 +3436,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "sunionstore",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::SET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -3146,7 +3452,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -3155,7 +3461,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -3163,6 +3469,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "sunsubscribe",
         arity: -1,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3177,24 +3484,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "swapdb",
         arity: 3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "sync",
         arity: 1,
         flags: flags::ADMIN | flags::NOSCRIPT | flags::NO_MULTI | flags::NO_ASYNC_LOADING,
+        acl: acl::ADMIN | acl::SLOW | acl::DANGEROUS,
         key_specs: &[],
     },
     CommandSpec {
         name: "time",
         arity: 1,
         flags: flags::LOADING | flags::STALE | flags::FAST,
+        acl: acl::FAST,
         key_specs: &[],
     },
     CommandSpec {
         name: "touch",
         arity: -2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3209,6 +3520,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "ttl",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3216,13 +3528,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "type",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::KEYSPACE | acl::READ | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3237,6 +3550,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "unlink",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::KEYSPACE | acl::WRITE | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3244,31 +3558,35 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RM,
+            flags: key_flags::RM | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "unsubscribe",
         arity: -1,
         flags: flags::PUBSUB | flags::NOSCRIPT | flags::LOADING | flags::STALE,
+        acl: acl::PUBSUB | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "unwatch",
         arity: 1,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::FAST | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::TRANSACTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "wait",
         arity: 3,
         flags: flags::NOSCRIPT,
+        acl: acl::SLOW | acl::CONNECTION,
         key_specs: &[],
     },
     CommandSpec {
         name: "watch",
         arity: -2,
         flags: flags::NOSCRIPT | flags::LOADING | flags::STALE | flags::FAST | flags::ALLOW_BUSY,
+        acl: acl::FAST | acl::TRANSACTION,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3283,6 +3601,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "xack",
         arity: -4,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3290,13 +3609,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "xadd",
         arity: -5,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3304,13 +3624,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "xautoclaim",
         arity: -6,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3318,13 +3639,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "xclaim",
         arity: -6,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3332,13 +3654,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "xdel",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3346,19 +3669,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "xgroup",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "xgroup|create",
         arity: -5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3366,13 +3691,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "xgroup|createconsumer",
         arity: 5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3380,13 +3706,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::INSERT,
         }],
     },
     CommandSpec {
         name: "xgroup|delconsumer",
         arity: 5,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3394,13 +3721,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "xgroup|destroy",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3408,19 +3736,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "xgroup|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::STREAM | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "xgroup|setid",
         arity: -5,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3428,19 +3758,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "xinfo",
         arity: -2,
         flags: flags::HAS_SUBCOMMANDS,
+        acl: acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "xinfo|consumers",
         arity: 4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3448,13 +3780,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xinfo|groups",
         arity: 3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3462,19 +3795,21 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xinfo|help",
         arity: 2,
         flags: flags::LOADING | flags::STALE,
+        acl: acl::STREAM | acl::SLOW,
         key_specs: &[],
     },
     CommandSpec {
         name: "xinfo|stream",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::Range {
@@ -3482,13 +3817,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xlen",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3503,6 +3839,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "xpending",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3510,13 +3847,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xrange",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3524,13 +3862,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xread",
         arity: -4,
         flags: flags::READONLY | flags::BLOCKING | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::STREAM | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Keyword {
                 keyword: "STREAMS",
@@ -3541,13 +3880,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 2,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xreadgroup",
         arity: -7,
         flags: flags::WRITE | flags::BLOCKING | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW | acl::BLOCKING,
         key_specs: &[KeySpec {
             begin: BeginSearch::Keyword {
                 keyword: "STREAMS",
@@ -3558,13 +3898,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 2,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xrevrange",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3572,13 +3913,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "xsetid",
         arity: -3,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::STREAM | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3586,13 +3928,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "xtrim",
         arity: -4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::STREAM | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3600,13 +3943,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zadd",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3614,13 +3958,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "zcard",
         arity: 2,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3635,6 +3980,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "zcount",
         arity: 4,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3642,13 +3988,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zdiff",
         arity: -3,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -3656,13 +4003,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zdiffstore",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -3671,7 +4019,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -3680,7 +4028,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     first_key: 1,
                     key_step: 1,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -3688,6 +4036,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "zincrby",
         arity: 4,
         flags: flags::WRITE | flags::DENYOOM | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3695,13 +4044,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
         }],
     },
     CommandSpec {
         name: "zinter",
         arity: -3,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -3709,13 +4059,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zintercard",
         arity: -3,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -3723,13 +4074,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zinterstore",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -3738,7 +4090,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -3747,7 +4099,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     first_key: 1,
                     key_step: 1,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -3755,6 +4107,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "zlexcount",
         arity: 4,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3762,13 +4115,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zmpop",
         arity: -4,
         flags: flags::WRITE | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -3776,13 +4130,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zmscore",
         arity: -3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3790,13 +4145,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zpopmax",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3804,13 +4160,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zpopmin",
         arity: -2,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3818,13 +4175,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::ACCESS | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zrandmember",
         arity: -2,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3832,13 +4190,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrange",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3846,13 +4205,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrangebylex",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3860,13 +4220,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrangebyscore",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3874,13 +4235,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrangestore",
         arity: -5,
         flags: flags::WRITE | flags::DENYOOM,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -3889,7 +4251,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -3898,7 +4260,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },
@@ -3906,6 +4268,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "zrank",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3913,13 +4276,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrem",
         arity: -3,
         flags: flags::WRITE | flags::FAST,
+        acl: acl::WRITE | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3927,13 +4291,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zremrangebylex",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3941,13 +4306,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zremrangebyrank",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3955,13 +4321,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zremrangebyscore",
         arity: 4,
         flags: flags::WRITE,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3969,13 +4336,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RW,
+            flags: key_flags::RW | key_flags::DELETE,
         }],
     },
     CommandSpec {
         name: "zrevrange",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3983,13 +4351,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrevrangebylex",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -3997,13 +4366,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrevrangebyscore",
         arity: -4,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -4011,13 +4381,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zrevrank",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -4025,13 +4396,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zscan",
         arity: -3,
         flags: flags::READONLY,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -4039,13 +4411,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zscore",
         arity: 3,
         flags: flags::READONLY | flags::FAST,
+        acl: acl::READ | acl::SORTEDSET | acl::FAST,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::Range {
@@ -4053,13 +4426,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 key_step: 1,
                 limit: 0,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zunion",
         arity: -3,
         flags: flags::READONLY | flags::MOVABLE_KEYS,
+        acl: acl::READ | acl::SORTEDSET | acl::SLOW,
         key_specs: &[KeySpec {
             begin: BeginSearch::Index(1),
             find: FindKeys::KeyNum {
@@ -4067,13 +4441,14 @@ pub static COMMANDS: &[CommandSpec] = &[
                 first_key: 1,
                 key_step: 1,
             },
-            flags: key_flags::RO,
+            flags: key_flags::RO | key_flags::ACCESS,
         }],
     },
     CommandSpec {
         name: "zunionstore",
         arity: -4,
         flags: flags::WRITE | flags::DENYOOM | flags::MOVABLE_KEYS,
+        acl: acl::WRITE | acl::SORTEDSET | acl::SLOW,
         key_specs: &[
             KeySpec {
                 begin: BeginSearch::Index(1),
@@ -4082,7 +4457,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     key_step: 1,
                     limit: 0,
                 },
-                flags: key_flags::OW,
+                flags: key_flags::OW | key_flags::UPDATE,
             },
             KeySpec {
                 begin: BeginSearch::Index(2),
@@ -4091,7 +4466,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     first_key: 1,
                     key_step: 1,
                 },
-                flags: key_flags::RO,
+                flags: key_flags::RO | key_flags::ACCESS,
             },
         ],
     },

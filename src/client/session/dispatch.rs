@@ -38,6 +38,20 @@ impl Core {
         self.push(Pending::Ready(reply));
     }
 
+    /// Answers a command the user's ACL rules refuse with Redis's
+    /// `NOPERM`; inside `MULTI` it also makes `EXEC` abort, as in Redis.
+    fn refuse(&mut self, denied: &crate::acl::Denied, view: &CommandView<'_>) {
+        let name = view.get(0);
+        let ends_tx = name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard");
+        if let Some(tx) = self.multi.as_mut().filter(|_| !ends_tx) {
+            tx.failed = true;
+        }
+        let user = self.client.info.names().user.clone();
+        let user = user.as_deref().unwrap_or(b"default");
+        let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
+        self.ready(reply);
+    }
+
     /// Routes one command and starts it.
     pub(super) async fn handle(&mut self, raw: Bytes, args: &[(usize, usize)]) {
         self.ctx
@@ -51,6 +65,13 @@ impl Core {
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
+        }
+        if let Some(acl) = &self.client.acl {
+            // On the names the client sees, before co-location rewrites them.
+            if let Err(denied) = acl.check(&view) {
+                self.refuse(&denied, &view);
+                return;
+            }
         }
         let ctx = self.ctx.clone();
         if ctx.monitors.active() {
@@ -491,4 +512,11 @@ fn client_unblock(
     let server_id = server_id.to_string();
     let cmd = reply::command([&b"CLIENT"[..], b"UNBLOCK", server_id.as_bytes(), mode]);
     Ok((addr, cmd))
+}
+
+/// Whether a server of `version` writes Redis 7.2's error texts.
+fn newer_than_7_0(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) > (7, 0)
 }

@@ -1,0 +1,188 @@
+//! Per-user permissions (`acl` of `[[auth.users]]`): the proxy refuses
+//! exactly what one Redis 7.0 with the same ACL user refuses, with the
+//! same bytes, and runs the rest.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    encode_command, free_port, wait_until, write_config, Cluster, RawClient, Spawned, TempDir,
+};
+
+/// The rules under test: reads and writes of `app:*`, reads only of
+/// `shared:*`, channels `news.*`, no dangerous commands, no scripts.
+const RULES: &str = "on ~app:* %R~shared:* &news.* -@all +@read +@write -@dangerous +ping \
+                     +subscribe +publish +multi +exec +discard +config|get -keys";
+
+/// A standalone redis-server with an `app` user under [`RULES`].
+struct Reference(Child);
+
+impl Reference {
+    fn start(dir: &TempDir) -> (Reference, u16) {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir", dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reference = Reference(child);
+        wait_until("the reference redis", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let mut admin = RawClient::connect(port);
+        let mut setuser: Vec<&str> = vec!["ACL", "SETUSER", "app", "reset", ">secret"];
+        setuser.extend(RULES.split_whitespace());
+        let args: Vec<&[u8]> = setuser.iter().map(|a| a.as_bytes()).collect();
+        admin.roundtrip(&encode_command(&args), b"+OK\r\n");
+        (reference, port)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cmd(line: &str) -> Vec<u8> {
+    let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    encode_command(&args)
+}
+
+#[test]
+fn acl_rules_refuse_what_redis_refuses() {
+    let cluster = Cluster::start(3, 0);
+    let dir = TempDir::new("acl");
+    let (_reference, port) = Reference::start(&dir);
+    let config = write_config(
+        &dir,
+        &format!(
+            "[auth]\npassword = \"admin\"\n[[auth.users]]\nname = \"app\"\npassword = \"secret\"\nacl = \"{RULES}\"\n"
+        ),
+    );
+    let proxy = Spawned::start(&["--config", &config, "--seeds", &cluster.seeds()], &[]);
+    let mut direct = RawClient::connect(port);
+    let mut through = RawClient::connect(proxy.port);
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(&cmd("AUTH app secret"), b"+OK\r\n");
+    }
+    wait_until(
+        "the proxy to know the cluster",
+        Duration::from_secs(10),
+        || {
+            through.send(&cmd("GET app:0"));
+            through.read_once(Duration::from_secs(5)) == b"$-1\r\n"
+        },
+    );
+    let mut refused = 0;
+    for line in [
+        "SET app:1 v",
+        "GET app:1",
+        "GET other",
+        "SET other v",
+        "MGET app:1 other",
+        "MGET app:1 app:2",
+        "SET shared:1 v",
+        "GET shared:1",
+        "SET app:1 v GET",
+        "COPY shared:{x}1 app:{x}2",
+        "COPY app:{x}1 shared:{x}2",
+        "HSET app:h f v",
+        "HGETALL app:h",
+        "EXISTS other",
+        "DEL app:1 app:2",
+        "FLUSHALL",
+        "KEYS *",
+        "CONFIG GET maxmemory",
+        "CONFIG SET maxmemory 0",
+        "EVAL return 0",
+        "PUBLISH news.a m",
+        "PUBLISH other m",
+        "SUBSCRIBE news.a other",
+        "SET app:1",
+        "NOSUCH x",
+        "PING",
+        "MULTI",
+        "SET app:3 v",
+        "SET other v",
+        "EXEC",
+    ] {
+        direct.send(&cmd(line));
+        let expected = direct.read_once(Duration::from_secs(5));
+        assert!(!expected.is_empty(), "{line}: no reply from redis");
+        refused += usize::from(expected.starts_with(b"-NOPERM"));
+        through.send(&cmd(line));
+        let got = through.read_available(Duration::from_millis(300));
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "{line}"
+        );
+    }
+    assert!(refused >= 12, "only {refused} commands refused");
+    // Nothing refused reached the cluster; what was allowed did.
+    let mut admin = RawClient::connect(proxy.port);
+    admin.roundtrip(&cmd("AUTH admin"), b"+OK\r\n");
+    admin.roundtrip(&cmd("GET other"), b"$-1\r\n");
+    admin.roundtrip(&cmd("HGET app:h f"), b"$1\r\nv\r\n");
+}
+
+#[test]
+fn a_user_turned_off_cannot_log_in_and_bad_rules_stop_the_start() {
+    let cluster = Cluster::start(1, 0);
+    let dir = TempDir::new("acl-off");
+    let config = write_config(
+        &dir,
+        "[[auth.users]]\nname = \"gone\"\npassword = \"pw\"\nacl = \"off +@all ~*\"\n\
+         [[auth.users]]\nname = \"ro\"\npassword = \"pw\"\nacl = \"~* +@read\"\n",
+    );
+    let proxy = Spawned::start(&["--config", &config, "--seeds", &cluster.seeds()], &[]);
+    let mut c = RawClient::connect(proxy.port);
+    c.roundtrip(
+        &cmd("AUTH gone pw"),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    c.roundtrip(&cmd("AUTH ro pw"), b"+OK\r\n");
+    wait_until(
+        "the proxy to know the cluster",
+        Duration::from_secs(10),
+        || {
+            c.send(&cmd("GET k"));
+            c.read_once(Duration::from_secs(5)) == b"$-1\r\n"
+        },
+    );
+    c.roundtrip(
+        &cmd("SET k v"),
+        b"-NOPERM this user has no permissions to run the 'set' command\r\n",
+    );
+    // RESET goes back to the default user, which must log in again.
+    c.roundtrip(&cmd("RESET"), b"+RESET\r\n");
+    c.roundtrip(&cmd("GET k"), b"-NOAUTH Authentication required.\r\n");
+
+    let bad = write_config(
+        &dir,
+        "[[auth.users]]\nname = \"x\"\npassword = \"pw\"\nacl = \"+@all +nosuch\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slotbridge"))
+        .args(["--check-config", "--config", &bad, "--seeds", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("auth.users.acl: user 'x': ACL rule '+nosuch': unknown command 'nosuch'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
