@@ -125,6 +125,10 @@ fn length_line(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ScanError>
     if let Some((n, used)) = crate::protocol::request::short_decimal_line(rest) {
         return Ok(Some((n, at + 1 + used)));
     }
+    if rest.starts_with(b"-1\r\n") {
+        // A nil (`$-1`, `*-1`): a cache miss is a common reply.
+        return Ok(Some((-1, at + 5)));
+    }
     let Some(line_end) = find_crlf(buf, at + 1) else {
         return Ok(None);
     };

@@ -159,11 +159,11 @@ impl Core {
                 sent.tracked = self.track;
                 sent.replica =
                     sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
-                if is_evalsha(&view) {
+                if is_evalsha(self.scratch.name) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
-                } else if is_fcall(&view) {
+                } else if is_fcall(self.scratch.name) {
                     sent.post = Post::Fcall;
-                } else if is_eval(&view) {
+                } else if is_eval(self.scratch.name) {
                     self.ctx
                         .scripts
                         .remember(&sent.payload.slice(args[1].0..args[1].1));
@@ -190,11 +190,11 @@ impl Core {
                 };
                 let mut sent = Sent::to_node(raw, node);
                 sent.readonly = self.scratch.readonly;
-                if is_evalsha(&view) {
+                if is_evalsha(self.scratch.name) {
                     sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
-                } else if is_fcall(&view) {
+                } else if is_fcall(self.scratch.name) {
                     sent.post = Post::Fcall;
-                } else if is_eval(&view) {
+                } else if is_eval(self.scratch.name) {
                     self.ctx
                         .scripts
                         .remember(&sent.payload.slice(args[1].0..args[1].1));

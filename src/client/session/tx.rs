@@ -180,14 +180,17 @@ impl Core {
                 _ => tx.slot = Some(s),
             }
         }
-        if is_eval(view) {
+        if is_eval(self.scratch.name) {
             self.ctx
                 .scripts
                 .remember(&raw.slice(view.args[1].0..view.args[1].1));
         }
         // Inside MULTI a NOSCRIPT cannot be recovered: send a known
         // script's body instead of its SHA1.
-        let raw = match (is_evalsha(view), self.ctx.scripts.get(view.get(1))) {
+        let raw = match (
+            is_evalsha(self.scratch.name),
+            self.ctx.scripts.get(view.get(1)),
+        ) {
             (true, Some(body)) => {
                 let name: &[u8] = if view.get(0).len() > 7 {
                     b"EVAL_RO"
