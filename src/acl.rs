@@ -44,6 +44,28 @@ pub struct Acl {
     channels: Vec<Vec<u8>>,
 }
 
+/// The rules `rules` compiled, shared: compiling `+@category` walks the
+/// command table, so each text is compiled once, not at every `AUTH`.
+pub fn compiled(rules: &str) -> Result<std::sync::Arc<Acl>, String> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Acl>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(acl) = cache.lock().ok().and_then(|c| c.get(rules).cloned()) {
+        return Ok(acl);
+    }
+    let acl = Arc::new(Acl::parse(rules)?);
+    if let Ok(mut c) = cache.lock() {
+        // Rule texts come from the configuration: a few, unless reloads
+        // keep changing them.
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(rules.to_string(), acl.clone());
+    }
+    Ok(acl)
+}
+
 /// Why a command was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
@@ -53,20 +75,33 @@ pub enum Denied {
     Key,
     /// One of its channels.
     Channel,
+    /// A subcommand the built-in table does not know (`container`, `sub`).
+    Subcommand(&'static str, Vec<u8>),
+    /// `SORT`'s `BY` or `GET` option.
+    SortOption(&'static str),
 }
 
 impl Denied {
+    /// The `NOPERM` error for running command `name`.
+    fn reply_named(name: &str, user: &[u8], new_texts: bool) -> Bytes {
+        Bytes::from(if new_texts {
+            format!(
+                "-NOPERM User {} has no permissions to run the '{name}' command\r\n",
+                String::from_utf8_lossy(user)
+            )
+        } else {
+            format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
+        })
+    }
+
     /// Redis's `NOPERM` error for `user`. Redis 7.2 changed the texts:
     /// `new_texts` picks those (the nodes' version decides).
     pub fn reply(&self, user: &[u8], new_texts: bool) -> Bytes {
+        if let Denied::Command(name) = self {
+            return Self::reply_named(name, user, new_texts);
+        }
         let text = match (self, new_texts) {
-            (Denied::Command(name), false) => {
-                format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
-            }
-            (Denied::Command(name), true) => format!(
-                "-NOPERM User {} has no permissions to run the '{name}' command\r\n",
-                String::from_utf8_lossy(user)
-            ),
+            (Denied::Command(_), _) => unreachable!("answered above"),
             (Denied::Key, false) => {
                 "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
                     .to_string()
@@ -74,6 +109,13 @@ impl Denied {
             (Denied::Key, true) => "-NOPERM No permissions to access a key\r\n".to_string(),
             (Denied::Channel, false) => "-NOPERM this user has no permissions to access one of the channels used as arguments\r\n".to_string(),
             (Denied::Channel, true) => "-NOPERM No permissions to access a channel\r\n".to_string(),
+            (Denied::Subcommand(container, sub), _) => {
+                let name = format!("{container}|{}", String::from_utf8_lossy(sub));
+                return Self::reply_named(&name, user, new_texts);
+            }
+            (Denied::SortOption(option), _) => format!(
+                "-ERR {option} option of SORT denied due to insufficient ACL permissions.\r\n"
+            ),
         };
         Bytes::from(text)
     }
@@ -108,9 +150,18 @@ impl Acl {
             all_channels: false,
             channels: Vec::new(),
         };
+        let mut said = false;
         for rule in rules.split_ascii_whitespace() {
+            said |= rule.eq_ignore_ascii_case("on") || rule.eq_ignore_ascii_case("off");
             acl.apply(rule)
                 .map_err(|why| format!("ACL rule '{rule}': {why}"))?;
+        }
+        if !said {
+            // Redis and ElastiCache leave such a user off: say it.
+            return Err(
+                "the rules must say 'on' (or 'off' to disable the user), as a new Redis user is off"
+                    .into(),
+            );
         }
         Ok(acl)
     }
@@ -151,6 +202,7 @@ impl Acl {
                 self.allowed.iter_mut().for_each(|w| *w = 0);
                 self.all_commands = false;
             }
+            // Only these two: `%RW~*` stays a pattern, as in Redis 7.0.
             "allkeys" | "~*" => {
                 self.all_keys = true;
                 self.keys.clear();
@@ -186,11 +238,15 @@ impl Acl {
                 Some((flags, p)) => {
                     let mut perm = 0;
                     for c in flags[1..].chars() {
-                        perm |= match c.to_ascii_uppercase() {
+                        let bit = match c.to_ascii_uppercase() {
                             'R' => READ,
                             'W' => WRITE,
                             _ => return Err("key permissions are R, W or RW".into()),
                         };
+                        if perm & bit != 0 {
+                            return Err("key permissions are R, W or RW".into());
+                        }
+                        perm |= bit;
                     }
                     if perm == 0 || !flags.starts_with('%') {
                         return Err("key permissions are written %R~, %W~ or %RW~".into());
@@ -202,10 +258,10 @@ impl Acl {
             if self.all_keys {
                 return Err("a key pattern after '~*' or 'allkeys' has no effect".into());
             }
-            if pattern == "*" && perm == READ | WRITE {
-                self.all_keys = true;
-            } else {
-                self.keys.push((perm, pattern.as_bytes().to_vec()));
+            // As Redis: the same pattern twice adds up its permissions.
+            match self.keys.iter_mut().find(|(_, p)| p == pattern.as_bytes()) {
+                Some((old, _)) => *old |= perm,
+                None => self.keys.push((perm, pattern.as_bytes().to_vec())),
             }
             return Ok(());
         }
@@ -247,11 +303,20 @@ impl Acl {
         let Some(spec) = crate::command::find(args) else {
             return Ok(());
         };
-        if !keys::arity_ok(spec, args.len())
-            || (spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1)
-        {
-            // A bad arity or an unknown subcommand: the error comes first.
+        if !keys::arity_ok(spec, args.len()) {
+            // A bad arity: the error comes first.
             return Ok(());
+        }
+        if spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1 {
+            // A subcommand newer than the built-in table (the nodes may
+            // know it): only a user with every command may run it.
+            return match self.all_commands {
+                true => Ok(()),
+                false => Err(Denied::Subcommand(
+                    spec.name,
+                    args.get(1).to_ascii_lowercase(),
+                )),
+            };
         }
         if !self.all_commands && spec.flags & flags::NO_AUTH == 0 {
             let allowed = index_of(spec).is_some_and(|i| self.allows(i));
@@ -259,12 +324,14 @@ impl Acl {
                 return Err(Denied::Command(spec.name));
             }
         }
+        if SCRIPTS.contains(&spec.name) && !self.unconfined() {
+            // A script's own commands run on the nodes as the proxy's
+            // user, unchecked: only a user the rules do not confine may
+            // run one.
+            return Err(Denied::Command(spec.name));
+        }
         if !self.all_keys && !spec.key_specs.is_empty() {
-            let mut found = Vec::new();
-            // Keys that cannot be found (a bad numkeys) are not checked:
-            // the command fails with its own error.
-            let _ = keys::keys_with_flags(spec, args, &mut found);
-            for (pos, mut ks_flags) in found {
+            for (pos, mut ks_flags) in acl_keys(spec, args) {
                 if ks_flags & key_flags::VARIABLE_FLAGS != 0 {
                     ks_flags = variable_key_flags(spec.name, args);
                 }
@@ -272,6 +339,9 @@ impl Acl {
                     return Err(Denied::Key);
                 }
             }
+        }
+        if matches!(spec.name, "sort" | "sort_ro") && !self.reads_every_key() {
+            sort_patterns(args)?;
         }
         if !self.all_channels {
             let (first, pattern) = match spec.name {
@@ -287,6 +357,21 @@ impl Acl {
             }
         }
         Ok(())
+    }
+
+    /// Neither commands, keys nor channels are limited.
+    fn unconfined(&self) -> bool {
+        self.all_commands && self.all_keys && self.all_channels
+    }
+
+    /// Redis's "full key access" for `SORT ... BY/GET`: a read pattern
+    /// that matches the string `*`.
+    fn reads_every_key(&self) -> bool {
+        self.all_keys
+            || self
+                .keys
+                .iter()
+                .any(|(perm, p)| perm & READ != 0 && glob_match(p, b"*"))
     }
 
     /// Redis's `ACLSelectorCheckKey`: a pattern with every permission the
@@ -316,6 +401,109 @@ impl Acl {
             }
         })
     }
+}
+
+/// The commands that run a script or function, whose own commands the
+/// nodes run as the proxy's user.
+const SCRIPTS: [&str; 6] = [
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+/// The keys Redis 7.0 checks for a command, with their flags: by its key
+/// specs; when one cannot be followed (`SORT`'s and `MIGRATE`'s), or the
+/// arguments do not fit them (a bad `numkeys`), by the command's own key
+/// finder, as Redis's `getKeysFromCommandWithSpecs` does.
+fn acl_keys<A: Args + ?Sized>(spec: &CommandSpec, args: &A) -> Vec<(usize, u16)> {
+    use crate::command::spec::{BeginSearch, FindKeys};
+    let partial = spec.key_specs.iter().any(|ks| {
+        ks.flags & key_flags::NOT_KEY == 0
+            && (ks.flags & key_flags::INCOMPLETE != 0
+                || matches!(ks.begin, BeginSearch::Unknown)
+                || matches!(ks.find, FindKeys::Unknown))
+    });
+    let mut found = Vec::new();
+    if partial || keys::keys_with_flags(spec, args, &mut found).is_err() {
+        found.clear();
+        native_keys(spec.name, args, &mut found);
+    }
+    found
+}
+
+/// Redis 7.0's `sortGetKeys` and `migrateGetKeys`; the other commands'
+/// finders find no key when their key specs could not (a bad `numkeys`).
+fn native_keys<A: Args + ?Sized>(name: &str, args: &A, out: &mut Vec<(usize, u16)>) {
+    use key_flags::{ACCESS, DELETE, OW, RO, RW, UPDATE};
+    match name {
+        "sort" | "sort_ro" => {
+            out.push((1, RO | ACCESS));
+            let mut store = None;
+            let mut i = 2;
+            while i < args.len() {
+                let arg = args.get(i);
+                if arg.eq_ignore_ascii_case(b"limit") {
+                    i += 2;
+                } else if arg.eq_ignore_ascii_case(b"get") || arg.eq_ignore_ascii_case(b"by") {
+                    i += 1;
+                } else if arg.eq_ignore_ascii_case(b"store") && i + 1 < args.len() {
+                    // The last STORE wins, as in SORT itself.
+                    store = Some(i + 1);
+                }
+                i += 1;
+            }
+            out.extend(store.map(|pos| (pos, OW | UPDATE)));
+        }
+        "migrate" => {
+            let (mut first, mut num) = (3, 1);
+            let mut i = 6;
+            while i < args.len() {
+                let arg = args.get(i);
+                if arg.eq_ignore_ascii_case(b"auth2") {
+                    i += 2;
+                } else if arg.eq_ignore_ascii_case(b"auth") {
+                    i += 1;
+                } else if arg.eq_ignore_ascii_case(b"keys") {
+                    if !args.get(3).is_empty() {
+                        return;
+                    }
+                    first = i + 1;
+                    num = args.len() - first;
+                    break;
+                }
+                i += 1;
+            }
+            out.extend((first..first + num).map(|pos| (pos, RW | ACCESS | DELETE)));
+        }
+        _ => {}
+    }
+}
+
+/// `SORT ... BY pattern` (with a `*`) and `... GET pattern` read keys no
+/// key spec names: Redis refuses them to a user without read access to
+/// every key, with these errors, in argument order.
+fn sort_patterns<A: Args + ?Sized>(args: &A) -> Result<(), Denied> {
+    let mut i = 2;
+    while i < args.len() {
+        let arg = args.get(i);
+        let rest = args.len() - i - 1;
+        if arg.eq_ignore_ascii_case(b"limit") && rest >= 2 {
+            i += 3;
+        } else if arg.eq_ignore_ascii_case(b"by") && rest >= 1 {
+            if args.get(i + 1).contains(&b'*') {
+                return Err(Denied::SortOption("BY"));
+            }
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"get") && rest >= 1 {
+            return Err(Denied::SortOption("GET"));
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
 }
 
 /// The key flags of the two commands whose flags depend on their
@@ -362,7 +550,9 @@ mod tests {
 
     fn check(rules: &str, cmd: &str) -> Result<(), Denied> {
         let args: Vec<&[u8]> = cmd.split(' ').map(str::as_bytes).collect();
-        Acl::parse(rules).unwrap().check(args.as_slice())
+        Acl::parse(&format!("on {rules}"))
+            .unwrap()
+            .check(args.as_slice())
     }
 
     #[test]
@@ -421,7 +611,7 @@ mod tests {
         assert_eq!(check(rules, "BITFIELD r:1 SET u8 0 1"), Err(Denied::Key));
         assert_eq!(check("+@all", "GET k"), Err(Denied::Key));
         // A bad numkeys is the command's own error.
-        assert_eq!(check("+@all", "EVAL s 5 k"), Ok(()));
+        assert_eq!(check("+@all", "LMPOP 5 k LEFT"), Ok(()));
     }
 
     #[test]
@@ -448,6 +638,51 @@ mod tests {
             assert_eq!(Acl::parse(rules).unwrap_err(), err);
         }
         assert!(!Acl::parse("off +@all").unwrap().enabled());
+        assert_eq!(
+            Acl::parse("~* +@all").unwrap_err(),
+            "the rules must say 'on' (or 'off' to disable the user), as a new Redis user is off"
+        );
+        assert!(Acl::parse("on %RR~a").is_err());
+        // %RW~* is a pattern, not allkeys: another pattern may follow.
+        assert!(Acl::parse("on %RW~* ~a:*").is_ok());
+    }
+
+    #[test]
+    fn what_redis_finds_by_other_means() {
+        // The same pattern twice adds up its permissions.
+        assert_eq!(check("+@all %R~d:* %W~d:*", "INCR d:1"), Ok(()));
+        // SORT: its STORE key, and BY/GET patterns without full read access.
+        let rules = "+@all ~app:*";
+        assert_eq!(check(rules, "SORT app:l STORE other"), Err(Denied::Key));
+        assert_eq!(check(rules, "SORT app:l LIMIT 0 1 STORE app:o"), Ok(()));
+        assert_eq!(check(rules, "SORT app:l BY nosort"), Ok(()));
+        assert_eq!(
+            check(rules, "SORT app:l BY w_*"),
+            Err(Denied::SortOption("BY"))
+        );
+        assert_eq!(
+            check(rules, "SORT_RO app:l GET #"),
+            Err(Denied::SortOption("GET"))
+        );
+        assert_eq!(check("+@all ~app:* %R~*", "SORT app:l GET #"), Ok(()));
+        // MIGRATE with KEYS checks those keys only.
+        assert_eq!(check(rules, "MIGRATE h 1  0 5000 KEYS app:1"), Ok(()));
+        // A bad numkeys: no key is found, the command fails on its own.
+        assert_eq!(check(rules, "ZUNIONSTORE secret 5 app:1"), Ok(()));
+        // Scripts run unchecked on the nodes: only for unconfined users.
+        assert_eq!(check(rules, "EVAL s 0"), Err(Denied::Command("eval")));
+        assert_eq!(check("+@all ~* &*", "FCALL f 0"), Ok(()));
+        // A subcommand newer than the table: only with every command.
+        assert_eq!(
+            check("~* +client", "CLIENT NO-EVICT on"),
+            Ok(()),
+            "known to the 7.0 table"
+        );
+        assert_eq!(
+            check("~* +client", "CLIENT SETINFO lib-name x"),
+            Err(Denied::Subcommand("client", b"setinfo".to_vec()))
+        );
+        assert_eq!(check("~* +@all", "CLIENT SETINFO lib-name x"), Ok(()));
     }
 
     #[test]
@@ -464,6 +699,14 @@ mod tests {
         assert_eq!(
             Denied::Key.reply(b"ro", true),
             "-NOPERM No permissions to access a key\r\n"
+        );
+        assert_eq!(
+            Denied::Subcommand("client", b"setinfo".to_vec()).reply(b"ro", false),
+            "-NOPERM this user has no permissions to run the 'client|setinfo' command\r\n"
+        );
+        assert_eq!(
+            Denied::SortOption("GET").reply(b"ro", false),
+            "-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"
         );
     }
 }

@@ -58,6 +58,8 @@ pub const WRITE_WAITS: &str = "slotbridge_write_waits_total";
 /// TLS certificate reloads (file change or SIGHUP), by `outcome` (`ok`,
 /// `error`: unusable files, the current certificates kept).
 pub const TLS_RELOADS: &str = "slotbridge_tls_reloads_total";
+/// Commands refused by a user's ACL rules (`NOPERM`).
+pub const ACL_DENIED: &str = "slotbridge_acl_denied_total";
 /// Client TLS handshakes that failed or timed out (a client certificate
 /// refused under `tls.client_ca_file`, a plain-text client, a scanner).
 pub const CLIENT_TLS_FAILURES: &str = "slotbridge_client_tls_handshake_failures_total";

@@ -13,8 +13,9 @@ use common::{
 
 /// The rules under test: reads and writes of `app:*`, reads only of
 /// `shared:*`, channels `news.*`, no dangerous commands, no scripts.
-const RULES: &str = "on ~app:* %R~shared:* &news.* -@all +@read +@write -@dangerous +ping \
-                     +subscribe +publish +multi +exec +discard +config|get -keys";
+const RULES: &str = "on ~app:* %R~shared:* %R~dup:* %W~dup:* &news.* -@all +@read +@write \
+                     -@dangerous +ping +subscribe +publish +multi +exec +discard +config|get \
+                     -keys +sort";
 
 /// A standalone redis-server with an `app` user under [`RULES`].
 struct Reference(Child);
@@ -101,6 +102,13 @@ fn acl_rules_refuse_what_redis_refuses() {
         "HSET app:h f v",
         "HGETALL app:h",
         "EXISTS other",
+        "INCR dup:n",
+        "SORT app:{x}l STORE secret{x}",
+        "SORT app:{x}l BY nosort",
+        "SORT app:{x}l BY w_*",
+        "SORT app:{x}l GET #",
+        "ZUNIONSTORE secret 5 app:1",
+        "LMPOP 5 k LEFT",
         "DEL app:1 app:2",
         "FLUSHALL",
         "KEYS *",
@@ -130,7 +138,7 @@ fn acl_rules_refuse_what_redis_refuses() {
             "{line}"
         );
     }
-    assert!(refused >= 12, "only {refused} commands refused");
+    assert!(refused >= 14, "only {refused} commands refused");
     // Nothing refused reached the cluster; what was allowed did.
     let mut admin = RawClient::connect(proxy.port);
     admin.roundtrip(&cmd("AUTH admin"), b"+OK\r\n");
@@ -138,15 +146,16 @@ fn acl_rules_refuse_what_redis_refuses() {
     admin.roundtrip(&cmd("HGET app:h f"), b"$1\r\nv\r\n");
 }
 
+/// Users of [`users_scripts_reloads_and_bad_rules`].
+const USERS: &str = "[[auth.users]]\nname = \"gone\"\npassword = \"pw\"\nacl = \"off +@all ~*\"\n\
+     [[auth.users]]\nname = \"ro\"\npassword = \"pw\"\nacl = \"on ~* +@read\"\n\
+     [[auth.users]]\nname = \"tenant\"\npassword = \"pw\"\nacl = \"on ~app:* &* +@all\"\n";
+
 #[test]
-fn a_user_turned_off_cannot_log_in_and_bad_rules_stop_the_start() {
+fn users_scripts_reloads_and_bad_rules() {
     let cluster = Cluster::start(1, 0);
     let dir = TempDir::new("acl-off");
-    let config = write_config(
-        &dir,
-        "[[auth.users]]\nname = \"gone\"\npassword = \"pw\"\nacl = \"off +@all ~*\"\n\
-         [[auth.users]]\nname = \"ro\"\npassword = \"pw\"\nacl = \"~* +@read\"\n",
-    );
+    let config = write_config(&dir, USERS);
     let proxy = Spawned::start(&["--config", &config, "--seeds", &cluster.seeds()], &[]);
     let mut c = RawClient::connect(proxy.port);
     c.roundtrip(
@@ -169,6 +178,35 @@ fn a_user_turned_off_cannot_log_in_and_bad_rules_stop_the_start() {
     // RESET goes back to the default user, which must log in again.
     c.roundtrip(&cmd("RESET"), b"+RESET\r\n");
     c.roundtrip(&cmd("GET k"), b"-NOAUTH Authentication required.\r\n");
+
+    // A script's commands would run unchecked on the nodes: a confined
+    // user may not run one (one Redis would check inside the script).
+    let mut t = RawClient::connect(proxy.port);
+    t.roundtrip(&cmd("AUTH tenant pw"), b"+OK\r\n");
+    t.roundtrip(
+        &cmd("EVAL return 1 0"),
+        b"-NOPERM this user has no permissions to run the 'eval' command\r\n",
+    );
+    t.roundtrip(&cmd("SET app:1 v"), b"+OK\r\n");
+
+    // A reload applies changed rules to connected users at their next
+    // command, and disconnects users it removed.
+    let mut ro = RawClient::connect(proxy.port);
+    ro.roundtrip(&cmd("AUTH ro pw"), b"+OK\r\n");
+    write_config(
+        &dir,
+        &USERS
+            .replace("acl = \"on ~* +@read\"", "acl = \"on ~* +@read +@write\"")
+            .replace("name = \"tenant\"", "name = \"renamed\""),
+    );
+    let reloads = proxy.log().matches("configuration reloaded").count();
+    proxy.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        proxy.log().matches("configuration reloaded").count() > reloads
+    });
+    ro.roundtrip(&cmd("SET k v"), b"+OK\r\n");
+    t.send(&cmd("GET app:1"));
+    assert!(t.is_closed(), "a removed user stays connected");
 
     let bad = write_config(
         &dir,

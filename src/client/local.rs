@@ -33,6 +33,9 @@ pub struct ClientState {
     /// What the authenticated user may do, when it has `acl` rules
     /// (`None`: everything, the fast path).
     pub acl: Option<Arc<crate::acl::Acl>>,
+    /// For a named user: the configuration version its rules are from; a
+    /// reload makes the session look the user up again.
+    pub user_version: Option<u64>,
 }
 
 /// `CLIENT REPLY ON|OFF|SKIP`.
@@ -71,6 +74,7 @@ impl ClientState {
             replies: ReplyMode::On,
             tracking: Tracking::default(),
             acl: None,
+            user_version: None,
         }
     }
 
@@ -134,6 +138,7 @@ pub fn execute(
             // As Redis, back to the default user.
             client.authed = !ctx.config().auth.required();
             client.acl = None;
+            client.user_version = None;
             client.info.update(|n| n.user = None);
             client.replies = ReplyMode::On;
             if client.tracking.on {
@@ -185,24 +190,41 @@ fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> By
     } else {
         named.map(|u| u.password.as_str())
     };
-    // Rules were checked when the configuration was loaded.
-    let acl = named
-        .and_then(|u| u.acl.as_deref())
-        .and_then(|rules| crate::acl::Acl::parse(rules).ok());
-    // A user turned `off` is refused as Redis refuses it.
-    let enabled = acl.as_ref().is_none_or(|a| a.enabled());
     // Compare even for unknown users, so timing does not reveal names.
-    let ok =
-        constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some() && enabled;
+    let ok = constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some();
     if ok {
+        let Ok(acl) = user_acl(named) else {
+            // Turned `off` (refused as Redis refuses it), or rules that do
+            // not compile (checked at load; refused, never full access).
+            return reply::error(WRONGPASS);
+        };
         client.authed = true;
-        client.acl = acl.map(Arc::new);
+        client.acl = acl;
+        client.user_version = named.map(|_| ctx.config_version());
         client
             .info
             .update(|n| n.user = Some(Bytes::copy_from_slice(user)));
         Bytes::from_static(reply::OK)
     } else {
         reply::error(WRONGPASS)
+    }
+}
+
+/// A named user may not log in: turned `off`, or rules that do not
+/// compile (checked at load; refused rather than given full access).
+#[derive(Debug)]
+pub struct LoginRefused;
+
+/// What a named user may do: `Ok(None)` for everything.
+pub fn user_acl(
+    user: Option<&crate::config::UserConfig>,
+) -> Result<Option<Arc<crate::acl::Acl>>, LoginRefused> {
+    match user.and_then(|u| u.acl.as_deref()) {
+        None => Ok(None),
+        Some(rules) => match crate::acl::compiled(rules) {
+            Ok(acl) if acl.enabled() => Ok(Some(acl)),
+            _ => Err(LoginRefused),
+        },
     }
 }
 

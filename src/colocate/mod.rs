@@ -267,14 +267,25 @@ fn sanitize(tag: &[u8]) -> Vec<u8> {
 }
 
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
-/// and `^` negation, and `\` escapes.
+/// and `^` negation, and `\` escapes. Linear in the key per `*`, like Redis
+/// since CVE-2022-36021: once what follows a `*` matches nowhere in the
+/// rest of the string, no earlier `*` is tried further.
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    glob_at(pattern, s, 0)
+    glob_at(pattern, s, 0) == Glob::Match
 }
 
-fn glob_at(p: &[u8], s: &[u8], depth: usize) -> bool {
+/// How matching a pattern's tail went.
+#[derive(Debug, PartialEq, Eq)]
+enum Glob {
+    Match,
+    NoMatch,
+    /// No match from here nor from any later position: give up.
+    Never,
+}
+
+fn glob_at(p: &[u8], s: &[u8], depth: usize) -> Glob {
     if depth > 64 {
-        return false;
+        return Glob::Never;
     }
     let (mut pi, mut si) = (0, 0);
     while pi < p.len() {
@@ -284,18 +295,26 @@ fn glob_at(p: &[u8], s: &[u8], depth: usize) -> bool {
                     pi += 1;
                 }
                 if pi + 1 == p.len() {
-                    return true;
+                    return Glob::Match;
                 }
-                return (si..=s.len()).any(|k| glob_at(&p[pi + 1..], &s[k..], depth + 1));
+                for k in si..=s.len() {
+                    match glob_at(&p[pi + 1..], &s[k..], depth + 1) {
+                        Glob::NoMatch => {}
+                        done => return done,
+                    }
+                }
+                return Glob::Never;
             }
             b'?' => {
                 if si >= s.len() {
-                    return false;
+                    return Glob::NoMatch;
                 }
                 si += 1;
             }
             b'[' => {
-                let Some(&c) = s.get(si) else { return false };
+                let Some(&c) = s.get(si) else {
+                    return Glob::NoMatch;
+                };
                 pi += 1;
                 let not = p.get(pi) == Some(&b'^');
                 if not {
@@ -316,27 +335,31 @@ fn glob_at(p: &[u8], s: &[u8], depth: usize) -> bool {
                     pi += 1;
                 }
                 if matched == not {
-                    return false;
+                    return Glob::NoMatch;
                 }
                 si += 1;
             }
             b'\\' if pi + 1 < p.len() => {
                 pi += 1;
                 if s.get(si) != Some(&p[pi]) {
-                    return false;
+                    return Glob::NoMatch;
                 }
                 si += 1;
             }
             c => {
                 if s.get(si) != Some(&c) {
-                    return false;
+                    return Glob::NoMatch;
                 }
                 si += 1;
             }
         }
         pi += 1;
     }
-    si == s.len()
+    if si == s.len() {
+        Glob::Match
+    } else {
+        Glob::NoMatch
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +444,10 @@ mod tests {
 
     #[test]
     fn globs_like_redis() {
+        // Many stars against a long key: linear, not exponential.
+        let long = vec![b'a'; 200_000];
+        assert!(!glob_match(b"*a*a*a*a*b", &long));
+        assert!(glob_match(b"*a*a*a*a*", &long));
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"h?llo", b"hello"));
         assert!(glob_match(b"h*llo", b"heeeello"));

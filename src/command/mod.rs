@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use keys::Args;
-use spec::{flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
+use spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 
 static LEARNED: OnceLock<HashMap<Vec<u8>, &'static CommandSpec>> = OnceLock::new();
 
@@ -58,7 +58,9 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
                     key_step: c.step as u16,
                     limit: 0,
                 },
-                flags: 0,
+                // A module's plain key range: read and written, as Redis
+                // assumes for ACL checks.
+                flags: key_flags::RW | key_flags::ACCESS | key_flags::UPDATE,
             }]))
         } else {
             &[]

@@ -38,6 +38,26 @@ impl Core {
         self.push(Pending::Ready(reply));
     }
 
+    /// Looks the named user up again after a reload and takes its current
+    /// rules; false when it is gone or may no longer log in.
+    fn recheck_user(&mut self) -> bool {
+        let name = self.client.info.names().user;
+        let config = self.config.clone();
+        let user = config
+            .auth
+            .users
+            .iter()
+            .find(|u| Some(u.name.as_bytes()) == name.as_deref());
+        self.client.user_version = Some(self.config_version);
+        match user.map(|u| local::user_acl(Some(u))) {
+            Some(Ok(acl)) => {
+                self.client.acl = acl;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Answers a command the user's ACL rules refuse with Redis's
     /// `NOPERM`; inside `MULTI` it also makes `EXEC` abort, as in Redis.
     fn refuse(&mut self, denied: &crate::acl::Denied, view: &CommandView<'_>) {
@@ -46,8 +66,13 @@ impl Core {
         if let Some(tx) = self.multi.as_mut().filter(|_| !ends_tx) {
             tx.failed = true;
         }
+        // Counted under its name; a refused command still ends a CACHING choice.
+        self.current.0 = crate::command::find(view).map_or("unknown", |s| s.name);
+        self.client.tracking.caching = false;
+        metrics::counter!(m::ACL_DENIED).increment(1);
         let user = self.client.info.names().user.clone();
         let user = user.as_deref().unwrap_or(b"default");
+        tracing::debug!(client = %self.client.info.peer, user = %String::from_utf8_lossy(user), command = self.current.0, "refused by the user's ACL rules");
         let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
         self.ready(reply);
     }
@@ -64,6 +89,18 @@ impl Core {
         self.current = ("", None, CLASS_LOCAL, self.batch_started);
         if !self.client.authed && !local::allowed_before_auth(&view) {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
+            return;
+        }
+        if self
+            .client
+            .user_version
+            .is_some_and(|v| v != self.config_version)
+            && !self.recheck_user()
+        {
+            // Removed or turned off by a reload: disconnected, as by
+            // Redis's ACL DELUSER.
+            self.closing = true;
+            self.push(Pending::Close(Bytes::new()));
             return;
         }
         if let Some(acl) = &self.client.acl {
