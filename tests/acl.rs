@@ -179,6 +179,14 @@ fn users_scripts_reloads_and_bad_rules() {
     c.roundtrip(&cmd("RESET"), b"+RESET\r\n");
     c.roundtrip(&cmd("GET k"), b"-NOAUTH Authentication required.\r\n");
 
+    // HELLO reads all its options before trying the credentials.
+    let mut h = RawClient::connect(proxy.port);
+    h.roundtrip(
+        &cmd("HELLO 2 AUTH tenant pw BOGUS"),
+        b"-ERR Syntax error in HELLO option 'BOGUS'\r\n",
+    );
+    h.roundtrip(&cmd("GET app:1"), b"-NOAUTH Authentication required.\r\n");
+
     // A script's commands would run unchecked on the nodes: a confined
     // user may not run one (one Redis would check inside the script).
     let mut t = RawClient::connect(proxy.port);

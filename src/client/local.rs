@@ -251,20 +251,24 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         }
         i = 2;
     }
+    // As Redis: every option is read (and a name checked) before the
+    // credentials are tried, so a bad option changes nothing.
     let mut setname = None;
+    let mut credentials = None;
     while i < view.len() {
         let opt = view.get(i);
         let more = view.len() - i - 1;
         if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
-            let user = view.get(i + 1);
-            let pass = view.get(i + 2);
-            let r = auth(user, pass, client, ctx);
-            if r[0] == b'-' {
-                return r;
-            }
+            credentials = Some((view.get(i + 1), view.get(i + 2)));
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
-            setname = Some(Bytes::copy_from_slice(view.get(i + 1)));
+            let name = view.get(i + 1);
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                return reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            setname = Some(Bytes::copy_from_slice(name));
             i += 2;
         } else {
             return reply::error(&format!(
@@ -273,15 +277,16 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
             ));
         }
     }
+    if let Some((user, pass)) = credentials {
+        let r = auth(user, pass, client, ctx);
+        if r[0] == b'-' {
+            return r;
+        }
+    }
     if !client.authed {
         return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(name) = setname {
-        if name.iter().any(|&b| b <= b' ' || b > b'~') {
-            return reply::error(
-                "ERR Client names cannot contain spaces, newlines or special characters.",
-            );
-        }
         client.info.update(|n| n.name = Some(name));
     }
     client.set_proto(proto);
