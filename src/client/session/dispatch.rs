@@ -58,6 +58,24 @@ impl Core {
         }
     }
 
+    /// For a script or function call: how to recover from `NOSCRIPT` or a
+    /// missing library (`EVALSHA`, `FCALL`), or the body to remember
+    /// (`EVAL`). Known by the command table's name, so `GET` costs one
+    /// length comparison per name.
+    fn prepare_script(&self, sent: &mut Sent, args: &[(usize, usize)]) {
+        let name = self.scratch.name;
+        let Some(&(start, end)) = args.get(1) else {
+            return;
+        };
+        if is_evalsha(name) {
+            sent.post = Post::EvalSha(sent.payload.slice(start..end));
+        } else if is_fcall(name) {
+            sent.post = Post::Fcall;
+        } else if is_eval(name) {
+            self.ctx.scripts.remember(&sent.payload.slice(start..end));
+        }
+    }
+
     /// Answers a command the user's ACL rules refuse with Redis's
     /// `NOPERM`; inside `MULTI` it also makes `EXEC` abort, as in Redis.
     fn refuse(&mut self, denied: &crate::acl::Denied, view: &CommandView<'_>) {
@@ -196,15 +214,7 @@ impl Core {
                 sent.tracked = self.track;
                 sent.replica =
                     sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
-                if is_evalsha(self.scratch.name) {
-                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
-                } else if is_fcall(self.scratch.name) {
-                    sent.post = Post::Fcall;
-                } else if is_eval(self.scratch.name) {
-                    self.ctx
-                        .scripts
-                        .remember(&sent.payload.slice(args[1].0..args[1].1));
-                }
+                self.prepare_script(&mut sent, args);
                 match stage_to {
                     Some(pool) => {
                         let payload = sent.payload.clone();
@@ -227,15 +237,7 @@ impl Core {
                 };
                 let mut sent = Sent::to_node(raw, node);
                 sent.readonly = self.scratch.readonly;
-                if is_evalsha(self.scratch.name) {
-                    sent.post = Post::EvalSha(sent.payload.slice(args[1].0..args[1].1));
-                } else if is_fcall(self.scratch.name) {
-                    sent.post = Post::Fcall;
-                } else if is_eval(self.scratch.name) {
-                    self.ctx
-                        .scripts
-                        .remember(&sent.payload.slice(args[1].0..args[1].1));
-                }
+                self.prepare_script(&mut sent, args);
                 self.start_now(sent, seq)
             }
             Route::Scan => {
