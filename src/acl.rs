@@ -300,9 +300,14 @@ impl Acl {
     /// the user may run it (unknown commands and bad arities pass, for the
     /// proxy to answer with Redis's own errors).
     pub fn check<A: Args + ?Sized>(&self, args: &A) -> Result<(), Denied> {
-        let Some(spec) = crate::command::find(args) else {
-            return Ok(());
-        };
+        match crate::command::find(args) {
+            Some(spec) => self.check_spec(spec, args),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Acl::check`] for a command known to be `spec`.
+    fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
         if !keys::arity_ok(spec, args.len()) {
             // A bad arity: the error comes first.
             return Ok(());
@@ -323,6 +328,11 @@ impl Acl {
             if !allowed {
                 return Err(Denied::Command(spec.name));
             }
+        }
+        if !self.all_keys && spec.flags & flags::MOVABLE_KEYS != 0 && index_of(spec).is_none() {
+            // A module command whose keys only the module's code finds:
+            // they cannot be checked.
+            return Err(Denied::Command(spec.name));
         }
         if SCRIPTS.contains(&spec.name) && !self.unconfined() {
             // A script's own commands run on the nodes as the proxy's
@@ -624,6 +634,28 @@ mod tests {
         assert_eq!(check(rules, "PSUBSCRIBE news.a*"), Err(Denied::Channel));
         assert_eq!(check(rules, "UNSUBSCRIBE other"), Ok(()));
         assert_eq!(check("+@all ~*", "SPUBLISH c m"), Err(Denied::Channel));
+    }
+
+    #[test]
+    fn module_commands_need_all_commands_and_visible_keys() {
+        static MOVABLE: CommandSpec = CommandSpec {
+            name: "mod.movable",
+            arity: -1,
+            flags: flags::WRITE | flags::MOVABLE_KEYS,
+            acl: 0,
+            key_specs: &[],
+        };
+        let args: [&[u8]; 2] = [b"mod.movable", b"k"];
+        let acl = |rules: &str| Acl::parse(&format!("on {rules}")).unwrap();
+        assert_eq!(
+            acl("+@all ~app:*").check_spec(&MOVABLE, &args),
+            Err(Denied::Command("mod.movable"))
+        );
+        assert_eq!(acl("+@all ~*").check_spec(&MOVABLE, &args), Ok(()));
+        assert_eq!(
+            acl("-@all +get ~*").check_spec(&MOVABLE, &args),
+            Err(Denied::Command("mod.movable"))
+        );
     }
 
     #[test]

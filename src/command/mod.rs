@@ -39,6 +39,9 @@ pub struct LearnedCommand {
     pub step: i16,
     /// Whether the command is read-only.
     pub readonly: bool,
+    /// Whether its keys are found by the module's own code (`movablekeys`):
+    /// the proxy cannot see them.
+    pub movable: bool,
 }
 
 /// Registers learned commands (once, at start-up); later calls are ignored.
@@ -73,7 +76,7 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
                 flags::READONLY
             } else {
                 flags::WRITE
-            },
+            } | if c.movable { flags::MOVABLE_KEYS } else { 0 },
             acl: 0,
             key_specs,
         }));
@@ -106,8 +109,9 @@ pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
                 OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => String::from_utf8_lossy(b).to_lowercase(),
                 _ => return None,
             };
-            let readonly = matches!(fields.get(2), Some(OwnedFrame::Array(flags))
-                if flags.iter().any(|f| matches!(f, OwnedFrame::SimpleString(s) | OwnedFrame::BulkString(s) if s == b"readonly")));
+            let flagged = |flag: &[u8]| matches!(fields.get(2), Some(OwnedFrame::Array(flags))
+                if flags.iter().any(|f| matches!(f, OwnedFrame::SimpleString(s) | OwnedFrame::BulkString(s) if s == flag)));
+            let (readonly, movable) = (flagged(b"readonly"), flagged(b"movablekeys"));
             Some(LearnedCommand {
                 name,
                 arity: int(fields.get(1))?,
@@ -115,6 +119,7 @@ pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
                 last: int(fields.get(4))?,
                 step: int(fields.get(5))?,
                 readonly,
+                movable,
             })
         })
         .collect()
@@ -136,7 +141,8 @@ mod tests {
                 first: 1,
                 last: 1,
                 step: 1,
-                readonly: true
+                readonly: true,
+                movable: false,
             }]
         );
     }
