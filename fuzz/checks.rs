@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("merge_replies", merge_replies),
     ("config_parse", config_parse),
     ("reply_handling", reply_handling),
+    ("acl_rules", acl_rules),
 ];
 
 /// Inputs longer than this are cut: the parsers treat lines over 64 KiB
@@ -734,5 +735,37 @@ pub fn reply_handling(data: &[u8]) {
         let c = u64::from_le_bytes(raw);
         let (n, nc) = decode_cursor(c);
         assert_eq!(encode_cursor(n, nc), Some(c), "cursor does not round-trip");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// acl_rules
+
+/// ACL rules (the first line) compiled and checked against a command (the
+/// rest, split on spaces). Parsing and checking must not panic; a user the
+/// rules do not confine must be refused nothing; refusing must be
+/// stable (the same answer twice).
+pub fn acl_rules(data: &[u8]) {
+    use slotbridge::acl::Acl;
+    let data = &data[..data.len().min(MAX_INPUT)];
+    let (rules, command) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let args: Vec<&[u8]> = command.split(|&b| b == b' ').collect();
+    let everything = Acl::parse("on allcommands allkeys allchannels").expect("valid rules");
+    assert_eq!(
+        everything.check(args.as_slice()),
+        Ok(()),
+        "unconfined user refused"
+    );
+    if let Ok(acl) = Acl::parse(&String::from_utf8_lossy(rules)) {
+        let first = acl.check(args.as_slice());
+        assert_eq!(first, acl.check(args.as_slice()));
+        if let Err(denied) = first {
+            let reply = denied.reply(b"u", false);
+            assert!(reply.starts_with(b"-") && reply.ends_with(b"\r\n"));
+            assert!(!reply[..reply.len() - 2].contains(&b'\n'));
+        }
     }
 }

@@ -82,12 +82,16 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The `NOPERM` error for running command `name`.
+    /// The `NOPERM` error for running command `name`. A client's bytes in
+    /// it (a subcommand, a user name) have CR and LF turned into spaces,
+    /// as Redis does, so the error stays one line.
     fn reply_named(name: &str, user: &[u8], new_texts: bool) -> Bytes {
+        let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+        let name = one_line(name);
         Bytes::from(if new_texts {
             format!(
                 "-NOPERM User {} has no permissions to run the '{name}' command\r\n",
-                String::from_utf8_lossy(user)
+                one_line(&String::from_utf8_lossy(user))
             )
         } else {
             format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
@@ -735,6 +739,11 @@ mod tests {
         assert_eq!(
             Denied::Subcommand("client", b"setinfo".to_vec()).reply(b"ro", false),
             "-NOPERM this user has no permissions to run the 'client|setinfo' command\r\n"
+        );
+        // A client's subcommand cannot break the reply into two lines.
+        assert_eq!(
+            Denied::Subcommand("config", b"x\r\n+OK".to_vec()).reply(b"ro", false),
+            "-NOPERM this user has no permissions to run the 'config|x  +OK' command\r\n"
         );
         assert_eq!(
             Denied::SortOption("GET").reply(b"ro", false),

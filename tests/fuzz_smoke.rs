@@ -253,6 +253,11 @@ fn smoke_reply_handling() {
     run("reply_handling");
 }
 
+#[test]
+fn smoke_acl_rules() {
+    run("acl_rules");
+}
+
 // Inputs that once crashed or broke an invariant (also in the seed corpus
 // as `fuzz/corpus/<target>/regress-*`).
 
@@ -286,5 +291,17 @@ fn regression_sum_pairs_overflow() {
 fn regression_info_keyspace_overflow() {
     fuzz_checks::merge_replies(
         b"\x00$52\r\n# Keyspace\r\ndb0:keys=9223372036854775807,expires=1\r\n\r\n$24\r\n# Keyspace\r\ndb0:keys=1\r\n\r\n",
+    );
+}
+
+/// A subcommand the built-in table does not know was copied into the
+/// `NOPERM` error as the client sent it, newline included: the error broke
+/// into two lines (found by this smoke run before it landed).
+#[test]
+fn regression_acl_subcommand_newline() {
+    check(
+        "acl_rules",
+        fuzz_checks::acl_rules,
+        b"on ~* +config|get\nCONFIG S@read\nSET appd\nSET a:1 v",
     );
 }
