@@ -66,7 +66,7 @@ lint:
 # with `RUSTC_BOOTSTRAP=1 cargo fuzz tmin <target> <file>`, then add it to
 # fuzz/corpus/<target>/ and as a named case in tests/fuzz_smoke.rs.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= request_parser frame_scanner route_split merge_replies config_parse reply_handling
+FUZZ_TARGETS ?= request_parser frame_scanner route_split merge_replies config_parse reply_handling acl_rules
 
 .PHONY: fuzz
 
