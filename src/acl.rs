@@ -22,6 +22,7 @@ use crate::colocate::glob_match;
 use crate::command::keys::{self, Args};
 use crate::command::spec::{acl as category, flags, key_flags, CommandSpec};
 use crate::command::table_gen::COMMANDS;
+use crate::protocol::reply;
 
 /// Read permission on a key pattern (`%R~`).
 const READ: u8 = 1;
@@ -82,46 +83,41 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The `NOPERM` error for running command `name`. A client's bytes in
-    /// it (a subcommand, a user name) have CR and LF turned into spaces,
-    /// as Redis does, so the error stays one line.
-    fn reply_named(name: &str, user: &[u8], new_texts: bool) -> Bytes {
-        let one_line = |s: &str| s.replace(['\r', '\n'], " ");
-        let name = one_line(name);
-        Bytes::from(if new_texts {
-            format!(
-                "-NOPERM User {} has no permissions to run the '{name}' command\r\n",
-                one_line(&String::from_utf8_lossy(user))
-            )
-        } else {
-            format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
-        })
-    }
-
     /// Redis's `NOPERM` error for `user`. Redis 7.2 changed the texts:
-    /// `new_texts` picks those (the nodes' version decides).
+    /// `new_texts` picks those (the nodes' version decides). Client bytes
+    /// in it (a subcommand, a user name) cannot break the line:
+    /// [`reply::error`] turns CR and LF into spaces, as Redis does.
     pub fn reply(&self, user: &[u8], new_texts: bool) -> Bytes {
-        if let Denied::Command(name) = self {
-            return Self::reply_named(name, user, new_texts);
-        }
+        let run = |name: &str| {
+            if new_texts {
+                format!(
+                    "NOPERM User {} has no permissions to run the '{name}' command",
+                    String::from_utf8_lossy(user)
+                )
+            } else {
+                format!("NOPERM this user has no permissions to run the '{name}' command")
+            }
+        };
         let text = match (self, new_texts) {
-            (Denied::Command(_), _) => unreachable!("answered above"),
+            (Denied::Command(name), _) => run(name),
+            (Denied::Subcommand(container, sub), _) => {
+                run(&format!("{container}|{}", String::from_utf8_lossy(sub)))
+            }
             (Denied::Key, false) => {
-                "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
                     .to_string()
             }
-            (Denied::Key, true) => "-NOPERM No permissions to access a key\r\n".to_string(),
-            (Denied::Channel, false) => "-NOPERM this user has no permissions to access one of the channels used as arguments\r\n".to_string(),
-            (Denied::Channel, true) => "-NOPERM No permissions to access a channel\r\n".to_string(),
-            (Denied::Subcommand(container, sub), _) => {
-                let name = format!("{container}|{}", String::from_utf8_lossy(sub));
-                return Self::reply_named(&name, user, new_texts);
+            (Denied::Key, true) => "NOPERM No permissions to access a key".to_string(),
+            (Denied::Channel, false) => {
+                "NOPERM this user has no permissions to access one of the channels used as arguments"
+                    .to_string()
             }
-            (Denied::SortOption(option), _) => format!(
-                "-ERR {option} option of SORT denied due to insufficient ACL permissions.\r\n"
-            ),
+            (Denied::Channel, true) => "NOPERM No permissions to access a channel".to_string(),
+            (Denied::SortOption(option), _) => {
+                format!("ERR {option} option of SORT denied due to insufficient ACL permissions.")
+            }
         };
-        Bytes::from(text)
+        reply::error(&text)
     }
 }
 

@@ -396,12 +396,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         // What client libraries' test suites use to fake a server error
         // (`LOADING`, `READONLY`, ...). Redis maps CR and LF to spaces.
         "debug" if cmd.len() == 3 && cmd.get(1).eq_ignore_ascii_case(b"error") => {
-            let text = cmd.get(2);
-            let mut out = Vec::with_capacity(text.len() + 3);
-            out.push(b'-');
-            out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-            out.extend_from_slice(b"\r\n");
-            Route::Reply(Bytes::from(out))
+            Route::Reply(reply::error_bytes(cmd.get(2)))
         }
         "readonly" | "readwrite" | "asking" => Route::Reply(reply::error(
             "ERR This instance has cluster support disabled",

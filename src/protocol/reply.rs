@@ -76,9 +76,15 @@ pub fn put_simple(out: &mut BytesMut, s: &str) {
 
 /// An error reply from a message such as `ERR something` (CR/LF replaced).
 pub fn error(msg: &str) -> Bytes {
+    error_bytes(msg.as_bytes())
+}
+
+/// [`error`] of bytes that need not be UTF-8 (a client's `DEBUG ERROR`
+/// text is sent back as it came).
+pub fn error_bytes(msg: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.len() + 3);
     out.put_u8(b'-');
-    for &b in msg.as_bytes() {
+    for &b in msg {
         out.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
     }
     out.put_slice(b"\r\n");
