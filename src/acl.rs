@@ -334,7 +334,7 @@ impl Acl {
             // they cannot be checked.
             return Err(Denied::Command(spec.name));
         }
-        if SCRIPTS.contains(&spec.name) && !self.unconfined() {
+        if crate::command::runs_script(spec.name) && !self.unconfined() {
             // A script's own commands run on the nodes as the proxy's
             // user, unchecked: only a user the rules do not confine may
             // run one.
@@ -412,17 +412,6 @@ impl Acl {
         })
     }
 }
-
-/// The commands that run a script or function, whose own commands the
-/// nodes run as the proxy's user.
-const SCRIPTS: [&str; 6] = [
-    "eval",
-    "evalsha",
-    "eval_ro",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
 
 /// The keys Redis 7.0 checks for a command, with their flags: by its key
 /// specs; when one cannot be followed (`SORT`'s and `MIGRATE`'s), or the

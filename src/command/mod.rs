@@ -24,6 +24,29 @@ pub fn find<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec> {
     learned.get(&name).copied()
 }
 
+/// Whether the command table names `name` (a [`CommandSpec`]'s name)
+/// `EVALSHA` or `EVALSHA_RO`. By the table's name, not the client's bytes:
+/// a length comparison rejects `GET` at once.
+pub fn is_evalsha(name: &str) -> bool {
+    matches!(name, "evalsha" | "evalsha_ro")
+}
+
+/// `EVAL` or `EVAL_RO` (see [`is_evalsha`]).
+pub fn is_eval(name: &str) -> bool {
+    matches!(name, "eval" | "eval_ro")
+}
+
+/// `FCALL` or `FCALL_RO` (see [`is_evalsha`]).
+pub fn is_fcall(name: &str) -> bool {
+    matches!(name, "fcall" | "fcall_ro")
+}
+
+/// Whether the command runs a script or function: one whose own commands
+/// the nodes run, as the proxy's user.
+pub fn runs_script(name: &str) -> bool {
+    is_eval(name) || is_evalsha(name) || is_fcall(name)
+}
+
 /// A command reported by a backend's `COMMAND` that the built-in table lacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LearnedCommand {

@@ -1,8 +1,9 @@
 //! Routes each command the client sends: local answers, single-slot sends,
 //! splits, fan-outs, transactions and subscriptions start here.
 
-use super::redirect::{is_eval, is_evalsha, is_fcall, is_script_load, masters};
+use super::redirect::{is_script_load, masters};
 use super::*;
+use crate::command::{is_eval, is_evalsha, is_fcall};
 
 impl Core {
     pub(super) fn next_seq(&self) -> u64 {

@@ -34,23 +34,6 @@ pub(super) fn too_many_private() -> Bytes {
     reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later")
 }
 
-/// Whether the command table names `name` (see `Scratch::name`) `EVALSHA`
-/// or `EVALSHA_RO`. By the table's name, not the client's bytes: a length
-/// comparison rejects `GET` at once.
-pub(super) fn is_evalsha(name: &str) -> bool {
-    matches!(name, "evalsha" | "evalsha_ro")
-}
-
-/// `EVAL` or `EVAL_RO` (see [`is_evalsha`]).
-pub(super) fn is_eval(name: &str) -> bool {
-    matches!(name, "eval" | "eval_ro")
-}
-
-/// `FCALL` or `FCALL_RO` (see [`is_evalsha`]).
-pub(super) fn is_fcall(name: &str) -> bool {
-    matches!(name, "fcall" | "fcall_ro")
-}
-
 pub(super) fn is_script_load(view: &CommandView<'_>) -> bool {
     view.len() == 3
         && view.get(0).eq_ignore_ascii_case(b"script")

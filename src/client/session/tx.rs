@@ -1,8 +1,9 @@
 //! `MULTI`/`EXEC`/`WATCH` for a session: queueing, the pinned `WATCH`
 //! connection, and per-slot transactions.
 
-use super::redirect::{is_eval, is_evalsha, too_many_private};
+use super::redirect::too_many_private;
 use super::*;
+use crate::command::{is_eval, is_evalsha};
 
 impl Core {
     /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` outside a transaction.
