@@ -251,8 +251,9 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         }
         i = 2;
     }
-    // As Redis: every option is read (and a name checked) before the
-    // credentials are tried, so a bad option changes nothing.
+    // As Redis 7.2 (7.0 logged in first): every option is read, and a
+    // name checked, before the credentials are tried, so a bad option
+    // changes nothing.
     let mut setname = None;
     let mut credentials = None;
     while i < view.len() {

@@ -89,7 +89,7 @@ impl Core {
         self.current.0 = crate::command::find(view).map_or("unknown", |s| s.name);
         self.client.tracking.caching = false;
         metrics::counter!(m::ACL_DENIED).increment(1);
-        let user = self.client.info.names().user.clone();
+        let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default");
         tracing::debug!(client = %self.client.info.peer, user = %String::from_utf8_lossy(user), command = self.current.0, "refused by the user's ACL rules");
         let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
