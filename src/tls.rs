@@ -56,7 +56,7 @@ fn roots(path: &str, field: &str) -> Result<RootCertStore, String> {
 
 /// The acceptor for client TLS, when `tls.cert_file` is set; it asks for
 /// and verifies client certificates when `tls.client_ca_file` is set.
-pub fn acceptor(cfg: &TlsConfig) -> Result<Option<TlsAcceptor>, String> {
+fn acceptor(cfg: &TlsConfig) -> Result<Option<TlsAcceptor>, String> {
     let (Some(cert), Some(key_file)) = (&cfg.cert_file, &cfg.key_file) else {
         return Ok(None);
     };
@@ -107,7 +107,7 @@ impl BackendTls {
 }
 
 /// Backend TLS settings, when `tls.backend` is on.
-pub fn backend(cfg: &TlsConfig) -> Result<Option<BackendTls>, String> {
+fn backend(cfg: &TlsConfig) -> Result<Option<BackendTls>, String> {
     if !cfg.backend {
         return Ok(None);
     }
@@ -167,25 +167,20 @@ impl Side {
 
     /// The files this side reads.
     fn files(self, cfg: &TlsConfig) -> Vec<String> {
-        let list: Vec<&Option<String>> = match self {
-            Side::Client => vec![&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file],
-            Side::Backend if !cfg.backend => return Vec::new(),
+        let set = |files: [&Option<String>; 3]| files.into_iter().flatten().cloned().collect();
+        match self {
+            Side::Client => set([&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file]),
+            Side::Backend if !cfg.backend => Vec::new(),
             Side::Backend => {
-                let ca = cfg
-                    .backend_ca_file
-                    .clone()
-                    .unwrap_or_else(|| SYSTEM_CA_BUNDLE.to_string());
-                let mut files = vec![ca];
-                files.extend(
-                    [&cfg.backend_cert_file, &cfg.backend_key_file]
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
+                let ca = Some(
+                    cfg.backend_ca_file
+                        .as_deref()
+                        .unwrap_or(SYSTEM_CA_BUNDLE)
+                        .to_string(),
                 );
-                return files;
+                set([&ca, &cfg.backend_cert_file, &cfg.backend_key_file])
             }
-        };
-        list.into_iter().flatten().cloned().collect()
+        }
     }
 }
 
