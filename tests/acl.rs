@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    encode_command, free_port, wait_until, write_config, Cluster, RawClient, Spawned, TempDir,
+    encode_command, wait_until, write_config, Cluster, RawClient, Spawned, Standalone, TempDir,
 };
 
 /// The rules under test: reads and writes of `app:*`, reads only of
@@ -18,42 +18,14 @@ const RULES: &str = "on ~app:* %R~shared:* %R~dup:* %W~dup:* &news.* -@all +@rea
                      -keys +sort";
 
 /// A standalone redis-server with an `app` user under [`RULES`].
-struct Reference(Child);
-
-impl Reference {
-    fn start(dir: &TempDir) -> (Reference, u16) {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir", dir.path().to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reference = Reference(child);
-        wait_until("the reference redis", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        let mut admin = RawClient::connect(port);
-        let mut setuser: Vec<&str> = vec!["ACL", "SETUSER", "app", "reset", ">secret"];
-        setuser.extend(RULES.split_whitespace());
-        let args: Vec<&[u8]> = setuser.iter().map(|a| a.as_bytes()).collect();
-        admin.roundtrip(&encode_command(&args), b"+OK\r\n");
-        (reference, port)
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn reference(dir: &TempDir) -> Standalone {
+    let server = Standalone::start(dir);
+    let mut admin = RawClient::connect(server.port);
+    let mut setuser: Vec<&str> = vec!["ACL", "SETUSER", "app", "reset", ">secret"];
+    setuser.extend(RULES.split_whitespace());
+    let args: Vec<&[u8]> = setuser.iter().map(|a| a.as_bytes()).collect();
+    admin.roundtrip(&encode_command(&args), b"+OK\r\n");
+    server
 }
 
 fn cmd(line: &str) -> Vec<u8> {
@@ -65,7 +37,8 @@ fn cmd(line: &str) -> Vec<u8> {
 fn acl_rules_refuse_what_redis_refuses() {
     let cluster = Cluster::start(3, 0);
     let dir = TempDir::new("acl");
-    let (_reference, port) = Reference::start(&dir);
+    let reference = reference(&dir);
+    let port = reference.port;
     let config = write_config(
         &dir,
         &format!(

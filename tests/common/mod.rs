@@ -2386,6 +2386,40 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A standalone `redis-server` (no cluster) on a free port: the reference
+/// replies through the proxy are compared with.
+pub struct Standalone {
+    child: Child,
+    /// Its port (127.0.0.1).
+    pub port: u16,
+}
+
+impl Standalone {
+    /// Starts it with its files in `dir`, without persistence, and waits
+    /// until it accepts connections.
+    pub fn start(dir: &TempDir) -> Standalone {
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .stdout(Stdio::null());
+        let child = spawn_process(cmd).expect("redis-server");
+        let server = Standalone { child, port };
+        wait_until("the reference redis", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        server
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A proxy process started without waiting for it to be usable.
 pub struct Spawned {
     child: Child,
