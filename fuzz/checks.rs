@@ -547,6 +547,30 @@ pub fn merge_replies(data: &[u8]) {
     let failed = merge::failed("mset", &refs, usize::from(ctl % 5));
     assert_one_frame(&failed, "failed");
 
+    // HyperLogLogs (PFCOUNT, PFMERGE): the parts as they are, and as
+    // values behind a valid header, so the sparse decoder sees them.
+    let hlls: Vec<Bytes> = parts
+        .iter()
+        .map(|p| {
+            let mut v = b"HYLL".to_vec();
+            v.push(ctl & 1);
+            v.extend_from_slice(&[0; 11]);
+            v.extend_from_slice(p);
+            slotbridge::protocol::reply::bulk(&v)
+        })
+        .collect();
+    let hll_refs: Vec<&Bytes> = hlls.iter().collect();
+    for set in [&refs, &hll_refs] {
+        assert_one_frame(&merge::pfcount(set), "pfcount");
+        if let Ok(value) = merge::pfmerge_sources(set) {
+            let mut back = slotbridge::hll::Registers::default();
+            assert!(
+                back.merge(&value).is_ok(),
+                "PFMERGE wrote a value it cannot read"
+            );
+        }
+    }
+
     // MGET: positions are a permutation of 0..total (sometimes corrupted).
     let counts: Vec<usize> = parts
         .iter()

@@ -6,6 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::hll::Registers;
 use crate::protocol::reply::{self, put_array, put_header, put_int};
 use crate::protocol::request::parse_i64;
 use crate::protocol::scan::{children, children_into};
@@ -275,6 +276,76 @@ pub fn set_op(op: crate::command::route::SetOp, parts: &[&Bytes]) -> Bytes {
     out.freeze()
 }
 
+/// `PFCOUNT` of keys in several slots, over their `GET` replies in key
+/// order: missing keys count as empty, the first key that fails (wrong
+/// type, not a HyperLogLog, corrupt) gives Redis's error for it.
+pub fn pfcount(parts: &[&Bytes]) -> Bytes {
+    let mut max = Registers::default();
+    match each_hll(parts, |_, value| max.merge(value).map(|_| ())) {
+        Ok(()) => reply::int(i64::try_from(max.count()).unwrap_or(i64::MAX)),
+        Err(e) => e,
+    }
+}
+
+/// `PFMERGE dest source...` of keys in several slots, over the `GET`
+/// replies of `dest` and the sources in that order: checked as Redis
+/// checks them, the error for the first key that fails, else one stored
+/// value holding the sources' merged registers, dense when one of them
+/// was (as Redis decides the destination's encoding). `dest` is only
+/// checked: its master merges it into this value itself, atomically.
+pub fn pfmerge_sources(parts: &[&Bytes]) -> Result<Vec<u8>, Bytes> {
+    let (mut dest, mut sources, mut dense) = (Registers::default(), Registers::default(), false);
+    each_hll(parts, |i, value| {
+        if i == 0 {
+            return dest.merge(value).map(|_| ());
+        }
+        dense |= sources.merge(value)?;
+        Ok(())
+    })?;
+    Ok(sources.encode(dense))
+}
+
+/// Runs `f` over each stored HyperLogLog of `GET` replies in key order
+/// (with its key's index), skipping missing keys; the first failure is
+/// the reply.
+fn each_hll(
+    parts: &[&Bytes],
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), crate::hll::Invalid>,
+) -> Result<(), Bytes> {
+    for (i, p) in parts.iter().enumerate() {
+        match p.first() {
+            // A node's error for this key (WRONGTYPE), one line as sent.
+            Some(b'-')
+                if p.ends_with(b"\r\n")
+                    && p.iter().filter(|&&b| b == b'\r' || b == b'\n').count() == 2 =>
+            {
+                return Err((*p).clone());
+            }
+            Some(b'_') => continue,
+            _ => {}
+        }
+        match bulk_value(p) {
+            Some(Some(value)) => f(i, value).map_err(|e| reply::error(e.message()))?,
+            Some(None) => {}
+            None => return Err(unexpected("GET")),
+        }
+    }
+    Ok(())
+}
+
+/// The value of a bulk-string frame (`None` inside for `$-1`).
+fn bulk_value(frame: &[u8]) -> Option<Option<&[u8]>> {
+    let rest = frame.strip_prefix(b"$")?;
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    let len = parse_i64(&rest[..end])?;
+    if len < 0 {
+        return Some(None);
+    }
+    let start = end + 2;
+    rest.get(start..start + usize::try_from(len).ok()?)
+        .map(Some)
+}
+
 /// The smallest of integer replies (`WAIT`).
 pub fn min(parts: &[&Bytes]) -> Bytes {
     let mut least: Option<i64> = None;
@@ -426,5 +497,25 @@ mod tests {
         let all = format!("*3\r\n{}{}{}", entry(7, 100), entry(1, 95), entry(6, 90));
         assert_eq!(&newest(&[&a, &c], -1)[..], all.as_bytes());
         assert!(newest(&[&b(b":1\r\n")], 1).starts_with(b"-ERR slotbridge"));
+    }
+
+    #[test]
+    fn pfcount_errors_in_key_order() {
+        const NOT_HLL: &[u8] = b"-WRONGTYPE Key is not a valid HyperLogLog string value.\r\n";
+        let list = b(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+        let text = b(b"$5\r\nhello\r\n");
+        let missing = b(b"$-1\r\n");
+        assert_eq!(&pfcount(&[&missing, &b(b"_\r\n")])[..], b":0\r\n");
+        assert_eq!(
+            &pfcount(&[&missing, &text, &list])[..],
+            b"-WRONGTYPE Key is not a valid HyperLogLog string value.\r\n"
+        );
+        assert_eq!(&pfcount(&[&list, &text])[..], &list[..]);
+        assert!(pfcount(&[&b(b":1\r\n")]).starts_with(b"-ERR slotbridge"));
+        assert!(pfcount(&[&b(b"$9\r\nshort\r\n")]).starts_with(b"-ERR slotbridge"));
+        // PFMERGE checks the destination first, but merges only sources.
+        assert_eq!(pfmerge_sources(&[&text, &list]), Err(b(NOT_HLL)));
+        let empty = pfmerge_sources(&[&missing, &missing]).unwrap();
+        assert_eq!(&empty[..6], b"HYLL\x01\0");
     }
 }

@@ -117,8 +117,8 @@ struct Group {
 /// [`split`] with the keys' slots already known (`slots[i]` is the slot of
 /// argument `keys[i]`), ordering the sub-commands by the rank `node_of`
 /// gives each slot's owner. Returns them and the buffer all their payloads
-/// are slices of (empty for set operations, whose sub-commands are
-/// `SMEMBERS` of one key each).
+/// are slices of (empty for set operations and `PFCOUNT`, whose
+/// sub-commands are one read of one key each).
 pub fn split_by_node(
     kind: SplitKind,
     cmd: &CommandView<'_>,
@@ -127,8 +127,8 @@ pub fn split_by_node(
     max_keys: usize,
     mut node_of: impl FnMut(u16) -> u32,
 ) -> (Vec<SubRequest>, Bytes) {
-    if let SplitKind::Sets(_) = kind {
-        // One SMEMBERS per key; the set operation runs in the proxy.
+    if let Some(read) = kind.read_per_key() {
+        // One read per key; the result is computed in the proxy.
         let all: Arc<[u32]> = (0..keys.len() as u32).collect();
         let subs = keys
             .iter()
@@ -136,7 +136,7 @@ pub fn split_by_node(
             .zip(0u32..)
             .map(|((&k, &slot), ordinal)| SubRequest {
                 slot,
-                payload: crate::protocol::reply::command([&b"SMEMBERS"[..], cmd.get(k)]),
+                payload: crate::protocol::reply::command([read, cmd.get(k)]),
                 positions: Positions {
                     all: Some(all.clone()),
                     start: ordinal,
@@ -150,7 +150,11 @@ pub fn split_by_node(
     }
     let step = match kind {
         SplitKind::Mset => 2,
-        SplitKind::Mget | SplitKind::Sum | SplitKind::Sets(_) => 1,
+        SplitKind::Mget
+        | SplitKind::Sum
+        | SplitKind::Sets(_)
+        | SplitKind::PfCount
+        | SplitKind::PfMerge => 1,
     };
     // Groups of keys by slot, in order of first appearance.
     let mut groups: Vec<Group> = Vec::new();

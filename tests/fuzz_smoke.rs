@@ -305,3 +305,13 @@ fn regression_acl_subcommand_newline() {
         b"on ~* +config|get\nCONFIG S@read\nSET appd\nSET a:1 v",
     );
 }
+
+/// `merge::pfcount` passed a part starting with `-` or `!` through as the
+/// node's error without checking it was one whole line: a truncated part
+/// became a reply that is not a RESP frame, and `-` alone then underflowed
+/// a length check (found by this smoke run before it landed).
+#[test]
+fn regression_pfcount_error_part_not_a_frame() {
+    fuzz_checks::merge_replies(b"~!_,3,\n~\n\"*5\n'\n044\"!|1{4 95:(\n~7*4\"26}\n*9}\n,_");
+    fuzz_checks::merge_replies(b"1-");
+}

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{encode_command, key_for_slot, Cluster, Proxy, RawClient};
+use common::{
+    encode_command, key_for_slot, slot_of, Cluster, Proxy, RawClient, Standalone, TempDir,
+};
 
 fn env() -> &'static (Cluster, Proxy) {
     static ENV: OnceLock<(Cluster, Proxy)> = OnceLock::new();
@@ -481,6 +483,148 @@ fn cross_slot_set_reads_are_computed_in_the_proxy() {
         .arg(&b)
         .query::<i64>(&mut c)
         .is_err());
+}
+
+#[test]
+fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
+    let dir = TempDir::new("hll");
+    let reference = Standalone::start(&dir);
+    let names = [
+        "hll:a", "hll:b", "hll:c", "hll:d", "hll:e", "hll:s", "hll:l", "hll:m", "hll:n", "hll:p",
+        "hll:t",
+    ];
+    let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
+    assert_eq!(slots.len(), names.len(), "keys share a slot");
+    // Sparse runs covering 17 registers of 16,384: corrupt.
+    let corrupt: &[u8] = b"HYLL\x01\0\0\0\0\0\0\0\0\0\0\0\x40\x10";
+    // A two-byte run cut short: Redis reads its string's terminating zero.
+    let cut: &[u8] = b"HYLL\x01\0\0\0\0\0\0\0\0\0\0\0\x40\xfe\x7f";
+    let pfadd = |key: &str, prefix: &str, range: std::ops::Range<usize>| {
+        let mut args: Vec<Vec<u8>> = vec![b"PFADD".to_vec(), key.as_bytes().to_vec()];
+        args.extend(range.map(|i| format!("{prefix}{i}").into_bytes()));
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        encode_command(&refs)
+    };
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = raw();
+    for c in [&mut direct, &mut through] {
+        let mut del = vec!["DEL"];
+        del.extend(names);
+        c.send(&cmd(&del));
+        assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
+        // Sparse, dense (past hll-sparse-max-bytes), dense, sparse.
+        c.roundtrip(&pfadd("hll:a", "x", 0..100), b":1\r\n");
+        c.roundtrip(&pfadd("hll:b", "x", 50..5000), b":1\r\n");
+        c.roundtrip(&pfadd("hll:c", "y", 0..20_000), b":1\r\n");
+        c.roundtrip(&pfadd("hll:d", "z", 0..1), b":1\r\n");
+        c.roundtrip(&encode_command(&[b"SET", b"hll:e", corrupt]), b"+OK\r\n");
+        c.roundtrip(&encode_command(&[b"SET", b"hll:t", cut]), b"+OK\r\n");
+        c.roundtrip(&cmd(&["SET", "hll:s", "hello"]), b"+OK\r\n");
+        c.roundtrip(&cmd(&["RPUSH", "hll:l", "1"]), b":1\r\n");
+    }
+    let mut seen = Vec::new();
+    for keys in [
+        &["hll:a", "hll:b"][..],
+        &["hll:a", "hll:d"],
+        &["hll:a", "hll:b", "hll:c", "hll:d"],
+        &["hll:c", "hll:a"],
+        &["hll:b", "hll:b"],
+        &["hll:a", "hll:none"],
+        &["hll:none", "hll:d"],
+        &["hll:a", "hll:s", "hll:l"],
+        &["hll:a", "hll:l", "hll:s"],
+        &["hll:a", "hll:e"],
+        &["hll:e", "hll:l"],
+        &["hll:t", "hll:a"],
+    ] {
+        let mut line = vec!["PFCOUNT"];
+        line.extend(keys);
+        direct.send(&cmd(&line));
+        let expected = direct.read_once(Duration::from_secs(5));
+        through.roundtrip(&cmd(&line), &expected);
+        seen.push(String::from_utf8_lossy(&expected).into_owned());
+    }
+    // The cases cover counts and each of Redis's errors.
+    assert!(seen[0].starts_with(":49"), "{seen:?}");
+    for error in [
+        "-WRONGTYPE Key is not a valid HyperLogLog string value.",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-INVALIDOBJ Corrupted HLL object detected",
+    ] {
+        assert!(
+            seen.iter().any(|r| r.starts_with(error)),
+            "{error}: {seen:?}"
+        );
+    }
+    // PFMERGE: the same replies, and destinations stored byte for byte as
+    // one Redis stores them (sparse or dense, register by register).
+    for line in [
+        "PFMERGE hll:m hll:a hll:d",
+        "GET hll:m",
+        "PFMERGE hll:m hll:b",
+        "GET hll:m",
+        "PFMERGE hll:n hll:none hll:other",
+        "GET hll:n",
+        "PFMERGE hll:n hll:n hll:d hll:a",
+        "GET hll:n",
+        "PFCOUNT hll:n hll:m",
+        "PFMERGE hll:l hll:a",
+        "PFMERGE hll:s hll:a",
+        "PFMERGE hll:m hll:a hll:e",
+        "PFMERGE hll:m hll:none hll:l",
+        "GET hll:m",
+        "MULTI",
+        "PFMERGE hll:m hll:a",
+        "DISCARD",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let mut expected = direct.read_once(Duration::from_secs(5));
+        if let Some(rest) = expected.strip_prefix(b"$") {
+            // A whole bulk reply (a dense value is 12 KB).
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let len: usize = std::str::from_utf8(&rest[..digits])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let whole = 1 + digits + 2 + len + 2;
+            let more = whole - expected.len();
+            expected.extend(direct.read_exact_bytes(more));
+        }
+        if line[0] == "PFMERGE" && expected.starts_with(b"+QUEUED") {
+            // A cluster cannot merge across slots inside a transaction.
+            through.send(&cmd(&line));
+            let got = through.read_once(Duration::from_secs(5));
+            assert!(
+                got.starts_with(b"-CROSSSLOT"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            continue;
+        }
+        through.roundtrip(&cmd(&line), &expected);
+    }
+    // Pipelined commands after a merge run after it (its write leaves
+    // only once its reads are in).
+    let mut line = cmd(&["PFMERGE", "hll:p", "hll:a", "hll:d"]);
+    line.extend(cmd(&["EXPIRE", "hll:p", "100"]));
+    line.extend(cmd(&["PFCOUNT", "hll:p"]));
+    line.extend(cmd(&["PFMERGE", "hll:p", "hll:c"]));
+    line.extend(cmd(&["DEL", "hll:p"]));
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(&line, b"+OK\r\n:1\r\n:100\r\n+OK\r\n:1\r\n");
+    }
+    // The temporary key of each merge is gone.
+    through.roundtrip(&cmd(&["KEYS", "*slotbridge*"]), b"*0\r\n");
+    // RESP3 replies the same integer.
+    for c in [&mut direct, &mut through] {
+        c.send(&cmd(&["HELLO", "3"]));
+        assert!(c.read_once(Duration::from_secs(5)).starts_with(b"%"));
+    }
+    let line = cmd(&["PFCOUNT", "hll:c", "hll:b", "hll:d"]);
+    direct.send(&line);
+    let expected = direct.read_once(Duration::from_secs(5));
+    through.roundtrip(&line, &expected);
 }
 
 #[test]

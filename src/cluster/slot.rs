@@ -30,6 +30,46 @@ pub fn hash_part(key: &[u8]) -> &[u8] {
     key
 }
 
+/// Bytes `t` such that a key `{t}...` hashes to the slot of `key`: its
+/// hashed part when that can be a tag, else the smallest decimal number
+/// that hashes there (from a table made at first use).
+pub fn tag_for(key: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let part = hash_part(key);
+    if !part.is_empty() && !part.contains(&b'}') {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    static NUMBERS: std::sync::OnceLock<Box<[u32]>> = std::sync::OnceLock::new();
+    let numbers = NUMBERS.get_or_init(|| {
+        let mut numbers = vec![u32::MAX; SLOTS];
+        let mut missing = SLOTS;
+        let mut n = 0u32;
+        while missing > 0 && n < 1 << 24 {
+            let s = usize::from(slot(decimal(n, &mut [0; 10])));
+            if numbers[s] == u32::MAX {
+                numbers[s] = n;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        numbers.into_boxed_slice()
+    });
+    let n = numbers.get(usize::from(slot(key))).copied().unwrap_or(0);
+    std::borrow::Cow::Owned(n.to_string().into_bytes())
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +91,25 @@ mod tests {
         assert_eq!(hash_part(b"foo{bar}{zap}"), b"bar");
         assert_eq!(hash_part(b"{"), b"{");
         assert_eq!(hash_part(b"a}b{c"), b"a}b{c");
+    }
+
+    #[test]
+    fn tags_hash_to_the_slot_of_their_key() {
+        assert_eq!(decimal(0, &mut [0; 10]), b"0");
+        assert_eq!(decimal(u32::MAX, &mut [0; 10]), b"4294967295");
+        for key in [
+            &b"foo"[..],
+            b"{user}a",
+            b"a{b",
+            b"a}b",
+            b"{}x",
+            b"",
+            b"x{}y}",
+        ] {
+            let mut tagged = b"{".to_vec();
+            tagged.extend_from_slice(&tag_for(key));
+            tagged.extend_from_slice(b"}tmp");
+            assert_eq!(slot(&tagged), slot(key), "{}", String::from_utf8_lossy(key));
+        }
     }
 }

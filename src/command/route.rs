@@ -44,6 +44,25 @@ pub enum SplitKind {
     /// `SINTER`, `SUNION`, `SDIFF`, `SINTERCARD`: each set fetched with
     /// `SMEMBERS` and the result computed in the proxy.
     Sets(SetOp),
+    /// `PFCOUNT`: each HyperLogLog fetched with `GET`, merged and counted
+    /// in the proxy.
+    PfCount,
+    /// `PFMERGE`: the destination and sources fetched with `GET`, the
+    /// sources merged in the proxy, and the result merged into the
+    /// destination by its master in one script.
+    PfMerge,
+}
+
+impl SplitKind {
+    /// The read sent per key when the proxy computes the result itself
+    /// (`None`: the command is split into per-slot parts of itself).
+    pub fn read_per_key(self) -> Option<&'static [u8]> {
+        match self {
+            SplitKind::Sets(_) => Some(b"SMEMBERS"),
+            SplitKind::PfCount | SplitKind::PfMerge => Some(b"GET"),
+            SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => None,
+        }
+    }
 }
 
 /// A set operation computed in the proxy across slots.
@@ -289,6 +308,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "sinter" => Route::Split(SplitKind::Sets(SetOp::Inter)),
             "sunion" => Route::Split(SplitKind::Sets(SetOp::Union)),
             "sdiff" => Route::Split(SplitKind::Sets(SetOp::Diff)),
+            "pfcount" => Route::Split(SplitKind::PfCount),
+            "pfmerge" => Route::Split(SplitKind::PfMerge),
             "sintercard" => match intercard_limit(cmd, scratch.keys.len()) {
                 Some(limit) => Route::Split(SplitKind::Sets(SetOp::InterCard(limit))),
                 None => Route::Reply(reply::error("ERR syntax error")),

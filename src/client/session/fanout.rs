@@ -66,6 +66,8 @@ impl Core {
             parts.push(Part {
                 sent: Sent {
                     tracked: self.track,
+                    // Reads of single keys: safe to retry after a lost reply.
+                    readonly: kind.read_per_key().is_some(),
                     ..Sent::to_slot(sub.payload, sub.slot)
                 },
                 positions: sub.positions,
@@ -73,8 +75,17 @@ impl Core {
                 group: 1,
             });
         }
+        if kind == SplitKind::PfMerge {
+            self.merging = Some(seq);
+        }
         self.push(Pending::Multi(Box::new(Multi {
-            kind: MergeKind::Split(kind),
+            kind: match (kind, self.scratch.keys.first(), self.scratch.slots.first()) {
+                (SplitKind::PfMerge, Some(&k), Some(&slot)) => MergeKind::PfMerge {
+                    dest: Bytes::copy_from_slice(view.get(k)),
+                    slot,
+                },
+                _ => MergeKind::Split(kind),
+            },
             // Set by the route that chose to split.
             name: self.scratch.name,
             remaining: parts.len(),

@@ -199,6 +199,10 @@ struct Core {
     untracked_read: bool,
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
+    /// The sequence number of a cross-slot `PFMERGE` not answered yet: the
+    /// commands after it wait, since its write leaves only once its reads
+    /// are in (see [`Core::merge_in_flight`]).
+    merging: Option<u64>,
     /// One past the reply number of the newest command that read for the
     /// client's cache (0: none yet): invalidations go after its reply.
     last_tracked: u64,
@@ -246,6 +250,7 @@ impl Session {
                 track: false,
                 untracked_read: false,
                 track_tx: false,
+                merging: None,
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
             },
@@ -484,6 +489,12 @@ impl Session {
                 Turn::Replies(first) => self.core.on_replies(first).await,
                 Turn::Read(n) => {
                     let n = n?;
+                    if n == 0 && self.core.merge_in_flight() {
+                        // One server would run a command it received: its
+                        // second step is sent once its reads are in.
+                        self.core.closing = true;
+                        continue;
+                    }
                     if n == 0 {
                         return Ok(Exit::Closed);
                     }

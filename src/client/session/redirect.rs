@@ -249,7 +249,7 @@ pub(super) fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 /// Applies the per-command work on a reply that goes to the client.
 fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
-        Post::None | Post::EvalSha(_) | Post::Fcall => Next::Done(r.data.clone()),
+        Post::None | Post::EvalSha(_) | Post::Fcall | Post::PfMerge => Next::Done(r.data.clone()),
         Post::Scan {
             node,
             nodes,

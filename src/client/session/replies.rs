@@ -106,6 +106,10 @@ impl Core {
                             multi.remaining -= 1;
                         }
                         if multi.remaining == 0 {
+                            if let MergeKind::PfMerge { dest, slot } = &multi.kind {
+                                let (dest, slot) = (dest.clone(), *slot);
+                                return pfmerge_into(entry, &dest, slot, r.seq);
+                            }
                             let merged = merge_multi(&self.ctx, self.client.proto, multi);
                             *entry = Pending::Ready(merged);
                         }
@@ -250,6 +254,26 @@ impl Core {
             }
     }
 
+    /// Whether a cross-slot `PFMERGE` is still to be answered (its entry is
+    /// in the queue and not ready); forgets it once it is.
+    pub(super) fn merge_in_flight(&mut self) -> bool {
+        let Some(seq) = self.merging else {
+            return false;
+        };
+        let entry = seq
+            .checked_sub(self.base_seq)
+            .and_then(|i| self.pending.get(i as usize));
+        let waiting = match entry.map(|s| &s.state) {
+            Some(Pending::Multi(m)) => matches!(m.kind, MergeKind::PfMerge { .. }),
+            Some(Pending::Single(sent)) => matches!(sent.post, Post::PfMerge),
+            _ => false,
+        };
+        if !waiting {
+            self.merging = None;
+        }
+        waiting
+    }
+
     /// The collected replies were all written.
     pub(super) fn output_written(&mut self) {
         self.out_batch = None;
@@ -260,7 +284,10 @@ impl Core {
     /// their confirmations (which bypass the reply queue) stay in order, and
     /// the commands after them (`QUIT`, `RESET` too) wait for those
     /// confirmations.
-    pub(super) fn must_wait_for_earlier_replies(&self, name: &[u8]) -> bool {
+    pub(super) fn must_wait_for_earlier_replies(&mut self, name: &[u8]) -> bool {
+        if self.merge_in_flight() {
+            return true;
+        }
         if let Some(ps) = self.pubsub.as_ref().filter(|p| p.confirming()) {
             // And other commands wait for the confirmations of earlier
             // subscription commands, so that their replies follow them;
@@ -370,6 +397,64 @@ fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
         .collect()
 }
 
+/// `PFMERGE` across slots, second step: once the destination and sources
+/// were read and checked, one script on the destination's master stores
+/// the merged sources under a temporary key of the destination's slot,
+/// merges it into the destination with `PFMERGE` (which so decides the
+/// encoding and applies the registers exactly as for the whole command),
+/// and deletes it. Replaces the entry with that command, to send now.
+fn pfmerge_into(entry: &mut Pending, dest: &Bytes, slot: u16, seq: u64) -> Option<Resend> {
+    const SCRIPT: &[u8] = b"local r = redis.pcall('SET', KEYS[2], ARGV[1]) \
+        if type(r) == 'table' and r.err then return r end \
+        r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
+        redis.call('DEL', KEYS[2]) return r";
+    let Pending::Multi(multi) = entry else {
+        return None;
+    };
+    let replies: Vec<&Bytes> = multi
+        .parts
+        .iter()
+        .filter_map(|p| p.reply.as_ref())
+        .collect();
+    let value = match merge::pfmerge_sources(&replies) {
+        Ok(value) => value,
+        Err(error) => {
+            *entry = Pending::Ready(error);
+            return None;
+        }
+    };
+    let mut temp = b"{".to_vec();
+    temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
+    temp.extend_from_slice(b"}slotbridge:pfmerge:");
+    temp.extend_from_slice(temp_suffix().as_bytes());
+    let payload = reply::command([&b"EVAL"[..], SCRIPT, b"2", dest, &temp, &value]);
+    *entry = Pending::Single(Sent {
+        post: Post::PfMerge,
+        ..Sent::to_slot(payload.clone(), slot)
+    });
+    Some(Resend {
+        to: Target::Slot(slot),
+        payload,
+        asking: false,
+        via: Via::Shared,
+        skip: 0,
+        seq,
+        part: 0,
+    })
+}
+
+/// A name part no client key is expected to have: the proxy's process id
+/// and a random number drawn at start.
+fn temp_suffix() -> &'static str {
+    static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SUFFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{}:{:016x}", std::process::id(), h.finish())
+    })
+}
+
 /// Combines the replies of all parts into one reply.
 fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     let replies: Vec<&Bytes> = multi
@@ -382,6 +467,10 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         .copied()
         .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
         .collect();
+    if let MergeKind::Split(SplitKind::PfCount) = multi.kind {
+        // Errors too are Redis's, decided key by key.
+        return merge::pfcount(&replies);
+    }
     if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
         // Read-only: the first error (e.g. WRONGTYPE) is exactly Redis's.
         return (*first).clone();
@@ -416,6 +505,11 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
+        MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
+        // Handled by `pfmerge_into` before a merge.
+        MergeKind::Split(SplitKind::PfMerge) | MergeKind::PfMerge { .. } => {
+            reply::error("ERR slotbridge: PFMERGE merged out of order")
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub(super) enum Post {
     /// On `Function not found`, load the libraries the proxy knows and
     /// retry.
     Fcall,
+    /// The write of a cross-slot `PFMERGE` (the commands after it wait for
+    /// its reply).
+    PfMerge,
 }
 
 /// A command sent to one node, kept for redirections and retries.
@@ -131,6 +134,12 @@ impl Sent {
 #[derive(Debug)]
 pub(super) enum MergeKind {
     Split(SplitKind),
+    /// `PFMERGE` across slots, first step: the replies checked and the
+    /// sources merged, then sent to the destination's master.
+    PfMerge {
+        dest: Bytes,
+        slot: u16,
+    },
     Fanout(Fanout),
     /// `SCRIPT EXISTS`: true where every master has the script or the
     /// proxy knows its body (one flag per SHA1).

@@ -124,7 +124,8 @@ impl Core {
                 self.ready(err);
                 return;
             }
-            Route::Split(kind) if per_slot => {
+            // PFMERGE across slots takes two steps: not inside a MULTI.
+            Route::Split(kind) if per_slot && kind != SplitKind::PfMerge => {
                 let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
                 let subs = split::split(kind, view, &self.scratch.keys, max_keys);
                 tx.plan
@@ -334,10 +335,14 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
             Loc::Split(parts, kind, nkeys) => {
                 let items: Option<Vec<Bytes>> = parts.iter().map(|(g, i, _)| get(*g, *i)).collect();
                 items.map(|items| {
+                    let refs: Vec<&Bytes> = items.iter().collect();
+                    if *kind == SplitKind::PfCount {
+                        // Errors too are Redis's, decided key by key.
+                        return merge::pfcount(&refs);
+                    }
                     if let Some(e) = items.iter().find(|b| reply_kind(b[0]) == ReplyKind::Error) {
                         return e.clone();
                     }
-                    let refs: Vec<&Bytes> = items.iter().collect();
                     match kind {
                         SplitKind::Mget => {
                             let with_pos: Vec<(&Bytes, &[u32])> = items
@@ -350,6 +355,10 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::Mset => merge::all_ok(&refs),
                         SplitKind::Sum => merge::sum(&refs),
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
+                        SplitKind::PfCount => merge::pfcount(&refs),
+                        SplitKind::PfMerge => {
+                            reply::error("ERR slotbridge: PFMERGE across slots inside MULTI")
+                        }
                     }
                 })
             }
