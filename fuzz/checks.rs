@@ -12,7 +12,7 @@ use slotbridge::client::keyspace::{decode_cursor, encode_cursor, rewrite_scan_re
 use slotbridge::client::retry::{classify, parse_redirect, redirect_addr, Outcome};
 use slotbridge::cluster::slot::slot;
 use slotbridge::command::keys::Args;
-use slotbridge::command::route::{route, CommandView, Route, Scratch, SetOp, SplitKind};
+use slotbridge::command::route::{route, BitOp, CommandView, Route, Scratch, SetOp, SplitKind};
 use slotbridge::config::Config;
 use slotbridge::info::{self, ProxyFacts};
 use slotbridge::merge;
@@ -560,6 +560,12 @@ pub fn merge_replies(data: &[u8]) {
         })
         .collect();
     let hll_refs: Vec<&Bytes> = hlls.iter().collect();
+    for op in [BitOp::And, BitOp::Or, BitOp::Xor, BitOp::Not] {
+        match merge::bitop(op, &refs) {
+            Ok(value) => assert!(value.len() <= data.len(), "bitop longer than its sources"),
+            Err(e) => assert_one_frame(&e, "bitop"),
+        }
+    }
     for set in [&refs, &hll_refs] {
         assert_one_frame(&merge::pfcount(set), "pfcount");
         if let Ok(value) = merge::pfmerge_sources(set) {

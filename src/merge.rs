@@ -6,6 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::command::route::BitOp;
 use crate::hll::Registers;
 use crate::protocol::reply::{self, put_array, put_header, put_int};
 use crate::protocol::request::parse_i64;
@@ -305,6 +306,52 @@ pub fn pfmerge_sources(parts: &[&Bytes]) -> Result<Vec<u8>, Bytes> {
     Ok(sources.encode(dense))
 }
 
+/// `BITOP op dest source...` of keys in several slots, over the sources'
+/// `GET` replies in key order: the first source that is not a string gives
+/// its error; missing ones are empty. Computes the result as Redis's
+/// `bitopCommand` does (shorter sources padded with zeros), empty when
+/// every source is.
+pub fn bitop(op: BitOp, parts: &[&Bytes]) -> Result<Vec<u8>, Bytes> {
+    let mut sources: Vec<&[u8]> = Vec::with_capacity(parts.len());
+    for p in parts {
+        if is_error_line(p) {
+            return Err((*p).clone());
+        }
+        match p.first() {
+            Some(b'_') => sources.push(&[]),
+            _ => match bulk_value(p) {
+                Some(value) => sources.push(value.unwrap_or_default()),
+                None => return Err(unexpected("GET")),
+            },
+        }
+    }
+    let len = sources.iter().map(|s| s.len()).max().unwrap_or(0);
+    let byte = |s: &[u8], j: usize| s.get(j).copied().unwrap_or(0);
+    let Some((first, rest)) = sources.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(len);
+    for j in 0..len {
+        let mut b = byte(first, j);
+        match op {
+            BitOp::Not => b = !b,
+            BitOp::And => rest.iter().for_each(|s| b &= byte(s, j)),
+            BitOp::Or => rest.iter().for_each(|s| b |= byte(s, j)),
+            BitOp::Xor => rest.iter().for_each(|s| b ^= byte(s, j)),
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// Whether a part is one error line (a node's error for its key, e.g.
+/// `WRONGTYPE`), to pass on as it is.
+fn is_error_line(p: &[u8]) -> bool {
+    p.first() == Some(&b'-')
+        && p.ends_with(b"\r\n")
+        && p.iter().filter(|&&b| b == b'\r' || b == b'\n').count() == 2
+}
+
 /// Runs `f` over each stored HyperLogLog of `GET` replies in key order
 /// (with its key's index), skipping missing keys; the first failure is
 /// the reply.
@@ -313,16 +360,11 @@ fn each_hll(
     mut f: impl FnMut(usize, &[u8]) -> Result<(), crate::hll::Invalid>,
 ) -> Result<(), Bytes> {
     for (i, p) in parts.iter().enumerate() {
-        match p.first() {
-            // A node's error for this key (WRONGTYPE), one line as sent.
-            Some(b'-')
-                if p.ends_with(b"\r\n")
-                    && p.iter().filter(|&&b| b == b'\r' || b == b'\n').count() == 2 =>
-            {
-                return Err((*p).clone());
-            }
-            Some(b'_') => continue,
-            _ => {}
+        if is_error_line(p) {
+            return Err((*p).clone());
+        }
+        if p.first() == Some(&b'_') {
+            continue;
         }
         match bulk_value(p) {
             Some(Some(value)) => f(i, value).map_err(|e| reply::error(e.message()))?,
@@ -497,6 +539,21 @@ mod tests {
         let all = format!("*3\r\n{}{}{}", entry(7, 100), entry(1, 95), entry(6, 90));
         assert_eq!(&newest(&[&a, &c], -1)[..], all.as_bytes());
         assert!(newest(&[&b(b":1\r\n")], 1).starts_with(b"-ERR slotbridge"));
+    }
+
+    #[test]
+    fn bitop_as_redis_computes_it() {
+        let a = b(b"$3\r\n\x01\x02\xff\r\n");
+        let f = b(b"$1\r\n\xf0\r\n");
+        let missing = b(b"$-1\r\n");
+        let list = b(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+        assert_eq!(bitop(BitOp::And, &[&a, &f]), Ok(vec![0, 0, 0]));
+        assert_eq!(bitop(BitOp::Or, &[&a, &f]), Ok(vec![0xf1, 2, 0xff]));
+        assert_eq!(bitop(BitOp::Xor, &[&f, &a]), Ok(vec![0xf1, 2, 0xff]));
+        assert_eq!(bitop(BitOp::Not, &[&a]), Ok(vec![0xfe, 0xfd, 0]));
+        assert_eq!(bitop(BitOp::Or, &[&missing, &b(b"_\r\n")]), Ok(vec![]));
+        assert_eq!(bitop(BitOp::And, &[&a, &list, &b(b"$")]), Err(list.clone()));
+        assert!(bitop(BitOp::And, &[&b(b":1\r\n")]).is_err());
     }
 
     #[test]

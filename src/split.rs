@@ -128,7 +128,10 @@ pub fn split_by_node(
     mut node_of: impl FnMut(u16) -> u32,
 ) -> (Vec<SubRequest>, Bytes) {
     if let Some(read) = kind.read_per_key() {
-        // One read per key; the result is computed in the proxy.
+        // One read per key (not of a destination only written); the result
+        // is computed in the proxy.
+        let skip = usize::from(kind.skips_destination()).min(keys.len());
+        let (keys, slots) = (&keys[skip..], slots.get(skip..).unwrap_or_default());
         let all: Arc<[u32]> = (0..keys.len() as u32).collect();
         let subs = keys
             .iter()
@@ -154,7 +157,8 @@ pub fn split_by_node(
         | SplitKind::Sum
         | SplitKind::Sets(_)
         | SplitKind::PfCount
-        | SplitKind::PfMerge => 1,
+        | SplitKind::PfMerge
+        | SplitKind::Bitop(_) => 1,
     };
     // Groups of keys by slot, in order of first appearance.
     let mut groups: Vec<Group> = Vec::new();

@@ -485,6 +485,107 @@ fn cross_slot_set_reads_are_computed_in_the_proxy() {
         .is_err());
 }
 
+/// One reply of `c`: a line, or a whole bulk string (a dense HyperLogLog
+/// is 12 KB).
+fn whole_reply(c: &mut RawClient) -> Vec<u8> {
+    let mut reply = c.read_once(Duration::from_secs(5));
+    if let Some(rest) = reply.strip_prefix(b"$") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 {
+            let len: usize = std::str::from_utf8(&rest[..digits])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let whole = 1 + digits + 2 + len + 2;
+            let more = whole.saturating_sub(reply.len());
+            reply.extend(c.read_exact_bytes(more));
+        }
+    }
+    reply
+}
+
+#[test]
+fn bitop_across_slots_answers_as_one_redis() {
+    let dir = TempDir::new("bitop");
+    let reference = Standalone::start(&dir);
+    let names = ["bit:a", "bit:b", "bit:n", "bit:l", "bit:e", "bit:r"];
+    let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
+    assert_eq!(slots.len(), names.len(), "keys share a slot");
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = raw();
+    for c in [&mut direct, &mut through] {
+        let mut del = vec!["DEL"];
+        del.extend(names);
+        c.send(&cmd(&del));
+        assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
+        c.roundtrip(
+            &encode_command(&[b"SET", b"bit:a", b"\x01\x02\xff"]),
+            b"+OK\r\n",
+        );
+        c.roundtrip(&encode_command(&[b"SET", b"bit:b", b"\xf0"]), b"+OK\r\n");
+        c.roundtrip(&cmd(&["SET", "bit:n", "12345"]), b"+OK\r\n");
+        c.roundtrip(&cmd(&["RPUSH", "bit:l", "x"]), b":1\r\n");
+        c.roundtrip(&cmd(&["SET", "bit:e", ""]), b"+OK\r\n");
+    }
+    let mut seen = Vec::new();
+    for line in [
+        "SET bit:r old EX 100",
+        "BITOP AND bit:r bit:a bit:b",
+        "GET bit:r",
+        "TTL bit:r",
+        "BITOP or bit:r bit:a bit:b bit:n",
+        "GET bit:r",
+        "BITOP XOR bit:r bit:b bit:a",
+        "GET bit:r",
+        "BITOP NOT bit:r bit:a",
+        "GET bit:r",
+        "BITOP NOT bit:r bit:a bit:b",
+        "BITOP FOO bit:r bit:a",
+        "BITOP AND bit:r bit:none bit:other",
+        "EXISTS bit:r",
+        "BITOP AND bit:r bit:a bit:l",
+        "BITOP AND bit:l bit:a bit:b",
+        "TYPE bit:l",
+        "BITOP OR bit:r bit:e bit:none",
+        "BITOP AND bit:r bit:n bit:a bit:r",
+        "GET bit:r",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        seen.push(String::from_utf8_lossy(&expected).into_owned());
+    }
+    // The cases cover results, lengths, deletion and each error.
+    assert_eq!(seen[1], ":3\r\n");
+    assert_eq!(seen[3], ":-1\r\n", "BITOP drops the TTL");
+    assert_eq!(seen[13], ":0\r\n", "an empty result deletes");
+    for error in [
+        "-ERR BITOP NOT must be called with a single source key.",
+        "-ERR syntax error",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+    ] {
+        assert!(
+            seen.iter().any(|r| r.starts_with(error)),
+            "{error}: {seen:?}"
+        );
+    }
+    // Pipelined commands after it run after its write.
+    let mut line = cmd(&["BITOP", "OR", "bit:r", "bit:a", "bit:b"]);
+    line.extend(cmd(&["EXPIRE", "bit:r", "100"]));
+    line.extend(cmd(&["STRLEN", "bit:r"]));
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(&line, b":3\r\n:1\r\n:3\r\n");
+    }
+    // Not inside a transaction.
+    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    through.send(&cmd(&["BITOP", "AND", "bit:r", "bit:a", "bit:b"]));
+    assert!(through
+        .read_once(Duration::from_secs(5))
+        .starts_with(b"-CROSSSLOT"));
+    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+}
+
 #[test]
 fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     let dir = TempDir::new("hll");
@@ -579,18 +680,7 @@ fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let mut expected = direct.read_once(Duration::from_secs(5));
-        if let Some(rest) = expected.strip_prefix(b"$") {
-            // A whole bulk reply (a dense value is 12 KB).
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            let len: usize = std::str::from_utf8(&rest[..digits])
-                .unwrap()
-                .parse()
-                .unwrap();
-            let whole = 1 + digits + 2 + len + 2;
-            let more = whole - expected.len();
-            expected.extend(direct.read_exact_bytes(more));
-        }
+        let expected = whole_reply(&mut direct);
         if line[0] == "PFMERGE" && expected.starts_with(b"+QUEUED") {
             // A cluster cannot merge across slots inside a transaction.
             through.send(&cmd(&line));

@@ -51,6 +51,22 @@ pub enum SplitKind {
     /// sources merged in the proxy, and the result merged into the
     /// destination by its master in one script.
     PfMerge,
+    /// `BITOP`: the sources fetched with `GET`, the result computed in the
+    /// proxy and stored with `SET` (or the destination deleted when empty).
+    Bitop(BitOp),
+}
+
+/// A `BITOP` operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitOp {
+    /// Bitwise and.
+    And,
+    /// Bitwise or.
+    Or,
+    /// Bitwise exclusive or.
+    Xor,
+    /// Bitwise not of one source.
+    Not,
 }
 
 impl SplitKind {
@@ -59,9 +75,21 @@ impl SplitKind {
     pub fn read_per_key(self) -> Option<&'static [u8]> {
         match self {
             SplitKind::Sets(_) => Some(b"SMEMBERS"),
-            SplitKind::PfCount | SplitKind::PfMerge => Some(b"GET"),
+            SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => Some(b"GET"),
             SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => None,
         }
+    }
+
+    /// Whether its first key is a destination that is written but not read
+    /// (`BITOP`).
+    pub fn skips_destination(self) -> bool {
+        matches!(self, SplitKind::Bitop(_))
+    }
+
+    /// Whether the proxy writes the result itself once the reads are in
+    /// (`PFMERGE`, `BITOP`): two steps, which cannot run inside `MULTI`.
+    pub fn writes_after_reads(self) -> bool {
+        matches!(self, SplitKind::PfMerge | SplitKind::Bitop(_))
     }
 }
 
@@ -310,6 +338,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "sdiff" => Route::Split(SplitKind::Sets(SetOp::Diff)),
             "pfcount" => Route::Split(SplitKind::PfCount),
             "pfmerge" => Route::Split(SplitKind::PfMerge),
+            "bitop" => bitop_route(cmd, scratch.keys.len()),
             "sintercard" => match intercard_limit(cmd, scratch.keys.len()) {
                 Some(limit) => Route::Split(SplitKind::Sets(SetOp::InterCard(limit))),
                 None => Route::Reply(reply::error("ERR syntax error")),
@@ -339,6 +368,29 @@ fn intercard_limit(cmd: &CommandView<'_>, nkeys: usize) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+/// `BITOP op dest src...` across slots, with Redis's checks before any
+/// key is read: the operation's name, then `NOT`'s single source.
+fn bitop_route(cmd: &CommandView<'_>, nkeys: usize) -> Route {
+    let op = cmd.get(1);
+    let op = if op.eq_ignore_ascii_case(b"and") {
+        BitOp::And
+    } else if op.eq_ignore_ascii_case(b"or") {
+        BitOp::Or
+    } else if op.eq_ignore_ascii_case(b"xor") {
+        BitOp::Xor
+    } else if op.eq_ignore_ascii_case(b"not") {
+        BitOp::Not
+    } else {
+        return Route::Reply(reply::error("ERR syntax error"));
+    };
+    if op == BitOp::Not && nkeys != 2 {
+        return Route::Reply(reply::error(
+            "ERR BITOP NOT must be called with a single source key.",
+        ));
+    }
+    Route::Split(SplitKind::Bitop(op))
 }
 
 fn is_blocking(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
@@ -583,6 +635,28 @@ mod tests {
             )
         );
         assert!(err(route_of(&["MSETNX", "a", "1", "b", "2"]).0).starts_with("-CROSSSLOT "));
+        // Computed in the proxy: HyperLogLogs and BITOP, whose checks
+        // before any read are Redis's.
+        assert_eq!(
+            route_of(&["PFCOUNT", "a", "b"]).0,
+            Route::Split(SplitKind::PfCount)
+        );
+        assert_eq!(
+            route_of(&["PFMERGE", "a", "b"]).0,
+            Route::Split(SplitKind::PfMerge)
+        );
+        assert_eq!(
+            route_of(&["BITOP", "xor", "a", "b", "c"]).0,
+            Route::Split(SplitKind::Bitop(BitOp::Xor))
+        );
+        assert_eq!(
+            err(route_of(&["BITOP", "nand", "a", "b"]).0),
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(
+            err(route_of(&["BITOP", "NOT", "a", "b", "c"]).0),
+            "-ERR BITOP NOT must be called with a single source key.\r\n"
+        );
     }
 
     #[test]

@@ -75,17 +75,20 @@ impl Core {
                 group: 1,
             });
         }
-        if kind == SplitKind::PfMerge {
-            self.merging = Some(seq);
-        }
-        self.push(Pending::Multi(Box::new(Multi {
-            kind: match (kind, self.scratch.keys.first(), self.scratch.slots.first()) {
-                (SplitKind::PfMerge, Some(&k), Some(&slot)) => MergeKind::PfMerge {
+        let dest = (self.scratch.keys.first(), self.scratch.slots.first());
+        let merge = match dest {
+            (Some(&k), Some(&slot)) if kind.writes_after_reads() => {
+                self.merging = Some(seq);
+                MergeKind::Write {
+                    kind,
                     dest: Bytes::copy_from_slice(view.get(k)),
                     slot,
-                },
-                _ => MergeKind::Split(kind),
-            },
+                }
+            }
+            _ => MergeKind::Split(kind),
+        };
+        self.push(Pending::Multi(Box::new(Multi {
+            kind: merge,
             // Set by the route that chose to split.
             name: self.scratch.name,
             remaining: parts.len(),

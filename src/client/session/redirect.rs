@@ -249,7 +249,8 @@ pub(super) fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 /// Applies the per-command work on a reply that goes to the client.
 fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
-        Post::None | Post::EvalSha(_) | Post::Fcall | Post::PfMerge => Next::Done(r.data.clone()),
+        Post::Write(Some(len)) if r.data.first() != Some(&b'-') => Next::Done(reply::int(len)),
+        Post::None | Post::EvalSha(_) | Post::Fcall | Post::Write(_) => Next::Done(r.data.clone()),
         Post::Scan {
             node,
             nodes,

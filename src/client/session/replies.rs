@@ -106,9 +106,9 @@ impl Core {
                             multi.remaining -= 1;
                         }
                         if multi.remaining == 0 {
-                            if let MergeKind::PfMerge { dest, slot } = &multi.kind {
-                                let (dest, slot) = (dest.clone(), *slot);
-                                return pfmerge_into(entry, &dest, slot, r.seq);
+                            if let MergeKind::Write { kind, dest, slot } = &multi.kind {
+                                let (kind, dest, slot) = (*kind, dest.clone(), *slot);
+                                return write_step(entry, kind, &dest, slot, r.seq);
                             }
                             let merged = merge_multi(&self.ctx, self.client.proto, multi);
                             *entry = Pending::Ready(merged);
@@ -254,8 +254,8 @@ impl Core {
             }
     }
 
-    /// Whether a cross-slot `PFMERGE` is still to be answered (its entry is
-    /// in the queue and not ready); forgets it once it is.
+    /// Whether a cross-slot `PFMERGE` or `BITOP` is still to be answered
+    /// (its entry is in the queue and not ready); forgets it once it is.
     pub(super) fn merge_in_flight(&mut self) -> bool {
         let Some(seq) = self.merging else {
             return false;
@@ -264,8 +264,8 @@ impl Core {
             .checked_sub(self.base_seq)
             .and_then(|i| self.pending.get(i as usize));
         let waiting = match entry.map(|s| &s.state) {
-            Some(Pending::Multi(m)) => matches!(m.kind, MergeKind::PfMerge { .. }),
-            Some(Pending::Single(sent)) => matches!(sent.post, Post::PfMerge),
+            Some(Pending::Multi(m)) => matches!(m.kind, MergeKind::Write { .. }),
+            Some(Pending::Single(sent)) => matches!(sent.post, Post::Write(_)),
             _ => false,
         };
         if !waiting {
@@ -397,13 +397,23 @@ fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
         .collect()
 }
 
-/// `PFMERGE` across slots, second step: once the destination and sources
-/// were read and checked, one script on the destination's master stores
-/// the merged sources under a temporary key of the destination's slot,
-/// merges it into the destination with `PFMERGE` (which so decides the
-/// encoding and applies the registers exactly as for the whole command),
-/// and deletes it. Replaces the entry with that command, to send now.
-fn pfmerge_into(entry: &mut Pending, dest: &Bytes, slot: u16, seq: u64) -> Option<Resend> {
+/// The second step of a write computed in the proxy across slots, once
+/// its keys were read: replaces the entry with the write, to send now to
+/// the destination's master, or with the error the reads gave.
+///
+/// - `PFMERGE`: one script stores the merged sources under a temporary key
+///   of the destination's slot, merges it into the destination with
+///   `PFMERGE` (which so decides the encoding and applies the registers
+///   exactly as for the whole command) and deletes it.
+/// - `BITOP`: `SET` of the result (which, as `BITOP`, drops a TTL), or
+///   `DEL` when it is empty; the client gets the result's length.
+fn write_step(
+    entry: &mut Pending,
+    kind: SplitKind,
+    dest: &Bytes,
+    slot: u16,
+    seq: u64,
+) -> Option<Resend> {
     const SCRIPT: &[u8] = b"local r = redis.pcall('SET', KEYS[2], ARGV[1]) \
         if type(r) == 'table' and r.err then return r end \
         r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
@@ -416,20 +426,34 @@ fn pfmerge_into(entry: &mut Pending, dest: &Bytes, slot: u16, seq: u64) -> Optio
         .iter()
         .filter_map(|p| p.reply.as_ref())
         .collect();
-    let value = match merge::pfmerge_sources(&replies) {
-        Ok(value) => value,
+    let computed = match kind {
+        SplitKind::Bitop(op) => merge::bitop(op, &replies).map(|value| {
+            let len = i64::try_from(value.len()).unwrap_or(i64::MAX);
+            let payload = if value.is_empty() {
+                reply::command([&b"DEL"[..], dest])
+            } else {
+                reply::command([&b"SET"[..], dest, &value])
+            };
+            (payload, Some(len))
+        }),
+        _ => merge::pfmerge_sources(&replies).map(|value| {
+            let mut temp = b"{".to_vec();
+            temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
+            temp.extend_from_slice(b"}slotbridge:pfmerge:");
+            temp.extend_from_slice(temp_suffix().as_bytes());
+            let args = [&b"EVAL"[..], SCRIPT, b"2", dest, &temp, &value];
+            (reply::command(args), None)
+        }),
+    };
+    let (payload, len) = match computed {
+        Ok(write) => write,
         Err(error) => {
             *entry = Pending::Ready(error);
             return None;
         }
     };
-    let mut temp = b"{".to_vec();
-    temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
-    temp.extend_from_slice(b"}slotbridge:pfmerge:");
-    temp.extend_from_slice(temp_suffix().as_bytes());
-    let payload = reply::command([&b"EVAL"[..], SCRIPT, b"2", dest, &temp, &value]);
     *entry = Pending::Single(Sent {
-        post: Post::PfMerge,
+        post: Post::Write(len),
         ..Sent::to_slot(payload.clone(), slot)
     });
     Some(Resend {
@@ -506,9 +530,9 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
-        // Handled by `pfmerge_into` before a merge.
-        MergeKind::Split(SplitKind::PfMerge) | MergeKind::PfMerge { .. } => {
-            reply::error("ERR slotbridge: PFMERGE merged out of order")
+        // Handled by `write_step` before a merge.
+        MergeKind::Split(SplitKind::PfMerge | SplitKind::Bitop(_)) | MergeKind::Write { .. } => {
+            reply::error("ERR slotbridge: a two-step write merged out of order")
         }
     }
 }

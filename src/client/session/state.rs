@@ -40,9 +40,10 @@ pub(super) enum Post {
     /// On `Function not found`, load the libraries the proxy knows and
     /// retry.
     Fcall,
-    /// The write of a cross-slot `PFMERGE` (the commands after it wait for
-    /// its reply).
-    PfMerge,
+    /// The write of a cross-slot `PFMERGE` or `BITOP` computed in the
+    /// proxy (the commands after it wait for its reply); with a length,
+    /// a reply that is not an error becomes that integer (`BITOP`).
+    Write(Option<i64>),
 }
 
 /// A command sent to one node, kept for redirections and retries.
@@ -134,9 +135,10 @@ impl Sent {
 #[derive(Debug)]
 pub(super) enum MergeKind {
     Split(SplitKind),
-    /// `PFMERGE` across slots, first step: the replies checked and the
-    /// sources merged, then sent to the destination's master.
-    PfMerge {
+    /// `PFMERGE` or `BITOP` across slots, first step: the keys read, then
+    /// the result computed and written to the destination's master.
+    Write {
+        kind: SplitKind,
         dest: Bytes,
         slot: u16,
     },

@@ -124,8 +124,9 @@ impl Core {
                 self.ready(err);
                 return;
             }
-            // PFMERGE across slots takes two steps: not inside a MULTI.
-            Route::Split(kind) if per_slot && kind != SplitKind::PfMerge => {
+            // PFMERGE and BITOP across slots take two steps: not inside a
+            // MULTI.
+            Route::Split(kind) if per_slot && !kind.writes_after_reads() => {
                 let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
                 let subs = split::split(kind, view, &self.scratch.keys, max_keys);
                 tx.plan
@@ -356,9 +357,9 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::Sum => merge::sum(&refs),
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
                         SplitKind::PfCount => merge::pfcount(&refs),
-                        SplitKind::PfMerge => {
-                            reply::error("ERR slotbridge: PFMERGE across slots inside MULTI")
-                        }
+                        SplitKind::PfMerge | SplitKind::Bitop(_) => reply::error(
+                            "ERR slotbridge: a two-step write across slots inside MULTI",
+                        ),
                     }
                 })
             }
