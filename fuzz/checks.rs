@@ -20,6 +20,7 @@ use slotbridge::protocol::request::{Parsed, ProtocolError, RequestLimits, Reques
 use slotbridge::protocol::scan::{children, FrameScanner, ScanError};
 use slotbridge::protocol::Proto;
 use slotbridge::split::split;
+use slotbridge::zset::{self, Aggregate, ZOp, ZOptions};
 
 /// One check: arbitrary bytes in, a panic on a broken invariant.
 pub type Check = fn(&[u8]);
@@ -401,14 +402,18 @@ fn check_split(
     name: &[u8],
 ) {
     let subs = split(kind, view, keys, max_keys);
-    if let SplitKind::Sets(_) = kind {
-        assert_eq!(subs.len(), keys.len(), "one SMEMBERS per key");
-        for (i, (sub, &k)) in subs.iter().zip(keys).enumerate() {
+    if let Some((before, after)) = kind.read_per_key() {
+        // One read per key (not of a destination only written).
+        let read = &keys[usize::from(kind.skips_destination())..];
+        assert_eq!(subs.len(), read.len(), "one read per key");
+        for (i, (sub, &k)) in subs.iter().zip(read).enumerate() {
             let key = view.get(k);
             assert_eq!(sub.slot, slot(key));
             assert_eq!(sub.positions, vec![i as u32]);
-            let want = slotbridge::protocol::reply::command([&b"SMEMBERS"[..], key]);
-            assert_eq!(sub.payload, want);
+            let mut args: Vec<&[u8]> = before.to_vec();
+            args.push(key);
+            args.extend_from_slice(after);
+            assert_eq!(sub.payload, slotbridge::protocol::reply::command(args));
         }
         return;
     }
@@ -564,6 +569,22 @@ pub fn merge_replies(data: &[u8]) {
         match merge::bitop(op, &refs) {
             Ok(value) => assert!(value.len() <= data.len(), "bitop longer than its sources"),
             Err(e) => assert_one_frame(&e, "bitop"),
+        }
+    }
+    // Sorted-set algebra over arbitrary ZUNION replies.
+    assert_one_frame(
+        &merge::zintercard(Ok(u64::from(ctl % 3)), &refs),
+        "zintercard",
+    );
+    if let Ok(sources) = merge::zsources(&refs) {
+        for op in [ZOp::Union, ZOp::Inter, ZOp::Diff] {
+            let options = ZOptions {
+                weights: vec![f64::from(ctl) - 100.0; sources.len()],
+                aggregate: [Aggregate::Sum, Aggregate::Min, Aggregate::Max][usize::from(ctl % 3)],
+            };
+            for (_, score) in zset::compute(op, &sources, &options) {
+                assert!(!score.is_nan(), "a NaN score would be stored");
+            }
         }
     }
     for set in [&refs, &hll_refs] {

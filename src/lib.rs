@@ -25,3 +25,4 @@ pub mod server;
 pub mod split;
 pub mod tls;
 pub mod tracking;
+pub mod zset;

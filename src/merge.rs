@@ -344,6 +344,37 @@ pub fn bitop(op: BitOp, parts: &[&Bytes]) -> Result<Vec<u8>, Bytes> {
     Ok(out)
 }
 
+/// The sources of a sorted-set command across slots, from their
+/// `ZUNION 1 key WITHSCORES` replies in key order; the first that failed
+/// (`WRONGTYPE`) gives the reply.
+pub fn zsources<'a>(parts: &[&'a Bytes]) -> Result<Vec<crate::zset::Members<'a>>, Bytes> {
+    parts
+        .iter()
+        .map(|p| {
+            if is_error_line(p) {
+                return Err((*p).clone());
+            }
+            crate::zset::members(p).ok_or_else(|| unexpected("ZUNION"))
+        })
+        .collect()
+}
+
+/// `ZINTERCARD` across slots: the keys' errors first, then the `LIMIT`'s,
+/// as Redis checks them.
+pub fn zintercard(limit: Result<u64, &'static str>, parts: &[&Bytes]) -> Bytes {
+    let sources = match zsources(parts) {
+        Ok(sources) => sources,
+        Err(e) => return e,
+    };
+    match limit {
+        Ok(limit) => {
+            let n = crate::zset::intercard(&sources, limit);
+            reply::int(i64::try_from(n).unwrap_or(i64::MAX))
+        }
+        Err(e) => reply::error(e),
+    }
+}
+
 /// Whether a part is one error line (a node's error for its key, e.g.
 /// `WRONGTYPE`), to pass on as it is.
 fn is_error_line(p: &[u8]) -> bool {

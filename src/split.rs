@@ -127,7 +127,7 @@ pub fn split_by_node(
     max_keys: usize,
     mut node_of: impl FnMut(u16) -> u32,
 ) -> (Vec<SubRequest>, Bytes) {
-    if let Some(read) = kind.read_per_key() {
+    if let Some((before, after)) = kind.read_per_key() {
         // One read per key (not of a destination only written); the result
         // is computed in the proxy.
         let skip = usize::from(kind.skips_destination()).min(keys.len());
@@ -139,7 +139,12 @@ pub fn split_by_node(
             .zip(0u32..)
             .map(|((&k, &slot), ordinal)| SubRequest {
                 slot,
-                payload: crate::protocol::reply::command([read, cmd.get(k)]),
+                payload: {
+                    let mut args: Vec<&[u8]> = before.to_vec();
+                    args.push(cmd.get(k));
+                    args.extend_from_slice(after);
+                    crate::protocol::reply::command(args)
+                },
                 positions: Positions {
                     all: Some(all.clone()),
                     start: ordinal,
@@ -158,7 +163,9 @@ pub fn split_by_node(
         | SplitKind::Sets(_)
         | SplitKind::PfCount
         | SplitKind::PfMerge
-        | SplitKind::Bitop(_) => 1,
+        | SplitKind::Bitop(_)
+        | SplitKind::ZStore(_)
+        | SplitKind::ZInterCard(_) => 1,
     };
     // Groups of keys by slot, in order of first appearance.
     let mut groups: Vec<Group> = Vec::new();

@@ -587,6 +587,118 @@ fn bitop_across_slots_answers_as_one_redis() {
 }
 
 #[test]
+fn sorted_set_stores_across_slots_answer_as_one_redis() {
+    let dir = TempDir::new("zstore");
+    let reference = Standalone::start(&dir);
+    let names = ["z:a", "z:b", "z:s", "z:l", "z:d", "z:big"];
+    let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
+    assert_eq!(slots.len(), names.len(), "keys share a slot");
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut through_conn = env().1.conn();
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = raw();
+    for c in [&mut direct, &mut through] {
+        let mut del = vec!["DEL"];
+        del.extend(names);
+        c.send(&cmd(&del));
+        assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
+        c.roundtrip(
+            &cmd(&["ZADD", "z:a", "1.1", "x", "2.2", "y", "3.3", "z"]),
+            b":3\r\n",
+        );
+        c.roundtrip(
+            &cmd(&["ZADD", "z:b", "0.1", "y", "1e300", "w", "-0.7", "x"]),
+            b":3\r\n",
+        );
+        c.roundtrip(&cmd(&["SADD", "z:s", "x", "q"]), b":2\r\n");
+        c.roundtrip(&cmd(&["RPUSH", "z:l", "1"]), b":1\r\n");
+        let mut big = vec!["ZADD".to_string(), "z:big".to_string()];
+        for i in 0..3000 {
+            big.push(format!("{}", f64::from(i) / 7.0));
+            big.push(format!("m{i}"));
+        }
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        c.roundtrip(&cmd(&big), b":3000\r\n");
+    }
+    let mut seen = Vec::new();
+    for line in [
+        "ZUNIONSTORE z:d 2 z:a z:b",
+        "ZUNIONSTORE z:d 3 z:a z:b z:s WEIGHTS 0.3 7 inf",
+        "ZINTERSTORE z:d 2 z:a z:b AGGREGATE max",
+        "ZINTERSTORE z:d 2 z:a z:s",
+        "ZDIFFSTORE z:d 2 z:a z:b",
+        "ZUNIONSTORE z:d 2 z:big z:a WEIGHTS 0.1 3 AGGREGATE min",
+        "ZUNIONSTORE z:d 2 z:d z:b",
+        "ZUNIONSTORE z:d 2 z:a z:l",
+        "ZUNIONSTORE z:d 2 z:l z:a WEIGHTS x y",
+        "ZUNIONSTORE z:d 2 z:a z:b WEIGHTS x y",
+        "ZUNIONSTORE z:d 2 z:a z:b AGGREGATE avg",
+        "ZDIFFSTORE z:d 2 z:a z:b WEIGHTS 1 1",
+        "ZINTERSTORE z:d 2 z:none z:a",
+        "ZINTERCARD 2 z:a z:b",
+        "ZINTERCARD 3 z:a z:b z:s LIMIT 1",
+        "ZINTERCARD 2 z:a z:b LIMIT -1",
+        "ZINTERCARD 2 z:l z:b LIMIT -1",
+        "ZINTERCARD 2 z:a z:b LIMIT x",
+        "ZINTERCARD 2 z:a z:b LIMIT 007",
+        "ZINTERCARD 2 z:a z:b LIMIT 5 limit 0",
+        "ZINTERCARD 2 z:a z:b LIMIT -1 foo",
+        "SINTERCARD 2 z:s z:a LIMIT -1",
+        "SINTERCARD 2 z:s z:a LIMIT 1 LIMIT",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        seen.push(String::from_utf8_lossy(&expected).into_owned());
+        // The destination as stored: members, scores as the server prints
+        // them, and its serialization (so its encoding too).
+        for query in [
+            &["ZRANGE", "z:d", "0", "-1", "WITHSCORES"][..],
+            &["DUMP", "z:d"],
+        ] {
+            let mut q = redis::cmd(query[0]);
+            for a in &query[1..] {
+                q.arg(*a);
+            }
+            let want: redis::Value = q.query(&mut direct_conn).unwrap();
+            let got: redis::Value = q.query(&mut through_conn).unwrap();
+            assert_eq!(got, want, "{line:?} then {query:?}");
+        }
+    }
+    assert_eq!(seen[0], ":4\r\n");
+    assert_eq!(seen[12], ":0\r\n", "an empty result deletes");
+    for error in [
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-ERR weight value is not a float",
+        "-ERR syntax error",
+        "-ERR LIMIT can't be negative",
+    ] {
+        assert!(
+            seen.iter().any(|r| r.starts_with(error)),
+            "{error}: {seen:?}"
+        );
+    }
+    // Pipelined commands after it run after its write.
+    let mut line = cmd(&["ZUNIONSTORE", "z:d", "2", "z:a", "z:b"]);
+    line.extend(cmd(&["ZCARD", "z:d"]));
+    line.extend(cmd(&["DEL", "z:d"]));
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(&line, b":4\r\n:4\r\n:1\r\n");
+    }
+    // Not inside a transaction.
+    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    through.send(&cmd(&["ZINTERSTORE", "z:d", "2", "z:a", "z:b"]));
+    assert!(through
+        .read_once(Duration::from_secs(5))
+        .starts_with(b"-CROSSSLOT"));
+    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+}
+
+#[test]
 fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     let dir = TempDir::new("hll");
     let reference = Standalone::start(&dir);

@@ -3,6 +3,7 @@
 //! Routing takes values and returns values (no sockets, no topology), so it
 //! is unit-tested directly. The session then carries the decision out.
 
+use crate::zset::ZOp;
 use bytes::Bytes;
 
 use super::keys::{self, Args};
@@ -54,7 +55,18 @@ pub enum SplitKind {
     /// `BITOP`: the sources fetched with `GET`, the result computed in the
     /// proxy and stored with `SET` (or the destination deleted when empty).
     Bitop(BitOp),
+    /// `ZUNIONSTORE`, `ZINTERSTORE`, `ZDIFFSTORE`: the sources fetched with
+    /// `ZUNION 1 key WITHSCORES`, the result computed in the proxy and
+    /// stored by one script (see [`crate::zset`]).
+    ZStore(ZOp),
+    /// `ZINTERCARD`: the sources fetched as for [`SplitKind::ZStore`], the
+    /// size of their intersection counted in the proxy; its `LIMIT` (or the
+    /// error Redis gives for it once the keys were found to be sets).
+    ZInterCard(Result<u64, &'static str>),
 }
+
+/// The arguments of a per-key read before and after the key.
+pub type ReadPerKey = (&'static [&'static [u8]], &'static [&'static [u8]]);
 
 /// A `BITOP` operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +82,34 @@ pub enum BitOp {
 }
 
 impl SplitKind {
-    /// The read sent per key when the proxy computes the result itself
-    /// (`None`: the command is split into per-slot parts of itself).
-    pub fn read_per_key(self) -> Option<&'static [u8]> {
-        match self {
-            SplitKind::Sets(_) => Some(b"SMEMBERS"),
-            SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => Some(b"GET"),
-            SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => None,
-        }
+    /// The read sent per key when the proxy computes the result itself:
+    /// the arguments before the key and after it (`None`: the command is
+    /// split into per-slot parts of itself).
+    pub fn read_per_key(self) -> Option<ReadPerKey> {
+        let (before, after): ReadPerKey = match self {
+            SplitKind::Sets(_) => (&[b"SMEMBERS"], &[]),
+            SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => (&[b"GET"], &[]),
+            SplitKind::ZStore(_) | SplitKind::ZInterCard(_) => {
+                (&[b"ZUNION", b"1"], &[b"WITHSCORES"])
+            }
+            SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => return None,
+        };
+        Some((before, after))
     }
 
     /// Whether its first key is a destination that is written but not read
     /// (`BITOP`).
     pub fn skips_destination(self) -> bool {
-        matches!(self, SplitKind::Bitop(_))
+        matches!(self, SplitKind::Bitop(_) | SplitKind::ZStore(_))
     }
 
     /// Whether the proxy writes the result itself once the reads are in
     /// (`PFMERGE`, `BITOP`): two steps, which cannot run inside `MULTI`.
     pub fn writes_after_reads(self) -> bool {
-        matches!(self, SplitKind::PfMerge | SplitKind::Bitop(_))
+        matches!(
+            self,
+            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_)
+        )
     }
 }
 
@@ -339,9 +359,15 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "pfcount" => Route::Split(SplitKind::PfCount),
             "pfmerge" => Route::Split(SplitKind::PfMerge),
             "bitop" => bitop_route(cmd, scratch.keys.len()),
-            "sintercard" => match intercard_limit(cmd, scratch.keys.len()) {
-                Some(limit) => Route::Split(SplitKind::Sets(SetOp::InterCard(limit))),
-                None => Route::Reply(reply::error("ERR syntax error")),
+            "zunionstore" => Route::Split(SplitKind::ZStore(ZOp::Union)),
+            "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
+            "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
+            // ZINTERCARD checks its LIMIT after the keys' types (the error
+            // waits for the reads), SINTERCARD before.
+            "zintercard" => Route::Split(SplitKind::ZInterCard(intercard_limit(cmd, scratch))),
+            "sintercard" => match intercard_limit(cmd, scratch) {
+                Ok(limit) => Route::Split(SplitKind::Sets(SetOp::InterCard(limit))),
+                Err(e) => Route::Reply(reply::error(e)),
             },
             _ => Route::Reply(cross_slot(spec.name, first_slot, other)),
         };
@@ -357,17 +383,13 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     }
 }
 
-/// The `LIMIT` of `SINTERCARD numkeys key... [LIMIT n]` (0 when absent);
-/// `None` for a malformed tail.
-fn intercard_limit(cmd: &CommandView<'_>, nkeys: usize) -> Option<u64> {
-    let tail = 2 + nkeys;
-    match cmd.len() - tail.min(cmd.len()) {
-        0 => Some(0),
-        2 if cmd.get(tail).eq_ignore_ascii_case(b"limit") => {
-            std::str::from_utf8(cmd.get(tail + 1)).ok()?.parse().ok()
-        }
-        _ => None,
-    }
+/// The `LIMIT` of `SINTERCARD`/`ZINTERCARD numkeys key... [LIMIT n]` (0
+/// when absent), or Redis's error for it.
+fn intercard_limit(cmd: &CommandView<'_>, scratch: &Scratch) -> Result<u64, &'static str> {
+    let tail: Vec<&[u8]> = (2 + scratch.keys.len()..cmd.len())
+        .map(|i| cmd.get(i))
+        .collect();
+    crate::zset::intercard_limit(&tail)
 }
 
 /// `BITOP op dest src...` across slots, with Redis's checks before any
@@ -652,6 +674,16 @@ mod tests {
         assert_eq!(
             err(route_of(&["BITOP", "nand", "a", "b"]).0),
             "-ERR syntax error\r\n"
+        );
+        assert_eq!(
+            route_of(&["ZINTERSTORE", "d", "2", "a", "b", "AGGREGATE", "x"]).0,
+            Route::Split(SplitKind::ZStore(ZOp::Inter))
+        );
+        // Redis checks ZINTERCARD's LIMIT after the keys' types: the error
+        // waits for the reads.
+        assert_eq!(
+            route_of(&["ZINTERCARD", "2", "a", "b", "LIMIT", "-1"]).0,
+            Route::Split(SplitKind::ZInterCard(Err("ERR LIMIT can't be negative")))
         );
         assert_eq!(
             err(route_of(&["BITOP", "NOT", "a", "b", "c"]).0),

@@ -83,6 +83,16 @@ impl Core {
                     kind,
                     dest: Bytes::copy_from_slice(view.get(k)),
                     slot,
+                    options: match kind {
+                        SplitKind::ZStore(op) => {
+                            let keys = &self.scratch.keys;
+                            let after = keys.last().map_or(view.len(), |&k| k + 1);
+                            let tail: Vec<&[u8]> =
+                                (after..view.len()).map(|i| view.get(i)).collect();
+                            Some(crate::zset::store_options(op, &tail, keys.len() - 1))
+                        }
+                        _ => None,
+                    },
                 }
             }
             _ => MergeKind::Split(kind),

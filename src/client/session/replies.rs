@@ -4,6 +4,7 @@
 use super::redirect::{decide, no_cluster};
 use super::tx::merge_per_slot_exec;
 use super::*;
+use crate::zset::{ZOp, ZOptions};
 
 impl Core {
     /// Handles `first` and every other reply already queued.
@@ -106,9 +107,22 @@ impl Core {
                             multi.remaining -= 1;
                         }
                         if multi.remaining == 0 {
-                            if let MergeKind::Write { kind, dest, slot } = &multi.kind {
+                            if let MergeKind::Write {
+                                kind,
+                                dest,
+                                slot,
+                                options,
+                            } = &mut multi.kind
+                            {
                                 let (kind, dest, slot) = (*kind, dest.clone(), *slot);
-                                return write_step(entry, kind, &dest, slot, r.seq);
+                                let options = options.take();
+                                return write_step(
+                                    entry,
+                                    kind,
+                                    (&dest, slot),
+                                    options.as_ref(),
+                                    r.seq,
+                                );
                             }
                             let merged = merge_multi(&self.ctx, self.client.proto, multi);
                             *entry = Pending::Ready(merged);
@@ -410,11 +424,14 @@ fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
 fn write_step(
     entry: &mut Pending,
     kind: SplitKind,
-    dest: &Bytes,
-    slot: u16,
+    target: (&Bytes, u16),
+    options: Option<&Result<ZOptions, &'static str>>,
     seq: u64,
 ) -> Option<Resend> {
-    const SCRIPT: &[u8] = b"local r = redis.pcall('SET', KEYS[2], ARGV[1]) \
+    let (dest, slot) = target;
+    // The shebang makes the node check OOM before the script runs, as for
+    // PFMERGE itself.
+    const SCRIPT: &[u8] = b"#!lua\nlocal r = redis.pcall('SET', KEYS[2], ARGV[1]) \
         if type(r) == 'table' and r.err then return r end \
         r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
         redis.call('DEL', KEYS[2]) return r";
@@ -427,6 +444,7 @@ fn write_step(
         .filter_map(|p| p.reply.as_ref())
         .collect();
     let computed = match kind {
+        SplitKind::ZStore(op) => zstore_write(op, &replies, options, dest),
         SplitKind::Bitop(op) => merge::bitop(op, &replies).map(|value| {
             let len = i64::try_from(value.len()).unwrap_or(i64::MAX);
             let payload = if value.is_empty() {
@@ -467,6 +485,46 @@ fn write_step(
     })
 }
 
+/// The write of `ZUNIONSTORE`, `ZINTERSTORE` or `ZDIFFSTORE` across slots:
+/// the sources' errors first, then the options', as Redis checks them;
+/// then one script that replaces the destination by the result (`ZADD` in
+/// chunks, within Lua's stack), or `DEL` when it is empty. The client gets
+/// the result's size.
+fn zstore_write(
+    op: ZOp,
+    replies: &[&Bytes],
+    options: Option<&Result<ZOptions, &'static str>>,
+    dest: &Bytes,
+) -> Result<(Bytes, Option<i64>), Bytes> {
+    // The shebang makes the node check OOM before the script runs (a
+    // script without one is checked at its first write, and DEL may run
+    // under OOM), as for the store commands themselves.
+    const SCRIPT: &[u8] = b"#!lua\nredis.call('DEL', KEYS[1]) \
+        for i = 1, #ARGV, 4000 do \
+        redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end \
+        return 0";
+    let sources = merge::zsources(replies)?;
+    let options = match options {
+        Some(Ok(options)) => options,
+        Some(Err(e)) => return Err(reply::error(e)),
+        None => return Err(reply::error("ERR slotbridge: sorted-set options missing")),
+    };
+    let result = crate::zset::compute(op, &sources, options);
+    let len = i64::try_from(result.len()).unwrap_or(i64::MAX);
+    if result.is_empty() {
+        return Ok((reply::command([&b"DEL"[..], dest]), Some(0)));
+    }
+    // Scores in the shortest form that reads back as the same double.
+    let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
+    let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * result.len());
+    args.extend([&b"EVAL"[..], SCRIPT, b"1", dest]);
+    for ((member, _), score) in result.iter().zip(&scores) {
+        args.push(score.as_bytes());
+        args.push(member);
+    }
+    Ok((reply::command(args), Some(len)))
+}
+
 /// A name part no client key is expected to have: the proxy's process id
 /// and a random number drawn at start.
 fn temp_suffix() -> &'static str {
@@ -491,9 +549,13 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         .copied()
         .filter(|r| reply_kind(r[0]) == ReplyKind::Error)
         .collect();
-    if let MergeKind::Split(SplitKind::PfCount) = multi.kind {
+    match multi.kind {
         // Errors too are Redis's, decided key by key.
-        return merge::pfcount(&replies);
+        MergeKind::Split(SplitKind::PfCount) => return merge::pfcount(&replies),
+        MergeKind::Split(SplitKind::ZInterCard(limit)) => {
+            return merge::zintercard(limit, &replies)
+        }
+        _ => {}
     }
     if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
         // Read-only: the first error (e.g. WRONGTYPE) is exactly Redis's.
@@ -530,8 +592,10 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
+        MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
         // Handled by `write_step` before a merge.
-        MergeKind::Split(SplitKind::PfMerge | SplitKind::Bitop(_)) | MergeKind::Write { .. } => {
+        MergeKind::Split(SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_))
+        | MergeKind::Write { .. } => {
             reply::error("ERR slotbridge: a two-step write merged out of order")
         }
     }

@@ -141,6 +141,9 @@ pub(super) enum MergeKind {
         kind: SplitKind,
         dest: Bytes,
         slot: u16,
+        /// `WEIGHTS`/`AGGREGATE` of a sorted-set store, or Redis's error
+        /// for them (given after the sources' errors).
+        options: Option<Result<crate::zset::ZOptions, &'static str>>,
     },
     Fanout(Fanout),
     /// `SCRIPT EXISTS`: true where every master has the script or the

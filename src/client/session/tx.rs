@@ -357,9 +357,12 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::Sum => merge::sum(&refs),
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
                         SplitKind::PfCount => merge::pfcount(&refs),
-                        SplitKind::PfMerge | SplitKind::Bitop(_) => reply::error(
-                            "ERR slotbridge: a two-step write across slots inside MULTI",
-                        ),
+                        SplitKind::ZInterCard(limit) => merge::zintercard(*limit, &refs),
+                        SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) => {
+                            reply::error(
+                                "ERR slotbridge: a two-step write across slots inside MULTI",
+                            )
+                        }
                     }
                 })
             }
