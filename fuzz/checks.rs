@@ -579,6 +579,7 @@ pub fn merge_replies(data: &[u8]) {
     if let Ok(sources) = merge::zsources(&refs) {
         for op in [ZOp::Union, ZOp::Inter, ZOp::Diff] {
             let options = ZOptions {
+                withscores: false,
                 weights: vec![f64::from(ctl) - 100.0; sources.len()],
                 aggregate: [Aggregate::Sum, Aggregate::Min, Aggregate::Max][usize::from(ctl % 3)],
             };

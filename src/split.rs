@@ -165,6 +165,7 @@ pub fn split_by_node(
         | SplitKind::PfMerge
         | SplitKind::Bitop(_)
         | SplitKind::ZStore(_)
+        | SplitKind::ZRead(_)
         | SplitKind::ZInterCard(_) => 1,
     };
     // Groups of keys by slot, in order of first appearance.

@@ -43,6 +43,8 @@ pub struct ZOptions {
     pub weights: Vec<f64>,
     /// How scores combine.
     pub aggregate: Aggregate,
+    /// `WITHSCORES` (the read commands only).
+    pub withscores: bool,
 }
 
 /// The members and scores of one sorted set (or set, scored 1).
@@ -51,12 +53,19 @@ pub type Members<'a> = Vec<(&'a [u8], f64)>;
 /// Redis's syntax error.
 const SYNTAX: &str = "ERR syntax error";
 
-/// Parses the options after the `n` source keys of a store command (`tail`),
-/// as Redis does; the error is Redis's text (without the `-`).
-pub fn store_options(op: ZOp, tail: &[&[u8]], n: usize) -> Result<ZOptions, &'static str> {
+/// Parses the options after the `n` source keys (`tail`) of a store
+/// command or, with `read`, of `ZUNION`/`ZINTER`/`ZDIFF` (which also take
+/// `WITHSCORES`), as Redis does; the error is Redis's text (without `-`).
+pub fn parse_options(
+    op: ZOp,
+    tail: &[&[u8]],
+    n: usize,
+    read: bool,
+) -> Result<ZOptions, &'static str> {
     let mut options = ZOptions {
         weights: vec![1.0; n],
         aggregate: Aggregate::Sum,
+        withscores: false,
     };
     let mut j = 0;
     while j < tail.len() {
@@ -79,11 +88,24 @@ pub fn store_options(op: ZOp, tail: &[&[u8]], n: usize) -> Result<ZOptions, &'st
                 return Err(SYNTAX);
             };
             j += 2;
+        } else if read && word.eq_ignore_ascii_case(b"withscores") {
+            options.withscores = true;
+            j += 1;
         } else {
             return Err(SYNTAX);
         }
     }
     Ok(options)
+}
+
+/// The result in the order of a sorted set: by score, then by member's
+/// bytes (as Redis's skiplist orders them).
+pub fn sort(result: &mut [(&[u8], f64)]) {
+    result.sort_by(|a, b| {
+        a.1.partial_cmp(&b.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(b.0))
+    });
 }
 
 /// The `LIMIT` of `SINTERCARD` or `ZINTERCARD` after their keys (`tail`),
@@ -294,6 +316,7 @@ pub fn intercard(sources: &[Members<'_>], limit: u64) -> u64 {
     let options = ZOptions {
         weights: Vec::new(),
         aggregate: Aggregate::Sum,
+        withscores: false,
     };
     let n = compute(ZOp::Inter, sources, &options).len() as u64;
     if limit == 0 {
@@ -309,7 +332,7 @@ mod tests {
 
     fn opts(op: ZOp, tail: &[&str], n: usize) -> Result<ZOptions, &'static str> {
         let tail: Vec<&[u8]> = tail.iter().map(|s| s.as_bytes()).collect();
-        store_options(op, &tail, n)
+        parse_options(op, &tail, n, false)
     }
 
     #[test]
@@ -335,6 +358,17 @@ mod tests {
         }
         assert_eq!(opts(ZOp::Union, &["AGGREGATE", "AVG"], 2), Err(SYNTAX));
         assert_eq!(opts(ZOp::Diff, &["WEIGHTS", "1", "1"], 2), Err(SYNTAX));
+        assert_eq!(
+            opts(ZOp::Union, &["WITHSCORES"], 2),
+            Err(SYNTAX),
+            "not in a store"
+        );
+        let read = parse_options(ZOp::Diff, &[b"withscores"], 2, true).unwrap();
+        assert!(read.withscores);
+        let mut r: Vec<(&[u8], f64)> = vec![(b"b", 1.0), (b"a", 1.0), (b"ab", -0.0), (b"c", 0.5)];
+        sort(&mut r);
+        let want: Vec<(&[u8], f64)> = vec![(b"ab", -0.0), (b"c", 0.5), (b"a", 1.0), (b"b", 1.0)];
+        assert_eq!(r, want);
         let limit =
             |t: &[&str]| intercard_limit(&t.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
         assert_eq!(limit(&["LIMIT", "3"]), Ok(3));
@@ -376,6 +410,7 @@ mod tests {
         let sum = ZOptions {
             weights: vec![1.0, 2.0],
             aggregate: Aggregate::Sum,
+            withscores: false,
         };
         let mut u = compute(ZOp::Union, &sources, &sum);
         u.sort_by(|p, q| p.0.cmp(q.0));
@@ -395,6 +430,7 @@ mod tests {
         let plain = ZOptions {
             weights: vec![1.0, 1.0],
             aggregate: Aggregate::Sum,
+            withscores: false,
         };
         assert_eq!(compute(ZOp::Union, &inf, &plain), vec![(&b"m"[..], 0.0)]);
     }

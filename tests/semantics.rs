@@ -587,7 +587,7 @@ fn bitop_across_slots_answers_as_one_redis() {
 }
 
 #[test]
-fn sorted_set_stores_across_slots_answer_as_one_redis() {
+fn sorted_set_algebra_across_slots_answers_as_one_redis() {
     let dir = TempDir::new("zstore");
     let reference = Standalone::start(&dir);
     let names = ["z:a", "z:b", "z:s", "z:l", "z:d", "z:big"];
@@ -681,6 +681,34 @@ fn sorted_set_stores_across_slots_answer_as_one_redis() {
             seen.iter().any(|r| r.starts_with(error)),
             "{error}: {seen:?}"
         );
+    }
+    // The reads: members in sorted-set order; with WITHSCORES the scores
+    // are written by a node, as it writes doubles (RESP2 strings, RESP3
+    // pairs of doubles).
+    for proto in ["2", "3"] {
+        for c in [&mut direct, &mut through] {
+            c.send(&cmd(&["HELLO", proto]));
+            assert!(!c.read_available(Duration::from_millis(100)).is_empty());
+        }
+        for line in [
+            "ZUNION 2 z:a z:b",
+            "ZUNION 2 z:a z:b WITHSCORES",
+            "ZUNION 3 z:a z:b z:s WEIGHTS 0.3 7 inf WITHSCORES",
+            "ZINTER 2 z:a z:b AGGREGATE max WITHSCORES",
+            "ZINTER 2 z:a z:s",
+            "ZDIFF 2 z:a z:b WITHSCORES",
+            "ZDIFF 2 z:a z:b",
+            "ZUNION 2 z:a z:l WITHSCORES",
+            "ZUNION 2 z:a z:b WITHSCORES WEIGHTS x y",
+            "ZDIFF 2 z:a z:b WEIGHTS 1 1",
+            "ZINTER 2 z:none z:a WITHSCORES",
+        ] {
+            let line: Vec<&str> = line.split(' ').collect();
+            direct.send(&cmd(&line));
+            let expected = direct.read_available(Duration::from_millis(100));
+            assert!(!expected.is_empty(), "{line:?}: no reply from redis");
+            through.roundtrip(&cmd(&line), &expected);
+        }
     }
     // Pipelined commands after it run after its write.
     let mut line = cmd(&["ZUNIONSTORE", "z:d", "2", "z:a", "z:b"]);

@@ -59,6 +59,11 @@ pub enum SplitKind {
     /// `ZUNION 1 key WITHSCORES`, the result computed in the proxy and
     /// stored by one script (see [`crate::zset`]).
     ZStore(ZOp),
+    /// `ZUNION`, `ZINTER`, `ZDIFF`: the sources fetched as for
+    /// [`SplitKind::ZStore`], the result computed in the proxy; with
+    /// `WITHSCORES`, one script on a node writes the scores as it writes
+    /// doubles.
+    ZRead(ZOp),
     /// `ZINTERCARD`: the sources fetched as for [`SplitKind::ZStore`], the
     /// size of their intersection counted in the proxy; its `LIMIT` (or the
     /// error Redis gives for it once the keys were found to be sets).
@@ -89,7 +94,7 @@ impl SplitKind {
         let (before, after): ReadPerKey = match self {
             SplitKind::Sets(_) => (&[b"SMEMBERS"], &[]),
             SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => (&[b"GET"], &[]),
-            SplitKind::ZStore(_) | SplitKind::ZInterCard(_) => {
+            SplitKind::ZStore(_) | SplitKind::ZRead(_) | SplitKind::ZInterCard(_) => {
                 (&[b"ZUNION", b"1"], &[b"WITHSCORES"])
             }
             SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => return None,
@@ -104,12 +109,20 @@ impl SplitKind {
     }
 
     /// Whether the proxy writes the result itself once the reads are in
-    /// (`PFMERGE`, `BITOP`): two steps, which cannot run inside `MULTI`.
+    /// (`PFMERGE`, `BITOP`, the sorted-set stores): the client's later
+    /// commands wait for it.
     pub fn writes_after_reads(self) -> bool {
         matches!(
             self,
             SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_)
         )
+    }
+
+    /// Whether the proxy computes the result from the reads and may need
+    /// one more request (the writes above, `ZUNION ... WITHSCORES`): not
+    /// inside `MULTI`.
+    pub fn takes_two_steps(self) -> bool {
+        self.writes_after_reads() || matches!(self, SplitKind::ZRead(_))
     }
 }
 
@@ -362,6 +375,9 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zunionstore" => Route::Split(SplitKind::ZStore(ZOp::Union)),
             "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
             "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
+            "zunion" => Route::Split(SplitKind::ZRead(ZOp::Union)),
+            "zinter" => Route::Split(SplitKind::ZRead(ZOp::Inter)),
+            "zdiff" => Route::Split(SplitKind::ZRead(ZOp::Diff)),
             // ZINTERCARD checks its LIMIT after the keys' types (the error
             // waits for the reads), SINTERCARD before.
             "zintercard" => Route::Split(SplitKind::ZInterCard(intercard_limit(cmd, scratch))),
@@ -678,6 +694,10 @@ mod tests {
         assert_eq!(
             route_of(&["ZINTERSTORE", "d", "2", "a", "b", "AGGREGATE", "x"]).0,
             Route::Split(SplitKind::ZStore(ZOp::Inter))
+        );
+        assert_eq!(
+            route_of(&["ZDIFF", "2", "a", "b", "WITHSCORES"]).0,
+            Route::Split(SplitKind::ZRead(ZOp::Diff))
         );
         // Redis checks ZINTERCARD's LIMIT after the keys' types: the error
         // waits for the reads.

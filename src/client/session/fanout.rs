@@ -77,19 +77,26 @@ impl Core {
         }
         let dest = (self.scratch.keys.first(), self.scratch.slots.first());
         let merge = match dest {
-            (Some(&k), Some(&slot)) if kind.writes_after_reads() => {
-                self.merging = Some(seq);
+            (Some(&k), Some(&slot)) if kind.takes_two_steps() => {
+                if kind.writes_after_reads() {
+                    self.merging = Some(seq);
+                }
+                let keys = &self.scratch.keys;
+                let after = keys.last().map_or(view.len(), |&k| k + 1);
+                let tail = || -> Vec<&[u8]> { (after..view.len()).map(|i| view.get(i)).collect() };
                 MergeKind::Write {
                     kind,
                     dest: Bytes::copy_from_slice(view.get(k)),
                     slot,
                     options: match kind {
-                        SplitKind::ZStore(op) => {
-                            let keys = &self.scratch.keys;
-                            let after = keys.last().map_or(view.len(), |&k| k + 1);
-                            let tail: Vec<&[u8]> =
-                                (after..view.len()).map(|i| view.get(i)).collect();
-                            Some(crate::zset::store_options(op, &tail, keys.len() - 1))
+                        SplitKind::ZStore(op) => Some(crate::zset::parse_options(
+                            op,
+                            &tail(),
+                            keys.len() - 1,
+                            false,
+                        )),
+                        SplitKind::ZRead(op) => {
+                            Some(crate::zset::parse_options(op, &tail(), keys.len(), true))
                         }
                         _ => None,
                     },

@@ -116,6 +116,17 @@ impl Core {
                             {
                                 let (kind, dest, slot) = (*kind, dest.clone(), *slot);
                                 let options = options.take();
+                                if let SplitKind::ZRead(op) = kind {
+                                    let proto = self.client.proto;
+                                    return zread_step(
+                                        entry,
+                                        op,
+                                        slot,
+                                        options.as_ref(),
+                                        proto,
+                                        r.seq,
+                                    );
+                                }
                                 return write_step(
                                     entry,
                                     kind,
@@ -525,6 +536,83 @@ fn zstore_write(
     Ok((reply::command(args), Some(len)))
 }
 
+/// `ZUNION`, `ZINTER`, `ZDIFF` across slots, once the sources were read:
+/// the sources' errors, then the options', then the result in sorted-set
+/// order. Members alone are the reply; with `WITHSCORES` one read-only
+/// script on a node returns them with each score as a double reply, so
+/// that the node writes the scores as it writes every double (its own
+/// version's format), flat in RESP2, as pairs in RESP3.
+fn zread_step(
+    entry: &mut Pending,
+    op: ZOp,
+    slot: u16,
+    options: Option<&Result<ZOptions, &'static str>>,
+    proto: Proto,
+    seq: u64,
+) -> Option<Resend> {
+    const SCRIPT: &[u8] = b"#!lua flags=no-writes\nlocal out = {} \
+        for i = 2, #ARGV, 2 do \
+        local s = {double = tonumber(ARGV[i + 1])} \
+        if ARGV[1] == '3' then out[#out + 1] = {ARGV[i], s} \
+        else out[#out + 1] = ARGV[i] out[#out + 1] = s end end \
+        return out";
+    let Pending::Multi(multi) = entry else {
+        return None;
+    };
+    let replies: Vec<&Bytes> = multi
+        .parts
+        .iter()
+        .filter_map(|p| p.reply.as_ref())
+        .collect();
+    let built = merge::zsources(&replies).and_then(|sources| {
+        let options = match options {
+            Some(Ok(options)) => options,
+            Some(Err(e)) => return Err(reply::error(e)),
+            None => return Err(reply::error("ERR slotbridge: sorted-set options missing")),
+        };
+        let mut result = crate::zset::compute(op, &sources, options);
+        crate::zset::sort(&mut result);
+        if !options.withscores {
+            let mut out = BytesMut::new();
+            reply::put_array(&mut out, result.len());
+            for (member, _) in &result {
+                reply::put_bulk(&mut out, member);
+            }
+            return Err(out.freeze());
+        }
+        let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * result.len());
+        let shape: &[u8] = if proto == Proto::Resp3 { b"3" } else { b"2" };
+        args.extend([&b"EVAL"[..], SCRIPT, b"0", shape]);
+        for ((member, _), score) in result.iter().zip(&scores) {
+            args.push(member);
+            args.push(score.as_bytes());
+        }
+        Ok(reply::command(args))
+    });
+    // Err: the reply is complete already (an error, or members only).
+    let payload = match built {
+        Ok(payload) => payload,
+        Err(done) => {
+            *entry = Pending::Ready(done);
+            return None;
+        }
+    };
+    *entry = Pending::Single(Sent {
+        readonly: true,
+        ..Sent::to_slot(payload.clone(), slot)
+    });
+    Some(Resend {
+        to: Target::Slot(slot),
+        payload,
+        asking: false,
+        via: Via::Shared,
+        skip: 0,
+        seq,
+        part: 0,
+    })
+}
+
 /// A name part no client key is expected to have: the proxy's process id
 /// and a random number drawn at start.
 fn temp_suffix() -> &'static str {
@@ -594,9 +682,11 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
         // Handled by `write_step` before a merge.
-        MergeKind::Split(SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_))
+        MergeKind::Split(
+            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::ZRead(_),
+        )
         | MergeKind::Write { .. } => {
-            reply::error("ERR slotbridge: a two-step write merged out of order")
+            reply::error("ERR slotbridge: a two-step command merged out of order")
         }
     }
 }

@@ -126,7 +126,7 @@ impl Core {
             }
             // PFMERGE and BITOP across slots take two steps: not inside a
             // MULTI.
-            Route::Split(kind) if per_slot && !kind.writes_after_reads() => {
+            Route::Split(kind) if per_slot && !kind.takes_two_steps() => {
                 let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
                 let subs = split::split(kind, view, &self.scratch.keys, max_keys);
                 tx.plan
@@ -358,10 +358,11 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
                         SplitKind::PfCount => merge::pfcount(&refs),
                         SplitKind::ZInterCard(limit) => merge::zintercard(*limit, &refs),
-                        SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) => {
-                            reply::error(
-                                "ERR slotbridge: a two-step write across slots inside MULTI",
-                            )
+                        SplitKind::PfMerge
+                        | SplitKind::Bitop(_)
+                        | SplitKind::ZStore(_)
+                        | SplitKind::ZRead(_) => {
+                            reply::error("ERR slotbridge: a two-step command inside MULTI")
                         }
                     }
                 })
