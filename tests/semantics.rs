@@ -504,13 +504,14 @@ fn whole_reply(c: &mut RawClient) -> Vec<u8> {
     reply
 }
 
-#[test]
-fn bitop_across_slots_answers_as_one_redis() {
-    let dir = TempDir::new("bitop");
-    let reference = Standalone::start(&dir);
-    let names = ["bit:a", "bit:b", "bit:n", "bit:l", "bit:e", "bit:r"];
+/// A standalone reference server beside the proxy (and the directory it
+/// lives in), with `names`, which must be in distinct slots, deleted on
+/// both; and a client of each.
+fn beside_reference(tag: &str, names: &[&str]) -> ((TempDir, Standalone), RawClient, RawClient) {
     let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
     assert_eq!(slots.len(), names.len(), "keys share a slot");
+    let dir = TempDir::new(tag);
+    let reference = Standalone::start(&dir);
     let mut direct = RawClient::connect(reference.port);
     let mut through = raw();
     for c in [&mut direct, &mut through] {
@@ -518,6 +519,32 @@ fn bitop_across_slots_answers_as_one_redis() {
         del.extend(names);
         c.send(&cmd(&del));
         assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
+    }
+    ((dir, reference), direct, through)
+}
+
+/// A command the proxy writes in two steps (its first line), pipelined
+/// with others that use its result: they must run after its write, with
+/// the same `replies` as from one server. Inside `MULTI` the proxy
+/// refuses it.
+fn two_step_write_order(clients: [&mut RawClient; 2], lines: &[&[&str]], replies: &[u8]) {
+    let pipeline: Vec<u8> = lines.iter().flat_map(|l| cmd(l)).collect();
+    let [direct, through] = clients;
+    direct.roundtrip(&pipeline, replies);
+    through.roundtrip(&pipeline, replies);
+    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    through.send(&cmd(lines[0]));
+    assert!(through
+        .read_once(Duration::from_secs(5))
+        .starts_with(b"-CROSSSLOT"));
+    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+}
+
+#[test]
+fn bitop_across_slots_answers_as_one_redis() {
+    let names = ["bit:a", "bit:b", "bit:n", "bit:l", "bit:e", "bit:r"];
+    let (_reference, mut direct, mut through) = beside_reference("bitop", &names);
+    for c in [&mut direct, &mut through] {
         c.roundtrip(
             &encode_command(&[b"SET", b"bit:a", b"\x01\x02\xff"]),
             b"+OK\r\n",
@@ -570,41 +597,27 @@ fn bitop_across_slots_answers_as_one_redis() {
             "{error}: {seen:?}"
         );
     }
-    // Pipelined commands after it run after its write.
-    let mut line = cmd(&["BITOP", "OR", "bit:r", "bit:a", "bit:b"]);
-    line.extend(cmd(&["EXPIRE", "bit:r", "100"]));
-    line.extend(cmd(&["STRLEN", "bit:r"]));
-    for c in [&mut direct, &mut through] {
-        c.roundtrip(&line, b":3\r\n:1\r\n:3\r\n");
-    }
-    // Not inside a transaction.
-    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
-    through.send(&cmd(&["BITOP", "AND", "bit:r", "bit:a", "bit:b"]));
-    assert!(through
-        .read_once(Duration::from_secs(5))
-        .starts_with(b"-CROSSSLOT"));
-    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[
+            &["BITOP", "OR", "bit:r", "bit:a", "bit:b"],
+            &["EXPIRE", "bit:r", "100"],
+            &["STRLEN", "bit:r"],
+        ],
+        b":3\r\n:1\r\n:3\r\n",
+    );
 }
 
 #[test]
 fn sorted_set_algebra_across_slots_answers_as_one_redis() {
-    let dir = TempDir::new("zstore");
-    let reference = Standalone::start(&dir);
     let names = ["z:a", "z:b", "z:s", "z:l", "z:d", "z:big"];
-    let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
-    assert_eq!(slots.len(), names.len(), "keys share a slot");
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.port))
+    let (reference, mut direct, mut through) = beside_reference("zstore", &names);
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
         .unwrap()
         .get_connection()
         .unwrap();
     let mut through_conn = env().1.conn();
-    let mut direct = RawClient::connect(reference.port);
-    let mut through = raw();
     for c in [&mut direct, &mut through] {
-        let mut del = vec!["DEL"];
-        del.extend(names);
-        c.send(&cmd(&del));
-        assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
         c.roundtrip(
             &cmd(&["ZADD", "z:a", "1.1", "x", "2.2", "y", "3.3", "z"]),
             b":3\r\n",
@@ -710,32 +723,24 @@ fn sorted_set_algebra_across_slots_answers_as_one_redis() {
             through.roundtrip(&cmd(&line), &expected);
         }
     }
-    // Pipelined commands after it run after its write.
-    let mut line = cmd(&["ZUNIONSTORE", "z:d", "2", "z:a", "z:b"]);
-    line.extend(cmd(&["ZCARD", "z:d"]));
-    line.extend(cmd(&["DEL", "z:d"]));
-    for c in [&mut direct, &mut through] {
-        c.roundtrip(&line, b":4\r\n:4\r\n:1\r\n");
-    }
-    // Not inside a transaction.
-    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
-    through.send(&cmd(&["ZINTERSTORE", "z:d", "2", "z:a", "z:b"]));
-    assert!(through
-        .read_once(Duration::from_secs(5))
-        .starts_with(b"-CROSSSLOT"));
-    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[
+            &["ZUNIONSTORE", "z:d", "2", "z:a", "z:b"],
+            &["ZCARD", "z:d"],
+            &["DEL", "z:d"],
+        ],
+        b":4\r\n:4\r\n:1\r\n",
+    );
 }
 
 #[test]
 fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
-    let dir = TempDir::new("hll");
-    let reference = Standalone::start(&dir);
     let names = [
         "hll:a", "hll:b", "hll:c", "hll:d", "hll:e", "hll:s", "hll:l", "hll:m", "hll:n", "hll:p",
         "hll:t",
     ];
-    let slots: HashSet<u16> = names.iter().map(|k| slot_of(k.as_bytes())).collect();
-    assert_eq!(slots.len(), names.len(), "keys share a slot");
+    let (_reference, mut direct, mut through) = beside_reference("hll", &names);
     // Sparse runs covering 17 registers of 16,384: corrupt.
     let corrupt: &[u8] = b"HYLL\x01\0\0\0\0\0\0\0\0\0\0\0\x40\x10";
     // A two-byte run cut short: Redis reads its string's terminating zero.
@@ -746,13 +751,7 @@ fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         encode_command(&refs)
     };
-    let mut direct = RawClient::connect(reference.port);
-    let mut through = raw();
     for c in [&mut direct, &mut through] {
-        let mut del = vec!["DEL"];
-        del.extend(names);
-        c.send(&cmd(&del));
-        assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
         // Sparse, dense (past hll-sparse-max-bytes), dense, sparse.
         c.roundtrip(&pfadd("hll:a", "x", 0..100), b":1\r\n");
         c.roundtrip(&pfadd("hll:b", "x", 50..5000), b":1\r\n");

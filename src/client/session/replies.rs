@@ -116,22 +116,13 @@ impl Core {
                             {
                                 let (kind, dest, slot) = (*kind, dest.clone(), *slot);
                                 let options = options.take();
-                                if let SplitKind::ZRead(op) = kind {
-                                    let proto = self.client.proto;
-                                    return zread_step(
-                                        entry,
-                                        op,
-                                        slot,
-                                        options.as_ref(),
-                                        proto,
-                                        r.seq,
-                                    );
-                                }
-                                return write_step(
+                                let proto = self.client.proto;
+                                return second_step(
                                     entry,
                                     kind,
                                     (&dest, slot),
                                     options.as_ref(),
+                                    proto,
                                     r.seq,
                                 );
                             }
@@ -422,30 +413,19 @@ fn split_group_reply(r: Reply, group: u32) -> Vec<Reply> {
         .collect()
 }
 
-/// The second step of a write computed in the proxy across slots, once
-/// its keys were read: replaces the entry with the write, to send now to
-/// the destination's master, or with the error the reads gave.
-///
-/// - `PFMERGE`: one script stores the merged sources under a temporary key
-///   of the destination's slot, merges it into the destination with
-///   `PFMERGE` (which so decides the encoding and applies the registers
-///   exactly as for the whole command) and deletes it.
-/// - `BITOP`: `SET` of the result (which, as `BITOP`, drops a TTL), or
-///   `DEL` when it is empty; the client gets the result's length.
-fn write_step(
+/// The second step of a command the proxy computes across slots (see
+/// [`SplitKind::takes_two_steps`]), once its keys were read: replaces the
+/// entry with the request to send now, or with the finished reply (an
+/// error the reads or the options gave, or a reply that needs no node).
+fn second_step(
     entry: &mut Pending,
     kind: SplitKind,
     target: (&Bytes, u16),
     options: Option<&Result<ZOptions, &'static str>>,
+    proto: Proto,
     seq: u64,
 ) -> Option<Resend> {
     let (dest, slot) = target;
-    // The shebang makes the node check OOM before the script runs, as for
-    // PFMERGE itself.
-    const SCRIPT: &[u8] = b"#!lua\nlocal r = redis.pcall('SET', KEYS[2], ARGV[1]) \
-        if type(r) == 'table' and r.err then return r end \
-        r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
-        redis.call('DEL', KEYS[2]) return r";
     let Pending::Multi(multi) = entry else {
         return None;
     };
@@ -454,35 +434,43 @@ fn write_step(
         .iter()
         .filter_map(|p| p.reply.as_ref())
         .collect();
-    let computed = match kind {
-        SplitKind::ZStore(op) => zstore_write(op, &replies, options, dest),
+    let options = || match options {
+        Some(Ok(options)) => Ok(options),
+        Some(Err(e)) => Err(reply::error(e)),
+        None => Err(reply::error("ERR slotbridge: sorted-set options missing")),
+    };
+    // Err: the reply is complete without another request.
+    let next = match kind {
+        SplitKind::ZRead(op) => {
+            zread_request(op, &replies, options, proto).map(|p| (p, Post::None))
+        }
+        SplitKind::ZStore(op) => {
+            zstore_write(op, &replies, options, dest).map(|(p, n)| (p, Post::Write(Some(n))))
+        }
         SplitKind::Bitop(op) => merge::bitop(op, &replies).map(|value| {
+            // SET drops a TTL and overwrites any type, as BITOP does.
             let len = i64::try_from(value.len()).unwrap_or(i64::MAX);
             let payload = if value.is_empty() {
                 reply::command([&b"DEL"[..], dest])
             } else {
                 reply::command([&b"SET"[..], dest, &value])
             };
-            (payload, Some(len))
+            (payload, Post::Write(Some(len)))
         }),
-        _ => merge::pfmerge_sources(&replies).map(|value| {
-            let mut temp = b"{".to_vec();
-            temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
-            temp.extend_from_slice(b"}slotbridge:pfmerge:");
-            temp.extend_from_slice(temp_suffix().as_bytes());
-            let args = [&b"EVAL"[..], SCRIPT, b"2", dest, &temp, &value];
-            (reply::command(args), None)
-        }),
+        _ => merge::pfmerge_sources(&replies)
+            .map(|value| (pfmerge_write(dest, &value), Post::Write(None))),
     };
-    let (payload, len) = match computed {
-        Ok(write) => write,
-        Err(error) => {
-            *entry = Pending::Ready(error);
+    let (payload, post) = match next {
+        Ok(next) => next,
+        Err(done) => {
+            *entry = Pending::Ready(done);
             return None;
         }
     };
     *entry = Pending::Single(Sent {
-        post: Post::Write(len),
+        // A read (the scores of ZUNION & co) may be retried.
+        readonly: matches!(post, Post::None),
+        post,
         ..Sent::to_slot(payload.clone(), slot)
     });
     Some(Resend {
@@ -496,17 +484,35 @@ fn write_step(
     })
 }
 
+/// `PFMERGE`'s write: one script stores the merged sources under a
+/// temporary key of the destination's slot, merges it into the
+/// destination with `PFMERGE` (which so decides the encoding and applies
+/// the registers exactly as for the whole command) and deletes it. The
+/// shebang makes the node check OOM before the script runs, as for
+/// `PFMERGE` itself.
+fn pfmerge_write(dest: &Bytes, value: &[u8]) -> Bytes {
+    const SCRIPT: &[u8] = b"#!lua\nlocal r = redis.pcall('SET', KEYS[2], ARGV[1]) \
+        if type(r) == 'table' and r.err then return r end \
+        r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
+        redis.call('DEL', KEYS[2]) return r";
+    let mut temp = b"{".to_vec();
+    temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
+    temp.extend_from_slice(b"}slotbridge:pfmerge:");
+    temp.extend_from_slice(temp_suffix().as_bytes());
+    reply::command([&b"EVAL"[..], SCRIPT, b"2", dest, &temp, value])
+}
+
 /// The write of `ZUNIONSTORE`, `ZINTERSTORE` or `ZDIFFSTORE` across slots:
 /// the sources' errors first, then the options', as Redis checks them;
 /// then one script that replaces the destination by the result (`ZADD` in
-/// chunks, within Lua's stack), or `DEL` when it is empty. The client gets
-/// the result's size.
-fn zstore_write(
+/// chunks, within Lua's stack), or `DEL` when it is empty; and the
+/// result's size, which the client gets.
+fn zstore_write<'a>(
     op: ZOp,
     replies: &[&Bytes],
-    options: Option<&Result<ZOptions, &'static str>>,
+    options: impl FnOnce() -> Result<&'a ZOptions, Bytes>,
     dest: &Bytes,
-) -> Result<(Bytes, Option<i64>), Bytes> {
+) -> Result<(Bytes, i64), Bytes> {
     // The shebang makes the node check OOM before the script runs (a
     // script without one is checked at its first write, and DEL may run
     // under OOM), as for the store commands themselves.
@@ -515,15 +521,10 @@ fn zstore_write(
         redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end \
         return 0";
     let sources = merge::zsources(replies)?;
-    let options = match options {
-        Some(Ok(options)) => options,
-        Some(Err(e)) => return Err(reply::error(e)),
-        None => return Err(reply::error("ERR slotbridge: sorted-set options missing")),
-    };
-    let result = crate::zset::compute(op, &sources, options);
+    let result = crate::zset::compute(op, &sources, options()?);
     let len = i64::try_from(result.len()).unwrap_or(i64::MAX);
     if result.is_empty() {
-        return Ok((reply::command([&b"DEL"[..], dest]), Some(0)));
+        return Ok((reply::command([&b"DEL"[..], dest]), 0));
     }
     // Scores in the shortest form that reads back as the same double.
     let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
@@ -533,84 +534,48 @@ fn zstore_write(
         args.push(score.as_bytes());
         args.push(member);
     }
-    Ok((reply::command(args), Some(len)))
+    Ok((reply::command(args), len))
 }
 
-/// `ZUNION`, `ZINTER`, `ZDIFF` across slots, once the sources were read:
-/// the sources' errors, then the options', then the result in sorted-set
-/// order. Members alone are the reply; with `WITHSCORES` one read-only
-/// script on a node returns them with each score as a double reply, so
-/// that the node writes the scores as it writes every double (its own
+/// `ZUNION`, `ZINTER`, `ZDIFF` across slots: the sources' errors, then the
+/// options', then the result in sorted-set order. Members alone are the
+/// whole reply (as `Err`); with `WITHSCORES` the request for one read-only
+/// script on a node that returns them with each score as a double reply,
+/// so that the node writes the scores as it writes every double (its own
 /// version's format), flat in RESP2, as pairs in RESP3.
-fn zread_step(
-    entry: &mut Pending,
+fn zread_request<'a>(
     op: ZOp,
-    slot: u16,
-    options: Option<&Result<ZOptions, &'static str>>,
+    replies: &[&Bytes],
+    options: impl FnOnce() -> Result<&'a ZOptions, Bytes>,
     proto: Proto,
-    seq: u64,
-) -> Option<Resend> {
+) -> Result<Bytes, Bytes> {
     const SCRIPT: &[u8] = b"#!lua flags=no-writes\nlocal out = {} \
         for i = 2, #ARGV, 2 do \
         local s = {double = tonumber(ARGV[i + 1])} \
         if ARGV[1] == '3' then out[#out + 1] = {ARGV[i], s} \
         else out[#out + 1] = ARGV[i] out[#out + 1] = s end end \
         return out";
-    let Pending::Multi(multi) = entry else {
-        return None;
-    };
-    let replies: Vec<&Bytes> = multi
-        .parts
-        .iter()
-        .filter_map(|p| p.reply.as_ref())
-        .collect();
-    let built = merge::zsources(&replies).and_then(|sources| {
-        let options = match options {
-            Some(Ok(options)) => options,
-            Some(Err(e)) => return Err(reply::error(e)),
-            None => return Err(reply::error("ERR slotbridge: sorted-set options missing")),
-        };
-        let mut result = crate::zset::compute(op, &sources, options);
-        crate::zset::sort(&mut result);
-        if !options.withscores {
-            let mut out = BytesMut::new();
-            reply::put_array(&mut out, result.len());
-            for (member, _) in &result {
-                reply::put_bulk(&mut out, member);
-            }
-            return Err(out.freeze());
+    let sources = merge::zsources(replies)?;
+    let options = options()?;
+    let mut result = crate::zset::compute(op, &sources, options);
+    crate::zset::sort(&mut result);
+    if !options.withscores {
+        let mut out = BytesMut::new();
+        reply::put_array(&mut out, result.len());
+        for (member, _) in &result {
+            reply::put_bulk(&mut out, member);
         }
-        let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * result.len());
-        let shape: &[u8] = if proto == Proto::Resp3 { b"3" } else { b"2" };
-        args.extend([&b"EVAL"[..], SCRIPT, b"0", shape]);
-        for ((member, _), score) in result.iter().zip(&scores) {
-            args.push(member);
-            args.push(score.as_bytes());
-        }
-        Ok(reply::command(args))
-    });
-    // Err: the reply is complete already (an error, or members only).
-    let payload = match built {
-        Ok(payload) => payload,
-        Err(done) => {
-            *entry = Pending::Ready(done);
-            return None;
-        }
-    };
-    *entry = Pending::Single(Sent {
-        readonly: true,
-        ..Sent::to_slot(payload.clone(), slot)
-    });
-    Some(Resend {
-        to: Target::Slot(slot),
-        payload,
-        asking: false,
-        via: Via::Shared,
-        skip: 0,
-        seq,
-        part: 0,
-    })
+        return Err(out.freeze());
+    }
+    let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
+    let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * result.len());
+    let shape: &[u8] = if proto == Proto::Resp3 { b"3" } else { b"2" };
+    args.extend([&b"EVAL"[..], SCRIPT, b"0", shape]);
+    for ((member, _), score) in result.iter().zip(&scores) {
+        args.push(member);
+        args.push(score.as_bytes());
+    }
+    Ok(reply::command(args))
 }
 
 /// A name part no client key is expected to have: the proxy's process id
@@ -681,7 +646,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
-        // Handled by `write_step` before a merge.
+        // Handled by `second_step` before a merge.
         MergeKind::Split(
             SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::ZRead(_),
         )
