@@ -117,8 +117,9 @@ struct Group {
 /// [`split`] with the keys' slots already known (`slots[i]` is the slot of
 /// argument `keys[i]`), ordering the sub-commands by the rank `node_of`
 /// gives each slot's owner. Returns them and the buffer all their payloads
-/// are slices of (empty for set operations and `PFCOUNT`, whose
-/// sub-commands are one read of one key each).
+/// are slices of (empty for the commands the proxy computes, whose
+/// sub-commands are one read of one key each: see
+/// [`SplitKind::read_per_key`]).
 pub fn split_by_node(
     kind: SplitKind,
     cmd: &CommandView<'_>,

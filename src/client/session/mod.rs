@@ -199,7 +199,8 @@ struct Core {
     untracked_read: bool,
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
-    /// The sequence number of a cross-slot `PFMERGE` not answered yet: the
+    /// The sequence number of a write the proxy computes across slots
+    /// (`PFMERGE`, `BITOP`, the sorted-set stores) not answered yet: the
     /// commands after it wait, since its write leaves only once its reads
     /// are in (see [`Core::merge_in_flight`]).
     merging: Option<u64>,
