@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{
-    encode_command, key_for_slot, slot_of, Cluster, Proxy, RawClient, Standalone, TempDir,
+    encode_command, key_for_slot, slot_of, wait_until, Cluster, Proxy, RawClient, Standalone,
+    TempDir,
 };
 
 fn env() -> &'static (Cluster, Proxy) {
@@ -738,7 +739,7 @@ fn sorted_set_algebra_across_slots_answers_as_one_redis() {
 fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     let names = [
         "hll:a", "hll:b", "hll:c", "hll:d", "hll:e", "hll:s", "hll:l", "hll:m", "hll:n", "hll:p",
-        "hll:t",
+        "hll:t", "hll:q",
     ];
     let (_reference, mut direct, mut through) = beside_reference("hll", &names);
     // Sparse runs covering 17 registers of 16,384: corrupt.
@@ -842,6 +843,18 @@ fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     line.extend(cmd(&["DEL", "hll:p"]));
     for c in [&mut direct, &mut through] {
         c.roundtrip(&line, b"+OK\r\n:1\r\n:100\r\n+OK\r\n:1\r\n");
+    }
+    // A client that closes right after sending a merge still gets it
+    // done, as one server runs a command it received.
+    for _ in 0..5 {
+        let mut quitter = raw();
+        quitter.send(&cmd(&["PFMERGE", "hll:q", "hll:a", "hll:d"]));
+        drop(quitter);
+        wait_until("the merge of a client gone", Duration::from_secs(5), || {
+            through.send(&cmd(&["EXISTS", "hll:q"]));
+            through.read_once(Duration::from_secs(5)) == b":1\r\n"
+        });
+        through.roundtrip(&cmd(&["DEL", "hll:q"]), b":1\r\n");
     }
     // The temporary key of each merge is gone.
     through.roundtrip(&cmd(&["KEYS", "*slotbridge*"]), b"*0\r\n");
