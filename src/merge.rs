@@ -10,7 +10,7 @@ use crate::command::route::BitOp;
 use crate::hll::Registers;
 use crate::protocol::reply::{self, put_array, put_header, put_int};
 use crate::protocol::request::parse_i64;
-use crate::protocol::scan::{children, children_into};
+use crate::protocol::scan::{bulk_body, children, children_into};
 
 /// Reply used when a server's answer does not have the expected shape.
 fn unexpected(what: &str) -> Bytes {
@@ -317,12 +317,10 @@ pub fn bitop(op: BitOp, parts: &[&Bytes]) -> Result<Vec<u8>, Bytes> {
         if is_error_line(p) {
             return Err((*p).clone());
         }
-        match p.first() {
-            Some(b'_') => sources.push(&[]),
-            _ => match bulk_value(p) {
-                Some(value) => sources.push(value.unwrap_or_default()),
-                None => return Err(unexpected("GET")),
-            },
+        match bulk_body(p) {
+            Some(value) => sources.push(value),
+            None if is_nil(p) => sources.push(&[]),
+            None => return Err(unexpected("GET")),
         }
     }
     let len = sources.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -375,6 +373,11 @@ pub fn zintercard(limit: Result<u64, &'static str>, parts: &[&Bytes]) -> Bytes {
     }
 }
 
+/// Whether a part is a missing key's null (RESP2 or RESP3).
+fn is_nil(p: &[u8]) -> bool {
+    p == b"$-1\r\n" || p == b"_\r\n"
+}
+
 /// Whether a part is one error line (a node's error for its key, e.g.
 /// `WRONGTYPE`), to pass on as it is.
 fn is_error_line(p: &[u8]) -> bool {
@@ -394,29 +397,13 @@ fn each_hll(
         if is_error_line(p) {
             return Err((*p).clone());
         }
-        if p.first() == Some(&b'_') {
-            continue;
-        }
-        match bulk_value(p) {
-            Some(Some(value)) => f(i, value).map_err(|e| reply::error(e.message()))?,
-            Some(None) => {}
+        match bulk_body(p) {
+            Some(value) => f(i, value).map_err(|e| reply::error(e.message()))?,
+            None if is_nil(p) => {}
             None => return Err(unexpected("GET")),
         }
     }
     Ok(())
-}
-
-/// The value of a bulk-string frame (`None` inside for `$-1`).
-fn bulk_value(frame: &[u8]) -> Option<Option<&[u8]>> {
-    let rest = frame.strip_prefix(b"$")?;
-    let end = rest.iter().position(|&b| b == b'\r')?;
-    let len = parse_i64(&rest[..end])?;
-    if len < 0 {
-        return Some(None);
-    }
-    let start = end + 2;
-    rest.get(start..start + usize::try_from(len).ok()?)
-        .map(Some)
 }
 
 /// The smallest of integer replies (`WAIT`).

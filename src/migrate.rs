@@ -23,7 +23,7 @@ use crate::colocate::Rules;
 use crate::config::Config;
 use crate::merge::integer;
 use crate::protocol::reply;
-use crate::protocol::scan::children;
+use crate::protocol::scan::{bulk_body, children};
 use crate::protocol::Proto;
 
 /// What a migration did.
@@ -51,12 +51,6 @@ impl Node {
         self.stream.flush().await.map_err(|e| e.to_string())?;
         read_frame(&mut self.stream).await
     }
-}
-
-fn bulk(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"$")?;
-    let nl = memchr::memchr(b'\n', rest)?;
-    rest.get(nl + 1..rest.len().checked_sub(2)?)
 }
 
 /// Runs the migration of rule `rule` against the cluster behind `config`.
@@ -135,12 +129,12 @@ pub async fn run(
                 parts.first().ok_or("bad SCAN")?,
                 parts.get(1).ok_or("bad SCAN")?,
             );
-            cursor = bulk(&page[cs..ce]).ok_or("bad SCAN cursor")?.to_vec();
+            cursor = bulk_body(&page[cs..ce]).ok_or("bad SCAN cursor")?.to_vec();
             let keys_frame = &page[ks..ke];
             let keys: Vec<Vec<u8>> = children(keys_frame)
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|&(s, e)| bulk(&keys_frame[s..e]).map(|k| k.to_vec()))
+                .filter_map(|&(s, e)| bulk_body(&keys_frame[s..e]).map(|k| k.to_vec()))
                 .collect();
             for key in keys {
                 let Some((r, _)) = rules.classify(&key) else {
@@ -156,7 +150,7 @@ pub async fn run(
                 let target = rules.encode(&key).into_owned();
                 let node = nodes.get_mut(source).ok_or("lost a node")?;
                 let dump = node.call(&[b"DUMP", &key]).await?;
-                let Some(payload) = bulk(&dump).map(|p| p.to_vec()) else {
+                let Some(payload) = bulk_body(&dump).map(|p| p.to_vec()) else {
                     continue;
                 };
                 let pttl = integer(&node.call(&[b"PTTL", &key]).await?).unwrap_or(-1);

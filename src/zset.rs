@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::scan::children;
+use crate::protocol::scan::{bulk_body, children};
 
 /// Which algebra.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,28 +171,15 @@ pub fn members(reply: &[u8]) -> Option<Members<'_>> {
             let [(ms, me), (ss, se)] = pair.as_slice() else {
                 return None;
             };
-            out.push((value(&elem[*ms..*me])?, score(&elem[*ss..*se])?));
+            out.push((bulk_body(&elem[*ms..*me])?, score(&elem[*ss..*se])?));
             continue;
         }
         match pending.take() {
-            None => pending = Some(value(elem)?),
+            None => pending = Some(bulk_body(elem)?),
             Some(member) => out.push((member, score(elem)?)),
         }
     }
     pending.is_none().then_some(out)
-}
-
-/// The bytes of a bulk string (or a simple string) element.
-fn value(elem: &[u8]) -> Option<&[u8]> {
-    let end = elem.len().checked_sub(2)?;
-    match elem.first()? {
-        b'$' => {
-            let start = elem.iter().position(|&b| b == b'\n')? + 1;
-            elem.get(start..end)
-        }
-        b'+' => elem.get(1..end),
-        _ => None,
-    }
 }
 
 /// A score element: a bulk string (RESP2) or a double (RESP3), in any of
@@ -200,7 +187,7 @@ fn value(elem: &[u8]) -> Option<&[u8]> {
 fn score(elem: &[u8]) -> Option<f64> {
     let text = match elem.first()? {
         b',' => elem.get(1..elem.len().checked_sub(2)?)?,
-        _ => value(elem)?,
+        _ => bulk_body(elem)?,
     };
     std::str::from_utf8(text).ok()?.parse().ok()
 }

@@ -209,7 +209,7 @@ fn kind_and_name(frame: &[u8]) -> (Option<&'static [u8]>, Option<Bytes>) {
     };
     let bulk = |i: usize| {
         let (s, e) = *parts.get(i)?;
-        super::pubsub::bulk_body(frame.get(s..e)?)
+        crate::protocol::scan::bulk_body(frame.get(s..e)?)
     };
     let kind = bulk(0).and_then(|k| KINDS.iter().copied().find(|&known| known == k));
     (kind, bulk(1).map(Bytes::copy_from_slice))

@@ -424,7 +424,7 @@ impl PubSubState {
             return frame;
         };
         let kind = &frame[ks..ke];
-        let channel = bulk_body(&frame[cs..ce]);
+        let channel = crate::protocol::scan::bulk_body(&frame[cs..ce]);
         match (kind, channel) {
             (b"$10\r\nssubscribe\r\n", Some(c)) => {
                 // A copy: a slice would keep the connection's read buffer.
@@ -455,13 +455,6 @@ pub fn sunsubscribe_frame(channel: Option<&[u8]>, count: usize, proto: Proto) ->
     }
     reply::put_int(&mut out, count as i64);
     out.freeze()
-}
-
-/// The body of a bulk string frame (`None` for anything else, e.g. null).
-pub(super) fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"$")?;
-    let nl = rest.iter().position(|&b| b == b'\n')?;
-    rest.get(nl + 1..rest.len().checked_sub(2)?)
 }
 
 /// The commands a RESP2 client may send while subscribed.

@@ -43,8 +43,11 @@ pub fn tag_for(key: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         let mut numbers = vec![u32::MAX; SLOTS];
         let mut missing = SLOTS;
         let mut n = 0u32;
+        let mut digits = bytes::BytesMut::with_capacity(10);
         while missing > 0 && n < 1 << 24 {
-            let s = usize::from(slot(decimal(n, &mut [0; 10])));
+            digits.clear();
+            crate::protocol::request::put_decimal(&mut digits, u64::from(n));
+            let s = usize::from(slot(&digits));
             if numbers[s] == u32::MAX {
                 numbers[s] = n;
                 missing -= 1;
@@ -55,19 +58,6 @@ pub fn tag_for(key: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     });
     let n = numbers.get(usize::from(slot(key))).copied().unwrap_or(0);
     std::borrow::Cow::Owned(n.to_string().into_bytes())
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -95,8 +85,6 @@ mod tests {
 
     #[test]
     fn tags_hash_to_the_slot_of_their_key() {
-        assert_eq!(decimal(0, &mut [0; 10]), b"0");
-        assert_eq!(decimal(u32::MAX, &mut [0; 10]), b"4294967295");
         for key in [
             &b"foo"[..],
             b"{user}a",

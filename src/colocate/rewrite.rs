@@ -184,15 +184,6 @@ pub fn rewrite(
     }
 }
 
-/// Bulk string payload of a bulk frame.
-fn bulk_payload(frame: &[u8]) -> Option<&[u8]> {
-    if frame.first() != Some(&b'$') {
-        return None;
-    }
-    let nl = memchr::memchr(b'\n', frame)?;
-    frame.get(nl + 1..frame.len().checked_sub(2)?)
-}
-
 /// Re-encodes an aggregate with each child transformed by `f`; children
 /// for which `f` returns `None` are dropped.
 fn map_children(frame: &[u8], mut f: impl FnMut(usize, &[u8]) -> Option<Vec<u8>>) -> Option<Bytes> {
@@ -218,7 +209,7 @@ fn map_children(frame: &[u8], mut f: impl FnMut(usize, &[u8]) -> Option<Vec<u8>>
 }
 
 fn decoded_bulk(rules: &Rules, frame: &[u8]) -> Vec<u8> {
-    match bulk_payload(frame) {
+    match crate::protocol::scan::bulk_body(frame) {
         Some(key) => {
             let mut out = BytesMut::new();
             put_bulk(&mut out, rules.decode(key));
@@ -242,7 +233,7 @@ pub fn decode_reply(
     let keep = |key: &[u8]| filter.is_none_or(|p| glob_match(p, key));
     let key_list = |list: &[u8]| {
         map_children(list, |_, item| {
-            let key = bulk_payload(item)?;
+            let key = crate::protocol::scan::bulk_body(item)?;
             let key = rules.decode(key);
             keep(key).then(|| {
                 let mut out = BytesMut::new();
@@ -260,7 +251,9 @@ pub fn decode_reply(
                 Some(item.to_vec())
             }
         }),
-        "randomkey" => bulk_payload(frame).map(|k| reply::bulk(rules.decode(k))),
+        "randomkey" => {
+            crate::protocol::scan::bulk_body(frame).map(|k| reply::bulk(rules.decode(k)))
+        }
         "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "lmpop" | "zmpop" | "bzmpop" => {
             map_children(frame, |i, item| {
                 Some(if i == 0 {

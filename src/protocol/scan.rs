@@ -151,6 +151,16 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// The body of a complete bulk-string frame (`$<n>\r\n<body>\r\n`):
+/// `None` for a null bulk string or any other frame.
+pub fn bulk_body(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"$")?;
+    let cr = memchr::memchr(b'\r', rest)?;
+    let len = usize::try_from(parse_len(&rest[..cr])?).ok()?;
+    let body = rest.get(cr + 2..)?;
+    (body.len() == len + 2 && body.ends_with(b"\r\n")).then(|| &body[..len])
+}
+
 fn parse_len(header: &[u8]) -> Option<i64> {
     let n = crate::protocol::request::parse_i64(header)?;
     (n >= -1).then_some(n)
@@ -251,6 +261,23 @@ mod tests {
         assert!(FrameScanner::new().scan(b"?x\r\n").is_err());
         assert!(FrameScanner::new().scan(b"$x\r\n").is_err());
         assert!(FrameScanner::new().scan(b"*-2\r\n").is_err());
+    }
+
+    #[test]
+    fn bulk_bodies() {
+        assert_eq!(bulk_body(b"$3\r\nabc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(bulk_body(b"$4\r\na\r\nb\r\n"), Some(&b"a\r\nb"[..]));
+        assert_eq!(bulk_body(b"$0\r\n\r\n"), Some(&b""[..]));
+        for other in [
+            &b"$-1\r\n"[..],
+            b"_\r\n",
+            b"+OK\r\n",
+            b"$9\r\nshort\r\n",
+            b"$",
+            b"$3\r\nabcde",
+        ] {
+            assert_eq!(bulk_body(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

@@ -300,27 +300,18 @@ pub fn parse_push(frame: &[u8]) -> Option<Invalidation<'_>> {
         [kind, value] if frame.first() == Some(&b'>') => (kind, value),
         _ => return None,
     };
-    if bulk(frame.get(ks..ke)?)? != b"invalidate" {
+    if crate::protocol::scan::bulk_body(frame.get(ks..ke)?)? != b"invalidate" {
         return None;
     }
     let value = frame.get(vs..ve)?;
     let keys = children(value).and_then(|kids| {
         kids.into_iter()
-            .map(|(s, e)| value.get(s..e).and_then(bulk))
+            .map(|(s, e)| value.get(s..e).and_then(crate::protocol::scan::bulk_body))
             .collect::<Option<Vec<_>>>()
     });
     // Null (a flush), or a list the proxy cannot read: flush, as missing
     // one would leave stale values cached.
     Some(keys.map_or(Invalidation::All, Invalidation::Keys))
-}
-
-/// The payload of a bulk string frame.
-fn bulk(frame: &[u8]) -> Option<&[u8]> {
-    if frame.first() != Some(&b'$') {
-        return None;
-    }
-    let nl = memchr::memchr(b'\n', frame)?;
-    frame.get(nl + 1..frame.len().checked_sub(2)?)
 }
 
 #[cfg(test)]
