@@ -62,6 +62,8 @@ pub struct Context {
     pub backend_version: OnceLock<String>,
     /// Certificates in force for new connections on both sides.
     pub tls: Arc<crate::tls::TlsState>,
+    /// `CLIENT PAUSE` in force for this proxy's clients.
+    pub pause: crate::client::pause::ClientPause,
     next_client_id: AtomicU64,
 }
 
@@ -464,6 +466,7 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         rules,
         health: Default::default(),
         backend_version: OnceLock::new(),
+        pause: Default::default(),
         next_client_id: AtomicU64::new(0),
     });
     let weak = Arc::downgrade(&ctx);

@@ -1058,10 +1058,6 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["CONFIG", "SET", "no-such-param", "1"]),
         b"-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-param'\r\n",
     );
-    r.roundtrip(
-        &cmd(&["CLIENT", "PAUSE", "300", "WRITE"]),
-        b"-ERR slotbridge: CLIENT PAUSE is not supported behind the proxy (a paused write would hold other clients' commands on its shared connections); pause the nodes directly\r\n",
-    );
     // DEBUG ERROR, which client test suites use to fake a server's error,
     // answers as Redis does; the client goes on.
     r.roundtrip(
@@ -1301,4 +1297,93 @@ fn client_unblock_ends_a_blocking_command_as_one_server_does() {
         &cmd(&["CLIENT", "UNBLOCK"]),
         b"-ERR wrong number of arguments for 'client|unblock' command\r\n",
     );
+}
+
+/// `CLIENT PAUSE` holds this proxy's clients as Redis 7.0 holds its own:
+/// in `WRITE` mode writes, replicating commands and scripts without
+/// `no-writes` (reads and read-only transactions pass); in `ALL` mode
+/// everything, `CLIENT UNPAUSE` included; a held command keeps the
+/// client's later commands behind it, in order. Its own proxy, so that no
+/// other test is held.
+#[test]
+fn client_pause_holds_this_proxys_clients_as_redis_does() {
+    let proxy = Proxy::start(&env().0);
+    let connect = || RawClient::connect(proxy.port);
+    let (mut admin, mut c) = (connect(), connect());
+    let quiet = |c: &mut RawClient| {
+        let got = c.read_available(Duration::from_millis(300));
+        assert!(got.is_empty(), "held command answered: {got:?}");
+    };
+    c.roundtrip(&cmd(&["SET", "pause:k", "old"]), b"+OK\r\n");
+
+    admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "100000", "WRITE"]), b"+OK\r\n");
+    c.roundtrip(&cmd(&["GET", "pause:k"]), b"$3\r\nold\r\n");
+    c.roundtrip(
+        &cmd(&["EVAL", "#!lua flags=no-writes\nreturn 7", "0"]),
+        b":7\r\n",
+    );
+    c.roundtrip(
+        &[cmd(&["MULTI"]), cmd(&["GET", "pause:k"]), cmd(&["EXEC"])].concat(),
+        b"+OK\r\n+QUEUED\r\n*1\r\n$3\r\nold\r\n",
+    );
+    for held in [
+        &["SET", "pause:k", "new"][..],
+        &["EVAL", "return 1", "0"],
+        &["PUBLISH", "pause:ch", "m"],
+        &["PFCOUNT", "pause:h"],
+    ] {
+        let mut other = connect();
+        other.send(&cmd(held));
+        quiet(&mut other);
+        admin.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
+        assert!(!other.read_once(Duration::from_secs(5)).is_empty());
+        admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "100000", "WRITE"]), b"+OK\r\n");
+    }
+    // Held with the reads pipelined behind it, which keep their order.
+    c.send(&[cmd(&["SET", "pause:k", "v2"]), cmd(&["GET", "pause:k"])].concat());
+    quiet(&mut c);
+    // A queued write holds at queueing, as in Redis.
+    let mut tx = connect();
+    tx.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    tx.send(&cmd(&["INCR", "pause:n"]));
+    quiet(&mut tx);
+    admin.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
+    c.expect(b"+OK\r\n$2\r\nv2\r\n");
+    tx.expect(b"+QUEUED\r\n");
+    tx.roundtrip(&cmd(&["EXEC"]), b"*1\r\n:1\r\n");
+
+    // ALL: everything waits for the timeout, CLIENT UNPAUSE too; a second
+    // pause keeps the later end and the stricter mode.
+    admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "600", "WRITE"]), b"+OK\r\n");
+    let started = Instant::now();
+    admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "10", "ALL"]), b"+OK\r\n");
+    let mut third = connect();
+    third.send(&cmd(&["CLIENT", "UNPAUSE"]));
+    c.send(&cmd(&["PING"]));
+    c.expect(b"+PONG\r\n");
+    third.expect(b"+OK\r\n");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450), "waited {waited:?}");
+    // A pause of 0 ms holds nothing.
+    admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "0"]), b"+OK\r\n");
+    c.roundtrip(&cmd(&["SET", "pause:k", "v3"]), b"+OK\r\n");
+
+    // Errors as one Redis 7.0 gives them.
+    let dir = TempDir::new("pause");
+    let reference = Standalone::start(&dir);
+    let mut direct = RawClient::connect(reference.port);
+    for bad in [
+        &["CLIENT", "PAUSE"][..],
+        &["CLIENT", "PAUSE", "x"],
+        &["CLIENT", "PAUSE", "+5"],
+        &["CLIENT", "PAUSE", "-1"],
+        &["CLIENT", "PAUSE", "x", "READ"],
+        &["client", "pause", "10", "ALL", "extra"],
+        &["CLIENT", "UNPAUSE", "now"],
+    ] {
+        direct.send(&cmd(bad));
+        let want = whole_reply(&mut direct);
+        assert!(want.starts_with(b"-"), "{bad:?}: {want:?}");
+        c.roundtrip(&cmd(bad), &want);
+    }
 }

@@ -7,6 +7,7 @@
 #   tools/client-suite.sh                 # RESP2
 #   PROTOCOL=3 tools/client-suite.sh      # RESP3
 #   REDIS_PY=5.2.1 NO_BUILD=1 tools/client-suite.sh
+#   KEEP_LOGS=/tmp/suite tools/client-suite.sh   # keep both pytest logs
 #
 # Needs python3 with pip (installs redis, pytest, pytest-asyncio and
 # pytest-timeout for the current user). Everything else runs on free
@@ -52,6 +53,10 @@ run_suite() { # $1: label, $2: port
 
 run_suite direct "$SINGLE_PORT"
 run_suite slotbridge "$PROXY_PORT"
+
+if [[ -n "${KEEP_LOGS:-}" ]]; then
+    mkdir -p "$KEEP_LOGS" && cp "$WORK_DIR/direct.txt" "$WORK_DIR/slotbridge.txt" "$KEEP_LOGS/"
+fi
 
 failed() { grep -E '^(FAILED|ERROR) ' "$WORK_DIR/$1.txt" | sed 's/ - .*//' | sort -u; }
 ONLY="$(comm -13 <(failed direct) <(failed slotbridge) | wc -l)"

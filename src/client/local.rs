@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::filter;
+use super::pause;
 use super::registry::ClientInfo;
 
 use bytes::{Bytes, BytesMut};
@@ -358,6 +359,27 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
         }
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
+        // This proxy's clients are paused, not the nodes (see
+        // `client::pause`).
+        b"pause" if view.len() <= 4 => {
+            let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
+            match pause::parse(&args) {
+                Ok((ms, mode)) => {
+                    ctx.pause.pause(pause::end_after(ms), mode);
+                    Bytes::from_static(reply::OK)
+                }
+                Err(e) => reply::error(e),
+            }
+        }
+        b"unpause" => {
+            ctx.pause.unpause();
+            Bytes::from_static(reply::OK)
+        }
+        b"pause" => reply::error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+            String::from_utf8_lossy(view.get(1)),
+            String::from_utf8_lossy(view.get(0)).to_ascii_uppercase()
+        )),
         b"tracking" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
             let version = ctx.redis_version();

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod keyspace;
 pub mod local;
 pub mod owed;
+pub mod pause;
 pub mod pubsub;
 pub mod registry;
 pub mod retry;

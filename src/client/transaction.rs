@@ -62,6 +62,9 @@ pub struct TxState {
     pub slot: Option<u16>,
     /// A command was refused while queueing: `EXEC` aborts.
     pub failed: bool,
+    /// A queued command may write or replicate (`CLIENT PAUSE WRITE`
+    /// holds the `EXEC`).
+    pub writes: bool,
     /// The client tracks this transaction's reads (`CLIENT TRACKING`; in
     /// `OPTIN` mode, `CLIENT CACHING YES` came right before `MULTI`).
     pub track: bool,

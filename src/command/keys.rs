@@ -237,7 +237,7 @@ fn find_keyword<A: Args + ?Sized>(
 
 /// Parses a strict decimal `i64` like Redis's `string2ll`: optional `-`, no
 /// `+`, no leading zeros, no spaces, no overflow.
-fn parse_i64(s: &[u8]) -> Option<i64> {
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),

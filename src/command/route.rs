@@ -452,12 +452,6 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "hello" => Route::Local(Local::Hello),
         "auth" => Route::Local(Local::Auth),
         "reset" => Route::Local(Local::Reset),
-        // A paused node holds a connection at its first paused command, so
-        // on the proxy's shared connections one client's paused write
-        // would hold every client's commands queued behind it.
-        "client|pause" | "client|unpause" => Route::Reply(reply::error(
-            "ERR slotbridge: CLIENT PAUSE is not supported behind the proxy (a paused write would hold other clients' commands on its shared connections); pause the nodes directly",
-        )),
         n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
         "subscribe" => Route::Sub(SubCmd::Subscribe),
         "psubscribe" => Route::Sub(SubCmd::PSubscribe),

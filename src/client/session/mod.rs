@@ -113,6 +113,7 @@ enum Turn {
     Read(std::io::Result<usize>),
     PubSub(u32, PubSubEvent),
     Timer,
+    Unpaused,
 }
 
 /// Both ends of a session's reply channel.
@@ -209,6 +210,9 @@ struct Core {
     last_tracked: u64,
     /// Invalidation pushes to write right after the reply numbered so.
     notices_after: VecDeque<(u64, Bytes)>,
+    /// The next command waits for the end of a `CLIENT PAUSE` (see
+    /// [`crate::client::pause`]).
+    paused: bool,
 }
 
 impl Session {
@@ -254,6 +258,7 @@ impl Session {
                 merging: None,
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
+                paused: false,
             },
         }
     }
@@ -362,7 +367,11 @@ impl Session {
                 let _ = wr.shutdown().await;
                 return Ok(Exit::Closed);
             }
-            if waiting && self.core.pending.is_empty() && !self.core.confirming() {
+            if waiting
+                && self.core.pending.is_empty()
+                && !self.core.confirming()
+                && !self.core.paused
+            {
                 // A subscription command waited for earlier replies, which
                 // are now queued for writing: run it now.
                 continue;
@@ -394,7 +403,9 @@ impl Session {
                     .pubsub
                     .as_ref()
                     .is_some_and(|p| p.active() || p.monitoring);
-            let idle_check = quiet && !idle.is_zero();
+            // A paused client is not idle (Redis does not time out a
+            // client it holds).
+            let idle_check = quiet && !idle.is_zero() && !self.core.paused;
             let parkable = quiet
                 && rbuf.is_empty()
                 && self.core.oob.is_empty()
@@ -441,6 +452,7 @@ impl Session {
                 tokio::select! {
                     biased;
                     turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
+                    _ = self.core.ctx.pause.ended(), if self.core.paused => Turn::Unpaused,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -449,6 +461,7 @@ impl Session {
             } else {
                 tokio::select! {
                     turn = interrupted(&self.core.ctx, &self.core.client.info, self.core.closing, tracking) => turn,
+                    _ = self.core.ctx.pause.ended(), if self.core.paused => Turn::Unpaused,
                     n = wr.write_buf(&mut wbuf), if writable => Turn::Wrote(n),
                     Some(first) = next_reply(&mut self.core.replies) => Turn::Replies(first),
                     n = rd.read_buf(rbuf), if can_read => Turn::Read(n),
@@ -503,6 +516,8 @@ impl Session {
                     m::count_bytes_in(n);
                 }
                 Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
+                // The held command is tried again at the top of the loop.
+                Turn::Unpaused => self.core.paused = false,
                 Turn::Timer => {
                     let now = tokio::time::Instant::now();
                     if let Some(ps) = self.core.pubsub.as_mut() {
@@ -555,6 +570,7 @@ impl Session {
             }
         }
         self.core.staging = true;
+        self.core.paused = false;
         let waiting = loop {
             if self.core.closing || self.core.pending.len() >= max_pipeline {
                 break false;
@@ -570,6 +586,13 @@ impl Session {
                     if self.core.must_wait_for_earlier_replies(name) {
                         break true;
                     }
+                    let view = CommandView {
+                        raw: &rbuf[..],
+                        args: self.parser.args(),
+                    };
+                    if self.core.held_by_pause(&view) {
+                        break true;
+                    }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
                 }
@@ -582,6 +605,13 @@ impl Session {
                         .map(|&(s, e)| &raw[s..e])
                         .unwrap_or_default();
                     if self.core.must_wait_for_earlier_replies(name) {
+                        break true;
+                    }
+                    let view = CommandView {
+                        raw: &raw,
+                        args: self.parser.args(),
+                    };
+                    if self.core.held_by_pause(&view) {
                         break true;
                     }
                     rbuf.advance(n);

@@ -296,6 +296,27 @@ impl Core {
         self.out_mixed = false;
     }
 
+    /// Whether `CLIENT PAUSE` holds the command now: then it and the
+    /// commands after it wait until the pause ends ([`Turn::Unpaused`]).
+    /// One atomic load when nothing is paused. Commands Redis refuses
+    /// before its pause check (unknown, unauthenticated) are not held.
+    pub(super) fn held_by_pause(&mut self, view: &CommandView<'_>) -> bool {
+        let pause = &self.ctx.pause;
+        if !pause.holds(true) || !self.client.authed {
+            return false;
+        }
+        let Some(spec) = crate::command::find(view) else {
+            return false;
+        };
+        let writes = if spec.name == "exec" {
+            self.multi.as_ref().is_some_and(|tx| tx.writes)
+        } else {
+            crate::client::pause::may_write(spec, view, &self.ctx.scripts)
+        };
+        self.paused = pause.holds(writes);
+        self.paused
+    }
+
     /// Subscription commands wait until every earlier reply is written, so
     /// their confirmations (which bypass the reply queue) stay in order, and
     /// the commands after them (`QUIT`, `RESET` too) wait for those

@@ -3,6 +3,7 @@
 
 use super::redirect::too_many_private;
 use super::*;
+use crate::client::pause::may_write;
 use crate::command::{is_eval, is_evalsha};
 
 impl Core {
@@ -82,7 +83,9 @@ impl Core {
         view: &CommandView<'_>,
     ) {
         let seq = self.next_seq();
-        let name = crate::command::find(view).map(|s| s.name).unwrap_or("?");
+        let spec = crate::command::find(view);
+        let name = spec.map(|s| s.name).unwrap_or("?");
+        let writes = spec.is_some_and(|s| may_write(s, view, &self.ctx.scripts));
         let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
         let Some(tx) = self.multi.as_mut() else {
             return;
@@ -132,6 +135,7 @@ impl Core {
                 tx.plan
                     .push(Queued::Split(kind, subs, self.scratch.keys.len()));
                 tx.queued.push(raw);
+                tx.writes |= writes;
                 self.ready(Bytes::from_static(b"+QUEUED\r\n"));
                 return;
             }
@@ -210,6 +214,7 @@ impl Core {
         };
         tx.plan.push(Queued::One(slot));
         tx.queued.push(raw);
+        tx.writes |= writes;
         self.ready(Bytes::from_static(b"+QUEUED\r\n"));
     }
 
