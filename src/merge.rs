@@ -232,21 +232,49 @@ pub fn sum_pairs(parts: &[&Bytes]) -> Bytes {
 
 /// A set operation over `SMEMBERS` replies (in key order).
 pub fn set_op(op: crate::command::route::SetOp, parts: &[&Bytes]) -> Bytes {
+    let result = match set_result(op, parts) {
+        Ok(result) => result,
+        Err(e) => return e,
+    };
+    if let crate::command::route::SetOp::InterCard(limit) = op {
+        let n = result.len() as u64;
+        return reply::int(if limit == 0 { n } else { n.min(limit) } as i64);
+    }
+    let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');
+    let mut out = BytesMut::with_capacity(16 + result.iter().map(|m| m.len()).sum::<usize>());
+    put_header(&mut out, kind, result.len());
+    for m in result {
+        out.put_slice(m);
+    }
+    out.freeze()
+}
+
+/// The members (whole frames) a set operation over `SMEMBERS` replies (in
+/// key order) gives, without duplicates, in the first set's order (the
+/// union: first seen). The first key that failed (`WRONGTYPE`) gives the
+/// reply instead, as Redis checks every key's type in order.
+pub fn set_result<'a>(
+    op: crate::command::route::SetOp,
+    parts: &[&'a Bytes],
+) -> Result<Vec<&'a [u8]>, Bytes> {
     use crate::command::route::SetOp;
     use std::collections::HashSet;
     let mut sets: Vec<Vec<&[u8]>> = Vec::with_capacity(parts.len());
     for p in parts {
+        if is_error_line(p) {
+            return Err((*p).clone());
+        }
         let Some(elems) = children(p) else {
-            return unexpected("SMEMBERS");
+            return Err(unexpected("SMEMBERS"));
         };
         sets.push(elems.iter().map(|&(s, e)| &p[s..e]).collect());
     }
     let Some((first, rest)) = sets.split_first() else {
-        return unexpected("SMEMBERS");
+        return Err(unexpected("SMEMBERS"));
     };
     let others: Vec<HashSet<&[u8]>> = rest.iter().map(|s| s.iter().copied().collect()).collect();
     let mut seen: HashSet<&[u8]> = HashSet::new();
-    let result: Vec<&[u8]> = match op {
+    Ok(match op {
         SetOp::Inter | SetOp::InterCard(_) => first
             .iter()
             .copied()
@@ -263,18 +291,7 @@ pub fn set_op(op: crate::command::route::SetOp, parts: &[&Bytes]) -> Bytes {
             .copied()
             .filter(|m| seen.insert(m))
             .collect(),
-    };
-    if let SetOp::InterCard(limit) = op {
-        let n = result.len() as u64;
-        return reply::int(if limit == 0 { n } else { n.min(limit) } as i64);
-    }
-    let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');
-    let mut out = BytesMut::with_capacity(16 + result.iter().map(|m| m.len()).sum::<usize>());
-    put_header(&mut out, kind, result.len());
-    for m in result {
-        out.put_slice(m);
-    }
-    out.freeze()
+    })
 }
 
 /// `PFCOUNT` of keys in several slots, over their `GET` replies in key
@@ -500,6 +517,23 @@ mod tests {
             &sum_pairs(&[&x, &y])[..],
             b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:1\r\n"
         );
+    }
+
+    #[test]
+    fn set_results_give_the_first_keys_error() {
+        use crate::command::route::SetOp;
+        let a = Bytes::from_static(b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n");
+        let wrong = Bytes::from_static(b"-WRONGTYPE Operation against a key\r\n");
+        let other = Bytes::from_static(b"-ERR other\r\n");
+        assert_eq!(
+            set_result(SetOp::Union, &[&a, &wrong, &other]),
+            Err(wrong.clone())
+        );
+        let got = set_result(SetOp::Diff, &[&a, &a]).unwrap();
+        assert!(got.is_empty());
+        let got = set_result(SetOp::Union, &[&a, &a]).unwrap();
+        assert_eq!(got, vec![&b"$1\r\nx\r\n"[..], b"$1\r\ny\r\n"]);
+        assert!(set_result(SetOp::Inter, &[&Bytes::from_static(b":1\r\n")]).is_err());
     }
 
     #[test]

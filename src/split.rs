@@ -162,6 +162,7 @@ pub fn split_by_node(
         SplitKind::Mget
         | SplitKind::Sum
         | SplitKind::Sets(_)
+        | SplitKind::SStore(_)
         | SplitKind::PfCount
         | SplitKind::PfMerge
         | SplitKind::Bitop(_)

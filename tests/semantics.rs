@@ -477,13 +477,89 @@ fn cross_slot_set_reads_are_computed_in_the_proxy() {
         &cmd(&["SUNION", &a, &d]),
         b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
     );
-    // Writes across slots stay refused.
-    assert!(redis::cmd("SINTERSTORE")
-        .arg(&d)
-        .arg(&a)
-        .arg(&b)
-        .query::<i64>(&mut c)
-        .is_err());
+}
+
+#[test]
+fn set_stores_across_slots_answer_as_one_redis() {
+    let names = ["s:a", "s:b", "s:i", "s:j", "s:big", "s:str", "s:d"];
+    let (reference, mut direct, mut through) = beside_reference("sstore", &names);
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut through_conn = env().1.conn();
+    let mut big = vec!["SADD".to_string(), "s:big".to_string()];
+    big.extend((0..5000).map(|i| format!("m{i}")));
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(&cmd(&["SADD", "s:a", "x", "y", "z", "7"]), b":4\r\n");
+        c.roundtrip(&cmd(&["SADD", "s:b", "y", "w", "7"]), b":3\r\n");
+        c.roundtrip(&cmd(&["SADD", "s:i", "1", "2", "-3"]), b":3\r\n");
+        c.roundtrip(&cmd(&["SADD", "s:j", "2", "40000000000"]), b":2\r\n");
+        c.roundtrip(&cmd(&big), b":5000\r\n");
+        c.roundtrip(&cmd(&["SET", "s:str", "v"]), b"+OK\r\n");
+    }
+    let mut seen = Vec::new();
+    for line in [
+        "SET s:d old EX 100",
+        "SUNIONSTORE s:d s:a s:b",
+        "SINTERSTORE s:d s:a s:b",
+        "SDIFFSTORE s:d s:a s:b",
+        "SUNIONSTORE s:d s:i s:j",
+        "SINTERSTORE s:d s:i s:j",
+        "SDIFFSTORE s:d s:d s:a",
+        "SUNIONSTORE s:d s:big s:a",
+        "SDIFFSTORE s:d s:big s:a",
+        "SINTERSTORE s:d s:a s:none",
+        "SUNIONSTORE s:d s:a s:str",
+        "SINTERSTORE s:d s:none s:str",
+        "SDIFFSTORE s:d s:none s:a",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        seen.push(String::from_utf8_lossy(&expected).into_owned());
+        // The destination as stored: members, type, encoding, TTL.
+        let members = |c: &mut redis::Connection| {
+            let mut m: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+                .arg("s:d")
+                .query(c)
+                .unwrap_or_default();
+            m.sort();
+            m
+        };
+        assert_eq!(
+            members(&mut through_conn),
+            members(&mut direct_conn),
+            "{line:?}"
+        );
+        for query in [
+            &["TYPE", "s:d"][..],
+            &["OBJECT", "ENCODING", "s:d"],
+            &["TTL", "s:d"],
+        ] {
+            let mut q = redis::cmd(query[0]);
+            for a in &query[1..] {
+                q.arg(*a);
+            }
+            let want: redis::Value = q.query(&mut direct_conn).unwrap();
+            let got: redis::Value = q.query(&mut through_conn).unwrap();
+            assert_eq!(got, want, "{line:?} then {query:?}");
+        }
+    }
+    assert_eq!(seen[1], ":5\r\n");
+    assert_eq!(seen[7], ":5004\r\n");
+    assert_eq!(seen[9], ":0\r\n", "an empty result deletes");
+    assert!(
+        seen[11].starts_with("-WRONGTYPE"),
+        "every key's type is checked"
+    );
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[&["SUNIONSTORE", "s:d", "s:a", "s:b"], &["SCARD", "s:d"]],
+        b":5\r\n:5\r\n",
+    );
 }
 
 /// One reply of `c`: a line, or a whole bulk string (a dense HyperLogLog

@@ -45,6 +45,10 @@ pub enum SplitKind {
     /// `SINTER`, `SUNION`, `SDIFF`, `SINTERCARD`: each set fetched with
     /// `SMEMBERS` and the result computed in the proxy.
     Sets(SetOp),
+    /// `SINTERSTORE`, `SUNIONSTORE`, `SDIFFSTORE`: the sources fetched as
+    /// for [`SplitKind::Sets`], the result computed in the proxy and
+    /// stored by one script (or the destination deleted when empty).
+    SStore(SetOp),
     /// `PFCOUNT`: each HyperLogLog fetched with `GET`, merged and counted
     /// in the proxy.
     PfCount,
@@ -92,7 +96,7 @@ impl SplitKind {
     /// split into per-slot parts of itself).
     pub fn read_per_key(self) -> Option<ReadPerKey> {
         let (before, after): ReadPerKey = match self {
-            SplitKind::Sets(_) => (&[b"SMEMBERS"], &[]),
+            SplitKind::Sets(_) | SplitKind::SStore(_) => (&[b"SMEMBERS"], &[]),
             SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => (&[b"GET"], &[]),
             SplitKind::ZStore(_) | SplitKind::ZRead(_) | SplitKind::ZInterCard(_) => {
                 (&[b"ZUNION", b"1"], &[b"WITHSCORES"])
@@ -105,7 +109,10 @@ impl SplitKind {
     /// Whether its first key is a destination that is written but not read
     /// (`BITOP`).
     pub fn skips_destination(self) -> bool {
-        matches!(self, SplitKind::Bitop(_) | SplitKind::ZStore(_))
+        matches!(
+            self,
+            SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::SStore(_)
+        )
     }
 
     /// Whether the proxy writes the result itself once the reads are in
@@ -114,7 +121,7 @@ impl SplitKind {
     pub fn writes_after_reads(self) -> bool {
         matches!(
             self,
-            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_)
+            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::SStore(_)
         )
     }
 
@@ -369,6 +376,9 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "sinter" => Route::Split(SplitKind::Sets(SetOp::Inter)),
             "sunion" => Route::Split(SplitKind::Sets(SetOp::Union)),
             "sdiff" => Route::Split(SplitKind::Sets(SetOp::Diff)),
+            "sinterstore" => Route::Split(SplitKind::SStore(SetOp::Inter)),
+            "sunionstore" => Route::Split(SplitKind::SStore(SetOp::Union)),
+            "sdiffstore" => Route::Split(SplitKind::SStore(SetOp::Diff)),
             "pfcount" => Route::Split(SplitKind::PfCount),
             "pfmerge" => Route::Split(SplitKind::PfMerge),
             "bitop" => bitop_route(cmd, scratch.keys.len()),

@@ -4,6 +4,7 @@
 use super::redirect::{decide, no_cluster};
 use super::tx::merge_per_slot_exec;
 use super::*;
+use crate::protocol::scan::bulk_body;
 use crate::zset::{ZOp, ZOptions};
 
 impl Core {
@@ -468,6 +469,16 @@ fn second_step(
         SplitKind::ZStore(op) => {
             zstore_write(op, &replies, options, dest).map(|(p, n)| (p, Post::Write(Some(n))))
         }
+        SplitKind::SStore(op) => merge::set_result(op, &replies).and_then(|members| {
+            let len = i64::try_from(members.len()).unwrap_or(i64::MAX);
+            let bodies: Option<Vec<&[u8]>> = members.into_iter().map(bulk_body).collect();
+            let bodies = bodies.ok_or_else(|| {
+                reply::error(
+                    "ERR slotbridge: unexpected reply shape from a server while merging SMEMBERS",
+                )
+            })?;
+            Ok((replace_with(b"SADD", dest, bodies), Post::Write(Some(len))))
+        }),
         SplitKind::Bitop(op) => merge::bitop(op, &replies).map(|value| {
             // SET drops a TTL and overwrites any type, as BITOP does.
             let len = i64::try_from(value.len()).unwrap_or(i64::MAX);
@@ -534,28 +545,39 @@ fn zstore_write<'a>(
     options: impl FnOnce() -> Result<&'a ZOptions, Bytes>,
     dest: &Bytes,
 ) -> Result<(Bytes, i64), Bytes> {
-    // The shebang makes the node check OOM before the script runs (a
-    // script without one is checked at its first write, and DEL may run
-    // under OOM), as for the store commands themselves.
-    const SCRIPT: &[u8] = b"#!lua\nredis.call('DEL', KEYS[1]) \
-        for i = 1, #ARGV, 4000 do \
-        redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end \
-        return 0";
     let sources = merge::zsources(replies)?;
     let result = crate::zset::compute(op, &sources, options()?);
     let len = i64::try_from(result.len()).unwrap_or(i64::MAX);
-    if result.is_empty() {
-        return Ok((reply::command([&b"DEL"[..], dest]), 0));
-    }
     // Scores in the shortest form that reads back as the same double.
     let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
-    let mut args: Vec<&[u8]> = Vec::with_capacity(4 + 2 * result.len());
-    args.extend([&b"EVAL"[..], SCRIPT, b"1", dest]);
-    for ((member, _), score) in result.iter().zip(&scores) {
-        args.push(score.as_bytes());
-        args.push(member);
+    let args = result
+        .iter()
+        .zip(&scores)
+        .flat_map(|((member, _), score)| [score.as_bytes(), &member[..]]);
+    Ok((replace_with(b"ZADD", dest, args), len))
+}
+
+/// The write of a store command computed across slots: one script that
+/// deletes `dest` and adds `args` to it with `add` (`SADD`, `ZADD`) in
+/// chunks, within Lua's stack; just `DEL` when there is nothing to add.
+/// The shebang makes the node check OOM before the script runs (a script
+/// without one is checked at its first write, and DEL may run under OOM),
+/// as for the store commands themselves.
+fn replace_with<'a>(
+    add: &'static [u8],
+    dest: &'a Bytes,
+    args: impl IntoIterator<Item = &'a [u8]>,
+) -> Bytes {
+    const SCRIPT: &[u8] = b"#!lua\nredis.call('DEL', KEYS[1]) \
+        for i = 2, #ARGV, 4000 do \
+        redis.call(ARGV[1], KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end \
+        return 0";
+    let mut all: Vec<&[u8]> = vec![b"EVAL", SCRIPT, b"1", dest, add];
+    all.extend(args);
+    if all.len() == 5 {
+        return reply::command([&b"DEL"[..], dest]);
     }
-    Ok((reply::command(args), len))
+    reply::command(all)
 }
 
 /// `ZUNION`, `ZINTER`, `ZDIFF` across slots: the sources' errors, then the
@@ -669,7 +691,11 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
         // Handled by `second_step` before a merge.
         MergeKind::Split(
-            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::ZRead(_),
+            SplitKind::PfMerge
+            | SplitKind::Bitop(_)
+            | SplitKind::ZStore(_)
+            | SplitKind::SStore(_)
+            | SplitKind::ZRead(_),
         )
         | MergeKind::Write { .. } => {
             reply::error("ERR slotbridge: a two-step command merged out of order")

@@ -366,6 +366,7 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::PfMerge
                         | SplitKind::Bitop(_)
                         | SplitKind::ZStore(_)
+                        | SplitKind::SStore(_)
                         | SplitKind::ZRead(_) => {
                             reply::error("ERR slotbridge: a two-step command inside MULTI")
                         }
