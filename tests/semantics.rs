@@ -1066,6 +1066,16 @@ fn server_introspection_looks_like_one_master() {
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(&cluster);
     let mut r = RawClient::connect(proxy.port);
+    let lastsave = |port: u16| -> i64 {
+        redis::cmd("LASTSAVE")
+            .query(&mut cluster.conn(port))
+            .unwrap()
+    };
+    let saved: Vec<(u16, i64)> = cluster
+        .master_ports()
+        .into_iter()
+        .map(|p| (p, lastsave(p)))
+        .collect();
     r.roundtrip(&cmd(&["ROLE"]), b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     r.roundtrip(&cmd(&["ACL", "WHOAMI"]), b"$7\r\ndefault\r\n");
     r.roundtrip(&cmd(&["MODULE", "LIST"]), b"*0\r\n");
@@ -1144,6 +1154,16 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["DEBUG", "SLEEP", "0"]),
         b"-ERR unsupported command 'debug' by slotbridge\r\n",
     );
+    // The whole dataset is saved: every master (the SLOWLOG part above
+    // took over a second, so LASTSAVE moves).
+    r.roundtrip(&cmd(&["BGSAVE"]), b"+Background saving started\r\n");
+    for (port, before) in saved {
+        wait_until("a BGSAVE on every master", Duration::from_secs(10), || {
+            lastsave(port) > before
+        });
+    }
+    r.roundtrip(&cmd(&["MEMORY", "PURGE"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["LATENCY", "RESET"]), b":0\r\n");
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();

@@ -498,6 +498,12 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         // its INFO replication section says).
         "role" => Route::Reply(Bytes::from_static(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")),
         "script|load" | "function|load" => Route::Fanout(Fanout::First),
+        // One server's dataset is every master's: each saves (or rewrites
+        // its AOF); the first reply once all succeeded.
+        "save" | "bgsave" | "bgrewriteaof" => Route::Fanout(Fanout::First),
+        "memory|purge" => Route::Fanout(Fanout::AllOk),
+        // The number of event series reset, summed.
+        "latency|reset" => Route::Fanout(Fanout::Sum),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
@@ -793,6 +799,19 @@ mod tests {
         assert_eq!(
             err(route_of(&["DEBUG", "SLEEP", "1"]).0),
             "-ERR unsupported command 'debug' by slotbridge\r\n"
+        );
+        assert_eq!(route_of(&["BGSAVE"]).0, Route::Fanout(Fanout::First));
+        assert_eq!(
+            route_of(&["memory", "purge"]).0,
+            Route::Fanout(Fanout::AllOk)
+        );
+        assert_eq!(
+            route_of(&["LATENCY", "RESET"]).0,
+            Route::Fanout(Fanout::Sum)
+        );
+        assert_eq!(
+            err(route_of(&["LATENCY", "LATEST"]).0),
+            "-ERR unsupported command 'latency|latest' by slotbridge\r\n"
         );
         assert_eq!(
             err(route_of(&["SHUTDOWN"]).0),
