@@ -53,6 +53,10 @@ pub const COMMAND_NAMES: &[&str] = &[
     "SUNION",
     "SDIFF",
     "SINTERCARD",
+    "SINTERSTORE",
+    "SUNIONSTORE",
+    "SDIFFSTORE",
+    "ZRANGESTORE",
     "EVAL",
     "EVALSHA",
     "FCALL",
@@ -413,6 +417,18 @@ fn check_split(
             let mut args: Vec<&[u8]> = before.to_vec();
             args.push(key);
             args.extend_from_slice(after);
+            if kind == SplitKind::ZRangeStore {
+                // The range and its options, a WITHSCORES option made a
+                // syntax error.
+                for j in 3..view.len() {
+                    let a = view.get(j);
+                    args.push(if j >= 5 && a.eq_ignore_ascii_case(b"withscores") {
+                        b"WITHSCORES-not-in-ZRANGESTORE"
+                    } else {
+                        a
+                    });
+                }
+            }
             assert_eq!(sub.payload, slotbridge::protocol::reply::command(args));
         }
         return;

@@ -101,6 +101,22 @@ pub fn split(
     split_by_node(kind, cmd, keys, &slots, max_keys, |_| 0).0
 }
 
+/// The arguments of `ZRANGESTORE dst src min max [options]`'s range read
+/// (see [`crate::zset::RANGE_READ`]): `min max [options]`, parsed there by
+/// `ZRANGE` exactly as Redis parses them for `ZRANGESTORE`, except a
+/// `WITHSCORES`, which `ZRANGESTORE` refuses as a syntax error where it
+/// meets it: it becomes a word no option has.
+fn range_read<'a>(cmd: &'a CommandView<'_>, args: &mut Vec<&'a [u8]>) {
+    args.extend((3..cmd.len()).map(|i| {
+        let arg = cmd.get(i);
+        if i >= 5 && arg.eq_ignore_ascii_case(b"withscores") {
+            &b"WITHSCORES-not-in-ZRANGESTORE"[..]
+        } else {
+            arg
+        }
+    }));
+}
+
 /// A slot's keys while splitting.
 #[derive(Clone, Copy)]
 struct Group {
@@ -144,6 +160,9 @@ pub fn split_by_node(
                     let mut args: Vec<&[u8]> = before.to_vec();
                     args.push(cmd.get(k));
                     args.extend_from_slice(after);
+                    if kind == SplitKind::ZRangeStore {
+                        range_read(cmd, &mut args);
+                    }
                     crate::protocol::reply::command(args)
                 },
                 positions: Positions {
@@ -163,6 +182,7 @@ pub fn split_by_node(
         | SplitKind::Sum
         | SplitKind::Sets(_)
         | SplitKind::SStore(_)
+        | SplitKind::ZRangeStore
         | SplitKind::PfCount
         | SplitKind::PfMerge
         | SplitKind::Bitop(_)

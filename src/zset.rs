@@ -158,6 +158,19 @@ fn parse_weight(s: &[u8]) -> Option<f64> {
     Some(value)
 }
 
+/// The read of `ZRANGESTORE`'s range across slots, as a read-only script
+/// run with the source as its key and `min max [options]` as its
+/// arguments: `ZRANGE` (so its options and errors are Redis's own), then
+/// each member's score, as `ZSCORE` writes it (exact), in a flat
+/// member/score list like [`members`] reads. `ZRANGE ... BYLEX` refuses
+/// `WITHSCORES`, which is why the scores are read one by one.
+pub const RANGE_READ: &[u8] = b"#!lua flags=no-writes\n\
+    local r = redis.pcall('ZRANGE', KEYS[1], unpack(ARGV)) \
+    if r.err then return r end \
+    local out = {} \
+    for i, m in ipairs(r) do out[2 * i - 1] = m out[2 * i] = redis.call('ZSCORE', KEYS[1], m) end \
+    return out";
+
 /// The members and scores of a `ZUNION 1 key WITHSCORES` reply: RESP2's
 /// flat member/score list or RESP3's pairs. `None`: not that shape.
 pub fn members(reply: &[u8]) -> Option<Members<'_>> {

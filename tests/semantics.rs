@@ -1483,3 +1483,67 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
         c.roundtrip(&cmd(bad), &want);
     }
 }
+
+#[test]
+fn zrangestore_across_slots_answers_as_one_redis() {
+    let names = ["r:src", "r:d", "r:str"];
+    let (reference, mut direct, mut through) = beside_reference("zrangestore", &names);
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut through_conn = env().1.conn();
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(
+            &cmd(&[
+                "ZADD", "r:src", "1", "a", "2", "b", "2", "c", "3.3", "d", "1e300", "e",
+            ]),
+            b":5\r\n",
+        );
+        c.roundtrip(&cmd(&["SET", "r:str", "v"]), b"+OK\r\n");
+    }
+    for line in [
+        "SET r:d old EX 100",
+        "ZRANGESTORE r:d r:src 0 -1",
+        "ZRANGESTORE r:d r:src 1 2 REV",
+        "ZRANGESTORE r:d r:src (1 5 BYSCORE LIMIT 1 2",
+        "ZRANGESTORE r:d r:src [a [c BYLEX",
+        "ZRANGESTORE r:d r:src +inf -inf BYSCORE REV LIMIT 0 3",
+        "ZRANGESTORE r:d r:src 0 -1 WITHSCORES",
+        "ZRANGESTORE r:d r:src 0 -1 LIMIT 5",
+        "ZRANGESTORE r:d r:src 0 -1 BYSCORE LIMIT 5",
+        "ZRANGESTORE r:d r:src 0 -1 BYSCORE LIMIT x 1",
+        "ZRANGESTORE r:d r:src 0 -1 LIMIT 0 1",
+        "ZRANGESTORE r:d r:src a b BYSCORE",
+        "ZRANGESTORE r:d r:src 5 1",
+        "ZRANGESTORE r:d r:none 0 -1",
+        "ZRANGESTORE r:d r:str 0 -1",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        for query in [
+            &["ZRANGE", "r:d", "0", "-1", "WITHSCORES"][..],
+            &["DUMP", "r:d"],
+            &["TTL", "r:d"],
+        ] {
+            let mut q = redis::cmd(query[0]);
+            for a in &query[1..] {
+                q.arg(*a);
+            }
+            let answer =
+                |c: &mut redis::Connection| q.query::<redis::Value>(c).map_err(|e| e.to_string());
+            let want = answer(&mut direct_conn);
+            assert_eq!(answer(&mut through_conn), want, "{line:?} then {query:?}");
+        }
+    }
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[
+            &["ZRANGESTORE", "r:d", "r:src", "0", "1"],
+            &["ZCARD", "r:d"],
+        ],
+        b":2\r\n:2\r\n",
+    );
+}

@@ -68,6 +68,11 @@ pub enum SplitKind {
     /// `WITHSCORES`, one script on a node writes the scores as it writes
     /// doubles.
     ZRead(ZOp),
+    /// `ZRANGESTORE dst src min max [options]`: the range read by a
+    /// read-only script (`ZRANGE src min max [options]` and each member's
+    /// score: see [`crate::zset::RANGE_READ`]) and stored as for
+    /// [`SplitKind::ZStore`].
+    ZRangeStore,
     /// `ZINTERCARD`: the sources fetched as for [`SplitKind::ZStore`], the
     /// size of their intersection counted in the proxy; its `LIMIT` (or the
     /// error Redis gives for it once the keys were found to be sets).
@@ -101,6 +106,8 @@ impl SplitKind {
             SplitKind::ZStore(_) | SplitKind::ZRead(_) | SplitKind::ZInterCard(_) => {
                 (&[b"ZUNION", b"1"], &[b"WITHSCORES"])
             }
+            // The range's arguments follow (see `split::range_read`).
+            SplitKind::ZRangeStore => (&[b"EVAL", crate::zset::RANGE_READ, b"1"], &[]),
             SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => return None,
         };
         Some((before, after))
@@ -111,7 +118,10 @@ impl SplitKind {
     pub fn skips_destination(self) -> bool {
         matches!(
             self,
-            SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::SStore(_)
+            SplitKind::Bitop(_)
+                | SplitKind::ZStore(_)
+                | SplitKind::SStore(_)
+                | SplitKind::ZRangeStore
         )
     }
 
@@ -121,7 +131,11 @@ impl SplitKind {
     pub fn writes_after_reads(self) -> bool {
         matches!(
             self,
-            SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::ZStore(_) | SplitKind::SStore(_)
+            SplitKind::PfMerge
+                | SplitKind::Bitop(_)
+                | SplitKind::ZStore(_)
+                | SplitKind::SStore(_)
+                | SplitKind::ZRangeStore
         )
     }
 
@@ -385,6 +399,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zunionstore" => Route::Split(SplitKind::ZStore(ZOp::Union)),
             "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
             "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
+            "zrangestore" => Route::Split(SplitKind::ZRangeStore),
             "zunion" => Route::Split(SplitKind::ZRead(ZOp::Union)),
             "zinter" => Route::Split(SplitKind::ZRead(ZOp::Inter)),
             "zdiff" => Route::Split(SplitKind::ZRead(ZOp::Diff)),

@@ -469,6 +469,9 @@ fn second_step(
         SplitKind::ZStore(op) => {
             zstore_write(op, &replies, options, dest).map(|(p, n)| (p, Post::Write(Some(n))))
         }
+        SplitKind::ZRangeStore => {
+            range_store_write(&replies, dest).map(|(p, n)| (p, Post::Write(Some(n))))
+        }
         SplitKind::SStore(op) => merge::set_result(op, &replies).and_then(|members| {
             let len = i64::try_from(members.len()).unwrap_or(i64::MAX);
             let bodies: Option<Vec<&[u8]>> = members.into_iter().map(bulk_body).collect();
@@ -547,14 +550,31 @@ fn zstore_write<'a>(
 ) -> Result<(Bytes, i64), Bytes> {
     let sources = merge::zsources(replies)?;
     let result = crate::zset::compute(op, &sources, options()?);
-    let len = i64::try_from(result.len()).unwrap_or(i64::MAX);
+    Ok(store_scored(dest, &result))
+}
+
+/// The write that replaces `dest` by the sorted set `members` (see
+/// [`replace_with`]), and the size the client gets.
+fn store_scored(dest: &Bytes, members: &[(&[u8], f64)]) -> (Bytes, i64) {
+    let len = i64::try_from(members.len()).unwrap_or(i64::MAX);
     // Scores in the shortest form that reads back as the same double.
-    let scores: Vec<String> = result.iter().map(|(_, s)| format!("{s:e}")).collect();
-    let args = result
+    let scores: Vec<String> = members.iter().map(|(_, s)| format!("{s:e}")).collect();
+    let args = members
         .iter()
         .zip(&scores)
-        .flat_map(|((member, _), score)| [score.as_bytes(), &member[..]]);
-    Ok((replace_with(b"ZADD", dest, args), len))
+        .flat_map(|((member, _), score)| [score.as_bytes(), *member]);
+    (replace_with(b"ZADD", dest, args), len)
+}
+
+/// The write of `ZRANGESTORE` across slots, from its range read (one
+/// `ZRANGE ... WITHSCORES`, whose error is the reply): the range replaces
+/// the destination, or deletes it when empty; the client gets its size.
+fn range_store_write(replies: &[&Bytes], dest: &Bytes) -> Result<(Bytes, i64), Bytes> {
+    let range = merge::zsources(replies)?;
+    Ok(store_scored(
+        dest,
+        range.first().map_or(&[][..], Vec::as_slice),
+    ))
 }
 
 /// The write of a store command computed across slots: one script that
@@ -695,6 +715,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             | SplitKind::Bitop(_)
             | SplitKind::ZStore(_)
             | SplitKind::SStore(_)
+            | SplitKind::ZRangeStore
             | SplitKind::ZRead(_),
         )
         | MergeKind::Write { .. } => {
