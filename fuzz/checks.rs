@@ -57,6 +57,8 @@ pub const COMMAND_NAMES: &[&str] = &[
     "SUNIONSTORE",
     "SDIFFSTORE",
     "ZRANGESTORE",
+    "GEORADIUS",
+    "GEOSEARCHSTORE",
     "EVAL",
     "EVALSHA",
     "FCALL",
@@ -406,6 +408,14 @@ fn check_split(
     name: &[u8],
 ) {
     let subs = split(kind, view, keys, max_keys);
+    if kind == SplitKind::GeoStore {
+        // One read, of the source, on its slot.
+        let spec = slotbridge::command::find(view).expect("routed, so known");
+        let (src, _) = slotbridge::geo::store_keys(spec.name, view).expect("routed, so storing");
+        assert_eq!(subs.len(), 1, "one geo read");
+        assert_eq!(subs[0].slot, slot(view.get(src)));
+        return;
+    }
     if let Some((before, after)) = kind.read_per_key() {
         // One read per key (not of a destination only written).
         let read = &keys[usize::from(kind.skips_destination())..];

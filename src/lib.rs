@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod colocate;
 pub mod command;
 pub mod config;
+pub mod geo;
 pub mod hll;
 pub mod info;
 pub mod merge;

@@ -144,6 +144,28 @@ pub fn split_by_node(
     max_keys: usize,
     mut node_of: impl FnMut(u16) -> u32,
 ) -> (Vec<SubRequest>, Bytes) {
+    if kind == SplitKind::GeoStore {
+        // One read, of the source, by its master (see `crate::geo`).
+        let Some((src, dest)) = keys
+            .first()
+            .and_then(|_| crate::command::find(cmd))
+            .and_then(|spec| crate::geo::store_keys(spec.name, cmd))
+        else {
+            return (Vec::new(), Bytes::new());
+        };
+        let sub = SubRequest {
+            slot: slot(cmd.get(src)),
+            payload: crate::geo::read_request(cmd, src, dest),
+            positions: Positions {
+                all: Some(Arc::from([0u32])),
+                start: 0,
+                end: 1,
+            },
+            node: NO_NODE,
+            offset: 0,
+        };
+        return (vec![sub], Bytes::new());
+    }
     if let Some((before, after)) = kind.read_per_key() {
         // One read per key (not of a destination only written); the result
         // is computed in the proxy.
@@ -183,6 +205,7 @@ pub fn split_by_node(
         | SplitKind::Sets(_)
         | SplitKind::SStore(_)
         | SplitKind::ZRangeStore
+        | SplitKind::GeoStore
         | SplitKind::PfCount
         | SplitKind::PfMerge
         | SplitKind::Bitop(_)

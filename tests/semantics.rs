@@ -1547,3 +1547,90 @@ fn zrangestore_across_slots_answers_as_one_redis() {
         b":2\r\n:2\r\n",
     );
 }
+
+#[test]
+fn geo_stores_across_slots_answer_as_one_redis() {
+    let names = ["g:src", "g:d", "g:str"];
+    let (reference, mut direct, mut through) = beside_reference("geostore", &names);
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut through_conn = env().1.conn();
+    for c in [&mut direct, &mut through] {
+        c.roundtrip(
+            &cmd(&[
+                "GEOADD",
+                "g:src",
+                "13.361389",
+                "38.115556",
+                "Palermo",
+                "15.087269",
+                "37.502669",
+                "Catania",
+                "2.35",
+                "48.85",
+                "Paris",
+            ]),
+            b":3\r\n",
+        );
+        c.roundtrip(&cmd(&["SET", "g:str", "v"]), b"+OK\r\n");
+    }
+    for line in [
+        "SET g:d old EX 100",
+        "GEORADIUS g:src 15 37 200 km STORE g:d",
+        "GEORADIUS g:src 15 37 200 km STOREDIST g:d",
+        "GEORADIUS g:src 15 37 200 km COUNT 1 STORE g:d",
+        "GEORADIUS g:src 15 37 2000 km DESC STOREDIST g:d",
+        "georadiusbymember g:src Palermo 300 km store g:d",
+        "GEORADIUSBYMEMBER g:src Palermo 3000 mi ASC COUNT 2 STOREDIST g:d",
+        "GEOSEARCHSTORE g:d g:src FROMLONLAT 15 37 BYBOX 400 400 km ASC COUNT 2 STOREDIST",
+        "GEOSEARCHSTORE g:d g:src FROMMEMBER Palermo BYRADIUS 1 m",
+        "GEORADIUS g:src 0 0 1 km STORE g:d",
+        "SET g:d old",
+        "GEORADIUS g:none 15 37 200 km STORE g:d",
+        "GEOSEARCHSTORE g:d g:none FROMLONLAT 15 37 BYRADIUS 1 km",
+        "GEORADIUS g:str 15 37 200 km STORE g:d",
+        "GEORADIUS g:src 15 37 200 km WITHDIST STORE g:d",
+        "GEORADIUS g:src 15 37 200 parsecs STORE g:d",
+        "GEOSEARCHSTORE g:d g:src FROMMEMBER Nowhere BYRADIUS 1 km",
+        "GEOSEARCHSTORE g:d g:src FROMLONLAT 15 37 BYRADIUS 1 km WITHDIST",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        for query in [
+            &["TYPE", "g:d"][..],
+            &["ZRANGE", "g:d", "0", "-1", "WITHSCORES"],
+            &["DUMP", "g:d"],
+            &["TTL", "g:d"],
+        ] {
+            let mut q = redis::cmd(query[0]);
+            for a in &query[1..] {
+                q.arg(*a);
+            }
+            let answer =
+                |c: &mut redis::Connection| q.query::<redis::Value>(c).map_err(|e| e.to_string());
+            let want = answer(&mut direct_conn);
+            assert_eq!(answer(&mut through_conn), want, "{line:?} then {query:?}");
+        }
+    }
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[
+            &[
+                "GEORADIUS",
+                "g:src",
+                "15",
+                "37",
+                "200",
+                "km",
+                "STORE",
+                "g:d",
+            ],
+            &["ZCARD", "g:d"],
+        ],
+        b":2\r\n:2\r\n",
+    );
+}

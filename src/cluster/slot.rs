@@ -30,6 +30,27 @@ pub fn hash_part(key: &[u8]) -> &[u8] {
     key
 }
 
+/// A temporary key in the slot of `key` for the proxy's own use (`what`
+/// names the use): `{tag}slotbridge:<what>:<pid>:<random>`, a name no
+/// client key is expected to have (the process id and a number drawn at
+/// start).
+pub fn temp_key(key: &[u8], what: &str) -> Vec<u8> {
+    static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let suffix = SUFFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{}:{:016x}", std::process::id(), h.finish())
+    });
+    let mut temp = b"{".to_vec();
+    temp.extend_from_slice(&tag_for(key));
+    temp.extend_from_slice(b"}slotbridge:");
+    temp.extend_from_slice(what.as_bytes());
+    temp.push(b':');
+    temp.extend_from_slice(suffix.as_bytes());
+    temp
+}
+
 /// Bytes `t` such that a key `{t}...` hashes to the slot of `key`: its
 /// hashed part when that can be a tag, else the smallest decimal number
 /// that hashes there (from a table made at first use).

@@ -73,6 +73,11 @@ pub enum SplitKind {
     /// score: see [`crate::zset::RANGE_READ`]) and stored as for
     /// [`SplitKind::ZStore`].
     ZRangeStore,
+    /// `GEORADIUS ... STORE`, `GEORADIUSBYMEMBER ... STORE`,
+    /// `GEOSEARCHSTORE`: the source's master runs the command into a
+    /// temporary key and returns what it stored (see [`crate::geo`]),
+    /// which is stored as for [`SplitKind::ZStore`].
+    GeoStore,
     /// `ZINTERCARD`: the sources fetched as for [`SplitKind::ZStore`], the
     /// size of their intersection counted in the proxy; its `LIMIT` (or the
     /// error Redis gives for it once the keys were found to be sets).
@@ -108,6 +113,8 @@ impl SplitKind {
             }
             // The range's arguments follow (see `split::range_read`).
             SplitKind::ZRangeStore => (&[b"EVAL", crate::zset::RANGE_READ, b"1"], &[]),
+            // Its one read is `geo::read_request`.
+            SplitKind::GeoStore => (&[], &[]),
             SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => return None,
         };
         Some((before, after))
@@ -122,6 +129,7 @@ impl SplitKind {
                 | SplitKind::ZStore(_)
                 | SplitKind::SStore(_)
                 | SplitKind::ZRangeStore
+                | SplitKind::GeoStore
         )
     }
 
@@ -136,6 +144,7 @@ impl SplitKind {
                 | SplitKind::ZStore(_)
                 | SplitKind::SStore(_)
                 | SplitKind::ZRangeStore
+                | SplitKind::GeoStore
         )
     }
 
@@ -400,6 +409,11 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
             "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
             "zrangestore" => Route::Split(SplitKind::ZRangeStore),
+            "georadius" | "georadiusbymember" | "geosearchstore"
+                if crate::geo::store_keys(spec.name, cmd).is_some() =>
+            {
+                Route::Split(SplitKind::GeoStore)
+            }
             "zunion" => Route::Split(SplitKind::ZRead(ZOp::Union)),
             "zinter" => Route::Split(SplitKind::ZRead(ZOp::Inter)),
             "zdiff" => Route::Split(SplitKind::ZRead(ZOp::Diff)),

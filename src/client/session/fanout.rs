@@ -75,9 +75,19 @@ impl Core {
                 group: 1,
             });
         }
-        let dest = (self.scratch.keys.first(), self.scratch.slots.first());
+        let mut dest = (
+            self.scratch.keys.first().copied(),
+            self.scratch.slots.first().copied(),
+        );
+        if kind == SplitKind::GeoStore {
+            // Its destination follows the source (GEORADIUS ... STORE).
+            let at = crate::command::find(view)
+                .and_then(|spec| crate::geo::store_keys(spec.name, view))
+                .map(|(_, d)| d);
+            dest = (at, at.map(|d| crate::cluster::slot::slot(view.get(d))));
+        }
         let merge = match dest {
-            (Some(&k), Some(&slot)) if kind.takes_two_steps() => {
+            (Some(k), Some(slot)) if kind.takes_two_steps() => {
                 if kind.writes_after_reads() {
                     self.merging = Some(seq);
                 }

@@ -469,6 +469,11 @@ fn second_step(
         SplitKind::ZStore(op) => {
             zstore_write(op, &replies, options, dest).map(|(p, n)| (p, Post::Write(Some(n))))
         }
+        SplitKind::GeoStore => match replies.first() {
+            Some(read) => crate::geo::parse_read(read)
+                .map(|(n, members)| (store_scored(dest, &members).0, Post::Write(Some(n)))),
+            None => Err(reply::error("ERR slotbridge: geo store read missing")),
+        },
         SplitKind::ZRangeStore => {
             range_store_write(&replies, dest).map(|(p, n)| (p, Post::Write(Some(n))))
         }
@@ -530,10 +535,7 @@ fn pfmerge_write(dest: &Bytes, value: &[u8]) -> Bytes {
         if type(r) == 'table' and r.err then return r end \
         r = redis.pcall('PFMERGE', KEYS[1], KEYS[2]) \
         redis.call('DEL', KEYS[2]) return r";
-    let mut temp = b"{".to_vec();
-    temp.extend_from_slice(&crate::cluster::slot::tag_for(dest));
-    temp.extend_from_slice(b"}slotbridge:pfmerge:");
-    temp.extend_from_slice(temp_suffix().as_bytes());
+    let temp = crate::cluster::slot::temp_key(dest, "pfmerge");
     reply::command([&b"EVAL"[..], SCRIPT, b"2", dest, &temp, value])
 }
 
@@ -641,18 +643,6 @@ fn zread_request<'a>(
     Ok(reply::command(args))
 }
 
-/// A name part no client key is expected to have: the proxy's process id
-/// and a random number drawn at start.
-fn temp_suffix() -> &'static str {
-    static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SUFFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        format!("{}:{:016x}", std::process::id(), h.finish())
-    })
-}
-
 /// Combines the replies of all parts into one reply.
 fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     let replies: Vec<&Bytes> = multi
@@ -716,6 +706,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             | SplitKind::ZStore(_)
             | SplitKind::SStore(_)
             | SplitKind::ZRangeStore
+            | SplitKind::GeoStore
             | SplitKind::ZRead(_),
         )
         | MergeKind::Write { .. } => {

@@ -368,6 +368,7 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         | SplitKind::ZStore(_)
                         | SplitKind::SStore(_)
                         | SplitKind::ZRangeStore
+                        | SplitKind::GeoStore
                         | SplitKind::ZRead(_) => {
                             reply::error("ERR slotbridge: a two-step command inside MULTI")
                         }
