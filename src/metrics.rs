@@ -63,6 +63,9 @@ pub const ACL_DENIED: &str = "slotbridge_acl_denied_total";
 /// Client TLS handshakes that failed or timed out (a client certificate
 /// refused under `tls.client_ca_file`, a plain-text client, a scanner).
 pub const CLIENT_TLS_FAILURES: &str = "slotbridge_client_tls_handshake_failures_total";
+/// Elements a cross-slot blocking pop's losing wait took and the proxy
+/// pushed back (see `client::multipop`).
+pub const MULTIPOP_PUSHBACKS: &str = "slotbridge_multipop_pushbacks_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

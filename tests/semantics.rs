@@ -1634,3 +1634,141 @@ fn geo_stores_across_slots_answer_as_one_redis() {
         b":2\r\n:2\r\n",
     );
 }
+
+/// Pops over keys in several slots: what is there is popped in key order
+/// as one Redis pops it (replies and errors byte for byte, RESP2 and
+/// RESP3); an empty wait blocks on every slot at once and ends with the
+/// first push, its timeout, CLIENT UNBLOCK, or the client leaving, and no
+/// element is ever lost or duplicated.
+#[test]
+fn pops_across_slots_answer_as_one_redis() {
+    let names = ["p:a", "p:b", "p:c", "p:z", "p:y"];
+    let (_reference, mut direct, mut through) = beside_reference("multipop", &names);
+    for line in [
+        "RPUSH p:b x y w",
+        "BLPOP p:a p:b p:c 1",
+        "BRPOP p:a p:b p:c 1",
+        "SET p:c s",
+        "BLPOP p:a p:c p:b 1",
+        "BLPOP p:a p:b p:c 1",
+        "BLPOP p:a p:b -1",
+        "BLPOP p:a p:b x",
+        "LMPOP 2 p:a p:b LEFT COUNT 0",
+        "LMPOP 3 p:a p:c p:b LEFT",
+        "DEL p:c",
+        "LMPOP 3 p:a p:c p:b LEFT",
+        "RPUSH p:c 1 2 3",
+        "BLMPOP 1 3 p:a p:b p:c RIGHT COUNT 2",
+        "LMPOP 2 p:a p:b RIGHT",
+        "ZADD p:y 1 m 2.5 n 3 o",
+        "BZPOPMIN p:z p:y 1",
+        "BZPOPMAX p:z p:y 1",
+        "ZMPOP 2 p:z p:y MAX COUNT 5",
+        "ZMPOP 2 p:z p:y MIN",
+        "ZADD p:z 7 q",
+        "BZMPOP 1 2 p:y p:z MIN COUNT 2",
+        "HELLO 3",
+        "LMPOP 2 p:a p:b LEFT",
+        "ZADD p:y 1.5 m",
+        "BZPOPMIN p:z p:y 1",
+        "HELLO 2",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        let expected = if line[0] == "HELLO" {
+            through.send(&cmd(&line));
+            let _ = through.read_available(Duration::from_millis(300));
+            continue;
+        } else {
+            expected
+        };
+        through.roundtrip(&cmd(&line), &expected);
+    }
+    // Inside MULTI still CROSSSLOT.
+    through.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    through.send(&cmd(&["BLPOP", "p:a", "p:b", "1"]));
+    assert!(through
+        .read_once(Duration::from_secs(5))
+        .starts_with(b"-CROSSSLOT"));
+    through.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+
+    // Blocking on every slot: the first push anywhere ends it; the other
+    // waits end too, so a later push stays in its list.
+    let mut pusher = raw();
+    pusher.send(&cmd(&["DEL", "p:a", "p:b", "p:c", "p:y", "p:z"]));
+    let _ = whole_reply(&mut pusher);
+    through.send(&cmd(&["BLPOP", "p:a", "p:b", "p:c", "5"]));
+    assert!(through
+        .read_available(Duration::from_millis(300))
+        .is_empty());
+    pusher.roundtrip(&cmd(&["RPUSH", "p:c", "z"]), b":1\r\n");
+    through.expect(b"*2\r\n$3\r\np:c\r\n$1\r\nz\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    pusher.roundtrip(&cmd(&["RPUSH", "p:a", "q"]), b":1\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    pusher.roundtrip(&cmd(&["LPOP", "p:a"]), b"$1\r\nq\r\n");
+
+    // The timeout, the rest of it after the first step.
+    let started = Instant::now();
+    through.roundtrip(&cmd(&["BZPOPMIN", "p:z", "p:y", "0.3"]), b"*-1\r\n");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // CLIENT UNBLOCK of the waiting client.
+    let id = client_id(&mut through);
+    through.send(&cmd(&["BRPOP", "p:a", "p:b", "0"]));
+    assert!(through
+        .read_available(Duration::from_millis(300))
+        .is_empty());
+    pusher.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id.to_string()]), b":1\r\n");
+    through.expect(b"*-1\r\n");
+    through.send(&cmd(&["BRPOP", "p:a", "p:b", "0"]));
+    assert!(through
+        .read_available(Duration::from_millis(300))
+        .is_empty());
+    pusher.roundtrip(
+        &cmd(&["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]),
+        b":1\r\n",
+    );
+    through.expect(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+
+    // Pushes to two slots at once: one is popped, the other stays (pushed
+    // back if its wait took it too), over many rounds.
+    for round in 0..20 {
+        through.send(&cmd(&["BLPOP", "p:a", "p:b", "5"]));
+        assert!(through
+            .read_available(Duration::from_millis(100))
+            .is_empty());
+        let (x, y) = (format!("a{round}"), format!("b{round}"));
+        pusher.send(&[cmd(&["RPUSH", "p:a", &x]), cmd(&["RPUSH", "p:b", &y])].concat());
+        pusher.expect(b":1\r\n:1\r\n");
+        let got = whole_reply(&mut through);
+        let popped_a = got == cmd(&["p:a", &x]);
+        assert!(popped_a || got == cmd(&["p:b", &y]), "{got:?}");
+        let left = if popped_a { ("p:b", &y) } else { ("p:a", &x) };
+        wait_until(
+            "the other element back in its list",
+            Duration::from_secs(5),
+            || {
+                pusher.send(&cmd(&["LRANGE", left.0, "0", "-1"]));
+                whole_reply(&mut pusher) == cmd(&[left.1])
+            },
+        );
+        pusher.send(&cmd(&["DEL", "p:a", "p:b"]));
+        let _ = whole_reply(&mut pusher);
+    }
+
+    // A client that leaves while it waits takes nothing with it.
+    let mut leaver = raw();
+    leaver.send(&cmd(&["BLPOP", "p:a", "p:b", "0"]));
+    assert!(leaver.read_available(Duration::from_millis(200)).is_empty());
+    drop(leaver);
+    std::thread::sleep(Duration::from_millis(300));
+    pusher.roundtrip(&cmd(&["RPUSH", "p:b", "kept"]), b":1\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    pusher.roundtrip(&cmd(&["LPOP", "p:b"]), b"$4\r\nkept\r\n");
+}

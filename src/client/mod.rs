@@ -5,6 +5,7 @@ pub mod durability;
 pub mod filter;
 pub mod keyspace;
 pub mod local;
+pub mod multipop;
 pub mod owed;
 pub mod pause;
 pub mod pubsub;

@@ -268,6 +268,10 @@ pub enum Route {
     Slot(u16),
     /// A blocking command for this slot: needs its own backend connection.
     Blocking(u16),
+    /// `BLPOP` & co, `LMPOP`, `ZMPOP` on keys in several slots (keys in
+    /// the scratch): popped in key order, then waited for on every slot
+    /// (see [`crate::client::multipop`]).
+    CrossSlotPop,
     /// Keys in several slots of a splittable command (keys in the scratch).
     Split(SplitKind),
     /// To every master, replies combined.
@@ -409,6 +413,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
             "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
             "zrangestore" => Route::Split(SplitKind::ZRangeStore),
+            "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
+            | "zmpop" => Route::CrossSlotPop,
             "georadius" | "georadiusbymember" | "geosearchstore"
                 if crate::geo::store_keys(spec.name, cmd).is_some() =>
             {

@@ -3,6 +3,7 @@
 
 use super::redirect::{is_script_load, masters};
 use super::*;
+use crate::client::multipop::{self, MultiPop};
 use crate::command::{is_eval, is_evalsha, is_fcall};
 
 impl Core {
@@ -230,6 +231,27 @@ impl Core {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Blocking;
                 self.start_now(sent, seq)
+            }
+            Route::CrossSlotPop => {
+                let args = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
+                let pop = MultiPop::new(self.scratch.name, args, self.scratch.keys.clone());
+                let first = self.scratch.slots.first().copied().unwrap_or(0);
+                match pop {
+                    Some(pop) => {
+                        // Answered by the task, once (never retried).
+                        let mut sent = Sent::to_slot(raw, first);
+                        sent.via = Via::Blocking;
+                        self.push(Pending::Single(sent));
+                        let to = self.reply_to(seq, 0);
+                        let info = self.client.info.clone();
+                        multipop::spawn(self.ctx.clone(), info, self.client.proto, pop, to);
+                    }
+                    None => {
+                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
+                    }
+                }
+                None
             }
             Route::AnyMaster => {
                 let Some(node) = self.any_master(seq as usize) else {
@@ -497,7 +519,7 @@ fn class_of(route: &Route, in_multi: bool) -> usize {
     }
     match route {
         Route::Slot(_) | Route::AnyMaster => 0,
-        Route::Blocking(_) => 1,
+        Route::Blocking(_) | Route::CrossSlotPop => 1,
         Route::Split(_) => 2,
         Route::Fanout(_) => 3,
         Route::Local(_) => CLASS_LOCAL,

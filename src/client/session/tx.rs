@@ -139,7 +139,7 @@ impl Core {
                 self.ready(Bytes::from_static(b"+QUEUED\r\n"));
                 return;
             }
-            Route::Split(_) => {
+            Route::Split(_) | Route::CrossSlotPop => {
                 tx.failed = true;
                 let keys = &self.scratch.keys;
                 let a = keys

@@ -1,0 +1,614 @@
+//! Pops from keys in several slots: `BLPOP`, `BRPOP`, `BZPOPMIN`,
+//! `BZPOPMAX`, `BLMPOP`, `BZMPOP` and the non-blocking `LMPOP`, `ZMPOP`,
+//! answered as one server answers them.
+//!
+//! 1. **In key order, without blocking.** The keys are taken in runs of
+//!    neighbours in one slot; each run gets the command itself, restricted
+//!    to its keys, inside `MULTI`/`EXEC` on its master (where a blocking
+//!    command does not block). The first run that pops gives the reply,
+//!    the node's own; a run's error (`WRONGTYPE`, a bad timeout or count)
+//!    is the reply, as Redis checks keys in order. `LMPOP`/`ZMPOP` end
+//!    here (the last run's empty reply).
+//! 2. **Blocking on every slot at once.** Each slot's keys wait on a
+//!    private connection to its master, with what is left of the timeout.
+//!    The first reply decides: a pop is the client's reply; an empty reply
+//!    (the timeout, or `CLIENT UNBLOCK` of this client, which reaches the
+//!    first slot's wait) or an error ends the whole wait. The other waits
+//!    are ended with `CLIENT UNBLOCK` on their nodes, and what one of them
+//!    popped meanwhile is pushed back where it was (`LPUSH`/`RPUSH` at its
+//!    end, `ZADD` with its score), so it is not lost. A client that leaves
+//!    ends every wait the same way.
+//!
+//! Not atomic across slots: between the runs of step 1 another client may
+//! push to a key already found empty, and an element popped by a wait
+//! that lost the race is gone from its key until it is pushed back (a
+//! proxy that dies in that moment loses it). Counted in
+//! `slotbridge_multipop_pushbacks_total`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::backend::{reply_channel, BackendConn, BackendRequest, Reply, ReplyStatus, ReplyTo};
+use crate::client::registry::{BlockedOn, ClientInfo};
+use crate::cluster::slot::slot;
+use crate::protocol::reply::{self, Proto};
+use crate::protocol::scan::{bulk_body, children};
+use crate::server::Context;
+
+/// Where a pop command keeps its keys and timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `BLPOP key... timeout` (and `BRPOP`, `BZPOPMIN`, `BZPOPMAX`).
+    KeysThenTimeout,
+    /// `BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]` (`BZMPOP`).
+    TimeoutNumkeys,
+    /// `LMPOP numkeys key... LEFT|RIGHT [COUNT n]` (`ZMPOP`).
+    Numkeys,
+}
+
+/// One client command popping from keys in several slots.
+#[derive(Debug, Clone)]
+pub struct MultiPop {
+    /// The command table's name (`blpop`, `bzmpop`, ...).
+    name: &'static str,
+    layout: Layout,
+    /// The client's arguments.
+    args: Vec<Bytes>,
+    /// The argument indexes of the keys (contiguous, in order).
+    keys: Vec<usize>,
+}
+
+impl MultiPop {
+    /// The pop `args` asks for, with its keys at `keys` (as the command
+    /// table finds them); `None` for another command.
+    pub fn new(name: &'static str, args: Vec<Bytes>, keys: Vec<usize>) -> Option<MultiPop> {
+        let layout = match name {
+            "blpop" | "brpop" | "bzpopmin" | "bzpopmax" => Layout::KeysThenTimeout,
+            "blmpop" | "bzmpop" => Layout::TimeoutNumkeys,
+            "lmpop" | "zmpop" => Layout::Numkeys,
+            _ => return None,
+        };
+        let contiguous = keys.windows(2).all(|w| w[1] == w[0] + 1);
+        let in_range = keys.last().is_some_and(|&k| k < args.len());
+        (contiguous && in_range).then_some(MultiPop {
+            name,
+            layout,
+            args,
+            keys,
+        })
+    }
+
+    /// Whether it blocks (everything but `LMPOP`/`ZMPOP`).
+    fn blocks(&self) -> bool {
+        self.layout != Layout::Numkeys
+    }
+
+    /// The client's timeout argument.
+    fn timeout_arg(&self) -> &[u8] {
+        match self.layout {
+            Layout::KeysThenTimeout => self.args.last().map_or(&[][..], |a| &a[..]),
+            Layout::TimeoutNumkeys => self.args.get(1).map_or(&[][..], |a| &a[..]),
+            Layout::Numkeys => &[],
+        }
+    }
+
+    /// The command restricted to the keys `which` (indexes into its keys),
+    /// with `timeout` instead of the client's when given.
+    fn restricted(&self, which: &[usize], timeout: Option<&[u8]>) -> Bytes {
+        let key = |i: &usize| &self.args[self.keys[*i]][..];
+        let first = self.keys.first().copied().unwrap_or(1);
+        let after = self.keys.last().map_or(self.args.len(), |&k| k + 1);
+        let count = which.len().to_string();
+        let mut out: Vec<&[u8]> = Vec::with_capacity(self.args.len());
+        out.push(&self.args[0]);
+        match self.layout {
+            Layout::KeysThenTimeout => {
+                out.extend(which.iter().map(key));
+                out.push(timeout.unwrap_or(self.timeout_arg()));
+            }
+            Layout::TimeoutNumkeys | Layout::Numkeys => {
+                // Everything before numkeys, numkeys, the keys, the rest.
+                for i in 1..first.saturating_sub(1) {
+                    out.push(match (self.layout, timeout) {
+                        (Layout::TimeoutNumkeys, Some(t)) if i == 1 => t,
+                        _ => &self.args[i],
+                    });
+                }
+                out.push(count.as_bytes());
+                out.extend(which.iter().map(key));
+                out.extend(self.args[after..].iter().map(|a| &a[..]));
+            }
+        }
+        reply::command(out)
+    }
+
+    /// The command that puts back what `reply` (a pop's reply to this
+    /// command) took, and the slot it goes to.
+    fn push_back(&self, reply: &[u8]) -> Option<(u16, Bytes)> {
+        let parts = children(reply)?;
+        let elem = |i: usize| parts.get(i).map(|&(s, e)| &reply[s..e]);
+        let key = bulk_body(elem(0)?)?;
+        let left = self
+            .args
+            .get(self.keys.last()? + 1)
+            .is_some_and(|d| d.eq_ignore_ascii_case(b"left"));
+        let mut out: Vec<&[u8]> = Vec::new();
+        match self.name {
+            "blpop" | "brpop" => {
+                let push: &[u8] = if self.name == "blpop" {
+                    b"LPUSH"
+                } else {
+                    b"RPUSH"
+                };
+                out.extend([push, key, bulk_body(elem(1)?)?]);
+            }
+            "bzpopmin" | "bzpopmax" => {
+                out.extend([
+                    &b"ZADD"[..],
+                    key,
+                    score_text(elem(2)?)?,
+                    bulk_body(elem(1)?)?,
+                ]);
+            }
+            "blmpop" | "lmpop" => {
+                // Popped from one end in order: pushed back in reverse.
+                let list = elem(1)?;
+                let items = children(list)?;
+                out.extend([if left { &b"LPUSH"[..] } else { b"RPUSH" }, key]);
+                for &(s, e) in items.iter().rev() {
+                    out.push(bulk_body(&list[s..e])?);
+                }
+            }
+            _ => {
+                let list = elem(1)?;
+                out.extend([&b"ZADD"[..], key]);
+                for (s, e) in children(list)? {
+                    let pair = &list[s..e];
+                    let two = children(pair)?;
+                    let [(ms, me), (ss, se)] = two.as_slice() else {
+                        return None;
+                    };
+                    out.push(score_text(&pair[*ss..*se])?);
+                    out.push(bulk_body(&pair[*ms..*me])?);
+                }
+            }
+        }
+        (out.len() > 2).then(|| (slot(key), reply::command(out)))
+    }
+}
+
+/// A score as a node wrote it: a bulk string (RESP2) or a double (RESP3).
+fn score_text(frame: &[u8]) -> Option<&[u8]> {
+    match frame.first()? {
+        b',' => frame.get(1..frame.len().checked_sub(2)?),
+        _ => bulk_body(frame),
+    }
+}
+
+/// Whether a pop's reply is empty (nothing popped): RESP2's null array or
+/// RESP3's null.
+fn is_nil(frame: &[u8]) -> bool {
+    frame == b"*-1\r\n" || frame == b"_\r\n"
+}
+
+/// The timeout in seconds Redis reads from `arg` (0: none), when it is one.
+fn parse_timeout(arg: &[u8]) -> Option<f64> {
+    let t: f64 = std::str::from_utf8(arg).ok()?.trim().parse().ok()?;
+    (t.is_finite() && t >= 0.0).then_some(t)
+}
+
+/// Runs `pop` for a client and delivers its one reply to `reply_to`
+/// (see the module documentation).
+pub fn spawn(ctx: Arc<Context>, info: Arc<ClientInfo>, proto: Proto, pop: MultiPop, to: ReplyTo) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let reply = match probe_in_order(&ctx, proto, &pop).await {
+            Ok(Some(found)) => found,
+            Ok(None) if !pop.blocks() => Bytes::from_static(if proto == Proto::Resp3 {
+                b"_\r\n"
+            } else {
+                b"*-1\r\n"
+            }),
+            Ok(None) => {
+                let Some(total) = parse_timeout(pop.timeout_arg()) else {
+                    // The probes accepted it, so this cannot happen.
+                    to.send(
+                        reply::error("ERR timeout is not a float or out of range"),
+                        ReplyStatus::Final,
+                    );
+                    return;
+                };
+                wait_everywhere(&ctx, &info, proto, &pop, total, started, &to).await;
+                return;
+            }
+            Err(e) => e,
+        };
+        to.send(reply, ReplyStatus::Final);
+    });
+}
+
+/// Step 1: the runs of keys in order, without blocking. `Some`: the reply
+/// (a pop or an error); `None`: every key was empty.
+async fn probe_in_order(
+    ctx: &Context,
+    proto: Proto,
+    pop: &MultiPop,
+) -> Result<Option<Bytes>, Bytes> {
+    let slots: Vec<u16> = pop.keys.iter().map(|&k| slot(&pop.args[k])).collect();
+    let mut i = 0;
+    while i < slots.len() {
+        let run_end = (i..slots.len())
+            .find(|&j| slots[j] != slots[i])
+            .unwrap_or(slots.len());
+        let which: Vec<usize> = (i..run_end).collect();
+        let mut payload = reply::command([&b"MULTI"[..]]).to_vec();
+        payload.extend_from_slice(&pop.restricted(&which, None));
+        payload.extend_from_slice(&reply::command([&b"EXEC"[..]]));
+        let frame = call_master(ctx, proto, slots[i], Bytes::from(payload), 2).await?;
+        // EXEC's array of the one reply.
+        let inner = children(&frame)
+            .filter(|c| c.len() == 1)
+            .map(|c| frame.slice(c[0].0..c[0].1))
+            .ok_or_else(|| frame.clone())?;
+        if !is_nil(&inner) {
+            return Ok(Some(inner));
+        }
+        i = run_end;
+    }
+    Ok(None)
+}
+
+/// Sends `payload` to the master of `slot` on its shared connection and
+/// returns the reply, following a moved slot or a failover until the
+/// retry deadline. `Err`: the error for the client.
+async fn call_master(
+    ctx: &Context,
+    proto: Proto,
+    slot: u16,
+    payload: Bytes,
+    skip: u32,
+) -> Result<Bytes, Bytes> {
+    let deadline = Instant::now() + Duration::from_millis(ctx.config().limits.retry_deadline_ms);
+    loop {
+        let Some(pool) = ctx.topology.load().master(slot).cloned() else {
+            ctx.topology.request_refresh();
+            if Instant::now() >= deadline {
+                return Err(reply::error(&format!(
+                    "CLUSTERDOWN Hash slot not served (slot {slot})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let r = request(pool.conn(proto), payload.clone(), skip).await;
+        let retry = match r.status {
+            ReplyStatus::NotSent => true,
+            ReplyStatus::Answered => {
+                const LATER: [&[u8]; 5] = [
+                    b"-MOVED",
+                    b"-ASK",
+                    b"-TRYAGAIN",
+                    b"-CLUSTERDOWN",
+                    b"-LOADING",
+                ];
+                LATER.iter().any(|p| r.data.starts_with(p))
+            }
+            _ => false,
+        };
+        if retry && Instant::now() >= deadline {
+            // Never a redirection for the client.
+            return Err(reply::error(&format!(
+                "TRYAGAIN slotbridge: slot {slot} was moving or failing over until the retry deadline"
+            )));
+        }
+        if !retry {
+            return match r.status {
+                ReplyStatus::Answered | ReplyStatus::Final => Ok(r.data),
+                _ => Err(r.data),
+            };
+        }
+        if r.data.starts_with(b"-MOVED") || r.data.starts_with(b"-ASK") {
+            ctx.topology.request_refresh();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request on `conn`, and its reply.
+async fn request(conn: &BackendConn, payload: Bytes, skip: u32) -> Reply {
+    let (tx, mut rx) = reply_channel();
+    conn.send(BackendRequest {
+        payload,
+        asking: false,
+        skip,
+        then_wait: None,
+        caching: false,
+        replies: 1,
+        reply_to: ReplyTo {
+            tx,
+            seq: 0,
+            part: 0,
+        },
+    })
+    .await;
+    rx.recv().await.unwrap_or(Reply {
+        seq: 0,
+        part: 0,
+        data: reply::error("ERR slotbridge: connection closed before the reply"),
+        status: ReplyStatus::Lost,
+        ends: Vec::new(),
+    })
+}
+
+/// A wait of step 2: its slot's keys on a private connection.
+struct Wait {
+    addr: Arc<str>,
+    server_id: Arc<AtomicI64>,
+    _conn: BackendConn,
+}
+
+/// Step 2: waits on every slot at once and delivers the first reply
+/// that decides (see the module documentation), then ends the others.
+async fn wait_everywhere(
+    ctx: &Arc<Context>,
+    info: &ClientInfo,
+    proto: Proto,
+    pop: &MultiPop,
+    total: f64,
+    started: Instant,
+    to: &ReplyTo,
+) {
+    let nil = || {
+        Bytes::from_static(if proto == Proto::Resp3 {
+            b"_\r\n"
+        } else {
+            b"*-1\r\n"
+        })
+    };
+    let timeout = if total == 0.0 {
+        b"0".to_vec()
+    } else {
+        let left = total - started.elapsed().as_secs_f64();
+        if left <= 0.0 {
+            to.clone().send(nil(), ReplyStatus::Final);
+            return;
+        }
+        // Redis reads the timeout in milliseconds at best.
+        format!("{:.3}", left.max(0.001)).into_bytes()
+    };
+    // Each slot's keys, in order of first appearance.
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, &k) in pop.keys.iter().enumerate() {
+        let s = slot(&pop.args[k]);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, keys)) => keys.push(i),
+            None => groups.push((s, vec![i])),
+        }
+    }
+    let mut permits = Vec::with_capacity(groups.len());
+    for _ in &groups {
+        match ctx.blocking.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => {
+                to.clone().send(
+                    reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"),
+                    ReplyStatus::Final,
+                );
+                return;
+            }
+        }
+    }
+    let (tx, mut rx) = reply_channel();
+    let mut waits: Vec<Option<Wait>> = Vec::with_capacity(groups.len());
+    for (part, ((slot, which), permit)) in groups.iter().zip(permits).enumerate() {
+        let Some(pool) = ctx.topology.load().master(*slot).cloned() else {
+            waits.push(None);
+            tx.send(Reply {
+                seq: 0,
+                part: part as u32,
+                data: reply::error(&format!("CLUSTERDOWN Hash slot not served (slot {slot})")),
+                status: ReplyStatus::Final,
+                ends: Vec::new(),
+            });
+            continue;
+        };
+        let server_id = Arc::new(AtomicI64::new(0));
+        let opts = ctx.topology.conn_options().clone();
+        let conn = BackendConn::spawn_dedicated(
+            pool.addr().clone(),
+            opts,
+            proto,
+            permit,
+            Some(server_id.clone()),
+        );
+        if part == 0 {
+            // CLIENT UNBLOCK of this client reaches the first wait.
+            info.set_blocked(BlockedOn {
+                addr: pool.addr().clone(),
+                server_id: server_id.clone(),
+            });
+        }
+        conn.send(BackendRequest {
+            payload: pop.restricted(which, Some(&timeout)),
+            asking: false,
+            skip: 0,
+            then_wait: None,
+            caching: false,
+            replies: 1,
+            reply_to: ReplyTo {
+                tx: tx.clone(),
+                seq: 0,
+                part: part as u32,
+            },
+        })
+        .await;
+        waits.push(Some(Wait {
+            addr: pool.addr().clone(),
+            server_id,
+            _conn: conn,
+        }));
+    }
+    drop(tx);
+    // None: the client left.
+    let first = tokio::select! {
+        r = rx.recv() => Some(r),
+        _ = to.tx.closed() => None,
+    };
+    let mut winner = None;
+    match first {
+        Some(Some(r)) => {
+            winner = Some(r.part as usize);
+            // A pop, an empty reply (the timeout, CLIENT UNBLOCK) or an
+            // error (a lost connection's too): as it came.
+            to.clone().send(r.data, ReplyStatus::Final);
+        }
+        Some(None) => to.clone().send(
+            reply::error(
+                "ERR slotbridge: the connections of a cross-slot pop closed without a reply",
+            ),
+            ReplyStatus::Final,
+        ),
+        None => {}
+    }
+    // End the other waits; put back what they popped.
+    let mut open = 0;
+    for (i, w) in waits.iter().enumerate() {
+        let Some(w) = w else { continue };
+        if Some(i) == winner {
+            continue;
+        }
+        open += 1;
+        unblock(ctx, proto, w).await;
+    }
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while open > 0 {
+        let Ok(Some(r)) = tokio::time::timeout_at(give_up, rx.recv()).await else {
+            tracing::warn!(
+                command = pop.name,
+                "a cross-slot pop's wait did not end after CLIENT UNBLOCK"
+            );
+            break;
+        };
+        open -= 1;
+        if r.status != ReplyStatus::Answered || is_nil(&r.data) || r.data.starts_with(b"-") {
+            continue;
+        }
+        match pop.push_back(&r.data) {
+            Some((slot, payload)) => {
+                metrics::counter!(crate::metrics::MULTIPOP_PUSHBACKS).increment(1);
+                if let Err(e) = call_master(ctx, proto, slot, payload, 0).await {
+                    tracing::error!(command = pop.name, error = %String::from_utf8_lossy(&e), "could not push back an element a cross-slot pop took");
+                }
+            }
+            None => tracing::error!(
+                command = pop.name,
+                "unexpected reply to a cross-slot pop; not pushed back"
+            ),
+        }
+    }
+}
+
+/// Ends a wait with `CLIENT UNBLOCK` on its node (once its connection
+/// knows its id there; a wait whose connection ended needs nothing).
+async fn unblock(ctx: &Context, proto: Proto, w: &Wait) {
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let id = loop {
+        let id = w.server_id.load(Ordering::Acquire);
+        if id != 0 || Instant::now() >= give_up {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if id <= 0 {
+        return;
+    }
+    let pool = ctx.topology.pool(&w.addr);
+    let id = id.to_string();
+    let _ = request(
+        pool.conn(proto),
+        reply::command([&b"CLIENT"[..], b"UNBLOCK", id.as_bytes()]),
+        0,
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pop(line: &str, keys: &[usize]) -> MultiPop {
+        let args: Vec<Bytes> = line
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let spec = crate::command::find(&args[..]).expect("known");
+        MultiPop::new(spec.name, args, keys.to_vec()).expect("a pop")
+    }
+
+    fn text(b: &Bytes) -> String {
+        String::from_utf8_lossy(b).replace("\r\n", " ")
+    }
+
+    #[test]
+    fn restricted_commands_keep_their_shape() {
+        let p = pop("BLPOP a b c 5", &[1, 2, 3]);
+        assert_eq!(
+            text(&p.restricted(&[0, 2], None)),
+            "*4 $5 BLPOP $1 a $1 c $1 5 "
+        );
+        assert_eq!(
+            text(&p.restricted(&[1], Some(b"0.5"))),
+            "*3 $5 BLPOP $1 b $3 0.5 "
+        );
+        let p = pop("BLMPOP 2 3 a b c RIGHT COUNT 2", &[3, 4, 5]);
+        assert_eq!(
+            text(&p.restricted(&[1], Some(b"1.000"))),
+            "*7 $6 BLMPOP $5 1.000 $1 1 $1 b $5 RIGHT $5 COUNT $1 2 "
+        );
+        let p = pop("ZMPOP 2 a b MIN", &[2, 3]);
+        assert_eq!(
+            text(&p.restricted(&[0], None)),
+            "*4 $5 ZMPOP $1 1 $1 a $3 MIN "
+        );
+        assert!(!p.blocks());
+        assert!(MultiPop::new("get", vec![Bytes::from_static(b"GET")], vec![]).is_none());
+    }
+
+    #[test]
+    fn pops_are_pushed_back_where_they_were() {
+        let p = pop("BLPOP a b 0", &[1, 2]);
+        let (s, cmd) = p.push_back(b"*2\r\n$1\r\nb\r\n$2\r\nx1\r\n").unwrap();
+        assert_eq!(s, slot(b"b"));
+        assert_eq!(text(&cmd), "*3 $5 LPUSH $1 b $2 x1 ");
+        let p = pop("BZPOPMAX a b 0", &[1, 2]);
+        let (_, cmd) = p
+            .push_back(b"*3\r\n$1\r\na\r\n$1\r\nm\r\n,1.5\r\n")
+            .unwrap();
+        assert_eq!(text(&cmd), "*4 $4 ZADD $1 a $3 1.5 $1 m ");
+        let p = pop("BLMPOP 0 2 a b RIGHT COUNT 2", &[3, 4]);
+        let (_, cmd) = p
+            .push_back(b"*2\r\n$1\r\na\r\n*2\r\n$1\r\nd\r\n$1\r\nc\r\n")
+            .unwrap();
+        assert_eq!(text(&cmd), "*4 $5 RPUSH $1 a $1 c $1 d ");
+        let p = pop("BZMPOP 0 2 a b MIN COUNT 2", &[3, 4]);
+        let (_, cmd) = p
+            .push_back(
+                b"*2\r\n$1\r\na\r\n*2\r\n*2\r\n$1\r\nm\r\n$1\r\n1\r\n*2\r\n$1\r\nn\r\n$1\r\n2\r\n",
+            )
+            .unwrap();
+        assert_eq!(text(&cmd), "*6 $4 ZADD $1 a $1 1 $1 m $1 2 $1 n ");
+        assert!(p.push_back(b"*-1\r\n").is_none());
+    }
+
+    #[test]
+    fn timeouts_and_empty_replies() {
+        assert_eq!(parse_timeout(b"1.5"), Some(1.5));
+        assert_eq!(parse_timeout(b"0"), Some(0.0));
+        assert_eq!(parse_timeout(b"-1"), None);
+        assert!(is_nil(b"*-1\r\n") && is_nil(b"_\r\n") && !is_nil(b"*0\r\n"));
+    }
+}
