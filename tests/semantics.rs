@@ -1418,6 +1418,16 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
         &cmd(&["EVAL", "#!lua flags=no-writes\nreturn 7", "0"]),
         b":7\r\n",
     );
+    // Answered at once, as by Redis 7.0.15: SCRIPT LOAD, and what Redis
+    // refuses before its pause check.
+    c.roundtrip(
+        &cmd(&["SCRIPT", "LOAD", "return 1"]),
+        b"$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n",
+    );
+    c.roundtrip(
+        &cmd(&["SET", "pause:k"]),
+        b"-ERR wrong number of arguments for 'set' command\r\n",
+    );
     c.roundtrip(
         &[cmd(&["MULTI"]), cmd(&["GET", "pause:k"]), cmd(&["EXEC"])].concat(),
         b"+OK\r\n+QUEUED\r\n*1\r\n$3\r\nold\r\n",
@@ -1460,9 +1470,15 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
     third.expect(b"+OK\r\n");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(450), "waited {waited:?}");
-    // A pause of 0 ms holds nothing.
+    // A pause of 0 ms holds nothing; nor one so long that Redis 7.0's
+    // clock overflows.
     admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "0"]), b"+OK\r\n");
     c.roundtrip(&cmd(&["SET", "pause:k", "v3"]), b"+OK\r\n");
+    admin.roundtrip(
+        &cmd(&["CLIENT", "PAUSE", "9223372036854775807", "ALL"]),
+        b"+OK\r\n",
+    );
+    c.roundtrip(&cmd(&["SET", "pause:k", "v4"]), b"+OK\r\n");
 
     // Errors as one Redis 7.0 gives them.
     let dir = TempDir::new("pause");

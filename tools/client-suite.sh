@@ -65,7 +65,6 @@ grep -E '^/' "$WORK_DIR/slotbridge.txt" | awk '
     /CROSSSLOT/ { c["keys of one command or transaction in several slots (CROSSSLOT)"]++; next }
     /unsupported command/ { c["unsupported admin commands (DEBUG, ACL SETUSER, LATENCY, ...)"]++; next }
     /option of SORT denied/ { c["SORT BY/GET, refused by Redis Cluster itself"]++; next }
-    /CLIENT PAUSE/ { c["CLIENT PAUSE refused"]++; next }
     /only database 0/ { c["SELECT of another database"]++; next }
     /Error 111/ { c["the test dials a fixed port (6379, 6380)"]++; next }
     { sub(/^.*redis-[0-9.]+\//, ""); c["other: " substr($0, 1, 100)]++ }

@@ -83,7 +83,11 @@ impl ClientPause {
         let state = *self.state.borrow();
         match state {
             Some((end, mode)) if end > Instant::now() => mode == PauseMode::All || writes,
-            _ => false,
+            _ => {
+                // Over (or never held anyone): back to the one load.
+                self.clear_expired();
+                false
+            }
         }
     }
 
@@ -136,17 +140,22 @@ impl ClientPause {
 
 /// Whether `WRITE` mode holds the command: it may write or replicate, as
 /// Redis 7.0's `write` and `may_replicate` flags say (`COMMAND` hides the
-/// second: `EVAL`, `EVALSHA`, `FCALL`, `PFCOUNT`, `PUBLISH`, `SPUBLISH`,
-/// `SCRIPT LOAD`, `SCRIPT FLUSH`). A script whose shebang declares
-/// `no-writes` is not held (for `EVALSHA`, when the proxy knows its body).
+/// second: `EVAL`, `EVALSHA`, `FCALL`, `PFCOUNT`, `PUBLISH`, `SPUBLISH`;
+/// Redis 7.0.15 answers `SCRIPT LOAD` and `SCRIPT FLUSH` at once). A
+/// script whose shebang declares `no-writes` is not held (for `EVALSHA`,
+/// when `scripts` is given and knows its body; without it, held).
 /// `EXEC` depends on its transaction, which the session knows.
-pub fn may_write<A: Args + ?Sized>(spec: &CommandSpec, args: &A, scripts: &ScriptCache) -> bool {
+pub fn may_write<A: Args + ?Sized>(
+    spec: &CommandSpec,
+    args: &A,
+    scripts: Option<&ScriptCache>,
+) -> bool {
     match spec.name {
         "eval" => !declares_no_writes(args.get(1)),
         "evalsha" => scripts
-            .get(args.get(1))
+            .and_then(|s| s.get(args.get(1)))
             .is_none_or(|body| !declares_no_writes(&body)),
-        "fcall" | "pfcount" | "publish" | "spublish" | "script|load" | "script|flush" => true,
+        "fcall" | "pfcount" | "publish" | "spublish" => true,
         _ => spec.flags & flags::WRITE != 0,
     }
 }
@@ -179,17 +188,23 @@ pub fn parse(args: &[&[u8]]) -> Result<(u64, PauseMode), &'static str> {
     if ms < 0 {
         return Err("ERR timeout is negative");
     }
-    // Redis 7.0 adds a huge timeout to its clock unchecked and pauses for
-    // nothing; the proxy pauses for as long as asked (see `end_after`).
     Ok((ms as u64, mode))
 }
 
-/// When a pause of `ms` milliseconds from now ends (far in the future
-/// when that is past what a clock can count).
+/// When a pause of `ms` milliseconds from now ends. Redis 7.0 adds the
+/// timeout to its clock in milliseconds unchecked: past `i64::MAX` the
+/// end wraps into the past and the pause holds nothing (it only makes a
+/// pause in force stricter); so does the proxy's.
 pub fn end_after(ms: u64) -> Instant {
     let now = Instant::now();
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if ms > (i64::MAX as u64).saturating_sub(unix_ms) {
+        return now;
+    }
     now.checked_add(std::time::Duration::from_millis(ms))
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -225,7 +240,9 @@ mod tests {
             parse(&[b"9223372036854775807"]),
             Ok((i64::MAX as u64, PauseMode::All))
         );
-        assert!(end_after(i64::MAX as u64) > Instant::now());
+        // As Redis 7.0, whose clock overflows: nothing is held.
+        assert!(end_after(i64::MAX as u64) <= Instant::now());
+        assert!(end_after(60_000) > Instant::now());
     }
 
     #[test]
@@ -233,13 +250,14 @@ mod tests {
         let scripts = ScriptCache::default();
         let held = |args: &[&[u8]]| {
             let spec = crate::command::find(args).expect("known command");
-            may_write(spec, args, &scripts)
+            may_write(spec, args, Some(&scripts))
         };
         assert!(held(&[b"SET", b"k", b"v"]));
         assert!(!held(&[b"GET", b"k"]));
         assert!(held(&[b"PFCOUNT", b"h"]));
         assert!(held(&[b"publish", b"c", b"m"]));
-        assert!(held(&[b"SCRIPT", b"LOAD", b"return 1"]));
+        assert!(!held(&[b"SCRIPT", b"LOAD", b"return 1"]));
+        assert!(!held(&[b"SCRIPT", b"FLUSH"]));
         assert!(!held(&[b"SCRIPT", b"EXISTS", b"abc"]));
         assert!(held(&[b"EVAL", b"return 1", b"0"]));
         assert!(held(&[b"EVAL", b"#!lua\nreturn 1", b"0"]));

@@ -121,7 +121,8 @@ impl SplitKind {
     }
 
     /// Whether its first key is a destination that is written but not read
-    /// (`BITOP`).
+    /// (`BITOP`, the stores; a geo store's destination is found by
+    /// [`crate::geo::store_keys`]).
     pub fn skips_destination(self) -> bool {
         matches!(
             self,
@@ -537,7 +538,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         // its AOF); the first reply once all succeeded.
         "save" | "bgsave" | "bgrewriteaof" => Route::Fanout(Fanout::First),
         "memory|purge" => Route::Fanout(Fanout::AllOk),
-        // The number of event series reset, summed.
+        // The number of event series reset, summed over the masters (an
+        // event recorded on two counts twice).
         "latency|reset" => Route::Fanout(Fanout::Sum),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),

@@ -352,6 +352,9 @@ impl Session {
             );
             let waiting = if rbuf.is_empty() {
                 false
+            } else if self.core.paused {
+                // Held by CLIENT PAUSE: parsed again once it ends.
+                true
             } else {
                 let waiting = self.process_input(rbuf, max_pipeline).await;
                 self.core.batch_open = !rbuf.is_empty();

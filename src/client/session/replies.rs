@@ -300,7 +300,8 @@ impl Core {
     /// Whether `CLIENT PAUSE` holds the command now: then it and the
     /// commands after it wait until the pause ends ([`Turn::Unpaused`]).
     /// One atomic load when nothing is paused. Commands Redis refuses
-    /// before its pause check (unknown, unauthenticated) are not held.
+    /// before its pause check (unknown, wrong arity, unauthenticated,
+    /// refused by the user's ACL rules) are not held.
     pub(super) fn held_by_pause(&mut self, view: &CommandView<'_>) -> bool {
         let pause = &self.ctx.pause;
         if !pause.holds(true) || !self.client.authed {
@@ -309,10 +310,23 @@ impl Core {
         let Some(spec) = crate::command::find(view) else {
             return false;
         };
+        let arity = spec.arity as isize;
+        let argc = view.len() as isize;
+        if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
+            return false;
+        }
+        if self
+            .client
+            .acl
+            .as_ref()
+            .is_some_and(|acl| acl.check(view).is_err())
+        {
+            return false;
+        }
         let writes = if spec.name == "exec" {
             self.multi.as_ref().is_some_and(|tx| tx.writes)
         } else {
-            crate::client::pause::may_write(spec, view, &self.ctx.scripts)
+            crate::client::pause::may_write(spec, view, Some(&self.ctx.scripts))
         };
         self.paused = pause.holds(writes);
         self.paused

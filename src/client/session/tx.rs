@@ -85,7 +85,9 @@ impl Core {
         let seq = self.next_seq();
         let spec = crate::command::find(view);
         let name = spec.map(|s| s.name).unwrap_or("?");
-        let writes = spec.is_some_and(|s| may_write(s, view, &self.ctx.scripts));
+        // Without the script cache (a lock): a queued EVALSHA counts as a
+        // write for CLIENT PAUSE WRITE.
+        let writes = spec.is_some_and(|s| may_write(s, view, None));
         let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
         let Some(tx) = self.multi.as_mut() else {
             return;
@@ -127,8 +129,8 @@ impl Core {
                 self.ready(err);
                 return;
             }
-            // PFMERGE and BITOP across slots take two steps: not inside a
-            // MULTI.
+            // The commands the proxy computes in two steps (PFMERGE, BITOP,
+            // the stores): not inside a MULTI.
             Route::Split(kind) if per_slot && !kind.takes_two_steps() => {
                 let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
                 let subs = split::split(kind, view, &self.scratch.keys, max_keys);
