@@ -238,10 +238,14 @@ impl Core {
                 let first = self.scratch.slots.first().copied().unwrap_or(0);
                 match pop {
                     Some(pop) => {
-                        // Answered by the task, once (never retried).
+                        // Answered by the task, once (never retried). The
+                        // client's later commands wait for it, as behind a
+                        // blocked client on one server.
                         let mut sent = Sent::to_slot(raw, first);
                         sent.via = Via::Blocking;
+                        sent.post = Post::Write(None);
                         self.push(Pending::Single(sent));
+                        self.merging = Some(seq);
                         let to = self.reply_to(seq, 0);
                         let info = self.client.info.clone();
                         multipop::spawn(self.ctx.clone(), info, self.client.proto, pop, to);

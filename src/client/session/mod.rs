@@ -201,9 +201,10 @@ struct Core {
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
     /// The sequence number of a write the proxy computes across slots
-    /// (`PFMERGE`, `BITOP`, the sorted-set stores) not answered yet: the
-    /// commands after it wait, since its write leaves only once its reads
-    /// are in (see [`Core::merge_in_flight`]).
+    /// (`PFMERGE`, `BITOP`, the set, sorted-set and geo stores) or of a pop
+    /// over several slots, not answered yet: the commands after it wait,
+    /// since its write leaves only once its reads are in (see
+    /// [`Core::merge_in_flight`]).
     merging: Option<u64>,
     /// One past the reply number of the newest command that read for the
     /// client's cache (0: none yet): invalidations go after its reply.
@@ -506,7 +507,7 @@ impl Session {
                 Turn::Replies(first) => self.core.on_replies(first).await,
                 Turn::Read(n) => {
                     let n = n?;
-                    if n == 0 && self.core.merge_in_flight() {
+                    if n == 0 && self.core.merge_in_flight() && !self.core.merge_blocks() {
                         // One server would run a command it received: its
                         // second step is sent once its reads are in.
                         self.core.closing = true;

@@ -271,8 +271,9 @@ impl Core {
             }
     }
 
-    /// Whether a cross-slot `PFMERGE` or `BITOP` is still to be answered
-    /// (its entry is in the queue and not ready); forgets it once it is.
+    /// Whether a command the others wait for (a cross-slot store or pop)
+    /// is still to be answered (its entry is in the queue and not ready);
+    /// forgets it once it is.
     pub(super) fn merge_in_flight(&mut self) -> bool {
         let Some(seq) = self.merging else {
             return false;
@@ -289,6 +290,17 @@ impl Core {
             self.merging = None;
         }
         waiting
+    }
+
+    /// Whether the command the others wait for (see
+    /// [`Core::merge_in_flight`]) is a pop waiting over several slots: a
+    /// client that leaves ends it, as one server drops a blocked client.
+    pub(super) fn merge_blocks(&self) -> bool {
+        let entry = self
+            .merging
+            .and_then(|seq| seq.checked_sub(self.base_seq))
+            .and_then(|i| self.pending.get(i as usize));
+        matches!(entry.map(|s| &s.state), Some(Pending::Single(sent)) if sent.via == Via::Blocking)
     }
 
     /// The collected replies were all written.
