@@ -1791,3 +1791,104 @@ fn pops_across_slots_answer_as_one_redis() {
     std::thread::sleep(Duration::from_millis(300));
     pusher.roundtrip(&cmd(&["LPOP", "p:b"]), b"$4\r\nkept\r\n");
 }
+
+#[test]
+fn renames_and_copies_across_slots_answer_as_one_redis() {
+    let names = ["m:a", "m:b", "m:c"];
+    let (reference, mut direct, mut through) = beside_reference("moves", &names);
+    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut through_conn = env().1.conn();
+    for line in [
+        "SET m:a v1 EX 1000",
+        "RENAME m:a m:b",
+        "RENAME m:none m:b",
+        "RPUSH m:a x y z",
+        "RENAME m:a m:b",
+        "SET m:a again",
+        "RENAMENX m:a m:b",
+        "RENAMENX m:c m:b",
+        "RENAMENX m:b m:c",
+        "COPY m:c m:a",
+        "DEL m:a",
+        "COPY m:c m:a",
+        "COPY m:c m:a",
+        "COPY m:c m:a REPLACE",
+        "COPY m:none m:a REPLACE",
+        "COPY m:c m:a DB x",
+        "COPY m:c m:a FOO",
+        "COPY m:c m:a DB 0",
+        "HSET m:b f v g w",
+        "PEXPIRE m:b 50000",
+        "RENAME m:b m:c",
+        "ZADD m:a 1 one 2 two",
+        "COPY m:a m:b",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        through.roundtrip(&cmd(&line), &expected);
+        for key in names {
+            for query in [&["TYPE", key][..], &["DUMP", key]] {
+                let mut q = redis::cmd(query[0]);
+                q.arg(query[1]);
+                let want: redis::Value = q.query(&mut direct_conn).unwrap();
+                let got: redis::Value = q.query(&mut through_conn).unwrap();
+                assert_eq!(got, want, "{line:?} then {query:?}");
+            }
+            // The expiry moves with the key (set a moment apart on each).
+            let ttl =
+                |c: &mut redis::Connection| -> i64 { redis::cmd("TTL").arg(key).query(c).unwrap() };
+            let (want, got) = (ttl(&mut direct_conn), ttl(&mut through_conn));
+            assert!(
+                (want - got).abs() <= 1,
+                "{line:?}: TTL {key} {got} vs {want}"
+            );
+        }
+    }
+    // A key written all the time while it is renamed: every write lands
+    // exactly once, in the source before a rename or in the new source
+    // after it.
+    let mut writer = raw();
+    writer.send(&cmd(&["DEL", "m:n", "m:d1", "m:d2", "m:d3"]));
+    let _ = whole_reply(&mut writer);
+    let incrs = std::thread::spawn(move || {
+        for _ in 0..3000 {
+            writer.send(&cmd(&["INCR", "m:n"]));
+            let _ = whole_reply(&mut writer);
+        }
+    });
+    for dest in ["m:d1", "m:d2", "m:d3"] {
+        std::thread::sleep(Duration::from_millis(40));
+        through.roundtrip(&cmd(&["RENAME", "m:n", dest]), b"+OK\r\n");
+    }
+    incrs.join().unwrap();
+    let total: i64 = ["m:n", "m:d1", "m:d2", "m:d3"]
+        .iter()
+        .map(|k| {
+            redis::cmd("GET")
+                .arg(*k)
+                .query::<Option<i64>>(&mut through_conn)
+                .unwrap()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(total, 3000);
+    let temps: Vec<String> = redis::cmd("KEYS")
+        .arg("*slotbridge:move:*")
+        .query(&mut through_conn)
+        .unwrap();
+    assert!(temps.is_empty(), "{temps:?}");
+    // One database, as on a cluster node.
+    through.roundtrip(
+        &cmd(&["COPY", "m:c", "m:a", "DB", "1"]),
+        b"-ERR Copying to another database is not allowed in cluster mode\r\n",
+    );
+    two_step_write_order(
+        [&mut direct, &mut through],
+        &[&["RENAME", "m:c", "m:a"], &["HGET", "m:a", "g"]],
+        b"+OK\r\n$1\r\nw\r\n",
+    );
+}

@@ -273,6 +273,9 @@ pub enum Route {
     /// the scratch): popped in key order, then waited for on every slot
     /// (see [`crate::client::multipop`]).
     CrossSlotPop,
+    /// `RENAME`, `RENAMENX`, `COPY` to a key in another slot: carried out
+    /// in steps (see [`crate::client::moves`]).
+    CrossSlotMove,
     /// Keys in several slots of a splittable command (keys in the scratch).
     Split(SplitKind),
     /// To every master, replies combined.
@@ -416,6 +419,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zrangestore" => Route::Split(SplitKind::ZRangeStore),
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
+            "rename" | "renamenx" | "copy" => Route::CrossSlotMove,
             "georadius" | "georadiusbymember" | "geosearchstore"
                 if crate::geo::store_keys(spec.name, cmd).is_some() =>
             {

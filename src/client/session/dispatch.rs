@@ -3,6 +3,7 @@
 
 use super::redirect::{is_script_load, masters};
 use super::*;
+use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
 use crate::command::{is_eval, is_evalsha, is_fcall};
 
@@ -231,6 +232,28 @@ impl Core {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Blocking;
                 self.start_now(sent, seq)
+            }
+            Route::CrossSlotMove => {
+                let args: Vec<Bytes> = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
+                let first = self.scratch.slots.first().copied().unwrap_or(0);
+                match Move::new(self.scratch.name, &args) {
+                    Some(mv) => {
+                        // Answered by the task, once; the client's later
+                        // commands wait for it.
+                        let mut sent = Sent::to_slot(raw, first);
+                        sent.via = Via::Blocking;
+                        sent.post = Post::Write(None);
+                        self.push(Pending::Single(sent));
+                        self.merging = Some(seq);
+                        let to = self.reply_to(seq, 0);
+                        moves::spawn(self.ctx.clone(), self.client.proto, mv, to);
+                    }
+                    None => {
+                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
+                    }
+                }
+                None
             }
             Route::CrossSlotPop => {
                 let args = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
@@ -524,6 +547,7 @@ fn class_of(route: &Route, in_multi: bool) -> usize {
     match route {
         Route::Slot(_) | Route::AnyMaster => 0,
         Route::Blocking(_) | Route::CrossSlotPop => 1,
+        Route::CrossSlotMove => 2,
         Route::Split(_) => 2,
         Route::Fanout(_) => 3,
         Route::Local(_) => CLASS_LOCAL,

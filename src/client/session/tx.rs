@@ -141,7 +141,7 @@ impl Core {
                 self.ready(Bytes::from_static(b"+QUEUED\r\n"));
                 return;
             }
-            Route::Split(_) | Route::CrossSlotPop => {
+            Route::Split(_) | Route::CrossSlotPop | Route::CrossSlotMove => {
                 tx.failed = true;
                 let keys = &self.scratch.keys;
                 let a = keys
