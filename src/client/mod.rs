@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod durability;
+pub mod element_moves;
 pub mod filter;
 pub mod keyspace;
 pub mod local;

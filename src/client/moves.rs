@@ -164,8 +164,14 @@ pub fn spawn(ctx: Arc<Context>, proto: Proto, mv: Move, to: ReplyTo) {
 }
 
 /// The steps (see the module documentation); `Err` is a reply too.
-async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
+/// A temporary key of `src`'s slot, new for each move.
+pub fn temp_key_for(src: &[u8]) -> Vec<u8> {
     static MOVES: AtomicU64 = AtomicU64::new(0);
+    let n = MOVES.fetch_add(1, Ordering::Relaxed);
+    crate::cluster::slot::temp_key(src, &format!("move:{n}"))
+}
+
+async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
     let (src_slot, dst_slot) = (slot(&mv.src), slot(&mv.dst));
     let unexpected =
         || reply::error("ERR slotbridge: unexpected reply shape from a server while moving a key");
@@ -195,8 +201,7 @@ async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
             });
         }
     }
-    let n = MOVES.fetch_add(1, Ordering::Relaxed);
-    let temp = crate::cluster::slot::temp_key(&mv.src, &format!("move:{n}"));
+    let temp = temp_key_for(&mv.src);
     let read = call_master(ctx, proto, src_slot, mv.read(&temp), 0).await?;
     if read.starts_with(b"-") {
         return Err(read);

@@ -25,15 +25,14 @@
 //! proxy that dies in that moment loses it). Counted in
 //! `slotbridge_multipop_pushbacks_total`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::nodecall::{call_master, request};
-use crate::backend::{reply_channel, BackendConn, BackendRequest, Reply, ReplyStatus, ReplyTo};
+use super::nodecall::{call_master, Wait};
+use crate::backend::{reply_channel, Reply, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
@@ -263,13 +262,6 @@ async fn probe_in_order(
     Ok(None)
 }
 
-/// A wait of step 2: its slot's keys on a private connection.
-struct Wait {
-    addr: Arc<str>,
-    server_id: Arc<AtomicI64>,
-    _conn: BackendConn,
-}
-
 /// Step 2: waits on every slot at once and delivers the first reply
 /// that decides (see the module documentation), then ends the others.
 async fn wait_everywhere(
@@ -335,41 +327,27 @@ async fn wait_everywhere(
             });
             continue;
         };
-        let server_id = Arc::new(AtomicI64::new(0));
-        let opts = ctx.topology.conn_options().clone();
-        let conn = BackendConn::spawn_dedicated(
-            pool.addr().clone(),
-            opts,
+        let wait = Wait::start(
+            ctx,
+            &pool,
             proto,
             permit,
-            Some(server_id.clone()),
-        );
-        if part == 0 {
-            // CLIENT UNBLOCK of this client reaches the first wait.
-            info.set_blocked(BlockedOn {
-                addr: pool.addr().clone(),
-                server_id: server_id.clone(),
-            });
-        }
-        conn.send(BackendRequest {
-            payload: pop.restricted(which, Some(&timeout)),
-            asking: false,
-            skip: 0,
-            then_wait: None,
-            caching: false,
-            replies: 1,
-            reply_to: ReplyTo {
+            pop.restricted(which, Some(&timeout)),
+            ReplyTo {
                 tx: tx.clone(),
                 seq: 0,
                 part: part as u32,
             },
-        })
+        )
         .await;
-        waits.push(Some(Wait {
-            addr: pool.addr().clone(),
-            server_id,
-            _conn: conn,
-        }));
+        if part == 0 {
+            // CLIENT UNBLOCK of this client reaches the first wait.
+            info.set_blocked(BlockedOn {
+                addr: wait.addr.clone(),
+                server_id: wait.server_id.clone(),
+            });
+        }
+        waits.push(Some(wait));
     }
     drop(tx);
     // None: the client left.
@@ -401,7 +379,7 @@ async fn wait_everywhere(
             continue;
         }
         open += 1;
-        unblock(ctx, proto, w).await;
+        w.unblock(ctx, proto).await;
     }
     let give_up = Instant::now() + Duration::from_secs(5);
     while open > 0 {
@@ -429,30 +407,6 @@ async fn wait_everywhere(
             ),
         }
     }
-}
-
-/// Ends a wait with `CLIENT UNBLOCK` on its node (once its connection
-/// knows its id there; a wait whose connection ended needs nothing).
-async fn unblock(ctx: &Context, proto: Proto, w: &Wait) {
-    let give_up = Instant::now() + Duration::from_secs(2);
-    let id = loop {
-        let id = w.server_id.load(Ordering::Acquire);
-        if id != 0 || Instant::now() >= give_up {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    if id <= 0 {
-        return;
-    }
-    let pool = ctx.topology.pool(&w.addr);
-    let id = id.to_string();
-    let _ = request(
-        pool.conn(proto),
-        reply::command([&b"CLIENT"[..], b"UNBLOCK", id.as_bytes()]),
-        0,
-    )
-    .await;
 }
 
 #[cfg(test)]

@@ -2,12 +2,18 @@
 //! a command it carries out itself, in a task: see `multipop`, `moves`),
 //! outside a client session's redirect and retry machinery.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::backend::{reply_channel, BackendConn, BackendRequest, Reply, ReplyStatus, ReplyTo};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::backend::{
+    reply_channel, BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo,
+};
 use crate::protocol::reply::{self, Proto};
 use crate::server::Context;
 
@@ -91,4 +97,79 @@ pub async fn request(conn: &BackendConn, payload: Bytes, skip: u32) -> Reply {
         status: ReplyStatus::Lost,
         ends: Vec::new(),
     })
+}
+
+/// A command waiting on a private connection to a node (a blocking
+/// command the proxy sends on a client's behalf).
+pub struct Wait {
+    /// The node.
+    pub addr: Arc<str>,
+    /// The connection's `CLIENT ID` on the node (0 until known, -1 once the
+    /// connection ended).
+    pub server_id: Arc<AtomicI64>,
+    _conn: BackendConn,
+}
+
+impl Wait {
+    /// Sends `payload` on a new private connection to `pool`'s node
+    /// (holding `permit` of `max_private_connections`); its reply goes to
+    /// `reply_to`.
+    pub async fn start(
+        ctx: &Context,
+        pool: &NodePool,
+        proto: Proto,
+        permit: OwnedSemaphorePermit,
+        payload: Bytes,
+        reply_to: ReplyTo,
+    ) -> Wait {
+        let server_id = Arc::new(AtomicI64::new(0));
+        let opts = ctx.topology.conn_options().clone();
+        let conn = BackendConn::spawn_dedicated(
+            pool.addr().clone(),
+            opts,
+            proto,
+            permit,
+            Some(server_id.clone()),
+        );
+        conn.send(BackendRequest {
+            payload,
+            asking: false,
+            skip: 0,
+            then_wait: None,
+            caching: false,
+            replies: 1,
+            reply_to,
+        })
+        .await;
+        Wait {
+            addr: pool.addr().clone(),
+            server_id,
+            _conn: conn,
+        }
+    }
+
+    /// Ends the wait with `CLIENT UNBLOCK` on its node (once its
+    /// connection knows its id there; a wait whose connection ended needs
+    /// nothing). Its reply still comes, to where it was going.
+    pub async fn unblock(&self, ctx: &Context, proto: Proto) {
+        let give_up = Instant::now() + Duration::from_secs(2);
+        let id = loop {
+            let id = self.server_id.load(Ordering::Acquire);
+            if id != 0 || Instant::now() >= give_up {
+                break id;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if id <= 0 {
+            return;
+        }
+        let pool = ctx.topology.pool(&self.addr);
+        let id = id.to_string();
+        let _ = request(
+            pool.conn(proto),
+            reply::command([&b"CLIENT"[..], b"UNBLOCK", id.as_bytes()]),
+            0,
+        )
+        .await;
+    }
 }

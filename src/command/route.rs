@@ -273,8 +273,9 @@ pub enum Route {
     /// the scratch): popped in key order, then waited for on every slot
     /// (see [`crate::client::multipop`]).
     CrossSlotPop,
-    /// `RENAME`, `RENAMENX`, `COPY` to a key in another slot: carried out
-    /// in steps (see [`crate::client::moves`]).
+    /// `RENAME`, `RENAMENX`, `COPY`, `SMOVE`, `LMOVE` & co to a key in
+    /// another slot: carried out in steps (see [`crate::client::moves`],
+    /// [`crate::client::element_moves`]).
     CrossSlotMove,
     /// Keys in several slots of a splittable command (keys in the scratch).
     Split(SplitKind),
@@ -419,7 +420,8 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zrangestore" => Route::Split(SplitKind::ZRangeStore),
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
-            "rename" | "renamenx" | "copy" => Route::CrossSlotMove,
+            "rename" | "renamenx" | "copy" | "smove" | "lmove" | "rpoplpush" | "blmove"
+            | "brpoplpush" => Route::CrossSlotMove,
             "georadius" | "georadiusbymember" | "geosearchstore"
                 if crate::geo::store_keys(spec.name, cmd).is_some() =>
             {

@@ -3,6 +3,7 @@
 
 use super::redirect::{is_script_load, masters};
 use super::*;
+use crate::client::element_moves::{self, ElementMove};
 use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
 use crate::command::{is_eval, is_evalsha, is_fcall};
@@ -236,8 +237,22 @@ impl Core {
             Route::CrossSlotMove => {
                 let args: Vec<Bytes> = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
                 let first = self.scratch.slots.first().copied().unwrap_or(0);
-                match Move::new(self.scratch.name, &args) {
-                    Some(mv) => {
+                let name = self.scratch.name;
+                enum Job {
+                    Key(Move),
+                    Element(ElementMove),
+                }
+                let job = match Move::new(name, &args) {
+                    Some(mv) => Ok(Some(Job::Key(mv))),
+                    None => ElementMove::new(name, &args).map(|e| e.map(Job::Element)),
+                };
+                match job {
+                    Err(e) => self.ready(e),
+                    Ok(None) => {
+                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                        self.ready(cross_slot(name, first, other.unwrap_or(first)));
+                    }
+                    Ok(Some(job)) => {
                         // Answered by the task, once; the client's later
                         // commands wait for it.
                         let mut sent = Sent::to_slot(raw, first);
@@ -246,11 +261,14 @@ impl Core {
                         self.push(Pending::Single(sent));
                         self.merging = Some(seq);
                         let to = self.reply_to(seq, 0);
-                        moves::spawn(self.ctx.clone(), self.client.proto, mv, to);
-                    }
-                    None => {
-                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
-                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
+                        let (ctx, proto) = (self.ctx.clone(), self.client.proto);
+                        match job {
+                            Job::Key(mv) => moves::spawn(ctx, proto, mv, to),
+                            Job::Element(em) => {
+                                let info = self.client.info.clone();
+                                element_moves::spawn(ctx, info, proto, em, to);
+                            }
+                        }
                     }
                 }
                 None
