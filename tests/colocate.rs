@@ -201,7 +201,7 @@ fn keys_outside_rules_are_untouched() {
     assert_eq!(direct_get("plain:key").as_deref(), Some("v"));
     // Cross-slot use of keys outside any rule is still refused.
     let mut r = RawClient::connect(env().proxy.port);
-    r.send(&cmd(&["RENAME", "plain:a", "plain:b"]));
+    r.send(&cmd(&["MSETNX", "plain:a", "1", "plain:b", "2"]));
     let reply = r.read_available(Duration::from_millis(500));
     assert!(
         reply.starts_with(b"-CROSSSLOT "),

@@ -173,9 +173,9 @@ fn cross_slot_commands_that_cannot_be_split_get_crossslot() {
     let (sa, sb) = (slot_of(a.as_bytes()), slot_of(b.as_bytes()));
     assert_ne!(sa, sb);
     let want = format!(
-        "-CROSSSLOT Keys in request don't hash to the same slot (command 'rename', slots {sa} and {sb}); use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)\r\n"
+        "-CROSSSLOT Keys in request don't hash to the same slot (command 'msetnx', slots {sa} and {sb}); use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)\r\n"
     );
-    r.roundtrip(&cmd(&["RENAME", a, b]), want.as_bytes());
+    r.roundtrip(&cmd(&["MSETNX", a, "1", b, "2"]), want.as_bytes());
     let want = format!(
         "-CROSSSLOT Keys in request don't hash to the same slot (command 'eval', slots {sa} and {sb}); use a {{hash tag}} so that all keys of one command map to the same slot, or a [[colocate]] rule in slotbridge's configuration (unmodified apps)\r\n"
     );
