@@ -457,6 +457,29 @@ pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
     ))
 }
 
+/// The write of a store command computed across slots: one script that
+/// deletes `dest` and adds `args` to it with `add` (`SADD`, `ZADD`, `RPUSH`) in
+/// chunks, within Lua's stack; just `DEL` when there is nothing to add.
+/// The shebang makes the node check OOM before the script runs (a script
+/// without one is checked at its first write, and DEL may run under OOM),
+/// as for the store commands themselves.
+pub fn replace_with<'a>(
+    add: &'static [u8],
+    dest: &'a Bytes,
+    args: impl IntoIterator<Item = &'a [u8]>,
+) -> Bytes {
+    const SCRIPT: &[u8] = b"#!lua\nredis.call('DEL', KEYS[1]) \
+        for i = 2, #ARGV, 4000 do \
+        redis.call(ARGV[1], KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end \
+        return 0";
+    let mut all: Vec<&[u8]> = vec![b"EVAL", SCRIPT, b"1", dest, add];
+    all.extend(args);
+    if all.len() == 5 {
+        return reply::command([&b"DEL"[..], dest]);
+    }
+    reply::command(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

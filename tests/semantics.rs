@@ -1998,3 +1998,87 @@ fn list_and_set_moves_across_slots_answer_as_one_redis() {
         .unwrap();
     assert!(temps.is_empty(), "{temps:?}");
 }
+
+/// SORT with BY patterns and GET, which cluster nodes refuse, computed by
+/// the proxy byte for byte as one Redis answers it.
+#[test]
+fn sort_by_and_get_answer_as_one_redis() {
+    let dir = TempDir::new("sort");
+    let reference = Standalone::start(&dir);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = raw();
+    let keys = [
+        "st:l", "st:s", "st:z", "st:d", "st:str", "st:w_1", "st:w_2", "st:w_3", "st:w_10",
+        "st:w_a", "st:w_b", "st:w_c", "st:w_x", "st:w_y", "st:w_z", "st:o_1", "st:o_2", "st:o_3",
+    ];
+    for c in [&mut direct, &mut through] {
+        for k in keys {
+            c.send(&cmd(&["DEL", k]));
+            let _ = whole_reply(c);
+        }
+    }
+    for line in [
+        "RPUSH st:l 3 1 2 10",
+        "MSET st:w_3 30 st:w_1 10 st:w_2 20 st:w_10 5",
+        "HSET st:o_1 name one",
+        "HSET st:o_2 name two",
+        "HSET st:o_3 name three",
+        "SORT st:l BY st:w_*",
+        "SORT st:l BY st:w_* DESC",
+        "SORT st:l BY st:w_* GET # GET st:o_*->name",
+        "SORT st:l BY st:w_* GET st:o_*->name LIMIT 1 2",
+        "SORT st:l BY st:w_* LIMIT -5 100 GET st:o_*->nope",
+        "SORT st:l BY nosort GET st:o_*->name",
+        "SORT st:l BY nosort DESC LIMIT 0 2",
+        "SORT st:l BY nosort DESC LIMIT 1 2 GET #",
+        "SORT st:l GET st:w_*",
+        "SORT st:l GET st:w_* GET const",
+        "SORT st:l BY st:o_*->name ALPHA",
+        "SORT st:l BY st:o_*->name ALPHA DESC GET st:o_*->name",
+        "SORT st:l BY st:w_* STORE st:d",
+        "LRANGE st:d 0 -1",
+        "SORT st:l BY st:w_* GET st:o_*->name STORE st:d",
+        "LRANGE st:d 0 -1",
+        "SORT_RO st:l BY st:w_* GET #",
+        "SORT_RO st:l BY st:w_* STORE st:d",
+        "SORT st:l BY st:w_* LIMIT x 1",
+        "SORT st:l BY st:w_* BOGUS",
+        "SORT st:l BY st:w_* LIMIT 3 10",
+        "SORT st:l BY st:w_* LIMIT 9 10",
+        "SET st:w_2 bad",
+        "SORT st:l BY st:w_*",
+        "SORT st:l BY st:w_* ALPHA",
+        "SADD st:s c a b",
+        "MSET st:w_a 3 st:w_b 1 st:w_c 2",
+        "SORT st:s BY st:w_*",
+        "SORT st:s BY st:w_* GET # GET st:w_*",
+        "SORT st:s BY nosort STORE st:d",
+        "LRANGE st:d 0 -1",
+        "ZADD st:z 1 x 2 y 3 z",
+        "MSET st:w_x 9 st:w_y 8 st:w_z 7",
+        "SORT st:z BY nosort DESC LIMIT 0 2",
+        "SORT st:z BY st:w_*",
+        "SORT st:z BY st:w_* LIMIT 1 1 GET #",
+        "SORT st:none BY st:w_*",
+        "SORT st:none BY st:w_* STORE st:d",
+        "EXISTS st:d",
+        "SET st:str v",
+        "SORT st:str BY st:w_*",
+        "SORT st:str BY st:w_* LIMIT x y",
+        "HELLO 3",
+        "SORT st:l BY st:w_10 GET st:o_*->name",
+        "SORT st:l BY st:w_* GET st:o_*->name",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        if line[0] == "HELLO" {
+            through.send(&cmd(&line));
+            let _ = through.read_available(Duration::from_millis(300));
+            continue;
+        }
+        through.send(&cmd(&line));
+        let got = whole_reply(&mut through);
+        assert_eq!(common::escape(&got), common::escape(&expected), "{line:?}");
+    }
+}

@@ -15,4 +15,5 @@ pub mod pubsub;
 pub mod registry;
 pub mod retry;
 pub mod session;
+pub mod sort;
 pub mod transaction;

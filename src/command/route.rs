@@ -277,6 +277,10 @@ pub enum Route {
     /// another slot: carried out in steps (see [`crate::client::moves`],
     /// [`crate::client::element_moves`]).
     CrossSlotMove,
+    /// `SORT`/`SORT_RO` with a `BY` pattern or `GET` (which nodes refuse),
+    /// or `STORE` into another slot: computed by the proxy (see
+    /// [`crate::client::sort`]).
+    ProxySort,
     /// Keys in several slots of a splittable command (keys in the scratch).
     Split(SplitKind),
     /// To every master, replies combined.
@@ -396,6 +400,11 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         return Route::Reply(reply::error(
             "ERR wrong number of arguments for 'mset' command",
         ));
+    }
+    if matches!(spec.name, "sort" | "sort_ro")
+        && crate::client::sort::needs_proxy(spec.name == "sort_ro", cmd)
+    {
+        return Route::ProxySort;
     }
     if let Some(other) = other {
         return match spec.name {

@@ -6,6 +6,7 @@ use super::*;
 use crate::client::element_moves::{self, ElementMove};
 use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
+use crate::client::sort::{self, Sort};
 use crate::command::{is_eval, is_evalsha, is_fcall};
 
 impl Core {
@@ -269,6 +270,25 @@ impl Core {
                                 element_moves::spawn(ctx, info, proto, em, to);
                             }
                         }
+                    }
+                }
+                None
+            }
+            Route::ProxySort => {
+                let args: Vec<Bytes> = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
+                match Sort::parse(self.scratch.name == "sort_ro", &args) {
+                    Err(e) => self.ready(e),
+                    Ok(sort) => {
+                        // Answered by the task, once; the client's later
+                        // commands wait for it.
+                        let first = self.scratch.slots.first().copied().unwrap_or(0);
+                        let mut sent = Sent::to_slot(raw, first);
+                        sent.via = Via::Blocking;
+                        sent.post = Post::Write(None);
+                        self.push(Pending::Single(sent));
+                        self.merging = Some(seq);
+                        let to = self.reply_to(seq, 0);
+                        sort::spawn(self.ctx.clone(), self.client.proto, sort, to);
                     }
                 }
                 None
@@ -565,7 +585,7 @@ fn class_of(route: &Route, in_multi: bool) -> usize {
     match route {
         Route::Slot(_) | Route::AnyMaster => 0,
         Route::Blocking(_) | Route::CrossSlotPop => 1,
-        Route::CrossSlotMove => 2,
+        Route::CrossSlotMove | Route::ProxySort => 2,
         Route::Split(_) => 2,
         Route::Fanout(_) => 3,
         Route::Local(_) => CLASS_LOCAL,

@@ -158,6 +158,7 @@ impl Core {
             }
             // A reply the proxy makes (ROLE) has no place in a node's EXEC.
             Route::Reply(_)
+            | Route::ProxySort
             | Route::Local(_)
             | Route::Fanout(_)
             | Route::Scan
