@@ -1595,6 +1595,7 @@ fn geo_stores_across_slots_answer_as_one_redis() {
     for line in [
         "SET g:d old EX 100",
         "GEORADIUS g:src 15 37 200 km STORE g:d",
+        "GEORADIUS g:src 15 37 200 km STORE {g:src}x STORE g:d",
         "GEORADIUS g:src 15 37 200 km STOREDIST g:d",
         "GEORADIUS g:src 15 37 200 km COUNT 1 STORE g:d",
         "GEORADIUS g:src 15 37 2000 km DESC STOREDIST g:d",
@@ -1670,6 +1671,9 @@ fn pops_across_slots_answer_as_one_redis() {
         "BLPOP p:a p:b -1",
         "BLPOP p:a p:b x",
         "LMPOP 2 p:a p:b LEFT COUNT 0",
+        "LMPOP 2 p:a p:b",
+        "BLMPOP 0 2 p:a p:b",
+        "BLPOP p:a p:b 0x0.4",
         "LMPOP 3 p:a p:c p:b LEFT",
         "DEL p:c",
         "LMPOP 3 p:a p:c p:b LEFT",

@@ -82,6 +82,14 @@ impl MultiPop {
         })
     }
 
+    /// Whether an `LMPOP`-like command has no `LEFT|RIGHT` (`MIN|MAX`)
+    /// after its keys, which Redis answers with a syntax error; a run's
+    /// shorter command would get an arity error instead.
+    fn lacks_direction(&self) -> bool {
+        self.layout != Layout::KeysThenTimeout
+            && self.keys.last().is_some_and(|&k| k + 1 >= self.args.len())
+    }
+
     /// Whether it blocks (everything but `LMPOP`/`ZMPOP`).
     fn blocks(&self) -> bool {
         self.layout != Layout::Numkeys
@@ -147,9 +155,11 @@ impl MultiPop {
                 out.extend([push, key, bulk_body(elem(1)?)?]);
             }
             "bzpopmin" | "bzpopmax" => {
+                // NX: a score another client set meanwhile stays.
                 out.extend([
                     &b"ZADD"[..],
                     key,
+                    b"NX",
                     score_text(elem(2)?)?,
                     bulk_body(elem(1)?)?,
                 ]);
@@ -165,7 +175,7 @@ impl MultiPop {
             }
             _ => {
                 let list = elem(1)?;
-                out.extend([&b"ZADD"[..], key]);
+                out.extend([&b"ZADD"[..], key, b"NX"]);
                 for (s, e) in children(list)? {
                     let pair = &list[s..e];
                     let two = children(pair)?;
@@ -177,7 +187,12 @@ impl MultiPop {
                 }
             }
         }
-        (out.len() > 2).then(|| (slot(key), reply::command(out)))
+        let fixed = if out.first() == Some(&&b"ZADD"[..]) {
+            3
+        } else {
+            2
+        };
+        (out.len() > fixed).then(|| (slot(key), reply::command(out)))
     }
 }
 
@@ -195,6 +210,39 @@ fn is_nil(frame: &[u8]) -> bool {
     frame == b"*-1\r\n" || frame == b"_\r\n"
 }
 
+/// A pop's empty reply.
+fn nil(proto: Proto) -> Bytes {
+    Bytes::from_static(if proto == Proto::Resp3 {
+        b"_\r\n"
+    } else {
+        b"*-1\r\n"
+    })
+}
+
+/// How step 2 ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The client got its reply (or left).
+    Answered,
+    /// A wait met a moved slot or a failed node: run the pop again.
+    Again,
+}
+
+/// Whether a wait's reply says its slot moved or its node is failing
+/// over, rather than anything about the keys.
+fn is_transient(r: &Reply) -> bool {
+    const LATER: [&[u8]; 6] = [
+        b"-MOVED",
+        b"-ASK",
+        b"-TRYAGAIN",
+        b"-CLUSTERDOWN",
+        b"-LOADING",
+        b"-MASTERDOWN",
+    ];
+    matches!(r.status, ReplyStatus::Lost | ReplyStatus::NotSent)
+        || LATER.iter().any(|p| r.data.starts_with(p))
+}
+
 /// The timeout in seconds Redis reads from `arg` (0: none), when it is one.
 fn parse_timeout(arg: &[u8]) -> Option<f64> {
     let t: f64 = std::str::from_utf8(arg).ok()?.trim().parse().ok()?;
@@ -206,28 +254,34 @@ fn parse_timeout(arg: &[u8]) -> Option<f64> {
 pub fn spawn(ctx: Arc<Context>, info: Arc<ClientInfo>, proto: Proto, pop: MultiPop, to: ReplyTo) {
     tokio::spawn(async move {
         let started = Instant::now();
-        let reply = match probe_in_order(&ctx, proto, &pop).await {
-            Ok(Some(found)) => found,
-            Ok(None) if !pop.blocks() => Bytes::from_static(if proto == Proto::Resp3 {
-                b"_\r\n"
-            } else {
-                b"*-1\r\n"
-            }),
-            Ok(None) => {
-                let Some(total) = parse_timeout(pop.timeout_arg()) else {
-                    // The probes accepted it, so this cannot happen.
-                    to.send(
-                        reply::error("ERR timeout is not a float or out of range"),
-                        ReplyStatus::Final,
-                    );
-                    return;
-                };
-                wait_everywhere(&ctx, &info, proto, &pop, total, started, &to).await;
-                return;
-            }
-            Err(e) => e,
-        };
-        to.send(reply, ReplyStatus::Final);
+        if pop.lacks_direction() {
+            // What Redis says before it looks at a key.
+            to.send(reply::error("ERR syntax error"), ReplyStatus::Final);
+            return;
+        }
+        loop {
+            let reply = match probe_in_order(&ctx, proto, &pop).await {
+                Ok(Some(found)) => found,
+                Ok(None) if !pop.blocks() => nil(proto),
+                Ok(None) => {
+                    // A timeout the node accepted but `parse_timeout` does
+                    // not read (hexadecimal) is passed on as it is.
+                    let total = parse_timeout(pop.timeout_arg());
+                    let w = wait_everywhere(&ctx, &info, proto, &pop, total, started, &to).await;
+                    if w == Waited::Answered {
+                        return;
+                    }
+                    // A slot moved or its node failed under a wait: again,
+                    // with what is left of the timeout.
+                    ctx.topology.request_refresh();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            to.send(reply, ReplyStatus::Final);
+            return;
+        }
     });
 }
 
@@ -248,7 +302,18 @@ async fn probe_in_order(
         let mut payload = reply::command([&b"MULTI"[..]]).to_vec();
         payload.extend_from_slice(&pop.restricted(&which, None));
         payload.extend_from_slice(&reply::command([&b"EXEC"[..]]));
-        let frame = call_master(ctx, proto, slots[i], Bytes::from(payload), 2).await?;
+        let payload = Bytes::from(payload);
+        let deadline =
+            Instant::now() + Duration::from_millis(ctx.config().limits.retry_deadline_ms);
+        let frame = loop {
+            let frame = call_master(ctx, proto, slots[i], payload.clone(), 2).await?;
+            // A queueing error: the node is loading or the cluster down
+            // (the arguments were checked before).
+            if !frame.starts_with(b"-EXECABORT") || Instant::now() >= deadline {
+                break frame;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         // EXEC's array of the one reply.
         let inner = children(&frame)
             .filter(|c| c.len() == 1)
@@ -269,27 +334,22 @@ async fn wait_everywhere(
     info: &ClientInfo,
     proto: Proto,
     pop: &MultiPop,
-    total: f64,
+    total: Option<f64>,
     started: Instant,
     to: &ReplyTo,
-) {
-    let nil = || {
-        Bytes::from_static(if proto == Proto::Resp3 {
-            b"_\r\n"
-        } else {
-            b"*-1\r\n"
-        })
-    };
-    let timeout = if total == 0.0 {
-        b"0".to_vec()
-    } else {
-        let left = total - started.elapsed().as_secs_f64();
-        if left <= 0.0 {
-            to.clone().send(nil(), ReplyStatus::Final);
-            return;
+) -> Waited {
+    let timeout = match total {
+        None => pop.timeout_arg().to_vec(),
+        Some(0.0) => b"0".to_vec(),
+        Some(t) => {
+            let left = t - started.elapsed().as_secs_f64();
+            if left <= 0.0 {
+                to.clone().send(nil(proto), ReplyStatus::Final);
+                return Waited::Answered;
+            }
+            // Redis reads the timeout in milliseconds at best.
+            format!("{:.3}", left.max(0.001)).into_bytes()
         }
-        // Redis reads the timeout in milliseconds at best.
-        format!("{:.3}", left.max(0.001)).into_bytes()
     };
     // Each slot's keys, in order of first appearance.
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
@@ -300,6 +360,16 @@ async fn wait_everywhere(
             None => groups.push((s, vec![i])),
         }
     }
+    // Every slot needs a master now; else the pop runs again shortly.
+    let topology = ctx.topology.load();
+    let Some(pools) = groups
+        .iter()
+        .map(|(slot, _)| topology.master(*slot).cloned())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Waited::Again;
+    };
+    drop(topology);
     let mut permits = Vec::with_capacity(groups.len());
     for _ in &groups {
         match ctx.blocking.clone().try_acquire_owned() {
@@ -309,24 +379,13 @@ async fn wait_everywhere(
                     reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"),
                     ReplyStatus::Final,
                 );
-                return;
+                return Waited::Answered;
             }
         }
     }
     let (tx, mut rx) = reply_channel();
-    let mut waits: Vec<Option<Wait>> = Vec::with_capacity(groups.len());
-    for (part, ((slot, which), permit)) in groups.iter().zip(permits).enumerate() {
-        let Some(pool) = ctx.topology.load().master(*slot).cloned() else {
-            waits.push(None);
-            tx.send(Reply {
-                seq: 0,
-                part: part as u32,
-                data: reply::error(&format!("CLUSTERDOWN Hash slot not served (slot {slot})")),
-                status: ReplyStatus::Final,
-                ends: Vec::new(),
-            });
-            continue;
-        };
+    let mut waits: Vec<Wait> = Vec::with_capacity(groups.len());
+    for (part, (((_, which), permit), pool)) in groups.iter().zip(permits).zip(pools).enumerate() {
         let wait = Wait::start(
             ctx,
             &pool,
@@ -347,7 +406,7 @@ async fn wait_everywhere(
                 server_id: wait.server_id.clone(),
             });
         }
-        waits.push(Some(wait));
+        waits.push(wait);
     }
     drop(tx);
     // None: the client left.
@@ -355,12 +414,16 @@ async fn wait_everywhere(
         r = rx.recv() => Some(r),
         _ = to.tx.closed() => None,
     };
-    let mut winner = None;
+    let (mut winner, mut outcome) = (None, Waited::Answered);
     match first {
+        Some(Some(r)) if is_transient(&r) => {
+            winner = Some(r.part as usize);
+            outcome = Waited::Again;
+        }
         Some(Some(r)) => {
             winner = Some(r.part as usize);
             // A pop, an empty reply (the timeout, CLIENT UNBLOCK) or an
-            // error (a lost connection's too): as it came.
+            // error about the keys: as it came.
             to.clone().send(r.data, ReplyStatus::Final);
         }
         Some(None) => to.clone().send(
@@ -372,17 +435,12 @@ async fn wait_everywhere(
         None => {}
     }
     // End the other waits; put back what they popped.
-    let mut open = 0;
-    for (i, w) in waits.iter().enumerate() {
-        let Some(w) = w else { continue };
-        if Some(i) == winner {
-            continue;
-        }
-        open += 1;
-        w.unblock(ctx, proto).await;
+    let mut expected: Vec<usize> = (0..waits.len()).filter(|&i| Some(i) != winner).collect();
+    for &i in &expected {
+        waits[i].unblock(ctx, proto).await;
     }
     let give_up = Instant::now() + Duration::from_secs(5);
-    while open > 0 {
+    while !expected.is_empty() {
         let Ok(Some(r)) = tokio::time::timeout_at(give_up, rx.recv()).await else {
             tracing::warn!(
                 command = pop.name,
@@ -390,7 +448,7 @@ async fn wait_everywhere(
             );
             break;
         };
-        open -= 1;
+        expected.retain(|&i| i != r.part as usize);
         if r.status != ReplyStatus::Answered || is_nil(&r.data) || r.data.starts_with(b"-") {
             continue;
         }
@@ -407,6 +465,7 @@ async fn wait_everywhere(
             ),
         }
     }
+    outcome
 }
 
 #[cfg(test)]
@@ -461,7 +520,7 @@ mod tests {
         let (_, cmd) = p
             .push_back(b"*3\r\n$1\r\na\r\n$1\r\nm\r\n,1.5\r\n")
             .unwrap();
-        assert_eq!(text(&cmd), "*4 $4 ZADD $1 a $3 1.5 $1 m ");
+        assert_eq!(text(&cmd), "*5 $4 ZADD $1 a $2 NX $3 1.5 $1 m ");
         let p = pop("BLMPOP 0 2 a b RIGHT COUNT 2", &[3, 4]);
         let (_, cmd) = p
             .push_back(b"*2\r\n$1\r\na\r\n*2\r\n$1\r\nd\r\n$1\r\nc\r\n")
@@ -473,7 +532,7 @@ mod tests {
                 b"*2\r\n$1\r\na\r\n*2\r\n*2\r\n$1\r\nm\r\n$1\r\n1\r\n*2\r\n$1\r\nn\r\n$1\r\n2\r\n",
             )
             .unwrap();
-        assert_eq!(text(&cmd), "*6 $4 ZADD $1 a $1 1 $1 m $1 2 $1 n ");
+        assert_eq!(text(&cmd), "*7 $4 ZADD $1 a $2 NX $1 1 $1 m $1 2 $1 n ");
         assert!(p.push_back(b"*-1\r\n").is_none());
     }
 

@@ -406,6 +406,15 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     {
         return Route::ProxySort;
     }
+    // The key specs name GEORADIUS's first STORE; the node stores into
+    // the last one, which decides.
+    if matches!(spec.name, "georadius" | "georadiusbymember") {
+        if let Some((src, dest)) = crate::geo::store_keys(spec.name, cmd) {
+            if slot(cmd.get(src)) != slot(cmd.get(dest)) {
+                return Route::Split(SplitKind::GeoStore);
+            }
+        }
+    }
     if let Some(other) = other {
         return match spec.name {
             // The session subscribes per slot, as one server would at once.
