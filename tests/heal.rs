@@ -548,3 +548,44 @@ fn durability_policy_waits_for_a_replica_before_acknowledging() {
     let v: String = redis::cmd("GET").arg(&key).query(&mut h).unwrap();
     assert_eq!(v, "v3");
 }
+
+/// A pop waiting on queues in several slots keeps waiting when one of
+/// their masters fails over, and gets the element pushed afterwards
+/// (never a MOVED or a lost-connection error).
+#[test]
+fn pops_across_slots_wait_through_a_failover() {
+    let mut cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&cluster);
+    let (a, b) = (key_for_slot(0, "wq-a-"), key_for_slot(16000, "wq-b-"));
+    let victim = cluster.node_for_slot(0);
+    assert_ne!(victim, cluster.node_for_slot(16000));
+    let url = proxy.url();
+    let (wa, wb) = (a.clone(), b.clone());
+    let waiter = thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("BLPOP")
+            .arg(&wa)
+            .arg(&wb)
+            .arg(0)
+            .query::<Vec<String>>(&mut c)
+    });
+    thread::sleep(Duration::from_millis(500));
+    cluster.kill_node(victim);
+    cluster.wait_ok();
+    thread::sleep(Duration::from_millis(500));
+    let mut c = proxy.conn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("RPUSH")
+        .arg(&a)
+        .arg("after")
+        .query::<i64>(&mut c)
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no recovery");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let got = waiter.join().unwrap();
+    assert_eq!(got, Ok(vec![a.clone(), "after".to_string()]));
+    let left: i64 = redis::cmd("LLEN").arg(&a).query(&mut c).unwrap();
+    assert_eq!(left, 0);
+}

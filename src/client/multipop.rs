@@ -243,6 +243,22 @@ fn is_transient(r: &Reply) -> bool {
         || LATER.iter().any(|p| r.data.starts_with(p))
 }
 
+/// Whether an error for the client says the cluster is failing over or
+/// a slot moving (the proxy's own after its retry deadline included).
+fn is_transient_error(e: &[u8]) -> bool {
+    [
+        &b"-TRYAGAIN"[..],
+        b"-CLUSTERDOWN",
+        b"-LOADING",
+        b"-MASTERDOWN",
+    ]
+    .iter()
+    .any(|p| e.starts_with(p))
+        || e.starts_with(b"-ERR slotbridge: connection")
+        || (e.starts_with(b"-ERR slotbridge: node ")
+            && memchr::memmem::find(e, b" unreachable").is_some())
+}
+
 /// The timeout in seconds Redis reads from `arg` (0: none), when it is one.
 fn parse_timeout(arg: &[u8]) -> Option<f64> {
     let t: f64 = std::str::from_utf8(arg).ok()?.trim().parse().ok()?;
@@ -259,8 +275,24 @@ pub fn spawn(ctx: Arc<Context>, info: Arc<ClientInfo>, proto: Proto, pop: MultiP
             to.send(reply::error("ERR syntax error"), ReplyStatus::Final);
             return;
         }
+        let mut again = false;
         loop {
             let reply = match probe_in_order(&ctx, proto, &pop).await {
+                // After a failover under a wait, the pop goes on waiting
+                // while the cluster recovers (as long as its timeout and
+                // its client allow).
+                Err(e) if again && is_transient_error(&e) => {
+                    let total = parse_timeout(pop.timeout_arg()).unwrap_or(0.0);
+                    if total > 0.0 && started.elapsed().as_secs_f64() >= total {
+                        to.send(nil(proto), ReplyStatus::Final);
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = to.tx.closed() => return,
+                    }
+                    continue;
+                }
                 Ok(Some(found)) => found,
                 Ok(None) if !pop.blocks() => nil(proto),
                 Ok(None) => {
@@ -273,6 +305,7 @@ pub fn spawn(ctx: Arc<Context>, info: Arc<ClientInfo>, proto: Proto, pop: MultiP
                     }
                     // A slot moved or its node failed under a wait: again,
                     // with what is left of the timeout.
+                    again = true;
                     ctx.topology.request_refresh();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
