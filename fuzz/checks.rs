@@ -59,6 +59,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "ZRANGESTORE",
     "GEORADIUS",
     "GEOSEARCHSTORE",
+    "LCS",
     "EVAL",
     "EVALSHA",
     "FCALL",

@@ -390,6 +390,39 @@ pub fn zintercard(limit: Result<u64, &'static str>, parts: &[&Bytes]) -> Bytes {
     }
 }
 
+/// `LCS` of two keys in different slots, over their `GET` replies: a key
+/// that is not a string gives Redis's error for the command, then the
+/// options' error, then the reply (see [`crate::lcs`]).
+pub fn lcs(
+    options: Result<crate::lcs::LcsOptions, &'static str>,
+    parts: &[&Bytes],
+    proto: reply::Proto,
+) -> Bytes {
+    let [a, b] = parts else {
+        return unexpected("LCS");
+    };
+    if a.starts_with(b"-WRONGTYPE") || b.starts_with(b"-WRONGTYPE") {
+        return reply::error("ERR The specified keys must contain string values");
+    }
+    if let Some(e) = [a, b].into_iter().find(|p| is_error_line(p)) {
+        return (*e).clone();
+    }
+    let value = |p: &Bytes| -> Option<Vec<u8>> {
+        if is_nil(p) {
+            Some(Vec::new())
+        } else {
+            bulk_body(p).map(<[u8]>::to_vec)
+        }
+    };
+    let (Some(a), Some(b)) = (value(a), value(b)) else {
+        return unexpected("LCS");
+    };
+    match options {
+        Ok(o) => crate::lcs::reply(&o, &a, &b, proto),
+        Err(e) => reply::error(e),
+    }
+}
+
 /// Whether a part is a missing key's null (RESP2 or RESP3).
 fn is_nil(p: &[u8]) -> bool {
     p == b"$-1\r\n" || p == b"_\r\n"

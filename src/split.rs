@@ -206,6 +206,7 @@ pub fn split_by_node(
         | SplitKind::SStore(_)
         | SplitKind::ZRangeStore
         | SplitKind::GeoStore
+        | SplitKind::Lcs(_)
         | SplitKind::PfCount
         | SplitKind::PfMerge
         | SplitKind::Bitop(_)

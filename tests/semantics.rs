@@ -2086,3 +2086,42 @@ fn sort_by_and_get_answer_as_one_redis() {
         assert_eq!(common::escape(&got), common::escape(&expected), "{line:?}");
     }
 }
+
+#[test]
+fn lcs_across_slots_answers_as_one_redis() {
+    let names = ["lc:a", "lc:b", "lc:h"];
+    let (_reference, mut direct, mut through) = beside_reference("lcs", &names);
+    for line in [
+        "MSET lc:a ohmytext",
+        "SET lc:b mynewtext",
+        "LCS lc:a lc:b",
+        "LCS lc:a lc:b LEN",
+        "LCS lc:a lc:b IDX",
+        "LCS lc:a lc:b IDX MINMATCHLEN 4 WITHMATCHLEN",
+        "LCS lc:a lc:b idx withmatchlen minmatchlen -2",
+        "LCS lc:a lc:b LEN IDX",
+        "LCS lc:a lc:b MINMATCHLEN x",
+        "LCS lc:a lc:b MINMATCHLEN",
+        "LCS lc:a lc:b FOO",
+        "LCS lc:a lc:none",
+        "LCS lc:none lc:b IDX",
+        "HSET lc:h f v",
+        "LCS lc:a lc:h",
+        "LCS lc:h lc:b FOO",
+        "SET lc:a ABCBDAB",
+        "SET lc:b BDCABA",
+        "LCS lc:a lc:b IDX WITHMATCHLEN",
+        "HELLO 3",
+        "LCS lc:a lc:b IDX WITHMATCHLEN",
+    ] {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = whole_reply(&mut direct);
+        if line[0] == "HELLO" {
+            through.send(&cmd(&line));
+            let _ = through.read_available(Duration::from_millis(300));
+            continue;
+        }
+        through.roundtrip(&cmd(&line), &expected);
+    }
+}

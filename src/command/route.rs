@@ -73,6 +73,10 @@ pub enum SplitKind {
     /// score: see [`crate::zset::RANGE_READ`]) and stored as for
     /// [`SplitKind::ZStore`].
     ZRangeStore,
+    /// `LCS key1 key2 [options]`: both values read with `GET`, the common
+    /// subsequence computed in the proxy (see [`crate::lcs`]); the options,
+    /// or Redis's error for them (given once the keys' types are known).
+    Lcs(Result<crate::lcs::LcsOptions, &'static str>),
     /// `GEORADIUS ... STORE`, `GEORADIUSBYMEMBER ... STORE`,
     /// `GEOSEARCHSTORE`: the source's master runs the command into a
     /// temporary key and returns what it stored (see [`crate::geo`]),
@@ -107,7 +111,9 @@ impl SplitKind {
     pub fn read_per_key(self) -> Option<ReadPerKey> {
         let (before, after): ReadPerKey = match self {
             SplitKind::Sets(_) | SplitKind::SStore(_) => (&[b"SMEMBERS"], &[]),
-            SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) => (&[b"GET"], &[]),
+            SplitKind::PfCount | SplitKind::PfMerge | SplitKind::Bitop(_) | SplitKind::Lcs(_) => {
+                (&[b"GET"], &[])
+            }
             SplitKind::ZStore(_) | SplitKind::ZRead(_) | SplitKind::ZInterCard(_) => {
                 (&[b"ZUNION", b"1"], &[b"WITHSCORES"])
             }
@@ -436,6 +442,10 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "zinterstore" => Route::Split(SplitKind::ZStore(ZOp::Inter)),
             "zdiffstore" => Route::Split(SplitKind::ZStore(ZOp::Diff)),
             "zrangestore" => Route::Split(SplitKind::ZRangeStore),
+            "lcs" => {
+                let options: Vec<&[u8]> = (3..cmd.len()).map(|i| cmd.get(i)).collect();
+                Route::Split(SplitKind::Lcs(crate::lcs::parse_options(&options)))
+            }
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
             "rename" | "renamenx" | "copy" | "smove" | "lmove" | "rpoplpush" | "blmove"

@@ -665,6 +665,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::ZInterCard(limit)) => {
             return merge::zintercard(limit, &replies)
         }
+        MergeKind::Split(SplitKind::Lcs(options)) => return merge::lcs(options, &replies, proto),
         _ => {}
     }
     if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
@@ -703,6 +704,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
+        MergeKind::Split(SplitKind::Lcs(options)) => merge::lcs(*options, &replies, proto),
         // Handled by `second_step` before a merge.
         MergeKind::Split(
             SplitKind::PfMerge

@@ -131,7 +131,11 @@ impl Core {
             }
             // The commands the proxy computes in two steps (PFMERGE, BITOP,
             // the stores): not inside a MULTI.
-            Route::Split(kind) if per_slot && !kind.takes_two_steps() => {
+            // LCS's reply shape depends on the protocol, which the
+            // per-slot EXEC merge does not know: not inside a MULTI.
+            Route::Split(kind)
+                if per_slot && !kind.takes_two_steps() && !matches!(kind, SplitKind::Lcs(_)) =>
+            {
                 let max_keys = self.ctx.config().limits.max_keys_per_subcommand;
                 let subs = split::split(kind, view, &self.scratch.keys, max_keys);
                 tx.plan
@@ -366,6 +370,9 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
                         SplitKind::PfCount => merge::pfcount(&refs),
                         SplitKind::ZInterCard(limit) => merge::zintercard(*limit, &refs),
+                        SplitKind::Lcs(_) => {
+                            reply::error("ERR slotbridge: LCS across slots inside MULTI")
+                        }
                         SplitKind::PfMerge
                         | SplitKind::Bitop(_)
                         | SplitKind::ZStore(_)
