@@ -589,3 +589,48 @@ fn pops_across_slots_wait_through_a_failover() {
     let left: i64 = redis::cmd("LLEN").arg(&a).query(&mut c).unwrap();
     assert_eq!(left, 0);
 }
+
+/// A blocking move between slots keeps waiting when its source's slot
+/// moves to another master (never a MOVED for the client), and moves the
+/// element pushed afterwards.
+#[test]
+fn a_blocking_move_across_slots_waits_through_a_slot_move() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let (src, dst) = (key_for_slot(300, "bm-src-"), key_for_slot(9000, "bm-dst-"));
+    let url = proxy.url();
+    let (ws, wd) = (src.clone(), dst.clone());
+    let waiter = thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("BLMOVE")
+            .arg(&ws)
+            .arg(&wd)
+            .arg("LEFT")
+            .arg("RIGHT")
+            .arg(0)
+            .query::<String>(&mut c)
+    });
+    thread::sleep(Duration::from_millis(400));
+    let from = cluster.node_for_slot(300);
+    let to = cluster
+        .master_ports()
+        .into_iter()
+        .find(|&p| p != from && p != cluster.node_for_slot(9000))
+        .unwrap();
+    cluster.migrate_slot(300, to);
+    thread::sleep(Duration::from_millis(500));
+    let mut c = proxy.conn();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&src)
+        .arg("job")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok("job".to_string()));
+    let moved: Vec<String> = redis::cmd("LRANGE")
+        .arg(&dst)
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(moved, vec!["job".to_string()]);
+}

@@ -1972,6 +1972,26 @@ fn list_and_set_moves_across_slots_answer_as_one_redis() {
             }
         }
     }
+    // A wrong-typed destination is checked before the source is touched:
+    // the source keeps its TTL.
+    for c in [&mut direct, &mut through] {
+        c.send(&cmd(&["RPUSH", "e:t1", "x"]));
+        let _ = whole_reply(c);
+        c.roundtrip(&cmd(&["EXPIRE", "e:t1", "1000"]), b":1\r\n");
+        c.roundtrip(
+            &cmd(&["LMOVE", "e:t1", "e:c", "LEFT", "RIGHT"]),
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        );
+        c.roundtrip(
+            &cmd(&["BLMOVE", "e:none", "e:c", "LEFT", "LEFT", "0.1"]),
+            b"*-1\r\n",
+        );
+        c.send(&cmd(&["TTL", "e:t1"]));
+        let ttl = whole_reply(c);
+        assert!(ttl == b":1000\r\n" || ttl == b":999\r\n", "{ttl:?}");
+        c.send(&cmd(&["DEL", "e:t1"]));
+        let _ = whole_reply(c);
+    }
     two_step_write_order(
         [&mut direct, &mut through],
         &[&["LMOVE", "e:a", "e:b", "LEFT", "LEFT"], &["LLEN", "e:b"]],

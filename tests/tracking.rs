@@ -373,3 +373,21 @@ fn an_invalidation_does_not_wait_for_a_blocked_command() {
     );
     r.expect(&[entry.as_bytes(), FLUSH].concat());
 }
+
+/// A SORT with BY or GET is computed by the proxy, whose reads carry no
+/// CLIENT CACHING: the client flushes after its reply, so it never keeps
+/// the sorted key cached untracked.
+#[test]
+fn a_sort_the_proxy_computes_flushes_the_client_cache() {
+    let proxy = proxy();
+    let [l, ..] = keys("sort");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&l)
+        .arg("b")
+        .arg("a")
+        .query(&mut proxy.conn())
+        .unwrap();
+    let mut r = tracking_client(&proxy, &[]);
+    r.send(&cmd(&["SORT_RO", &l, "BY", "nosort", "GET", "#"]));
+    r.expect(&[&b"*2\r\n$1\r\nb\r\n$1\r\na\r\n"[..], FLUSH].concat());
+}

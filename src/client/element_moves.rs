@@ -4,7 +4,7 @@
 //!
 //! 1. On the source's master the element moves, atomically, into a
 //!    temporary key of the source's slot
-//!    (`{tag}slotbridge:move:<pid>:<random>:<n>`): `LMOVE src temp ...`
+//!    (`{tag}slotbridge:move:<n>:<pid>:<random>`): `LMOVE src temp ...`
 //!    (`BLMOVE` on a private connection for the blocking forms, so the
 //!    node itself waits, with the client's timeout), or `SMOVE src temp
 //!    member`. The node's reply is the client's when nothing moved (an
@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::nodecall::{call_master, Wait};
+use super::nodecall::{call_master, is_lost, Wait};
 use crate::backend::{reply_channel, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
@@ -132,81 +132,67 @@ async fn run(
 ) -> Result<Bytes, Bytes> {
     let (src_slot, dst_slot) = (slot(&mv.src), slot(&mv.dst));
     let temp = super::moves::temp_key_for(&mv.src);
-    let wrongtype =
-        || reply::error("WRONGTYPE Operation against a key holding the wrong kind of value");
-    // Step 1.
-    let moved = match &mv.what {
-        What::Member(member) => {
-            // Redis checks both types before the member.
-            let dst_type = call_master(
-                ctx,
-                proto,
-                dst_slot,
-                reply::command([&b"TYPE"[..], &mv.dst]),
-                0,
-            )
-            .await?;
-            if !matches!(dst_type.as_ref(), b"+set\r\n" | b"+none\r\n") {
-                let src_type = call_master(
-                    ctx,
-                    proto,
-                    src_slot,
-                    reply::command([&b"TYPE"[..], &mv.src]),
-                    0,
-                )
-                .await?;
-                return Ok(if src_type.as_ref() == b"+none\r\n" {
-                    reply::int(0)
-                } else {
-                    wrongtype()
-                });
+    let call = |slot: u16, args: &[&[u8]]| call_master(ctx, proto, slot, reply::command(args), 0);
+    // Redis checks the destination's type before it touches the source
+    // (a source that then empties would lose its TTL to a put-back).
+    let wanted: &[u8] = match mv.what {
+        What::Member(_) => b"+set\r\n",
+        What::List { .. } => b"+list\r\n",
+    };
+    let dst_type = call(dst_slot, &[b"TYPE", &mv.dst]).await?;
+    if dst_type.as_ref() != wanted && dst_type.as_ref() != b"+none\r\n" {
+        let src_type = call(src_slot, &[b"TYPE", &mv.src]).await?;
+        let nothing = match mv.what {
+            What::Member(_) => reply::int(0),
+            What::List { .. } => null(proto),
+        };
+        let blocks = matches!(
+            mv.what,
+            What::List {
+                timeout: Some(_),
+                ..
             }
-            let r = call_master(
-                ctx,
-                proto,
-                src_slot,
-                reply::command([&b"SMOVE"[..], &mv.src, &temp, member]),
-                0,
-            )
-            .await?;
-            if r.as_ref() != b":1\r\n" {
-                return Ok(r);
-            }
-            r
+        );
+        if src_type.as_ref() == b"+none\r\n" && !blocks {
+            return Ok(nothing);
         }
+        if src_type.as_ref() != b"+none\r\n" {
+            return Err(reply::error(
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ));
+        }
+        // A blocking move on a missing source waits, as Redis does.
+    }
+    // Step 1: into the temporary key. A lost reply may hide a move that
+    // happened: the temporary key tells.
+    let step1 = match &mv.what {
+        What::Member(member) => call(src_slot, &[b"SMOVE", &mv.src, &temp, member]).await,
         What::List {
             from,
             timeout: None,
             ..
-        } => {
-            let r = call_master(
-                ctx,
-                proto,
-                src_slot,
-                reply::command([&b"LMOVE"[..], &mv.src, &temp, from, b"RIGHT"]),
-                0,
-            )
-            .await?;
-            if !r.starts_with(b"$") || r.starts_with(b"$-1") {
-                return Ok(r);
-            }
-            r
-        }
+        } => call(src_slot, &[b"LMOVE", &mv.src, &temp, from, b"RIGHT"]).await,
         What::List {
             from,
             timeout: Some(t),
             ..
         } => {
-            let r = wait_for_source(
-                ctx,
-                info,
-                proto,
-                src_slot,
-                reply::command([&b"BLMOVE"[..], &mv.src, &temp, from, b"RIGHT", t]),
-                to,
-            )
-            .await?;
-            if !r.starts_with(b"$") || r.starts_with(b"$-1") {
+            let args: [&[u8]; 6] = [b"BLMOVE", &mv.src, &temp, from, b"RIGHT", t];
+            wait_for_source(ctx, info, proto, src_slot, &args, t, &temp, to).await
+        }
+    };
+    let moved = match step1 {
+        Err(e) if is_lost(&e) => match in_temp(ctx, proto, src_slot, &temp, mv).await {
+            Some(frame) => frame,
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+        Ok(r) => {
+            let moved = match mv.what {
+                What::Member(_) => r.as_ref() == b":1\r\n",
+                What::List { .. } => r.starts_with(b"$") && !r.starts_with(b"$-1"),
+            };
+            if !moved {
                 return Ok(r);
             }
             r
@@ -227,34 +213,30 @@ async fn run(
             )
         }
     };
-    let added = call_master(ctx, proto, dst_slot, add, 0).await;
-    let failed = match &added {
-        Ok(r) if r.starts_with(b"-") => Some(r.clone()),
-        Ok(_) => None,
-        Err(e) => Some(e.clone()),
+    let kept = || {
+        let name = String::from_utf8_lossy(&temp).into_owned();
+        tracing::error!(key = %name, "a cross-slot move could not finish; its element is kept under the temporary key");
+        reply::error(&format!(
+            "ERR slotbridge: the move could not finish (a node did not answer); its element is kept in key '{name}'"
+        ))
     };
-    if let Some(error) = failed {
-        // Back where it came from.
-        let put_back = call_master(ctx, proto, src_slot, back, 0).await;
-        if put_back.map_or(true, |r| r.starts_with(b"-")) {
-            let name = String::from_utf8_lossy(&temp).into_owned();
-            tracing::error!(key = %name, "a cross-slot move could not put its element back; it is kept under the temporary key");
-            return Err(reply::error(&format!(
-                "ERR slotbridge: the move failed and its element could not go back; it is kept in key '{name}'"
-            )));
+    match call_master(ctx, proto, dst_slot, add, 0).await {
+        // It may or may not have been added: the element stays where an
+        // operator finds it, rather than in two places.
+        Err(e) if is_lost(&e) => return Err(kept()),
+        Ok(r) if !r.starts_with(b"-") => {}
+        failed => {
+            let error = failed.unwrap_or_else(|e| e);
+            // Back where it came from.
+            let put_back = call_master(ctx, proto, src_slot, back, 0).await;
+            if put_back.map_or(true, |r| r.starts_with(b"-")) {
+                return Err(kept());
+            }
+            return Err(error);
         }
-        return Err(error);
     }
     // Step 3.
-    if let Err(e) = call_master(
-        ctx,
-        proto,
-        src_slot,
-        reply::command([&b"DEL"[..], &temp]),
-        0,
-    )
-    .await
-    {
+    if let Err(e) = call(src_slot, &[b"DEL", &temp]).await {
         tracing::warn!(error = %String::from_utf8_lossy(&e), "a cross-slot move's temporary key was not cleaned up");
     }
     Ok(match mv.what {
@@ -263,55 +245,137 @@ async fn run(
     })
 }
 
-/// The blocking form's step 1 on a private connection: the node's reply,
-/// or, when the client leaves first, what the wait gave once ended.
+/// A null reply in the client's protocol.
+fn null(proto: Proto) -> Bytes {
+    Bytes::from_static(if proto == Proto::Resp3 {
+        b"_\r\n"
+    } else {
+        b"$-1\r\n"
+    })
+}
+
+/// After a lost step 1: what the temporary key holds (the step's reply
+/// as if it had come), or `None` when nothing moved.
+async fn in_temp(
+    ctx: &Context,
+    proto: Proto,
+    slot: u16,
+    temp: &[u8],
+    mv: &ElementMove,
+) -> Option<Bytes> {
+    let args: Vec<&[u8]> = match &mv.what {
+        What::Member(member) => vec![b"SISMEMBER", temp, member],
+        What::List { .. } => vec![b"LINDEX", temp, b"0"],
+    };
+    let r = call_master(ctx, proto, slot, reply::command(args), 0)
+        .await
+        .ok()?;
+    match mv.what {
+        What::Member(_) => (r.as_ref() == b":1\r\n").then(|| reply::int(1)),
+        What::List { .. } => (r.starts_with(b"$") && !r.starts_with(b"$-1")).then_some(r),
+    }
+}
+
+/// The blocking form's step 1 on a private connection: the node's reply.
+/// A wait that meets a moved slot or a failing node waits again, with
+/// what is left of the timeout; when the client leaves, the wait is ended
+/// (what it moved meanwhile still goes on to the destination).
+#[allow(clippy::too_many_arguments)]
 async fn wait_for_source(
     ctx: &Context,
     info: &ClientInfo,
     proto: Proto,
     slot: u16,
-    payload: Bytes,
+    args: &[&[u8]; 6],
+    timeout: &[u8],
+    temp: &[u8],
     to: &ReplyTo,
 ) -> Result<Bytes, Bytes> {
-    let Some(pool) = ctx.topology.load().master(slot).cloned() else {
-        return Err(reply::error(&format!(
-            "CLUSTERDOWN Hash slot not served (slot {slot})"
-        )));
-    };
-    let Ok(permit) = ctx.blocking.clone().try_acquire_owned() else {
-        return Err(reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"));
-    };
-    let (tx, mut rx) = reply_channel();
-    let wait = Wait::start(
-        ctx,
-        &pool,
-        proto,
-        permit,
-        payload,
-        ReplyTo {
-            tx,
-            seq: 0,
-            part: 0,
-        },
-    )
-    .await;
-    info.set_blocked(BlockedOn {
-        addr: wait.addr.clone(),
-        server_id: wait.server_id.clone(),
-    });
-    let reply = tokio::select! {
-        r = rx.recv() => r,
-        _ = to.tx.closed() => {
-            wait.unblock(ctx, proto).await;
-            rx.recv().await
+    let started = tokio::time::Instant::now();
+    let total = super::multipop::parse_timeout(timeout);
+    loop {
+        let left: Vec<u8> = match total {
+            None => timeout.to_vec(),
+            Some(0.0) => b"0".to_vec(),
+            Some(t) => {
+                let left = t - started.elapsed().as_secs_f64();
+                if left <= 0.0 {
+                    return Ok(Bytes::from_static(if proto == Proto::Resp3 {
+                        b"_\r\n"
+                    } else {
+                        b"*-1\r\n"
+                    }));
+                }
+                format!("{:.3}", left.max(0.001)).into_bytes()
+            }
+        };
+        let payload = reply::command([args[0], args[1], args[2], args[3], args[4], &left[..]]);
+        let Some(pool) = ctx.topology.load().master(slot).cloned() else {
+            ctx.topology.request_refresh();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                _ = to.tx.closed() => return Err(reply::error("ERR slotbridge: client gone")),
+            }
+        };
+        let Ok(permit) = ctx.blocking.clone().try_acquire_owned() else {
+            return Err(reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"));
+        };
+        let (tx, mut rx) = reply_channel();
+        let wait = Wait::start(
+            ctx,
+            &pool,
+            proto,
+            permit,
+            payload,
+            ReplyTo {
+                tx,
+                seq: 0,
+                part: 0,
+            },
+        )
+        .await;
+        info.set_blocked(BlockedOn {
+            addr: wait.addr.clone(),
+            server_id: wait.server_id.clone(),
+        });
+        let reply = tokio::select! {
+            r = rx.recv() => r,
+            _ = to.tx.closed() => {
+                wait.unblock(ctx, proto).await;
+                rx.recv().await
+            }
+        };
+        let Some(r) = reply else {
+            return Err(reply::error(
+                "ERR slotbridge: the connection closed before the reply",
+            ));
+        };
+        let lost = matches!(r.status, ReplyStatus::Lost | ReplyStatus::NotSent);
+        if lost {
+            // It may have moved the element before its connection failed.
+            let check = reply::command([&b"LINDEX"[..], temp, b"0"]);
+            if let Ok(v) = call_master(ctx, proto, slot, check, 0).await {
+                if v.starts_with(b"$") && !v.starts_with(b"$-1") {
+                    return Ok(v);
+                }
+            }
         }
-    };
-    match reply {
-        Some(r) if r.status == ReplyStatus::Answered => Ok(r.data),
-        Some(r) => Err(r.data),
-        None => Err(reply::error(
-            "ERR slotbridge: the connection closed before the reply",
-        )),
+        const LATER: [&[u8]; 6] = [
+            b"-MOVED",
+            b"-ASK",
+            b"-TRYAGAIN",
+            b"-CLUSTERDOWN",
+            b"-LOADING",
+            b"-MASTERDOWN",
+        ];
+        if lost || LATER.iter().any(|p| r.data.starts_with(p)) {
+            ctx.topology.request_refresh();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                _ = to.tx.closed() => return Err(reply::error("ERR slotbridge: client gone")),
+            }
+        }
+        return Ok(r.data);
     }
 }
 

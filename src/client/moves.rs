@@ -5,7 +5,7 @@
 //!    (`DUMP`: type, encoding and contents) and its absolute expiry
 //!    (`PEXPIRETIME`). For a rename the same script then renames the
 //!    source to a temporary key of its slot
-//!    (`{tag}slotbridge:move:<pid>:<random>:<n>`), so from that moment
+//!    (`{tag}slotbridge:move:<n>:<pid>:<random>`), so from that moment
 //!    the source is gone, as after `RENAME` (a client writing it creates
 //!    a new one), yet the value stays stored on its node. For `COPY` the
 //!    script first lets the node check the options (`COPY src src
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::nodecall::call_master;
+use super::nodecall::{call_master, is_lost};
 use crate::backend::{ReplyStatus, ReplyTo};
 use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
@@ -55,7 +55,7 @@ const COPY_MARK: &[u8] = b"--slotbridge-copy--";
 
 /// Step 1's script for the renames: `KEYS[1]` the source, `KEYS[2]` the
 /// temporary key it is renamed to.
-const TAKE: &[u8] = b"#!lua\n\
+const TAKE: &[u8] = b"#!lua flags=allow-oom\n\
     local d = redis.call('DUMP', KEYS[1]) \
     if not d then return false end \
     local t = redis.call('PEXPIRETIME', KEYS[1]) \
@@ -164,6 +164,11 @@ pub fn spawn(ctx: Arc<Context>, proto: Proto, mv: Move, to: ReplyTo) {
 }
 
 /// The steps (see the module documentation); `Err` is a reply too.
+/// Whether the move takes the source away (the renames).
+fn renaming_kind(kind: Kind) -> bool {
+    !matches!(kind, Kind::Copy { .. })
+}
+
 /// A temporary key of `src`'s slot, new for each move.
 pub fn temp_key_for(src: &[u8]) -> Vec<u8> {
     static MOVES: AtomicU64 = AtomicU64::new(0);
@@ -202,7 +207,32 @@ async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
         }
     }
     let temp = temp_key_for(&mv.src);
-    let read = call_master(ctx, proto, src_slot, mv.read(&temp), 0).await?;
+    let kept = |why: &str| {
+        let name = String::from_utf8_lossy(&temp).into_owned();
+        tracing::error!(key = %name, why, "a cross-slot rename could not finish; its value is kept under the temporary key");
+        reply::error(&format!(
+            "ERR slotbridge: the rename could not finish ({why}); its value is kept in key '{name}'"
+        ))
+    };
+    let read = match call_master(ctx, proto, src_slot, mv.read(&temp), 0).await {
+        // The script may have run: the temporary key tells.
+        Err(e) if renaming_kind(mv.kind) && is_lost(&e) => {
+            let exists = call_master(
+                ctx,
+                proto,
+                src_slot,
+                reply::command([&b"EXISTS"[..], &temp]),
+                0,
+            )
+            .await;
+            return Err(if exists.as_deref() == Ok(b":1\r\n") {
+                kept("the source's node did not answer")
+            } else {
+                e
+            });
+        }
+        r => r?,
+    };
     if read.starts_with(b"-") {
         return Err(read);
     }
@@ -218,12 +248,29 @@ async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
         .strip_prefix(b":")
         .and_then(|e| e.strip_suffix(b"\r\n"))
         .ok_or_else(unexpected)?;
-    let renaming = !matches!(mv.kind, Kind::Copy { .. });
+    let renaming = renaming_kind(mv.kind);
     let restored = call_master(ctx, proto, dst_slot, mv.restore(dump, expire_at), 0).await;
     let outcome = match restored {
         Ok(r) if r.starts_with(b"-BUSYKEY") => Ok(reply::int(0)),
         Ok(r) if r.starts_with(b"-") => Err(r),
         Ok(_) => Ok(mv.done()),
+        // Lost: it ran if the destination now holds the value.
+        Err(e) if is_lost(&e) => {
+            let now = call_master(
+                ctx,
+                proto,
+                dst_slot,
+                reply::command([&b"DUMP"[..], &mv.dst]),
+                0,
+            )
+            .await;
+            match now {
+                Ok(d) if bulk_body(&d) == Some(dump) => Ok(mv.done()),
+                Ok(_) => Err(e),
+                Err(_) if renaming => return Err(kept("the destination's node did not answer")),
+                Err(_) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     if !renaming {
@@ -239,11 +286,7 @@ async fn run(ctx: &Context, proto: Proto, mv: &Move) -> Result<Bytes, Bytes> {
     };
     let cleaned = call_master(ctx, proto, src_slot, cleanup, 0).await;
     if what == "put back" && cleaned.as_ref().map(|r| r.as_ref()) != Ok(b":1\r\n") {
-        let name = String::from_utf8_lossy(&temp).into_owned();
-        tracing::error!(key = %name, "a cross-slot rename could not put its value back; it is kept under the temporary key");
-        return Err(reply::error(&format!(
-            "ERR slotbridge: the rename failed and the source was written meanwhile; its old value is kept in key '{name}'"
-        )));
+        return Err(kept("it failed and the source was written meanwhile"));
     }
     if let Err(e) = cleaned {
         tracing::warn!(error = %String::from_utf8_lossy(&e), "a cross-slot rename's temporary key was not cleaned up");

@@ -260,7 +260,7 @@ fn is_transient_error(e: &[u8]) -> bool {
 }
 
 /// The timeout in seconds Redis reads from `arg` (0: none), when it is one.
-fn parse_timeout(arg: &[u8]) -> Option<f64> {
+pub(crate) fn parse_timeout(arg: &[u8]) -> Option<f64> {
     let t: f64 = std::str::from_utf8(arg).ok()?.trim().parse().ok()?;
     (t.is_finite() && t >= 0.0).then_some(t)
 }

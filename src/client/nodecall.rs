@@ -39,7 +39,17 @@ pub async fn call_master(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let r = request(pool.conn(proto), payload.clone(), skip).await;
+        let mut r = request(pool.conn(proto), payload.clone(), skip, false).await;
+        if r.status == ReplyStatus::Answered {
+            // During a migration: once, to the importing node, after ASKING.
+            let target = super::retry::parse_redirect(&r.data)
+                .filter(|red| red.ask && !red.addr.starts_with(':'))
+                .map(|red| red.addr.to_string());
+            if let Some(addr) = target {
+                let node = ctx.topology.pool(&addr);
+                r = request(node.conn(proto), payload.clone(), skip, true).await;
+            }
+        }
         let retry = match r.status {
             ReplyStatus::NotSent => true,
             ReplyStatus::Answered => {
@@ -73,12 +83,12 @@ pub async fn call_master(
     }
 }
 
-/// One request on `conn`, and its reply.
-pub async fn request(conn: &BackendConn, payload: Bytes, skip: u32) -> Reply {
+/// One request on `conn` (after `ASKING` when `asking`), and its reply.
+pub async fn request(conn: &BackendConn, payload: Bytes, skip: u32, asking: bool) -> Reply {
     let (tx, mut rx) = reply_channel();
     conn.send(BackendRequest {
         payload,
-        asking: false,
+        asking,
         skip,
         then_wait: None,
         caching: false,
@@ -169,7 +179,15 @@ impl Wait {
             pool.conn(proto),
             reply::command([&b"CLIENT"[..], b"UNBLOCK", id.as_bytes()]),
             0,
+            false,
         )
         .await;
     }
+}
+
+/// Whether an error from [`call_master`] says the command was written but
+/// its reply was lost (so it may have run).
+pub fn is_lost(e: &[u8]) -> bool {
+    e.starts_with(b"-ERR slotbridge: connection to node")
+        || e.starts_with(b"-ERR slotbridge: connection closed before the reply")
 }

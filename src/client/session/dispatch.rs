@@ -484,7 +484,9 @@ impl Core {
                 let keys = self.scratch.keys.iter().map(|&k| view.get(k));
                 self.ctx.tracker.remember(self.client.info.id, keys);
             }
-            Route::Blocking(_) => self.untracked_read = true,
+            // Reads the proxy makes in a task carry no CLIENT CACHING: the
+            // client flushes its cache once the reply is in.
+            Route::Blocking(_) | Route::ProxySort => self.untracked_read = true,
             _ => {}
         }
     }
