@@ -534,19 +534,16 @@ fn set_stores_across_slots_answer_as_one_redis() {
             members(&mut direct_conn),
             "{line:?}"
         );
-        for query in [
-            &["TYPE", "s:d"][..],
-            &["OBJECT", "ENCODING", "s:d"],
-            &["TTL", "s:d"],
-        ] {
-            let mut q = redis::cmd(query[0]);
-            for a in &query[1..] {
-                q.arg(*a);
-            }
-            let want: redis::Value = q.query(&mut direct_conn).unwrap();
-            let got: redis::Value = q.query(&mut through_conn).unwrap();
-            assert_eq!(got, want, "{line:?} then {query:?}");
-        }
+        same_answers(
+            &mut direct_conn,
+            &mut through_conn,
+            &[
+                &["TYPE", "s:d"][..],
+                &["OBJECT", "ENCODING", "s:d"],
+                &["TTL", "s:d"],
+            ],
+            &format!("{line:?}"),
+        );
     }
     assert_eq!(seen[1], ":5\r\n");
     assert_eq!(seen[7], ":5004\r\n");
@@ -598,6 +595,26 @@ fn beside_reference(tag: &str, names: &[&str]) -> ((TempDir, Standalone), RawCli
         assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
     }
     ((dir, reference), direct, through)
+}
+
+/// Asserts that `queries` get the same answers from the reference server
+/// and through the proxy (errors compared by their text).
+fn same_answers(
+    direct: &mut redis::Connection,
+    through: &mut redis::Connection,
+    queries: &[&[&str]],
+    context: &str,
+) {
+    for query in queries {
+        let mut q = redis::cmd(query[0]);
+        for a in &query[1..] {
+            q.arg(*a);
+        }
+        let answer =
+            |c: &mut redis::Connection| q.query::<redis::Value>(c).map_err(|e| e.to_string());
+        let want = answer(direct);
+        assert_eq!(answer(through), want, "{context} then {query:?}");
+    }
 }
 
 /// A command the proxy writes in two steps (its first line), pipelined
@@ -746,18 +763,15 @@ fn sorted_set_algebra_across_slots_answers_as_one_redis() {
         seen.push(String::from_utf8_lossy(&expected).into_owned());
         // The destination as stored: members, scores as the server prints
         // them, and its serialization (so its encoding too).
-        for query in [
-            &["ZRANGE", "z:d", "0", "-1", "WITHSCORES"][..],
-            &["DUMP", "z:d"],
-        ] {
-            let mut q = redis::cmd(query[0]);
-            for a in &query[1..] {
-                q.arg(*a);
-            }
-            let want: redis::Value = q.query(&mut direct_conn).unwrap();
-            let got: redis::Value = q.query(&mut through_conn).unwrap();
-            assert_eq!(got, want, "{line:?} then {query:?}");
-        }
+        same_answers(
+            &mut direct_conn,
+            &mut through_conn,
+            &[
+                &["ZRANGE", "z:d", "0", "-1", "WITHSCORES"][..],
+                &["DUMP", "z:d"],
+            ],
+            &format!("{line:?}"),
+        );
     }
     assert_eq!(seen[0], ":4\r\n");
     assert_eq!(seen[12], ":0\r\n", "an empty result deletes");
@@ -1539,20 +1553,16 @@ fn zrangestore_across_slots_answers_as_one_redis() {
         direct.send(&cmd(&line));
         let expected = whole_reply(&mut direct);
         through.roundtrip(&cmd(&line), &expected);
-        for query in [
-            &["ZRANGE", "r:d", "0", "-1", "WITHSCORES"][..],
-            &["DUMP", "r:d"],
-            &["TTL", "r:d"],
-        ] {
-            let mut q = redis::cmd(query[0]);
-            for a in &query[1..] {
-                q.arg(*a);
-            }
-            let answer =
-                |c: &mut redis::Connection| q.query::<redis::Value>(c).map_err(|e| e.to_string());
-            let want = answer(&mut direct_conn);
-            assert_eq!(answer(&mut through_conn), want, "{line:?} then {query:?}");
-        }
+        same_answers(
+            &mut direct_conn,
+            &mut through_conn,
+            &[
+                &["ZRANGE", "r:d", "0", "-1", "WITHSCORES"][..],
+                &["DUMP", "r:d"],
+                &["TTL", "r:d"],
+            ],
+            &format!("{line:?}"),
+        );
     }
     two_step_write_order(
         [&mut direct, &mut through],
@@ -1617,21 +1627,17 @@ fn geo_stores_across_slots_answer_as_one_redis() {
         direct.send(&cmd(&line));
         let expected = whole_reply(&mut direct);
         through.roundtrip(&cmd(&line), &expected);
-        for query in [
-            &["TYPE", "g:d"][..],
-            &["ZRANGE", "g:d", "0", "-1", "WITHSCORES"],
-            &["DUMP", "g:d"],
-            &["TTL", "g:d"],
-        ] {
-            let mut q = redis::cmd(query[0]);
-            for a in &query[1..] {
-                q.arg(*a);
-            }
-            let answer =
-                |c: &mut redis::Connection| q.query::<redis::Value>(c).map_err(|e| e.to_string());
-            let want = answer(&mut direct_conn);
-            assert_eq!(answer(&mut through_conn), want, "{line:?} then {query:?}");
-        }
+        same_answers(
+            &mut direct_conn,
+            &mut through_conn,
+            &[
+                &["TYPE", "g:d"][..],
+                &["ZRANGE", "g:d", "0", "-1", "WITHSCORES"],
+                &["DUMP", "g:d"],
+                &["TTL", "g:d"],
+            ],
+            &format!("{line:?}"),
+        );
     }
     two_step_write_order(
         [&mut direct, &mut through],

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::nodecall::{call_master, is_lost, Wait};
+use super::nodecall::{call_master, is_lost, moving_or_failing, Wait};
 use crate::backend::{reply_channel, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
@@ -360,15 +360,7 @@ async fn wait_for_source(
                 }
             }
         }
-        const LATER: [&[u8]; 6] = [
-            b"-MOVED",
-            b"-ASK",
-            b"-TRYAGAIN",
-            b"-CLUSTERDOWN",
-            b"-LOADING",
-            b"-MASTERDOWN",
-        ];
-        if lost || LATER.iter().any(|p| r.data.starts_with(p)) {
+        if lost || moving_or_failing(&r.data) {
             ctx.topology.request_refresh();
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::nodecall::{call_master, Wait};
+use super::nodecall::{call_master, moving_or_failing, Wait};
 use crate::backend::{reply_channel, Reply, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
@@ -231,16 +231,7 @@ enum Waited {
 /// Whether a wait's reply says its slot moved or its node is failing
 /// over, rather than anything about the keys.
 fn is_transient(r: &Reply) -> bool {
-    const LATER: [&[u8]; 6] = [
-        b"-MOVED",
-        b"-ASK",
-        b"-TRYAGAIN",
-        b"-CLUSTERDOWN",
-        b"-LOADING",
-        b"-MASTERDOWN",
-    ];
-    matches!(r.status, ReplyStatus::Lost | ReplyStatus::NotSent)
-        || LATER.iter().any(|p| r.data.starts_with(p))
+    matches!(r.status, ReplyStatus::Lost | ReplyStatus::NotSent) || moving_or_failing(&r.data)
 }
 
 /// Whether an error for the client says the cluster is failing over or

@@ -52,16 +52,7 @@ pub async fn call_master(
         }
         let retry = match r.status {
             ReplyStatus::NotSent => true,
-            ReplyStatus::Answered => {
-                const LATER: [&[u8]; 5] = [
-                    b"-MOVED",
-                    b"-ASK",
-                    b"-TRYAGAIN",
-                    b"-CLUSTERDOWN",
-                    b"-LOADING",
-                ];
-                LATER.iter().any(|p| r.data.starts_with(p))
-            }
+            ReplyStatus::Answered => moving_or_failing(&r.data),
             _ => false,
         };
         if retry && Instant::now() >= deadline {
@@ -190,4 +181,19 @@ impl Wait {
 pub fn is_lost(e: &[u8]) -> bool {
     e.starts_with(b"-ERR slotbridge: connection to node")
         || e.starts_with(b"-ERR slotbridge: connection closed before the reply")
+}
+
+/// Whether a node's reply says the slot moved (`MOVED`, `ASK`) or the
+/// cluster is failing over (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`,
+/// `MASTERDOWN`), rather than anything about the command's keys.
+pub fn moving_or_failing(data: &[u8]) -> bool {
+    const LATER: [&[u8]; 6] = [
+        b"-MOVED",
+        b"-ASK",
+        b"-TRYAGAIN",
+        b"-CLUSTERDOWN",
+        b"-LOADING",
+        b"-MASTERDOWN",
+    ];
+    LATER.iter().any(|p| data.starts_with(p))
 }

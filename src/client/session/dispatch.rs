@@ -14,6 +14,20 @@ impl Core {
         self.base_seq + self.pending.len() as u64
     }
 
+    /// Queues the reply slot of a command a task of the proxy carries out
+    /// (`client::multipop`, `moves`, `element_moves`, `sort`), which
+    /// answers it once with a final reply (never retried) at the returned
+    /// address. The client's later commands wait for it, as behind a
+    /// blocked client on one server.
+    pub(super) fn answered_by_task(&mut self, raw: Bytes, slot: u16, seq: u64) -> ReplyTo {
+        let mut sent = Sent::to_slot(raw, slot);
+        sent.via = Via::Blocking;
+        sent.post = Post::Write(None);
+        self.push(Pending::Single(sent));
+        self.merging = Some(seq);
+        self.reply_to(seq, 0)
+    }
+
     pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
         ReplyTo {
             tx: self.replies.get_or_init(reply_channel).0.clone(),
@@ -254,14 +268,7 @@ impl Core {
                         self.ready(cross_slot(name, first, other.unwrap_or(first)));
                     }
                     Ok(Some(job)) => {
-                        // Answered by the task, once; the client's later
-                        // commands wait for it.
-                        let mut sent = Sent::to_slot(raw, first);
-                        sent.via = Via::Blocking;
-                        sent.post = Post::Write(None);
-                        self.push(Pending::Single(sent));
-                        self.merging = Some(seq);
-                        let to = self.reply_to(seq, 0);
+                        let to = self.answered_by_task(raw, first, seq);
                         let (ctx, proto) = (self.ctx.clone(), self.client.proto);
                         match job {
                             Job::Key(mv) => moves::spawn(ctx, proto, mv, to),
@@ -279,15 +286,8 @@ impl Core {
                 match Sort::parse(self.scratch.name == "sort_ro", &args) {
                     Err(e) => self.ready(e),
                     Ok(sort) => {
-                        // Answered by the task, once; the client's later
-                        // commands wait for it.
                         let first = self.scratch.slots.first().copied().unwrap_or(0);
-                        let mut sent = Sent::to_slot(raw, first);
-                        sent.via = Via::Blocking;
-                        sent.post = Post::Write(None);
-                        self.push(Pending::Single(sent));
-                        self.merging = Some(seq);
-                        let to = self.reply_to(seq, 0);
+                        let to = self.answered_by_task(raw, first, seq);
                         sort::spawn(self.ctx.clone(), self.client.proto, sort, to);
                     }
                 }
@@ -299,15 +299,7 @@ impl Core {
                 let first = self.scratch.slots.first().copied().unwrap_or(0);
                 match pop {
                     Some(pop) => {
-                        // Answered by the task, once (never retried). The
-                        // client's later commands wait for it, as behind a
-                        // blocked client on one server.
-                        let mut sent = Sent::to_slot(raw, first);
-                        sent.via = Via::Blocking;
-                        sent.post = Post::Write(None);
-                        self.push(Pending::Single(sent));
-                        self.merging = Some(seq);
-                        let to = self.reply_to(seq, 0);
+                        let to = self.answered_by_task(raw, first, seq);
                         let info = self.client.info.clone();
                         multipop::spawn(self.ctx.clone(), info, self.client.proto, pop, to);
                     }
