@@ -74,6 +74,13 @@ impl ClientPause {
         });
     }
 
+    /// Whether a pause may be in force (one relaxed load): the request
+    /// path asks [`ClientPause::holds`] only then.
+    #[inline]
+    pub fn maybe(&self) -> bool {
+        self.maybe.load(Ordering::Relaxed)
+    }
+
     /// Whether a command must wait now: `writes` tells whether it may
     /// write or replicate. One relaxed load when nothing is paused.
     pub fn holds(&self, writes: bool) -> bool {

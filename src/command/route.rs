@@ -407,17 +407,20 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "ERR wrong number of arguments for 'mset' command",
         ));
     }
-    if matches!(spec.name, "sort" | "sort_ro")
-        && crate::client::sort::needs_proxy(spec.name == "sort_ro", cmd)
-    {
-        return Route::ProxySort;
-    }
-    // The key specs name GEORADIUS's first STORE; the node stores into
-    // the last one, which decides.
-    if matches!(spec.name, "georadius" | "georadiusbymember") {
-        if let Some((src, dest)) = crate::geo::store_keys(spec.name, cmd) {
-            if slot(cmd.get(src)) != slot(cmd.get(dest)) {
-                return Route::Split(SplitKind::GeoStore);
+    // SORT and GEORADIUS have movable keys: one bit test for the rest.
+    if spec.flags & flags::MOVABLE_KEYS != 0 {
+        if matches!(spec.name, "sort" | "sort_ro")
+            && crate::client::sort::needs_proxy(spec.name == "sort_ro", cmd)
+        {
+            return Route::ProxySort;
+        }
+        // The key specs name GEORADIUS's first STORE; the node stores into
+        // the last one, which decides.
+        if matches!(spec.name, "georadius" | "georadiusbymember") {
+            if let Some((src, dest)) = crate::geo::store_keys(spec.name, cmd) {
+                if slot(cmd.get(src)) != slot(cmd.get(dest)) {
+                    return Route::Split(SplitKind::GeoStore);
+                }
             }
         }
     }

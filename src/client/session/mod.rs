@@ -590,12 +590,14 @@ impl Session {
                     if self.core.must_wait_for_earlier_replies(name) {
                         break true;
                     }
-                    let view = CommandView {
-                        raw: &rbuf[..],
-                        args: self.parser.args(),
-                    };
-                    if self.core.held_by_pause(&view) {
-                        break true;
+                    if self.core.ctx.pause.maybe() {
+                        let view = CommandView {
+                            raw: &rbuf[..],
+                            args: self.parser.args(),
+                        };
+                        if self.core.held_by_pause(&view) {
+                            break true;
+                        }
                     }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
@@ -611,12 +613,14 @@ impl Session {
                     if self.core.must_wait_for_earlier_replies(name) {
                         break true;
                     }
-                    let view = CommandView {
-                        raw: &raw,
-                        args: self.parser.args(),
-                    };
-                    if self.core.held_by_pause(&view) {
-                        break true;
+                    if self.core.ctx.pause.maybe() {
+                        let view = CommandView {
+                            raw: &raw,
+                            args: self.parser.args(),
+                        };
+                        if self.core.held_by_pause(&view) {
+                            break true;
+                        }
                     }
                     rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;
