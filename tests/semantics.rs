@@ -483,10 +483,7 @@ fn cross_slot_set_reads_are_computed_in_the_proxy() {
 fn set_stores_across_slots_answer_as_one_redis() {
     let names = ["s:a", "s:b", "s:i", "s:j", "s:big", "s:str", "s:d"];
     let (reference, mut direct, mut through) = beside_reference("sstore", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     let mut big = vec!["SADD".to_string(), "s:big".to_string()];
     big.extend((0..5000).map(|i| format!("m{i}")));
@@ -595,6 +592,14 @@ fn beside_reference(tag: &str, names: &[&str]) -> ((TempDir, Standalone), RawCli
         assert!(c.read_once(Duration::from_secs(5)).starts_with(b":"));
     }
     ((dir, reference), direct, through)
+}
+
+/// A `redis` connection to the reference server of [`beside_reference`].
+fn connection_to(reference: &(TempDir, Standalone)) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 /// Asserts that `queries` get the same answers from the reference server
@@ -706,10 +711,7 @@ fn bitop_across_slots_answers_as_one_redis() {
 fn sorted_set_algebra_across_slots_answers_as_one_redis() {
     let names = ["z:a", "z:b", "z:s", "z:l", "z:d", "z:big"];
     let (reference, mut direct, mut through) = beside_reference("zstore", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     for c in [&mut direct, &mut through] {
         c.roundtrip(
@@ -1518,10 +1520,7 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
 fn zrangestore_across_slots_answers_as_one_redis() {
     let names = ["r:src", "r:d", "r:str"];
     let (reference, mut direct, mut through) = beside_reference("zrangestore", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     for c in [&mut direct, &mut through] {
         c.roundtrip(
@@ -1578,10 +1577,7 @@ fn zrangestore_across_slots_answers_as_one_redis() {
 fn geo_stores_across_slots_answer_as_one_redis() {
     let names = ["g:src", "g:d", "g:str"];
     let (reference, mut direct, mut through) = beside_reference("geostore", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     for c in [&mut direct, &mut through] {
         c.roundtrip(
@@ -1806,10 +1802,7 @@ fn pops_across_slots_answer_as_one_redis() {
 fn renames_and_copies_across_slots_answer_as_one_redis() {
     let names = ["m:a", "m:b", "m:c"];
     let (reference, mut direct, mut through) = beside_reference("moves", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     for line in [
         "SET m:a v1 EX 1000",
@@ -1907,10 +1900,7 @@ fn renames_and_copies_across_slots_answer_as_one_redis() {
 fn list_and_set_moves_across_slots_answer_as_one_redis() {
     let names = ["e:a", "e:b", "e:c", "e:s", "e:t"];
     let (reference, mut direct, mut through) = beside_reference("emoves", &names);
-    let mut direct_conn = redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut direct_conn = connection_to(&reference);
     let mut through_conn = env().1.conn();
     for line in [
         "RPUSH e:a 1 2 3 4",
