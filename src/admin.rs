@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::backend::{BackendRequest, ReplyStatus, ReplyTo};
+use crate::backend::ReplyStatus;
 use crate::cluster::slot::SLOTS;
 use crate::metrics as m;
 use crate::protocol::Proto;
@@ -74,34 +74,19 @@ pub async fn health_checker(ctx: Arc<Context>) {
         let mut checks = tokio::task::JoinSet::new();
         for pool in masters {
             checks.spawn(async move {
-                let (tx, mut rx) = crate::backend::reply_channel();
-                let req = BackendRequest {
-                    payload: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
-                    asking: false,
-                    skip: 0,
-                    then_wait: None,
-                    caching: false,
-                    replies: 1,
-                    reply_to: ReplyTo {
-                        tx,
-                        seq: 0,
-                        part: 0,
-                    },
-                };
-                pool.conn(Proto::Resp2).send(req).await;
-                let result = match tokio::time::timeout(HEALTH_TIMEOUT, rx.recv()).await {
-                    Ok(Some(r))
-                        if r.status == ReplyStatus::Answered && &r.data[..] == b"+PONG\r\n" =>
-                    {
+                let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+                let reply =
+                    crate::client::nodecall::request(pool.conn(Proto::Resp2), ping, 0, false);
+                let result = match tokio::time::timeout(HEALTH_TIMEOUT, reply).await {
+                    Ok(r) if r.status == ReplyStatus::Answered && &r.data[..] == b"+PONG\r\n" => {
                         Ok(())
                     }
-                    Ok(Some(r)) => Err(String::from_utf8_lossy(
+                    Ok(r) => Err(String::from_utf8_lossy(
                         r.data
                             .get(1..r.data.len().saturating_sub(2))
                             .unwrap_or_default(),
                     )
                     .into_owned()),
-                    Ok(None) => Err("no reply".into()),
                     Err(_) => Err(format!("no reply within {HEALTH_TIMEOUT:?}")),
                 };
                 (pool.addr().clone(), result)

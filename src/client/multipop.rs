@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::nodecall::{call_master, moving_or_failing, Wait};
+use super::nodecall::{call_master, is_lost, moving_or_failing, Wait};
 use crate::backend::{reply_channel, Reply, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
@@ -237,15 +237,8 @@ fn is_transient(r: &Reply) -> bool {
 /// Whether an error for the client says the cluster is failing over or
 /// a slot moving (the proxy's own after its retry deadline included).
 fn is_transient_error(e: &[u8]) -> bool {
-    [
-        &b"-TRYAGAIN"[..],
-        b"-CLUSTERDOWN",
-        b"-LOADING",
-        b"-MASTERDOWN",
-    ]
-    .iter()
-    .any(|p| e.starts_with(p))
-        || e.starts_with(b"-ERR slotbridge: connection")
+    moving_or_failing(e)
+        || is_lost(e)
         || (e.starts_with(b"-ERR slotbridge: node ")
             && memchr::memmem::find(e, b" unreachable").is_some())
 }

@@ -15,6 +15,7 @@ use crate::backend::{
     reply_channel, BackendConn, BackendRequest, NodePool, Reply, ReplyStatus, ReplyTo,
 };
 use crate::protocol::reply::{self, Proto};
+use crate::protocol::scan::FrameScanner;
 use crate::server::Context;
 
 /// Sends `payload` to the master of `slot` on its shared connection and
@@ -76,6 +77,47 @@ pub async fn call_master(
 
 /// One request on `conn` (after `ASKING` when `asking`), and its reply.
 pub async fn request(conn: &BackendConn, payload: Bytes, skip: u32, asking: bool) -> Reply {
+    exchange(conn, payload, skip, asking, 1).await
+}
+
+/// `count` commands sent as one request on `conn`, and their reply
+/// frames in order (fewer when the connection failed part way).
+pub async fn batch(conn: &BackendConn, payload: Bytes, count: usize) -> Vec<Bytes> {
+    let r = exchange(conn, payload, 0, false, count as u32).await;
+    if r.ends.len() == count {
+        let mut at = 0;
+        return r
+            .ends
+            .iter()
+            .map(|&end| {
+                let frame = r.data.slice(at.min(end)..end);
+                at = end;
+                frame
+            })
+            .collect();
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut at = 0;
+    while out.len() < count {
+        match FrameScanner::new().scan(r.data.get(at..).unwrap_or_default()) {
+            Ok(Some(n)) => {
+                out.push(r.data.slice(at..at + n));
+                at += n;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Sends a request of `replies` commands and waits for its reply.
+async fn exchange(
+    conn: &BackendConn,
+    payload: Bytes,
+    skip: u32,
+    asking: bool,
+    replies: u32,
+) -> Reply {
     let (tx, mut rx) = reply_channel();
     conn.send(BackendRequest {
         payload,
@@ -83,7 +125,7 @@ pub async fn request(conn: &BackendConn, payload: Bytes, skip: u32, asking: bool
         skip,
         then_wait: None,
         caching: false,
-        replies: 1,
+        replies,
         reply_to: ReplyTo {
             tx,
             seq: 0,

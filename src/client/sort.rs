@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::nodecall::call_master;
+use super::nodecall::{batch, call_master};
 use crate::backend::{ReplyStatus, ReplyTo};
 use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
-use crate::protocol::scan::{bulk_body, children, FrameScanner};
+use crate::protocol::scan::{bulk_body, children};
 use crate::server::Context;
 
 /// A parsed `SORT` the proxy computes.
@@ -449,8 +449,7 @@ async fn read_all(
         } else {
             let pool = ctx.topology.pool(&node);
             let payload: Vec<u8> = lookups.iter().flat_map(|l| command(l).to_vec()).collect();
-            let r = batch(pool.conn(proto), Bytes::from(payload), lookups.len()).await;
-            split_frames(&r, lookups.len())
+            batch(pool.conn(proto), Bytes::from(payload), lookups.len()).await
         };
         for (i, l) in lookups.iter().enumerate() {
             let mut frame = frames.get(i).cloned().unwrap_or_default();
@@ -464,44 +463,6 @@ async fn read_all(
         }
     }
     Ok(values)
-}
-
-/// Sends `count` commands in one request and returns their replies'
-/// bytes.
-async fn batch(conn: &crate::backend::BackendConn, payload: Bytes, count: usize) -> Bytes {
-    let (tx, mut rx) = crate::backend::reply_channel();
-    conn.send(crate::backend::BackendRequest {
-        payload,
-        asking: false,
-        skip: 0,
-        then_wait: None,
-        caching: false,
-        replies: count as u32,
-        reply_to: ReplyTo {
-            tx,
-            seq: 0,
-            part: 0,
-        },
-    })
-    .await;
-    rx.recv().await.map(|r| r.data).unwrap_or_default()
-}
-
-/// The first `count` frames of `data` (fewer when it holds fewer).
-fn split_frames(data: &Bytes, count: usize) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(count);
-    let mut at = 0;
-    while out.len() < count {
-        let mut scanner = FrameScanner::new();
-        match scanner.scan(data.get(at..).unwrap_or_default()) {
-            Ok(Some(n)) => {
-                out.push(data.slice(at..at + n));
-                at += n;
-            }
-            _ => break,
-        }
-    }
-    out
 }
 
 #[cfg(test)]
