@@ -146,14 +146,7 @@ async fn run(
             What::Member(_) => reply::int(0),
             What::List { .. } => null(proto),
         };
-        let blocks = matches!(
-            mv.what,
-            What::List {
-                timeout: Some(_),
-                ..
-            }
-        );
-        if src_type.as_ref() == b"+none\r\n" && !blocks {
+        if src_type.as_ref() == b"+none\r\n" && !mv.blocks() {
             return Ok(nothing);
         }
         if src_type.as_ref() != b"+none\r\n" {

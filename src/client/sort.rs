@@ -272,7 +272,7 @@ async fn run(ctx: &Context, proto: Proto, mut sort: Sort) -> Result<Bytes, Bytes
         }
         picked
     } else {
-        elems.clone()
+        elems
     };
     // Every key the patterns name, read at once.
     let mut wanted: Vec<Lookup> = Vec::new();
