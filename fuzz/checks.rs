@@ -847,4 +847,35 @@ pub fn acl_rules(data: &[u8]) {
             assert!(!reply[..reply.len() - 2].contains(&b'\n'));
         }
     }
+    acl_setuser_round_trip(rules);
+}
+
+/// `ACL SETUSER` with the rules (binary, split on spaces): when they
+/// apply, the user's `ACL LIST` description, applied to a new user,
+/// describes it again the same (in both Redis styles), and `ACL GETUSER`
+/// can be written.
+fn acl_setuser_round_trip(rules: &[u8]) {
+    use slotbridge::acl::user::User;
+    use slotbridge::acl::Style;
+    use slotbridge::protocol::reply::Proto;
+    let ops: Vec<&[u8]> = rules.split(|&b| b == b' ').collect();
+    let mut user = User::new(b"u");
+    if user.set(&ops).is_err() {
+        return;
+    }
+    for style in [Style::Redis70, Style::Redis72] {
+        let line = user.describe(style);
+        let described = &line[b"user u ".len()..];
+        let again_ops: Vec<&[u8]> = described.split(|&b| b == b' ').collect();
+        let mut again = User::new(b"u");
+        again.set(&again_ops).expect("a description applies");
+        assert_eq!(
+            String::from_utf8_lossy(&again.describe(style)),
+            String::from_utf8_lossy(&line),
+            "description does not round-trip"
+        );
+        for proto in [Proto::Resp2, Proto::Resp3] {
+            assert!(!user.reply(proto, style).is_empty());
+        }
+    }
 }

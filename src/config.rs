@@ -554,12 +554,8 @@ impl Config {
                 "tls.cert_file and tls.key_file must be set together".into(),
             );
         }
-        for user in &self.auth.users {
-            if let Some(rules) = &user.acl {
-                if let Err(e) = crate::acl::Acl::parse(rules) {
-                    return invalid("auth.users.acl", format!("user '{}': {e}", user.name));
-                }
-            }
+        if let Err(e) = crate::acl::users::Users::validate(&self.auth) {
+            return invalid("auth.users.acl", e);
         }
         if (1..MIN_TLS_WATCH_INTERVAL_MS).contains(&self.tls.watch_interval_ms) {
             return invalid(

@@ -89,9 +89,21 @@ fn line(micros: u128, peer: &SocketAddr, cmd: &CommandView<'_>) -> Vec<u8> {
         micros % 1_000_000
     )
     .into_bytes();
+    // As Redis redacts them: a user's name and rules (passwords).
+    let redact_from = match cmd.get(0).eq_ignore_ascii_case(b"acl")
+        && cmd.get(1).eq_ignore_ascii_case(b"setuser")
+    {
+        true => 2,
+        false => usize::MAX,
+    };
     for i in 0..cmd.len() {
         out.push(b' ');
-        repr(&mut out, cmd.get(i));
+        let arg = if i >= redact_from {
+            &b"(redacted)"[..]
+        } else {
+            cmd.get(i)
+        };
+        repr(&mut out, arg);
     }
     out.extend_from_slice(b"\r\n");
     out

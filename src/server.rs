@@ -64,6 +64,8 @@ pub struct Context {
     pub tls: Arc<crate::tls::TlsState>,
     /// `CLIENT PAUSE` in force for this proxy's clients.
     pub pause: crate::client::pause::ClientPause,
+    /// The client users (`[auth]`, `ACL SETUSER`) and the `ACL LOG`.
+    pub users: crate::acl::users::Users,
     next_client_id: AtomicU64,
 }
 
@@ -95,8 +97,14 @@ impl Context {
         self.config_version.fetch_add(1, Ordering::Release);
     }
 
+    /// Tells sessions that users changed (`ACL SETUSER`, `ACL DELUSER`):
+    /// each looks its user up again at its next command.
+    pub fn users_changed(&self) {
+        self.config_version.fetch_add(1, Ordering::Release);
+    }
+
     /// The configuration's version: it changes whenever the configuration
-    /// does (see [`Context::config_snapshot`]).
+    /// or the users do (see [`Context::config_snapshot`]).
     pub fn config_version(&self) -> u64 {
         self.config_version.load(Ordering::Acquire)
     }
@@ -350,6 +358,10 @@ fn reload(ctx: &Context, hooks: &Hooks) {
     }
     drop(old);
     ctx.tracker.set_max_keys(new.limits.tracking_table_max_keys);
+    if let Err(e) = ctx.users.sync(&new.auth) {
+        // Validated with the rest of the file: cannot happen.
+        tracing::error!(error = %e, "users not changed");
+    }
     ctx.set_config(new);
     tracing::info!(changed = ?changed, "configuration reloaded");
 }
@@ -449,7 +461,10 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         let names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
         tracing::info!(rules = ?names, "co-location rules active");
     }
+    // Validated with the config; an error here cannot happen.
+    let users = crate::acl::users::Users::new(&config.auth).unwrap_or_default();
     let ctx = Arc::new(Context {
+        users,
         config: arc_swap::ArcSwap::from_pointee(config),
         config_version: AtomicU64::new(0),
         draining: AtomicBool::new(false),

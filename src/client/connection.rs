@@ -146,8 +146,7 @@ impl Connection {
         let id = info.id;
         ctx.clients.add(info.clone());
         tracing::debug!(client = %peer, "client connected");
-        let authed = !ctx.config().auth.required();
-        let client = Resting::Compact(ClientState::new(info, authed), 0);
+        let client = Resting::Compact(ClientState::connected(info, &ctx), 0);
         let mut conn = Connection {
             ctx,
             id,

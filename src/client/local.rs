@@ -34,8 +34,9 @@ pub struct ClientState {
     /// What the authenticated user may do, when it has `acl` rules
     /// (`None`: everything, the fast path).
     pub acl: Option<Arc<crate::acl::Acl>>,
-    /// For a named user: the configuration version its rules are from; a
-    /// reload makes the session look the user up again.
+    /// The version of the configuration and users ([`Context::config_version`])
+    /// its user's rules are from: a change makes the session look the
+    /// user up again. `None` only in tests.
     pub user_version: Option<u64>,
 }
 
@@ -77,6 +78,17 @@ impl ClientState {
             acl: None,
             user_version: None,
         }
+    }
+
+    /// A fresh connection of the proxy: logged in as the `default` user
+    /// when it needs no password, as in Redis.
+    pub fn connected(info: Arc<ClientInfo>, ctx: &Context) -> Self {
+        let version = ctx.config_version();
+        let default = ctx.users.automatic();
+        let mut client = ClientState::new(info, default.is_some());
+        client.acl = default.and_then(|u| u.session_acl());
+        client.user_version = Some(version);
+        client
     }
 
     fn set_proto(&mut self, proto: Proto) {
@@ -121,7 +133,7 @@ pub fn execute(
         Local::Select => select(view.get(1)),
         Local::Quit => return LocalOutcome::Close(Bytes::from_static(reply::OK)),
         Local::Hello => hello(view, client, ctx),
-        Local::Auth if view.len() == 2 && !ctx.config().auth.required() => reply::error(
+        Local::Auth if view.len() == 2 && ctx.users.default_nopass() => reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ),
         Local::Auth if view.len() > 3 => reply::error("ERR syntax error"),
@@ -131,15 +143,17 @@ pub fn execute(
             } else {
                 (&b"default"[..], view.get(1))
             };
-            auth(user, pass, client, ctx)
+            auth(user, pass, view.get(0), client, ctx)
         }
         Local::Reset => {
             client.set_proto(Proto::Resp2);
             client.info.update(|n| n.name = None);
             // As Redis, back to the default user.
-            client.authed = !ctx.config().auth.required();
-            client.acl = None;
-            client.user_version = None;
+            let version = ctx.config_version();
+            let default = ctx.users.automatic();
+            client.authed = default.is_some();
+            client.acl = default.and_then(|u| u.session_acl());
+            client.user_version = Some(version);
             client.info.update(|n| n.user = None);
             client.replies = ReplyMode::On;
             if client.tracking.on {
@@ -160,6 +174,7 @@ pub fn execute(
             return client_kill(view, client, ctx)
         }
         Local::Client => client_cmd(view, client, ctx),
+        Local::Acl => return super::acl_admin::execute(view, client, ctx),
     };
     LocalOutcome::Reply(reply)
 }
@@ -174,59 +189,32 @@ fn select(db: &[u8]) -> Bytes {
     }
 }
 
-/// `AUTH user pass` (also from `HELLO`). Without client authentication
-/// the proxy behaves like a server whose only user is a `nopass` default.
-fn auth(user: &[u8], pass: &[u8], client: &mut ClientState, ctx: &Context) -> Bytes {
-    let config = ctx.config();
-    if !config.auth.required() {
-        return if user == b"default" {
-            Bytes::from_static(reply::OK)
-        } else {
-            reply::error(WRONGPASS)
-        };
-    }
-    let named = config.auth.users.iter().find(|u| u.name.as_bytes() == user);
-    let expected = if user == b"default" {
-        config.auth.password.as_deref()
-    } else {
-        named.map(|u| u.password.as_str())
+/// `AUTH user pass` (also `HELLO ... AUTH`, named `command`), against
+/// the proxy's users (see [`crate::acl::users`]); a failure is logged in
+/// `ACL LOG`, as Redis logs it.
+fn auth(
+    user: &[u8],
+    pass: &[u8],
+    command: &[u8],
+    client: &mut ClientState,
+    ctx: &Context,
+) -> Bytes {
+    let version = ctx.config_version();
+    let Some(found) = ctx.users.authenticate(user, pass) else {
+        let info = client.info.line();
+        let info = info.trim_end_matches('\n').to_string();
+        ctx.users
+            .log
+            .add(crate::acl::log::Reason::Auth, false, command, user, info);
+        return reply::error(WRONGPASS);
     };
-    // Compare even for unknown users, so timing does not reveal names.
-    let ok = constant_time_eq(pass, expected.unwrap_or("").as_bytes()) && expected.is_some();
-    if ok {
-        let Ok(acl) = user_acl(named) else {
-            // Turned `off` (refused as Redis refuses it), or rules that do
-            // not compile (checked at load; refused, never full access).
-            return reply::error(WRONGPASS);
-        };
-        client.authed = true;
-        client.acl = acl;
-        client.user_version = named.map(|_| ctx.config_version());
-        client
-            .info
-            .update(|n| n.user = Some(Bytes::copy_from_slice(user)));
-        Bytes::from_static(reply::OK)
-    } else {
-        reply::error(WRONGPASS)
-    }
-}
-
-/// A named user may not log in: turned `off`, or rules that do not
-/// compile (checked at load; refused rather than given full access).
-#[derive(Debug)]
-pub struct LoginRefused;
-
-/// What a named user may do: `Ok(None)` for everything.
-pub fn user_acl(
-    user: Option<&crate::config::UserConfig>,
-) -> Result<Option<Arc<crate::acl::Acl>>, LoginRefused> {
-    match user.and_then(|u| u.acl.as_deref()) {
-        None => Ok(None),
-        Some(rules) => match crate::acl::compiled(rules) {
-            Ok(acl) if acl.enabled() => Ok(Some(acl)),
-            _ => Err(LoginRefused),
-        },
-    }
+    client.authed = true;
+    client.acl = found.session_acl();
+    client.user_version = Some(version);
+    client
+        .info
+        .update(|n| n.user = Some(Bytes::copy_from_slice(user)));
+    Bytes::from_static(reply::OK)
 }
 
 /// Compares without leaking where the first difference is.
@@ -280,7 +268,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         }
     }
     if let Some((user, pass)) = credentials {
-        let r = auth(user, pass, client, ctx);
+        let r = auth(user, pass, view.get(0), client, ctx);
         if r[0] == b'-' {
             return r;
         }
@@ -421,9 +409,7 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
 /// kills itself gets its reply first.
 fn client_kill(view: &CommandView<'_>, client: &ClientState, ctx: &Context) -> LocalOutcome {
     let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
-    let config = ctx.config();
-    let users =
-        |u: &[u8]| u == b"default" || config.auth.users.iter().any(|x| x.name.as_bytes() == u);
+    let users = |u: &[u8]| ctx.users.get(u).is_some();
     let kill = match filter::parse_kill(&args, users) {
         Ok(k) => k,
         Err(e) => return LocalOutcome::Reply(reply::error(&e)),

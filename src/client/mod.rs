@@ -1,5 +1,6 @@
 //! One client connection: the session state machine and local commands.
 
+pub mod acl_admin;
 pub mod connection;
 pub mod durability;
 pub mod element_moves;

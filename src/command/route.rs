@@ -223,6 +223,9 @@ pub enum Local {
     Client,
     /// `ACL WHOAMI`
     Whoami,
+    /// `ACL SETUSER`, `GETUSER`, `DELUSER`, `LIST`, `USERS`, `DRYRUN`,
+    /// `LOG`, `SAVE`, `LOAD`: over the proxy's users.
+    Acl,
 }
 
 /// Transaction commands, handled by the session's transaction state.
@@ -567,6 +570,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "slowlog|len" => Route::Fanout(Fanout::Sum),
         "slowlog|reset" => Route::Fanout(Fanout::AllOk),
         "acl|whoami" => Route::Local(Local::Whoami),
+        "acl|setuser" | "acl|getuser" | "acl|deluser" | "acl|list" | "acl|users"
+        | "acl|dryrun" | "acl|log" | "acl|save" | "acl|load" => Route::Local(Local::Acl),
         // One server's view: the proxy is a master without replicas (as
         // its INFO replication section says).
         "role" => Route::Reply(Bytes::from_static(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")),

@@ -3,6 +3,7 @@
 
 use super::redirect::{is_script_load, masters};
 use super::*;
+use crate::acl::{self, log::Reason};
 use crate::client::element_moves::{self, ElementMove};
 use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
@@ -57,23 +58,19 @@ impl Core {
         self.push(Pending::Ready(reply));
     }
 
-    /// Looks the named user up again after a reload and takes its current
-    /// rules; false when it is gone or may no longer log in.
+    /// Looks the client's user up again after users or the configuration
+    /// changed and takes its current rules; false when a logged-in user
+    /// is gone or turned off.
     fn recheck_user(&mut self) -> bool {
         let name = self.client.info.names().user;
-        let config = self.config.clone();
-        let user = config
-            .auth
-            .users
-            .iter()
-            .find(|u| Some(u.name.as_bytes()) == name.as_deref());
+        let name = name.as_deref().unwrap_or(b"default");
         self.client.user_version = Some(self.config_version);
-        match user.map(|u| local::user_acl(Some(u))) {
-            Some(Ok(acl)) => {
-                self.client.acl = acl;
+        match self.ctx.users.get(name) {
+            Some(user) if user.enabled() || !self.client.authed => {
+                self.client.acl = user.session_acl();
                 true
             }
-            _ => false,
+            _ => !self.client.authed,
         }
     }
 
@@ -97,7 +94,7 @@ impl Core {
 
     /// Answers a command the user's ACL rules refuse with Redis's
     /// `NOPERM`; inside `MULTI` it also makes `EXEC` abort, as in Redis.
-    fn refuse(&mut self, denied: &crate::acl::Denied, view: &CommandView<'_>) {
+    fn refuse(&mut self, denied: &acl::Denied, view: &CommandView<'_>) {
         let name = view.get(0);
         let ends_tx = name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard");
         if let Some(tx) = self.multi.as_mut().filter(|_| !ends_tx) {
@@ -110,6 +107,25 @@ impl Core {
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default");
         tracing::debug!(client = %self.client.info.peer, user = %String::from_utf8_lossy(user), command = self.current.0, "refused by the user's ACL rules");
+        let logged = match denied {
+            acl::Denied::Command(name) => Some((Reason::Command, name.as_bytes().to_vec())),
+            acl::Denied::Subcommand(container, sub) => {
+                Some((Reason::Command, [container.as_bytes(), b"|", sub].concat()))
+            }
+            acl::Denied::Key(pos) => Some((Reason::Key, view.get(*pos).to_vec())),
+            acl::Denied::Channel(pos) => Some((Reason::Channel, view.get(*pos).to_vec())),
+            // A command error in Redis, not an ACL refusal.
+            acl::Denied::SortOption(_) => None,
+        };
+        if let Some((reason, object)) = logged {
+            let info = self.client.info.line();
+            let info = info.trim_end_matches('\n').to_string();
+            let in_multi = self.multi.is_some() && !ends_tx;
+            self.ctx
+                .users
+                .log
+                .add(reason, in_multi, &object, user, info);
+        }
         let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
         self.ready(reply);
     }

@@ -6,15 +6,19 @@
 //! command (or subcommand) must be allowed, then every key it names must
 //! match a key pattern with the permissions the key's spec asks for
 //! (`%R~` for keys read, `%W~` for keys written), then every channel it
-//! publishes or subscribes to must match a channel pattern. A refused
-//! command gets Redis's own `NOPERM` error and is never sent.
+//! publishes or subscribes to must match a channel pattern. A user has a
+//! root selector and may have more (`(...)` rules): a command passes when
+//! one selector allows all of it. A refused command gets Redis's own
+//! `NOPERM` error and is never sent.
 //!
-//! Supported rules: `on`, `off`, `allcommands`/`+@all`, `nocommands`/
-//! `-@all`, `+<command>`, `-<command>`, `+<command>|<sub>`,
-//! `-<command>|<sub>`, `+@<category>`, `-@<category>`, `allkeys`, `~*`,
-//! `resetkeys`, `~<pattern>`, `%R~`/`%W~`/`%RW~<pattern>`, `allchannels`,
-//! `&*`, `resetchannels`, `&<pattern>`. A user starts with no commands,
-//! keys or channels (Redis 7's default for a new user).
+//! [`user`] holds a whole user (flags, passwords, selectors) and applies
+//! `ACL SETUSER` rules to it; [`users`] is the proxy's table of users,
+//! [`log`] its `ACL LOG`.
+
+pub mod describe;
+pub mod log;
+pub mod user;
+pub mod users;
 
 use bytes::Bytes;
 
@@ -29,42 +33,97 @@ const READ: u8 = 1;
 /// Write permission on a key pattern (`%W~`).
 const WRITE: u8 = 2;
 
-/// One user's compiled rules.
+/// Why `ACL SETUSER` refused a rule: Redis's `errno` values, and one of
+/// the proxy's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetError {
+    /// `ENOENT`: an unknown command or category.
+    Unknown,
+    /// `EINVAL`: a rule not understood, or a pattern with spaces.
+    Syntax,
+    /// `EEXIST`: a key pattern after `~*`.
+    KeysAfterAll,
+    /// `EISDIR`: a channel pattern after `&*`.
+    ChannelsAfterAll,
+    /// `ENODEV`: removing a password the user does not have.
+    NoSuchPassword,
+    /// `EBADMSG`: a malformed password hash.
+    BadHash,
+    /// `ECHILD`: a first argument of a subcommand.
+    SubcommandFirstArg,
+    /// `+command|first-arg` of a command without subcommands (Redis's
+    /// deprecated first-arg rules): not supported by the proxy.
+    FirstArg,
+}
+
+impl SetError {
+    /// Redis's text for the error (`ACLSetUserStringError`).
+    pub fn message(self) -> &'static str {
+        match self {
+            SetError::Unknown => "Unknown command or category name in ACL",
+            SetError::Syntax => "Syntax error",
+            SetError::KeysAfterAll => "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns",
+            SetError::ChannelsAfterAll => "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels",
+            SetError::NoSuchPassword => "The password you are trying to remove from the user does not exist",
+            SetError::BadHash => "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
+            SetError::SubcommandFirstArg => "Allowing first-arg of a subcommand is not supported",
+            SetError::FirstArg => "slotbridge does not support first-arg rules of commands without subcommands (such as +select|0); allow the command or a subcommand instead",
+        }
+    }
+}
+
+/// A user's permissions: its root selector and further selectors.
 #[derive(Debug, Clone)]
 pub struct Acl {
-    /// `on`: the user may authenticate.
-    enabled: bool,
-    /// `allcommands`: every command, also those the built-in table lacks
-    /// (module commands learned at start-up). Cleared by any removal.
+    /// The rules given outside parentheses.
+    pub(crate) root: Selector,
+    /// The `(...)` selectors, in the order given.
+    pub(crate) selectors: Vec<Selector>,
+}
+
+/// One selector: commands, key patterns and channel patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// Redis's `ALLCOMMANDS` flag: set by `+@all`, cleared by any removal;
+    /// it also lets a user run commands the built-in table lacks.
     all_commands: bool,
+    /// Redis's reserved "future commands" bit: set by `+@all`, cleared
+    /// only by `-@all` (how `ACL GETUSER` knows to start from `+@all`).
+    future: bool,
     /// One bit per entry of [`COMMANDS`].
     allowed: Vec<u64>,
     all_keys: bool,
     keys: Vec<(u8, Vec<u8>)>,
     all_channels: bool,
     channels: Vec<Vec<u8>>,
+    /// The command and category rules since the last `+@all`/`-@all`, as
+    /// Redis 7.2 keeps them to describe them (a rule given again, or a
+    /// container's rule, replaces the earlier ones it covers).
+    rules: Vec<String>,
 }
 
-/// The rules `rules` compiled, shared: compiling `+@category` walks the
-/// command table, so each text is compiled once, not at every `AUTH`.
-pub fn compiled(rules: &str) -> Result<std::sync::Arc<Acl>, String> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Acl>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(acl) = cache.lock().ok().and_then(|c| c.get(rules).cloned()) {
-        return Ok(acl);
-    }
-    let acl = Arc::new(Acl::parse(rules)?);
-    if let Ok(mut c) = cache.lock() {
-        // Rule texts come from the configuration: a few, unless reloads
-        // keep changing them.
-        if c.len() >= 256 {
-            c.clear();
+/// How `ACL GETUSER`, `ACL LIST` and `ACL LOG` describe things: as the
+/// nodes' Redis version does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Redis 7.0: command rules rebuilt from the bitmap; 7 log fields.
+    Redis70,
+    /// Redis 7.2 and later: command rules as given; 10 log fields.
+    Redis72,
+}
+
+impl Style {
+    /// The style of nodes running `version`.
+    pub fn of(version: &str) -> Style {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = parts.next().unwrap_or(0);
+        let minor = parts.next().unwrap_or(0);
+        if (major, minor) > (7, 0) {
+            Style::Redis72
+        } else {
+            Style::Redis70
         }
-        c.insert(rules.to_string(), acl.clone());
     }
-    Ok(acl)
 }
 
 /// Why a command was refused.
@@ -72,10 +131,10 @@ pub fn compiled(rules: &str) -> Result<std::sync::Arc<Acl>, String> {
 pub enum Denied {
     /// The command (its full name, `config|get` for a subcommand).
     Command(&'static str),
-    /// One of its keys.
-    Key,
-    /// One of its channels.
-    Channel,
+    /// The key at this argument position.
+    Key(usize),
+    /// The channel at this argument position.
+    Channel(usize),
     /// A subcommand the built-in table does not know (`container`, `sub`).
     Subcommand(&'static str, Vec<u8>),
     /// `SORT`'s `BY` or `GET` option.
@@ -103,21 +162,64 @@ impl Denied {
             (Denied::Subcommand(container, sub), _) => {
                 run(&format!("{container}|{}", String::from_utf8_lossy(sub)))
             }
-            (Denied::Key, false) => {
+            (Denied::Key(_), false) => {
                 "NOPERM this user has no permissions to access one of the keys used as arguments"
                     .to_string()
             }
-            (Denied::Key, true) => "NOPERM No permissions to access a key".to_string(),
-            (Denied::Channel, false) => {
+            (Denied::Key(_), true) => "NOPERM No permissions to access a key".to_string(),
+            (Denied::Channel(_), false) => {
                 "NOPERM this user has no permissions to access one of the channels used as arguments"
                     .to_string()
             }
-            (Denied::Channel, true) => "NOPERM No permissions to access a channel".to_string(),
+            (Denied::Channel(_), true) => "NOPERM No permissions to access a channel".to_string(),
             (Denied::SortOption(option), _) => {
                 format!("ERR {option} option of SORT denied due to insufficient ACL permissions.")
             }
         };
         reply::error(&text)
+    }
+
+    /// What `ACL DRYRUN` answers for `user` and a command refused with
+    /// this.
+    pub fn dry_run_text<A: Args + ?Sized>(&self, args: &A, user: &[u8], style: Style) -> String {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if style == Style::Redis72 {
+            // Redis 7.2: the NOPERM texts.
+            let text = self.reply(user, true);
+            let text = String::from_utf8_lossy(&text);
+            return text.trim_start_matches("-NOPERM ").trim_end().to_string();
+        }
+        match self {
+            Denied::Command(name) => {
+                format!("This user has no permissions to run the '{name}' command")
+            }
+            Denied::Subcommand(container, sub) => format!(
+                "This user has no permissions to run the '{container}|{}' command",
+                lossy(sub)
+            ),
+            Denied::Key(pos) => format!(
+                "This user has no permissions to access the '{}' key",
+                lossy(args.get(*pos))
+            ),
+            Denied::Channel(pos) => format!(
+                "This user has no permissions to access the '{}' channel",
+                lossy(args.get(*pos))
+            ),
+            Denied::SortOption(option) => {
+                format!("{option} option of SORT denied due to insufficient ACL permissions.")
+            }
+        }
+    }
+
+    /// Redis's order of reasons (`ACL_DENIED_CMD` < `KEY` < `CHANNEL`)
+    /// and the argument position: with several selectors, the error kept
+    /// is the highest, then the latest argument.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Denied::Command(_) | Denied::Subcommand(..) | Denied::SortOption(_) => (1, 0),
+            Denied::Key(pos) => (2, *pos),
+            Denied::Channel(pos) => (4, *pos),
+        }
     }
 }
 
@@ -138,37 +240,95 @@ fn with_subcommands(name: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Whether `s` has a space or a NUL (Redis's `ACLStringHasSpaces`).
+pub(crate) fn has_spaces(s: &[u8]) -> bool {
+    s.iter()
+        .any(|&c| c == 0 || c == b' ' || (b'\t'..=b'\r').contains(&c))
+}
+
 impl Acl {
-    /// Compiles `rules` (space separated). An error names the bad rule.
+    /// Compiles `rules` (space separated) for a user of the
+    /// configuration. An error names the bad rule.
     pub fn parse(rules: &str) -> Result<Acl, String> {
-        let mut acl = Acl {
-            enabled: true,
+        let user = user::User::from_rules("config", rules)?;
+        Ok(Acl::clone(user.acl()))
+    }
+
+    /// Checks a command as Redis does once its arity is right: `Ok` when
+    /// the user may run it (unknown commands and bad arities pass, for the
+    /// proxy to answer with Redis's own errors).
+    pub fn check<A: Args + ?Sized>(&self, args: &A) -> Result<(), Denied> {
+        match crate::command::find(args) {
+            Some(spec) if keys::arity_ok(spec, args.len()) => self.check_spec(spec, args),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Acl::check`] for a command known to be `spec`, whatever its
+    /// arity (as `ACL DRYRUN` checks): the first selector that allows it
+    /// decides; when none does, the most telling refusal is returned.
+    pub fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
+        let mut refused: Option<Denied> = None;
+        for selector in std::iter::once(&self.root).chain(&self.selectors) {
+            match selector.check_spec(spec, args) {
+                Ok(()) => {
+                    if matches!(spec.name, "sort" | "sort_ro") && !self.reads_every_key() {
+                        sort_patterns(args)?;
+                    }
+                    return Ok(());
+                }
+                Err(denied) => {
+                    if refused.as_ref().is_none_or(|r| denied.rank() > r.rank()) {
+                        refused = Some(denied);
+                    }
+                }
+            }
+        }
+        Err(refused.unwrap_or(Denied::Command(spec.name)))
+    }
+
+    /// Neither commands, keys nor channels are limited (the root selector
+    /// allows everything).
+    pub fn unconfined(&self) -> bool {
+        self.root.unconfined()
+    }
+
+    /// Redis's "full key access" for `SORT ... BY/GET`: some selector has
+    /// a read pattern that matches the string `*`.
+    fn reads_every_key(&self) -> bool {
+        std::iter::once(&self.root)
+            .chain(&self.selectors)
+            .any(Selector::reads_every_key)
+    }
+}
+
+impl Selector {
+    /// A selector that allows nothing (a new user's, or after `reset`).
+    pub fn empty() -> Selector {
+        Selector {
             all_commands: false,
+            future: false,
             allowed: vec![0; COMMANDS.len().div_ceil(64)],
             all_keys: false,
             keys: Vec::new(),
             all_channels: false,
             channels: Vec::new(),
-        };
-        let mut said = false;
-        for rule in rules.split_ascii_whitespace() {
-            said |= rule.eq_ignore_ascii_case("on") || rule.eq_ignore_ascii_case("off");
-            acl.apply(rule)
-                .map_err(|why| format!("ACL rule '{rule}': {why}"))?;
+            rules: Vec::new(),
         }
-        if !said {
-            // Redis and ElastiCache leave such a user off: say it.
-            return Err(
-                "the rules must say 'on' (or 'off' to disable the user), as a new Redis user is off"
-                    .into(),
-            );
-        }
-        Ok(acl)
     }
 
-    /// Whether the user may authenticate (`on`).
-    pub fn enabled(&self) -> bool {
-        self.enabled
+    /// Records a command or category rule for Redis 7.2's description
+    /// (`ACLUpdateCommandRules`).
+    fn remember(&mut self, what: &str, allow: bool) {
+        self.rules.retain(|r| {
+            let old = &r[1..];
+            !(old == what
+                || (old.len() > what.len()
+                    && old.starts_with(what)
+                    && old.as_bytes()[what.len()] == b'|'))
+        });
+        self.rules
+            .push(format!("{}{what}", if allow { '+' } else { '-' }));
     }
 
     fn set(&mut self, index: usize, allow: bool) {
@@ -183,135 +343,172 @@ impl Acl {
         }
     }
 
-    fn allows(&self, index: usize) -> bool {
+    /// Whether the command at `index` of [`COMMANDS`] is allowed.
+    pub(crate) fn allows(&self, index: usize) -> bool {
         self.allowed
             .get(index / 64)
             .is_some_and(|w| w & (1u64 << (index % 64)) != 0)
     }
 
-    fn apply(&mut self, rule: &str) -> Result<(), String> {
+    /// Allows or forbids a command with all its subcommands (Redis's
+    /// `ACLChangeSelectorPerm`).
+    pub(crate) fn change(&mut self, name: &str, allow: bool) {
+        let touched: Vec<usize> = with_subcommands(name).collect();
+        for i in touched {
+            self.set(i, allow);
+        }
+    }
+
+    /// Allows or forbids every command of a category, as Redis does: a
+    /// command of the category with all its subcommands, and each
+    /// subcommand of the category on its own.
+    pub(crate) fn change_category(&mut self, bit: u32, allow: bool) {
+        let mut touched = Vec::new();
+        for c in COMMANDS.iter().filter(|c| c.acl & bit != 0) {
+            touched.extend(with_subcommands(c.name));
+        }
+        for i in touched {
+            self.set(i, allow);
+        }
+    }
+
+    /// Applies one rule (Redis's `ACLSetSelector`).
+    pub fn apply(&mut self, rule: &[u8]) -> Result<(), SetError> {
         let lower = rule.to_ascii_lowercase();
-        match lower.as_str() {
-            "on" => self.enabled = true,
-            "off" => self.enabled = false,
-            "allcommands" | "+@all" => {
-                self.allowed.iter_mut().for_each(|w| *w = u64::MAX);
-                self.all_commands = true;
-            }
-            "nocommands" | "-@all" => {
-                self.allowed.iter_mut().for_each(|w| *w = 0);
-                self.all_commands = false;
-            }
-            // Only these two: `%RW~*` stays a pattern, as in Redis 7.0.
-            "allkeys" | "~*" => {
+        match lower.as_slice() {
+            b"allkeys" | b"~*" => {
                 self.all_keys = true;
                 self.keys.clear();
             }
-            "resetkeys" => {
+            b"resetkeys" => {
                 self.all_keys = false;
                 self.keys.clear();
             }
-            "allchannels" | "&*" => {
+            b"allchannels" | b"&*" => {
                 self.all_channels = true;
                 self.channels.clear();
             }
-            "resetchannels" => {
+            b"resetchannels" => {
                 self.all_channels = false;
                 self.channels.clear();
+            }
+            b"allcommands" | b"+@all" => {
+                self.allowed.iter_mut().for_each(|w| *w = u64::MAX);
+                self.all_commands = true;
+                self.future = true;
+                self.rules.clear();
+            }
+            b"nocommands" | b"-@all" => {
+                self.allowed.iter_mut().for_each(|w| *w = 0);
+                self.all_commands = false;
+                self.future = false;
+                self.rules.clear();
             }
             _ => return self.apply_pattern_or_command(rule, &lower),
         }
         Ok(())
     }
 
-    fn apply_pattern_or_command(&mut self, rule: &str, lower: &str) -> Result<(), String> {
-        if let Some(pattern) = rule.strip_prefix('&') {
-            if self.all_channels {
-                return Err("a channel pattern after '&*' or 'allchannels' has no effect".into());
-            }
-            self.channels.push(pattern.as_bytes().to_vec());
-            return Ok(());
-        }
-        if rule.starts_with('~') || rule.starts_with('%') {
-            let (perm, pattern) = match rule.split_once('~') {
-                Some(("", p)) => (READ | WRITE, p),
-                Some((flags, p)) => {
-                    let mut perm = 0;
-                    for c in flags[1..].chars() {
-                        let bit = match c.to_ascii_uppercase() {
-                            'R' => READ,
-                            'W' => WRITE,
-                            _ => return Err("key permissions are R, W or RW".into()),
-                        };
-                        if perm & bit != 0 {
-                            return Err("key permissions are R, W or RW".into());
-                        }
-                        perm |= bit;
-                    }
-                    if perm == 0 || !flags.starts_with('%') {
-                        return Err("key permissions are written %R~, %W~ or %RW~".into());
-                    }
-                    (perm, p)
+    fn apply_pattern_or_command(&mut self, rule: &[u8], lower: &[u8]) -> Result<(), SetError> {
+        match rule.first() {
+            Some(b'~' | b'%') => return self.add_key_pattern(rule),
+            Some(b'&') => {
+                if self.all_channels {
+                    return Err(SetError::ChannelsAfterAll);
                 }
-                None => return Err("a key pattern is written ~pattern or %RW~pattern".into()),
-            };
-            if self.all_keys {
-                return Err("a key pattern after '~*' or 'allkeys' has no effect".into());
+                let pattern = &rule[1..];
+                if has_spaces(pattern) {
+                    return Err(SetError::Syntax);
+                }
+                if !self.channels.iter().any(|p| p == pattern) {
+                    self.channels.push(pattern.to_vec());
+                }
+                return Ok(());
             }
-            // As Redis: the same pattern twice adds up its permissions.
-            match self.keys.iter_mut().find(|(_, p)| p == pattern.as_bytes()) {
-                Some((old, _)) => *old |= perm,
-                None => self.keys.push((perm, pattern.as_bytes().to_vec())),
-            }
-            return Ok(());
+            _ => {}
         }
-        let (allow, what) = match lower.split_at_checked(1) {
-            Some(("+", what)) => (true, what),
-            Some(("-", what)) => (false, what),
-            _ => return Err("unknown or unsupported rule (passwords are set by 'password', selectors are not supported)".into()),
+        let (allow, what) = match lower.split_first() {
+            Some((b'+', what)) => (true, what),
+            Some((b'-', what)) => (false, what),
+            _ => return Err(SetError::Syntax),
         };
+        let what = std::str::from_utf8(what).map_err(|_| SetError::Unknown)?;
         if let Some(name) = what.strip_prefix('@') {
             let Some(&(_, bit)) = category::CATEGORIES.iter().find(|(n, _)| *n == name) else {
-                return Err(format!("unknown command category '{name}'"));
+                return Err(SetError::Unknown);
             };
-            // As Redis: a command of the category with all its subcommands,
-            // and each subcommand of the category on its own.
-            let mut touched = Vec::new();
-            for c in COMMANDS.iter().filter(|c| c.acl & bit != 0) {
-                touched.extend(with_subcommands(c.name));
-            }
-            for i in touched {
-                self.set(i, allow);
-            }
+            self.change_category(bit, allow);
+            self.remember(what, allow);
             return Ok(());
         }
-        let known = COMMANDS.iter().any(|c| c.name == what);
-        if !known {
-            return Err(format!("unknown command '{what}'"));
+        let known = |name: &str| COMMANDS.iter().any(|c| c.name == name);
+        match what.rsplit_once('|') {
+            Some((container, sub)) if allow => {
+                if !known(container) {
+                    return Err(SetError::Unknown);
+                }
+                if container.contains('|') {
+                    return Err(SetError::SubcommandFirstArg);
+                }
+                if sub.is_empty() {
+                    return Err(SetError::Syntax);
+                }
+                let has_subcommands = COMMANDS
+                    .iter()
+                    .any(|c| c.name == container && c.flags & flags::HAS_SUBCOMMANDS != 0);
+                if !has_subcommands {
+                    return Err(SetError::FirstArg);
+                }
+                if !known(what) {
+                    return Err(SetError::Unknown);
+                }
+            }
+            _ if !known(what) => return Err(SetError::Unknown),
+            _ => {}
         }
-        let touched: Vec<usize> = with_subcommands(what).collect();
-        for i in touched {
-            self.set(i, allow);
+        self.change(what, allow);
+        self.remember(what, allow);
+        Ok(())
+    }
+
+    /// `~pattern`, `%R~pattern`, `%W~pattern`, `%RW~pattern`.
+    fn add_key_pattern(&mut self, rule: &[u8]) -> Result<(), SetError> {
+        if self.all_keys {
+            return Err(SetError::KeysAfterAll);
+        }
+        let (perm, pattern) = if rule[0] == b'%' {
+            let mut perm = 0;
+            let mut offset = 1;
+            while offset < rule.len() {
+                let c = rule[offset];
+                offset += 1;
+                match c.to_ascii_uppercase() {
+                    b'R' if perm & READ == 0 => perm |= READ,
+                    b'W' if perm & WRITE == 0 => perm |= WRITE,
+                    b'~' => break,
+                    _ => return Err(SetError::Syntax),
+                }
+            }
+            if perm == 0 {
+                return Err(SetError::Syntax);
+            }
+            (perm, &rule[offset..])
+        } else {
+            (READ | WRITE, &rule[1..])
+        };
+        if has_spaces(pattern) {
+            return Err(SetError::Syntax);
+        }
+        // As Redis: the same pattern twice adds up its permissions.
+        match self.keys.iter_mut().find(|(_, p)| p == pattern) {
+            Some((old, _)) => *old |= perm,
+            None => self.keys.push((perm, pattern.to_vec())),
         }
         Ok(())
     }
 
-    /// Checks a command as Redis does once its arity is right: `Ok` when
-    /// the user may run it (unknown commands and bad arities pass, for the
-    /// proxy to answer with Redis's own errors).
-    pub fn check<A: Args + ?Sized>(&self, args: &A) -> Result<(), Denied> {
-        match crate::command::find(args) {
-            Some(spec) => self.check_spec(spec, args),
-            None => Ok(()),
-        }
-    }
-
-    /// [`Acl::check`] for a command known to be `spec`.
+    /// One selector's verdict on a command (Redis's `ACLSelectorCheckCmd`).
     fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
-        if !keys::arity_ok(spec, args.len()) {
-            // A bad arity: the error comes first.
-            return Ok(());
-        }
         if spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1 {
             // A subcommand newer than the built-in table (the nodes may
             // know it): only a user with every command may run it.
@@ -336,8 +533,8 @@ impl Acl {
         }
         if crate::command::runs_script(spec.name) && !self.unconfined() {
             // A script's own commands run on the nodes as the proxy's
-            // user, unchecked: only a user the rules do not confine may
-            // run one.
+            // user, unchecked: only a selector the rules do not confine
+            // may run one.
             return Err(Denied::Command(spec.name));
         }
         if !self.all_keys && !spec.key_specs.is_empty() {
@@ -346,12 +543,9 @@ impl Acl {
                     ks_flags = variable_key_flags(spec.name, args);
                 }
                 if !self.key_allowed(args.get(pos), ks_flags) {
-                    return Err(Denied::Key);
+                    return Err(Denied::Key(pos));
                 }
             }
-        }
-        if matches!(spec.name, "sort" | "sort_ro") && !self.reads_every_key() {
-            sort_patterns(args)?;
         }
         if !self.all_channels {
             let (first, pattern) = match spec.name {
@@ -362,7 +556,7 @@ impl Acl {
             };
             for i in first {
                 if !self.channel_allowed(args.get(i), pattern) {
-                    return Err(Denied::Channel);
+                    return Err(Denied::Channel(i));
                 }
             }
         }
@@ -374,8 +568,7 @@ impl Acl {
         self.all_commands && self.all_keys && self.all_channels
     }
 
-    /// Redis's "full key access" for `SORT ... BY/GET`: a read pattern
-    /// that matches the string `*`.
+    /// A read pattern that matches the string `*`.
     fn reads_every_key(&self) -> bool {
         self.all_keys
             || self
@@ -410,6 +603,88 @@ impl Acl {
                 glob_match(p, channel)
             }
         })
+    }
+
+    /// The key patterns as `ACL GETUSER` shows them (`~*` for all keys).
+    pub fn describe_keys(&self) -> Vec<u8> {
+        if self.all_keys {
+            return b"~*".to_vec();
+        }
+        let mut out = Vec::new();
+        for (i, (perm, pattern)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(match *perm {
+                READ => b"%R~",
+                WRITE => b"%W~",
+                _ => b"~",
+            });
+            out.extend_from_slice(pattern);
+        }
+        out
+    }
+
+    /// The channel patterns as `ACL GETUSER` shows them (`&*` for all).
+    pub fn describe_channels(&self) -> Vec<u8> {
+        if self.all_channels {
+            return b"&*".to_vec();
+        }
+        let mut out = Vec::new();
+        for (i, pattern) in self.channels.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.push(b'&');
+            out.extend_from_slice(pattern);
+        }
+        out
+    }
+
+    /// The command rules as `ACL GETUSER` shows them.
+    pub fn describe_commands(&self, style: Style) -> String {
+        match style {
+            Style::Redis70 => describe::command_rules(self),
+            Style::Redis72 => {
+                let mut out = String::from(if self.future { "+@all" } else { "-@all" });
+                for rule in &self.rules {
+                    out.push(' ');
+                    out.push_str(rule);
+                }
+                out
+            }
+        }
+    }
+
+    /// The whole selector as `ACL LIST` writes it (Redis's
+    /// `ACLDescribeSelector`): keys, channels, then command rules.
+    pub fn describe(&self, style: Style) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.all_keys || !self.keys.is_empty() {
+            out.extend_from_slice(&self.describe_keys());
+            out.push(b' ');
+        }
+        if self.all_channels {
+            out.extend_from_slice(b"&* ");
+        } else {
+            out.extend_from_slice(b"resetchannels ");
+            if !self.channels.is_empty() {
+                out.extend_from_slice(&self.describe_channels());
+                out.push(b' ');
+            }
+        }
+        out.extend_from_slice(self.describe_commands(style).as_bytes());
+        out
+    }
+
+    /// Whether `+@all` was the last of `+@all`/`-@all` (see `future`).
+    pub(crate) fn starts_from_all(&self) -> bool {
+        self.future
+    }
+
+    /// The command bitmap, for the description's comparisons.
+    pub(crate) fn bits(&self) -> &[u64] {
+        &self.allowed
     }
 }
 
@@ -593,22 +868,22 @@ mod tests {
     fn key_patterns_and_permissions() {
         let rules = "on +@all %R~r:* %W~w:* ~both:*";
         assert_eq!(check(rules, "GET r:1"), Ok(()));
-        assert_eq!(check(rules, "SET r:1 v"), Err(Denied::Key));
+        assert_eq!(check(rules, "SET r:1 v"), Err(Denied::Key(1)));
         assert_eq!(check(rules, "SET w:1 v"), Ok(()));
-        assert_eq!(check(rules, "GET w:1"), Err(Denied::Key));
+        assert_eq!(check(rules, "GET w:1"), Err(Denied::Key(1)));
         assert_eq!(check(rules, "GETSET both:1 v"), Ok(()));
         // COPY reads its source and writes its destination.
         assert_eq!(check(rules, "COPY r:1 w:1"), Ok(()));
-        assert_eq!(check(rules, "COPY w:1 r:1"), Err(Denied::Key));
-        assert_eq!(check(rules, "MGET r:1 other"), Err(Denied::Key));
+        assert_eq!(check(rules, "COPY w:1 r:1"), Err(Denied::Key(1)));
+        assert_eq!(check(rules, "MGET r:1 other"), Err(Denied::Key(2)));
         // EXISTS neither reads nor writes the value: any pattern will do.
         assert_eq!(check(rules, "EXISTS w:1"), Ok(()));
-        assert_eq!(check(rules, "EXISTS other"), Err(Denied::Key));
+        assert_eq!(check(rules, "EXISTS other"), Err(Denied::Key(1)));
         // SET reads only with GET; BITFIELD writes only with SET/INCRBY.
-        assert_eq!(check(rules, "SET w:1 v GET"), Err(Denied::Key));
+        assert_eq!(check(rules, "SET w:1 v GET"), Err(Denied::Key(1)));
         assert_eq!(check(rules, "BITFIELD r:1 GET u8 0"), Ok(()));
-        assert_eq!(check(rules, "BITFIELD r:1 SET u8 0 1"), Err(Denied::Key));
-        assert_eq!(check("+@all", "GET k"), Err(Denied::Key));
+        assert_eq!(check(rules, "BITFIELD r:1 SET u8 0 1"), Err(Denied::Key(1)));
+        assert_eq!(check("+@all", "GET k"), Err(Denied::Key(1)));
         // A bad numkeys is the command's own error.
         assert_eq!(check("+@all", "LMPOP 5 k LEFT"), Ok(()));
     }
@@ -617,12 +892,15 @@ mod tests {
     fn channels() {
         let rules = "+@all ~* &news.*";
         assert_eq!(check(rules, "PUBLISH news.a m"), Ok(()));
-        assert_eq!(check(rules, "PUBLISH other m"), Err(Denied::Channel));
-        assert_eq!(check(rules, "SUBSCRIBE news.a other"), Err(Denied::Channel));
+        assert_eq!(check(rules, "PUBLISH other m"), Err(Denied::Channel(1)));
+        assert_eq!(
+            check(rules, "SUBSCRIBE news.a other"),
+            Err(Denied::Channel(2))
+        );
         assert_eq!(check(rules, "PSUBSCRIBE news.*"), Ok(()));
-        assert_eq!(check(rules, "PSUBSCRIBE news.a*"), Err(Denied::Channel));
+        assert_eq!(check(rules, "PSUBSCRIBE news.a*"), Err(Denied::Channel(1)));
         assert_eq!(check(rules, "UNSUBSCRIBE other"), Ok(()));
-        assert_eq!(check("+@all ~*", "SPUBLISH c m"), Err(Denied::Channel));
+        assert_eq!(check("+@all ~*", "SPUBLISH c m"), Err(Denied::Channel(1)));
     }
 
     #[test]
@@ -650,15 +928,16 @@ mod tests {
     #[test]
     fn bad_rules_are_named() {
         for (rules, err) in [
-            ("+nosuch", "ACL rule '+nosuch': unknown command 'nosuch'"),
-            ("+@nosuch", "ACL rule '+@nosuch': unknown command category 'nosuch'"),
-            (">secret", "ACL rule '>secret': unknown or unsupported rule (passwords are set by 'password', selectors are not supported)"),
-            ("~* ~a:*", "ACL rule '~a:*': a key pattern after '~*' or 'allkeys' has no effect"),
-            ("%X~a", "ACL rule '%X~a': key permissions are R, W or RW"),
+            ("+nosuch", "ACL rule '+nosuch': Unknown command or category name in ACL"),
+            ("+@nosuch", "ACL rule '+@nosuch': Unknown command or category name in ACL"),
+            ("~* ~a:*", "ACL rule '~a:*': Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"),
+            ("%X~a", "ACL rule '%X~a': Syntax error"),
+            ("+select|0", "ACL rule '+select|0': slotbridge does not support first-arg rules of commands without subcommands (such as +select|0); allow the command or a subcommand instead"),
+            ("+config|get|x", "ACL rule '+config|get|x': Allowing first-arg of a subcommand is not supported"),
         ] {
-            assert_eq!(Acl::parse(rules).unwrap_err(), err);
+            assert_eq!(Acl::parse(&format!("on {rules}")).unwrap_err(), err);
         }
-        assert!(!Acl::parse("off +@all").unwrap().enabled());
+        assert!(!user::User::from_rules("u", "off +@all").unwrap().enabled());
         assert_eq!(
             Acl::parse("~* +@all").unwrap_err(),
             "the rules must say 'on' (or 'off' to disable the user), as a new Redis user is off"
@@ -669,12 +948,28 @@ mod tests {
     }
 
     #[test]
+    fn a_selector_allows_what_it_allows_whole() {
+        // Redis 7.0: one selector must allow the command and all its keys.
+        let rules = "on ~r:* +get (~w:* +set)";
+        assert_eq!(check(rules, "GET r:1"), Ok(()));
+        assert_eq!(check(rules, "SET w:1 v"), Ok(()));
+        assert_eq!(check(rules, "SET r:1 v"), Err(Denied::Key(1)));
+        assert_eq!(check(rules, "GET w:1"), Err(Denied::Key(1)));
+        assert_eq!(check(rules, "DEL r:1"), Err(Denied::Command("del")));
+        // The latest key any selector refused is the one reported.
+        assert_eq!(
+            check("on ~a +mget (~b +mget)", "MGET a b"),
+            Err(Denied::Key(2))
+        );
+    }
+
+    #[test]
     fn what_redis_finds_by_other_means() {
         // The same pattern twice adds up its permissions.
         assert_eq!(check("+@all %R~d:* %W~d:*", "INCR d:1"), Ok(()));
         // SORT: its STORE key, and BY/GET patterns without full read access.
         let rules = "+@all ~app:*";
-        assert_eq!(check(rules, "SORT app:l STORE other"), Err(Denied::Key));
+        assert_eq!(check(rules, "SORT app:l STORE other"), Err(Denied::Key(3)));
         assert_eq!(check(rules, "SORT app:l LIMIT 0 1 STORE app:o"), Ok(()));
         assert_eq!(check(rules, "SORT app:l BY nosort"), Ok(()));
         assert_eq!(
@@ -718,7 +1013,7 @@ mod tests {
             "-NOPERM User ro has no permissions to run the 'config|get' command\r\n"
         );
         assert_eq!(
-            Denied::Key.reply(b"ro", true),
+            Denied::Key(1).reply(b"ro", true),
             "-NOPERM No permissions to access a key\r\n"
         );
         assert_eq!(

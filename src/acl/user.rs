@@ -1,0 +1,435 @@
+//! One user of the proxy: flags, password hashes and permissions, changed
+//! by `ACL SETUSER` rules exactly as Redis 7.0's `ACLSetUser` changes a
+//! user, and described as `ACL GETUSER` and `ACL LIST` describe it.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{has_spaces, Acl, Selector, SetError, Style};
+use crate::protocol::reply::{put_array, put_bulk, put_header, put_map, Proto};
+
+/// A user.
+#[derive(Debug, Clone)]
+pub struct User {
+    name: Vec<u8>,
+    enabled: bool,
+    nopass: bool,
+    /// `sanitize-payload` (`Some(true)`), `skip-sanitize-payload`
+    /// (`Some(false)`), or neither flag.
+    sanitize: Option<bool>,
+    /// SHA-256 hashes, lowercase hexadecimal, in the order added.
+    passwords: Vec<String>,
+    acl: Arc<Acl>,
+}
+
+/// A rule `ACL SETUSER` refused: the rule as given, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRule {
+    /// The rule (a selector's whole `(...)` text).
+    pub rule: Vec<u8>,
+    /// Why.
+    pub error: SetError,
+}
+
+impl BadRule {
+    /// Redis's error line for `ACL SETUSER`.
+    pub fn reply_text(&self) -> String {
+        format!(
+            "ERR Error in ACL SETUSER modifier '{}': {}",
+            String::from_utf8_lossy(&self.rule),
+            self.error.message()
+        )
+    }
+}
+
+/// The SHA-256 of `password` in lowercase hexadecimal, as Redis stores it.
+pub fn hash_password(password: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, password);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A valid `#hash`: 64 lowercase hexadecimal characters.
+fn valid_hash(hash: &[u8]) -> bool {
+    hash.len() == 64 && hash.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl User {
+    /// A new user as Redis creates one: off, no password, nothing allowed.
+    pub fn new(name: &[u8]) -> User {
+        User {
+            name: name.to_vec(),
+            enabled: false,
+            nopass: false,
+            sanitize: None,
+            passwords: Vec::new(),
+            acl: Arc::new(Acl {
+                root: Selector::empty(),
+                selectors: Vec::new(),
+            }),
+        }
+    }
+
+    /// Redis's `default` user: `on nopass ~* &* +@all`, with `password`
+    /// instead of `nopass` when one is set.
+    pub fn default_user(password: Option<&str>) -> User {
+        let mut user = User::new(b"default");
+        let pass = password.map(|p| [b">", p.as_bytes()].concat());
+        let rules: [&[u8]; 5] = [b"+@all", b"~*", b"&*", b"on", b"nopass"];
+        for rule in rules.iter().take(if pass.is_some() { 4 } else { 5 }) {
+            let _ = user.apply(rule);
+        }
+        if let Some(pass) = pass {
+            let _ = user.apply(&pass);
+        }
+        user
+    }
+
+    /// A user of the configuration: `rules` as `ACL SETUSER` takes them,
+    /// which must say `on` or `off`. An error names the bad rule.
+    pub fn from_rules(name: &str, rules: &str) -> Result<User, String> {
+        let mut user = User::new(name.as_bytes());
+        let ops: Vec<&[u8]> = rules.split_ascii_whitespace().map(str::as_bytes).collect();
+        let said = ops
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(b"on") || r.eq_ignore_ascii_case(b"off"));
+        user.set(&ops).map_err(|bad| match bad {
+            None => "a selector's '(' has no ')'".to_string(),
+            Some(bad) => format!(
+                "ACL rule '{}': {}",
+                String::from_utf8_lossy(&bad.rule),
+                bad.error.message()
+            ),
+        })?;
+        if !said {
+            // Redis and ElastiCache leave such a user off: say it.
+            return Err(
+                "the rules must say 'on' (or 'off' to disable the user), as a new Redis user is off"
+                    .into(),
+            );
+        }
+        Ok(user)
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// `on`: the user may authenticate.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// `nopass`: any password will do.
+    pub fn nopass(&self) -> bool {
+        self.nopass
+    }
+
+    /// The user's permissions.
+    pub fn acl(&self) -> &Arc<Acl> {
+        &self.acl
+    }
+
+    /// What a session keeps: `None` when the user may do everything (the
+    /// fast path), else its permissions.
+    pub fn session_acl(&self) -> Option<Arc<Acl>> {
+        (!self.acl.unconfined()).then(|| self.acl.clone())
+    }
+
+    /// Whether `password` logs this user in (if it is on).
+    pub fn accepts(&self, password: &[u8]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.nopass {
+            return true;
+        }
+        let hashed = hash_password(password);
+        // Every hash compared in full, so timing does not say which.
+        self.passwords.iter().fold(false, |ok, p| {
+            ok | crate::client::local::constant_time_eq(p.as_bytes(), hashed.as_bytes())
+        })
+    }
+
+    /// Applies `ACL SETUSER`'s rules, all or none: selectors given over
+    /// several arguments are joined first (`Err(None)`: one is never
+    /// closed).
+    pub fn set(&mut self, ops: &[&[u8]]) -> Result<(), Option<BadRule>> {
+        let merged = merge_selectors(ops).ok_or(None)?;
+        let mut staged = self.clone();
+        for op in &merged {
+            staged.apply(op).map_err(|error| {
+                Some(BadRule {
+                    rule: op.clone(),
+                    error,
+                })
+            })?;
+        }
+        *self = staged;
+        Ok(())
+    }
+
+    /// The argument index (among `ops`) of the selector `set` found never
+    /// closed, for Redis's error.
+    pub fn unclosed_selector(ops: &[&[u8]]) -> Option<usize> {
+        let mut open = None;
+        for (j, op) in ops.iter().enumerate() {
+            if op.first() == Some(&b'(') && op.last() != Some(&b')') {
+                open = Some(j);
+            } else if open.is_some() && op.last() == Some(&b')') {
+                open = None;
+            }
+        }
+        open
+    }
+
+    /// One rule (Redis's `ACLSetUser`).
+    pub fn apply(&mut self, op: &[u8]) -> Result<(), SetError> {
+        if op.is_empty() {
+            return Ok(());
+        }
+        let lower = op.to_ascii_lowercase();
+        match lower.as_slice() {
+            b"on" => self.enabled = true,
+            b"off" => self.enabled = false,
+            b"skip-sanitize-payload" => self.sanitize = Some(false),
+            b"sanitize-payload" => self.sanitize = Some(true),
+            b"nopass" => {
+                self.nopass = true;
+                self.passwords.clear();
+            }
+            b"resetpass" => {
+                self.nopass = false;
+                self.passwords.clear();
+            }
+            b"clearselectors" => Arc::make_mut(&mut self.acl).selectors.clear(),
+            b"reset" => {
+                for rule in [
+                    &b"resetpass"[..],
+                    b"resetkeys",
+                    b"resetchannels",
+                    b"off",
+                    b"sanitize-payload",
+                    b"clearselectors",
+                    b"-@all",
+                ] {
+                    self.apply(rule)?;
+                }
+            }
+            _ => return self.apply_other(op),
+        }
+        Ok(())
+    }
+
+    fn apply_other(&mut self, op: &[u8]) -> Result<(), SetError> {
+        match op[0] {
+            b'>' | b'#' => {
+                let hash = if op[0] == b'>' {
+                    hash_password(&op[1..])
+                } else if valid_hash(&op[1..]) {
+                    String::from_utf8_lossy(&op[1..]).into_owned()
+                } else {
+                    return Err(SetError::BadHash);
+                };
+                if !self.passwords.contains(&hash) {
+                    self.passwords.push(hash);
+                }
+                self.nopass = false;
+            }
+            b'<' | b'!' => {
+                let hash = if op[0] == b'<' {
+                    hash_password(&op[1..])
+                } else if valid_hash(&op[1..]) {
+                    String::from_utf8_lossy(&op[1..]).into_owned()
+                } else {
+                    return Err(SetError::BadHash);
+                };
+                let at = self.passwords.iter().position(|p| *p == hash);
+                let at = at.ok_or(SetError::NoSuchPassword)?;
+                self.passwords.remove(at);
+            }
+            b'(' if op.len() > 1 && op.ends_with(b")") => {
+                let mut selector = Selector::empty();
+                for rule in op[1..op.len() - 1]
+                    .split(|c| has_spaces(std::slice::from_ref(c)))
+                    .filter(|r| !r.is_empty())
+                {
+                    selector.apply(rule)?;
+                }
+                Arc::make_mut(&mut self.acl).selectors.push(selector);
+            }
+            _ => Arc::make_mut(&mut self.acl).root.apply(op)?,
+        }
+        Ok(())
+    }
+
+    /// The flags, in Redis's order.
+    fn flags(&self) -> Vec<&'static str> {
+        let mut flags = vec![if self.enabled { "on" } else { "off" }];
+        if self.nopass {
+            flags.push("nopass");
+        }
+        match self.sanitize {
+            Some(false) => flags.push("skip-sanitize-payload"),
+            Some(true) => flags.push("sanitize-payload"),
+            None => {}
+        }
+        flags
+    }
+
+    /// `ACL LIST`'s line for the user (Redis's `user <name> ` and
+    /// `ACLDescribeUser`).
+    pub fn describe(&self, style: Style) -> Vec<u8> {
+        let mut out = b"user ".to_vec();
+        out.extend_from_slice(&self.name);
+        out.push(b' ');
+        for flag in self.flags() {
+            out.extend_from_slice(flag.as_bytes());
+            out.push(b' ');
+        }
+        for hash in &self.passwords {
+            out.push(b'#');
+            out.extend_from_slice(hash.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&self.acl.root.describe(style));
+        for selector in &self.acl.selectors {
+            out.extend_from_slice(b" (");
+            out.extend_from_slice(&selector.describe(style));
+            out.push(b')');
+        }
+        out
+    }
+
+    /// `ACL GETUSER`'s reply.
+    pub fn reply(&self, proto: Proto, style: Style) -> Bytes {
+        let mut out = BytesMut::with_capacity(512);
+        put_map(&mut out, proto, 6);
+        put_bulk(&mut out, b"flags");
+        let flags = self.flags();
+        let set = if proto == Proto::Resp3 { b'~' } else { b'*' };
+        put_header(&mut out, set, flags.len());
+        for flag in flags {
+            put_bulk(&mut out, flag.as_bytes());
+        }
+        put_bulk(&mut out, b"passwords");
+        put_array(&mut out, self.passwords.len());
+        for hash in &self.passwords {
+            put_bulk(&mut out, hash.as_bytes());
+        }
+        put_selector(&mut out, &self.acl.root, style);
+        put_bulk(&mut out, b"selectors");
+        put_array(&mut out, self.acl.selectors.len());
+        for selector in &self.acl.selectors {
+            put_map(&mut out, proto, 3);
+            put_selector(&mut out, selector, style);
+        }
+        out.freeze()
+    }
+}
+
+/// A selector's three fields of `ACL GETUSER`.
+fn put_selector(out: &mut BytesMut, selector: &Selector, style: Style) {
+    put_bulk(out, b"commands");
+    put_bulk(out, selector.describe_commands(style).as_bytes());
+    put_bulk(out, b"keys");
+    put_bulk(out, &selector.describe_keys());
+    put_bulk(out, b"channels");
+    put_bulk(out, &selector.describe_channels());
+}
+
+/// Joins a selector given over several arguments (`(~a` `+get)`) into
+/// one, as Redis's `ACLMergeSelectorArguments`; `None` when one is never
+/// closed.
+fn merge_selectors(ops: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    let mut merged = Vec::with_capacity(ops.len());
+    let mut open: Option<Vec<u8>> = None;
+    for op in ops {
+        if op.first() == Some(&b'(') && op.last() != Some(&b')') {
+            open = Some(op.to_vec());
+            continue;
+        }
+        if let Some(mut selector) = open.take() {
+            selector.push(b' ');
+            selector.extend_from_slice(op);
+            if op.last() == Some(&b')') {
+                merged.push(selector);
+            } else {
+                open = Some(selector);
+            }
+            continue;
+        }
+        merged.push(op.to_vec());
+    }
+    open.is_none().then_some(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(rules: &str) -> User {
+        let mut u = User::new(b"u1");
+        let ops: Vec<&[u8]> = rules.split(' ').map(str::as_bytes).collect();
+        u.set(&ops).unwrap();
+        u
+    }
+
+    #[test]
+    fn acl_list_lines_as_redis_7_0() {
+        // As redis-server 7.0.15 writes them (single commands in the
+        // proxy's order).
+        let u = user("on >p1 #5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ~cache:* %R~ro:* &ch* +@set +@hash -@geo +get +mget -hset (+set %W~app*)");
+        assert_eq!(
+            String::from_utf8(u.describe(Style::Redis70)).unwrap(),
+            "user u1 on #f64551fcd6f07823cb87971cfb91446425da18286b3ab1ef935e0cbd7a69f68a #5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 ~cache:* %R~ro:* resetchannels &ch* -@all +@set +@hash +get -hset +mget (%W~app* resetchannels -@all +set)"
+        );
+        assert_eq!(
+            String::from_utf8(User::default_user(None).describe(Style::Redis70)).unwrap(),
+            "user default on nopass ~* &* +@all"
+        );
+        assert_eq!(
+            String::from_utf8(user("reset").describe(Style::Redis70)).unwrap(),
+            "user u1 off sanitize-payload resetchannels -@all"
+        );
+    }
+
+    #[test]
+    fn passwords() {
+        let mut u = user("on >a >b >a");
+        assert_eq!(u.passwords.len(), 2);
+        assert!(u.accepts(b"a") && u.accepts(b"b") && !u.accepts(b"c"));
+        assert_eq!(
+            u.set(&[b"<c"]),
+            Err(Some(BadRule {
+                rule: b"<c".to_vec(),
+                error: SetError::NoSuchPassword
+            }))
+        );
+        assert_eq!(u.passwords.len(), 2, "all or nothing");
+        u.set(&[b"<a", b"nopass"]).unwrap();
+        assert!(u.accepts(b"anything") && u.passwords.is_empty());
+        u.set(&[b"off"]).unwrap();
+        assert!(!u.accepts(b"anything"));
+        assert_eq!(
+            u.set(&[b"#ABC"]).unwrap_err().unwrap().error,
+            SetError::BadHash
+        );
+    }
+
+    #[test]
+    fn selectors_over_several_arguments() {
+        let u = user("on (~a +get) (~b +set)");
+        assert_eq!(u.acl.selectors.len(), 2);
+        let mut u = User::new(b"x");
+        assert_eq!(u.set(&[b"(~a", b"+get"]), Err(None));
+        assert_eq!(User::unclosed_selector(&[b"on", b"(~a", b"+get"]), Some(1));
+        u.set(&[b"(~a", b"+get)"]).unwrap();
+        assert_eq!(u.acl.selectors.len(), 1);
+        assert_eq!(
+            u.set(&[b"(~a +nosuch)"]).unwrap_err().unwrap().reply_text(),
+            "ERR Error in ACL SETUSER modifier '(~a +nosuch)': Unknown command or category name in ACL"
+        );
+    }
+}
