@@ -554,6 +554,19 @@ pub fn merge_replies(data: &[u8]) {
     assert_one_frame(&merge::newest(&refs, i64::from(ctl) - 2), "newest");
     assert_one_frame(&merge::union(&refs), "union");
     assert_one_frame(&merge::sum_pairs(&refs), "sum_pairs");
+    {
+        use slotbridge::introspection as intro;
+        use slotbridge::protocol::reply::Proto;
+        let proto = if ctl & 2 == 0 {
+            Proto::Resp2
+        } else {
+            Proto::Resp3
+        };
+        assert_one_frame(&intro::latency_latest(&refs), "latency_latest");
+        assert_one_frame(&intro::latency_history(&refs), "latency_history");
+        assert_one_frame(&intro::latency_histogram(&refs, proto), "latency_histogram");
+        assert_one_frame(&intro::memory_stats(&refs, proto), "memory_stats");
+    }
     let ok = merge::all_ok(&refs);
     if parts.iter().all(|p| &p[..] == b"+OK\r\n") {
         assert_eq!(&ok[..], b"+OK\r\n");

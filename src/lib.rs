@@ -16,6 +16,7 @@ pub mod config;
 pub mod geo;
 pub mod hll;
 pub mod info;
+pub mod introspection;
 pub mod lcs;
 pub mod merge;
 pub mod metrics;

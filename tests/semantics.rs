@@ -1180,6 +1180,7 @@ fn server_introspection_looks_like_one_master() {
     }
     r.roundtrip(&cmd(&["MEMORY", "PURGE"]), b"+OK\r\n");
     r.roundtrip(&cmd(&["LATENCY", "RESET"]), b":0\r\n");
+    latency_and_memory_of_all_masters(&cluster, &proxy);
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
@@ -2140,4 +2141,111 @@ fn lcs_across_slots_answers_as_one_redis() {
         }
         through.roundtrip(&cmd(&line), &expected);
     }
+}
+
+/// `LATENCY LATEST`, `HISTORY` and `HISTOGRAM` and `MEMORY STATS` through
+/// the proxy describe the masters together, as one server: the newest
+/// sample and largest maximum, every sample in time order, calls summed,
+/// counts summed (RESP2 and RESP3).
+fn latency_and_memory_of_all_masters(cluster: &Cluster, proxy: &Proxy) {
+    let masters = cluster.master_ports();
+    let int = |v: &redis::Value| -> i64 { redis::from_redis_value(v.clone()).unwrap() };
+    let fields = |v: &redis::Value| -> Vec<redis::Value> {
+        let redis::Value::Array(f) = v else {
+            panic!("{v:?}")
+        };
+        f.clone()
+    };
+    let (mut newest, mut largest, mut seconds) = (0, 0, HashSet::new());
+    for &port in &masters {
+        let mut m = cluster.conn(port);
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("latency-monitor-threshold")
+            .arg(1)
+            .query(&mut m)
+            .unwrap();
+        let _: i64 = redis::cmd("EVAL")
+            .arg("local i=0 while i<3000000 do i=i+1 end return 1")
+            .arg(0)
+            .query(&mut m)
+            .unwrap();
+        let latest: Vec<redis::Value> = redis::cmd("LATENCY").arg("LATEST").query(&mut m).unwrap();
+        let entry = fields(&latest[0]);
+        newest = newest.max(int(&entry[1]));
+        largest = largest.max(int(&entry[3]));
+        let history: Vec<redis::Value> = redis::cmd("LATENCY")
+            .arg("HISTORY")
+            .arg("command")
+            .query(&mut m)
+            .unwrap();
+        seconds.extend(history.iter().map(|s| int(&fields(s)[0])));
+    }
+    let mut c = proxy.conn();
+    let latest: Vec<redis::Value> = redis::cmd("LATENCY").arg("LATEST").query(&mut c).unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    let entry = fields(&latest[0]);
+    let name: String = redis::from_redis_value(entry[0].clone()).unwrap();
+    assert_eq!(
+        (name.as_str(), int(&entry[1]), int(&entry[3])),
+        ("command", newest, largest)
+    );
+    let history: Vec<redis::Value> = redis::cmd("LATENCY")
+        .arg("HISTORY")
+        .arg("command")
+        .query(&mut c)
+        .unwrap();
+    let times: Vec<i64> = history.iter().map(|s| int(&fields(s)[0])).collect();
+    let mut expected: Vec<i64> = seconds.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(times, expected);
+    // One EVAL on each master: three calls, all in the last bucket.
+    let histogram: Vec<redis::Value> = redis::cmd("LATENCY")
+        .arg("HISTOGRAM")
+        .arg("eval")
+        .query(&mut c)
+        .unwrap();
+    let detail = fields(&histogram[1]);
+    assert_eq!(int(&detail[1]), 3, "{histogram:?}");
+    let buckets = fields(&detail[3]);
+    assert_eq!(int(&buckets[buckets.len() - 1]), 3, "{histogram:?}");
+    for &port in &masters {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("latency-monitor-threshold")
+            .arg(0)
+            .query(&mut cluster.conn(port))
+            .unwrap();
+    }
+    // MEMORY STATS: keys and startup memory summed over the masters.
+    let stat = |v: &[redis::Value], name: &str| -> i64 {
+        let at = v
+            .iter()
+            .position(|f| matches!(f, redis::Value::BulkString(b) if b == name.as_bytes()))
+            .unwrap_or_else(|| panic!("{name} missing"));
+        int(&v[at + 1])
+    };
+    let (mut keys, mut startup) = (0, 0);
+    for &port in &masters {
+        let s: Vec<redis::Value> = redis::cmd("MEMORY")
+            .arg("STATS")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        keys += stat(&s, "keys.count");
+        startup += stat(&s, "startup.allocated");
+    }
+    let s: Vec<redis::Value> = redis::cmd("MEMORY").arg("STATS").query(&mut c).unwrap();
+    assert_eq!(
+        (stat(&s, "keys.count"), stat(&s, "startup.allocated")),
+        (keys, startup)
+    );
+    let mut r3 = RawClient::connect(proxy.port);
+    r3.send(&cmd(&["HELLO", "3"]));
+    r3.read_available(Duration::from_millis(300));
+    r3.send(&cmd(&["MEMORY", "STATS"]));
+    let text = String::from_utf8_lossy(&r3.read_available(Duration::from_millis(500))).into_owned();
+    assert!(
+        text.starts_with('%') && text.contains("$18\r\ndataset.percentage\r\n,"),
+        "{text}"
+    );
 }

@@ -200,6 +200,14 @@ pub enum Fanout {
     /// At most this many entries of all masters, newest first
     /// (`SLOWLOG GET [count]`; negative: all).
     Newest(i64),
+    /// `LATENCY LATEST`: per event, the newest sample and largest maximum.
+    LatencyLatest,
+    /// `LATENCY HISTORY`: the samples of all masters in time order.
+    LatencyHistory,
+    /// `LATENCY HISTOGRAM`: calls and cumulative buckets added up.
+    LatencyHistogram,
+    /// `MEMORY STATS`: figures summed, ratios computed again.
+    MemoryStats,
 }
 
 /// Commands the proxy answers itself.
@@ -583,12 +591,17 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         // The number of event series reset, summed over the masters (an
         // event recorded on two counts twice).
         "latency|reset" => Route::Fanout(Fanout::Sum),
+        "latency|latest" => Route::Fanout(Fanout::LatencyLatest),
+        "latency|history" => Route::Fanout(Fanout::LatencyHistory),
+        "latency|histogram" => Route::Fanout(Fanout::LatencyHistogram),
+        "memory|stats" => Route::Fanout(Fanout::MemoryStats),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
         | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help" | "module|list"
+        | "latency|help" | "memory|help"
         | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
@@ -895,8 +908,12 @@ mod tests {
             Route::Fanout(Fanout::Sum)
         );
         assert_eq!(
-            err(route_of(&["LATENCY", "LATEST"]).0),
-            "-ERR unsupported command 'latency|latest' by slotbridge\r\n"
+            route_of(&["MEMORY", "STATS"]).0,
+            Route::Fanout(Fanout::MemoryStats)
+        );
+        assert_eq!(
+            err(route_of(&["LATENCY", "DOCTOR"]).0),
+            "-ERR unsupported command 'latency|doctor' by slotbridge\r\n"
         );
         assert_eq!(
             err(route_of(&["SHUTDOWN"]).0),

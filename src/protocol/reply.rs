@@ -121,9 +121,76 @@ where
     out.freeze()
 }
 
+/// A double as Redis 7.0 replies with one: `%.17g`, a bulk string in
+/// RESP2 and a `,` double in RESP3.
+pub fn put_double(out: &mut BytesMut, value: f64, proto: Proto) {
+    let text = format_g17(value);
+    match proto {
+        Proto::Resp2 => put_bulk(out, text.as_bytes()),
+        Proto::Resp3 => {
+            out.extend_from_slice(b",");
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// C's `printf("%.17g", value)` for finite values.
+pub fn format_g17(value: f64) -> String {
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // 17 significant digits, correctly rounded, and the exponent.
+    let sci = format!("{value:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if negative { "-" } else { "" };
+    if !(-4..17).contains(&exp) {
+        let mut m = format!("{}.{}", &digits[..1], &digits[1..]);
+        trim_fraction(&mut m);
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{m}e{esign}{:02}", exp.abs());
+    }
+    let mut text = if exp >= 0 {
+        let point = exp as usize + 1;
+        format!("{}.{}", &digits[..point], &digits[point..])
+    } else {
+        format!("0.{}{}", "0".repeat((-exp - 1) as usize), digits)
+    };
+    trim_fraction(&mut text);
+    format!("{sign}{text}")
+}
+
+/// Drops trailing zeros of a fraction, and the point if nothing is left.
+fn trim_fraction(text: &mut String) {
+    if text.contains('.') {
+        while text.ends_with('0') {
+            text.pop();
+        }
+        if text.ends_with('.') {
+            text.pop();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doubles_as_printf_g17() {
+        // As redis-server 7.0 wrote ages in ACL LOG.
+        assert_eq!(format_g17(0.008), "0.0080000000000000002");
+        assert_eq!(format_g17(0.019), "0.019");
+        assert_eq!(format_g17(0.028), "0.028000000000000001");
+        assert_eq!(format_g17(12.5), "12.5");
+        assert_eq!(format_g17(3.0), "3");
+        assert_eq!(format_g17(1e20), "1e+20");
+        assert_eq!(format_g17(0.00001), "1.0000000000000001e-05");
+        assert_eq!(format_g17(0.0), "0");
+    }
 
     #[test]
     fn encodings() {

@@ -4,6 +4,7 @@
 use super::redirect::{decide, no_cluster};
 use super::tx::merge_per_slot_exec;
 use super::*;
+use crate::introspection;
 use crate::merge::replace_with;
 use crate::protocol::scan::bulk_body;
 use crate::zset::{ZOp, ZOptions};
@@ -701,6 +702,12 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
+        MergeKind::Fanout(Fanout::LatencyLatest) => introspection::latency_latest(&replies),
+        MergeKind::Fanout(Fanout::LatencyHistory) => introspection::latency_history(&replies),
+        MergeKind::Fanout(Fanout::LatencyHistogram) => {
+            introspection::latency_histogram(&replies, proto)
+        }
+        MergeKind::Fanout(Fanout::MemoryStats) => introspection::memory_stats(&replies, proto),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),
