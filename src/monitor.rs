@@ -65,11 +65,13 @@ impl Monitors {
         }
     }
 
-    /// Publishes one command of the client at `peer` (`AUTH` and `HELLO`
-    /// are not shown: they may carry passwords).
+    /// Publishes one command of the client at `peer`, as Redis 7.0 shows
+    /// it: administrative commands (`CONFIG`, `ACL SETUSER`, ...) are not
+    /// shown, and passwords are `(redacted)`.
     pub fn publish(&self, peer: &SocketAddr, cmd: &CommandView<'_>) {
-        let name = cmd.get(0);
-        if name.eq_ignore_ascii_case(b"auth") || name.eq_ignore_ascii_case(b"hello") {
+        let admin = crate::command::find(cmd)
+            .is_some_and(|spec| spec.flags & crate::command::spec::flags::ADMIN != 0);
+        if admin {
             return;
         }
         let now = SystemTime::now()
@@ -81,6 +83,44 @@ impl Monitors {
     }
 }
 
+/// Whether Redis 7.0 redacts argument `i` of `cmd` (a password or a
+/// user name given with one): `AUTH`'s arguments, `HELLO ... AUTH user
+/// pass`, `MIGRATE ... AUTH pass` and `AUTH2 user pass`.
+fn redacted(cmd: &CommandView<'_>, i: usize) -> bool {
+    let name = cmd.get(0);
+    let is = |j: usize, token: &[u8]| cmd.get(j).eq_ignore_ascii_case(token);
+    if name.eq_ignore_ascii_case(b"auth") {
+        return i >= 1;
+    }
+    let hello = name.eq_ignore_ascii_case(b"hello");
+    if !hello && !name.eq_ignore_ascii_case(b"migrate") {
+        return false;
+    }
+    // The options as the command reads them.
+    let mut j = if hello { 2 } else { 6 };
+    while j < cmd.len() && j < i {
+        let secret = if is(j, b"auth") {
+            if hello {
+                2
+            } else {
+                1
+            }
+        } else if !hello && is(j, b"auth2") {
+            2
+        } else if !hello && is(j, b"keys") {
+            return false;
+        } else {
+            j += if hello && is(j, b"setname") { 2 } else { 1 };
+            continue;
+        };
+        if i <= j + secret {
+            return true;
+        }
+        j += secret + 1;
+    }
+    false
+}
+
 /// `+<seconds>.<micros> [0 <addr>] "arg" "arg"...\r\n`, as Redis writes it.
 fn line(micros: u128, peer: &SocketAddr, cmd: &CommandView<'_>) -> Vec<u8> {
     let mut out = format!(
@@ -89,16 +129,9 @@ fn line(micros: u128, peer: &SocketAddr, cmd: &CommandView<'_>) -> Vec<u8> {
         micros % 1_000_000
     )
     .into_bytes();
-    // As Redis redacts them: a user's name and rules (passwords).
-    let redact_from = match cmd.get(0).eq_ignore_ascii_case(b"acl")
-        && cmd.get(1).eq_ignore_ascii_case(b"setuser")
-    {
-        true => 2,
-        false => usize::MAX,
-    };
     for i in 0..cmd.len() {
         out.push(b' ');
-        let arg = if i >= redact_from {
+        let arg = if redacted(cmd, i) {
             &b"(redacted)"[..]
         } else {
             cmd.get(i)
@@ -160,13 +193,44 @@ mod tests {
     }
 
     #[test]
-    fn counts_monitors_and_hides_passwords() {
+    fn passwords_are_redacted_as_redis_7_0_does() {
+        let shown = |parts: &[&[u8]]| {
+            let (raw, args) = view_of(parts);
+            let cmd = CommandView {
+                raw: &raw,
+                args: &args,
+            };
+            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let line = String::from_utf8(line(0, &peer, &cmd)).unwrap();
+            line.split_once("] ").unwrap().1.trim_end().to_string()
+        };
+        assert_eq!(
+            shown(&[b"AUTH", b"u", b"p"]),
+            "\"AUTH\" \"(redacted)\" \"(redacted)\""
+        );
+        assert_eq!(
+            shown(&[b"HELLO", b"3", b"AUTH", b"auth", b"p", b"SETNAME", b"n"]),
+            "\"HELLO\" \"3\" \"AUTH\" \"(redacted)\" \"(redacted)\" \"SETNAME\" \"n\""
+        );
+        assert_eq!(shown(&[b"HELLO", b"2"]), "\"HELLO\" \"2\"");
+        assert_eq!(
+            shown(&[b"MIGRATE", b"h", b"1", b"", b"0", b"5", b"AUTH2", b"u", b"p", b"KEYS", b"k"]),
+            "\"MIGRATE\" \"h\" \"1\" \"\" \"0\" \"5\" \"AUTH2\" \"(redacted)\" \"(redacted)\" \"KEYS\" \"k\""
+        );
+        assert_eq!(
+            shown(&[b"MIGRATE", b"h", b"1", b"k", b"0", b"5", b"COPY", b"AUTH", b"p"]),
+            "\"MIGRATE\" \"h\" \"1\" \"k\" \"0\" \"5\" \"COPY\" \"AUTH\" \"(redacted)\""
+        );
+    }
+
+    #[test]
+    fn counts_monitors_and_hides_admin_commands() {
         let m = Monitors::default();
         assert!(!m.active());
         let mut w = m.watch();
         assert!(m.active());
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let (raw, args) = view_of(&[b"AUTH", b"secret"]);
+        let (raw, args) = view_of(&[b"CONFIG", b"SET", b"requirepass", b"secret"]);
         m.publish(
             &peer,
             &CommandView {

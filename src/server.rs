@@ -30,9 +30,9 @@ pub struct ProxyStats {
 pub struct Context {
     /// The configuration in force (replaced on SIGHUP reload).
     config: arc_swap::ArcSwap<Config>,
-    /// Bumped after every configuration change, so sessions can keep a
-    /// snapshot and check it with one relaxed load.
-    config_version: AtomicU64,
+    /// Bumped after every change of the configuration or of the users, so
+    /// sessions can keep a snapshot and check it with one load.
+    settings_version: AtomicU64,
     /// Raised when the process starts draining (SIGTERM/SIGINT); see
     /// [`Context::start_draining`].
     draining: AtomicBool,
@@ -94,23 +94,23 @@ impl Context {
     /// Replaces the configuration (fields that need a restart are kept).
     pub fn set_config(&self, config: Config) {
         self.config.store(Arc::new(config));
-        self.config_version.fetch_add(1, Ordering::Release);
+        self.settings_version.fetch_add(1, Ordering::Release);
     }
 
     /// Tells sessions that users changed (`ACL SETUSER`, `ACL DELUSER`):
     /// each looks its user up again at its next command.
     pub fn users_changed(&self) {
-        self.config_version.fetch_add(1, Ordering::Release);
+        self.settings_version.fetch_add(1, Ordering::Release);
     }
 
-    /// The configuration's version: it changes whenever the configuration
+    /// The version of the settings: it changes whenever the configuration
     /// or the users do (see [`Context::config_snapshot`]).
-    pub fn config_version(&self) -> u64 {
-        self.config_version.load(Ordering::Acquire)
+    pub fn settings_version(&self) -> u64 {
+        self.settings_version.load(Ordering::Acquire)
     }
 
     /// The configuration in force, to keep: pair it with the
-    /// [`Context::config_version`] read before it.
+    /// [`Context::settings_version`] read before it.
     pub fn config_snapshot(&self) -> Arc<Config> {
         self.config.load_full()
     }
@@ -363,6 +363,7 @@ fn reload(ctx: &Context, hooks: &Hooks) {
         tracing::error!(error = %e, "users not changed");
     }
     ctx.set_config(new);
+    ctx.clients.notify_subscribers(None);
     tracing::info!(changed = ?changed, "configuration reloaded");
 }
 
@@ -461,12 +462,16 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         let names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
         tracing::info!(rules = ?names, "co-location rules active");
     }
-    // Validated with the config; an error here cannot happen.
-    let users = crate::acl::users::Users::new(&config.auth).unwrap_or_default();
+    // Validated with the config; an error here cannot happen (and would
+    // leave no user: nobody could log in).
+    let users = crate::acl::users::Users::new(&config.auth).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "no client users");
+        Default::default()
+    });
     let ctx = Arc::new(Context {
         users,
         config: arc_swap::ArcSwap::from_pointee(config),
-        config_version: AtomicU64::new(0),
+        settings_version: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         topology,
         stats,
@@ -524,6 +529,7 @@ async fn learn_from_backend(ctx: Arc<Context>, opts: Arc<ConnOptions>) {
                     .find_map(|l| l.strip_prefix("redis_version:"))
                 {
                     let _ = ctx.backend_version.set(v.to_string());
+                    crate::acl::set_nodes_version(v);
                 }
                 let learned = crate::command::learn(crate::command::parse_command_reply(&command));
                 tracing::info!(version = %ctx.redis_version(), learned, "learned backend version and commands");

@@ -367,6 +367,12 @@ fn acl_user_management_as_one_redis() {
         "ACL DRYRUN u3 publish x m".into(),
         "ACL DRYRUN u3 config set maxmemory 0".into(),
         "ACL DRYRUN u1 nosuch".into(),
+        "ACL DRYRUN u1 get".into(),
+        "ACL DRYRUN u1 config".into(),
+        "ACL DRYRUN u1 config nosuch".into(),
+        "ACL DRYRUN u1 sort cache:1 by x*".into(),
+        "ACL SETUSER u8 on (\"+get\" ~x) ('~a' +set) (~\"a)".into(),
+        "ACL GETUSER u8".into(),
         "ACL DRYRUN nouser get k".into(),
         "ACL DELUSER u2 u9".into(),
         "ACL DELUSER u9 default".into(),
@@ -418,6 +424,8 @@ fn acl_user_management_as_one_redis() {
         "GET rk",
         "EXEC",
         "MGET rk wk xk",
+        "CONFIG NOSUCH",
+        "CLIENT NOSUCH",
     ] {
         let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
         let expected = ask(&mut direct_u5, &args);
@@ -451,16 +459,127 @@ fn acl_user_management_as_one_redis() {
     // Deleting the user disconnects its clients.
     assert_eq!(ask(&mut through, &[b"ACL", b"DELUSER", b"u5"]), b":1\r\n");
     assert!(u5.is_closed(), "a deleted user's client stays connected");
-    // MONITOR does not show a user's rules (passwords).
-    let mut monitor = RawClient::connect(proxy.port);
-    assert_eq!(ask(&mut monitor, &[b"MONITOR"]), b"+OK\r\n");
-    ask(&mut through, &[b"ACL", b"SETUSER", b"u6", b">secret"]);
-    let shown =
-        String::from_utf8_lossy(&monitor.read_available(Duration::from_millis(500))).into_owned();
-    assert!(
-        shown.contains("\"acl\" \"setuser\" \"(redacted)\" \"(redacted)\"")
-            || shown.contains("\"ACL\" \"SETUSER\" \"(redacted)\" \"(redacted)\""),
-        "{shown}"
+    // MONITOR as Redis 7.0 shows commands: administrative ones not at
+    // all, passwords redacted.
+    let mut monitors = [
+        RawClient::connect(reference.port),
+        RawClient::connect(proxy.port),
+    ];
+    for m in &mut monitors {
+        assert_eq!(ask(m, &[b"MONITOR"]), b"+OK\r\n");
+    }
+    for c in [&mut direct, &mut through] {
+        for line in [
+            "ACL SETUSER u6 on >secret +@all ~*",
+            "AUTH u6 secret",
+            "HELLO 3 AUTH u6 secret SETNAME n",
+            "CONFIG GET maxmemory",
+            "ACL WHOAMI",
+            "GET k",
+        ] {
+            let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            ask(c, &args);
+        }
+    }
+    let [m_direct, m_through] = &mut monitors;
+    let strip = |m: &mut RawClient| -> Vec<String> {
+        String::from_utf8_lossy(&m.read_available(Duration::from_millis(500)))
+            .lines()
+            .map(|l| l.split_once("] ").map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    };
+    let shown = strip(m_through);
+    assert_eq!(shown, strip(m_direct));
+    assert!(!shown.iter().any(|l| l.contains("secret")), "{shown:?}");
+}
+
+/// What a change of a user's rules does to its connected clients, as in
+/// Redis 7.0: the next command (even in the same pipeline) follows the
+/// new rules, `EXEC` checks its queued commands again, a user turned `off`
+/// keeps its connections, and a subscriber whose channel is no longer
+/// allowed is disconnected.
+#[test]
+fn rule_changes_reach_connected_clients_as_in_redis() {
+    let cluster = Cluster::start(1, 0);
+    let dir = TempDir::new("acl-changes");
+    let reference = Standalone::start(&dir);
+    let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
+    let ports = [reference.port, proxy.port];
+    let args =
+        |line: &str| -> Vec<Vec<u8>> { line.split(' ').map(|a| a.as_bytes().to_vec()).collect() };
+    let on_both = |clients: &mut [RawClient; 2], line: &str| -> Vec<u8> {
+        let a = args(line);
+        let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+        let expected = ask(&mut clients[0], &a);
+        let got = ask(&mut clients[1], &a);
+        assert_eq!(normalized(&got), normalized(&expected), "{line}");
+        got
+    };
+    let connect = || ports.map(RawClient::connect);
+    let mut admin = connect();
+    wait_until(
+        "the proxy to know the cluster",
+        Duration::from_secs(10),
+        || ask(&mut admin[1], &[b"GET", b"k"]) == b"$-1\r\n",
     );
-    assert!(!shown.contains("secret"), "{shown}");
+    on_both(&mut admin, "ACL SETUSER pp on nopass ~* &* +@all");
+    on_both(&mut admin, "ACL SETUSER m1 on nopass ~* &* +@all");
+    on_both(&mut admin, "ACL SETUSER s1 on nopass ~* &ch* +@all");
+    on_both(&mut admin, "SET k1 v");
+
+    // In one pipeline: the GET after the change is refused.
+    let mut pp = connect();
+    on_both(&mut pp, "AUTH pp x");
+    let pipeline = [
+        encode_command(&[b"ACL", b"SETUSER", b"pp", b"-get"]),
+        encode_command(&[b"GET", b"k1"]),
+    ]
+    .concat();
+    let mut replies = Vec::new();
+    for c in &mut pp {
+        c.send(&pipeline);
+        replies.push(c.read_available(Duration::from_millis(500)));
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&replies[1]),
+        String::from_utf8_lossy(&replies[0])
+    );
+
+    // EXEC checks the queued commands again.
+    let mut m1 = connect();
+    on_both(&mut m1, "AUTH m1 x");
+    for line in ["MULTI", "SET k1 v2", "GET k1", "PUBLISH ch m"] {
+        on_both(&mut m1, line);
+    }
+    on_both(&mut admin, "ACL LOG RESET");
+    on_both(&mut admin, "ACL SETUSER m1 -set resetchannels");
+    on_both(&mut m1, "EXEC");
+    on_both(&mut admin, "ACL LOG");
+    // Turned off: its connections go on.
+    on_both(&mut admin, "ACL SETUSER m1 off");
+    on_both(&mut m1, "PING");
+
+    // Subscribers: kept while their channel stays allowed.
+    let mut kept = connect();
+    let mut lost = connect();
+    on_both(&mut kept, "AUTH s1 x");
+    on_both(&mut lost, "AUTH s1 x");
+    on_both(&mut kept, "SUBSCRIBE ch1");
+    on_both(&mut lost, "PSUBSCRIBE ch*");
+    on_both(&mut admin, "ACL SETUSER s1 resetchannels &ch1");
+    for (i, c) in lost.iter_mut().enumerate() {
+        assert!(
+            c.is_closed(),
+            "port {}: the pattern subscriber stays",
+            ports[i]
+        );
+    }
+    for c in &mut admin {
+        c.send(&encode_command(&[b"PUBLISH", b"ch1", b"hello"]));
+    }
+    for (i, c) in kept.iter_mut().enumerate() {
+        let got =
+            String::from_utf8_lossy(&c.read_available(Duration::from_millis(500))).into_owned();
+        assert!(got.contains("hello"), "port {}: {got}", ports[i]);
+    }
 }

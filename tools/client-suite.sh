@@ -7,6 +7,7 @@
 #   tools/client-suite.sh                 # RESP2
 #   PROTOCOL=3 tools/client-suite.sh      # RESP3
 #   REDIS_PY=5.2.1 NO_BUILD=1 tools/client-suite.sh
+#   REDIS_PY=8.2.0 tools/client-suite.sh   # the newest suite
 #   KEEP_LOGS=/tmp/suite tools/client-suite.sh   # keep both pytest logs
 #
 # Needs python3 with pip (installs redis, pytest, pytest-asyncio and
@@ -28,7 +29,10 @@ start_single
 start_proxy
 
 log "fetching redis-py $REDIS_PY's source and test tools"
-python3 -m pip install -q --user "redis==$REDIS_PY" pytest "pytest-asyncio==0.23.8" pytest-timeout
+# redis-py 6 and later need a newer pytest-asyncio than 5.x works with.
+ASYNCIO_PIN="pytest-asyncio==0.23.8"
+[[ "${REDIS_PY%%.*}" -ge 6 ]] && ASYNCIO_PIN="pytest-asyncio>=0.24"
+python3 -m pip install -q --user "redis==$REDIS_PY" pytest "$ASYNCIO_PIN" pytest-timeout packaging
 python3 -m pip download -q --no-deps --no-binary :all: "redis==$REDIS_PY" -d "$WORK_DIR"
 tar xzf "$WORK_DIR/redis-$REDIS_PY.tar.gz" -C "$WORK_DIR"
 SRC="$WORK_DIR/redis-$REDIS_PY"

@@ -92,9 +92,13 @@ pub struct Selector {
     future: bool,
     /// One bit per entry of [`COMMANDS`].
     allowed: Vec<u64>,
+    /// `allkeys`/`~*`: every key, in any way.
     all_keys: bool,
+    /// Key patterns with their permissions (`READ`, `WRITE`), in order.
     keys: Vec<(u8, Vec<u8>)>,
+    /// `allchannels`/`&*`: every channel.
     all_channels: bool,
+    /// Channel patterns, in order.
     channels: Vec<Vec<u8>>,
     /// The command and category rules since the last `+@all`/`-@all`, as
     /// Redis 7.2 keeps them to describe them (a rule given again, or a
@@ -240,6 +244,23 @@ fn with_subcommands(name: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Set once the nodes' version is known to be 7.0 or older: the built-in
+/// table then knows every subcommand they know.
+static TABLE_COVERS_NODES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Records the nodes' Redis version (see [`TABLE_COVERS_NODES`]).
+pub fn set_nodes_version(version: &str) {
+    let covered = Style::of(version) == Style::Redis70;
+    TABLE_COVERS_NODES.store(covered, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the nodes run Redis 7.0 or older, whose subcommands the
+/// built-in table all knows.
+pub fn table_covers_nodes() -> bool {
+    TABLE_COVERS_NODES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether `s` has a space or a NUL (Redis's `ACLStringHasSpaces`).
 pub(crate) fn has_spaces(s: &[u8]) -> bool {
     s.iter()
@@ -256,27 +277,29 @@ impl Acl {
 
     /// Checks a command as Redis does once its arity is right: `Ok` when
     /// the user may run it (unknown commands and bad arities pass, for the
-    /// proxy to answer with Redis's own errors).
+    /// proxy to answer with Redis's own errors). `SORT ... BY/GET` is also
+    /// checked, as `SORT` itself checks it in Redis.
     pub fn check<A: Args + ?Sized>(&self, args: &A) -> Result<(), Denied> {
         match crate::command::find(args) {
-            Some(spec) if keys::arity_ok(spec, args.len()) => self.check_spec(spec, args),
+            Some(spec) if keys::arity_ok(spec, args.len()) => {
+                self.check_spec(spec, args)?;
+                if matches!(spec.name, "sort" | "sort_ro") && !self.reads_every_key() {
+                    sort_patterns(args)?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 
-    /// [`Acl::check`] for a command known to be `spec`, whatever its
-    /// arity (as `ACL DRYRUN` checks): the first selector that allows it
-    /// decides; when none does, the most telling refusal is returned.
+    /// Redis's ACL check of a command known to be `spec` (what `ACL
+    /// DRYRUN` answers): the first selector that allows it decides; when
+    /// none does, the most telling refusal is returned.
     pub fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
         let mut refused: Option<Denied> = None;
         for selector in std::iter::once(&self.root).chain(&self.selectors) {
             match selector.check_spec(spec, args) {
-                Ok(()) => {
-                    if matches!(spec.name, "sort" | "sort_ro") && !self.reads_every_key() {
-                        sort_patterns(args)?;
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(denied) => {
                     if refused.as_ref().is_none_or(|r| denied.rank() > r.rank()) {
                         refused = Some(denied);
@@ -285,6 +308,16 @@ impl Acl {
             }
         }
         Err(refused.unwrap_or(Denied::Command(spec.name)))
+    }
+
+    /// Whether a subscription may stay after the user's rules changed
+    /// (Redis's `ACLKillPubsubClientsIfNeeded`): some selector allows all
+    /// channels, or has a pattern matching `channel` (for a `PSUBSCRIBE`
+    /// pattern, `literal`: a pattern equal to it).
+    pub fn channel_permitted(&self, channel: &[u8], literal: bool) -> bool {
+        std::iter::once(&self.root)
+            .chain(&self.selectors)
+            .any(|s| s.all_channels || s.channel_allowed(channel, literal))
     }
 
     /// Neither commands, keys nor channels are limited (the root selector
@@ -510,9 +543,10 @@ impl Selector {
     /// One selector's verdict on a command (Redis's `ACLSelectorCheckCmd`).
     fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
         if spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1 {
-            // A subcommand newer than the built-in table (the nodes may
-            // know it): only a user with every command may run it.
-            return match self.all_commands {
+            // A subcommand the built-in table lacks. Unknown to nodes of
+            // Redis 7.0 too: their error follows. Newer nodes may know it:
+            // only a user with every command may run it.
+            return match self.all_commands || table_covers_nodes() {
                 true => Ok(()),
                 false => Err(Denied::Subcommand(
                     spec.name,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{has_spaces, Acl, Selector, SetError, Style};
+use super::{Acl, Selector, SetError, Style};
 use crate::protocol::reply::{put_array, put_bulk, put_header, put_map, Proto};
 
 /// A user.
@@ -35,9 +35,11 @@ pub struct BadRule {
 impl BadRule {
     /// Redis's error line for `ACL SETUSER`.
     pub fn reply_text(&self) -> String {
+        // Redis prints the rule as a C string: up to a NUL.
+        let rule = self.rule.split(|&b| b == 0).next().unwrap_or_default();
         format!(
             "ERR Error in ACL SETUSER modifier '{}': {}",
-            String::from_utf8_lossy(&self.rule),
+            String::from_utf8_lossy(rule),
             self.error.message()
         )
     }
@@ -47,6 +49,17 @@ impl BadRule {
 pub fn hash_password(password: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, password);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without leaking where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= (x ^ y) as usize;
+    }
+    diff == 0
 }
 
 /// A valid `#hash`: 64 lowercase hexadecimal characters.
@@ -137,19 +150,15 @@ impl User {
         (!self.acl.unconfined()).then(|| self.acl.clone())
     }
 
-    /// Whether `password` logs this user in (if it is on).
+    /// Whether `password` logs this user in (if it is on). The password
+    /// is hashed and every hash compared in full whatever the outcome, so
+    /// timing tells little (a user with more passwords takes longer).
     pub fn accepts(&self, password: &[u8]) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        if self.nopass {
-            return true;
-        }
         let hashed = hash_password(password);
-        // Every hash compared in full, so timing does not say which.
-        self.passwords.iter().fold(false, |ok, p| {
-            ok | crate::client::local::constant_time_eq(p.as_bytes(), hashed.as_bytes())
-        })
+        let matched = self.passwords.iter().fold(false, |ok, p| {
+            ok | constant_time_eq(p.as_bytes(), hashed.as_bytes())
+        });
+        self.enabled && (self.nopass || matched)
     }
 
     /// Applies `ACL SETUSER`'s rules, all or none: selectors given over
@@ -251,11 +260,9 @@ impl User {
             }
             b'(' if op.len() > 1 && op.ends_with(b")") => {
                 let mut selector = Selector::empty();
-                for rule in op[1..op.len() - 1]
-                    .split(|c| has_spaces(std::slice::from_ref(c)))
-                    .filter(|r| !r.is_empty())
-                {
-                    selector.apply(rule)?;
+                // Unbalanced quotes: Redis adds the selector empty.
+                for rule in split_args(&op[1..op.len() - 1]).unwrap_or_default() {
+                    selector.apply(&rule)?;
                 }
                 Arc::make_mut(&mut self.acl).selectors.push(selector);
             }
@@ -339,6 +346,90 @@ fn put_selector(out: &mut BytesMut, selector: &Selector, style: Style) {
     put_bulk(out, &selector.describe_channels());
 }
 
+/// Redis's `sdssplitargs`, as it splits a selector's rules: blanks
+/// between arguments, `"..."` with `\\n`, `\\xHH` and other escapes, `'...'`
+/// with `\\'`; the text ends at a NUL. `None` for unbalanced quotes (or a
+/// closing quote not followed by a blank).
+pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    let blank = |c: u8| c == b' ' || (b'\t'..=b'\r').contains(&c);
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < text.len() && blank(text[i]) {
+            i += 1;
+        }
+        if i >= text.len() {
+            return Some(out);
+        }
+        let mut arg = Vec::new();
+        let (mut double, mut single) = (false, false);
+        loop {
+            let c = text.get(i).copied();
+            let next = text.get(i + 1).copied();
+            if double {
+                match (c, next) {
+                    (Some(b'\\'), Some(b'x'))
+                        if text.get(i + 2).and_then(|&h| hex(h)).is_some()
+                            && text.get(i + 3).and_then(|&h| hex(h)).is_some() =>
+                    {
+                        let hi = hex(text[i + 2]).unwrap_or(0);
+                        let lo = hex(text[i + 3]).unwrap_or(0);
+                        arg.push((hi * 16 + lo) as u8);
+                        i += 3;
+                    }
+                    (Some(b'\\'), Some(e)) => {
+                        arg.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 1;
+                    }
+                    (Some(b'"'), n) => {
+                        if n.is_some_and(|n| !blank(n)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    (None, _) => return None,
+                    (Some(c), _) => arg.push(c),
+                }
+            } else if single {
+                match (c, next) {
+                    (Some(b'\\'), Some(b'\'')) => {
+                        arg.push(b'\'');
+                        i += 1;
+                    }
+                    (Some(b'\''), n) => {
+                        if n.is_some_and(|n| !blank(n)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    (None, _) => return None,
+                    (Some(c), _) => arg.push(c),
+                }
+            } else {
+                match c {
+                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
+                    Some(b'"') => double = true,
+                    Some(b'\'') => single = true,
+                    Some(c) => arg.push(c),
+                }
+            }
+            i += 1;
+        }
+        out.push(arg);
+    }
+}
+
 /// Joins a selector given over several arguments (`(~a` `+get)`) into
 /// one, as Redis's `ACLMergeSelectorArguments`; `None` when one is never
 /// closed.
@@ -396,6 +487,17 @@ mod tests {
     }
 
     #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+        // Lengths that differ by a multiple of 256 must still differ.
+        assert!(!constant_time_eq(&[0u8; 256], b""));
+    }
+
+    #[test]
     fn passwords() {
         let mut u = user("on >a >b >a");
         assert_eq!(u.passwords.len(), 2);
@@ -415,6 +517,35 @@ mod tests {
         assert_eq!(
             u.set(&[b"#ABC"]).unwrap_err().unwrap().error,
             SetError::BadHash
+        );
+    }
+
+    #[test]
+    fn selector_rules_split_as_sdssplitargs() {
+        let split = |s: &str| split_args(s.as_bytes());
+        let strs = |v: Vec<Vec<u8>>| -> Vec<String> {
+            v.into_iter()
+                .map(|a| String::from_utf8(a).unwrap())
+                .collect()
+        };
+        assert_eq!(strs(split(" +get  ~x ").unwrap()), ["+get", "~x"]);
+        assert_eq!(strs(split("\"+get\" ~x").unwrap()), ["+get", "~x"]);
+        assert_eq!(strs(split("'~a' +set").unwrap()), ["~a", "+set"]);
+        assert_eq!(strs(split("~\"\\x41\"").unwrap()), ["~A"]);
+        assert_eq!(strs(split("'it\\'s'").unwrap()), ["it's"]);
+        assert_eq!(split("~\"a"), None);
+        assert_eq!(split("\"a\"b"), None);
+        assert_eq!(strs(split("+get\0~a").unwrap()), ["+get"]);
+        let mut u = User::new(b"u");
+        u.set(&[b"(~\"a)"]).unwrap();
+        assert_eq!(u.acl.selectors.len(), 1, "an empty selector, as Redis adds");
+        assert_eq!(
+            BadRule {
+                rule: b"~a\0b".to_vec(),
+                error: SetError::Syntax
+            }
+            .reply_text(),
+            "ERR Error in ACL SETUSER modifier '~a': Syntax error"
         );
     }
 

@@ -129,9 +129,16 @@ impl Users {
         self.read().users.get(name).cloned()
     }
 
-    /// The user `name` if `password` logs it in.
+    /// The user `name` if `password` logs it in. An unknown name costs
+    /// the same hashing, so timing does not tell which names exist.
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
-        self.get(name).filter(|u| u.accepts(password))
+        match self.get(name) {
+            Some(user) => user.accepts(password).then_some(user),
+            None => {
+                std::hint::black_box(super::user::hash_password(password));
+                None
+            }
+        }
     }
 
     /// The `default` user when a new connection is logged in as it
@@ -158,13 +165,14 @@ impl Users {
         Ok(())
     }
 
-    /// `ACL DELUSER`: removes the users named, returns how many existed.
-    pub fn delete(&self, names: &[&[u8]]) -> usize {
+    /// `ACL DELUSER`: removes the users named, returns those that existed.
+    pub fn delete<'a>(&self, names: &[&'a [u8]]) -> Vec<&'a [u8]> {
         let mut table = self.write();
         names
             .iter()
-            .filter(|n| table.users.remove(**n).is_some())
-            .count()
+            .copied()
+            .filter(|n| table.users.remove(*n).is_some())
+            .collect()
     }
 
     /// Every user, in name order.
@@ -231,7 +239,7 @@ mod tests {
         assert!(users.get(b"app").is_none());
         let names: Vec<Vec<u8>> = users.all().iter().map(|u| u.name().to_vec()).collect();
         assert_eq!(names, vec![b"default".to_vec(), b"temp".to_vec()]);
-        assert_eq!(users.delete(&[b"temp", b"nosuch"]), 1);
+        assert_eq!(users.delete(&[b"temp", b"nosuch"]), vec![&b"temp"[..]]);
         // A bad definition changes nothing.
         assert!(users
             .sync(&auth(None, &[("bad", Some("on +nosuch"))]))

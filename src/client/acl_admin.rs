@@ -58,6 +58,7 @@ fn set_user(view: &CommandView<'_>, ctx: &Context) -> Bytes {
     match ctx.users.set_user(name, &ops) {
         Ok(()) => {
             ctx.users_changed();
+            ctx.clients.notify_subscribers(Some(name));
             Bytes::from_static(reply::OK)
         }
         Err(Some(bad)) => reply::error(&bad.reply_text()),
@@ -78,17 +79,12 @@ fn delete_users(view: &CommandView<'_>, client: &ClientState, ctx: &Context) -> 
     if names.iter().any(|n| *n == b"default") {
         return LocalOutcome::Reply(reply::error("ERR The 'default' user cannot be removed"));
     }
-    let mut gone = Vec::new();
-    for name in &names {
-        if ctx.users.delete(&[name]) == 1 {
-            gone.push(name.to_vec());
-        }
-    }
+    let gone = ctx.users.delete(&names);
     ctx.users_changed();
     let mut killed_me = false;
     for name in &gone {
         let filter = Filter {
-            user: Some(name.clone()),
+            user: Some(name.to_vec()),
             ..Filter::default()
         };
         killed_me |= ctx.clients.kill(&filter, client.info.id).1;
@@ -109,13 +105,16 @@ fn dry_run(view: &CommandView<'_>, ctx: &Context, style: Style) -> Bytes {
         ));
     };
     let args: Vec<&[u8]> = (3..view.len()).map(|i| view.get(i)).collect();
-    let Some(spec) = crate::command::find(args.as_slice()) else {
+    let unknown_sub = |spec: &crate::command::spec::CommandSpec| {
+        spec.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0 && args.len() > 1
+    };
+    let Some(spec) = crate::command::find(args.as_slice()).filter(|s| !unknown_sub(s)) else {
         return reply::error(&format!(
             "ERR Command '{}' not found",
             String::from_utf8_lossy(view.get(3))
         ));
     };
-    if style == Style::Redis72 && !crate::command::keys::arity_ok(spec, args.len()) {
+    if !crate::command::keys::arity_ok(spec, args.len()) {
         return reply::error(&format!(
             "ERR wrong number of arguments for '{}' command",
             spec.name

@@ -76,11 +76,12 @@ impl Resting {
         }
     }
 
-    /// Whether the client has `CLIENT TRACKING` on.
-    fn tracking(&self) -> bool {
+    /// Whether the client takes notices: invalidations (`CLIENT
+    /// TRACKING`), or a change of its user's rules (a subscriber).
+    fn takes_notices(&self) -> bool {
         match self {
             Resting::Compact(client, _) => client.tracking.on,
-            Resting::Whole(session) => session.tracking(),
+            Resting::Whole(session) => session.takes_notices(),
         }
     }
 }
@@ -185,7 +186,7 @@ impl Connection {
         if client.info().is_killed() {
             return Poll::Ready(Woke::Close(Ok(())));
         }
-        if client.info().has_notice() && !client.tracking() {
+        if client.info().has_notice() && !client.takes_notices() {
             // A notice that raced with CLIENT TRACKING OFF: nothing to do.
             client.info().take_notice();
         }

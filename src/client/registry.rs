@@ -278,6 +278,22 @@ impl Registry {
         }
     }
 
+    /// Tells the subscribed clients of `user` (all users: `None`) that
+    /// their rules changed: each checks its subscriptions (see
+    /// [`ClientInfo::notify`]).
+    pub fn notify_subscribers(&self, user: Option<&[u8]>) {
+        let chosen: Vec<Arc<ClientInfo>> = self
+            .lock()
+            .values()
+            .filter(|c| c.is_subscribed())
+            .filter(|c| user.is_none_or(|u| c.names().user.as_deref().unwrap_or(b"default") == u))
+            .cloned()
+            .collect();
+        for c in chosen {
+            c.notify();
+        }
+    }
+
     /// `CLIENT LIST` text, by id.
     pub fn list(&self) -> String {
         self.lock().values().map(|c| c.line()).collect()

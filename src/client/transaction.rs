@@ -70,6 +70,10 @@ pub struct TxState {
     pub track: bool,
     /// It queued reads whose keys the tracker recorded.
     pub reads: bool,
+    /// The queued commands as the client sent them (before co-location
+    /// rewrites; same order as `queued`), for `EXEC` to check them again
+    /// against the user's rules, as Redis does.
+    pub originals: Vec<Bytes>,
 }
 
 impl TxState {

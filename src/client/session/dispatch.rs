@@ -58,20 +58,52 @@ impl Core {
         self.push(Pending::Ready(reply));
     }
 
-    /// Looks the client's user up again after users or the configuration
-    /// changed and takes its current rules; false when a logged-in user
-    /// is gone or turned off.
-    fn recheck_user(&mut self) -> bool {
+    /// After users or the configuration changed (`version`), looks the
+    /// client's user up again and takes its current rules; false when the
+    /// client must be disconnected, as Redis disconnects it: its user is
+    /// gone (`ACL DELUSER`, or a reload that removed it), or it is
+    /// subscribed to a channel its new rules refuse. A user turned `off`
+    /// keeps its connections, as in Redis.
+    pub(super) fn recheck_user(&mut self, version: u64) -> bool {
         let name = self.client.info.names().user;
         let name = name.as_deref().unwrap_or(b"default");
-        self.client.user_version = Some(self.config_version);
-        match self.ctx.users.get(name) {
-            Some(user) if user.enabled() || !self.client.authed => {
-                self.client.acl = user.session_acl();
-                true
+        self.client.user_version = Some(version);
+        let Some(user) = self.ctx.users.get(name) else {
+            return !self.client.authed;
+        };
+        self.client.acl = user.session_acl();
+        match (&self.client.acl, &self.pubsub) {
+            (Some(acl), Some(subs)) => {
+                subs.channels
+                    .iter()
+                    .chain(subs.shard_channels.keys())
+                    .all(|c| acl.channel_permitted(c, false))
+                    && subs.patterns.iter().all(|p| acl.channel_permitted(p, true))
             }
-            _ => !self.client.authed,
+            _ => true,
         }
+    }
+
+    /// Whether the session wants to hear of notices (see
+    /// [`ClientInfo::notify`]): invalidations while it tracks, a change of
+    /// its user's rules while it is subscribed.
+    ///
+    /// [`ClientInfo::notify`]: crate::client::registry::ClientInfo::notify
+    pub(super) fn takes_notices(&self) -> bool {
+        self.client.tracking.on || self.pubsub.is_some()
+    }
+
+    /// Looks the user up again if users or the configuration changed
+    /// since (see [`Core::recheck_user`]); false when the client is to be
+    /// closed, which this then starts.
+    pub(super) fn user_still_valid(&mut self) -> bool {
+        let version = self.ctx.settings_version();
+        if self.client.user_version.is_none_or(|v| v == version) || self.recheck_user(version) {
+            return true;
+        }
+        self.closing = true;
+        self.push(Pending::Close(Bytes::new()));
+        false
     }
 
     /// For a script or function call: how to recover from `NOSCRIPT` or a
@@ -103,31 +135,39 @@ impl Core {
         // Counted under its name; a refused command still ends a CACHING choice.
         self.current.0 = crate::command::find(view).map_or("unknown", |s| s.name);
         self.client.tracking.caching = false;
+        let in_multi = self.multi.is_some() && !ends_tx;
+        self.log_denial(denied, view, in_multi);
+        let user = self.client.info.names().user;
+        let user = user.as_deref().unwrap_or(b"default");
+        let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
+        self.ready(reply);
+    }
+
+    /// Counts, traces and records in `ACL LOG` a command the user's rules
+    /// refuse (`in_multi`: the log's `multi` context).
+    pub(super) fn log_denial(&self, denied: &acl::Denied, view: &CommandView<'_>, in_multi: bool) {
         metrics::counter!(m::ACL_DENIED).increment(1);
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default");
-        tracing::debug!(client = %self.client.info.peer, user = %String::from_utf8_lossy(user), command = self.current.0, "refused by the user's ACL rules");
-        let logged = match denied {
-            acl::Denied::Command(name) => Some((Reason::Command, name.as_bytes().to_vec())),
-            acl::Denied::Subcommand(container, sub) => {
-                Some((Reason::Command, [container.as_bytes(), b"|", sub].concat()))
-            }
-            acl::Denied::Key(pos) => Some((Reason::Key, view.get(*pos).to_vec())),
-            acl::Denied::Channel(pos) => Some((Reason::Channel, view.get(*pos).to_vec())),
+        tracing::debug!(client = %self.client.info.peer, user = %String::from_utf8_lossy(user), command = crate::command::find(view).map_or("unknown", |s| s.name), "refused by the user's ACL rules");
+        let object = match denied {
+            acl::Denied::Command(name) => name.as_bytes().to_vec(),
+            acl::Denied::Subcommand(container, sub) => [container.as_bytes(), b"|", sub].concat(),
+            acl::Denied::Key(pos) | acl::Denied::Channel(pos) => view.get(*pos).to_vec(),
             // A command error in Redis, not an ACL refusal.
-            acl::Denied::SortOption(_) => None,
+            acl::Denied::SortOption(_) => return,
         };
-        if let Some((reason, object)) = logged {
-            let info = self.client.info.line();
-            let info = info.trim_end_matches('\n').to_string();
-            let in_multi = self.multi.is_some() && !ends_tx;
-            self.ctx
-                .users
-                .log
-                .add(reason, in_multi, &object, user, info);
-        }
-        let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
-        self.ready(reply);
+        let reason = match denied {
+            acl::Denied::Key(_) => Reason::Key,
+            acl::Denied::Channel(_) => Reason::Channel,
+            _ => Reason::Command,
+        };
+        let info = self.client.info.line();
+        let info = info.trim_end_matches('\n').to_string();
+        self.ctx
+            .users
+            .log
+            .add(reason, in_multi, &object, user, info);
     }
 
     /// Routes one command and starts it.
@@ -144,17 +184,11 @@ impl Core {
             self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return;
         }
-        if self
-            .client
-            .user_version
-            .is_some_and(|v| v != self.config_version)
-            && !self.recheck_user()
-        {
-            // Removed or turned off by a reload: disconnected, as by
-            // Redis's ACL DELUSER.
-            self.closing = true;
-            self.push(Pending::Close(Bytes::new()));
+        if !self.user_still_valid() {
             return;
+        }
+        if self.multi.is_some() {
+            self.queued_original = Some(raw.clone());
         }
         if let Some(acl) = &self.client.acl {
             // On the names the client sees, before co-location rewrites them.
@@ -653,8 +687,6 @@ fn client_unblock(
 }
 
 /// Whether a server of `version` writes Redis 7.2's error texts.
-fn newer_than_7_0(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) > (7, 0)
+pub(super) fn newer_than_7_0(version: &str) -> bool {
+    acl::Style::of(version) == acl::Style::Redis72
 }

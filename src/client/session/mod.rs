@@ -147,11 +147,11 @@ pub(super) struct Session {
 
 struct Core {
     ctx: Arc<Context>,
-    /// The configuration as of [`Core::config_version`], refreshed once per
+    /// The configuration as of [`Core::settings_version`], refreshed once per
     /// turn of the session loop (reading the shared one per command cost
     /// several atomic operations each time).
     config: Arc<crate::config::Config>,
-    config_version: u64,
+    settings_version: u64,
     client: ClientState,
     scratch: Scratch,
     pending: VecDeque<Slot>,
@@ -200,6 +200,9 @@ struct Core {
     untracked_read: bool,
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
+    /// The command being queued in `MULTI`, as the client sent it (see
+    /// [`crate::client::transaction::TxState::originals`]).
+    queued_original: Option<Bytes>,
     /// The sequence number of a write the proxy computes across slots
     /// (`PFMERGE`, `BITOP`, the set, sorted-set and geo stores) or of a pop
     /// over several slots, not answered yet: the commands after it wait,
@@ -229,7 +232,7 @@ impl Session {
                 })
             },
             core: Core {
-                config_version: ctx.config_version(),
+                settings_version: ctx.settings_version(),
                 config: ctx.config_snapshot(),
                 client,
                 ctx,
@@ -256,6 +259,7 @@ impl Session {
                 track: false,
                 untracked_read: false,
                 track_tx: false,
+                queued_original: None,
                 merging: None,
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
@@ -270,8 +274,8 @@ impl Session {
     }
 
     /// Whether the client has `CLIENT TRACKING` on.
-    pub(super) fn tracking(&self) -> bool {
-        self.core.client.tracking.on
+    pub(super) fn takes_notices(&self) -> bool {
+        self.core.takes_notices()
     }
 
     /// Commands read and not yet answered.
@@ -451,7 +455,7 @@ impl Session {
             // messages keep coming whatever it does, so its session keeps
             // the random order, in which reading, messages and the timer
             // all get their turn.
-            let tracking = self.core.client.tracking.on;
+            let tracking = self.core.takes_notices();
             let turn = if self.core.pubsub.is_none() {
                 tokio::select! {
                     biased;
@@ -486,6 +490,9 @@ impl Session {
                     if let Some(notice) = self.core.ctx.tracker.take(self.core.client.info.id) {
                         self.core.tell(&notice);
                     }
+                    // Or its user changed (a subscriber is told so: it may
+                    // have lost a channel's permission).
+                    self.core.user_still_valid();
                 }
                 Turn::Wrote(n) => {
                     let n = n?;

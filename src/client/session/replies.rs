@@ -244,10 +244,10 @@ impl Core {
 
     /// Takes a new snapshot of the configuration if it changed.
     pub(super) fn refresh_config(&mut self) {
-        let version = self.ctx.config_version();
-        if version != self.config_version {
+        let version = self.ctx.settings_version();
+        if version != self.settings_version {
             self.config = self.ctx.config_snapshot();
-            self.config_version = version;
+            self.settings_version = version;
         }
     }
 

@@ -1,8 +1,10 @@
 //! `MULTI`/`EXEC`/`WATCH` for a session: queueing, the pinned `WATCH`
 //! connection, and per-slot transactions.
 
+use super::dispatch::newer_than_7_0;
 use super::redirect::too_many_private;
 use super::*;
+use crate::acl;
 use crate::client::pause::may_write;
 use crate::command::{is_eval, is_evalsha};
 
@@ -141,6 +143,8 @@ impl Core {
                 tx.plan
                     .push(Queued::Split(kind, subs, self.scratch.keys.len()));
                 tx.queued.push(raw);
+                tx.originals
+                    .push(self.queued_original.take().unwrap_or_default());
                 tx.writes |= writes;
                 self.ready(Bytes::from_static(b"+QUEUED\r\n"));
                 return;
@@ -221,12 +225,14 @@ impl Core {
         };
         tx.plan.push(Queued::One(slot));
         tx.queued.push(raw);
+        tx.originals
+            .push(self.queued_original.take().unwrap_or_default());
         tx.writes |= writes;
         self.ready(Bytes::from_static(b"+QUEUED\r\n"));
     }
 
     async fn exec(&mut self, seq: u64) {
-        let Some(tx) = self.multi.take() else {
+        let Some(mut tx) = self.multi.take() else {
             return;
         };
         let pinned = self.pinned.take();
@@ -234,6 +240,7 @@ impl Core {
             self.ready(Bytes::from_static(EXECABORT));
             return;
         }
+        self.check_queued_again(&mut tx);
         let tracked = tx.track && tx.reads;
         if pinned.is_none() && tx.spans_slots() {
             self.exec_per_slot(&tx, seq).await;
@@ -283,6 +290,68 @@ impl Core {
                 }
                 self.start(sent, seq).await;
                 self.track = false;
+            }
+        }
+    }
+
+    /// Checks each queued command again against the user's rules, as
+    /// Redis does at `EXEC` (they may have changed since it was queued): a
+    /// command now refused is replaced by a script that answers Redis's
+    /// error in its place, and logged in `ACL LOG` (context `multi`).
+    fn check_queued_again(&mut self, tx: &mut TxState) {
+        let Some(acl) = self.client.acl.clone() else {
+            return;
+        };
+        let new_texts = newer_than_7_0(self.ctx.redis_version());
+        let user = self.client.info.names().user;
+        let user = user.as_deref().unwrap_or(b"default").to_vec();
+        let mut parser = crate::protocol::request::RequestParser::new(Default::default());
+        for i in 0..tx.originals.len() {
+            let original = tx.originals[i].clone();
+            if !matches!(
+                parser.parse(&original),
+                Ok(crate::protocol::request::Parsed::Command(_))
+            ) {
+                continue;
+            }
+            let view = CommandView {
+                raw: &original,
+                args: parser.args(),
+            };
+            let Err(denied) = acl.check(&view) else {
+                continue;
+            };
+            self.log_denial(&denied, &view, true);
+            let text = match (&denied, new_texts) {
+                (acl::Denied::SortOption(_), _) | (_, true) => {
+                    let refused = denied.reply(&user, new_texts);
+                    let refused = String::from_utf8_lossy(&refused[1..refused.len() - 2])
+                        .trim_start_matches("NOPERM ")
+                        .to_string();
+                    if matches!(denied, acl::Denied::SortOption(_)) {
+                        refused
+                    } else {
+                        changed_rules(&refused)
+                    }
+                }
+                (acl::Denied::Key(_), false) => {
+                    changed_rules("no permission to touch the specified keys")
+                }
+                (acl::Denied::Channel(_), false) => {
+                    changed_rules("no permission to access one of the channels used as arguments")
+                }
+                (_, false) => changed_rules("no permission to execute the command or subcommand"),
+            };
+            tx.queued[i] = reply::command([
+                &b"EVAL"[..],
+                b"return redis.error_reply(ARGV[1])",
+                b"0",
+                text.as_bytes(),
+            ]);
+            if let Some(plan) = tx.plan.get_mut(i) {
+                if matches!(plan, Queued::Split(..)) {
+                    *plan = Queued::One(None);
+                }
             }
         }
     }
@@ -394,4 +463,10 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
         }
     }
     out.freeze()
+}
+
+/// Redis's `EXEC` error for a queued command the user's changed rules
+/// now refuse.
+fn changed_rules(reason: &str) -> String {
+    format!("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}")
 }
