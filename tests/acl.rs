@@ -151,6 +151,17 @@ fn users_scripts_reloads_and_bad_rules() {
     // RESET goes back to the default user, which must log in again.
     c.roundtrip(&cmd("RESET"), b"+RESET\r\n");
     c.roundtrip(&cmd("GET k"), b"-NOAUTH Authentication required.\r\n");
+    // RESET needs no login (Redis flags it no-auth); an unknown command or
+    // a wrong number of arguments is said before NOAUTH, as by Redis.
+    c.roundtrip(&cmd("RESET"), b"+RESET\r\n");
+    c.roundtrip(
+        &cmd("GET"),
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    c.roundtrip(
+        &cmd("NOSUCH"),
+        b"-ERR unknown command 'NOSUCH', with args beginning with: \r\n",
+    );
 
     // HELLO reads all its options before trying the credentials.
     let mut h = RawClient::connect(proxy.port);

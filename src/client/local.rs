@@ -109,14 +109,6 @@ pub enum LocalOutcome {
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-/// Commands a client may send before authenticating (as in Redis).
-pub fn allowed_before_auth(cmd: &CommandView<'_>) -> bool {
-    let name = cmd.get(0);
-    name.eq_ignore_ascii_case(b"auth")
-        || name.eq_ignore_ascii_case(b"hello")
-        || name.eq_ignore_ascii_case(b"quit")
-}
-
 /// Runs a local command.
 pub fn execute(
     cmd: Local,

@@ -669,6 +669,33 @@ pub fn cross_slot(name: &str, a: u16, b: u16) -> Bytes {
     ))
 }
 
+/// What Redis answers a client that has not logged in yet: the errors it
+/// checks first (an unknown command or subcommand, a wrong number of
+/// arguments), `None` for the commands it allows (`no-auth`), else
+/// `NOAUTH`.
+pub fn before_auth(cmd: &CommandView<'_>) -> Option<Bytes> {
+    let Some(spec) = super::find(cmd) else {
+        return Some(unknown_command(cmd));
+    };
+    if !keys::arity_ok(spec, cmd.len()) {
+        return Some(reply::error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    if spec.flags & flags::HAS_SUBCOMMANDS != 0 && crate::acl::table_covers_nodes() {
+        return Some(reply::error(&format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(cmd.get(1)),
+            spec.name.to_ascii_uppercase()
+        )));
+    }
+    match spec.flags & flags::NO_AUTH {
+        0 => Some(Bytes::from_static(b"-NOAUTH Authentication required.\r\n")),
+        _ => None,
+    }
+}
+
 /// Redis's exact reply to an unknown command.
 pub fn unknown_command(cmd: &CommandView<'_>) -> Bytes {
     let name = String::from_utf8_lossy(cmd.get(0));

@@ -180,9 +180,11 @@ impl Core {
         let mut bytes = raw.clone();
         let mut view = CommandView { raw: &bytes, args };
         self.current = ("", None, CLASS_LOCAL, self.batch_started);
-        if !self.client.authed && !local::allowed_before_auth(&view) {
-            self.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
-            return;
+        if !self.client.authed {
+            if let Some(refused) = crate::command::route::before_auth(&view) {
+                self.ready(refused);
+                return;
+            }
         }
         if !self.user_still_valid() {
             return;
