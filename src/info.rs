@@ -53,7 +53,10 @@ fn parse(frame: &[u8]) -> Vec<Section> {
         text
     };
     let mut sections: Vec<Section> = Vec::new();
-    for line in String::from_utf8_lossy(text).split("\r\n") {
+    // Bytes as Latin-1 characters, one for one, so that names that are
+    // not UTF-8 (an error code in `errorstat_...`) come out unchanged.
+    let text: String = text.iter().map(|&b| char::from(b)).collect();
+    for line in text.split("\r\n") {
         if let Some(name) = line.strip_prefix("# ") {
             sections.push((name.to_string(), Vec::new()));
         } else if let Some((k, v)) = line.split_once(':') {
@@ -196,16 +199,34 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             "Keyspace" => out = keyspace(&all),
             "Persistence" => {
                 for (k, v) in fields {
+                    let any = |value: &str| {
+                        (0..all.len()).any(|i| field(&all, i, name, k) == Some(value))
+                    };
                     let v = match k.as_str() {
-                        "loading" | "async_loading" => {
-                            let any = (0..all.len()).any(|i| field(&all, i, name, k) == Some("1"));
-                            if any { "1" } else { "0" }.to_string()
+                        // One server is loading or saving while any master is.
+                        "loading"
+                        | "async_loading"
+                        | "rdb_bgsave_in_progress"
+                        | "aof_rewrite_in_progress"
+                        | "aof_rewrite_scheduled"
+                        | "module_fork_in_progress" => if any("1") { "1" } else { "0" }.to_string(),
+                        "rdb_last_bgsave_status"
+                        | "aof_last_bgrewrite_status"
+                        | "aof_last_write_status" => {
+                            if any("err") { "err" } else { v.as_str() }.to_string()
+                        }
+                        "rdb_changes_since_last_save" | "rdb_saves" => {
+                            match sum_field(&all, name, k) {
+                                Some(n) => n.to_string(),
+                                None => v.clone(),
+                            }
                         }
                         _ => v.clone(),
                     };
                     out.push((k.clone(), v));
                 }
             }
+            "Errorstats" | "Commandstats" => out = summed_stats(&all, name),
             "Memory" | "Stats" => {
                 for (k, v) in fields {
                     let v = if let Some(base) = k.strip_suffix("_human") {
@@ -246,18 +267,81 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             facts.rules.join(",")
         );
     }
-    let mut buf = BytesMut::with_capacity(text.len() + 32);
+    // Back from Latin-1 (see `parse`); the proxy's own text (rule names)
+    // may be any UTF-8.
+    let mut bytes = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u8::try_from(u32::from(c)) {
+            Ok(b) => bytes.push(b),
+            Err(_) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    let mut buf = BytesMut::with_capacity(bytes.len() + 32);
     match proto {
-        Proto::Resp2 => put_bulk(&mut buf, text.as_bytes()),
+        Proto::Resp2 => put_bulk(&mut buf, &bytes),
         Proto::Resp3 => {
             buf.put_u8(b'=');
-            put_decimal(&mut buf, text.len() as u64 + 4);
+            put_decimal(&mut buf, bytes.len() as u64 + 4);
             buf.put_slice(b"\r\ntxt:");
-            buf.put_slice(text.as_bytes());
+            buf.put_slice(&bytes);
             buf.put_slice(b"\r\n");
         }
     }
     buf.freeze()
+}
+
+/// `errorstat_<code>:count=<n>` and `cmdstat_<name>:calls=..,usec=..,
+/// usec_per_call=..,rejected_calls=..,failed_calls=..` of every master,
+/// added up per name (in the order first seen); `usec_per_call` computed
+/// again from the sums.
+fn summed_stats(all: &[Vec<Section>], section: &str) -> Vec<(String, String)> {
+    let mut stats: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for part in all {
+        let Some((_, fields)) = part.iter().find(|(n, _)| n == section) else {
+            continue;
+        };
+        for (name, value) in fields {
+            let at = match stats.iter().position(|(n, _)| n == name) {
+                Some(at) => at,
+                None => {
+                    stats.push((name.clone(), Vec::new()));
+                    stats.len() - 1
+                }
+            };
+            let entry = &mut stats[at].1;
+            for kv in value.split(',') {
+                let (k, n) = kv.split_once('=').unwrap_or((kv, "0"));
+                let n: f64 = n.parse().unwrap_or(0.0);
+                match entry.iter_mut().find(|(key, _)| key == k) {
+                    Some((_, total)) => *total += n,
+                    None => entry.push((k.to_string(), n)),
+                }
+            }
+        }
+    }
+    stats
+        .into_iter()
+        .map(|(name, fields)| {
+            let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|f| f.1);
+            let value = fields
+                .iter()
+                .map(|(k, n)| match k.as_str() {
+                    "usec_per_call" => {
+                        let calls = get("calls").unwrap_or(0.0);
+                        let per = if calls > 0.0 {
+                            get("usec").unwrap_or(0.0) / calls
+                        } else {
+                            0.0
+                        };
+                        format!("{k}={per:.2}")
+                    }
+                    _ => format!("{k}={}", *n as i64),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            (name, value)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -287,6 +371,17 @@ mod tests {
         assert!(text.contains("used_memory:2048\r\nused_memory_human:2.00K\r\n"));
         assert!(text.contains("# Cluster\r\ncluster_enabled:0\r\n"));
         assert!(text.contains("# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=5\r\n"));
+        // Error and command counts add up; names that are not UTF-8 stay.
+        let e1 = bulk("# Errorstats\r\nerrorstat_ERR:count=2\r\n\r\n# Commandstats\r\ncmdstat_get:calls=2,usec=10,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n");
+        let mut e2 = BytesMut::new();
+        put_bulk(&mut e2, b"# Errorstats\r\nerrorstat_ERR:count=1\r\nerrorstat_\xff\xfeBAD:count=1\r\n\r\n# Commandstats\r\ncmdstat_get:calls=3,usec=20,usec_per_call=6.67,rejected_calls=1,failed_calls=0\r\n");
+        let e2 = e2.freeze();
+        let out = merge(&[&e1, &e2], &facts, Proto::Resp2);
+        let body = &out[out.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        assert_eq!(
+            body,
+            &b"# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_\xff\xfeBAD:count=1\r\n\r\n# Commandstats\r\ncmdstat_get:calls=5,usec=30,usec_per_call=6.00,rejected_calls=1,failed_calls=0\r\n\r\n"[..]
+        );
         let r3 = merge(&[&a], &facts, Proto::Resp3);
         assert!(r3.starts_with(b"="));
         assert!(r3[..20].windows(4).any(|w| w == b"txt:"));

@@ -186,6 +186,25 @@ pub fn latency_histogram(parts: &[&Bytes], proto: Proto) -> Bytes {
     out.freeze()
 }
 
+/// `FUNCTION STATS`: the libraries as one master counts them (they are
+/// loaded on every master), and the script running on any master.
+pub fn function_stats(parts: &[&Bytes]) -> Bytes {
+    let running = |p: &[u8]| {
+        pairs(p)?
+            .into_iter()
+            .find(|(name, _)| bulk_body(name) == Some(b"running_script"))
+            .map(|(_, value)| !matches!(value, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n"))
+    };
+    let Some(first) = parts.first() else {
+        return unexpected("FUNCTION STATS");
+    };
+    if running(first).is_none() {
+        return unexpected("FUNCTION STATS");
+    }
+    let busy = parts.iter().find(|p| running(p) == Some(true));
+    Bytes::clone(busy.unwrap_or(first))
+}
+
 /// One `MEMORY STATS` value.
 #[derive(Debug, Clone)]
 enum Stat {
@@ -366,6 +385,15 @@ mod tests {
             latency_histogram(&[&a, &c], Proto::Resp2),
             b("*2|$3|set|*4|$5|calls|:5|$14|histogram_usec|*8|:1|:1|:2|:2|:4|:4|:8|:5|")
         );
+    }
+
+    #[test]
+    fn function_stats_show_a_running_script_of_any_master() {
+        let idle = b("*4|$14|running_script|$-1|$7|engines|*2|$3|LUA|*4|$15|libraries_count|:1|$15|functions_count|:1|");
+        let busy = b("*4|$14|running_script|*6|$4|name|$1|f|$7|command|*1|$1|f|$11|duration_ms|:5|$7|engines|*2|$3|LUA|*4|$15|libraries_count|:1|$15|functions_count|:1|");
+        assert_eq!(function_stats(&[&idle, &idle]), idle);
+        assert_eq!(function_stats(&[&idle, &busy]), busy);
+        assert!(function_stats(&[&b(":1|")]).starts_with(b"-ERR"));
     }
 
     #[test]

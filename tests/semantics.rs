@@ -1181,6 +1181,34 @@ fn server_introspection_looks_like_one_master() {
     r.roundtrip(&cmd(&["MEMORY", "PURGE"]), b"+OK\r\n");
     r.roundtrip(&cmd(&["LATENCY", "RESET"]), b":0\r\n");
     latency_and_memory_of_all_masters(&cluster, &proxy);
+    // INFO inside a transaction describes all masters too; the proxy is a
+    // master, so REPLICAOF NO ONE is done.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["INFO", "server"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["SET", "tx-info", "1"]), b"+QUEUED\r\n");
+    r.send(&cmd(&["EXEC"]));
+    let exec = String::from_utf8_lossy(&r.read_available(Duration::from_millis(500))).into_owned();
+    assert!(exec.starts_with("*2\r\n$"), "{exec}");
+    assert!(
+        exec.contains("redis_mode:standalone") && exec.contains("slotbridge_masters:3"),
+        "{exec}"
+    );
+    assert!(exec.ends_with("+OK\r\n"), "{exec}");
+    r.roundtrip(&cmd(&["REPLICAOF", "NO", "ONE"]), b"+OK\r\n");
+    r.send(&cmd(&["REPLICAOF", "127.0.0.1", "1"]));
+    assert!(r
+        .read_once(Duration::from_secs(5))
+        .starts_with(b"-ERR slotbridge: REPLICAOF"));
+    r.send(&cmd(&["FUNCTION", "STATS"]));
+    let stats = String::from_utf8_lossy(&r.read_available(Duration::from_millis(300))).into_owned();
+    assert!(
+        stats.starts_with("*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines"),
+        "{stats}"
+    );
+    r.send(&cmd(&["MEMORY", "MALLOC-STATS"]));
+    assert!(r
+        .read_available(Duration::from_millis(300))
+        .starts_with(b"$"));
     // CONFIG RESETSTAT resets the proxy's own counters too.
     r.roundtrip(&cmd(&["CONFIG", "RESETSTAT"]), b"+OK\r\n");
     let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();

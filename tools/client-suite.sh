@@ -66,8 +66,8 @@ failed() { grep -E '^(FAILED|ERROR) ' "$WORK_DIR/$1.txt" | sed 's/ - .*//' | sor
 ONLY="$(comm -13 <(failed direct) <(failed slotbridge) | wc -l)"
 echo "failing only through slotbridge: $ONLY tests; their errors by cause:"
 grep -E '^/' "$WORK_DIR/slotbridge.txt" | awk '
-    /CROSSSLOT/ { c["keys of one command or transaction in several slots (CROSSSLOT)"]++; next }
-    /unsupported command/ { c["unsupported admin commands (DEBUG, ACL SETUSER, LATENCY, ...)"]++; next }
+    /CROSSSLOT|CrossSlot/ { c["keys of one command or transaction in several slots (CROSSSLOT)"]++; next }
+    /unsupported command/ { c["unsupported admin commands (DEBUG, LATENCY DOCTOR, ...)"]++; next }
     /option of SORT denied/ { c["SORT BY/GET, refused by Redis Cluster itself"]++; next }
     /only database 0/ { c["SELECT of another database"]++; next }
     /Error 111/ { c["the test dials a fixed port (6379, 6380)"]++; next }

@@ -74,6 +74,8 @@ pub struct TxState {
     /// rewrites; same order as `queued`), for `EXEC` to check them again
     /// against the user's rules, as Redis does.
     pub originals: Vec<Bytes>,
+    /// The places of queued `INFO`s, answered from all masters at `EXEC`.
+    pub infos: Vec<usize>,
 }
 
 impl TxState {

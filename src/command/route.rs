@@ -208,6 +208,8 @@ pub enum Fanout {
     LatencyHistogram,
     /// `MEMORY STATS`: figures summed, ratios computed again.
     MemoryStats,
+    /// `FUNCTION STATS`: a running script of any master.
+    FunctionStats,
 }
 
 /// Commands the proxy answers itself.
@@ -595,13 +597,23 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "latency|history" => Route::Fanout(Fanout::LatencyHistory),
         "latency|histogram" => Route::Fanout(Fanout::LatencyHistogram),
         "memory|stats" => Route::Fanout(Fanout::MemoryStats),
+        "function|stats" => Route::Fanout(Fanout::FunctionStats),
+        // The proxy is a master (ROLE, INFO): turning it into one is done.
+        "replicaof" | "slaveof"
+            if cmd.get(1).eq_ignore_ascii_case(b"no") && cmd.get(2).eq_ignore_ascii_case(b"one") =>
+        {
+            Route::Reply(Bytes::from_static(reply::OK))
+        }
+        "replicaof" | "slaveof" => Route::Reply(reply::error(
+            "ERR slotbridge: REPLICAOF is not passed to the cluster (the proxy stands for all its masters); make a node a replica with CLUSTER REPLICATE on the node itself",
+        )),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
         | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help" | "module|list"
-        | "latency|help" | "memory|help"
+        | "latency|help" | "memory|help" | "memory|malloc-stats"
         | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.

@@ -708,6 +708,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             introspection::latency_histogram(&replies, proto)
         }
         MergeKind::Fanout(Fanout::MemoryStats) => introspection::memory_stats(&replies, proto),
+        MergeKind::Fanout(Fanout::FunctionStats) => introspection::function_stats(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),

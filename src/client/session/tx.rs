@@ -164,6 +164,12 @@ impl Core {
                 self.ready(cross_slot(name, a, b));
                 return;
             }
+            // INFO describes all masters: answered at EXEC, in its place
+            // (see `answer_infos`).
+            Route::Fanout(Fanout::Info) => {
+                tx.infos.push(tx.queued.len());
+                None
+            }
             // A reply the proxy makes (ROLE) has no place in a node's EXEC.
             Route::Reply(_)
             | Route::ProxySort
@@ -241,6 +247,7 @@ impl Core {
             return;
         }
         self.check_queued_again(&mut tx);
+        self.answer_infos(&mut tx).await;
         let tracked = tx.track && tx.reads;
         if pinned.is_none() && tx.spans_slots() {
             self.exec_per_slot(&tx, seq).await;
@@ -353,6 +360,43 @@ impl Core {
                     *plan = Queued::One(None);
                 }
             }
+        }
+    }
+
+    /// Replaces each queued `INFO` by a script returning the masters'
+    /// INFO merged as outside a transaction, fetched now (right before
+    /// the transaction runs, which one server's INFO inside it would
+    /// describe).
+    async fn answer_infos(&mut self, tx: &mut TxState) {
+        if tx.infos.is_empty() {
+            return;
+        }
+        let masters: Vec<_> = {
+            let map = self.ctx.topology.load();
+            map.shards().iter().map(|s| s.master.clone()).collect()
+        };
+        let facts = crate::client::local::proxy_facts(&self.ctx);
+        for &i in &tx.infos {
+            let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
+                continue;
+            };
+            let mut replies = Vec::with_capacity(masters.len());
+            for pool in &masters {
+                let r = crate::client::nodecall::request(
+                    pool.conn(Proto::Resp2),
+                    queued.clone(),
+                    0,
+                    false,
+                )
+                .await;
+                if r.data.first() == Some(&b'$') {
+                    replies.push(r.data);
+                }
+            }
+            let refs: Vec<&Bytes> = replies.iter().collect();
+            let merged = crate::info::merge(&refs, &facts, Proto::Resp2);
+            let text = crate::protocol::scan::bulk_body(&merged).unwrap_or_default();
+            tx.queued[i] = reply::command([&b"EVAL"[..], b"return ARGV[1]", b"0", text]);
         }
     }
 
