@@ -364,65 +364,49 @@ pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(out);
         }
         let mut arg = Vec::new();
-        let (mut double, mut single) = (false, false);
+        // Inside "..." or '...': the quote that closes it.
+        let mut quote: Option<u8> = None;
         loop {
             let c = text.get(i).copied();
             let next = text.get(i + 1).copied();
-            if double {
-                match (c, next) {
-                    (Some(b'\\'), Some(b'x'))
-                        if text.get(i + 2).and_then(|&h| hex(h)).is_some()
-                            && text.get(i + 3).and_then(|&h| hex(h)).is_some() =>
-                    {
-                        let hi = hex(text[i + 2]).unwrap_or(0);
-                        let lo = hex(text[i + 3]).unwrap_or(0);
-                        arg.push((hi * 16 + lo) as u8);
-                        i += 3;
-                    }
-                    (Some(b'\\'), Some(e)) => {
-                        arg.push(match e {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 8,
-                            b'a' => 7,
-                            other => other,
-                        });
-                        i += 1;
-                    }
-                    (Some(b'"'), n) => {
-                        if n.is_some_and(|n| !blank(n)) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    (None, _) => return None,
-                    (Some(c), _) => arg.push(c),
+            match (quote, c, next) {
+                (Some(b'"'), Some(b'\\'), Some(b'x'))
+                    if text.get(i + 2).and_then(|&h| hex(h)).is_some()
+                        && text.get(i + 3).and_then(|&h| hex(h)).is_some() =>
+                {
+                    let hi = hex(text[i + 2]).unwrap_or(0);
+                    let lo = hex(text[i + 3]).unwrap_or(0);
+                    arg.push((hi * 16 + lo) as u8);
+                    i += 3;
                 }
-            } else if single {
-                match (c, next) {
-                    (Some(b'\\'), Some(b'\'')) => {
-                        arg.push(b'\'');
-                        i += 1;
-                    }
-                    (Some(b'\''), n) => {
-                        if n.is_some_and(|n| !blank(n)) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    (None, _) => return None,
-                    (Some(c), _) => arg.push(c),
+                (Some(b'"'), Some(b'\\'), Some(e)) => {
+                    arg.push(match e {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 1;
                 }
-            } else {
-                match c {
-                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
-                    Some(b'"') => double = true,
-                    Some(b'\'') => single = true,
-                    Some(c) => arg.push(c),
+                (Some(b'\''), Some(b'\\'), Some(b'\'')) => {
+                    arg.push(b'\'');
+                    i += 1;
                 }
+                // Unbalanced, or a closing quote not followed by a blank.
+                (Some(_), None, _) => return None,
+                (Some(q), Some(c), n) if c == q => {
+                    if n.is_some_and(|n| !blank(n)) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
+                (Some(_), Some(c), _) => arg.push(c),
+                (None, None | Some(b' ' | b'\n' | b'\r' | b'\t'), _) => break,
+                (None, Some(q @ (b'"' | b'\'')), _) => quote = Some(q),
+                (None, Some(c), _) => arg.push(c),
             }
             i += 1;
         }

@@ -614,7 +614,10 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
         | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help" | "module|list"
         | "latency|help" | "memory|help" | "memory|malloc-stats"
-        | "function|list" | "function|dump" | "function|help" => Route::AnyMaster,
+        | "function|help" => Route::AnyMaster,
+        // Every master has the libraries, each in its own hash-table order:
+        // always the same master, so that two calls list them alike.
+        "function|list" | "function|dump" => Route::Slot(PUBSUB_HOME_SLOT),
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,

@@ -121,7 +121,7 @@ impl Core {
             // it does not tie the transaction to the home slot it is
             // routed by outside one (Celery's result backend sends SET and
             // PUBLISH in one MULTI).
-            Route::Slot(_) if name == "publish" => None,
+            Route::Slot(_) if matches!(name, "publish" | "function|list" | "function|dump") => None,
             Route::Slot(s) | Route::Blocking(s) => Some(s),
             Route::AnyMaster
             | Route::Tx(TxCmd::Unwatch)
