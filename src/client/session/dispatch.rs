@@ -96,9 +96,17 @@ impl Core {
     /// Looks the user up again if users or the configuration changed
     /// since (see [`Core::recheck_user`]); false when the client is to be
     /// closed, which this then starts.
+    #[inline]
     pub(super) fn user_still_valid(&mut self) -> bool {
         let version = self.ctx.settings_version();
-        if self.client.user_version.is_none_or(|v| v == version) || self.recheck_user(version) {
+        self.client.user_version.is_none_or(|v| v == version) || self.user_changed(version)
+    }
+
+    /// The rare part of [`Core::user_still_valid`]: the settings changed.
+    #[cold]
+    #[inline(never)]
+    fn user_changed(&mut self, version: u64) -> bool {
+        if self.recheck_user(version) {
             return true;
         }
         self.closing = true;
