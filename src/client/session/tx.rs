@@ -380,17 +380,24 @@ impl Core {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
                 continue;
             };
-            let mut replies = Vec::with_capacity(masters.len());
-            for pool in &masters {
-                let r = crate::client::nodecall::request(
-                    pool.conn(Proto::Resp2),
-                    queued.clone(),
-                    0,
-                    false,
-                )
-                .await;
-                if r.data.first() == Some(&b'$') {
-                    replies.push(r.data);
+            // All masters at once: a slow or failing one delays EXEC by
+            // one request, not by one per master.
+            let asks: Vec<_> = masters
+                .iter()
+                .map(|pool| {
+                    let (pool, payload) = (pool.clone(), queued.clone());
+                    tokio::spawn(async move {
+                        crate::client::nodecall::request(pool.conn(Proto::Resp2), payload, 0, false)
+                            .await
+                    })
+                })
+                .collect();
+            let mut replies = Vec::with_capacity(asks.len());
+            for ask in asks {
+                if let Ok(r) = ask.await {
+                    if r.data.first() == Some(&b'$') {
+                        replies.push(r.data);
+                    }
                 }
             }
             let refs: Vec<&Bytes> = replies.iter().collect();
