@@ -260,21 +260,18 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             let _ = write!(text, "{k}:{v}\r\n");
         }
     }
-    if !facts.rules.is_empty() && !text.is_empty() {
-        let _ = write!(
-            text,
+    // Back from Latin-1 (see `parse`), byte for byte.
+    let mut bytes: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect();
+    if !facts.rules.is_empty() && !bytes.is_empty() {
+        // The proxy's own text: rule names in UTF-8.
+        let line = format!(
             "\r\n# Colocation\r\ncolocate_rules:{}\r\n",
             facts.rules.join(",")
         );
-    }
-    // Back from Latin-1 (see `parse`); the proxy's own text (rule names)
-    // may be any UTF-8.
-    let mut bytes = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        match u8::try_from(u32::from(c)) {
-            Ok(b) => bytes.push(b),
-            Err(_) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
+        bytes.extend_from_slice(line.as_bytes());
     }
     let mut buf = BytesMut::with_capacity(bytes.len() + 32);
     match proto {

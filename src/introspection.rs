@@ -281,7 +281,7 @@ pub fn memory_stats(parts: &[&Bytes], proto: Proto) -> Bytes {
 fn recompute_ratios(stats: &mut [(Vec<u8>, Stat)]) {
     let get = |stats: &[(Vec<u8>, Stat)], name: &[u8]| {
         stats.iter().find_map(|(n, v)| match v {
-            Stat::Int(i) if n == name => Some(*i as f32),
+            Stat::Int(i) if bulk_body(n) == Some(name) => Some(*i as f32),
             _ => None,
         })
     };
@@ -321,11 +321,11 @@ fn recompute_ratios(stats: &mut [(Vec<u8>, Stat)]) {
     for (name, value) in stats.iter_mut() {
         if let (Stat::Double(d), Some((_, Some(v)))) = (
             &mut *value,
-            derived.iter().find(|(n, _)| *n == name.as_slice()),
+            derived.iter().find(|(n, _)| Some(*n) == bulk_body(name)),
         ) {
             *d = f64::from(*v);
         }
-        if name == b"keys.bytes-per-key" {
+        if bulk_body(name) == Some(b"keys.bytes-per-key") {
             if let (Stat::Int(i), Some(net), Some(keys)) = (&mut *value, net, keys) {
                 *i = if keys > 0.0 { (net / keys) as i64 } else { 0 };
             }
@@ -408,6 +408,18 @@ $19|allocator.allocated|:1735904|$16|allocator.active|:1880064|$18|allocator.res
         assert_eq!(
             String::from_utf8_lossy(&merged),
             String::from_utf8_lossy(&one)
+        );
+        // Two masters: figures and ratios from the sums, not the first
+        // master's.
+        let m1 = b("*14|$15|total.allocated|:3000|$17|startup.allocated|:1000|$10|keys.count|:4|$18|keys.bytes-per-key|:500|\
+$19|allocator.allocated|:100|$16|allocator.active|:300|$29|allocator-fragmentation.ratio|$1|3|");
+        let m2 = b("*14|$15|total.allocated|:1000|$17|startup.allocated|:1000|$10|keys.count|:0|$18|keys.bytes-per-key|:0|\
+$19|allocator.allocated|:100|$16|allocator.active|:100|$29|allocator-fragmentation.ratio|$1|1|");
+        let text = String::from_utf8_lossy(&memory_stats(&[&m1, &m2], Proto::Resp2)).into_owned();
+        assert!(text.contains("keys.bytes-per-key\r\n:500\r\n"), "{text}");
+        assert!(
+            text.contains("allocator-fragmentation.ratio\r\n$1\r\n2\r\n"),
+            "{text}"
         );
         let two = memory_stats(&[&one, &one], Proto::Resp2);
         let text = String::from_utf8_lossy(&two);

@@ -69,17 +69,28 @@ impl Monitors {
     /// it: administrative commands (`CONFIG`, `ACL SETUSER`, ...) are not
     /// shown, and passwords are `(redacted)`.
     pub fn publish(&self, peer: &SocketAddr, cmd: &CommandView<'_>) {
-        let admin = crate::command::find(cmd)
-            .is_some_and(|spec| spec.flags & crate::command::spec::flags::ADMIN != 0);
-        if admin {
-            return;
+        if let Some(line) = self.line(peer, cmd) {
+            self.send(line);
         }
+    }
+
+    /// The line [`Monitors::publish`] would send now (`None`: not shown):
+    /// Redis shows what it runs, so not unknown commands, wrong arities or
+    /// administrative commands.
+    pub fn line(&self, peer: &SocketAddr, cmd: &CommandView<'_>) -> Option<Bytes> {
+        let shown = crate::command::find(cmd).is_some_and(|spec| {
+            spec.flags & crate::command::spec::flags::ADMIN == 0
+                && crate::command::keys::arity_ok(spec, cmd.len())
+        });
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let _ = self
-            .lines
-            .send(Bytes::from(line(now.as_micros(), peer, cmd)));
+        shown.then(|| Bytes::from(line(now.as_micros(), peer, cmd)))
+    }
+
+    /// Sends a line made by [`Monitors::line`].
+    pub fn send(&self, line: Bytes) {
+        let _ = self.lines.send(line);
     }
 }
 

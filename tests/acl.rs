@@ -487,6 +487,15 @@ fn acl_user_management_as_one_redis() {
             "CONFIG GET maxmemory",
             "ACL WHOAMI",
             "GET k",
+            "NOSUCH x",
+            "GET",
+            "MULTI",
+            "SET k v",
+            "GET k",
+            "EXEC",
+            "MULTI",
+            "GET k",
+            "DISCARD",
         ] {
             let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
             ask(c, &args);
@@ -566,6 +575,30 @@ fn rule_changes_reach_connected_clients_as_in_redis() {
     on_both(&mut admin, "ACL SETUSER m1 -set resetchannels");
     on_both(&mut m1, "EXEC");
     on_both(&mut admin, "ACL LOG");
+    // INFO refused after the change gets the error, not the masters' INFO;
+    // INFO still allowed comes in RESP3 as a verbatim string.
+    on_both(&mut admin, "ACL SETUSER m1 +set +@connection");
+    for line in ["HELLO 3", "MULTI", "INFO cluster", "SET k1 v3"] {
+        if line == "HELLO 3" {
+            for c in &mut m1 {
+                ask(c, &[b"HELLO", b"3"]);
+            }
+            continue;
+        }
+        on_both(&mut m1, line);
+    }
+    on_both(&mut admin, "ACL SETUSER m1 -info");
+    on_both(&mut m1, "EXEC");
+    on_both(&mut admin, "ACL SETUSER m1 +info");
+    for line in ["MULTI", "INFO cluster", "EXEC"] {
+        on_both(&mut m1, line);
+    }
+    // A refused EXEC discards the transaction.
+    on_both(&mut admin, "ACL SETUSER m1 -exec");
+    for line in ["MULTI", "SET k1 v4", "EXEC", "GET k1", "PING"] {
+        on_both(&mut m1, line);
+    }
+    on_both(&mut admin, "ACL SETUSER m1 +exec");
     // Turned off: its connections go on.
     on_both(&mut admin, "ACL SETUSER m1 off");
     on_both(&mut m1, "PING");

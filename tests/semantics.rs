@@ -1329,7 +1329,7 @@ fn auth_on_and_off() {
     r.roundtrip(&cmd(&["GET", "k"]), b"-NOAUTH Authentication required.\r\n");
     r.roundtrip(
         &cmd(&["HELLO", "3"]),
-        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
     );
     r.roundtrip(
         &cmd(&["AUTH", "wrong"]),

@@ -255,7 +255,12 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         }
     }
     if !client.authed {
-        return reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        // Redis 7.2 reworded it.
+        let syntax = match crate::acl::Style::of(ctx.redis_version()) {
+            crate::acl::Style::Redis70 => "HELLO AUTH",
+            crate::acl::Style::Redis72 => "HELLO <proto> AUTH",
+        };
+        return reply::error(&format!("NOAUTH HELLO must be called with the client already authenticated, otherwise the {syntax} <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
     }
     if let Some(name) = setname {
         client.info.update(|n| n.name = Some(name));

@@ -76,6 +76,12 @@ pub struct TxState {
     pub originals: Vec<Bytes>,
     /// The places of queued `INFO`s, answered from all masters at `EXEC`.
     pub infos: Vec<usize>,
+    /// The user's version (see `ClientState::user_version`) when `MULTI`
+    /// began: `EXEC` checks the queued commands again only if it changed.
+    pub user_version: Option<u64>,
+    /// `MONITOR`'s line of the `EXEC`, written after those of the queued
+    /// commands it runs, as Redis shows a transaction.
+    pub exec_line: Option<Bytes>,
 }
 
 impl TxState {

@@ -96,9 +96,11 @@ impl Core {
     /// Looks the user up again if users or the configuration changed
     /// since (see [`Core::recheck_user`]); false when the client is to be
     /// closed, which this then starts.
+    /// The version compared is the session's snapshot, taken at each read
+    /// (and right after this session changes users).
     #[inline]
     pub(super) fn user_still_valid(&mut self) -> bool {
-        let version = self.ctx.settings_version();
+        let version = self.settings_version;
         self.client.user_version.is_none_or(|v| v == version) || self.user_changed(version)
     }
 
@@ -147,7 +149,16 @@ impl Core {
         self.log_denial(denied, view, in_multi);
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default");
-        let reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
+        let mut reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
+        if name.eq_ignore_ascii_case(b"exec") && self.multi.take().is_some() {
+            // As Redis: a refused EXEC discards the transaction.
+            self.pinned = None;
+            let why =
+                String::from_utf8_lossy(&reply[1..reply.len().saturating_sub(2)]).into_owned();
+            reply = reply::error(&format!(
+                "EXECABORT Transaction discarded because of: {why}"
+            ));
+        }
         self.ready(reply);
     }
 
@@ -197,9 +208,7 @@ impl Core {
         if !self.user_still_valid() {
             return;
         }
-        if self.multi.is_some() {
-            self.queued_original = Some(raw.clone());
-        }
+        self.queued_original = self.multi.is_some().then(|| raw.clone());
         if let Some(acl) = &self.client.acl {
             // On the names the client sees, before co-location rewrites them.
             if let Err(denied) = acl.check(&view) {
@@ -209,7 +218,14 @@ impl Core {
         }
         let ctx = self.ctx.clone();
         if ctx.monitors.active() {
-            ctx.monitors.publish(&self.client.info.peer, &view);
+            match self.multi.as_mut() {
+                // Queued commands are shown when EXEC runs them, then EXEC.
+                Some(tx) if view.get(0).eq_ignore_ascii_case(b"exec") => {
+                    tx.exec_line = ctx.monitors.line(&self.client.info.peer, &view);
+                }
+                Some(_) if !view.get(0).eq_ignore_ascii_case(b"discard") => {}
+                _ => ctx.monitors.publish(&self.client.info.peer, &view),
+            }
         }
         let rewritten_args;
         let mut script_slot = None;
@@ -606,6 +622,10 @@ impl Core {
             self.client.info.set_subscribed(false);
         }
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
+        if cmd == Local::Acl {
+            // The commands after it in this batch see the change.
+            self.refresh_config();
+        }
         match outcome {
             LocalOutcome::Reply(b) => self.ready(b),
             LocalOutcome::Close(b) => {

@@ -492,6 +492,7 @@ impl Session {
                     }
                     // Or its user changed (a subscriber is told so: it may
                     // have lost a channel's permission).
+                    self.core.refresh_config();
                     self.core.user_still_valid();
                 }
                 Turn::Wrote(n) => {

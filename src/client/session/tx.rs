@@ -15,6 +15,7 @@ impl Core {
             TxCmd::Multi => {
                 self.multi = Some(TxState {
                     track: std::mem::take(&mut self.track_tx),
+                    user_version: self.client.user_version,
                     ..TxState::default()
                 });
                 self.ready(Bytes::from_static(reply::OK));
@@ -243,9 +244,13 @@ impl Core {
         };
         let pinned = self.pinned.take();
         if tx.failed {
+            if let Some(line) = tx.exec_line.take() {
+                self.ctx.monitors.send(line);
+            }
             self.ready(Bytes::from_static(EXECABORT));
             return;
         }
+        self.monitor_queued(&mut tx);
         self.check_queued_again(&mut tx);
         self.answer_infos(&mut tx).await;
         let tracked = tx.track && tx.reads;
@@ -301,6 +306,27 @@ impl Core {
         }
     }
 
+    /// Shows a monitor the commands `EXEC` runs, then the `EXEC` (see
+    /// `TxState::exec_line`).
+    fn monitor_queued(&self, tx: &mut TxState) {
+        let Some(exec_line) = tx.exec_line.take() else {
+            return;
+        };
+        let mut parser = queued_parser();
+        for original in &tx.originals {
+            if let Ok(crate::protocol::request::Parsed::Command(_)) = parser.parse(original) {
+                let view = CommandView {
+                    raw: original,
+                    args: parser.args(),
+                };
+                if let Some(line) = self.ctx.monitors.line(&self.client.info.peer, &view) {
+                    self.ctx.monitors.send(line);
+                }
+            }
+        }
+        self.ctx.monitors.send(exec_line);
+    }
+
     /// Checks each queued command again against the user's rules, as
     /// Redis does at `EXEC` (they may have changed since it was queued): a
     /// command now refused is replaced by a script that answers Redis's
@@ -309,10 +335,14 @@ impl Core {
         let Some(acl) = self.client.acl.clone() else {
             return;
         };
+        if tx.user_version == self.client.user_version {
+            // The rules did not change since MULTI.
+            return;
+        }
         let new_texts = newer_than_7_0(self.ctx.redis_version());
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default").to_vec();
-        let mut parser = crate::protocol::request::RequestParser::new(Default::default());
+        let mut parser = queued_parser();
         for i in 0..tx.originals.len() {
             let original = tx.originals[i].clone();
             if !matches!(
@@ -355,6 +385,8 @@ impl Core {
                 b"0",
                 text.as_bytes(),
             ]);
+            // A refused INFO is not answered with the masters' INFO.
+            tx.infos.retain(|&at| at != i);
             if let Some(plan) = tx.plan.get_mut(i) {
                 if matches!(plan, Queued::Split(..)) {
                     *plan = Queued::One(None);
@@ -387,14 +419,20 @@ impl Core {
                 .map(|pool| {
                     let (pool, payload) = (pool.clone(), queued.clone());
                     tokio::spawn(async move {
-                        crate::client::nodecall::request(pool.conn(Proto::Resp2), payload, 0, false)
-                            .await
+                        let ask = crate::client::nodecall::request(
+                            pool.conn(Proto::Resp2),
+                            payload,
+                            0,
+                            false,
+                        );
+                        // Bounded even without a request timeout.
+                        tokio::time::timeout(std::time::Duration::from_secs(5), ask).await
                     })
                 })
                 .collect();
             let mut replies = Vec::with_capacity(asks.len());
             for ask in asks {
-                if let Ok(r) = ask.await {
+                if let Ok(Ok(r)) = ask.await {
                     if r.data.first() == Some(&b'$') {
                         replies.push(r.data);
                     }
@@ -403,7 +441,14 @@ impl Core {
             let refs: Vec<&Bytes> = replies.iter().collect();
             let merged = crate::info::merge(&refs, &facts, Proto::Resp2);
             let text = crate::protocol::scan::bulk_body(&merged).unwrap_or_default();
-            tx.queued[i] = reply::command([&b"EVAL"[..], b"return ARGV[1]", b"0", text]);
+            // A verbatim string in RESP3 (`=...txt:`), a bulk string in
+            // RESP2, as INFO itself.
+            tx.queued[i] = reply::command([
+                &b"EVAL"[..],
+                b"return {verbatim_string={format='txt', string=ARGV[1]}}",
+                b"0",
+                text,
+            ]);
         }
     }
 
@@ -520,4 +565,14 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
 /// now refuse.
 fn changed_rules(reason: &str) -> String {
     format!("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}")
+}
+
+/// A parser for commands queued in `MULTI`, read again at `EXEC`: they
+/// were accepted once already, so no limit refuses them now (a refusal
+/// would skip their check).
+fn queued_parser() -> crate::protocol::request::RequestParser {
+    crate::protocol::request::RequestParser::new(crate::protocol::request::RequestLimits {
+        max_bulk_len: usize::MAX,
+        max_args: usize::MAX,
+    })
 }
