@@ -62,6 +62,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The hash a password rule names: of the password after `>` or `<`,
+/// or the hash itself after `#` or `!` (which must be valid).
+fn stored_hash(op: &[u8]) -> Result<String, SetError> {
+    let rest = &op[1..];
+    match op[0] {
+        b'>' | b'<' => Ok(hash_password(rest)),
+        _ if valid_hash(rest) => Ok(String::from_utf8_lossy(rest).into_owned()),
+        _ => Err(SetError::BadHash),
+    }
+}
+
 /// A valid `#hash`: 64 lowercase hexadecimal characters.
 fn valid_hash(hash: &[u8]) -> bool {
     hash.len() == 64 && hash.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
@@ -234,26 +245,14 @@ impl User {
     fn apply_other(&mut self, op: &[u8]) -> Result<(), SetError> {
         match op[0] {
             b'>' | b'#' => {
-                let hash = if op[0] == b'>' {
-                    hash_password(&op[1..])
-                } else if valid_hash(&op[1..]) {
-                    String::from_utf8_lossy(&op[1..]).into_owned()
-                } else {
-                    return Err(SetError::BadHash);
-                };
+                let hash = stored_hash(op)?;
                 if !self.passwords.contains(&hash) {
                     self.passwords.push(hash);
                 }
                 self.nopass = false;
             }
             b'<' | b'!' => {
-                let hash = if op[0] == b'<' {
-                    hash_password(&op[1..])
-                } else if valid_hash(&op[1..]) {
-                    String::from_utf8_lossy(&op[1..]).into_owned()
-                } else {
-                    return Err(SetError::BadHash);
-                };
+                let hash = stored_hash(op)?;
                 let at = self.passwords.iter().position(|p| *p == hash);
                 let at = at.ok_or(SetError::NoSuchPassword)?;
                 self.passwords.remove(at);
