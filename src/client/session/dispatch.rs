@@ -208,7 +208,10 @@ impl Core {
         if !self.user_still_valid() {
             return;
         }
-        self.queued_original = self.multi.is_some().then(|| raw.clone());
+        if self.multi.is_some() {
+            // Taken when queued; only MULTI's commands set it.
+            self.queued_original = Some(raw.clone());
+        }
         if let Some(acl) = &self.client.acl {
             // On the names the client sees, before co-location rewrites them.
             if let Err(denied) = acl.check(&view) {
