@@ -218,50 +218,10 @@ fn users_scripts_reloads_and_bad_rules() {
     );
 }
 
-/// The length of the first complete RESP2/RESP3 reply in `buf`, if any.
-fn reply_len(buf: &[u8]) -> Option<usize> {
-    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-        let end = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")? + at;
-        Some((&buf[at..end], end + 2))
-    }
-    fn one(buf: &[u8], at: usize) -> Option<usize> {
-        let (head, next) = line(buf, at)?;
-        let n = || std::str::from_utf8(&head[1..]).ok()?.parse::<i64>().ok();
-        match head.first()? {
-            b'$' | b'=' | b'!' => match n()? {
-                -1 => Some(next),
-                len => (buf.len() >= next + len as usize + 2).then_some(next + len as usize + 2),
-            },
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
-                let count = n()?;
-                let items = if matches!(head[0], b'%' | b'|') {
-                    count * 2
-                } else {
-                    count.max(0)
-                };
-                (0..items).try_fold(next, |at, _| one(buf, at))
-            }
-            _ => Some(next),
-        }
-    }
-    one(buf, 0)
-}
-
-/// Sends `line`'s arguments and reads one whole reply.
+/// Sends `args` and reads one whole reply.
 fn ask(c: &mut RawClient, args: &[&[u8]]) -> Vec<u8> {
     c.send(&encode_command(args));
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while reply_len(&got).is_none() && std::time::Instant::now() < deadline {
-        got.extend(c.read_once(Duration::from_millis(500)));
-    }
-    assert_eq!(
-        reply_len(&got),
-        Some(got.len()),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    got
+    c.read_reply()
 }
 
 /// `reply` with what one Redis process cannot match another on masked:

@@ -514,7 +514,7 @@ fn set_stores_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         seen.push(String::from_utf8_lossy(&expected).into_owned());
         // The destination as stored: members, type, encoding, TTL.
@@ -554,25 +554,6 @@ fn set_stores_across_slots_answer_as_one_redis() {
         &[&["SUNIONSTORE", "s:d", "s:a", "s:b"], &["SCARD", "s:d"]],
         b":5\r\n:5\r\n",
     );
-}
-
-/// One reply of `c`: a line, or a whole bulk string (a dense HyperLogLog
-/// is 12 KB).
-fn whole_reply(c: &mut RawClient) -> Vec<u8> {
-    let mut reply = c.read_once(Duration::from_secs(5));
-    if let Some(rest) = reply.strip_prefix(b"$") {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits > 0 {
-            let len: usize = std::str::from_utf8(&rest[..digits])
-                .unwrap()
-                .parse()
-                .unwrap();
-            let whole = 1 + digits + 2 + len + 2;
-            let more = whole.saturating_sub(reply.len());
-            reply.extend(c.read_exact_bytes(more));
-        }
-    }
-    reply
 }
 
 /// A standalone reference server beside the proxy (and the directory it
@@ -678,7 +659,7 @@ fn bitop_across_slots_answers_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         seen.push(String::from_utf8_lossy(&expected).into_owned());
     }
@@ -760,7 +741,7 @@ fn sorted_set_algebra_across_slots_answers_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         seen.push(String::from_utf8_lossy(&expected).into_owned());
         // The destination as stored: members, scores as the server prints
@@ -912,7 +893,7 @@ fn pfcount_and_pfmerge_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         if line[0] == "PFMERGE" && expected.starts_with(b"+QUEUED") {
             // A cluster cannot merge across slots inside a transaction.
             through.send(&cmd(&line));
@@ -1539,7 +1520,7 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
         &["CLIENT", "UNPAUSE", "now"],
     ] {
         direct.send(&cmd(bad));
-        let want = whole_reply(&mut direct);
+        let want = direct.read_reply();
         assert!(want.starts_with(b"-"), "{bad:?}: {want:?}");
         c.roundtrip(&cmd(bad), &want);
     }
@@ -1579,7 +1560,7 @@ fn zrangestore_across_slots_answers_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         same_answers(
             &mut direct_conn,
@@ -1650,7 +1631,7 @@ fn geo_stores_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         same_answers(
             &mut direct_conn,
@@ -1726,7 +1707,7 @@ fn pops_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         let expected = if line[0] == "HELLO" {
             through.send(&cmd(&line));
             let _ = through.read_available(Duration::from_millis(300));
@@ -1739,7 +1720,7 @@ fn pops_across_slots_answer_as_one_redis() {
     // Pipelined commands wait for the pop; inside MULTI it is CROSSSLOT.
     for c in [&mut direct, &mut through] {
         c.send(&cmd(&["RPUSH", "p:b", "1", "2"]));
-        let _ = whole_reply(c);
+        let _ = c.read_reply();
     }
     two_step_write_order(
         [&mut direct, &mut through],
@@ -1751,7 +1732,7 @@ fn pops_across_slots_answer_as_one_redis() {
     // waits end too, so a later push stays in its list.
     let mut pusher = raw();
     pusher.send(&cmd(&["DEL", "p:a", "p:b", "p:c", "p:y", "p:z"]));
-    let _ = whole_reply(&mut pusher);
+    let _ = pusher.read_reply();
     through.send(&cmd(&["BLPOP", "p:a", "p:b", "p:c", "5"]));
     assert!(through
         .read_available(Duration::from_millis(300))
@@ -1800,7 +1781,7 @@ fn pops_across_slots_answer_as_one_redis() {
         let (x, y) = (format!("a{round}"), format!("b{round}"));
         pusher.send(&[cmd(&["RPUSH", "p:a", &x]), cmd(&["RPUSH", "p:b", &y])].concat());
         pusher.expect(b":1\r\n:1\r\n");
-        let got = whole_reply(&mut through);
+        let got = through.read_reply();
         let popped_a = got == cmd(&["p:a", &x]);
         assert!(popped_a || got == cmd(&["p:b", &y]), "{got:?}");
         let left = if popped_a { ("p:b", &y) } else { ("p:a", &x) };
@@ -1809,11 +1790,11 @@ fn pops_across_slots_answer_as_one_redis() {
             Duration::from_secs(5),
             || {
                 pusher.send(&cmd(&["LRANGE", left.0, "0", "-1"]));
-                whole_reply(&mut pusher) == cmd(&[left.1])
+                pusher.read_reply() == cmd(&[left.1])
             },
         );
         pusher.send(&cmd(&["DEL", "p:a", "p:b"]));
-        let _ = whole_reply(&mut pusher);
+        let _ = pusher.read_reply();
     }
 
     // A client that leaves while it waits takes nothing with it.
@@ -1860,7 +1841,7 @@ fn renames_and_copies_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         for key in names {
             for query in [&["TYPE", key][..], &["DUMP", key]] {
@@ -1885,11 +1866,11 @@ fn renames_and_copies_across_slots_answer_as_one_redis() {
     // after it.
     let mut writer = raw();
     writer.send(&cmd(&["DEL", "m:n", "m:d1", "m:d2", "m:d3"]));
-    let _ = whole_reply(&mut writer);
+    let _ = writer.read_reply();
     let incrs = std::thread::spawn(move || {
         for _ in 0..3000 {
             writer.send(&cmd(&["INCR", "m:n"]));
-            let _ = whole_reply(&mut writer);
+            let _ = writer.read_reply();
         }
     });
     for dest in ["m:d1", "m:d2", "m:d3"] {
@@ -1959,7 +1940,7 @@ fn list_and_set_moves_across_slots_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         through.roundtrip(&cmd(&line), &expected);
         for key in names {
             // A set's DUMP follows its hash table's order, which differs
@@ -2001,7 +1982,7 @@ fn list_and_set_moves_across_slots_answer_as_one_redis() {
     // the source keeps its TTL.
     for c in [&mut direct, &mut through] {
         c.send(&cmd(&["RPUSH", "e:t1", "x"]));
-        let _ = whole_reply(c);
+        let _ = c.read_reply();
         c.roundtrip(&cmd(&["EXPIRE", "e:t1", "1000"]), b":1\r\n");
         c.roundtrip(
             &cmd(&["LMOVE", "e:t1", "e:c", "LEFT", "RIGHT"]),
@@ -2012,10 +1993,10 @@ fn list_and_set_moves_across_slots_answer_as_one_redis() {
             b"*-1\r\n",
         );
         c.send(&cmd(&["TTL", "e:t1"]));
-        let ttl = whole_reply(c);
+        let ttl = c.read_reply();
         assert!(ttl == b":1000\r\n" || ttl == b":999\r\n", "{ttl:?}");
         c.send(&cmd(&["DEL", "e:t1"]));
-        let _ = whole_reply(c);
+        let _ = c.read_reply();
     }
     two_step_write_order(
         [&mut direct, &mut through],
@@ -2063,7 +2044,7 @@ fn sort_by_and_get_answer_as_one_redis() {
     for c in [&mut direct, &mut through] {
         for k in keys {
             c.send(&cmd(&["DEL", k]));
-            let _ = whole_reply(c);
+            let _ = c.read_reply();
         }
     }
     for line in [
@@ -2120,14 +2101,14 @@ fn sort_by_and_get_answer_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         if line[0] == "HELLO" {
             through.send(&cmd(&line));
             let _ = through.read_available(Duration::from_millis(300));
             continue;
         }
         through.send(&cmd(&line));
-        let got = whole_reply(&mut through);
+        let got = through.read_reply();
         assert_eq!(common::escape(&got), common::escape(&expected), "{line:?}");
     }
 }
@@ -2161,7 +2142,7 @@ fn lcs_across_slots_answers_as_one_redis() {
     ] {
         let line: Vec<&str> = line.split(' ').collect();
         direct.send(&cmd(&line));
-        let expected = whole_reply(&mut direct);
+        let expected = direct.read_reply();
         if line[0] == "HELLO" {
             through.send(&cmd(&line));
             let _ = through.read_available(Duration::from_millis(300));

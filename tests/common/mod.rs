@@ -2176,6 +2176,18 @@ impl RawClient {
         std::mem::take(&mut self.pending)
     }
 
+    /// Reads exactly one whole reply (RESP2 or RESP3, any shape), waiting
+    /// up to 5 s; panics (showing what arrived) otherwise.
+    pub fn read_reply(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reply_len(&got).is_none() && Instant::now() < deadline {
+            got.extend(self.read_once(Duration::from_millis(500)));
+        }
+        assert_eq!(reply_len(&got), Some(got.len()), "{}", escape(&got));
+        got
+    }
+
     /// Returns everything that arrives within `wait` (plus bytes already read
     /// ahead); returns early if the connection closes.
     pub fn read_available(&mut self, wait: Duration) -> Vec<u8> {
@@ -2494,4 +2506,33 @@ impl Drop for Spawned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The length of the first complete RESP2/RESP3 reply in `buf`, if any.
+pub fn reply_len(buf: &[u8]) -> Option<usize> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = buf.get(at..)?.windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&buf[at..end], end + 2))
+    }
+    fn one(buf: &[u8], at: usize) -> Option<usize> {
+        let (head, next) = line(buf, at)?;
+        let n = || std::str::from_utf8(&head[1..]).ok()?.parse::<i64>().ok();
+        match head.first()? {
+            b'$' | b'=' | b'!' => match n()? {
+                -1 => Some(next),
+                len => (buf.len() >= next + len as usize + 2).then_some(next + len as usize + 2),
+            },
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let count = n()?;
+                let items = if matches!(head[0], b'%' | b'|') {
+                    count * 2
+                } else {
+                    count.max(0)
+                };
+                (0..items).try_fold(next, |at, _| one(buf, at))
+            }
+            _ => Some(next),
+        }
+    }
+    one(buf, 0)
 }
