@@ -687,6 +687,7 @@ pub fn merge_replies(data: &[u8]) {
         connected_clients: 3,
         total_connections: 7,
         total_commands: 99,
+        blocked_clients: 2,
         tracking_clients: 1,
         tracking_keys: 2,
         masters: parts.len(),

@@ -28,6 +28,8 @@ pub struct ProxyFacts {
     pub total_connections: u64,
     /// Commands processed since start.
     pub total_commands: u64,
+    /// Clients waiting in a blocking command.
+    pub blocked_clients: usize,
     /// Clients with `CLIENT TRACKING` on.
     pub tracking_clients: usize,
     /// Keys the proxy tracks for them.
@@ -176,7 +178,8 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                     let v = match k.as_str() {
                         "connected_clients" => facts.connected_clients.to_string(),
                         "tracking_clients" => facts.tracking_clients.to_string(),
-                        "blocked_clients" | "clients_in_timeout_table" => "0".into(),
+                        "blocked_clients" => facts.blocked_clients.to_string(),
+                        "clients_in_timeout_table" => "0".into(),
                         _ => v.clone(),
                     };
                     out.push((k.clone(), v));

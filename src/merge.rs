@@ -68,6 +68,19 @@ pub fn sum(parts: &[&Bytes]) -> Bytes {
     reply::int(total)
 }
 
+/// `SCRIPT KILL`/`FUNCTION KILL` asked of every master (a script runs on
+/// one): the `+OK` of the master that killed its script; else the first
+/// error other than `NOTBUSY` (`UNKILLABLE`: the script wrote, or the
+/// node could not be asked); else `NOTBUSY`, as one idle server says.
+pub fn kill(parts: &[&Bytes]) -> Bytes {
+    let ok = parts.iter().find(|p| p.first() == Some(&b'+'));
+    let other = || parts.iter().find(|p| !p.starts_with(b"-NOTBUSY"));
+    match ok.or_else(other).or(parts.first()) {
+        Some(reply) => (*reply).clone(),
+        None => reply::error("NOTBUSY No scripts in execution right now."),
+    }
+}
+
 /// `+OK` when every part said OK; otherwise the first other reply.
 pub fn all_ok(parts: &[&Bytes]) -> Bytes {
     for p in parts {
@@ -537,6 +550,16 @@ mod tests {
         assert_eq!(&sum(&[&b(b":2\r\n"), &b(b":-1\r\n")])[..], b":1\r\n");
         assert!(sum(&[&b(b"+OK\r\n")]).starts_with(b"-ERR"));
         assert_eq!(&all_ok(&[&b(b"+OK\r\n"), &b(b"+OK\r\n")])[..], b"+OK\r\n");
+    }
+
+    #[test]
+    fn kill_takes_the_master_that_ran_the_script() {
+        let idle = b(b"-NOTBUSY No scripts in execution right now.\r\n");
+        let unkillable = b(b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n");
+        let ok = b(b"+OK\r\n");
+        assert_eq!(kill(&[&idle, &ok, &idle]), ok);
+        assert_eq!(kill(&[&idle, &unkillable]), unkillable);
+        assert_eq!(kill(&[&idle, &idle]), idle);
     }
 
     #[test]

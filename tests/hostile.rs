@@ -99,9 +99,21 @@ fn negative_and_absurd_lengths() {
         b"*1\r\n$3\r\nabcXY",
         b"-ERR Protocol error: invalid bulk terminator\r\n",
     );
+    // Lengths are read as Redis's `string2ll` reads them: no leading
+    // zeros, no "-0" (before, "*03" waited for a third argument for ever).
+    for (input, expected) in [
+        (&b"*03\r\n$4\r\nPING\r\n"[..], &b"multibulk"[..]),
+        (b"*-0\r\n*1\r\n$4\r\nPING\r\n", b"multibulk"),
+        (b"*1\r\n$04\r\nPING\r\n", b"bulk"),
+        (b"*1\r\n$-0\r\n", b"bulk"),
+    ] {
+        let expected = [b"-ERR Protocol error: invalid ", expected, b" length\r\n"].concat();
+        protocol_error(input, &expected);
+    }
     // Negative array lengths are skipped silently, as Redis does.
     let mut c = RawClient::connect(port());
     c.roundtrip(b"*-5\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n");
+    c.roundtrip(b"*0\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n");
 }
 
 #[test]

@@ -1403,6 +1403,32 @@ fn client_unblock_ends_a_blocking_command_as_one_server_does() {
     blocked.send(&pipeline);
     unblock(&mut admin, &id, &[]);
     blocked.expect(b"*-1\r\n:0\r\n");
+    // While it waits, the client has the flag `b` in CLIENT LIST and
+    // counts in INFO's `blocked_clients`, as on one server (tools and
+    // Redis's own tests wait on them); once answered, neither. (Other
+    // tests' clients may block meanwhile: the count is only checked > 0.)
+    blocked.send(&cmd(&["BLPOP", "unblock:list", "0"]));
+    let flags = |admin: &mut RawClient| {
+        admin.send(&cmd(&["CLIENT", "LIST", "ID", &id]));
+        let line = String::from_utf8(admin.read_reply()).unwrap();
+        let flags = line.split(' ').find(|f| f.starts_with("flags="));
+        flags.unwrap().to_string()
+    };
+    wait_until("flags=b", Duration::from_secs(5), || {
+        flags(&mut admin) == "flags=b"
+    });
+    admin.send(&cmd(&["INFO", "clients"]));
+    let info = String::from_utf8(admin.read_reply()).unwrap();
+    let count = info
+        .lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"));
+    assert_ne!(count, Some("0"), "{info}");
+    assert!(count.is_some(), "{info}");
+    unblock(&mut admin, &id, &[]);
+    blocked.expect(b"*-1\r\n");
+    wait_until("flags=N", Duration::from_secs(5), || {
+        flags(&mut admin) == "flags=N"
+    });
     // Nothing blocked, no such client, wrong arguments: as Redis answers.
     blocked.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
     admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":0\r\n");
@@ -2256,5 +2282,100 @@ fn latency_and_memory_of_all_masters(cluster: &Cluster, proxy: &Proxy) {
     assert!(
         text.starts_with('%') && text.contains("$18\r\ndataset.percentage\r\n,"),
         "{text}"
+    );
+}
+
+/// Found by Redis 7.0's own test suite (`runtest --host`) run through the
+/// proxy: each line gets the bytes one Redis sends. PING checks its own
+/// arity; a subcommand's full name (`CONFIG|GET`) is no command; SELECT
+/// of an index no server has gets Redis's error (1 to 15: the proxy's);
+/// SAVE and SHUTDOWN inside MULTI get Redis's refusal and abort the EXEC.
+#[test]
+fn edge_replies_found_by_redis_own_suite_match_one_redis() {
+    let ((_dir, _reference), mut direct, mut through) = beside_reference("edges", &["edges:k"]);
+    let lines: &[&[&str]] = &[
+        &["PING", "x", "y", "z"],
+        &["PING", "x", "y"],
+        &["PING", "x"],
+        &["CONFIG|GET", "maxmemory"],
+        &["GET|SET"],
+        &["SELECT", "16"],
+        &["SELECT", "-1"],
+        &["SELECT", "015"],
+        &["SELECT", "2147483648"],
+        &["SELECT", "0"],
+        &["MULTI"],
+        &["SAVE"],
+        &["SHUTDOWN", "NOSAVE"],
+        &["SAVE", "x"],
+        &["SET", "edges:k", "1"],
+        &["EXEC"],
+        &["EXISTS", "edges:k"],
+    ];
+    for line in lines {
+        let request = cmd(line);
+        direct.send(&request);
+        let want = direct.read_reply();
+        through.send(&request);
+        assert_eq!(
+            common::escape(&through.read_reply()),
+            common::escape(&want),
+            "{line:?}"
+        );
+    }
+}
+
+/// SCRIPT KILL and FUNCTION KILL reach the master that runs the script,
+/// although that master reads nothing more from the shared connection the
+/// script came on (before, the kill queued behind the script until the
+/// request timeout dropped the connection); with no script running, the
+/// idle masters' NOTBUSY.
+#[test]
+fn script_kill_reaches_the_busy_master() {
+    let mut admin = raw();
+    admin.roundtrip(
+        &cmd(&["SCRIPT", "KILL"]),
+        b"-NOTBUSY No scripts in execution right now.\r\n",
+    );
+    // Killable after 100 ms instead of 5 s, so that the busy master holds
+    // other tests' commands only briefly.
+    admin.roundtrip(
+        &cmd(&["CONFIG", "SET", "lua-time-limit", "100"]),
+        b"+OK\r\n",
+    );
+    let mut busy = raw();
+    busy.send(&cmd(&["EVAL", "while true do end", "0"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        admin.send(&cmd(&["SCRIPT", "KILL"]));
+        let reply = admin.read_reply();
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        assert!(
+            reply.starts_with(b"-BUSY") || reply.starts_with(b"-NOTBUSY"),
+            "{}",
+            common::escape(&reply)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "SCRIPT KILL never reached the script"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = busy.read_reply();
+    assert!(
+        killed.starts_with(b"-ERR Script killed by user with SCRIPT KILL"),
+        "{}",
+        common::escape(&killed)
+    );
+    busy.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    admin.roundtrip(
+        &cmd(&["CONFIG", "SET", "lua-time-limit", "5000"]),
+        b"+OK\r\n",
+    );
+    admin.roundtrip(
+        &cmd(&["FUNCTION", "KILL"]),
+        b"-NOTBUSY No scripts in execution right now.\r\n",
     );
 }

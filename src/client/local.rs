@@ -119,7 +119,8 @@ pub fn execute(
     let reply = match cmd {
         Local::Ping => match view.len() {
             1 => Bytes::from_static(reply::PONG),
-            _ => reply::bulk(view.get(1)),
+            2 => reply::bulk(view.get(1)),
+            _ => reply::error("ERR wrong number of arguments for 'ping' command"),
         },
         Local::Echo => reply::bulk(view.get(1)),
         Local::Select => select(view.get(1)),
@@ -171,9 +172,16 @@ pub fn execute(
     LocalOutcome::Reply(reply)
 }
 
+/// `SELECT db`: database 0 is the only one; the index is checked as one
+/// Redis with the default 16 databases checks it, so that an index no
+/// server has gets Redis's error, and only 1 to 15 get the cluster's.
 fn select(db: &[u8]) -> Bytes {
     match parse_i64(db) {
         Some(0) => Bytes::from_static(reply::OK),
+        Some(n) if i32::try_from(n).is_err() => reply::error(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        ),
+        Some(n) if !(0..16).contains(&n) => reply::error("ERR DB index is out of range"),
         Some(_) => reply::error(
             "ERR slotbridge: only database 0 exists on a Redis Cluster; SELECT another database is not possible (use key prefixes instead of databases)",
         ),
@@ -432,6 +440,7 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
         connected_clients: ctx.stats.connected_clients.load(Ordering::Relaxed),
         total_connections: ctx.stats.total_connections.load(Ordering::Relaxed),
         total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
+        blocked_clients: ctx.clients.blocked(),
         tracking_clients: ctx.tracker.clients(),
         tracking_keys: ctx.tracker.keys(),
         masters: ctx.topology.load().shards().len(),
@@ -447,6 +456,15 @@ mod tests {
     fn select_replies() {
         assert_eq!(&select(b"0")[..], b"+OK\r\n");
         assert!(select(b"1").starts_with(b"-ERR slotbridge: only database 0"));
+        assert_eq!(&select(b"16")[..], b"-ERR DB index is out of range\r\n");
+        assert_eq!(&select(b"-1")[..], b"-ERR DB index is out of range\r\n");
+        assert!(select(b"2147483648").starts_with(b"-ERR value is out of range, value must"));
+        for bad in [&b"015"[..], b"x", b"1.5"] {
+            assert_eq!(
+                &select(bad)[..],
+                b"-ERR value is not an integer or out of range\r\n"
+            );
+        }
         assert_eq!(
             &select(b"x")[..],
             b"-ERR value is not an integer or out of range\r\n"

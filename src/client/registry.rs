@@ -170,6 +170,12 @@ impl ClientInfo {
         (id > 0).then(|| (on.addr.clone(), id))
     }
 
+    /// Whether the client waits in a blocking command now: the node has
+    /// its private connection (the id is known) and has not answered.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked_on().is_some()
+    }
+
     /// Whether `CLIENT KILL` chose this client.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)
@@ -226,12 +232,7 @@ impl ClientInfo {
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
-            match (self.is_subscribed(), self.is_tracking()) {
-                (false, false) => "N",
-                (true, false) => "P",
-                (false, true) => "t",
-                (true, true) => "Pt",
-            },
+            flags(self.is_subscribed(), self.is_blocked(), self.is_tracking()),
             crate::command::table_gen::COMMANDS
                 .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
                 .map_or("NULL", |spec| spec.name),
@@ -245,6 +246,21 @@ impl ClientInfo {
             text(&names.lib_name),
             text(&names.lib_ver),
         )
+    }
+}
+
+/// `CLIENT LIST` flags in Redis's order: `P` subscribed, `b` blocked, `t`
+/// tracking; `N` for none.
+fn flags(subscribed: bool, blocked: bool, tracking: bool) -> &'static str {
+    match (subscribed, blocked, tracking) {
+        (false, false, false) => "N",
+        (true, false, false) => "P",
+        (false, true, false) => "b",
+        (false, false, true) => "t",
+        (true, true, false) => "Pb",
+        (true, false, true) => "Pt",
+        (false, true, true) => "bt",
+        (true, true, true) => "Pbt",
     }
 }
 
@@ -292,6 +308,12 @@ impl Registry {
         for c in chosen {
             c.notify();
         }
+    }
+
+    /// How many clients wait in a blocking command (`INFO`:
+    /// `blocked_clients`).
+    pub fn blocked(&self) -> usize {
+        self.lock().values().filter(|c| c.is_blocked()).count()
     }
 
     /// `CLIENT LIST` text, by id.

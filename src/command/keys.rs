@@ -235,33 +235,7 @@ fn find_keyword<A: Args + ?Sized>(
     None
 }
 
-/// Parses a strict decimal `i64` like Redis's `string2ll`: optional `-`, no
-/// `+`, no leading zeros, no spaces, no overflow.
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    match digits {
-        [] => return None,
-        [b'0'] => return if neg { None } else { Some(0) },
-        [b'0', ..] => return None,
-        _ => {}
-    }
-    // Accumulate as a negative number so that i64::MIN parses.
-    let mut v: i64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
-    }
-    if neg {
-        Some(v)
-    } else {
-        v.checked_neg()
-    }
-}
+pub use crate::protocol::request::parse_i64;
 
 /// Checks the argument count (`argc`, including the command name and, for a
 /// subcommand, the container name) against the Redis arity of `spec`:
@@ -304,6 +278,10 @@ pub fn lookup_command<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec
         return None;
     }
     let cmd = lookup(args.get(0))?;
+    // A subcommand's full name (`config|get`) names no command.
+    if cmd.name.as_bytes().contains(&b'|') {
+        return None;
+    }
     if cmd.flags & flags::HAS_SUBCOMMANDS == 0 || args.len() < 2 {
         return Some(cmd);
     }
@@ -410,6 +388,8 @@ mod tests {
         assert_eq!(name("nosuch a b"), None);
         let empty: Vec<Vec<u8>> = Vec::new();
         assert!(lookup_command(&empty).is_none());
+        assert!(lookup_command(&argv("config|get maxmemory")).is_none());
+        assert!(lookup_command(&argv("CONFIG|GET")).is_none());
     }
 
     #[test]
@@ -655,21 +635,5 @@ mod tests {
         assert_eq!(key_indices(&spec, &args, true, &mut out), Ok(()));
         // start_from 0 never finds the keyword; limit 3 of 6 remaining = 2 keys.
         assert_eq!(out, [1, 2]);
-    }
-
-    #[test]
-    fn parse_i64_matches_string2ll() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-0"), None);
-        assert_eq!(parse_i64(b"12"), Some(12));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_i64(b"9223372036854775808"), None);
-        assert_eq!(parse_i64(b""), None);
-        assert_eq!(parse_i64(b"-"), None);
-        assert_eq!(parse_i64(b" 1"), None);
-        assert_eq!(parse_i64(b"1 "), None);
-        assert_eq!(parse_i64(b"007"), None);
     }
 }

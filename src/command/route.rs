@@ -210,6 +210,9 @@ pub enum Fanout {
     MemoryStats,
     /// `FUNCTION STATS`: a running script of any master.
     FunctionStats,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: `+OK` when a master killed its
+    /// script (see [`crate::merge::kill`]).
+    Kill,
 }
 
 /// Commands the proxy answers itself.
@@ -609,6 +612,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         )),
         "wait" => wait_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
+        // The script runs on one master: each is asked to kill its own.
+        "script|kill" | "function|kill" => Route::Fanout(Fanout::Kill),
         // Classic Pub/Sub has one home node (see PUBSUB_HOME_SLOT).
         "publish" => Route::Slot(PUBSUB_HOME_SLOT),
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"

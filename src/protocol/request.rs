@@ -281,30 +281,42 @@ pub(crate) fn short_decimal_line(rest: &[u8]) -> Option<(i64, usize)> {
             continue;
         }
         return match (b, rest.get(i + 1)) {
-            (b'\r', Some(b'\n')) if i > 0 => Some((value, i + 2)),
+            // `string2ll` refuses leading zeros ("03").
+            (b'\r', Some(b'\n')) if i == 1 || (i > 1 && rest.first() != Some(&b'0')) => {
+                Some((value, i + 2))
+            }
             _ => None,
         };
     }
     None
 }
 
-/// Parses a decimal integer as Redis's `string2ll` does (no `+`, no spaces).
-pub fn parse_i64(digits: &[u8]) -> Option<i64> {
-    let (negative, digits) = match digits.split_first() {
+/// Parses a strict decimal `i64` like Redis's `string2ll`: optional `-`, no
+/// `+`, no leading zeros, no spaces, no overflow.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
+        _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
+    match digits {
+        [] => return None,
+        [b'0'] => return if neg { None } else { Some(0) },
+        [b'0', ..] => return None,
+        _ => {}
     }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
+    // Accumulate as a negative number so that i64::MIN parses.
+    let mut v: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        v = v.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
     }
-    Some(if negative { -value } else { value })
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 /// Appends the decimal representation of `n`.
@@ -437,6 +449,9 @@ mod tests {
             b"12\r",
             b"12\rx",
             b"12",
+            b"03\r\n",
+            b"00\r\n",
+            b"-0\r\n",
         ] {
             let full = match memchr::memchr(b'\r', line) {
                 Some(cr) if line.get(cr + 1) == Some(&b'\n') => {
@@ -578,13 +593,19 @@ mod tests {
     }
 
     #[test]
-    fn integer_parsing() {
+    fn parse_i64_matches_string2ll() {
         assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b"12"), Some(12));
         assert_eq!(parse_i64(b"-12"), Some(-12));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775808"), None);
-        assert_eq!(parse_i64(b"+1"), None);
         assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b" 1"), None);
         assert_eq!(parse_i64(b"1 "), None);
+        assert_eq!(parse_i64(b"007"), None);
+        assert_eq!(parse_i64(b"+1"), None);
     }
 }

@@ -179,11 +179,18 @@ impl Core {
             self.ready(self.no_cluster());
             return;
         }
+        // A node running a script answers SCRIPT KILL only on another
+        // connection than the one the script came on (the shared one).
+        let via = match kind {
+            MergeKind::Fanout(Fanout::Kill) => Via::Private,
+            _ => Via::Shared,
+        };
         let parts = nodes
             .iter()
             .map(|n| Part {
                 sent: Sent {
                     sticky: true,
+                    via,
                     ..Sent::to_node(raw.clone(), n.clone())
                 },
                 positions: split::Positions::default(),
@@ -200,7 +207,7 @@ impl Core {
         })));
         for (i, node) in nodes.iter().enumerate() {
             let target = Target::Addr(node.to_string());
-            self.send(target, raw.clone(), false, Via::Shared, 0, seq, i as u32)
+            self.send(target, raw.clone(), false, via, 0, seq, i as u32)
                 .await;
         }
     }

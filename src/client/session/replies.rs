@@ -667,6 +667,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
             return merge::zintercard(limit, &replies)
         }
         MergeKind::Split(SplitKind::Lcs(options)) => return merge::lcs(options, &replies, proto),
+        MergeKind::Fanout(Fanout::Kill) => return merge::kill(&replies),
         _ => {}
     }
     if let (Some(first), MergeKind::Split(SplitKind::Sets(_))) = (errors.first(), &multi.kind) {
@@ -709,6 +710,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         }
         MergeKind::Fanout(Fanout::MemoryStats) => introspection::memory_stats(&replies, proto),
         MergeKind::Fanout(Fanout::FunctionStats) => introspection::function_stats(&replies),
+        MergeKind::Fanout(Fanout::Kill) => merge::kill(&replies),
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),

@@ -220,7 +220,7 @@ impl Core {
     /// private one for a blocking command. Returns it when the queue is full.
     pub(super) fn send_to(&self, pool: &NodePool, via: Via, req: BackendRequest) -> Option<Later> {
         let proto = self.client.proto;
-        if via != Via::Blocking {
+        if !matches!(via, Via::Blocking | Via::Private) {
             // The shared connection is borrowed: a handle is cloned only
             // when the request must wait for room.
             let conn = pool.conn(proto);
@@ -234,16 +234,20 @@ impl Core {
             return None;
         };
         let opts = self.ctx.topology.conn_options().clone();
-        // Its id on the node lets CLIENT UNBLOCK of this client reach it.
-        let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        self.client
-            .info
-            .set_blocked(crate::client::registry::BlockedOn {
-                addr: pool.addr().clone(),
-                server_id: server_id.clone(),
-            });
+        // A blocking command's id on the node lets CLIENT UNBLOCK of this
+        // client reach it.
+        let server_id = (via == Via::Blocking).then(|| {
+            let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+            self.client
+                .info
+                .set_blocked(crate::client::registry::BlockedOn {
+                    addr: pool.addr().clone(),
+                    server_id: server_id.clone(),
+                });
+            server_id
+        });
         let conn =
-            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit, Some(server_id));
+            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit, server_id);
         conn.try_send(req).err().map(|req| Later::Conn(conn, req))
     }
 

@@ -12,6 +12,10 @@ pub(super) enum Via {
     Blocking,
     /// The client's pinned `WATCH` connection.
     Pinned,
+    /// A private connection for one command that must not queue behind
+    /// the shared one (`SCRIPT KILL`: a node running a script reads
+    /// nothing more from the connection that sent the script).
+    Private,
 }
 
 /// Work to do on a reply before it reaches the client.
