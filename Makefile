@@ -102,3 +102,11 @@ soak: ensure-redis
 
 client-suite: ensure-redis
 	tools/client-suite.sh
+
+# Redis's own test suite (Tcl, external-server mode) against one Redis and
+# against the proxy (not part of `make test`; downloads the Redis source
+# package with apt-get source, needs tclsh).
+.PHONY: redis-suite
+
+redis-suite: ensure-redis
+	tools/redis-suite.sh

@@ -109,6 +109,12 @@ fn sum_field(all: &[Vec<Section>], section: &str, key: &str) -> Option<i64> {
     Some(total)
 }
 
+fn max_field(all: &[Vec<Section>], section: &str, key: &str) -> Option<i64> {
+    (0..all.len())
+        .map(|i| parse_i64(field(all, i, section, key)?.as_bytes()))
+        .try_fold(i64::MIN, |max, n| n.map(|n| max.max(n)))
+}
+
 fn keyspace(all: &[Vec<Section>]) -> Vec<(String, String)> {
     let mut dbs: Vec<(String, i64, i64, i64)> = Vec::new();
     for part in all {
@@ -241,6 +247,13 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         facts.total_connections.to_string()
                     } else if k == "total_commands_processed" {
                         facts.total_commands.to_string()
+                    } else if k.starts_with("number_of_") {
+                        // Scripts and libraries: the proxy loads each on
+                        // every master, so one server has the most any has.
+                        match max_field(&all, name, k) {
+                            Some(n) => n.to_string(),
+                            None => v.clone(),
+                        }
                     } else if k == "tracking_total_keys" {
                         // The clients' table is the proxy's, not the nodes'.
                         facts.tracking_keys.to_string()
@@ -369,6 +382,15 @@ mod tests {
         assert!(text.contains("redis_version:7.0.15\r\nredis_mode:standalone\r\ntcp_port:6380\r\n"));
         assert!(text.contains("# Persistence\r\nloading:0\r\n"));
         assert!(text.contains("used_memory:2048\r\nused_memory_human:2.00K\r\n"));
+        // Scripts are loaded on every master: counted once.
+        let s1 = bulk("# Memory\r\nused_memory_scripts:352\r\nnumber_of_cached_scripts:100\r\nnumber_of_libraries:1\r\n");
+        let s2 = bulk("# Memory\r\nused_memory_scripts:352\r\nnumber_of_cached_scripts:99\r\nnumber_of_libraries:1\r\n");
+        let scripts = merge(&[&s1, &s2], &facts, Proto::Resp2);
+        let scripts = String::from_utf8(scripts.to_vec()).unwrap();
+        assert!(
+            scripts.contains("used_memory_scripts:704\r\nnumber_of_cached_scripts:100\r\nnumber_of_libraries:1\r\n"),
+            "{scripts}"
+        );
         assert!(text.contains("# Cluster\r\ncluster_enabled:0\r\n"));
         assert!(text.contains("# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=5\r\n"));
         // Error and command counts add up; names that are not UTF-8 stay.

@@ -1429,6 +1429,26 @@ fn client_unblock_ends_a_blocking_command_as_one_server_does() {
     wait_until("flags=N", Duration::from_secs(5), || {
         flags(&mut admin) == "flags=N"
     });
+    // Pipelined: the second answered first, the client stays blocked on
+    // the first, as one server runs them one after the other.
+    admin.roundtrip(&cmd(&["RPUSH", "unblock:full", "x"]), b":1\r\n");
+    blocked.send(
+        &[
+            cmd(&["BLPOP", "unblock:list", "0"]),
+            cmd(&["BLPOP", "unblock:full", "0"]),
+        ]
+        .concat(),
+    );
+    wait_until("flags=b", Duration::from_secs(5), || {
+        flags(&mut admin) == "flags=b"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(flags(&mut admin), "flags=b");
+    unblock(&mut admin, &id, &[]);
+    blocked.expect(b"*-1\r\n*2\r\n$12\r\nunblock:full\r\n$1\r\nx\r\n");
+    wait_until("flags=N", Duration::from_secs(5), || {
+        flags(&mut admin) == "flags=N"
+    });
     // Nothing blocked, no such client, wrong arguments: as Redis answers.
     blocked.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
     admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":0\r\n");
@@ -1493,8 +1513,19 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
         let mut other = connect();
         other.send(&cmd(held));
         quiet(&mut other);
+        // A held client is a blocked one, as Redis counts it.
+        let blocked = |admin: &mut RawClient| {
+            admin.send(&cmd(&["INFO", "clients"]));
+            let info = String::from_utf8(admin.read_reply()).unwrap();
+            let count = info
+                .lines()
+                .find_map(|l| l.strip_prefix("blocked_clients:"));
+            count.map(str::to_string)
+        };
+        assert_eq!(blocked(&mut admin).as_deref(), Some("1"));
         admin.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
         assert!(!other.read_once(Duration::from_secs(5)).is_empty());
+        assert_eq!(blocked(&mut admin).as_deref(), Some("0"));
         admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "100000", "WRITE"]), b"+OK\r\n");
     }
     // Held with the reads pipelined behind it, which keep their order.

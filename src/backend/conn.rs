@@ -93,7 +93,9 @@ impl BackendConn {
     /// Starts a private connection for one blocking command. It closes once
     /// the handle is dropped and the reply is delivered, or as soon as the
     /// client that waits for the reply goes away; `permit` (from the
-    /// bounded pool of blocking connections) is held until then.
+    /// bounded pool of blocking connections) is held until then. Without
+    /// a permit (a `SCRIPT KILL`, which must get through when the pool is
+    /// full), the request timeout applies.
     ///
     /// With `server_id`, the connection asks the node for its id first and
     /// stores it there (0 until then, -1 once the connection is closed or
@@ -102,21 +104,12 @@ impl BackendConn {
         addr: Arc<str>,
         opts: Arc<ConnOptions>,
         proto: Proto,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
         server_id: Option<Arc<AtomicI64>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
-            run(
-                addr,
-                opts,
-                proto,
-                false,
-                rx,
-                Some(permit),
-                server_id.as_deref(),
-            )
-            .await;
+            run(addr, opts, proto, false, rx, permit, server_id.as_deref()).await;
             if let Some(id) = server_id {
                 id.store(-1, Ordering::Release);
             }

@@ -120,8 +120,8 @@ pub fn parse_list(args: &[&[u8]]) -> Result<Filter, String> {
             b"id" if i + 1 < args.len() => {
                 let mut ids = Vec::new();
                 for a in &args[i + 1..] {
-                    match text(a).parse::<u64>() {
-                        Ok(id) if id > 0 => ids.push(id),
+                    match crate::protocol::request::parse_i64(a).map(u64::try_from) {
+                        Some(Ok(id)) if id > 0 => ids.push(id),
                         _ => return Err("ERR Invalid client ID".into()),
                     }
                 }
@@ -157,8 +157,8 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
     for pair in args.chunks(2) {
         let (opt, value) = (pair[0].to_ascii_lowercase(), pair[1]);
         match opt.as_slice() {
-            b"id" => match text(value).parse::<u64>() {
-                Ok(id) if id > 0 => filter.ids = Some(vec![id]),
+            b"id" => match crate::protocol::request::parse_i64(value).map(u64::try_from) {
+                Some(Ok(id)) if id > 0 => filter.ids = Some(vec![id]),
                 _ => return Err("ERR client-id should be greater than 0".into()),
             },
             b"type" => filter.kind = Some(client_type(value)?),

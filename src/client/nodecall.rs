@@ -171,7 +171,7 @@ impl Wait {
             pool.addr().clone(),
             opts,
             proto,
-            permit,
+            Some(permit),
             Some(server_id.clone()),
         );
         conn.send(BackendRequest {

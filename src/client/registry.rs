@@ -31,6 +31,8 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Whether `CLIENT TRACKING` is on (`CLIENT LIST` flag `t`).
     tracking: AtomicBool,
+    /// Whether `CLIENT PAUSE` holds its command (blocked, for `INFO`).
+    paused: AtomicBool,
     /// Set when the tracker has invalidations for the client to write.
     noticed: AtomicBool,
     /// The last command, by its place in the command table (`u16::MAX`:
@@ -44,8 +46,9 @@ pub struct ClientInfo {
     /// becomes active), woken when the proxy starts draining (see
     /// [`Registry::wake_all`]).
     shutdown_waker: Mutex<Option<Waker>>,
-    /// Where its latest blocking command waits (for `CLIENT UNBLOCK`).
-    blocked: Mutex<Option<BlockedOn>>,
+    /// Where its blocking commands wait (for `CLIENT UNBLOCK`), oldest
+    /// first; pipelined ones each have their own connection.
+    blocked: Mutex<Vec<BlockedOn>>,
 }
 
 /// Where a blocking command waits: the node, and the id its private
@@ -87,7 +90,8 @@ impl ClientInfo {
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
-            blocked: Mutex::new(None),
+            blocked: Mutex::new(Vec::new()),
+            paused: AtomicBool::new(false),
         }
     }
 
@@ -156,24 +160,35 @@ impl ClientInfo {
         self.noticed.swap(false, Ordering::AcqRel)
     }
 
-    /// Records where the client's latest blocking command waits.
+    /// Records where a blocking command of the client waits (those whose
+    /// connection closed are forgotten).
     pub fn set_blocked(&self, on: BlockedOn) {
-        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = Some(on);
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        blocked.retain(|b| b.server_id.load(Ordering::Acquire) >= 0);
+        blocked.push(on);
     }
 
-    /// The node and server-side id of the connection on which this
-    /// client's blocking command waits now, if any.
+    /// The node and server-side id of the connection on which the
+    /// client's oldest blocking command waits now, if any (one server
+    /// runs a client's commands one at a time: that one blocks it).
     pub fn blocked_on(&self) -> Option<(Arc<str>, i64)> {
         let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let on = blocked.as_ref()?;
-        let id = on.server_id.load(Ordering::Acquire);
-        (id > 0).then(|| (on.addr.clone(), id))
+        blocked.iter().find_map(|on| {
+            let id = on.server_id.load(Ordering::Acquire);
+            (id > 0).then(|| (on.addr.clone(), id))
+        })
     }
 
-    /// Whether the client waits in a blocking command now: the node has
-    /// its private connection (the id is known) and has not answered.
+    /// Whether the client is blocked now, as one server counts it: held
+    /// by `CLIENT PAUSE`, or waiting in a blocking command (the node has
+    /// its private connection, the id is known, and has not answered).
     pub fn is_blocked(&self) -> bool {
-        self.blocked_on().is_some()
+        self.paused.load(Ordering::Relaxed) || self.blocked_on().is_some()
+    }
+
+    /// Records whether `CLIENT PAUSE` holds the client's command.
+    pub fn set_paused(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
     }
 
     /// Whether `CLIENT KILL` chose this client.

@@ -208,7 +208,18 @@ impl Core {
         if !self.user_still_valid() {
             return;
         }
-        if self.multi.is_some() {
+        if let Some(tx) = self.multi.as_mut() {
+            // SAVE, SHUTDOWN, SYNC, PSYNC: Redis's refusal, after the arity
+            // check and before the ACL check and the proxy's own refusal
+            // (SHUTDOWN is not passed on).
+            if crate::command::find(&view).is_some_and(|s| {
+                s.flags & crate::command::spec::flags::NO_MULTI != 0
+                    && crate::command::keys::arity_ok(s, view.len())
+            }) {
+                tx.failed = true;
+                self.ready(reply::error("ERR Command not allowed inside a transaction"));
+                return;
+            }
             // Taken when queued; only MULTI's commands set it.
             self.queued_original = Some(raw.clone());
         }
@@ -698,10 +709,7 @@ fn client_unblock(
         }
         _ => b"TIMEOUT",
     };
-    let Some(id) = std::str::from_utf8(view.get(2))
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    else {
+    let Some(id) = crate::protocol::request::parse_i64(view.get(2)) else {
         return Err(reply::error("ERR value is not an integer or out of range"));
     };
     let blocked = u64::try_from(id)

@@ -529,7 +529,10 @@ impl Session {
                 }
                 Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
                 // The held command is tried again at the top of the loop.
-                Turn::Unpaused => self.core.paused = false,
+                Turn::Unpaused => {
+                    self.core.paused = false;
+                    self.core.client.info.set_paused(false);
+                }
                 Turn::Timer => {
                     let now = tokio::time::Instant::now();
                     if let Some(ps) = self.core.pubsub.as_mut() {
@@ -582,7 +585,9 @@ impl Session {
             }
         }
         self.core.staging = true;
-        self.core.paused = false;
+        if std::mem::take(&mut self.core.paused) {
+            self.core.client.info.set_paused(false);
+        }
         let waiting = loop {
             if self.core.closing || self.core.pending.len() >= max_pipeline {
                 break false;

@@ -343,6 +343,9 @@ impl Core {
             crate::client::pause::may_write(spec, view, Some(&self.ctx.scripts))
         };
         self.paused = pause.holds(writes);
+        if self.paused {
+            self.client.info.set_paused(true);
+        }
         self.paused
     }
 

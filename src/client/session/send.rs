@@ -229,10 +229,11 @@ impl Core {
                 .err()
                 .map(|req| Later::Conn(conn.clone(), req));
         }
-        let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
+        let permit = self.ctx.blocking.clone().try_acquire_owned().ok();
+        if permit.is_none() && via == Via::Blocking {
             req.reply_to.send(too_many_private(), ReplyStatus::Final);
             return None;
-        };
+        }
         let opts = self.ctx.topology.conn_options().clone();
         // A blocking command's id on the node lets CLIENT UNBLOCK of this
         // client reach it.

@@ -71,7 +71,7 @@ impl Core {
             pool.addr().clone(),
             opts,
             self.client.proto,
-            permit,
+            Some(permit),
             None,
         );
         Ok(Pinned { conn, slot })
@@ -95,16 +95,6 @@ impl Core {
         let Some(tx) = self.multi.as_mut() else {
             return;
         };
-        // SAVE, SHUTDOWN, SYNC, PSYNC: Redis's refusal, after the arity
-        // check and before the proxy's own (SHUTDOWN is not passed on).
-        if spec.is_some_and(|s| {
-            s.flags & crate::command::spec::flags::NO_MULTI != 0
-                && crate::command::keys::arity_ok(s, view.len())
-        }) {
-            tx.failed = true;
-            self.ready(reply::error("ERR Command not allowed inside a transaction"));
-            return;
-        }
         let slot = match route {
             Route::Tx(TxCmd::Exec) => {
                 self.exec(seq).await;
