@@ -217,7 +217,9 @@ impl Core {
     }
 
     /// Queues `req` on a connection to `pool`'s node: its shared one, or a
-    /// private one for a blocking command. Returns it when the queue is full.
+    /// private one for a blocking command (or for a command that must not
+    /// queue behind the shared one, [`Via::Private`]). Returns it when the
+    /// queue is full.
     pub(super) fn send_to(&self, pool: &NodePool, via: Via, req: BackendRequest) -> Option<Later> {
         let proto = self.client.proto;
         if !matches!(via, Via::Blocking | Via::Private) {
