@@ -105,7 +105,48 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
+        carry_settings(&ctx).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Sets the `CONFIG SET` parameters made through the proxy on masters that
+/// were not masters then (see [`crate::node_settings`]), healthy ones only.
+async fn carry_settings(ctx: &Context) {
+    let masters: Vec<_> = ctx
+        .topology
+        .load()
+        .shards()
+        .iter()
+        .map(|s| s.master.clone())
+        .collect();
+    for pool in masters {
+        let addr = pool.addr();
+        if ctx.health.get(addr).is_none_or(|r| r.is_err()) {
+            continue;
+        }
+        for (name, cmd) in ctx.node_settings.missing_on(addr) {
+            let reply = crate::client::nodecall::request(pool.conn(Proto::Resp2), cmd, 0, false);
+            let Ok(r) = tokio::time::timeout(HEALTH_TIMEOUT, reply).await else {
+                // Tried again at the next health check.
+                break;
+            };
+            let param = String::from_utf8_lossy(&name);
+            let said = String::from_utf8_lossy(r.data.trim_ascii_end());
+            if r.status != ReplyStatus::Answered {
+                break;
+            } else if &r.data[..] == b"+OK\r\n" {
+                tracing::info!(node = %addr, parameter = %param, "set a CONFIG SET parameter made through the proxy on a new master");
+            } else if r.data.starts_with(b"-ERR ") {
+                // Refused for good (an unknown parameter, a bad value).
+                tracing::warn!(node = %addr, parameter = %param, reply = %said, "a new master refused a CONFIG SET parameter made through the proxy");
+            } else {
+                // LOADING, BUSY, ...: tried again at the next health check.
+                tracing::debug!(node = %addr, parameter = %param, reply = %said, "CONFIG SET on a new master to be tried again");
+                continue;
+            }
+            ctx.node_settings.sent(addr, &name);
+        }
     }
 }
 

@@ -254,6 +254,11 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                             Some(n) => n.to_string(),
                             None => v.clone(),
                         }
+                    } else if k == "pubsub_channels" || k == "pubsub_patterns" {
+                        // Classic subscribers are on the home (the first
+                        // master asked); the others hold the proxy's
+                        // mirrors of keyspace-notification subscriptions.
+                        v.clone()
                     } else if k == "tracking_total_keys" {
                         // The clients' table is the proxy's, not the nodes'.
                         facts.tracking_keys.to_string()

@@ -22,6 +22,7 @@ pub mod merge;
 pub mod metrics;
 pub mod migrate;
 pub mod monitor;
+pub mod node_settings;
 pub mod protocol;
 pub mod scripts;
 pub mod server;

@@ -66,6 +66,8 @@ pub struct Context {
     pub pause: crate::client::pause::ClientPause,
     /// The client users (`[auth]`, `ACL SETUSER`) and the `ACL LOG`.
     pub users: crate::acl::users::Users,
+    /// `CONFIG SET` parameters, carried to masters that join later.
+    pub node_settings: crate::node_settings::NodeSettings,
     next_client_id: AtomicU64,
 }
 
@@ -487,6 +489,7 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         health: Default::default(),
         backend_version: OnceLock::new(),
         pause: Default::default(),
+        node_settings: Default::default(),
         next_client_id: AtomicU64::new(0),
     });
     let weak = Arc::downgrade(&ctx);

@@ -620,3 +620,324 @@ fn refused_and_redirected_subscriptions_keep_the_client_in_step() {
     let more = sub.read_available(Duration::from_millis(200));
     assert!(more.is_empty(), "{}", common::escape(&more));
 }
+
+/// A `message` (channel subscription) or `pmessage` (pattern) frame.
+fn message(pattern: Option<&str>, channel: &str, data: &str) -> String {
+    match pattern {
+        None => format!("*3\r\n{}{}{}", bulk("message"), bulk(channel), bulk(data)),
+        Some(p) => format!(
+            "*4\r\n{}{}{}{}",
+            bulk("pmessage"),
+            bulk(p),
+            bulk(channel),
+            bulk(data)
+        ),
+    }
+}
+
+/// Reads `expected.len()` frames (5 s at most) and checks they are exactly
+/// `expected` in any order (frames from different masters interleave),
+/// then that nothing more comes within 300 ms (no duplicates).
+fn expect_frames_in_any_order(c: &mut RawClient, mut expected: Vec<String>) {
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < expected.len() && Instant::now() < deadline {
+        buf.extend(c.read_once(Duration::from_millis(200)));
+        while let Some(n) = common::reply_len(&buf) {
+            got.push(String::from_utf8(buf.drain(..n).collect()).unwrap());
+        }
+    }
+    assert!(buf.is_empty(), "unexpected: {}", common::escape(&buf));
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    let more = c.read_available(Duration::from_millis(300));
+    assert!(more.is_empty(), "unexpected: {}", common::escape(&more));
+}
+
+/// One key on each master (each node's notifications are its own).
+fn key_per_master(cluster: &Cluster, prefix: &str) -> Vec<String> {
+    let keys = common::keys_in_distinct_slots(cluster.master_ports().len(), prefix);
+    let mut owners: Vec<u16> = keys
+        .iter()
+        .map(|k| cluster.node_for_key(k.as_bytes()))
+        .collect();
+    owners.sort();
+    owners.dedup();
+    assert_eq!(owners.len(), cluster.master_ports().len());
+    keys
+}
+
+/// The notifications one `SET key` gives a client subscribed to the
+/// `set` event, to `__keyspace@0__:ks*` and to `*`.
+fn set_notifications(key: &str) -> Vec<String> {
+    let space = format!("__keyspace@0__:{key}");
+    vec![
+        message(Some("__keyspace@0__:ks*"), &space, "set"),
+        message(Some("*"), &space, "set"),
+        message(None, "__keyevent@0__:set", key),
+        message(Some("*"), "__keyevent@0__:set", key),
+    ]
+}
+
+#[test]
+fn keyspace_notifications_come_from_every_master_once() {
+    // Its own cluster: the notifications would reach other tests' patterns.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let ok: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let mut sub = RawClient::connect(proxy.port);
+    sub.roundtrip(
+        &cmd(&["SUBSCRIBE", "__keyevent@0__:set"]),
+        format!(
+            "*3\r\n{}{}:1\r\n",
+            bulk("subscribe"),
+            bulk("__keyevent@0__:set")
+        )
+        .as_bytes(),
+    );
+    sub.roundtrip(
+        &cmd(&["PSUBSCRIBE", "__keyspace@0__:ks*", "*"]),
+        format!(
+            "*3\r\n{}{}:2\r\n*3\r\n{}{}:3\r\n",
+            bulk("psubscribe"),
+            bulk("__keyspace@0__:ks*"),
+            bulk("psubscribe"),
+            bulk("*")
+        )
+        .as_bytes(),
+    );
+    // Once confirmed, every master's notifications come, each once; a
+    // published message (which reaches every node) comes once too.
+    let keys = key_per_master(&cluster, "ks");
+    let mut expected = Vec::new();
+    for key in &keys {
+        let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut c).unwrap();
+        expected.extend(set_notifications(key));
+    }
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hi")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    expected.push(message(Some("*"), "news", "hi"));
+    expect_frames_in_any_order(&mut sub, expected);
+    // Introspection counts what one server would: the proxy's mirrors on
+    // the other masters are not subscribers.
+    let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut c).unwrap();
+    assert_eq!(numpat, 2);
+    let numsub: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("__keyevent@0__:set")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        numsub,
+        vec![
+            redis::Value::BulkString(b"__keyevent@0__:set".to_vec()),
+            redis::Value::Int(1)
+        ]
+    );
+    let channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut c).unwrap();
+    assert_eq!(channels, vec!["__keyevent@0__:set".to_string()]);
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(info.contains("\r\npubsub_channels:1\r\n"), "{info}");
+    assert!(info.contains("\r\npubsub_patterns:2\r\n"), "{info}");
+    // Leaving the pattern `*` stops its notifications from every master
+    // at once; after the last notification subscription, none comes.
+    sub.roundtrip(
+        &cmd(&["PUNSUBSCRIBE", "*"]),
+        format!("*3\r\n{}{}:2\r\n", bulk("punsubscribe"), bulk("*")).as_bytes(),
+    );
+    let mut expected = Vec::new();
+    for key in &keys {
+        let _: () = redis::cmd("SET").arg(key).arg("w").query(&mut c).unwrap();
+        expected.extend(
+            set_notifications(key)
+                .into_iter()
+                .filter(|m| !m.contains("\r\n$1\r\n*\r\n")),
+        );
+    }
+    expect_frames_in_any_order(&mut sub, expected);
+    sub.roundtrip(
+        &cmd(&["UNSUBSCRIBE"]),
+        format!(
+            "*3\r\n{}{}:1\r\n",
+            bulk("unsubscribe"),
+            bulk("__keyevent@0__:set")
+        )
+        .as_bytes(),
+    );
+    sub.roundtrip(
+        &cmd(&["PUNSUBSCRIBE"]),
+        format!(
+            "*3\r\n{}{}:0\r\n",
+            bulk("punsubscribe"),
+            bulk("__keyspace@0__:ks*")
+        )
+        .as_bytes(),
+    );
+    for key in &keys {
+        let _: () = redis::cmd("SET").arg(key).arg("x").query(&mut c).unwrap();
+    }
+    let more = sub.read_available(Duration::from_millis(300));
+    assert!(more.is_empty(), "unexpected: {}", common::escape(&more));
+    let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut c).unwrap();
+    assert_eq!(numpat, 0);
+    confirmations_and_notifications_keep_one_servers_order(&cluster, &proxy);
+}
+
+/// Slow masters (paused) do not reorder what the client reads.
+fn confirmations_and_notifications_keep_one_servers_order(cluster: &Cluster, proxy: &Proxy) {
+    let home = cluster.node_for_slot(0);
+    let other = *cluster.master_ports().iter().find(|&&p| p != home).unwrap();
+    let pause = |port: u16| {
+        let ok: String = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(500)
+            .arg("ALL")
+            .query(&mut cluster.conn(port))
+            .unwrap();
+        assert_eq!(ok, "OK");
+    };
+    let confirm = |kind: &str, channel: &str, n: i64| {
+        format!("*3\r\n{}{}:{n}\r\n", bulk(kind), bulk(channel))
+    };
+    let channel = "__keyevent@0__:incrby";
+    // A mirror confirms late: the home's confirmation waits for it, and the
+    // unsubscription sent meanwhile is confirmed after it.
+    let mut sub = RawClient::connect(proxy.port);
+    pause(other);
+    sub.send(&cmd(&["SUBSCRIBE", channel]));
+    std::thread::sleep(Duration::from_millis(200));
+    sub.send(&cmd(&["UNSUBSCRIBE", channel]));
+    sub.expect(
+        format!(
+            "{}{}",
+            confirm("subscribe", channel, 1),
+            confirm("unsubscribe", channel, 0)
+        )
+        .as_bytes(),
+    );
+    // The home confirms late: an event a mirror hears meanwhile happened
+    // before the subscription (as one server orders them), so it does not
+    // come before the confirmation.
+    let key = common::keys_in_distinct_slots(16, "ord")
+        .into_iter()
+        .find(|k| cluster.node_for_key(k.as_bytes()) == other)
+        .unwrap();
+    let mut c = proxy.conn();
+    pause(home);
+    sub.send(&cmd(&["SUBSCRIBE", channel]));
+    std::thread::sleep(Duration::from_millis(200));
+    let _: i64 = redis::cmd("INCR").arg(&key).query(&mut c).unwrap();
+    sub.expect(confirm("subscribe", channel, 1).as_bytes());
+    let _: i64 = redis::cmd("INCR").arg(&key).query(&mut c).unwrap();
+    sub.expect(message(None, channel, &key).as_bytes());
+    let more = sub.read_available(Duration::from_millis(300));
+    assert!(more.is_empty(), "unexpected: {}", common::escape(&more));
+}
+
+#[test]
+fn subscriptions_follow_the_home_master_demoted_by_a_failover() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    // Set on the masters only: the proxy sets it on a replica promoted
+    // later.
+    let ok: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("E$")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let mut sub = RawClient::connect(proxy.port);
+    sub.roundtrip(
+        &cmd(&["SUBSCRIBE", "__keyevent@0__:set", "news"]),
+        format!(
+            "*3\r\n{}{}:1\r\n*3\r\n{}{}:2\r\n",
+            bulk("subscribe"),
+            bulk("__keyevent@0__:set"),
+            bulk("subscribe"),
+            bulk("news")
+        )
+        .as_bytes(),
+    );
+    // A graceful failover: the old home lives on as a replica, where the
+    // subscriptions must not stay (PUBLISH goes to the new master).
+    let home = cluster.node_for_slot(0);
+    let replica = cluster.replica_ports(home)[0];
+    let ok: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut cluster.conn(replica))
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.node_for_slot(0) != replica {
+        assert!(Instant::now() < deadline, "no failover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_ok();
+    let mut config: Vec<String> = Vec::new();
+    while config.get(1).map(String::as_str) != Some("$E") {
+        assert!(
+            Instant::now() < deadline,
+            "not set on the new master: {config:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        config = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query(&mut cluster.conn(replica))
+            .unwrap();
+    }
+    publish_until_heard(&mut c, "PUBLISH", "news", deadline);
+    let heard = String::from_utf8(sub.read_available(Duration::from_millis(300))).unwrap();
+    let one = message(None, "news", "after");
+    assert!(
+        !heard.is_empty() && heard.replace(&one, "").is_empty(),
+        "{heard:?}"
+    );
+    // Every master's notifications keep coming, each once (the promoted
+    // replica got the setting).
+    let keys = key_per_master(&cluster, "fo");
+    for key in &keys {
+        loop {
+            let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut c).unwrap();
+            let got = String::from_utf8(sub.read_available(Duration::from_millis(200))).unwrap();
+            if !got.is_empty() {
+                assert_eq!(got, message(None, "__keyevent@0__:set", key));
+                break;
+            }
+            assert!(Instant::now() < deadline, "no notification for {key}");
+        }
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("w")
+        .query(&mut c)
+        .unwrap();
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    expect_frames_in_any_order(
+        &mut sub,
+        vec![
+            message(None, "__keyevent@0__:set", &keys[0]),
+            message(None, "news", "x"),
+        ],
+    );
+}

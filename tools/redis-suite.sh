@@ -70,8 +70,6 @@ SKIPS=(
     "/script timeout"
     "/Timedout"
     "/FUNCTION - test (function|script) kill"
-    # Keyspace notifications of the other masters never arrive: blocks.
-    "/Keyspace notifications"
     # The proxy's MONITOR shows what its clients send, not what scripts
     # run on the nodes: waits for ever.
     "/MONITOR can log commands issued by"

@@ -7,6 +7,7 @@ pub mod element_moves;
 pub mod filter;
 pub mod keyspace;
 pub mod local;
+pub mod mirrors;
 pub mod moves;
 pub mod multipop;
 pub mod nodecall;

@@ -126,6 +126,11 @@ impl Owed {
             .all(|(k, q)| *k == id || !has_client_barrier(q))
     }
 
+    /// Whether connection `id` still owes replies.
+    pub fn owes(&self, id: u32) -> bool {
+        self.conns.contains_key(&id)
+    }
+
     /// Connection `id` was lost: it owes nothing any more.
     pub fn forget(&mut self, id: u32) {
         self.conns.remove(&id);

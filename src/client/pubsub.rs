@@ -16,6 +16,10 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::mirrors::{
+    confirmation, is_notification_channel, may_match_notifications, MirrorFrame, MirrorVerdict,
+    Mirrors,
+};
 use super::owed::{reply_kind, Change, Owed, Set, Verdict};
 use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
 use crate::backend::ConnOptions;
@@ -27,6 +31,23 @@ use crate::protocol::Proto;
 pub const GLOBAL: u32 = 0;
 /// Event source id of `MONITOR` lines.
 pub const MONITOR: u32 = u32::MAX;
+/// Event id that asks the session to follow the topology: move the
+/// classic subscriptions to the current home and keep a mirror on every
+/// other master (see [`super::mirrors`]).
+pub const TOPOLOGY: u32 = u32::MAX - 1;
+
+/// The first connection id of mirrors (see [`is_mirror`]).
+const FIRST_MIRROR: u32 = 1 << 31;
+
+/// Whether connection `id` is (or was) a mirror's: its frames never go to
+/// the client unfiltered, even after the mirror was dropped.
+pub fn is_mirror(id: u32) -> bool {
+    (FIRST_MIRROR..TOPOLOGY).contains(&id)
+}
+
+/// The most of the home's frames held while mirrors confirm their
+/// subscriptions; past it they go (the wait is given up).
+const MAX_HELD: usize = 1 << 20;
 
 /// The command sent on a subscription connection after a subscription
 /// command: `UNSUBSCRIBE` of a channel nobody
@@ -75,6 +96,40 @@ pub fn is_barrier(frame: &[u8]) -> bool {
 /// subscription command (a node that does not answer does not hold them).
 pub const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Channel and pattern names.
+#[derive(Debug, Default)]
+struct Names {
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+}
+
+impl Names {
+    /// Adds or removes `name` of `set` (classic sets only) when it may
+    /// carry keyspace notifications.
+    fn track(&mut self, set: Set, name: &Bytes, present: bool) {
+        let names = match set {
+            Set::Channels if mirrored(set, name) => &mut self.channels,
+            Set::Patterns if mirrored(set, name) => &mut self.patterns,
+            _ => return,
+        };
+        if present {
+            names.insert(name.clone());
+        } else {
+            names.remove(name);
+        }
+    }
+}
+
+/// Whether `name` of `set` may carry keyspace notifications (the mirrors
+/// subscribe it).
+fn mirrored(set: Set, name: &[u8]) -> bool {
+    match set {
+        Set::Channels => is_notification_channel(name),
+        Set::Patterns => may_match_notifications(name),
+        Set::Shard => false,
+    }
+}
+
 /// One client's subscription state.
 #[derive(Debug)]
 pub struct PubSubState {
@@ -92,6 +147,19 @@ pub struct PubSubState {
     confirmed_shard: HashSet<Bytes>,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
+    /// The mirrors of its keyspace-notification subscriptions on the
+    /// masters other than the home.
+    pub mirrors: Mirrors,
+    /// The client's channels and patterns that may carry keyspace
+    /// notifications (what the mirrors subscribe).
+    notify: Names,
+    /// Those whose confirmation the client was given: the mirrors'
+    /// notifications of them go to the client.
+    ready: Names,
+    /// The home's frames held until the mirrors confirm.
+    held: BytesMut,
+    /// Whether the session follows topology changes (see [`TOPOLOGY`]).
+    pub watching: bool,
     /// The replies owed on each connection. A [`barrier`] follows every
     /// subscription command; until the barriers after the client's have
     /// answered, its other commands wait, so that their replies follow
@@ -110,6 +178,7 @@ pub struct PubSubState {
     /// time, however many failures asked for it).
     resubscribing: HashSet<u32>,
     next_id: u32,
+    next_mirror_id: u32,
     events_tx: mpsc::Sender<(u32, PubSubEvent)>,
     /// Events from the connections (frames to forward, losses).
     pub events: mpsc::Receiver<(u32, PubSubEvent)>,
@@ -125,6 +194,11 @@ impl Default for PubSubState {
             conns: HashMap::new(),
             confirmed_shard: Default::default(),
             monitoring: false,
+            mirrors: Mirrors::default(),
+            held: BytesMut::new(),
+            notify: Names::default(),
+            ready: Names::default(),
+            watching: false,
             owed: Owed::default(),
             confirm_by: None,
             gave_up: false,
@@ -132,6 +206,7 @@ impl Default for PubSubState {
             orphans: HashSet::new(),
             resubscribing: HashSet::new(),
             next_id: GLOBAL + 1,
+            next_mirror_id: FIRST_MIRROR,
             events_tx,
             events,
         }
@@ -168,17 +243,95 @@ impl PubSubState {
         if let Some(id) = found {
             return id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let conn = PubSubConn::spawn(
-            addr.clone(),
-            opts.clone(),
-            proto,
-            id,
-            self.events_tx.clone(),
-        );
+        let (id, conn) = open(&mut self.next_id, &self.events_tx, addr, opts, proto);
         self.conns.insert(id, conn);
         id
+    }
+
+    /// Makes the mirrors match the client's subscriptions that may carry
+    /// keyspace notifications, one on each of `targets` (see
+    /// [`Mirrors::sync`]). With `confirm` (after a client's command), the
+    /// home's frames wait until the mirrors confirm new subscriptions.
+    pub fn sync_mirrors(
+        &mut self,
+        targets: &[Arc<str>],
+        opts: &Arc<ConnOptions>,
+        proto: Proto,
+        confirm: bool,
+    ) {
+        let (channels, patterns) = (&self.notify.channels, &self.notify.patterns);
+        self.ready.channels.retain(|c| channels.contains(c));
+        self.ready.patterns.retain(|p| patterns.contains(p));
+        let (next_id, events) = (&mut self.next_mirror_id, &self.events_tx);
+        let confirming = self
+            .mirrors
+            .sync(targets, channels, patterns, confirm, |addr| {
+                open(next_id, events, addr, opts, proto)
+            });
+        if confirming {
+            self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+            self.gave_up = false;
+        }
+    }
+
+    /// Whether a frame from mirror `id` goes to the client: a notification
+    /// of a channel or pattern the client has, whose confirmation it was
+    /// given (a mirror may hear events before the home confirms).
+    pub fn mirror_frame(&mut self, id: u32, frame: &[u8]) -> MirrorVerdict {
+        match self.mirrors.frame(id, frame) {
+            MirrorFrame::Notification { pattern, channel } => {
+                let wanted = match pattern {
+                    None => self.ready.channels.contains(channel),
+                    Some(p) => self.ready.patterns.contains(p),
+                };
+                if wanted {
+                    MirrorVerdict::Forward
+                } else {
+                    MirrorVerdict::Swallow
+                }
+            }
+            MirrorFrame::Swallow => MirrorVerdict::Swallow,
+            MirrorFrame::Refused => MirrorVerdict::Refused,
+        }
+    }
+
+    /// Notes a frame of the home that goes to the client: after the
+    /// confirmation of a notification channel or pattern, the mirrors'
+    /// notifications of it go too; after its unsubscription, no more.
+    pub fn home_frame_forwarded(&mut self, frame: &[u8]) {
+        let Some((subscribe, pattern, name)) = confirmation(frame) else {
+            return;
+        };
+        let (mirrored, ready) = if pattern {
+            (&self.notify.patterns, &mut self.ready.patterns)
+        } else {
+            (&self.notify.channels, &mut self.ready.channels)
+        };
+        if !subscribe {
+            ready.remove(name);
+        } else if let Some(name) = mirrored.get(name) {
+            ready.insert(name.clone());
+        }
+    }
+
+    /// Whether frames of the home and the mirrors are held: the mirrors
+    /// have not confirmed yet, or frames held before still wait.
+    pub fn holding(&self) -> bool {
+        self.mirrors.pending() || !self.held.is_empty()
+    }
+
+    /// Holds frames of the home and the mirrors until the mirrors confirm.
+    pub fn hold(&mut self, frames: BytesMut) {
+        self.held.unsplit(frames);
+        if self.held.len() > MAX_HELD {
+            self.mirrors.give_up();
+        }
+    }
+
+    /// The held frames, once the mirrors have confirmed (or the wait was
+    /// given up).
+    pub fn release_held(&mut self) -> Option<BytesMut> {
+        (!self.held.is_empty() && !self.mirrors.pending()).then(|| self.held.split())
     }
 
     /// Sends a client's command that answers with one frame (`PING`) on
@@ -223,10 +376,16 @@ impl PubSubState {
         }
     }
 
+    /// Whether connection `id` still owes replies (to the client's commands
+    /// or the proxy's).
+    pub fn owes(&self, id: u32) -> bool {
+        self.owed.owes(id)
+    }
+
     /// Whether confirmations of the client's subscription commands may
     /// still be coming (its other commands wait for them).
     pub fn confirming(&self) -> bool {
-        !self.gave_up && self.owed.confirming()
+        !self.gave_up && (self.owed.confirming() || self.mirrors.pending())
     }
 
     /// Whether the confirmations still coming are all on connection `id`
@@ -248,17 +407,20 @@ impl PubSubState {
     /// Undoes what a refused command on connection `id` changed.
     fn undo(&mut self, id: u32, change: &Change) {
         match change.set {
-            Some(Set::Channels) => {
-                change.added.iter().for_each(|n| {
-                    self.channels.remove(n);
-                });
-                self.channels.extend(change.removed.iter().cloned());
-            }
-            Some(Set::Patterns) => {
-                change.added.iter().for_each(|n| {
-                    self.patterns.remove(n);
-                });
-                self.patterns.extend(change.removed.iter().cloned());
+            Some(set @ (Set::Channels | Set::Patterns)) => {
+                let names = if set == Set::Channels {
+                    &mut self.channels
+                } else {
+                    &mut self.patterns
+                };
+                for n in &change.added {
+                    names.remove(n);
+                    self.notify.track(set, n, false);
+                }
+                for n in &change.removed {
+                    names.insert(n.clone());
+                    self.notify.track(set, n, true);
+                }
             }
             Some(Set::Shard) => {
                 for n in &change.added {
@@ -279,6 +441,7 @@ impl PubSubState {
     /// replies of barriers still out are swallowed when they come.
     pub fn give_up_confirming(&mut self) {
         self.gave_up = true;
+        self.mirrors.give_up();
     }
 
     /// Connection `id` was asked to subscribe `channels` (shard channels).
@@ -405,12 +568,27 @@ impl PubSubState {
                 Set::Shard => self.shard_channels.remove(&name).is_some(),
             };
             match (subscribe, had) {
-                (true, false) => change.added.push(name),
-                (false, true) => change.removed.push(name),
+                (true, false) => {
+                    self.notify.track(set, &name, true);
+                    change.added.push(name);
+                }
+                (false, true) => {
+                    self.notify.track(set, &name, false);
+                    change.removed.push(name);
+                }
                 _ => {}
             }
         }
         change
+    }
+
+    /// Whether `change` adds or removes a name the mirrors carry.
+    pub fn touches_mirrors(change: &Change) -> bool {
+        change.set.is_some_and(|set| {
+            (change.added.iter())
+                .chain(&change.removed)
+                .any(|n| mirrored(set, n))
+        })
     }
 
     /// A frame from a shard connection with the count of an
@@ -441,6 +619,20 @@ impl PubSubState {
         reply::put_int(&mut out, self.confirmed_shard.len() as i64);
         out.freeze()
     }
+}
+
+/// Opens a subscription connection to `addr` with the next free id.
+fn open(
+    next_id: &mut u32,
+    events: &mpsc::Sender<(u32, PubSubEvent)>,
+    addr: &Arc<str>,
+    opts: &Arc<ConnOptions>,
+    proto: Proto,
+) -> (u32, PubSubConn) {
+    let id = *next_id;
+    *next_id += 1;
+    let conn = PubSubConn::spawn(addr.clone(), opts.clone(), proto, id, events.clone());
+    (id, conn)
 }
 
 /// An `sunsubscribe` confirmation (a nil channel: the client had none).

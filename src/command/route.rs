@@ -558,9 +558,12 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "punsubscribe" => Route::Sub(SubCmd::PUnsubscribe),
         "monitor" => Route::Sub(SubCmd::Monitor),
         "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
-        "pubsub|channels" | "pubsub|shardchannels" => Route::Fanout(Fanout::Union),
-        "pubsub|numpat" => Route::Fanout(Fanout::Sum),
-        "pubsub|numsub" | "pubsub|shardnumsub" => Route::Fanout(Fanout::SumPairs),
+        // Every classic subscriber behind the proxy is on the home (see
+        // PUBSUB_HOME_SLOT), where PUBLISH counts them; the other masters
+        // hold the proxy's mirrors of keyspace-notification subscriptions.
+        "pubsub|channels" | "pubsub|numpat" | "pubsub|numsub" => Route::Slot(PUBSUB_HOME_SLOT),
+        "pubsub|shardchannels" => Route::Fanout(Fanout::Union),
+        "pubsub|shardnumsub" => Route::Fanout(Fanout::SumPairs),
         "multi" => Route::Tx(TxCmd::Multi),
         "exec" => Route::Tx(TxCmd::Exec),
         "discard" => Route::Tx(TxCmd::Discard),

@@ -19,8 +19,9 @@ use super::connection::Resting;
 use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome, ReplyMode};
+use super::mirrors::MirrorVerdict;
 use super::owed::{Change, Set, Verdict};
-use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR};
+use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR, TOPOLOGY};
 use super::registry::ClientInfo;
 use super::retry::{classify, redirect_addr, Outcome};
 use super::transaction::{Loc, Pinned, Queued, TxPlan, TxState, EXECABORT};
@@ -542,6 +543,7 @@ impl Session {
                             ps.give_up_confirming();
                         }
                     }
+                    self.core.release_held();
                     if writable && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");
                         metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);

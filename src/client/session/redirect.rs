@@ -229,14 +229,22 @@ fn current_addr(sent: &Sent, slot: u16, ctx: &Context) -> Option<String> {
     }
 }
 
-/// The masters' addresses, in map order.
+/// The masters' addresses: the home (see `PUBSUB_HOME_SLOT`) first,
+/// then the others in map order.
 pub(super) fn masters(ctx: &Context) -> Vec<Arc<str>> {
-    ctx.topology
-        .load()
+    let map = ctx.topology.load();
+    let mut nodes: Vec<Arc<str>> = map
         .shards()
         .iter()
         .map(|s| s.master.addr().clone())
-        .collect()
+        .collect();
+    // The home first: `INFO` takes its classic Pub/Sub counts.
+    if let Some(home) = map.master(PUBSUB_HOME_SLOT) {
+        if let Some(at) = nodes.iter().position(|n| n == home.addr()) {
+            nodes[..=at].rotate_right(1);
+        }
+    }
+    nodes
 }
 
 /// The masters in address order: the order `SCAN` visits them in.

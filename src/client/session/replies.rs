@@ -130,6 +130,19 @@ impl Core {
                                 );
                             }
                             let merged = merge_multi(&self.ctx, self.client.proto, multi);
+                            if let Some(first) =
+                                multi.parts.first().filter(|_| multi.name == "config|set")
+                            {
+                                // Carried to masters that join later.
+                                let settings = &self.ctx.node_settings;
+                                if &merged[..] == reply::OK {
+                                    let masters =
+                                        multi.parts.iter().filter_map(|p| p.sent.node.clone());
+                                    settings.remember(&first.sent.payload, masters.collect());
+                                } else {
+                                    settings.forget(&first.sent.payload);
+                                }
+                            }
                             *entry = Pending::Ready(merged);
                         }
                         return None;

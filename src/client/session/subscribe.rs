@@ -77,8 +77,103 @@ impl Core {
         let ps = self.pubsub.get_or_insert_with(Default::default);
         ps.global(&addr, &opts, proto);
         let change = ps.record(view.get(0), &args);
+        let mirrored = PubSubState::touches_mirrors(&change);
         ps.send_confirmed(GLOBAL, raw, change);
         self.client.info.set_subscribed(ps.active());
+        if mirrored {
+            self.sync_mirrors(true);
+            // Frames held for mirrors now gone may go.
+            self.release_held();
+        }
+        self.follow_topology_changes();
+    }
+
+    /// Keeps a mirror of the client's keyspace-notification subscriptions
+    /// on every master but the home (see [`crate::client::mirrors`]);
+    /// `confirm`: after a client's command, whose confirmation waits for
+    /// the mirrors'.
+    fn sync_mirrors(&mut self, confirm: bool) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        let map = self.ctx.topology.load();
+        let home = match ps.conns.get(&GLOBAL) {
+            Some(c) => Some(c.addr.clone()),
+            None => map.master(PUBSUB_HOME_SLOT).map(|p| p.addr().clone()),
+        };
+        let targets: Vec<Arc<str>> = map
+            .shards()
+            .iter()
+            .map(|s| s.master.addr().clone())
+            .filter(|a| Some(a) != home.as_ref())
+            .collect();
+        let opts = self.ctx.topology.conn_options().clone();
+        ps.sync_mirrors(&targets, &opts, self.client.proto, confirm);
+    }
+
+    /// From now on, every change of the slot map asks the session to
+    /// follow it ([`TOPOLOGY`] events): the home may have moved, masters
+    /// may have come or gone.
+    fn follow_topology_changes(&mut self) {
+        let Some(ps) = self.pubsub.as_mut().filter(|p| !p.watching) else {
+            return;
+        };
+        ps.watching = true;
+        let mut versions = self.ctx.topology.subscribe();
+        let events = ps.events_sender();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = versions.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    // The session is gone.
+                    _ = events.closed() => return,
+                }
+                if events
+                    .send((TOPOLOGY, PubSubEvent::Resubscribe))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The slot map changed (or a mirror was lost): the classic
+    /// subscriptions move to the current home if it changed (a master
+    /// demoted by a failover is still alive and would keep them), and the
+    /// mirrors follow the masters.
+    fn follow_topology(&mut self) {
+        let home = self
+            .ctx
+            .topology
+            .load()
+            .master(PUBSUB_HOME_SLOT)
+            .map(|p| p.addr().clone());
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        ps.resubscribe_due(TOPOLOGY);
+        let current = ps.conns.get(&GLOBAL).map(|c| c.addr.clone());
+        if let (Some(home), Some(current)) = (home, current) {
+            if home != current {
+                if ps.owes(GLOBAL) {
+                    // Not while replies are due there (their frames would
+                    // be taken for the new connection's).
+                    ps.resubscribe_in(TOPOLOGY, Duration::from_millis(200));
+                    return;
+                }
+                tracing::info!(client = %self.client.info.peer, from = %current, to = %home, "moving subscriptions to the new home master");
+                ps.lost(GLOBAL);
+                self.resubscribe(GLOBAL);
+                return;
+            }
+        }
+        self.sync_mirrors(false);
     }
 
     /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
@@ -163,15 +258,65 @@ impl Core {
         self.oob.extend_from_slice(&local);
     }
 
-    async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
+    /// Handles an event of a mirror (see [`crate::client::mirrors`]).
+    fn on_mirror_event(&mut self, id: u32, event: PubSubEvent) {
         let Some(ps) = self.pubsub.as_mut() else {
             return;
         };
         match event {
+            PubSubEvent::Frame(frame) => match ps.mirror_frame(id, &frame) {
+                MirrorVerdict::Forward => self.oob.extend_from_slice(&frame),
+                MirrorVerdict::Swallow => {}
+                MirrorVerdict::Refused => {
+                    let node = ps.mirrors.addr(id);
+                    tracing::warn!(client = %self.client.info.peer, node = ?node, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "keyspace-notification subscription refused; trying again in 1 s");
+                    ps.mirrors.drop_mirror(id);
+                    ps.resubscribe_in(TOPOLOGY, REFUSED_RESUBSCRIBE_DELAY);
+                }
+            },
+            PubSubEvent::Lost(_) => {
+                // A failover is followed at once (the map changes): this
+                // is for a node that fails alone, not too often.
+                ps.mirrors.drop_mirror(id);
+                ps.resubscribe_in(TOPOLOGY, REFUSED_RESUBSCRIBE_DELAY);
+            }
+            PubSubEvent::Overflow => self.too_slow(),
+            PubSubEvent::Resubscribe => {}
+        }
+    }
+
+    /// The client does not keep up with its messages: it is disconnected.
+    fn too_slow(&mut self) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.give_up_confirming();
+        }
+        tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
+        metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
+        self.ctx
+            .stats
+            .inflight
+            .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
+        self.pending.clear();
+        self.closing = true;
+    }
+
+    async fn on_pubsub_event(&mut self, id: u32, event: PubSubEvent) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if subs::is_mirror(id) {
+            return self.on_mirror_event(id, event);
+        }
+        if id == TOPOLOGY {
+            return self.follow_topology();
+        }
+        match event {
             PubSubEvent::Frame(frame) => match ps.verdict(id, &frame) {
-                Verdict::Forward if id == GLOBAL || id == MONITOR => {
+                Verdict::Forward if id == GLOBAL => {
+                    ps.home_frame_forwarded(&frame);
                     self.oob.extend_from_slice(&frame);
                 }
+                Verdict::Forward if id == MONITOR => self.oob.extend_from_slice(&frame),
                 Verdict::Forward => self.oob.extend_from_slice(&ps.renumber(frame)),
                 Verdict::Swallow => {}
                 Verdict::OwnRefused(set, names) => {
@@ -196,19 +341,15 @@ impl Core {
                         retry_resubscribe(ps, id);
                     }
                 }
-                Verdict::Refused(change) => self.refused_subscription(id, frame, change),
+                Verdict::Refused(change) => {
+                    self.refused_subscription(id, frame, change);
+                    if id == GLOBAL {
+                        // What was undone need not be mirrored.
+                        self.sync_mirrors(false);
+                    }
+                }
             },
-            PubSubEvent::Overflow => {
-                ps.give_up_confirming();
-                tracing::warn!(client = %self.client.info.peer, "subscriber too slow for its messages; disconnecting it");
-                metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
-                self.ctx
-                    .stats
-                    .inflight
-                    .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
-                self.pending.clear();
-                self.closing = true;
-            }
+            PubSubEvent::Overflow => self.too_slow(),
             PubSubEvent::Lost(_) => {
                 ps.lost(id);
                 retry_resubscribe(ps, id);
@@ -220,11 +361,30 @@ impl Core {
         }
     }
 
-    /// Handles a Pub/Sub event and every other one already queued.
+    /// Handles a Pub/Sub event and every other one already queued. The
+    /// frames of the home and the mirrors wait, in the order they came,
+    /// while mirrors confirm their subscriptions.
     pub(super) async fn on_pubsub_events(&mut self, id: u32, event: PubSubEvent) {
-        self.on_pubsub_event(id, event).await;
-        while let Some((id, event)) = self.pubsub.as_mut().and_then(|p| p.events.try_recv().ok()) {
+        let mut next = Some((id, event));
+        while let Some((id, event)) = next {
+            let mark = self.oob.len();
+            let holding = self.pubsub.as_ref().is_some_and(|p| p.holding());
             self.on_pubsub_event(id, event).await;
+            if let Some(ps) = self.pubsub.as_mut() {
+                let held = holding || ps.holding();
+                if (id == GLOBAL || subs::is_mirror(id)) && held && self.oob.len() > mark {
+                    ps.hold(self.oob.split_off(mark));
+                }
+            }
+            self.release_held();
+            next = self.pubsub.as_mut().and_then(|p| p.events.try_recv().ok());
+        }
+    }
+
+    /// Writes the home's held frames once the mirrors have confirmed.
+    pub(super) fn release_held(&mut self) {
+        if let Some(held) = self.pubsub.as_mut().and_then(|p| p.release_held()) {
+            self.oob.unsplit(held);
         }
     }
 
@@ -307,6 +467,8 @@ impl Core {
                 ps.send_own(GLOBAL, set, cmd, names);
             }
             tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
+            // The mirrors leave the new home and cover the old one.
+            self.sync_mirrors(false);
             return;
         }
         // The lost connections' shard channels: one SSUBSCRIBE per slot on

@@ -1,0 +1,165 @@
+//! Settings made with `CONFIG SET` through the proxy, carried to masters
+//! that join later.
+//!
+//! One server keeps its settings; a cluster behind the proxy changes its
+//! masters (a replica promoted by a failover, a master added to scale out)
+//! and the newcomer never got the `CONFIG SET` the client sent. The proxy
+//! remembers every parameter it set on all masters and sets it on each
+//! master that was not one then (`notify-keyspace-events` is the one users
+//! notice first: a promoted replica would publish no notifications).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::protocol::reply;
+use crate::protocol::scan::{bulk_body, children};
+
+/// The most parameters remembered (Redis 7 has about 200).
+const MAX_SETTINGS: usize = 1024;
+
+#[derive(Debug)]
+struct Setting {
+    /// The parameter, lower case.
+    name: Bytes,
+    value: Bytes,
+    /// The masters that have it.
+    masters: Vec<Arc<str>>,
+}
+
+/// The settings made through the proxy.
+#[derive(Debug, Default)]
+pub struct NodeSettings {
+    settings: Mutex<Vec<Setting>>,
+}
+
+impl NodeSettings {
+    /// Remembers the parameters of a `CONFIG SET` request (`raw`, the whole
+    /// RESP array) that every one of `masters` accepted.
+    pub fn remember(&self, raw: &[u8], masters: Vec<Arc<str>>) {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, value) in pairs(raw) {
+            settings.retain(|s| s.name != name);
+            if settings.len() >= MAX_SETTINGS {
+                settings.remove(0);
+            }
+            settings.push(Setting {
+                name,
+                value,
+                masters: masters.clone(),
+            });
+        }
+    }
+
+    /// Forgets the parameters of a `CONFIG SET` request that not every
+    /// master accepted: what each has is unknown.
+    pub fn forget(&self, raw: &[u8]) {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, _) in pairs(raw) {
+            settings.retain(|s| s.name != name);
+        }
+    }
+
+    /// One `CONFIG SET` for each remembered parameter the master at `addr`
+    /// does not have, with its name (one each: Redis refuses a whole
+    /// `CONFIG SET` for one parameter it refuses).
+    pub fn missing_on(&self, addr: &str) -> Vec<(Bytes, Bytes)> {
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        settings
+            .iter()
+            .filter(|s| !s.masters.iter().any(|m| &**m == addr))
+            .map(|s| {
+                let cmd = reply::command([&b"CONFIG"[..], b"SET", &s.name, &s.value]);
+                (s.name.clone(), cmd)
+            })
+            .collect()
+    }
+
+    /// The master at `addr` has parameter `name` now (or refused it for
+    /// good: it is not asked again).
+    pub fn sent(&self, addr: &Arc<str>, name: &[u8]) {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        for s in settings.iter_mut().filter(|s| s.name == name) {
+            if !s.masters.contains(addr) {
+                s.masters.push(addr.clone());
+            }
+        }
+    }
+}
+
+/// The parameter names (lower case) and values of a `CONFIG SET` request.
+fn pairs(raw: &[u8]) -> Vec<(Bytes, Bytes)> {
+    let Some(parts) = children(raw) else {
+        return Vec::new();
+    };
+    let args: Vec<&[u8]> = parts
+        .iter()
+        .filter_map(|&(s, e)| bulk_body(raw.get(s..e)?))
+        .collect();
+    if args.len() < 4 || args.len() != parts.len() || !args.len().is_multiple_of(2) {
+        return Vec::new();
+    }
+    args[2..]
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [name, value] => Some((
+                Bytes::from(name.to_ascii_lowercase()),
+                Bytes::copy_from_slice(value),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(args: &[&str]) -> Bytes {
+        reply::command(args.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn carries_each_parameter_to_masters_that_lack_it() {
+        let s = NodeSettings::default();
+        let a: Arc<str> = Arc::from("a:1");
+        let b: Arc<str> = Arc::from("b:1");
+        let two = [
+            "config",
+            "set",
+            "Notify-Keyspace-Events",
+            "KEA",
+            "maxmemory",
+            "1mb",
+        ];
+        s.remember(&set(&two), vec![a.clone()]);
+        assert!(s.missing_on("a:1").is_empty());
+        let keyspace = (
+            Bytes::from_static(b"notify-keyspace-events"),
+            set(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
+        );
+        let memory = |v: &str| {
+            (
+                Bytes::from_static(b"maxmemory"),
+                set(&["CONFIG", "SET", "maxmemory", v]),
+            )
+        };
+        assert_eq!(s.missing_on("b:1"), vec![keyspace.clone(), memory("1mb")]);
+        // A later value replaces the parameter's, set where it was sent.
+        s.remember(
+            &set(&["CONFIG", "SET", "maxmemory", "2mb"]),
+            vec![a, b.clone()],
+        );
+        assert_eq!(s.missing_on("b:1"), vec![keyspace.clone()]);
+        s.sent(&b, b"notify-keyspace-events");
+        assert!(s.missing_on("b:1").is_empty());
+        assert_eq!(s.missing_on("c:1"), vec![keyspace, memory("2mb")]);
+        // Not accepted everywhere: forgotten.
+        s.forget(&set(&["CONFIG", "SET", "MAXMEMORY", "3mb"]));
+        assert_eq!(s.missing_on("c:1").len(), 1);
+        // Malformed requests are ignored.
+        s.remember(&set(&["CONFIG", "SET", "x"]), vec![]);
+        s.remember(b"*1\r\n:1\r\n", vec![]);
+        assert!(s.missing_on("b:1").is_empty());
+    }
+}
