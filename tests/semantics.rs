@@ -956,6 +956,13 @@ fn client_list_shows_proxy_clients_and_wait_works() {
     assert!(list.lines().count() >= 2);
     let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
     assert!(info.starts_with("id=") && info.contains(" resp=2 "));
+    // As on one server, the caller's query buffer holds its command (26
+    // bytes), the other clients' are empty.
+    assert!(info.contains(" qbuf=26 "), "{info}");
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let mine = list.lines().filter(|l| l.contains(" qbuf=26 ")).count();
+    let others = list.lines().filter(|l| l.contains(" qbuf=0 ")).count();
+    assert_eq!((mine, others + 1), (1, list.lines().count()), "{list}");
     // No replicas in this cluster: WAIT 0 returns at once with 0.
     let n: i64 = redis::cmd("WAIT").arg(0).arg(100).query(&mut c).unwrap();
     assert_eq!(n, 0);

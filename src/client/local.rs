@@ -201,7 +201,7 @@ fn auth(
 ) -> Bytes {
     let version = ctx.settings_version();
     let Some(found) = ctx.users.authenticate(user, pass) else {
-        let info = client.info.line();
+        let info = client.info.line(0);
         let info = info.trim_end_matches('\n').to_string();
         ctx.users
             .log
@@ -331,13 +331,14 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
             Bytes::from_static(reply::OK)
         }
-        b"info" => reply::bulk(client.info.line().as_bytes()),
-        b"list" if view.len() == 2 => reply::bulk(ctx.clients.list().as_bytes()),
+        b"info" => reply::bulk(client.info.line(view.raw.len()).as_bytes()),
         b"list" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
-            match filter::parse_list(&args) {
-                Ok(f) => reply::bulk(ctx.clients.list_matching(&f, client.info.id).as_bytes()),
-                Err(e) => reply::error(&e),
+            let (me, qbuf) = (client.info.id, view.raw.len());
+            match (args.is_empty(), filter::parse_list(&args)) {
+                (true, _) => reply::bulk(ctx.clients.list(None, me, qbuf).as_bytes()),
+                (false, Ok(f)) => reply::bulk(ctx.clients.list(Some(&f), me, qbuf).as_bytes()),
+                (false, Err(e)) => reply::error(&e),
             }
         }
         b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),

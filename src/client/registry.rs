@@ -232,8 +232,10 @@ impl ClientInfo {
         f(names.get_or_insert_with(Default::default));
     }
 
-    /// One `CLIENT LIST` line (with trailing newline), in Redis's format.
-    pub fn line(&self) -> String {
+    /// One `CLIENT LIST` line (with trailing newline), in Redis's format;
+    /// `qbuf`: the bytes of its query buffer (the command it runs, for
+    /// the caller; nothing waits in a resting client's).
+    pub fn line(&self, qbuf: usize) -> String {
         let names = self.names();
         let text = |b: &Option<Bytes>| {
             b.as_ref()
@@ -242,7 +244,7 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
@@ -331,18 +333,13 @@ impl Registry {
         self.lock().values().filter(|c| c.is_blocked()).count()
     }
 
-    /// `CLIENT LIST` text, by id.
-    pub fn list(&self) -> String {
-        self.lock().values().map(|c| c.line()).collect()
-    }
-
-    /// `CLIENT LIST` text of the clients passing `filter` (`me`: the
-    /// caller's id).
-    pub fn list_matching(&self, filter: &Filter, me: u64) -> String {
+    /// `CLIENT LIST` text of the clients passing `filter` (all without),
+    /// by id; `me`: the caller's id, `qbuf`: its command's size.
+    pub fn list(&self, filter: Option<&Filter>, me: u64, qbuf: usize) -> String {
         self.lock()
             .values()
-            .filter(|c| filter.matches(c, me))
-            .map(|c| c.line())
+            .filter(|c| filter.is_none_or(|f| f.matches(c, me)))
+            .map(|c| c.line(if c.id == me { qbuf } else { 0 }))
             .collect()
     }
 
@@ -384,12 +381,14 @@ mod tests {
         a.update(|n| n.name = Some(Bytes::from_static(b"worker")));
         reg.add(a);
         reg.add(Arc::new(ClientInfo::new(2, peer, None)));
-        let list = reg.list();
+        let list = reg.list(None, 2, 26);
         assert!(list.starts_with("id=1 addr=127.0.0.1:5000 laddr= fd=0 name=worker age=0"));
         assert_eq!(list.lines().count(), 2);
+        assert!(list.lines().next().unwrap().contains(" qbuf=0 "));
+        assert!(list.lines().nth(1).unwrap().contains(" qbuf=26 "));
         reg.remove(1);
         reg.remove(2);
-        assert_eq!(reg.list(), "");
+        assert_eq!(reg.list(None, 2, 26), "");
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Core {
             acl::Denied::Channel(_) => Reason::Channel,
             _ => Reason::Command,
         };
-        let info = self.client.info.line();
+        let info = self.client.info.line(view.raw.len());
         let info = info.trim_end_matches('\n').to_string();
         self.ctx
             .users
