@@ -72,7 +72,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
             .collect();
         let addrs: Vec<Arc<str>> = masters.iter().map(|p| p.addr().clone()).collect();
         let mut checks = tokio::task::JoinSet::new();
-        for pool in masters {
+        for pool in masters.clone() {
             checks.spawn(async move {
                 let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
                 let reply =
@@ -105,21 +105,14 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
-        carry_settings(&ctx).await;
+        carry_settings(&ctx, masters).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }
 }
 
 /// Sets the `CONFIG SET` parameters made through the proxy on masters that
 /// were not masters then (see [`crate::node_settings`]), healthy ones only.
-async fn carry_settings(ctx: &Context) {
-    let masters: Vec<_> = ctx
-        .topology
-        .load()
-        .shards()
-        .iter()
-        .map(|s| s.master.clone())
-        .collect();
+async fn carry_settings(ctx: &Context, masters: Vec<Arc<crate::backend::NodePool>>) {
     for pool in masters {
         let addr = pool.addr();
         if ctx.health.get(addr).is_none_or(|r| r.is_err()) {
