@@ -18,6 +18,36 @@ use crate::protocol::scan::{bulk_body, children};
 /// The most parameters remembered (Redis 7 has about 200).
 const MAX_SETTINGS: usize = 1024;
 
+/// Parameters that name one node's own addresses, files or identity: not
+/// carried to another node, whatever the masters accepted.
+const PER_NODE: &[&[u8]] = &[
+    b"port",
+    b"tls-port",
+    b"bind",
+    b"bind-source-addr",
+    b"unixsocket",
+    b"dir",
+    b"logfile",
+    b"pidfile",
+    b"dbfilename",
+    b"appendfilename",
+    b"appenddirname",
+    b"cluster-config-file",
+    b"cluster-announce-ip",
+    b"cluster-announce-hostname",
+    b"replica-announce-ip",
+    b"replica-announce-port",
+    b"slave-announce-ip",
+    b"slave-announce-port",
+    b"tls-cert-file",
+    b"tls-key-file",
+    b"tls-client-cert-file",
+    b"tls-client-key-file",
+    b"tls-ca-cert-file",
+    b"tls-ca-cert-dir",
+    b"tls-dh-params-file",
+];
+
 #[derive(Debug)]
 struct Setting {
     /// The parameter, lower case.
@@ -40,6 +70,9 @@ impl NodeSettings {
         let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         for (name, value) in pairs(raw) {
             settings.retain(|s| s.name != name);
+            if PER_NODE.contains(&&name[..]) || name.starts_with(b"cluster-announce-") {
+                continue;
+            }
             if settings.len() >= MAX_SETTINGS {
                 settings.remove(0);
             }
@@ -154,6 +187,12 @@ mod tests {
         s.sent(&b, b"notify-keyspace-events");
         assert!(s.missing_on("b:1").is_empty());
         assert_eq!(s.missing_on("c:1"), vec![keyspace, memory("2mb")]);
+        // A node's own address or files are not carried.
+        s.remember(
+            &set(&["CONFIG", "SET", "dir", "/d", "Port", "7000"]),
+            vec![],
+        );
+        assert_eq!(s.missing_on("c:1").len(), 2);
         // Not accepted everywhere: forgotten.
         s.forget(&set(&["CONFIG", "SET", "MAXMEMORY", "3mb"]));
         assert_eq!(s.missing_on("c:1").len(), 1);

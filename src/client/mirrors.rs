@@ -78,6 +78,17 @@ pub enum MirrorFrame<'a> {
     Refused,
 }
 
+/// What one subscription command changed in the names mirrors carry.
+#[derive(Debug)]
+pub struct MirrorDelta {
+    /// Patterns (else channels).
+    pub patterns: bool,
+    /// Names subscribed.
+    pub added: Vec<Bytes>,
+    /// Names unsubscribed.
+    pub removed: Vec<Bytes>,
+}
+
 /// Where a frame read from a mirror goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MirrorVerdict {
@@ -111,6 +122,44 @@ impl Mirrors {
     /// Stops waiting for the barriers still out.
     pub fn give_up(&mut self) {
         self.by_id.values_mut().for_each(|m| m.barriers = 0);
+    }
+
+    /// Whether any mirror exists.
+    pub fn any(&self) -> bool {
+        !self.by_id.is_empty()
+    }
+
+    /// Applies one command's `delta` to every mirror (the cost of a
+    /// subscription command is its own names', however many the client
+    /// has). Returns whether a barrier was sent.
+    pub fn apply(&mut self, delta: &MirrorDelta) -> bool {
+        let (sub, unsub): (&[u8], &[u8]) = if delta.patterns {
+            (b"PSUBSCRIBE", b"PUNSUBSCRIBE")
+        } else {
+            (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        };
+        let mut barrier_sent = false;
+        for m in self.by_id.values_mut() {
+            let have = if delta.patterns {
+                &mut m.patterns
+            } else {
+                &mut m.channels
+            };
+            let gone: Vec<&Bytes> = delta.removed.iter().filter(|n| have.remove(*n)).collect();
+            if !gone.is_empty() {
+                m.conn.send(command(unsub, &gone));
+            }
+            let new: Vec<&Bytes> = (delta.added.iter())
+                .filter(|n| have.insert((*n).clone()))
+                .collect();
+            if !new.is_empty() {
+                m.conn.send(command(sub, &new));
+                m.conn.send(super::pubsub::barrier());
+                m.barriers += 1;
+                barrier_sent = true;
+            }
+        }
+        barrier_sent
     }
 
     /// Mirror `id`'s connection is lost (or refused): it is forgotten.

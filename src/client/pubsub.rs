@@ -17,8 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::mirrors::{
-    confirmation, is_notification_channel, may_match_notifications, MirrorFrame, MirrorVerdict,
-    Mirrors,
+    confirmation, is_notification_channel, may_match_notifications, MirrorDelta, MirrorFrame,
+    MirrorVerdict, Mirrors,
 };
 use super::owed::{reply_kind, Change, Owed, Set, Verdict};
 use crate::backend::pubsub::{PubSubConn, PubSubEvent, MAX_BACKLOG_FRAMES};
@@ -250,24 +250,41 @@ impl PubSubState {
 
     /// Makes the mirrors match the client's subscriptions that may carry
     /// keyspace notifications, one on each of `targets` (see
-    /// [`Mirrors::sync`]). With `confirm` (after a client's command), the
-    /// home's frames wait until the mirrors confirm new subscriptions.
+    /// [`Mirrors::sync`]). With a client command's `delta`, only its names
+    /// are sent to the mirrors there are, and the home's frames wait
+    /// until the mirrors confirm new subscriptions.
     pub fn sync_mirrors(
         &mut self,
         targets: &[Arc<str>],
         opts: &Arc<ConnOptions>,
         proto: Proto,
-        confirm: bool,
+        delta: Option<&MirrorDelta>,
     ) {
         let (channels, patterns) = (&self.notify.channels, &self.notify.patterns);
-        self.ready.channels.retain(|c| channels.contains(c));
-        self.ready.patterns.retain(|p| patterns.contains(p));
-        let (next_id, events) = (&mut self.next_mirror_id, &self.events_tx);
-        let confirming = self
-            .mirrors
-            .sync(targets, channels, patterns, confirm, |addr| {
-                open(next_id, events, addr, opts, proto)
-            });
+        let none = channels.is_empty() && patterns.is_empty();
+        let confirming = match delta {
+            Some(d) if self.mirrors.any() && !none => {
+                let ready = if d.patterns {
+                    &mut self.ready.patterns
+                } else {
+                    &mut self.ready.channels
+                };
+                d.removed.iter().for_each(|n| {
+                    ready.remove(n);
+                });
+                self.mirrors.apply(d)
+            }
+            _ => {
+                self.ready.channels.retain(|c| channels.contains(c));
+                self.ready.patterns.retain(|p| patterns.contains(p));
+                let (next_id, events) = (&mut self.next_mirror_id, &self.events_tx);
+                let confirm = delta.is_some();
+                self.mirrors
+                    .sync(targets, channels, patterns, confirm, |addr| {
+                        open(next_id, events, addr, opts, proto)
+                    })
+            }
+        };
         if confirming {
             self.confirm_by = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
             self.gave_up = false;
@@ -582,13 +599,18 @@ impl PubSubState {
         change
     }
 
-    /// Whether `change` adds or removes a name the mirrors carry.
-    pub fn touches_mirrors(change: &Change) -> bool {
-        change.set.is_some_and(|set| {
-            (change.added.iter())
-                .chain(&change.removed)
-                .any(|n| mirrored(set, n))
-        })
+    /// What `change` does to the names the mirrors carry, if anything.
+    pub fn mirror_delta(change: &Change) -> Option<MirrorDelta> {
+        let set = change.set?;
+        let pick = |names: &[Bytes]| -> Vec<Bytes> {
+            names.iter().filter(|n| mirrored(set, n)).cloned().collect()
+        };
+        let delta = MirrorDelta {
+            patterns: set == Set::Patterns,
+            added: pick(&change.added),
+            removed: pick(&change.removed),
+        };
+        (!delta.added.is_empty() || !delta.removed.is_empty()).then_some(delta)
     }
 
     /// A frame from a shard connection with the count of an

@@ -126,6 +126,8 @@ pub struct Topology {
     pool_size: usize,
     refresh: Arc<Notify>,
     version_tx: watch::Sender<u64>,
+    /// Bumped only when the masters or the owner of slot 0 change.
+    masters_tx: watch::Sender<u64>,
     next_version: AtomicU64,
     /// Counters other layers export.
     pub stats: TopologyStats,
@@ -151,12 +153,21 @@ impl std::fmt::Debug for Topology {
     }
 }
 
+/// The masters (sorted) and the owner of the Pub/Sub home slot of a map.
+fn masters_of(map: &SlotMap) -> (Vec<&str>, Option<&str>) {
+    let mut masters: Vec<&str> = map.shards().iter().map(|s| &**s.master.addr()).collect();
+    masters.sort_unstable();
+    let home = crate::command::route::PUBSUB_HOME_SLOT;
+    (masters, map.master(home).map(|p| &**p.addr()))
+}
+
 impl Topology {
     /// An empty topology; [`crate::cluster::refresh`] fills it. `refresh`
     /// is the signal that asks for a refresh (shared with the backend
     /// connections, which raise it when a node fails).
     pub fn new(opts: Arc<ConnOptions>, pool_size: usize, refresh: Arc<Notify>) -> Self {
         let (version_tx, _) = watch::channel(0);
+        let (masters_tx, _) = watch::channel(0);
         Topology {
             map: ArcSwap::from_pointee(SlotMap::empty()),
             pools: Mutex::new(HashMap::new()),
@@ -165,6 +176,7 @@ impl Topology {
             pool_size,
             refresh,
             version_tx,
+            masters_tx,
             next_version: AtomicU64::new(1),
             stats: TopologyStats::default(),
             last_error: Mutex::new(None),
@@ -239,6 +251,12 @@ impl Topology {
     /// A receiver that sees the map version change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version_tx.subscribe()
+    }
+
+    /// A receiver that sees the masters (or the owner of slot 0) change:
+    /// failovers, masters added or removed, not every slot that moves.
+    pub fn subscribe_masters(&self) -> watch::Receiver<u64> {
+        self.masters_tx.subscribe()
     }
 
     /// Installs a full map from `CLUSTER SLOTS` ranges; returns whether the
@@ -323,12 +341,17 @@ impl Topology {
 
     fn swap_in(&self, owner: Box<[u16]>, shards: Vec<Shard>) {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        self.map.store(Arc::new(SlotMap {
+        let new = Arc::new(SlotMap {
             owner,
             shards,
             version,
-        }));
+        });
+        let old = self.map.swap(new.clone());
+        let masters_changed = masters_of(&old) != masters_of(&new);
         self.version_tx.send_replace(version);
+        if masters_changed {
+            self.masters_tx.send_replace(version);
+        }
     }
 
     fn log_change(&self, old: &SlotMap, owner: &[u16], shards: &[Shard]) {

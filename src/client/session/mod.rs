@@ -19,7 +19,7 @@ use super::connection::Resting;
 use super::durability;
 use super::keyspace;
 use super::local::{self, ClientState, LocalOutcome, ReplyMode};
-use super::mirrors::MirrorVerdict;
+use super::mirrors::{MirrorDelta, MirrorVerdict};
 use super::owed::{Change, Set, Verdict};
 use super::pubsub::{self as subs, PubSubState, GLOBAL, MONITOR, TOPOLOGY};
 use super::registry::ClientInfo;

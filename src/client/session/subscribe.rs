@@ -77,22 +77,23 @@ impl Core {
         let ps = self.pubsub.get_or_insert_with(Default::default);
         ps.global(&addr, &opts, proto);
         let change = ps.record(view.get(0), &args);
-        let mirrored = PubSubState::touches_mirrors(&change);
+        let delta = PubSubState::mirror_delta(&change);
         ps.send_confirmed(GLOBAL, raw, change);
         self.client.info.set_subscribed(ps.active());
-        if mirrored {
-            self.sync_mirrors(true);
+        // Before the mirrors look at the map: a change after it is seen.
+        self.follow_topology_changes();
+        if let Some(delta) = delta {
+            self.sync_mirrors(Some(&delta));
             // Frames held for mirrors now gone may go.
             self.release_held();
         }
-        self.follow_topology_changes();
     }
 
     /// Keeps a mirror of the client's keyspace-notification subscriptions
     /// on every master but the home (see [`crate::client::mirrors`]);
-    /// `confirm`: after a client's command, whose confirmation waits for
+    /// `delta`: a client's command's change, whose confirmation waits for
     /// the mirrors'.
-    fn sync_mirrors(&mut self, confirm: bool) {
+    fn sync_mirrors(&mut self, delta: Option<&MirrorDelta>) {
         let Some(ps) = self.pubsub.as_mut() else {
             return;
         };
@@ -108,18 +109,19 @@ impl Core {
             .filter(|a| Some(a) != home.as_ref())
             .collect();
         let opts = self.ctx.topology.conn_options().clone();
-        ps.sync_mirrors(&targets, &opts, self.client.proto, confirm);
+        ps.sync_mirrors(&targets, &opts, self.client.proto, delta);
     }
 
-    /// From now on, every change of the slot map asks the session to
-    /// follow it ([`TOPOLOGY`] events): the home may have moved, masters
-    /// may have come or gone.
+    /// From now on, every change of the masters asks the session to follow
+    /// it ([`TOPOLOGY`] events): the home may have moved, masters may have
+    /// come or gone. Slots moving between masters (resharding) do not
+    /// wake the many subscribed sessions a chat server may have.
     fn follow_topology_changes(&mut self) {
         let Some(ps) = self.pubsub.as_mut().filter(|p| !p.watching) else {
             return;
         };
         ps.watching = true;
-        let mut versions = self.ctx.topology.subscribe();
+        let mut versions = self.ctx.topology.subscribe_masters();
         let events = ps.events_sender();
         tokio::spawn(async move {
             loop {
@@ -143,7 +145,7 @@ impl Core {
         });
     }
 
-    /// The slot map changed (or a mirror was lost): the classic
+    /// The masters changed (or a mirror was lost): the classic
     /// subscriptions move to the current home if it changed (a master
     /// demoted by a failover is still alive and would keep them), and the
     /// mirrors follow the masters.
@@ -173,7 +175,7 @@ impl Core {
                 return;
             }
         }
-        self.sync_mirrors(false);
+        self.sync_mirrors(None);
     }
 
     /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
@@ -345,7 +347,7 @@ impl Core {
                     self.refused_subscription(id, frame, change);
                     if id == GLOBAL {
                         // What was undone need not be mirrored.
-                        self.sync_mirrors(false);
+                        self.sync_mirrors(None);
                     }
                 }
             },
@@ -468,7 +470,7 @@ impl Core {
             }
             tracing::info!(client = %self.client.info.peer, node = %home.addr(), count, "re-subscribed after a lost connection");
             // The mirrors leave the new home and cover the old one.
-            self.sync_mirrors(false);
+            self.sync_mirrors(None);
             return;
         }
         // The lost connections' shard channels: one SSUBSCRIBE per slot on

@@ -403,10 +403,11 @@ impl Core {
         if tx.infos.is_empty() {
             return;
         }
-        let masters: Vec<_> = {
-            let map = self.ctx.topology.load();
-            map.shards().iter().map(|s| s.master.clone()).collect()
-        };
+        // The home first, as outside a transaction (its Pub/Sub counts).
+        let masters: Vec<_> = super::redirect::masters(&self.ctx)
+            .iter()
+            .map(|addr| self.ctx.topology.pool(addr))
+            .collect();
         let facts = crate::client::local::proxy_facts(&self.ctx);
         for &i in &tx.infos {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
