@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::pubsub::is_barrier;
+use super::pubsub::{is_barrier, subscribe_command};
 use crate::backend::pubsub::PubSubConn;
-use crate::protocol::reply;
 use crate::protocol::scan::{bulk_body, children};
 
 /// The channel prefixes of keyspace notifications.
@@ -57,6 +56,33 @@ struct Mirror {
     patterns: BTreeSet<Bytes>,
     /// Barriers sent and not answered yet.
     barriers: u32,
+}
+
+impl Mirror {
+    /// Unsubscribes `gone` and subscribes `new` channels (or `patterns`);
+    /// with `confirm`, a barrier follows a subscription. Returns whether
+    /// one was sent.
+    fn update(&mut self, patterns: bool, gone: &[Bytes], new: &[Bytes], confirm: bool) -> bool {
+        let (have, sub, unsub): (_, &[u8], &[u8]) = if patterns {
+            (&mut self.patterns, b"PSUBSCRIBE", b"PUNSUBSCRIBE")
+        } else {
+            (&mut self.channels, b"SUBSCRIBE", b"UNSUBSCRIBE")
+        };
+        let gone: Vec<&Bytes> = gone.iter().filter(|n| have.remove(*n)).collect();
+        if !gone.is_empty() {
+            self.conn.send(subscribe_command(unsub, gone.into_iter()));
+        }
+        let new: Vec<&Bytes> = new.iter().filter(|n| have.insert((*n).clone())).collect();
+        if new.is_empty() {
+            return false;
+        }
+        self.conn.send(subscribe_command(sub, new.into_iter()));
+        if confirm {
+            self.conn.send(super::pubsub::barrier());
+            self.barriers += 1;
+        }
+        confirm
+    }
 }
 
 /// What a frame read from a mirror is.
@@ -133,31 +159,9 @@ impl Mirrors {
     /// subscription command is its own names', however many the client
     /// has). Returns whether a barrier was sent.
     pub fn apply(&mut self, delta: &MirrorDelta) -> bool {
-        let (sub, unsub): (&[u8], &[u8]) = if delta.patterns {
-            (b"PSUBSCRIBE", b"PUNSUBSCRIBE")
-        } else {
-            (b"SUBSCRIBE", b"UNSUBSCRIBE")
-        };
         let mut barrier_sent = false;
         for m in self.by_id.values_mut() {
-            let have = if delta.patterns {
-                &mut m.patterns
-            } else {
-                &mut m.channels
-            };
-            let gone: Vec<&Bytes> = delta.removed.iter().filter(|n| have.remove(*n)).collect();
-            if !gone.is_empty() {
-                m.conn.send(command(unsub, &gone));
-            }
-            let new: Vec<&Bytes> = (delta.added.iter())
-                .filter(|n| have.insert((*n).clone()))
-                .collect();
-            if !new.is_empty() {
-                m.conn.send(command(sub, &new));
-                m.conn.send(super::pubsub::barrier());
-                m.barriers += 1;
-                barrier_sent = true;
-            }
+            barrier_sent |= m.update(delta.patterns, &delta.removed, &delta.added, true);
         }
         barrier_sent
     }
@@ -200,31 +204,11 @@ impl Mirrors {
             }
         }
         for m in self.by_id.values_mut() {
-            let mut subscribed = false;
-            for (have, want, sub, unsub) in [
-                (
-                    &mut m.channels,
-                    channels,
-                    &b"SUBSCRIBE"[..],
-                    &b"UNSUBSCRIBE"[..],
-                ),
-                (&mut m.patterns, patterns, b"PSUBSCRIBE", b"PUNSUBSCRIBE"),
-            ] {
-                let gone: Vec<&Bytes> = have.difference(want).collect();
-                if !gone.is_empty() {
-                    m.conn.send(command(unsub, &gone));
-                }
-                let new: Vec<&Bytes> = want.difference(have).collect();
-                if !new.is_empty() {
-                    m.conn.send(command(sub, &new));
-                    subscribed = true;
-                }
-                *have = want.clone();
-            }
-            if subscribed && confirm {
-                m.conn.send(super::pubsub::barrier());
-                m.barriers += 1;
-                barrier_sent = true;
+            for (patterns, want) in [(false, channels), (true, patterns)] {
+                let have = if patterns { &m.patterns } else { &m.channels };
+                let gone: Vec<Bytes> = have.difference(want).cloned().collect();
+                let new: Vec<Bytes> = want.difference(have).cloned().collect();
+                barrier_sent |= m.update(patterns, &gone, &new, confirm);
             }
         }
         barrier_sent
@@ -284,13 +268,6 @@ pub fn confirmation(frame: &[u8]) -> Option<(bool, bool, &[u8])> {
         .scan(rest)
         .ok()??;
     Some((subscribe, pattern, bulk_body(rest.get(..end)?)?))
-}
-
-fn command(name: &[u8], names: &[&Bytes]) -> Bytes {
-    let args: Vec<&[u8]> = std::iter::once(name)
-        .chain(names.iter().map(|n| &n[..]))
-        .collect();
-    reply::command(args)
 }
 
 #[cfg(test)]

@@ -643,6 +643,12 @@ impl PubSubState {
     }
 }
 
+/// A (un)subscribe command `name` of `names`.
+pub fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
+    reply::command(args)
+}
+
 /// Opens a subscription connection to `addr` with the next free id.
 fn open(
     next_id: &mut u32,

@@ -215,7 +215,7 @@ impl Core {
         let id = ps.shard_id(addr, &opts, proto);
         let mut change = ps.record(name, chans);
         change.redirects = redirects;
-        ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
+        ps.send_confirmed(id, subs::subscribe_command(name, chans.iter()), change);
         ps.carry(id, chans.iter());
     }
 
@@ -251,7 +251,7 @@ impl Core {
         for ((id, _), chans) in groups {
             let chans: Vec<Bytes> = chans.into_iter().map(|(_, ch)| ch).collect();
             let change = ps.record(name, &chans);
-            ps.send_confirmed(id, subscribe_command(name, chans.iter()), change);
+            ps.send_confirmed(id, subs::subscribe_command(name, chans.iter()), change);
         }
         for ch in &named {
             ps.uncarry(ch);
@@ -459,7 +459,7 @@ impl Core {
                 (Set::Patterns, &b"PSUBSCRIBE"[..], &ps.patterns),
             ] {
                 if !names.is_empty() {
-                    let cmd = subscribe_command(name, names.iter());
+                    let cmd = subs::subscribe_command(name, names.iter());
                     cmds.push((set, cmd, names.iter().cloned().collect::<Vec<_>>()));
                 }
             }
@@ -492,7 +492,7 @@ impl Core {
                 continue;
             };
             let cid = ps.shard_id(pool.addr(), &opts, proto);
-            let cmd = subscribe_command(b"SSUBSCRIBE", channels.iter());
+            let cmd = subs::subscribe_command(b"SSUBSCRIBE", channels.iter());
             ps.carry(cid, channels.iter());
             ps.send_own(cid, Set::Shard, cmd, channels.clone());
             tracing::info!(client = %self.client.info.peer, node = %pool.addr(), count = channels.len(), "re-subscribed shard channels after a lost connection");
@@ -525,11 +525,6 @@ fn retry_resubscribe(ps: &mut PubSubState, id: u32) {
 /// How long the proxy waits before subscribing again when a node refused
 /// its re-subscription (`-BUSY`, `-NOPERM`, a moved slot).
 const REFUSED_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
-
-fn subscribe_command<'a>(name: &'a [u8], names: impl Iterator<Item = &'a Bytes>) -> Bytes {
-    let args: Vec<&[u8]> = std::iter::once(name).chain(names.map(|c| &c[..])).collect();
-    reply::command(args)
-}
 
 pub(super) async fn next_pubsub_event(
     pubsub: &mut Option<Box<PubSubState>>,
