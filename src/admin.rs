@@ -26,6 +26,8 @@ use crate::server::Context;
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a health `PING` may take.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most node `run_id`s remembered to see restarts.
+const MAX_RUN_IDS: usize = 4096;
 /// Largest HTTP request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -62,6 +64,7 @@ impl Health {
 
 /// Checks every master forever.
 pub async fn health_checker(ctx: Arc<Context>) {
+    let mut run_ids = HashMap::new();
     loop {
         let masters: Vec<_> = ctx
             .topology
@@ -105,26 +108,52 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
-        carry_settings(&ctx, masters).await;
+        carry_settings(&ctx, masters, &mut run_ids).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }
 }
 
 /// Sets the `CONFIG SET` parameters made through the proxy on masters that
 /// were not masters then (see [`crate::node_settings`]), healthy ones only.
-async fn carry_settings(ctx: &Context, masters: Vec<Arc<crate::backend::NodePool>>) {
+///
+/// `run_ids` holds each node's last seen `run_id`: a node that restarted
+/// (a crashed master back at its address, later promoted again) lost every
+/// setting made at run time, so it gets them again.
+async fn carry_settings(
+    ctx: &Context,
+    masters: Vec<Arc<crate::backend::NodePool>>,
+    run_ids: &mut HashMap<Arc<str>, Bytes>,
+) {
+    if ctx.node_settings.is_empty() {
+        run_ids.clear();
+        return;
+    }
+    // Kept while a node is away (dead nodes leave the slot map), bounded
+    // for clusters whose nodes keep getting new addresses.
+    if run_ids.len() > MAX_RUN_IDS {
+        run_ids.clear();
+    }
     for pool in masters {
         let addr = pool.addr();
         if ctx.health.get(addr).is_none_or(|r| r.is_err()) {
             continue;
         }
-        for (name, cmd) in ctx.node_settings.missing_on(addr) {
+        let Some(run_id) = run_id(&pool).await else {
+            continue;
+        };
+        let before = run_ids.insert(addr.clone(), run_id.clone());
+        if before.is_some_and(|old| old != run_id) {
+            tracing::info!(node = %addr, "a master restarted: setting the CONFIG SET parameters made through the proxy again");
+            ctx.node_settings.restarted(addr);
+        }
+        for carry in ctx.node_settings.missing_on(addr) {
+            let cmd = carry.command.clone();
             let reply = crate::client::nodecall::request(pool.conn(Proto::Resp2), cmd, 0, false);
             let Ok(r) = tokio::time::timeout(HEALTH_TIMEOUT, reply).await else {
                 // Tried again at the next health check.
                 break;
             };
-            let param = String::from_utf8_lossy(&name);
+            let param = String::from_utf8_lossy(&carry.name);
             let said = String::from_utf8_lossy(r.data.trim_ascii_end());
             if r.status != ReplyStatus::Answered {
                 break;
@@ -138,9 +167,24 @@ async fn carry_settings(ctx: &Context, masters: Vec<Arc<crate::backend::NodePool
                 tracing::debug!(node = %addr, parameter = %param, reply = %said, "CONFIG SET on a new master to be tried again");
                 continue;
             }
-            ctx.node_settings.sent(addr, &name);
+            ctx.node_settings.sent(addr, &carry);
         }
     }
+}
+
+/// The `run_id` a node's `INFO server` shows (new at every start).
+async fn run_id(pool: &crate::backend::NodePool) -> Option<Bytes> {
+    let info = Bytes::from_static(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n");
+    let reply = crate::client::nodecall::request(pool.conn(Proto::Resp2), info, 0, false);
+    let r = tokio::time::timeout(HEALTH_TIMEOUT, reply).await.ok()?;
+    if r.status != ReplyStatus::Answered {
+        return None;
+    }
+    let text = crate::protocol::scan::bulk_body(&r.data)?;
+    let line = text
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"run_id:"))?;
+    Some(Bytes::copy_from_slice(line.trim_ascii()))
 }
 
 /// Why the proxy is not ready, or `None` when it is.

@@ -48,6 +48,17 @@ const PER_NODE: &[&[u8]] = &[
     b"tls-dh-params-file",
 ];
 
+/// A parameter to set on a master that lacks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carry {
+    /// The parameter, lower case.
+    pub name: Bytes,
+    /// Its value.
+    pub value: Bytes,
+    /// The `CONFIG SET` that sets it.
+    pub command: Bytes,
+}
+
 #[derive(Debug)]
 struct Setting {
     /// The parameter, lower case.
@@ -94,26 +105,48 @@ impl NodeSettings {
     }
 
     /// One `CONFIG SET` for each remembered parameter the master at `addr`
-    /// does not have, with its name (one each: Redis refuses a whole
-    /// `CONFIG SET` for one parameter it refuses).
-    pub fn missing_on(&self, addr: &str) -> Vec<(Bytes, Bytes)> {
+    /// does not have (one each: Redis refuses a whole `CONFIG SET` for one
+    /// parameter it refuses).
+    pub fn missing_on(&self, addr: &str) -> Vec<Carry> {
         let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         settings
             .iter()
             .filter(|s| !s.masters.iter().any(|m| &**m == addr))
-            .map(|s| {
-                let cmd = reply::command([&b"CONFIG"[..], b"SET", &s.name, &s.value]);
-                (s.name.clone(), cmd)
+            .map(|s| Carry {
+                name: s.name.clone(),
+                value: s.value.clone(),
+                command: reply::command([&b"CONFIG"[..], b"SET", &s.name, &s.value]),
             })
             .collect()
     }
 
-    /// The master at `addr` has parameter `name` now (or refused it for
-    /// good: it is not asked again).
-    pub fn sent(&self, addr: &Arc<str>, name: &[u8]) {
+    /// Whether no parameter is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The node at `addr` restarted: it lost every parameter set at run
+    /// time, so each is carried to it again while it is a master.
+    pub fn restarted(&self, addr: &str) {
         let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        for s in settings.iter_mut().filter(|s| s.name == name) {
-            if !s.masters.contains(addr) {
+        for s in settings.iter_mut() {
+            s.masters.retain(|m| &**m != addr);
+        }
+    }
+
+    /// The master at `addr` has `carry`'s value now (or refused it for
+    /// good: it is not asked again). If a client set the parameter again
+    /// meanwhile, its `CONFIG SET` may have reached the node first and been
+    /// overwritten by this older value: the new one is carried again.
+    pub fn sent(&self, addr: &Arc<str>, carry: &Carry) {
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        for s in settings.iter_mut().filter(|s| s.name == carry.name) {
+            if s.value != carry.value {
+                s.masters.retain(|m| m != addr);
+            } else if !s.masters.contains(addr) {
                 s.masters.push(addr.clone());
             }
         }
@@ -167,16 +200,13 @@ mod tests {
         ];
         s.remember(&set(&two), vec![a.clone()]);
         assert!(s.missing_on("a:1").is_empty());
-        let keyspace = (
-            Bytes::from_static(b"notify-keyspace-events"),
-            set(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
-        );
-        let memory = |v: &str| {
-            (
-                Bytes::from_static(b"maxmemory"),
-                set(&["CONFIG", "SET", "maxmemory", v]),
-            )
+        let carry = |name: &str, value: &str| Carry {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            command: set(&["CONFIG", "SET", name, value]),
         };
+        let keyspace = carry("notify-keyspace-events", "KEA");
+        let memory = |v: &str| carry("maxmemory", v);
         assert_eq!(s.missing_on("b:1"), vec![keyspace.clone(), memory("1mb")]);
         // A later value replaces the parameter's, set where it was sent.
         s.remember(
@@ -184,7 +214,12 @@ mod tests {
             vec![a, b.clone()],
         );
         assert_eq!(s.missing_on("b:1"), vec![keyspace.clone()]);
-        s.sent(&b, b"notify-keyspace-events");
+        s.sent(&b, &keyspace);
+        assert!(s.missing_on("b:1").is_empty());
+        // A value set again while an older one was carried: carried again.
+        s.sent(&b, &memory("1mb"));
+        assert_eq!(s.missing_on("b:1"), vec![memory("2mb")]);
+        s.sent(&b, &memory("2mb"));
         assert!(s.missing_on("b:1").is_empty());
         assert_eq!(s.missing_on("c:1"), vec![keyspace, memory("2mb")]);
         // A node's own address or files are not carried.
@@ -200,5 +235,9 @@ mod tests {
         s.remember(&set(&["CONFIG", "SET", "x"]), vec![]);
         s.remember(b"*1\r\n:1\r\n", vec![]);
         assert!(s.missing_on("b:1").is_empty());
+        // A restarted node lost them all.
+        assert!(!s.is_empty());
+        s.restarted("b:1");
+        assert_eq!(s.missing_on("b:1").len(), 1);
     }
 }

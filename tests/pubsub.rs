@@ -951,6 +951,35 @@ fn subscriptions_follow_the_home_master_demoted_by_a_failover() {
     set_until_notified(&mut c, &mut sub, key, deadline);
     let _: () = redis::cmd("SET").arg(key).arg("x").query(&mut c).unwrap();
     expect_frames_in_any_order(&mut sub, vec![message(None, "__keyevent@0__:set", key)]);
+    // The dead master comes back (a replica now, without the run-time
+    // setting) and takes over again: the proxy sees it restarted and sets
+    // the parameter again.
+    cluster.restart_node(victim);
+    let ok: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut cluster.conn(victim))
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.node_for_key(key.as_bytes()) != victim {
+        assert!(Instant::now() < deadline, "no failback to {victim}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_ok();
+    let mut config: Vec<String> = Vec::new();
+    while config.get(1).map(String::as_str) != Some("$E") {
+        assert!(
+            Instant::now() < deadline,
+            "not set on the restarted master: {config:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        config = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query(&mut cluster.conn(victim))
+            .unwrap();
+    }
+    set_until_notified(&mut c, &mut sub, key, deadline);
 }
 
 /// Sets `key` until the subscriber hears its `set` notification (and
