@@ -190,6 +190,53 @@ fn replies_show_client_names() {
     assert_eq!(seen, vec!["bull:names:events".to_string()]);
 }
 
+/// A script finds keys by pattern (`KEYS`, `SCAN MATCH`) and pops them
+/// (`LMPOP`) under the names the client gave them, as dramatiq's
+/// maintenance finds a dead worker's acknowledgement sets.
+#[test]
+fn scripts_see_client_names_in_keys_scan_and_pops() {
+    let mut r = RawClient::connect(env().proxy.port);
+    // A key outside the rules in the group's slot: listed unchanged.
+    let plain = common::key_for_slot(slot_of(b"batch"), "plainks");
+    r.roundtrip(&cmd(&["SET", &plain, "p"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SADD", "batch:ks:acks.w1", "m1"]), b":1\r\n");
+    r.roundtrip(&cmd(&["RPUSH", "batch:ks:list", "a", "b"]), b":2\r\n");
+    let body = "local function sorted(t) table.sort(t) return t end
+        local p = KEYS[1] .. ':'
+        local found = redis.call('keys', p .. '*')
+        local scanned = redis.pcall('scan', 0, 'MATCH', p .. 'a*', 'COUNT', 10000)[2]
+        local acks = redis.call('smembers', redis.call('keys', p .. 'acks.w1*')[1])
+        return {sorted(found), scanned, acks,
+          redis.call('lmpop', 2, p .. 'none', p .. 'list', 'LEFT'),
+          redis.call('keys', ARGV[1]), redis.call('keys', '{*'),
+          redis.pcall('keys', 'a', 'b')}";
+    let expected = format!(
+        "*7\r\n\
+         *2\r\n$16\r\nbatch:ks:acks.w1\r\n$13\r\nbatch:ks:list\r\n\
+         *1\r\n$16\r\nbatch:ks:acks.w1\r\n\
+         *1\r\n$2\r\nm1\r\n\
+         *2\r\n$13\r\nbatch:ks:list\r\n*1\r\n$1\r\na\r\n\
+         *1\r\n${}\r\n{plain}\r\n\
+         *0\r\n\
+         -ERR Wrong number of args calling Redis command from script\r\n",
+        plain.len()
+    );
+    r.roundtrip(
+        &cmd(&["EVAL", body, "1", "batch:ks", &plain]),
+        expected.as_bytes(),
+    );
+    // Stored under the group's tag.
+    let c = &env().cluster;
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("*batch:ks:*")
+        .query(&mut c.conn(c.node_for_key(b"batch")))
+        .unwrap();
+    assert!(
+        stored.iter().all(|k| k.starts_with("{batch}")),
+        "{stored:?}"
+    );
+}
+
 #[test]
 fn keys_outside_rules_are_untouched() {
     let mut c = env().proxy.conn();

@@ -1,16 +1,19 @@
 //! Unmodified Python apps (`tests/python/`) against slotbridge, each
 //! configured for ONE Redis server at the proxy's port: the job queues
-//! python-rq and Celery (kombu's Redis broker and Celery's Redis result
-//! backend), and a chat room on Django Channels' Redis channel layers.
+//! python-rq, Celery (kombu's Redis broker and Celery's Redis result
+//! backend) and dramatiq, and a chat room on Django Channels' Redis
+//! channel layers.
 //!
-//! rq, Celery and the default Channels layer run transactions or scripts
+//! rq, Celery, dramatiq and the default Channels layer run transactions or scripts
 //! over keys in many slots, so they need a co-location rule; the rules
 //! used are the ones the README gives (read from README.md), so the
 //! documented configuration is what is tested. Without its rule, rq's
 //! first `enqueue` fails with `CROSSSLOT`. With them: 50 rq jobs and a
 //! failing one (in the failed registry), 30 Celery tasks with their
 //! results, `celery inspect ping` (remote control over pidbox queues and
-//! Pub/Sub), and group and direct chat messages on both Channels layers
+//! Pub/Sub), 20 dramatiq tasks with results, a delayed and a
+//! dead-lettered one, and a dead worker's messages on two queues given
+//! back by maintenance, and group and direct chat messages on both Channels layers
 //! (`RedisChannelLayer`, whose scripts build their keys from `ARGV`, and
 //! `RedisPubSubChannelLayer`, which needs no rule). See
 //! `tests/python/run.py` for the checks.
@@ -182,6 +185,17 @@ fn celery_runs_with_the_readme_rule() {
     let proxy = proxy_with(&readme_rule("celery"), &logs, "celery");
     let report = scenario(&proxy, "celery", &logs);
     assert!(report.contains("\"completed\": 30"), "{report}");
+}
+
+#[test]
+fn dramatiq_runs_and_recovers_a_dead_workers_messages_with_the_readme_rule() {
+    let logs = TempDir::new("python-dramatiq");
+    if !ensure_venv(&logs) {
+        return;
+    }
+    let proxy = proxy_with(&readme_rule("dramatiq"), &logs, "dramatiq");
+    let report = scenario(&proxy, "dramatiq", &logs);
+    assert!(report.contains(r#""recovered": [2, 2]"#), "{report}");
 }
 
 #[test]

@@ -242,24 +242,91 @@ local function __sb_rw(...)
   end
   return unpack(a, 1, n)
 end
+-- A stored key as the client names it.
+local function __sb_dec(k)
+  if type(k) == "string" and string.sub(k, 1, 1) == "{" then
+    local close = string.find(k, "}", 1, true)
+    if close then
+      local rest = string.sub(k, close + 1)
+      if __sb_enc(rest) == k then return rest end
+    end
+  end
+  return k
+end
+-- Adds to `out` the client names of `keys` not `seen` that match `p`.
+local function __sb_named(p, keys, seen, out)
+  for _, k in ipairs(keys) do
+    if not seen[k] then
+      seen[k] = true
+      local d = __sb_dec(k)
+      if p == nil or __sb_glob(p, d, 1, 1) then out[#out + 1] = d end
+    end
+  end
+end
+local function __sb_failed(r) return type(r) ~= "table" or r.err ~= nil end
+-- Commands whose pattern or reply names keys: the script sees client
+-- names, as its KEYS[] (dramatiq finds a dead worker's keys with KEYS).
+local __sb_first_key = {randomkey = 0, blpop = 1, brpop = 1, bzpopmin = 1,
+  bzpopmax = 1, lmpop = 1, blmpop = 1, zmpop = 1, bzmpop = 1}
+local function __sb_run(f, ...)
+  local n = select("#", ...)
+  local a = {...}
+  local name = type(a[1]) == "string" and string.lower(a[1]) or ""
+  if name == "keys" and n == 2 and type(a[2]) == "string" then
+    local p, out, seen = a[2], {}, {}
+    local plain = f("keys", p)
+    if __sb_failed(plain) then return plain end
+    local grouped = f("keys", "{*}" .. p)
+    if __sb_failed(grouped) then return grouped end
+    __sb_named(p, plain, seen, out)
+    __sb_named(p, grouped, seen, out)
+    return out
+  elseif name == "scan" then
+    local b, p, i = {}, nil, 1
+    while i <= n do
+      if i > 2 and i < n and type(a[i]) == "string" and string.lower(a[i]) == "match" then
+        p = a[i + 1]
+        i = i + 2
+      else
+        b[#b + 1] = a[i]
+        i = i + 1
+      end
+    end
+    local r = f(unpack(b, 1, #b))
+    if __sb_failed(r) or type(r[2]) ~= "table" then return r end
+    local out = {}
+    __sb_named(p, r[2], {}, out)
+    r[2] = out
+    return r
+  end
+  local r = f(__sb_rw(...))
+  local at = __sb_first_key[name]
+  if at == 0 then
+    return __sb_dec(r)
+  elseif at and not __sb_failed(r) then
+    r[1] = __sb_dec(r[1])
+  elseif (name == "xread" or name == "xreadgroup") and not __sb_failed(r) then
+    if r.map then
+      local m = {}
+      for k, v in pairs(r.map) do m[__sb_dec(k)] = v end
+      r.map = m
+    else
+      for _, s in ipairs(r) do
+        if type(s) == "table" then s[1] = __sb_dec(s[1]) end
+      end
+    end
+  end
+  return r
+end
 local redis = setmetatable({
-  call = function(...) return __sb_call(__sb_rw(...)) end,
-  pcall = function(...) return __sb_pcall(__sb_rw(...)) end,
+  call = function(...) return __sb_run(__sb_call, ...) end,
+  pcall = function(...) return __sb_run(__sb_pcall, ...) end,
 }, {__index = redis})
 -- The script sees its keys as the client named them (values built from
 -- KEYS[] must match keys built from ARGV); calls encode them again.
 local KEYS = (function(keys)
   local out = {}
-  for i, k in ipairs(keys) do
-    out[i] = k
-    if type(k) == "string" and string.sub(k, 1, 1) == "{" then
-      local close = string.find(k, "}", 1, true)
-      if close then
-        local rest = string.sub(k, close + 1)
-        if __sb_enc(rest) == k then out[i] = rest end
-      end
-    end
-  end
+  for i, k in ipairs(keys) do out[i] = __sb_dec(k) end
   return out
 end)(KEYS)
 "##;

@@ -1,8 +1,8 @@
-"""Runs python-rq, Celery or a Django Channels chat layer against ONE
+"""Runs python-rq, Celery, dramatiq or a Django Channels chat layer against ONE
 Redis URL (slotbridge's port) and prints a JSON report as its last line;
 exits 1 when the scenario fails.
 
-usage: run.py PORT rq|celery|channels|channels-pubsub|expect-crossslot
+usage: run.py PORT rq|celery|channels|channels-pubsub|dramatiq|expect-crossslot
 """
 import json
 import os
@@ -120,6 +120,60 @@ def channels_pubsub():
     run_channels(RedisPubSubChannelLayer)
 
 
+def run_dramatiq():
+    """dramatiq's Redis broker: 20 tasks with results, a delayed one, one
+    dead-lettered, and a dead worker's unacknowledged messages on two
+    queues given back by another worker's maintenance (its dispatch script
+    finds them with KEYS on a pattern it builds)."""
+    import dramatiq
+    import redis
+    from dramatiq import Message
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.results import Results
+    from dramatiq.results.backends import RedisBackend
+
+    broker = RedisBroker(url=URL)
+    broker.add_middleware(Results(backend=RedisBackend(url=URL)))
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(store_results=True)
+    def add(a, b):
+        return a + b
+
+    @dramatiq.actor(max_retries=0)
+    def fail():
+        raise RuntimeError("dead letter")
+
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        sent = [add.send(i, i) for i in range(20)]
+        done = sum(1 for i, m in enumerate(sent)
+                   if m.get_result(block=True, timeout=30000) == 2 * i)
+        start = time.time()
+        late = add.send_with_options(args=(1, 2), delay=1000)
+        delayed = late.get_result(block=True, timeout=30000) == 3 and time.time() - start >= 0.9
+        fail.send()
+        broker.join("default", timeout=30000)
+    finally:
+        worker.stop()
+    r = redis.Redis.from_url(URL)
+    dead_lettered = r.zcard("dramatiq:default.XQ")
+    # Worker A takes two messages from each of two queues and dies.
+    a = RedisBroker(url=URL, heartbeat_timeout=500)
+    for q in ("lost1", "lost2"):
+        a.declare_queue(q)
+        for i in range(2):
+            a.enqueue(Message(queue_name=q, actor_name="x", args=(i,), kwargs={}, options={}))
+        a.do_fetch(q, 10)
+    time.sleep(1)
+    b = RedisBroker(url=URL, heartbeat_timeout=500, maintenance_chance=1_000_000)
+    recovered = [len(b.do_fetch(q, 10)) for q in ("lost1", "lost2")]
+    ok = done == 20 and delayed and dead_lettered == 1 and recovered == [2, 2]
+    report(ok, completed=done, delayed=delayed, dead_lettered=dead_lettered,
+           recovered=recovered)
+
+
 def expect_crossslot():
     import redis
     import rq
@@ -140,6 +194,7 @@ try:
         "celery": run_celery,
         "channels": channels_core,
         "channels-pubsub": channels_pubsub,
+        "dramatiq": run_dramatiq,
         "expect-crossslot": expect_crossslot,
     }[MODE]()
 except SystemExit:
