@@ -987,12 +987,17 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
     let sub_id = client_id(&mut sub);
     sub.send(&cmd(&["SUBSCRIBE", "kill-ch"]));
     sub.expect(b"*3\r\n$9\r\nsubscribe\r\n$7\r\nkill-ch\r\n:1\r\n");
+    sub.send(&cmd(&["PSUBSCRIBE", "kill-p*", "kill-q*"]));
+    sub.expect(b"*3\r\n$10\r\npsubscribe\r\n$7\r\nkill-p*\r\n:2\r\n*3\r\n$10\r\npsubscribe\r\n$7\r\nkill-q*\r\n:3\r\n");
+    sub.send(&cmd(&["SSUBSCRIBE", "kill-s"]));
+    sub.expect(b"*3\r\n$10\r\nssubscribe\r\n$6\r\nkill-s\r\n:1\r\n");
     // LIST by type and by id.
     admin.send(&cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]));
     let list = String::from_utf8(admin.read_once(Duration::from_secs(5))).unwrap();
     assert!(list.contains(&format!("id={sub_id} ")), "{list}");
     assert!(list.contains(" flags=P "), "{list}");
-    assert!(list.contains(" cmd=subscribe "), "{list}");
+    assert!(list.contains(" sub=1 psub=2 ssub=1 "), "{list}");
+    assert!(list.contains(" cmd=ssubscribe "), "{list}");
     assert!(!list.contains(&format!("id={idle_id} ")), "{list}");
     admin.send(&cmd(&[
         "CLIENT",

@@ -206,7 +206,7 @@ mod tests {
         let f = parse_list(&[b"type", b"pubsub"]).unwrap();
         let c = client(1, 5000);
         assert!(!f.matches(&c, 9));
-        c.set_subscribed(true);
+        c.set_subscriptions([1, 0, 0]);
         assert!(f.matches(&c, 9));
         assert!(!parse_list(&[b"TYPE", b"normal"]).unwrap().matches(&c, 9));
         assert!(!parse_list(&[b"TYPE", b"replica"]).unwrap().matches(&c, 9));

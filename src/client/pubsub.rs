@@ -219,6 +219,15 @@ impl PubSubState {
         !self.channels.is_empty() || !self.patterns.is_empty() || !self.shard_channels.is_empty()
     }
 
+    /// How many channels, patterns and shard channels are subscribed.
+    pub fn counts(&self) -> [usize; 3] {
+        [
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        ]
+    }
+
     /// The classic subscription connection, opened on `addr` if needed.
     pub fn global(
         &mut self,

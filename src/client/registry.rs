@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Instant;
@@ -25,8 +25,9 @@ pub struct ClientInfo {
     pub created: Instant,
     /// RESP version (2 or 3).
     pub resp: AtomicU8,
-    /// Whether the client has subscriptions (`CLIENT LIST` type `pubsub`).
-    subscribed: AtomicBool,
+    /// How many channels, patterns and shard channels the client is
+    /// subscribed to (`CLIENT LIST` `sub`, `psub`, `ssub`).
+    subscriptions: [AtomicU32; 3],
     /// Set by `CLIENT KILL`: the connection is to be closed.
     killed: AtomicBool,
     /// Whether `CLIENT TRACKING` is on (`CLIENT LIST` flag `t`).
@@ -83,7 +84,7 @@ impl ClientInfo {
             local,
             created: Instant::now(),
             resp: AtomicU8::new(2),
-            subscribed: AtomicBool::new(false),
+            subscriptions: Default::default(),
             killed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
             noticed: AtomicBool::new(false),
@@ -108,14 +109,19 @@ impl ClientInfo {
         }
     }
 
-    /// Records whether the client has subscriptions.
-    pub fn set_subscribed(&self, on: bool) {
-        self.subscribed.store(on, Ordering::Relaxed);
+    /// Records how many channels, patterns and shard channels the client
+    /// is subscribed to.
+    pub fn set_subscriptions(&self, counts: [usize; 3]) {
+        for (n, count) in self.subscriptions.iter().zip(counts) {
+            n.store(u32::try_from(count).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
     }
 
     /// Whether the client has subscriptions.
     pub fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed)
+        self.subscriptions
+            .iter()
+            .any(|n| n.load(Ordering::Relaxed) > 0)
     }
 
     /// Records the client's latest command (its place in the command
@@ -244,12 +250,15 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub={} psub={} ssub={} multi=-1 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
             flags(self.is_subscribed(), self.is_blocked(), self.is_tracking()),
+            self.subscriptions[0].load(Ordering::Relaxed),
+            self.subscriptions[1].load(Ordering::Relaxed),
+            self.subscriptions[2].load(Ordering::Relaxed),
             crate::command::table_gen::COMMANDS
                 .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
                 .map_or("NULL", |spec| spec.name),

@@ -633,7 +633,7 @@ impl Core {
             self.multi = None;
             self.pinned = None;
             self.pubsub = None;
-            self.client.info.set_subscribed(false);
+            self.client.info.set_subscriptions([0; 3]);
         }
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         if cmd == Local::Acl {

@@ -79,7 +79,7 @@ impl Core {
         let change = ps.record(view.get(0), &args);
         let delta = PubSubState::mirror_delta(&change);
         ps.send_confirmed(GLOBAL, raw, change);
-        self.client.info.set_subscribed(ps.active());
+        self.client.info.set_subscriptions(ps.counts());
         // Before the mirrors look at the map: a change after it is seen.
         self.follow_topology_changes();
         if let Some(delta) = delta {
@@ -196,8 +196,8 @@ impl Core {
             };
             self.send_shard_subscribe(name, pool.addr(), &chans, 0);
         }
-        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
-        self.client.info.set_subscribed(active);
+        let counts = self.pubsub.as_ref().map_or([0; 3], |p| p.counts());
+        self.client.info.set_subscriptions(counts);
     }
 
     /// Sends `SSUBSCRIBE` of `chans` (of one slot) to the node at `addr`
@@ -256,7 +256,7 @@ impl Core {
         for ch in &named {
             ps.uncarry(ch);
         }
-        self.client.info.set_subscribed(ps.active());
+        self.client.info.set_subscriptions(ps.counts());
         self.oob.extend_from_slice(&local);
     }
 
@@ -430,8 +430,8 @@ impl Core {
             ),
             None => self.oob.extend_from_slice(&frame),
         }
-        let active = self.pubsub.as_ref().is_some_and(|p| p.active());
-        self.client.info.set_subscribed(active);
+        let counts = self.pubsub.as_ref().map_or([0; 3], |p| p.counts());
+        self.client.info.set_subscriptions(counts);
     }
 
     /// Subscribes again after connection `id` was lost.
