@@ -108,6 +108,7 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
+        ctx.topology.conn_options().inboxes.retain(&addrs);
         carry_settings(&ctx, masters, &mut run_ids).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }

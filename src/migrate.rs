@@ -84,6 +84,7 @@ pub async fn run(
         request_timeout: None,
         commands_in_flight: Default::default(),
         tracker: std::sync::Arc::new(crate::tracking::Tracker::new(0)),
+        inboxes: Default::default(),
     };
     let mut ranges = Vec::new();
     let mut last = String::from("no seeds");

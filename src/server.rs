@@ -451,6 +451,7 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         tracker: Arc::new(crate::tracking::Tracker::new(
             config.limits.tracking_table_max_keys,
         )),
+        inboxes: Default::default(),
     });
     let topology = Arc::new(Topology::new(
         conn_opts.clone(),

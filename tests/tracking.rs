@@ -2,8 +2,9 @@
 //! cluster: a RESP3 client that read a key gets Redis's `invalidate` push
 //! when another client changes it, after the reply it read, in the default,
 //! `OPTIN` and `OPTOUT` modes; a flush, a lost tracking connection or a
-//! redirected read tell it to flush everything; the tracking commands
-//! answer as Redis does.
+//! redirected read tell it to flush everything; with `REDIRECT`, another
+//! client (RESP2 in Pub/Sub mode, or RESP3) gets them; the tracking
+//! commands answer as Redis does.
 
 mod common;
 
@@ -154,8 +155,8 @@ fn tracking_commands_answer_as_redis() {
         b"-ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT\r\n",
     );
     r.roundtrip(
-        &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "1"]),
-        b"-ERR slotbridge: CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3), where invalidations arrive on the tracking connection itself\r\n",
+        &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "999999"]),
+        b"-ERR The client ID you want redirect to does not exist\r\n",
     );
     r.roundtrip(
         &cmd(&["CLIENT", "TRACKING", "maybe"]),
@@ -390,4 +391,178 @@ fn a_sort_the_proxy_computes_flushes_the_client_cache() {
     let mut r = tracking_client(&proxy, &[]);
     r.send(&cmd(&["SORT_RO", &l, "BY", "nosort", "GET", "#"]));
     r.expect(&[&b"*2\r\n$1\r\nb\r\n$1\r\na\r\n"[..], FLUSH].concat());
+}
+
+/// The id the proxy gave a client.
+fn client_id(c: &mut RawClient) -> u64 {
+    c.send(&cmd(&["CLIENT", "ID"]));
+    let reply = String::from_utf8(c.read_reply()).unwrap();
+    reply.trim_start_matches(':').trim_end().parse().unwrap()
+}
+
+/// What a RESP2 client subscribed to `__redis__:invalidate` gets for
+/// `value` (an array of keys, or a null).
+fn message(value: &[u8]) -> Vec<u8> {
+    let mut out = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n".to_vec();
+    out.extend_from_slice(value);
+    out
+}
+
+#[test]
+fn redirected_invalidations_reach_the_other_client_as_from_redis() {
+    let proxy = proxy();
+    let [a, b, c] = keys("redir");
+    // RESP2 client-side caching: a second connection subscribed to
+    // __redis__:invalidate gets the invalidations of the first.
+    let mut inbox = RawClient::connect(proxy.port);
+    let inbox_id = client_id(&mut inbox);
+    inbox.roundtrip(
+        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
+    );
+    let mut r = RawClient::connect(proxy.port);
+    let redirect = inbox_id.to_string();
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &redirect]),
+        b"+OK\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "GETREDIR"]),
+        format!(":{inbox_id}\r\n").as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKINGINFO"]),
+        format!("*6\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$8\r\nredirect\r\n:{inbox_id}\r\n$8\r\nprefixes\r\n*0\r\n").as_bytes(),
+    );
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(list.contains(&format!(" redir={inbox_id} ")), "{list}");
+    // Until the nodes' inboxes for RESP2 connections are connected, reads
+    // are not tracked and the client is told to flush after each.
+    let flush = message(b"$-1\r\n");
+    for tries in 0.. {
+        assert!(tries < 50, "reads never tracked");
+        for k in [&a, &b, &c] {
+            r.roundtrip(&cmd(&["GET", k]), b"$-1\r\n");
+        }
+        let early = inbox.read_available(Duration::from_millis(200));
+        if early.is_empty() {
+            break;
+        }
+        assert!(
+            early.chunks(flush.len()).all(|m| m == &flush[..]),
+            "{}",
+            common::escape(&early)
+        );
+    }
+    write(&proxy, &b, "1");
+    inbox.expect(&message(
+        format!("*1\r\n${}\r\n{b}\r\n", b.len()).as_bytes(),
+    ));
+    expect_nothing_pushed(&mut r);
+    // Told once per read, as for a client that does not redirect.
+    write(&proxy, &b, "2");
+    write(&proxy, &a, "1");
+    inbox.expect(&message(
+        format!("*1\r\n${}\r\n{a}\r\n", a.len()).as_bytes(),
+    ));
+    // A flush: RESP2's null, the tracking client's protocol.
+    let _: () = redis::cmd("FLUSHALL").query(&mut proxy.conn()).unwrap();
+    let flushed = inbox.read_available(Duration::from_millis(500));
+    assert!(
+        !flushed.is_empty() && flushed.chunks(flush.len()).all(|m| m == &flush[..]),
+        "{}",
+        common::escape(&flushed)
+    );
+    // A RESP3 client redirects to a RESP3 one: pushes there.
+    let mut inbox3 = tracking_client(&proxy, &[]);
+    let inbox3_id = client_id(&mut inbox3).to_string();
+    let mut r3 = tracking_client(&proxy, &["REDIRECT", &inbox3_id]);
+    r3.roundtrip(&cmd(&["GET", &c]), b"_\r\n");
+    write(&proxy, &c, "1");
+    inbox3.expect(&invalidate(&[&c]));
+    expect_nothing_pushed(&mut r3);
+    // The target leaves: the RESP3 client is told, and its info says so.
+    drop(inbox3);
+    std::thread::sleep(Duration::from_millis(200));
+    r3.roundtrip(&cmd(&["GET", &c]), b"$1\r\n1\r\n");
+    write(&proxy, &c, "2");
+    r3.expect(format!(">2\r\n$21\r\ntracking-redir-broken\r\n:{inbox3_id}\r\n").as_bytes());
+    r3.roundtrip(
+        &cmd(&["CLIENT", "TRACKINGINFO"]),
+        format!("%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n$8\r\nredirect\r\n:{inbox3_id}\r\n$8\r\nprefixes\r\n*0\r\n").as_bytes(),
+    );
+    // A RESP2 client whose target left is told nothing, as by Redis.
+    drop(inbox);
+    std::thread::sleep(Duration::from_millis(200));
+    r.roundtrip(&cmd(&["GET", &a]), b"$-1\r\n");
+    write(&proxy, &a, "3");
+    expect_nothing_pushed(&mut r);
+}
+
+#[test]
+fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
+    // Its own cluster: other tests' proxies have inboxes too.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let [a, ..] = keys("inbox");
+    let mut inbox = RawClient::connect(proxy.port);
+    let inbox_id = client_id(&mut inbox).to_string();
+    inbox.roundtrip(
+        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
+    );
+    let mut r = RawClient::connect(proxy.port);
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &inbox_id]),
+        b"+OK\r\n",
+    );
+    let flush = message(b"$-1\r\n");
+    let read_until_tracked = |r: &mut RawClient, inbox: &mut RawClient| {
+        for tries in 0.. {
+            assert!(tries < 50, "reads never tracked");
+            r.roundtrip(&cmd(&["GET", &a]), b"$-1\r\n");
+            let early = inbox.read_available(Duration::from_millis(200));
+            if early.is_empty() {
+                return;
+            }
+            assert!(
+                early.chunks(flush.len()).all(|m| m == &flush[..]),
+                "{}",
+                common::escape(&early)
+            );
+        }
+    };
+    read_until_tracked(&mut r, &mut inbox);
+    // The node drops the inbox (the one connection whose last command was
+    // CLIENT ID): the client is told to flush, and its reads are tracked
+    // again, the RESP2 connection redirecting to the new inbox.
+    let node = cluster.node_for_key(a.as_bytes());
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut cluster.conn(node))
+        .unwrap();
+    let inboxes: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(" cmd=client|id "))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next())
+        .collect();
+    assert_eq!(inboxes.len(), 1, "{list}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(inboxes[0])
+        .query(&mut cluster.conn(node))
+        .unwrap();
+    inbox.expect(&flush);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = inbox.read_available(Duration::from_millis(100));
+    read_until_tracked(&mut r, &mut inbox);
+    write(&proxy, &a, "1");
+    inbox.expect(&message(
+        format!("*1\r\n${}\r\n{a}\r\n", a.len()).as_bytes(),
+    ));
+    expect_nothing_pushed(&mut r);
 }

@@ -62,6 +62,18 @@ pub struct ConnOptions {
     /// Who read which key, for `CLIENT TRACKING` clients: told about the
     /// servers' `invalidate` pushes and about lost tracking connections.
     pub tracker: Arc<crate::tracking::Tracker>,
+    /// The nodes' invalidation inboxes, which RESP2 connections redirect
+    /// their tracking to.
+    pub inboxes: super::inbox::Inboxes,
+}
+
+/// A shared connection's tracking (see [`crate::tracking`]).
+#[derive(Debug, Default)]
+struct TrackState<'a> {
+    /// Tracking is on, redirected to this inbox id (0: to itself).
+    on: Option<u64>,
+    /// For a RESP2 connection: the inboxes and its node's address.
+    inbox: Option<(&'a super::inbox::Inboxes, &'a str)>,
 }
 
 impl std::fmt::Debug for ConnOptions {
@@ -196,7 +208,10 @@ async fn run(
         } else {
             opts.request_timeout
         };
-        let mut tracking = false;
+        let mut tracking = TrackState {
+            on: None,
+            inbox: (proto == Proto::Resp2).then(|| (&opts.inboxes, &*addr)),
+        };
         let link = Link {
             rx: &mut rx,
             inflight: &mut inflight,
@@ -216,7 +231,7 @@ async fn run(
                 serve(rd, wr, first, link).await
             }
         };
-        if tracking {
+        if tracking.on.is_some() {
             // The server forgets what this connection tracked, and will
             // not say when those keys change: the tracking clients flush.
             opts.tracker.invalidate_all();
@@ -402,7 +417,7 @@ struct Partial {
 }
 
 /// What a connection's serving loop works with besides its socket.
-struct Link<'a> {
+struct Link<'a, 'b> {
     /// Requests to write.
     rx: &'a mut mpsc::Receiver<BackendRequest>,
     /// Requests written and not yet answered.
@@ -413,8 +428,8 @@ struct Link<'a> {
     commands_in_flight: &'a AtomicI64,
     /// Told about `invalidate` pushes.
     tracker: &'a crate::tracking::Tracker,
-    /// Set once the connection has turned tracking on.
-    tracking: &'a mut bool,
+    /// Whether the connection has turned tracking on, and where to.
+    tracking: &'a mut TrackState<'b>,
     /// Where to store the connection's id on the node (asked first).
     server_id: Option<&'a AtomicI64>,
 }
@@ -426,7 +441,7 @@ async fn serve<R, W>(
     mut rd: R,
     mut wr: W,
     first: BackendRequest,
-    link: Link<'_>,
+    link: Link<'_, '_>,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
@@ -576,7 +591,7 @@ fn enqueue(
     wbuf: &mut BytesMut,
     inflight: &mut VecDeque<Inflight>,
     now: tokio::time::Instant,
-    tracking: &mut bool,
+    tracking: &mut TrackState<'_>,
 ) {
     let mut skip = req.skip;
     if req.asking {
@@ -586,11 +601,22 @@ fn enqueue(
     // ASKING and CACHING each hold for the next command only: a command
     // cannot have both (the session never asks for it).
     let mut own = 0;
-    if req.caching && !req.asking {
-        if !*tracking {
-            wbuf.extend_from_slice(TRACKING_ON);
+    // A RESP2 connection redirects to its node's inbox; without one (the
+    // session saw it connected, and it was lost since, which flushed every
+    // tracking client) the read goes untracked.
+    let redirect = tracking.inbox.map(|(inboxes, addr)| inboxes.id(addr));
+    if req.caching && !req.asking && redirect != Some(0) {
+        let to = redirect.unwrap_or(0);
+        if tracking.on != Some(to) {
+            if to == 0 {
+                wbuf.extend_from_slice(TRACKING_ON);
+            } else {
+                let id = to.to_string();
+                let on = ["CLIENT", "TRACKING", "ON", "OPTIN", "REDIRECT", &id];
+                wbuf.extend_from_slice(&reply::command(on));
+            }
             own += 1;
-            *tracking = true;
+            tracking.on = Some(to);
         }
         wbuf.extend_from_slice(CACHING_YES);
         own += 1;
@@ -640,7 +666,7 @@ fn dispatch_replies(
     partial: &mut Partial,
     inflight: &mut VecDeque<Inflight>,
     tracker: &crate::tracking::Tracker,
-    tracking: &mut bool,
+    tracking: &mut TrackState<'_>,
 ) -> Result<(), String> {
     while let Some(n) = scanner
         .scan(rbuf.get(partial.len..).unwrap_or_default())
@@ -691,7 +717,7 @@ fn dispatch_replies(
                 if reply_kind(frame[0]) == ReplyKind::Error && !head.own_failed {
                     // Tracking is not on for this connection after all:
                     // the next tracked read asks again.
-                    *tracking = false;
+                    tracking.on = None;
                     head.own_failed = true;
                     head.redirect = Some(frame);
                 }
@@ -802,7 +828,7 @@ mod tests {
         let mut inflight = VecDeque::new();
         let counter = AtomicI64::new(0);
         let tracker = crate::tracking::Tracker::new(0);
-        let mut tracking = false;
+        let mut tracking = TrackState::default();
         let link = Link {
             rx: &mut rx,
             inflight: &mut inflight,
@@ -853,7 +879,7 @@ mod tests {
                 &mut partial,
                 &mut inflight,
                 &tracker,
-                &mut false,
+                &mut TrackState::default(),
             )
             .unwrap();
             if i < 2 {

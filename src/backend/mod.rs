@@ -1,6 +1,7 @@
 //! Connections to Redis nodes: shared, pipelined, multiplexed across clients.
 
 pub mod conn;
+pub mod inbox;
 pub mod pool;
 pub mod pubsub;
 pub mod queue;

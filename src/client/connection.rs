@@ -80,7 +80,7 @@ impl Resting {
     /// TRACKING`), or a change of its user's rules (a subscriber).
     fn takes_notices(&self) -> bool {
         match self {
-            Resting::Compact(client, _) => client.tracking.on,
+            Resting::Compact(client, _) => client.tracking.on || client.info.receives(),
             Resting::Whole(session) => session.takes_notices(),
         }
     }
@@ -301,7 +301,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The session and the socket go first, then the client's entry.
         self.state = State::Done;
-        self.ctx.tracker.disable(self.id);
+        self.ctx.tracker.gone(self.id);
         self.ctx.clients.remove(self.id);
         self.ctx
             .stats

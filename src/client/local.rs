@@ -371,9 +371,25 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                     "ERR slotbridge: CLIENT TRACKING needs Redis 7.0.5 or later on the nodes (they run {version}); older versions can put an invalidation inside a transaction's reply on the shared connections"
                 ));
             }
-            match client.tracking.command(&args) {
+            match client
+                .tracking
+                .command(&args, |id| ctx.clients.get(id).is_some())
+            {
                 Ok(true) => {
-                    ctx.tracker.enable(&client.info);
+                    let target = match client.tracking.redirect {
+                        0 => None,
+                        id => ctx.clients.get(id),
+                    };
+                    let resp3 = client.proto == Proto::Resp3;
+                    if target.is_some() && !resp3 {
+                        // Connected by its first reads (see
+                        // crate::backend::inbox).
+                        let opts = ctx.topology.conn_options();
+                        for shard in ctx.topology.load().shards() {
+                            opts.inboxes.ensure(shard.master.addr(), opts);
+                        }
+                    }
+                    ctx.tracker.enable(&client.info, target.as_ref(), resp3);
                     Bytes::from_static(reply::OK)
                 }
                 Ok(false) => {
@@ -387,7 +403,9 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             Ok(()) => Bytes::from_static(reply::OK),
             Err(e) => reply::error(&e),
         },
-        b"trackinginfo" if view.len() == 2 => client.tracking.info(client.proto),
+        b"trackinginfo" if view.len() == 2 => client
+            .tracking
+            .info(client.proto, ctx.tracker.redirect_broken(client.info.id)),
         b"getredir" if view.len() == 2 => reply::int(client.tracking.redirect()),
         b"caching" | b"trackinginfo" | b"getredir" => reply::error(&format!(
             "ERR wrong number of arguments for 'client|{}' command",

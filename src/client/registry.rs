@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Instant;
@@ -32,6 +32,10 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Whether `CLIENT TRACKING` is on (`CLIENT LIST` flag `t`).
     tracking: AtomicBool,
+    /// Where its invalidations go (`CLIENT LIST` `redir`; 0: itself).
+    redirect: AtomicU64,
+    /// Whether other clients redirect their invalidations to it.
+    receives: AtomicBool,
     /// Whether `CLIENT PAUSE` holds its command (blocked, for `INFO`).
     paused: AtomicBool,
     /// Set when the tracker has invalidations for the client to write.
@@ -87,6 +91,8 @@ impl ClientInfo {
             subscriptions: Default::default(),
             killed: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
+            redirect: AtomicU64::new(0),
+            receives: AtomicBool::new(false),
             noticed: AtomicBool::new(false),
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
@@ -131,9 +137,22 @@ impl ClientInfo {
             .store(index.unwrap_or(u16::MAX), Ordering::Relaxed);
     }
 
-    /// Records whether `CLIENT TRACKING` is on.
-    pub fn set_tracking(&self, on: bool) {
+    /// Records whether `CLIENT TRACKING` is on, and the id of the client
+    /// its invalidations are redirected to (0: none).
+    pub fn set_tracking(&self, on: bool, redirect: u64) {
         self.tracking.store(on, Ordering::Relaxed);
+        self.redirect.store(redirect, Ordering::Relaxed);
+    }
+
+    /// Records whether tracking clients redirect their invalidations to
+    /// this one.
+    pub fn set_receives(&self, on: bool) {
+        self.receives.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether tracking clients redirect their invalidations to this one.
+    pub fn receives(&self) -> bool {
+        self.receives.load(Ordering::Relaxed)
     }
 
     /// Whether `CLIENT TRACKING` is on.
@@ -267,7 +286,11 @@ impl ClientInfo {
                 .as_ref()
                 .map_or_else(|| "default".into(), |u| String::from_utf8_lossy(u).into_owned()),
             // 0: tracking without redirection; -1: tracking off.
-            if self.is_tracking() { 0 } else { -1 },
+            if self.is_tracking() {
+                i64::try_from(self.redirect.load(Ordering::Relaxed)).unwrap_or(0)
+            } else {
+                -1
+            },
             self.resp.load(Ordering::Relaxed),
             text(&names.lib_name),
             text(&names.lib_ver),

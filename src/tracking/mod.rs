@@ -25,9 +25,16 @@
 //!   reply: flush everything. More invalidations than needed cost a cache
 //!   miss; fewer would serve stale data.
 //!
-//! Supported: RESP3 clients in the default, `OPTIN` and `OPTOUT` modes
-//! (`NOLOOP` is accepted, and a client's own writes invalidate its keys as
-//! without it). `BCAST` and `REDIRECT` are refused with an error.
+//! - With `REDIRECT <id>` (how RESP2 clients track), the invalidations go
+//!   to that other proxy client at once: a RESP3 push, or a message on
+//!   `__redis__:invalidate` to a RESP2 client in Pub/Sub mode, as Redis
+//!   sends them. When that client is gone, a RESP3 tracking client is
+//!   pushed `tracking-redir-broken`.
+//!
+//! Supported: the default, `OPTIN` and `OPTOUT` modes, for RESP3 clients
+//! and for any client with `REDIRECT` (`NOLOOP` is accepted, and a client's
+//! own writes invalidate its keys as without it). `BCAST` is refused with
+//! an error.
 
 pub mod options;
 
@@ -56,6 +63,18 @@ pub enum Notice {
     All,
     /// These keys (as stored on the servers) changed.
     Keys(Vec<Bytes>),
+    /// The client its invalidations are redirected to is gone.
+    RedirectBroken(u64),
+}
+
+/// Invalidations of other clients (`REDIRECT`) for the client told.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Received {
+    /// What changed ([`Notice::All`] or [`Notice::Keys`]).
+    pub notice: Notice,
+    /// A flush carries RESP2's null (`$-1`): the redirecting client that
+    /// flushed speaks RESP2.
+    pub resp2_null: bool,
 }
 
 /// Which proxy clients read which keys, and what each is still to be told.
@@ -73,15 +92,100 @@ struct Table {
     /// invalidation (ids of clients gone since are skipped when it fires).
     keys: HashMap<Bytes, Vec<u64>>,
     clients: HashMap<u64, Client>,
+    /// Clients that tracking clients redirect to, by id.
+    receivers: HashMap<u64, Receiver>,
 }
 
 #[derive(Debug)]
 struct Client {
     info: Arc<ClientInfo>,
-    /// Keys to tell the client about.
+    /// What it is to be told (unused while it redirects).
+    inbox: Inbox,
+    /// The client its invalidations go to (`REDIRECT`), 0 for itself.
+    redirect: u64,
+    /// It speaks RESP3 (the null of its flushes).
+    resp3: bool,
+    /// Its redirect target left (`CLIENT TRACKINGINFO` `broken_redirect`).
+    broken: bool,
+    /// ... and it is still to be told so.
+    broken_news: bool,
+}
+
+/// A client other clients redirect their invalidations to.
+#[derive(Debug)]
+struct Receiver {
+    info: Arc<ClientInfo>,
+    inbox: Inbox,
+    /// A flush is due with RESP2's null.
+    resp2_null: bool,
+    /// Tracking clients redirecting to it.
+    trackers: usize,
+}
+
+/// Keys to tell a client about, or a flush.
+#[derive(Debug, Default)]
+struct Inbox {
     pending: Vec<Bytes>,
-    /// Tell it to flush everything instead.
     all: bool,
+}
+
+impl Inbox {
+    fn key(&mut self, key: &Bytes) {
+        if self.all {
+        } else if self.pending.len() >= MAX_PENDING_KEYS {
+            self.flush();
+        } else {
+            self.pending.push(key.clone());
+        }
+    }
+
+    fn flush(&mut self) {
+        self.all = true;
+        self.pending = Vec::new();
+    }
+
+    fn take(&mut self) -> Option<Notice> {
+        if std::mem::take(&mut self.all) {
+            self.pending = Vec::new();
+            return Some(Notice::All);
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(Notice::Keys(std::mem::take(&mut self.pending)))
+    }
+}
+
+impl Table {
+    /// Queues a flush for client `id` (or its redirect target).
+    fn flush(&mut self, id: u64, wake: &mut Vec<Arc<ClientInfo>>) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client.redirect == 0 {
+            client.inbox.flush();
+            wake.push(client.info.clone());
+        } else if let Some(r) = self.receivers.get_mut(&client.redirect) {
+            r.inbox.flush();
+            r.resp2_null = !client.resp3;
+            wake.push(r.info.clone());
+        } else {
+            client.broken = true;
+            client.broken_news = true;
+            wake.push(client.info.clone());
+        }
+    }
+
+    /// A tracking client no longer redirects to `target`.
+    fn unredirect(&mut self, target: u64) {
+        if let Some(r) = self.receivers.get_mut(&target) {
+            r.trackers = r.trackers.saturating_sub(1);
+            if r.trackers == 0 {
+                r.info.set_receives(false);
+                self.receivers.remove(&target);
+            }
+        }
+    }
 }
 
 impl Tracker {
@@ -123,29 +227,79 @@ impl Tracker {
         self.clients.load(Ordering::Relaxed)
     }
 
-    /// Turns tracking on for a client.
-    pub fn enable(&self, info: &Arc<ClientInfo>) {
+    /// Turns tracking on (or changes it) for a client speaking RESP3 when
+    /// `resp3`, its invalidations redirected to `redirect` if given.
+    pub fn enable(&self, info: &Arc<ClientInfo>, redirect: Option<&Arc<ClientInfo>>, resp3: bool) {
         let mut table = self.lock();
-        table.clients.entry(info.id).or_insert_with(|| Client {
+        let target = redirect.map_or(0, |r| r.id);
+        let client = table.clients.entry(info.id).or_insert_with(|| Client {
             info: info.clone(),
-            pending: Vec::new(),
-            all: false,
+            inbox: Inbox::default(),
+            redirect: 0,
+            resp3,
+            broken: false,
+            broken_news: false,
         });
+        let old = std::mem::replace(&mut client.redirect, target);
+        client.resp3 = resp3;
+        client.broken = false;
+        client.broken_news = false;
+        if old != target {
+            table.unredirect(old);
+            if let Some(r) = redirect {
+                r.set_receives(true);
+                table
+                    .receivers
+                    .entry(target)
+                    .or_insert_with(|| Receiver {
+                        info: r.clone(),
+                        inbox: Inbox::default(),
+                        resp2_null: false,
+                        trackers: 0,
+                    })
+                    .trackers += 1;
+            }
+        }
         self.clients.store(table.clients.len(), Ordering::Relaxed);
-        info.set_tracking(true);
+        info.set_tracking(true, target);
     }
 
-    /// Turns tracking off for a client (also when it disconnects). Its
-    /// entries under keys are dropped lazily, when those keys fire.
+    /// Turns tracking off for a client. Its entries under keys are dropped
+    /// lazily, when those keys fire.
     pub fn disable(&self, id: u64) {
         if !self.active() {
             return;
         }
         let mut table = self.lock();
         if let Some(client) = table.clients.remove(&id) {
-            client.info.set_tracking(false);
+            client.info.set_tracking(false, 0);
+            table.unredirect(client.redirect);
         }
         self.clients.store(table.clients.len(), Ordering::Relaxed);
+    }
+
+    /// Client `id` disconnected: its tracking ends, and clients that
+    /// redirect to it find their redirection broken.
+    pub fn gone(&self, id: u64) {
+        if !self.active() {
+            return;
+        }
+        self.disable(id);
+        if let Some(r) = self.lock().receivers.remove(&id) {
+            r.info.set_receives(false);
+        }
+    }
+
+    /// Whether client `id`'s redirect target left (`broken_redirect`).
+    pub fn redirect_broken(&self, id: u64) -> bool {
+        self.active() && self.lock().clients.get(&id).is_some_and(|c| c.broken)
+    }
+
+    /// Client `id` is to flush its cache (where its invalidations go).
+    pub fn flush(&self, id: u64) {
+        let mut wake = Vec::new();
+        self.lock().flush(id, &mut wake);
+        notify(wake);
     }
 
     /// Records that client `id` read `keys` (as stored on the servers).
@@ -157,6 +311,7 @@ impl Tracker {
             let Table {
                 keys: table_keys,
                 clients,
+                receivers,
             } = &mut *table;
             for key in keys {
                 if let Some(ids) = table_keys.get_mut(key) {
@@ -176,7 +331,7 @@ impl Tracker {
                         break;
                     };
                     if let Some(ids) = table_keys.remove(&old) {
-                        tell(clients, &old, &ids, &mut wake);
+                        tell(clients, receivers, &old, &ids, &mut wake);
                     }
                 }
                 table_keys.insert(Bytes::copy_from_slice(key), vec![id]);
@@ -190,9 +345,14 @@ impl Tracker {
         let mut wake = Vec::new();
         {
             let mut table = self.lock();
+            let Table {
+                keys: table_keys,
+                clients,
+                receivers,
+            } = &mut *table;
             for key in keys {
-                if let Some((key, ids)) = table.keys.remove_entry(*key) {
-                    tell(&mut table.clients, &key, &ids, &mut wake);
+                if let Some((key, ids)) = table_keys.remove_entry(*key) {
+                    tell(clients, receivers, &key, &ids, &mut wake);
                 }
             }
         }
@@ -209,50 +369,59 @@ impl Tracker {
         {
             let mut table = self.lock();
             table.keys.clear();
-            for client in table.clients.values_mut() {
-                client.all = true;
-                client.pending = Vec::new();
-                wake.push(client.info.clone());
+            let ids: Vec<u64> = table.clients.keys().copied().collect();
+            for id in ids {
+                table.flush(id, &mut wake);
             }
         }
         notify(wake);
     }
 
-    /// What client `id` is to be told now, if anything.
+    /// What client `id` is to be told now of its own reads, if anything.
     pub fn take(&self, id: u64) -> Option<Notice> {
         let mut table = self.lock();
         let client = table.clients.get_mut(&id)?;
-        if std::mem::take(&mut client.all) {
-            client.pending = Vec::new();
-            return Some(Notice::All);
+        if std::mem::take(&mut client.broken_news) {
+            return Some(Notice::RedirectBroken(client.redirect));
         }
-        if client.pending.is_empty() {
-            return None;
-        }
-        Some(Notice::Keys(std::mem::take(&mut client.pending)))
+        client.inbox.take()
+    }
+
+    /// What client `id` is to be told of the reads of clients that
+    /// redirect to it, if anything.
+    pub fn take_received(&self, id: u64) -> Option<Received> {
+        let mut table = self.lock();
+        let r = table.receivers.get_mut(&id)?;
+        let notice = r.inbox.take()?;
+        Some(Received {
+            resp2_null: notice == Notice::All && std::mem::take(&mut r.resp2_null),
+            notice,
+        })
     }
 }
 
-/// Queues `key` for the clients `ids` that are still tracking.
+/// Queues `key` for the clients `ids` that are still tracking (or for
+/// the clients they redirect to).
 fn tell(
     clients: &mut HashMap<u64, Client>,
+    receivers: &mut HashMap<u64, Receiver>,
     key: &Bytes,
     ids: &[u64],
     wake: &mut Vec<Arc<ClientInfo>>,
 ) {
-    {
-        for id in ids {
-            let Some(client) = clients.get_mut(id) else {
-                continue;
-            };
-            if !client.all {
-                if client.pending.len() >= MAX_PENDING_KEYS {
-                    client.all = true;
-                    client.pending = Vec::new();
-                } else {
-                    client.pending.push(key.clone());
-                }
-            }
+    for id in ids {
+        let Some(client) = clients.get_mut(id) else {
+            continue;
+        };
+        if client.redirect == 0 {
+            client.inbox.key(key);
+            wake.push(client.info.clone());
+        } else if let Some(r) = receivers.get_mut(&client.redirect) {
+            r.inbox.key(key);
+            wake.push(r.info.clone());
+        } else {
+            client.broken = true;
+            client.broken_news = true;
             wake.push(client.info.clone());
         }
     }
@@ -269,19 +438,63 @@ fn notify(clients: Vec<Arc<ClientInfo>>) {
 pub fn push_frame<'a>(notice: &'a Notice, decode: impl Fn(&'a [u8]) -> &'a [u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(32);
     put_header(&mut out, b'>', 2);
+    if let Notice::RedirectBroken(id) = notice {
+        put_bulk(&mut out, b"tracking-redir-broken");
+        crate::protocol::reply::put_int(&mut out, i64::try_from(*id).unwrap_or(i64::MAX));
+        return out.freeze();
+    }
     put_bulk(&mut out, b"invalidate");
+    put_value(&mut out, notice, b"_\r\n", decode);
+    out.freeze()
+}
+
+/// What a client that others redirect to is sent for `received`: a RESP3
+/// push, or to a RESP2 client in Pub/Sub mode a message on
+/// `__redis__:invalidate`; nothing to another RESP2 client (as Redis).
+pub fn received_frame<'a>(
+    received: &'a Received,
+    resp3: bool,
+    subscribed: bool,
+    decode: impl Fn(&'a [u8]) -> &'a [u8],
+) -> Option<Bytes> {
+    let null: &[u8] = if received.resp2_null {
+        b"$-1\r\n"
+    } else {
+        b"_\r\n"
+    };
+    let mut out = BytesMut::with_capacity(48);
+    if resp3 {
+        put_header(&mut out, b'>', 2);
+        put_bulk(&mut out, b"invalidate");
+    } else if subscribed {
+        put_header(&mut out, b'*', 3);
+        put_bulk(&mut out, b"message");
+        put_bulk(&mut out, b"__redis__:invalidate");
+    } else {
+        return None;
+    }
+    put_value(&mut out, &received.notice, null, decode);
+    Some(out.freeze())
+}
+
+/// The keys of `notice` (an array), or `null` for a flush.
+fn put_value<'a>(
+    out: &mut BytesMut,
+    notice: &'a Notice,
+    null: &[u8],
+    decode: impl Fn(&'a [u8]) -> &'a [u8],
+) {
     match notice {
-        Notice::All => out.extend_from_slice(b"_\r\n"),
         Notice::Keys(keys) => {
             // A key stored under a co-location tag is named as the proxy
             // names it everywhere (KEYS, SCAN): as the client wrote it.
-            put_header(&mut out, b'*', keys.len());
+            put_header(out, b'*', keys.len());
             for key in keys {
-                put_bulk(&mut out, decode(key));
+                put_bulk(out, decode(key));
             }
         }
+        Notice::All | Notice::RedirectBroken(_) => out.extend_from_slice(null),
     }
-    out.freeze()
 }
 
 /// An `invalidate` push from a server.
@@ -326,8 +539,8 @@ mod tests {
     fn reads_are_invalidated_once_per_reader() {
         let t = Tracker::new(0);
         let (a, b) = (info(1), info(2));
-        t.enable(&a);
-        t.enable(&b);
+        t.enable(&a, None, true);
+        t.enable(&b, None, true);
         t.remember(1, [&b"k"[..], b"j"].into_iter());
         t.remember(2, [&b"k"[..]].into_iter());
         t.remember(1, [&b"k"[..]].into_iter());
@@ -348,8 +561,8 @@ mod tests {
     fn disabled_clients_are_skipped_and_flushes_reach_everyone() {
         let t = Tracker::new(0);
         let (a, b) = (info(1), info(2));
-        t.enable(&a);
-        t.enable(&b);
+        t.enable(&a, None, true);
+        t.enable(&b, None, true);
         t.remember(1, [&b"k"[..]].into_iter());
         t.disable(1);
         assert!(!a.is_tracking());
@@ -364,10 +577,63 @@ mod tests {
     }
 
     #[test]
+    fn redirected_invalidations_go_to_the_target_until_it_leaves() {
+        let t = Tracker::new(0);
+        let (a, target) = (info(1), info(2));
+        t.enable(&a, Some(&target), false);
+        assert!(target.receives());
+        t.remember(1, [&b"k"[..]].into_iter());
+        t.invalidate(&[b"k"]);
+        assert!(target.take_notice() && !a.take_notice());
+        assert_eq!(t.take(1), None);
+        let keys = Received {
+            notice: Notice::Keys(vec![Bytes::from("k")]),
+            resp2_null: false,
+        };
+        assert_eq!(t.take_received(2), Some(keys));
+        // A RESP2 tracking client's flush carries RESP2's null.
+        t.flush(1);
+        let got = t.take_received(2).unwrap();
+        assert_eq!((got.notice, got.resp2_null), (Notice::All, true));
+        let frame = |r: &Received, resp3, sub| received_frame(r, resp3, sub, |k| k);
+        let all = Received {
+            notice: Notice::All,
+            resp2_null: true,
+        };
+        assert_eq!(
+            frame(&all, false, true).as_deref(),
+            Some(&b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n$-1\r\n"[..])
+        );
+        assert_eq!(frame(&all, false, false), None);
+        assert_eq!(
+            frame(&all, true, false).as_deref(),
+            Some(&b">2\r\n$10\r\ninvalidate\r\n$-1\r\n"[..])
+        );
+        // The target leaves: the tracking client is told, once.
+        t.gone(2);
+        assert!(!target.receives());
+        t.remember(1, [&b"k"[..]].into_iter());
+        t.invalidate(&[b"k"]);
+        assert!(t.redirect_broken(1));
+        assert_eq!(t.take(1), Some(Notice::RedirectBroken(2)));
+        assert_eq!(t.take(1), None);
+        assert_eq!(
+            &push_frame(&Notice::RedirectBroken(2), |k| k)[..],
+            b">2\r\n$21\r\ntracking-redir-broken\r\n:2\r\n"
+        );
+        // Enabling again clears it; disabling drops the receiver.
+        let other = info(3);
+        t.enable(&a, Some(&other), true);
+        assert!(!t.redirect_broken(1) && other.receives());
+        t.disable(1);
+        assert!(!other.receives());
+    }
+
+    #[test]
     fn the_key_limit_invalidates_to_make_room() {
         let t = Tracker::new(2);
         let a = info(1);
-        t.enable(&a);
+        t.enable(&a, None, true);
         t.remember(1, [&b"a"[..], b"b", b"c"].into_iter());
         assert_eq!(t.keys(), 2);
         match t.take(1) {

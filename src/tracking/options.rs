@@ -31,6 +31,8 @@ pub struct Tracking {
     pub noloop: bool,
     /// `CLIENT CACHING YES|NO` was given for the next command.
     pub caching: bool,
+    /// The client its invalidations go to (`REDIRECT`), 0 for itself.
+    pub redirect: u64,
 }
 
 impl Tracking {
@@ -48,13 +50,19 @@ impl Tracking {
     }
 
     /// `CLIENT TRACKING ON|OFF [options]`, given the arguments after
-    /// `TRACKING`. Returns whether tracking is on afterwards.
-    pub fn command(&mut self, args: &[&[u8]]) -> Result<bool, String> {
+    /// `TRACKING`; `exists` tells whether a client id is connected (a
+    /// `REDIRECT` target must be). Returns whether tracking is on
+    /// afterwards.
+    pub fn command(
+        &mut self,
+        args: &[&[u8]],
+        exists: impl Fn(u64) -> bool,
+    ) -> Result<bool, String> {
         let Some((&switch, options)) = args.split_first() else {
             return Err("ERR wrong number of arguments for 'client|tracking' command".into());
         };
         let (mut mode, mut noloop, mut bcast, mut prefixes, mut redirect) =
-            (None, false, false, 0usize, false);
+            (None, false, false, 0usize, 0u64);
         let mut both = false;
         let mut i = 0;
         while i < options.len() {
@@ -63,10 +71,22 @@ impl Tracking {
             match opt.as_slice() {
                 b"redirect" if more => {
                     i += 1;
-                    if parse_i64(options[i]).is_none() {
-                        return Err("ERR value is not an integer or out of range".into());
+                    if redirect != 0 {
+                        return Err(
+                            "ERR A client can only redirect to a single other client".into()
+                        );
                     }
-                    redirect = true;
+                    let Some(id) = parse_i64(options[i]) else {
+                        return Err("ERR value is not an integer or out of range".into());
+                    };
+                    match u64::try_from(id) {
+                        Ok(id) if id != 0 && exists(id) => redirect = id,
+                        _ => {
+                            return Err(
+                                "ERR The client ID you want redirect to does not exist".into()
+                            )
+                        }
+                    }
                 }
                 b"prefix" if more => {
                     i += 1;
@@ -116,14 +136,12 @@ impl Tracking {
         if bcast {
             return Err("ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT".into());
         }
-        if redirect {
-            return Err("ERR slotbridge: CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3), where invalidations arrive on the tracking connection itself".into());
-        }
         *self = Tracking {
             on: true,
             mode: mode.unwrap_or_default(),
             noloop,
             caching: self.caching,
+            redirect,
         };
         Ok(true)
     }
@@ -154,17 +172,19 @@ impl Tracking {
         Ok(())
     }
 
-    /// `CLIENT GETREDIR`: -1 when tracking is off, else 0 (no redirection).
+    /// `CLIENT GETREDIR`: -1 when tracking is off, else the id of the
+    /// client invalidations go to (0: none).
     pub fn redirect(&self) -> i64 {
         if self.on {
-            0
+            i64::try_from(self.redirect).unwrap_or(0)
         } else {
             -1
         }
     }
 
-    /// `CLIENT TRACKINGINFO`, as Redis shapes it.
-    pub fn info(&self, proto: Proto) -> Bytes {
+    /// `CLIENT TRACKINGINFO`, as Redis shapes it (`broken`: the redirect
+    /// target left).
+    pub fn info(&self, proto: Proto, broken: bool) -> Bytes {
         let mut flags: Vec<&[u8]> = Vec::with_capacity(4);
         if !self.on {
             flags.push(b"off");
@@ -182,6 +202,9 @@ impl Tracking {
             }
             if self.noloop {
                 flags.push(b"noloop");
+            }
+            if broken {
+                flags.push(b"broken_redirect");
             }
         }
         let mut out = BytesMut::with_capacity(96);
@@ -226,7 +249,7 @@ mod tests {
 
     fn run(t: &mut Tracking, args: &str) -> Result<bool, String> {
         let args: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
-        t.command(&args)
+        t.command(&args, |id| id == 7)
     }
 
     #[test]
@@ -246,9 +269,16 @@ mod tests {
         assert!(run(&mut t, "on bcast")
             .unwrap_err()
             .contains("not supported"));
-        assert!(run(&mut t, "on redirect 7")
+        assert_eq!(
+            run(&mut t, "on redirect 8"),
+            Err("ERR The client ID you want redirect to does not exist".into())
+        );
+        assert!(run(&mut t, "on redirect 0")
             .unwrap_err()
-            .contains("REDIRECT"));
+            .contains("does not exist"));
+        assert!(run(&mut t, "on redirect 7 redirect 7")
+            .unwrap_err()
+            .contains("single other client"));
         assert!(run(&mut t, "on redirect x")
             .unwrap_err()
             .contains("integer"));
@@ -277,6 +307,11 @@ mod tests {
         assert!(t.tracks(true) && !t.tracks(false));
         assert_eq!(run(&mut t, "off noloop"), Ok(false));
         assert!(!t.tracks(true));
+        assert_eq!(run(&mut t, "on redirect 7"), Ok(true));
+        assert_eq!(t.redirect(), 7);
+        // Re-enabling without REDIRECT ends the redirection, as in Redis.
+        assert_eq!(run(&mut t, "on"), Ok(true));
+        assert_eq!(t.redirect(), 0);
     }
 
     #[test]
@@ -292,14 +327,19 @@ mod tests {
     fn trackinginfo_matches_redis_bytes() {
         let mut t = Tracking::default();
         assert_eq!(
-            &t.info(Proto::Resp2)[..],
+            &t.info(Proto::Resp2, false)[..],
             b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
         );
         run(&mut t, "on optin noloop").unwrap();
         t.caching_command(b"yes").unwrap();
         assert_eq!(
-            &t.info(Proto::Resp3)[..],
+            &t.info(Proto::Resp3, false)[..],
             &b"%3\r\n$5\r\nflags\r\n~4\r\n$2\r\non\r\n$5\r\noptin\r\n$11\r\ncaching-yes\r\n$6\r\nnoloop\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*0\r\n"[..]
+        );
+        run(&mut t, "on redirect 7").unwrap();
+        assert_eq!(
+            &t.info(Proto::Resp2, true)[..],
+            &b"*6\r\n$5\r\nflags\r\n*2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n$8\r\nredirect\r\n:7\r\n$8\r\nprefixes\r\n*0\r\n"[..]
         );
     }
 }

@@ -90,7 +90,7 @@ impl Core {
     ///
     /// [`ClientInfo::notify`]: crate::client::registry::ClientInfo::notify
     pub(super) fn takes_notices(&self) -> bool {
-        self.client.tracking.on || self.pubsub.is_some()
+        self.client.tracking.on || self.pubsub.is_some() || self.client.info.receives()
     }
 
     /// Looks the user up again if users or the configuration changed
@@ -557,9 +557,17 @@ impl Core {
         }
         let multi = matches!(route, Route::Tx(TxCmd::Multi));
         let wanted = self.client.tracking.tracks(self.scratch.readonly || multi)
-            && self.client.proto == Proto::Resp3;
+            && (self.client.proto == Proto::Resp3 || self.client.tracking.redirect != 0);
         match route {
             _ if !wanted => {}
+            // A RESP2 client's reads are tracked on connections that
+            // redirect to their node's inbox: none connected yet (the first
+            // reads after tracking began), the client flushes instead.
+            Route::Tx(TxCmd::Multi) | Route::Slot(_) | Route::Split(_)
+                if self.client.proto == Proto::Resp2 && !self.inboxes_ready() =>
+            {
+                self.untracked_read = true
+            }
             Route::Tx(TxCmd::Multi) => self.track_tx = true,
             Route::Slot(_) | Route::Split(_) => {
                 self.track = true;
@@ -571,6 +579,18 @@ impl Core {
             Route::Blocking(_) | Route::ProxySort => self.untracked_read = true,
             _ => {}
         }
+    }
+
+    /// Whether every master's invalidation inbox is connected (see
+    /// [`crate::backend::inbox`]); starts those missing.
+    fn inboxes_ready(&self) -> bool {
+        let opts = self.ctx.topology.conn_options();
+        let map = self.ctx.topology.load();
+        let mut ready = true;
+        for shard in map.shards() {
+            ready &= opts.inboxes.ensure(shard.master.addr(), opts) != 0;
+        }
+        ready
     }
 
     /// Queues an invalidation push for the client: right after the reply
@@ -585,10 +605,27 @@ impl Core {
     /// (a blocking read the client could not have tracked: only this
     /// flush waits for it, not later invalidations).
     fn tell_after(&mut self, notice: &crate::tracking::Notice, after: Option<u64>) {
-        if self.client.proto != Proto::Resp3 || !self.client.tracking.on {
+        use crate::tracking::Notice;
+        if !self.client.tracking.on {
             return;
         }
+        let resp3 = self.client.proto == Proto::Resp3;
         let rules = &self.ctx.rules;
+        if self.client.tracking.redirect != 0 {
+            // Told at once, on the connection it redirects to (as Redis,
+            // which does not order them with this client's replies).
+            match notice {
+                Notice::All => self.ctx.tracker.flush(self.client.info.id),
+                Notice::RedirectBroken(_) if resp3 => self
+                    .oob
+                    .extend_from_slice(&crate::tracking::push_frame(notice, |k| k)),
+                _ => {}
+            }
+            return;
+        }
+        if !resp3 {
+            return;
+        }
         let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
         let tracked = (self.last_tracked > self.base_seq).then(|| self.last_tracked - 1);
         match tracked.max(after) {
@@ -597,6 +634,24 @@ impl Core {
                 self.notices_after.insert(at, (seq, frame));
             }
             None => self.oob.extend_from_slice(&frame),
+        }
+    }
+
+    /// Writes the invalidations of clients that redirect to this one.
+    pub(super) fn tell_received(&mut self) {
+        if !self.client.info.receives() {
+            return;
+        }
+        let Some(received) = self.ctx.tracker.take_received(self.client.info.id) else {
+            return;
+        };
+        let rules = &self.ctx.rules;
+        let resp3 = self.client.proto == Proto::Resp3;
+        let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active());
+        if let Some(frame) =
+            crate::tracking::received_frame(&received, resp3, subscribed, |k| rules.decode(k))
+        {
+            self.oob.extend_from_slice(&frame);
         }
     }
 

@@ -491,6 +491,7 @@ impl Session {
                     if let Some(notice) = self.core.ctx.tracker.take(self.core.client.info.id) {
                         self.core.tell(&notice);
                     }
+                    self.core.tell_received();
                     // Or its user changed (a subscriber is told so: it may
                     // have lost a channel's permission).
                     self.core.refresh_config();
