@@ -108,7 +108,11 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
-        ctx.topology.conn_options().inboxes.retain(&addrs);
+        let broadcasting = ctx.tracker.broadcasting();
+        ctx.topology
+            .conn_options()
+            .inboxes
+            .retain(&addrs, broadcasting);
         carry_settings(&ctx, masters, &mut run_ids).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }

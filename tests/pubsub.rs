@@ -955,13 +955,28 @@ fn subscriptions_follow_the_home_master_demoted_by_a_failover() {
     // setting) and takes over again: the proxy sees it restarted and sets
     // the parameter again.
     cluster.restart_node(victim);
-    let ok: String = redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .query(&mut cluster.conn(victim))
-        .unwrap();
-    assert_eq!(ok, "OK");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.node_for_key(key.as_bytes()) != victim {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A manual failover needs the replica in sync; one that times out
+    // (a loaded machine) is asked again.
+    'failback: loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut cluster.conn(victim))
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            let ok: String = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query(&mut cluster.conn(victim))
+                .unwrap();
+            assert_eq!(ok, "OK");
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(10) {
+                if cluster.node_for_key(key.as_bytes()) == victim {
+                    break 'failback;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         assert!(Instant::now() < deadline, "no failback to {victim}");
         std::thread::sleep(Duration::from_millis(100));
     }

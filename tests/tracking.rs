@@ -151,8 +151,8 @@ fn tracking_commands_answer_as_redis() {
         b"-ERR PREFIX option requires BCAST mode to be enabled\r\n",
     );
     r.roundtrip(
-        &cmd(&["CLIENT", "TRACKING", "on", "BCAST"]),
-        b"-ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT\r\n",
+        &cmd(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "a", "PREFIX", "ab"]),
+        b"-ERR Prefix 'a' overlaps with another provided prefix 'ab'. Prefixes for a single client must not overlap.\r\n",
     );
     r.roundtrip(
         &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "999999"]),
@@ -468,14 +468,6 @@ fn redirected_invalidations_reach_the_other_client_as_from_redis() {
     inbox.expect(&message(
         format!("*1\r\n${}\r\n{a}\r\n", a.len()).as_bytes(),
     ));
-    // A flush: RESP2's null, the tracking client's protocol.
-    let _: () = redis::cmd("FLUSHALL").query(&mut proxy.conn()).unwrap();
-    let flushed = inbox.read_available(Duration::from_millis(500));
-    assert!(
-        !flushed.is_empty() && flushed.chunks(flush.len()).all(|m| m == &flush[..]),
-        "{}",
-        common::escape(&flushed)
-    );
     // A RESP3 client redirects to a RESP3 one: pushes there.
     let mut inbox3 = tracking_client(&proxy, &[]);
     let inbox3_id = client_id(&mut inbox3).to_string();
@@ -497,14 +489,15 @@ fn redirected_invalidations_reach_the_other_client_as_from_redis() {
     // A RESP2 client whose target left is told nothing, as by Redis.
     drop(inbox);
     std::thread::sleep(Duration::from_millis(200));
-    r.roundtrip(&cmd(&["GET", &a]), b"$-1\r\n");
+    r.roundtrip(&cmd(&["GET", &a]), b"$1\r\n1\r\n");
     write(&proxy, &a, "3");
     expect_nothing_pushed(&mut r);
 }
 
 #[test]
 fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
-    // Its own cluster: other tests' proxies have inboxes too.
+    // Its own cluster: other tests' proxies have inboxes too, and FLUSHALL
+    // reaches their tracking connections.
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(&cluster);
     let [a, ..] = keys("inbox");
@@ -536,6 +529,15 @@ fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
         }
     };
     read_until_tracked(&mut r, &mut inbox);
+    // A flush: RESP2's null, the tracking client's protocol.
+    let _: () = redis::cmd("FLUSHALL").query(&mut proxy.conn()).unwrap();
+    let flushed = inbox.read_available(Duration::from_millis(500));
+    assert!(
+        !flushed.is_empty() && flushed.chunks(flush.len()).all(|m| m == &flush[..]),
+        "{}",
+        common::escape(&flushed)
+    );
+    read_until_tracked(&mut r, &mut inbox);
     // The node drops the inbox (the one connection whose last command was
     // CLIENT ID): the client is told to flush, and its reads are tracked
     // again, the RESP2 connection redirecting to the new inbox.
@@ -564,5 +566,57 @@ fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
     inbox.expect(&message(
         format!("*1\r\n${}\r\n{a}\r\n", a.len()).as_bytes(),
     ));
+    expect_nothing_pushed(&mut r);
+}
+
+#[test]
+fn bcast_clients_hear_every_change_under_their_prefixes() {
+    let proxy = proxy();
+    // Keys under two prefixes on different masters, and one under neither.
+    let users = key_for_slot(100, "bc:user:");
+    let carts = key_for_slot(12000, "bc:cart:");
+    let other = key_for_slot(6000, "bc:other:");
+    let mut r = tracking_client(
+        &proxy,
+        &["BCAST", "PREFIX", "bc:user:", "PREFIX", "bc:cart:"],
+    );
+    // The nodes' broadcast listeners start with the first BCAST client:
+    // until they listen it is told to flush.
+    std::thread::sleep(Duration::from_millis(500));
+    let early = r.read_available(Duration::from_millis(200));
+    assert!(
+        early.chunks(FLUSH.len()).all(|m| m == FLUSH),
+        "{}",
+        common::escape(&early)
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKINGINFO"]),
+        b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*2\r\n$8\r\nbc:cart:\r\n$8\r\nbc:user:\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "bc:u"]),
+        b"-ERR Prefix 'bc:u' overlaps with an existing prefix 'bc:user:'. Prefixes for a single client must not overlap.\r\n",
+    );
+    // Changes, whoever makes them and whether or not it read the key.
+    write(&proxy, &users, "1");
+    r.expect(&invalidate(&[&users]));
+    write(&proxy, &other, "1");
+    write(&proxy, &carts, "1");
+    r.expect(&invalidate(&[&carts]));
+    write(&proxy, &users, "2");
+    r.expect(&invalidate(&[&users]));
+    // Its own writes too (no NOLOOP), after their reply.
+    r.send(&cmd(&["SET", &carts, "2"]));
+    r.expect(b"+OK\r\n");
+    r.expect(&invalidate(&[&carts]));
+    expect_nothing_pushed(&mut r);
+    // Another BCAST client, for a wider prefix (not every key: other
+    // tests write on this cluster); none once tracking is off.
+    let mut all = tracking_client(&proxy, &["BCAST", "PREFIX", "bc:"]);
+    write(&proxy, &other, "2");
+    all.expect(&invalidate(&[&other]));
+    r.roundtrip(&cmd(&["CLIENT", "TRACKING", "off"]), b"+OK\r\n");
+    write(&proxy, &users, "3");
+    all.expect(&invalidate(&[&users]));
     expect_nothing_pushed(&mut r);
 }

@@ -10,6 +10,13 @@
 //! where to send them, so every tracking client flushes, and the inbox
 //! connects again (with a new id, which the RESP2 connections redirect to
 //! at their next tracked read).
+//!
+//! For clients in `BCAST` mode, each master also gets a broadcast
+//! listener: a RESP3 connection with `CLIENT TRACKING ON BCAST`, told of
+//! every key that changes there; the tracker passes those under a client's
+//! prefixes to it. It is opened with the first `BCAST` client and closed
+//! after the last. Until it listens (and after it is lost), changes go
+//! unseen, so the `BCAST` clients flush once it does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,11 +35,23 @@ use crate::protocol::Proto;
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 
 const CLIENT_ID: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
+const TRACKING_BCAST: &[u8] =
+    b"*4\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nBCAST\r\n";
 
-/// The inboxes, by node address.
+/// The inboxes and broadcast listeners, by node address.
 #[derive(Debug, Default)]
 pub struct Inboxes {
     nodes: Mutex<HashMap<Arc<str>, Inbox>>,
+    broadcast: Mutex<HashMap<Arc<str>, Inbox>>,
+}
+
+/// What a listening connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Redirected invalidations of the RESP2 connections.
+    Redirect,
+    /// Every change on the node (`BCAST`).
+    Broadcast,
 }
 
 #[derive(Debug)]
@@ -51,15 +70,14 @@ impl Inboxes {
     /// The id of the inbox of the node at `addr`, started if there is none
     /// (0 until it is connected).
     pub fn ensure(&self, addr: &Arc<str>, opts: &Arc<ConnOptions>) -> u64 {
-        let mut nodes = self.lock();
-        if let Some(inbox) = nodes.get(addr) {
-            return inbox.id.load(Ordering::Acquire);
-        }
-        let id = Arc::new(AtomicU64::new(0));
-        let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(listen(addr.clone(), opts.clone(), id.clone(), stop_rx));
-        nodes.insert(addr.clone(), Inbox { id, _stop: stop_tx });
-        0
+        start(&mut self.lock(), addr, opts, Kind::Redirect)
+    }
+
+    /// Starts the broadcast listener of the node at `addr` if there is
+    /// none.
+    pub fn ensure_broadcast(&self, addr: &Arc<str>, opts: &Arc<ConnOptions>) {
+        let mut nodes = self.broadcast.lock().unwrap_or_else(|p| p.into_inner());
+        start(&mut nodes, addr, opts, Kind::Broadcast);
     }
 
     /// The id of the inbox of the node at `addr` (0: none, or not
@@ -70,13 +88,43 @@ impl Inboxes {
             .map_or(0, |inbox| inbox.id.load(Ordering::Acquire))
     }
 
-    /// Closes the inboxes of nodes not in `masters`.
-    pub fn retain(&self, masters: &[Arc<str>]) {
+    /// Closes the inboxes of nodes not in `masters`, and every broadcast
+    /// listener unless `broadcasting`.
+    pub fn retain(&self, masters: &[Arc<str>], broadcasting: bool) {
         let mut nodes = self.lock();
         if !nodes.is_empty() {
             nodes.retain(|addr, _| masters.contains(addr));
         }
+        drop(nodes);
+        let mut nodes = self.broadcast.lock().unwrap_or_else(|p| p.into_inner());
+        if !nodes.is_empty() {
+            nodes.retain(|addr, _| broadcasting && masters.contains(addr));
+        }
     }
+}
+
+/// The id of `nodes`' listener of `addr`, started if missing (0 until it
+/// is connected).
+fn start(
+    nodes: &mut HashMap<Arc<str>, Inbox>,
+    addr: &Arc<str>,
+    opts: &Arc<ConnOptions>,
+    kind: Kind,
+) -> u64 {
+    if let Some(inbox) = nodes.get(addr) {
+        return inbox.id.load(Ordering::Acquire);
+    }
+    let id = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(listen(
+        addr.clone(),
+        opts.clone(),
+        id.clone(),
+        kind,
+        stop_rx,
+    ));
+    nodes.insert(addr.clone(), Inbox { id, _stop: stop_tx });
+    0
 }
 
 /// Keeps the inbox of `addr` connected until `stop` fires.
@@ -84,6 +132,7 @@ async fn listen(
     addr: Arc<str>,
     opts: Arc<ConnOptions>,
     id: Arc<AtomicU64>,
+    kind: Kind,
     mut stop: oneshot::Receiver<()>,
 ) {
     loop {
@@ -94,7 +143,7 @@ async fn listen(
             )
             .await
             .unwrap_or_else(|_| Err("connect timed out".to_string()))?;
-            serve(stream, &id, &opts).await
+            serve(stream, &id, &opts, kind).await
         };
         let why = tokio::select! {
             _ = &mut stop => return,
@@ -103,8 +152,11 @@ async fn listen(
         if id.swap(0, Ordering::AcqRel) != 0 {
             // The node forgets the redirections to this connection: what
             // the RESP2 connections tracked is not invalidated any more.
-            tracing::warn!(node = %addr, error = %why, "invalidation inbox lost");
-            opts.tracker.invalidate_all();
+            tracing::warn!(node = %addr, error = %why, ?kind, "invalidation inbox lost");
+            match kind {
+                Kind::Redirect => opts.tracker.invalidate_all(),
+                Kind::Broadcast => opts.tracker.flush_broadcast(),
+            }
         }
         tokio::select! {
             _ = &mut stop => return,
@@ -113,15 +165,20 @@ async fn listen(
     }
 }
 
-/// Asks the connection's id, then hands every push to the tracker until
-/// the connection fails.
+/// Asks the connection's id (or turns broadcast tracking on), then hands
+/// every push to the tracker until the connection fails.
 async fn serve(
     stream: super::conn::BackendStream,
     id: &AtomicU64,
     opts: &ConnOptions,
+    kind: Kind,
 ) -> Result<(), String> {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    wr.write_all(CLIENT_ID).await.map_err(|e| e.to_string())?;
+    let first = match kind {
+        Kind::Redirect => CLIENT_ID,
+        Kind::Broadcast => TRACKING_BCAST,
+    };
+    wr.write_all(first).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = FrameScanner::new();
     loop {
@@ -129,12 +186,18 @@ async fn serve(
             let frame = buf.split_to(n);
             match frame.first() {
                 Some(b'>') => match crate::tracking::parse_push(&frame) {
-                    Some(crate::tracking::Invalidation::Keys(keys)) => {
-                        opts.tracker.invalidate(&keys)
-                    }
+                    Some(crate::tracking::Invalidation::Keys(keys)) => match kind {
+                        Kind::Redirect => opts.tracker.invalidate(&keys),
+                        Kind::Broadcast => opts.tracker.broadcast(&keys),
+                    },
                     Some(crate::tracking::Invalidation::All) => opts.tracker.invalidate_all(),
                     None => {}
                 },
+                Some(b'+') if kind == Kind::Broadcast => {
+                    // Listening: what changed before went unseen.
+                    id.store(1, Ordering::Release);
+                    opts.tracker.flush_broadcast();
+                }
                 Some(b':') => {
                     let n = std::str::from_utf8(&frame[1..])
                         .ok()

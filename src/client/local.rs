@@ -16,6 +16,7 @@ use crate::info::ProxyFacts;
 use crate::protocol::reply::{self, put_array, put_bulk, put_int, put_map, put_null, Proto};
 use crate::protocol::request::parse_i64;
 use crate::server::Context;
+use crate::tracking::options::Switch;
 use crate::tracking::Tracking;
 
 /// Per-connection state that local commands read and change.
@@ -371,11 +372,10 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                     "ERR slotbridge: CLIENT TRACKING needs Redis 7.0.5 or later on the nodes (they run {version}); older versions can put an invalidation inside a transaction's reply on the shared connections"
                 ));
             }
-            match client
-                .tracking
-                .command(&args, |id| ctx.clients.get(id).is_some())
-            {
-                Ok(true) => {
+            let existing = ctx.tracker.prefixes(client.info.id);
+            let exists = |id| ctx.clients.get(id).is_some();
+            match client.tracking.command(&args, exists, &existing) {
+                Ok(Switch::On(prefixes)) => {
                     let target = match client.tracking.redirect {
                         0 => None,
                         id => ctx.clients.get(id),
@@ -390,9 +390,16 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                         }
                     }
                     ctx.tracker.enable(&client.info, target.as_ref(), resp3);
+                    if client.tracking.bcast {
+                        ctx.tracker.add_prefixes(client.info.id, prefixes);
+                        let opts = ctx.topology.conn_options();
+                        for shard in ctx.topology.load().shards() {
+                            opts.inboxes.ensure_broadcast(shard.master.addr(), opts);
+                        }
+                    }
                     Bytes::from_static(reply::OK)
                 }
-                Ok(false) => {
+                Ok(Switch::Off) => {
                     ctx.tracker.disable(client.info.id);
                     Bytes::from_static(reply::OK)
                 }
@@ -403,9 +410,11 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             Ok(()) => Bytes::from_static(reply::OK),
             Err(e) => reply::error(&e),
         },
-        b"trackinginfo" if view.len() == 2 => client
-            .tracking
-            .info(client.proto, ctx.tracker.redirect_broken(client.info.id)),
+        b"trackinginfo" if view.len() == 2 => client.tracking.info(
+            client.proto,
+            ctx.tracker.redirect_broken(client.info.id),
+            &ctx.tracker.prefixes(client.info.id),
+        ),
         b"getredir" if view.len() == 2 => reply::int(client.tracking.redirect()),
         b"caching" | b"trackinginfo" | b"getredir" => reply::error(&format!(
             "ERR wrong number of arguments for 'client|{}' command",

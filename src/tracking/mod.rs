@@ -31,10 +31,14 @@
 //!   sends them. When that client is gone, a RESP3 tracking client is
 //!   pushed `tracking-redir-broken`.
 //!
-//! Supported: the default, `OPTIN` and `OPTOUT` modes, for RESP3 clients
-//! and for any client with `REDIRECT` (`NOLOOP` is accepted, and a client's
-//! own writes invalidate its keys as without it). `BCAST` is refused with
-//! an error.
+//! - In `BCAST` mode a client is told of every change to keys under its
+//!   prefixes: the nodes' broadcast listeners (see
+//!   [`crate::backend::inbox`]) report every change, and the tracker
+//!   passes each client those under its prefixes.
+//!
+//! Supported: the default, `OPTIN`, `OPTOUT` and `BCAST` modes, for RESP3
+//! clients and for any client with `REDIRECT` (`NOLOOP` is accepted, and a
+//! client's own writes invalidate its keys as without it).
 
 pub mod options;
 
@@ -65,6 +69,14 @@ pub enum Notice {
     Keys(Vec<Bytes>),
     /// The client its invalidations are redirected to is gone.
     RedirectBroken(u64),
+    /// Keys changed that may be under the `prefixes` of a `BCAST` client:
+    /// one batch per server push, each told as one push per prefix.
+    Broadcast {
+        /// The client's prefixes, sorted.
+        prefixes: Vec<Bytes>,
+        /// The keys (as stored) of each server push.
+        batches: Vec<Vec<Bytes>>,
+    },
 }
 
 /// Invalidations of other clients (`REDIRECT`) for the client told.
@@ -83,6 +95,8 @@ pub struct Tracker {
     table: Mutex<Table>,
     /// Clients with tracking on (read without the lock).
     clients: AtomicUsize,
+    /// Of those, clients in `BCAST` mode.
+    broadcasting: AtomicUsize,
     max_keys: AtomicUsize,
 }
 
@@ -107,6 +121,8 @@ struct Client {
     resp3: bool,
     /// Its redirect target left (`CLIENT TRACKINGINFO` `broken_redirect`).
     broken: bool,
+    /// Its `BCAST` prefixes, sorted (`None`: not broadcasting).
+    prefixes: Option<Vec<Bytes>>,
     /// ... and it is still to be told so.
     broken_news: bool,
 }
@@ -126,6 +142,9 @@ struct Receiver {
 #[derive(Debug, Default)]
 struct Inbox {
     pending: Vec<Bytes>,
+    /// `BCAST` batches, and how many keys they hold.
+    batches: Vec<Vec<Bytes>>,
+    batched: usize,
     all: bool,
 }
 
@@ -139,21 +158,48 @@ impl Inbox {
         }
     }
 
+    fn batch(&mut self, keys: Vec<Bytes>) {
+        if self.all {
+        } else if self.batched + keys.len() > MAX_PENDING_KEYS {
+            self.flush();
+        } else {
+            self.batched += keys.len();
+            self.batches.push(keys);
+        }
+    }
+
     fn flush(&mut self) {
         self.all = true;
         self.pending = Vec::new();
+        self.batches = Vec::new();
+        self.batched = 0;
     }
 
-    fn take(&mut self) -> Option<Notice> {
+    fn take(&mut self, prefixes: Option<&Vec<Bytes>>) -> Option<Notice> {
         if std::mem::take(&mut self.all) {
-            self.pending = Vec::new();
             return Some(Notice::All);
+        }
+        if let (Some(prefixes), false) = (prefixes, self.batches.is_empty()) {
+            self.batched = 0;
+            return Some(Notice::Broadcast {
+                prefixes: prefixes.clone(),
+                batches: std::mem::take(&mut self.batches),
+            });
         }
         if self.pending.is_empty() {
             return None;
         }
         Some(Notice::Keys(std::mem::take(&mut self.pending)))
     }
+}
+
+/// Whether a stored `key` may be named under `prefix` by its client (its
+/// name past a co-location tag is checked too; the session checks the
+/// exact name).
+fn may_match(key: &[u8], prefix: &[u8]) -> bool {
+    key.starts_with(prefix)
+        || (key.first() == Some(&b'{')
+            && memchr::memchr(b'}', key).is_some_and(|i| key[i + 1..].starts_with(prefix)))
 }
 
 impl Table {
@@ -195,6 +241,7 @@ impl Tracker {
         Tracker {
             table: Mutex::new(Table::default()),
             clients: AtomicUsize::new(0),
+            broadcasting: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(max_keys),
         }
     }
@@ -239,6 +286,7 @@ impl Tracker {
             resp3,
             broken: false,
             broken_news: false,
+            prefixes: None,
         });
         let old = std::mem::replace(&mut client.redirect, target);
         client.resp3 = resp3;
@@ -274,8 +322,113 @@ impl Tracker {
         if let Some(client) = table.clients.remove(&id) {
             client.info.set_tracking(false, 0);
             table.unredirect(client.redirect);
+            if client.prefixes.is_some() {
+                self.broadcasting.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         self.clients.store(table.clients.len(), Ordering::Relaxed);
+    }
+
+    /// Adds `prefixes` to those of client `id`, which tracks in `BCAST`
+    /// mode.
+    pub fn add_prefixes(&self, id: u64, prefixes: Vec<Bytes>) {
+        let mut table = self.lock();
+        let Some(client) = table.clients.get_mut(&id) else {
+            return;
+        };
+        let all = client.prefixes.get_or_insert_with(|| {
+            self.broadcasting.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        });
+        all.extend(prefixes);
+        all.sort();
+        all.dedup();
+    }
+
+    /// The `BCAST` prefixes of client `id`, sorted.
+    pub fn prefixes(&self, id: u64) -> Vec<Bytes> {
+        if !self.active() {
+            return Vec::new();
+        }
+        self.lock()
+            .clients
+            .get(&id)
+            .and_then(|c| c.prefixes.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a client tracks in `BCAST` mode.
+    pub fn broadcasting(&self) -> bool {
+        self.broadcasting.load(Ordering::Relaxed) > 0
+    }
+
+    /// A server (in `BCAST` mode for every key) said `keys` changed: each
+    /// `BCAST` client is told of those under its prefixes.
+    pub fn broadcast(&self, keys: &[&[u8]]) {
+        if !self.broadcasting() {
+            return;
+        }
+        let keys: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+        let mut wake = Vec::new();
+        {
+            let mut table = self.lock();
+            let Table {
+                clients, receivers, ..
+            } = &mut *table;
+            for client in clients.values_mut() {
+                let Some(prefixes) = &client.prefixes else {
+                    continue;
+                };
+                if client.redirect == 0 && !client.resp3 {
+                    // Nothing reaches a RESP2 client that does not redirect.
+                    continue;
+                }
+                let matching: Vec<Bytes> = keys
+                    .iter()
+                    .filter(|k| prefixes.iter().any(|p| may_match(k, p)))
+                    .cloned()
+                    .collect();
+                if matching.is_empty() {
+                    continue;
+                }
+                if client.redirect == 0 {
+                    client.inbox.batch(matching);
+                    wake.push(client.info.clone());
+                } else if let Some(r) = receivers.get_mut(&client.redirect) {
+                    for key in &matching {
+                        r.inbox.key(key);
+                    }
+                    wake.push(r.info.clone());
+                } else {
+                    client.broken = true;
+                    client.broken_news = true;
+                    wake.push(client.info.clone());
+                }
+            }
+        }
+        notify(wake);
+    }
+
+    /// Every `BCAST` client is to flush its cache: changes may have gone
+    /// unseen (a node's broadcast connection was not listening).
+    pub fn flush_broadcast(&self) {
+        if !self.broadcasting() {
+            return;
+        }
+        let mut wake = Vec::new();
+        {
+            let mut table = self.lock();
+            let ids: Vec<u64> = table
+                .clients
+                .iter()
+                .filter(|(_, c)| c.prefixes.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                table.flush(id, &mut wake);
+            }
+        }
+        notify(wake);
     }
 
     /// Client `id` disconnected: its tracking ends, and clients that
@@ -384,7 +537,7 @@ impl Tracker {
         if std::mem::take(&mut client.broken_news) {
             return Some(Notice::RedirectBroken(client.redirect));
         }
-        client.inbox.take()
+        client.inbox.take(client.prefixes.as_ref())
     }
 
     /// What client `id` is to be told of the reads of clients that
@@ -392,7 +545,7 @@ impl Tracker {
     pub fn take_received(&self, id: u64) -> Option<Received> {
         let mut table = self.lock();
         let r = table.receivers.get_mut(&id)?;
-        let notice = r.inbox.take()?;
+        let notice = r.inbox.take(None)?;
         Some(Received {
             resp2_null: notice == Notice::All && std::mem::take(&mut r.resp2_null),
             notice,
@@ -441,6 +594,29 @@ pub fn push_frame<'a>(notice: &'a Notice, decode: impl Fn(&'a [u8]) -> &'a [u8])
     if let Notice::RedirectBroken(id) = notice {
         put_bulk(&mut out, b"tracking-redir-broken");
         crate::protocol::reply::put_int(&mut out, i64::try_from(*id).unwrap_or(i64::MAX));
+        return out.freeze();
+    }
+    if let Notice::Broadcast { prefixes, batches } = notice {
+        // As Redis: per change batch, one push per prefix with its keys.
+        out.clear();
+        for batch in batches {
+            for prefix in prefixes {
+                let keys: Vec<&[u8]> = batch
+                    .iter()
+                    .map(|k| decode(k))
+                    .filter(|k| k.starts_with(prefix))
+                    .collect();
+                if keys.is_empty() {
+                    continue;
+                }
+                put_header(&mut out, b'>', 2);
+                put_bulk(&mut out, b"invalidate");
+                put_header(&mut out, b'*', keys.len());
+                for key in keys {
+                    put_bulk(&mut out, key);
+                }
+            }
+        }
         return out.freeze();
     }
     put_bulk(&mut out, b"invalidate");
@@ -493,7 +669,9 @@ fn put_value<'a>(
                 put_bulk(out, decode(key));
             }
         }
-        Notice::All | Notice::RedirectBroken(_) => out.extend_from_slice(null),
+        Notice::All | Notice::RedirectBroken(_) | Notice::Broadcast { .. } => {
+            out.extend_from_slice(null)
+        }
     }
 }
 

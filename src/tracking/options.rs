@@ -33,6 +33,19 @@ pub struct Tracking {
     pub caching: bool,
     /// The client its invalidations go to (`REDIRECT`), 0 for itself.
     pub redirect: u64,
+    /// `BCAST`: told of every change to keys under its prefixes (kept by
+    /// the tracker), whatever it read.
+    pub bcast: bool,
+}
+
+/// What `CLIENT TRACKING` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Switch {
+    /// Tracking off.
+    Off,
+    /// Tracking on, with these prefixes added (in `BCAST` mode; the empty
+    /// prefix when none was given).
+    On(Vec<Bytes>),
 }
 
 impl Tracking {
@@ -51,18 +64,18 @@ impl Tracking {
 
     /// `CLIENT TRACKING ON|OFF [options]`, given the arguments after
     /// `TRACKING`; `exists` tells whether a client id is connected (a
-    /// `REDIRECT` target must be). Returns whether tracking is on
-    /// afterwards.
+    /// `REDIRECT` target must be), `existing` the client's prefixes.
     pub fn command(
         &mut self,
         args: &[&[u8]],
         exists: impl Fn(u64) -> bool,
-    ) -> Result<bool, String> {
+        existing: &[Bytes],
+    ) -> Result<Switch, String> {
         let Some((&switch, options)) = args.split_first() else {
             return Err("ERR wrong number of arguments for 'client|tracking' command".into());
         };
         let (mut mode, mut noloop, mut bcast, mut prefixes, mut redirect) =
-            (None, false, false, 0usize, 0u64);
+            (None, false, false, Vec::new(), 0u64);
         let mut both = false;
         let mut i = 0;
         while i < options.len() {
@@ -90,7 +103,7 @@ impl Tracking {
                 }
                 b"prefix" if more => {
                     i += 1;
-                    prefixes += 1;
+                    prefixes.push(options[i]);
                 }
                 b"bcast" => bcast = true,
                 b"noloop" => noloop = true,
@@ -109,15 +122,15 @@ impl Tracking {
         }
         if switch.eq_ignore_ascii_case(b"off") {
             *self = Tracking::default();
-            return Ok(false);
+            return Ok(Switch::Off);
         }
         if !switch.eq_ignore_ascii_case(b"on") {
             return Err("ERR syntax error".into());
         }
-        if prefixes > 0 && !bcast {
+        if !prefixes.is_empty() && !bcast {
             return Err("ERR PREFIX option requires BCAST mode to be enabled".into());
         }
-        if self.on && bcast {
+        if self.on && self.bcast != bcast {
             return Err("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.".into());
         }
         if bcast && mode.is_some() {
@@ -134,7 +147,7 @@ impl Tracking {
             return Err("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.".into());
         }
         if bcast {
-            return Err("ERR slotbridge: CLIENT TRACKING BCAST is not supported; use the default mode, OPTIN or OPTOUT".into());
+            overlaps(&prefixes, existing)?;
         }
         *self = Tracking {
             on: true,
@@ -142,8 +155,17 @@ impl Tracking {
             noloop,
             caching: self.caching,
             redirect,
+            bcast,
         };
-        Ok(true)
+        if !bcast {
+            return Ok(Switch::On(Vec::new()));
+        }
+        if prefixes.is_empty() {
+            prefixes.push(b"");
+        }
+        Ok(Switch::On(
+            prefixes.into_iter().map(Bytes::copy_from_slice).collect(),
+        ))
     }
 
     /// `CLIENT CACHING YES|NO`.
@@ -183,13 +205,16 @@ impl Tracking {
     }
 
     /// `CLIENT TRACKINGINFO`, as Redis shapes it (`broken`: the redirect
-    /// target left).
-    pub fn info(&self, proto: Proto, broken: bool) -> Bytes {
+    /// target left; `prefixes`: its `BCAST` prefixes, sorted).
+    pub fn info(&self, proto: Proto, broken: bool, prefixes: &[Bytes]) -> Bytes {
         let mut flags: Vec<&[u8]> = Vec::with_capacity(4);
         if !self.on {
             flags.push(b"off");
         } else {
             flags.push(b"on");
+            if self.bcast {
+                flags.push(b"bcast");
+            }
             match self.mode {
                 Mode::Default => {}
                 Mode::OptIn => flags.push(b"optin"),
@@ -218,9 +243,40 @@ impl Tracking {
         put_bulk(&mut out, b"redirect");
         put_int(&mut out, self.redirect());
         put_bulk(&mut out, b"prefixes");
-        put_array(&mut out, 0);
+        put_array(&mut out, prefixes.len());
+        for p in prefixes {
+            put_bulk(&mut out, p);
+        }
         out.freeze()
     }
+}
+
+/// Redis's errors for `BCAST` prefixes that overlap (one is a prefix of
+/// the other: both would report the same keys), among those given or
+/// with the client's.
+fn overlaps(given: &[&[u8]], existing: &[Bytes]) -> Result<(), String> {
+    let overlap = |a: &[u8], b: &[u8]| {
+        let n = a.len().min(b.len());
+        a[..n] == b[..n]
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for (i, p) in given.iter().enumerate() {
+        if let Some(e) = existing.iter().find(|e| overlap(e, p)) {
+            return Err(format!(
+                "ERR Prefix '{}' overlaps with an existing prefix '{}'. Prefixes for a single client must not overlap.",
+                text(p),
+                text(e)
+            ));
+        }
+        if let Some(q) = given[i + 1..].iter().find(|q| overlap(p, q)) {
+            return Err(format!(
+                "ERR Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single client must not overlap.",
+                text(p),
+                text(q)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether nodes of `version` (`major.minor.patch`) can track reads on
@@ -249,7 +305,8 @@ mod tests {
 
     fn run(t: &mut Tracking, args: &str) -> Result<bool, String> {
         let args: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
-        t.command(&args, |id| id == 7)
+        t.command(&args, |id| id == 7, &[])
+            .map(|s| s != Switch::Off)
     }
 
     #[test]
@@ -266,9 +323,6 @@ mod tests {
         assert!(run(&mut t, "on bcast optin")
             .unwrap_err()
             .contains("not compatible"));
-        assert!(run(&mut t, "on bcast")
-            .unwrap_err()
-            .contains("not supported"));
         assert_eq!(
             run(&mut t, "on redirect 8"),
             Err("ERR The client ID you want redirect to does not exist".into())
@@ -315,6 +369,41 @@ mod tests {
     }
 
     #[test]
+    fn bcast_prefixes_follow_redis() {
+        let mut t = Tracking::default();
+        let on = |t: &mut Tracking, args: &str, existing: &[Bytes]| {
+            let args: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
+            t.command(&args, |_| false, existing)
+        };
+        assert_eq!(
+            on(&mut t, "on bcast prefix a prefix ab", &[]),
+            Err("ERR Prefix 'a' overlaps with another provided prefix 'ab'. Prefixes for a single client must not overlap.".into())
+        );
+        assert_eq!(
+            on(&mut t, "on bcast prefix b", &[Bytes::from("bar")]),
+            Err("ERR Prefix 'b' overlaps with an existing prefix 'bar'. Prefixes for a single client must not overlap.".into())
+        );
+        assert!(!t.on);
+        assert_eq!(
+            on(&mut t, "on bcast prefix a prefix b", &[]),
+            Ok(Switch::On(vec![Bytes::from("a"), Bytes::from("b")]))
+        );
+        assert!(t.on && t.bcast);
+        assert!(on(&mut t, "on", &[]).unwrap_err().contains("switch BCAST"));
+        assert_eq!(
+            on(&mut t, "on bcast", &[]),
+            Ok(Switch::On(vec![Bytes::new()]))
+        );
+        let prefixes = [Bytes::from("a"), Bytes::from("b")];
+        assert_eq!(
+            &t.info(Proto::Resp2, false, &prefixes)[..],
+            &b"*6\r\n$5\r\nflags\r\n*2\r\n$2\r\non\r\n$5\r\nbcast\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"[..]
+        );
+        assert_eq!(on(&mut t, "off", &[]), Ok(Switch::Off));
+        assert!(!t.bcast);
+    }
+
+    #[test]
     fn optout_tracks_all_but_the_next_command() {
         let mut t = Tracking::default();
         assert_eq!(run(&mut t, "on optout"), Ok(true));
@@ -327,18 +416,18 @@ mod tests {
     fn trackinginfo_matches_redis_bytes() {
         let mut t = Tracking::default();
         assert_eq!(
-            &t.info(Proto::Resp2, false)[..],
+            &t.info(Proto::Resp2, false, &[])[..],
             b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
         );
         run(&mut t, "on optin noloop").unwrap();
         t.caching_command(b"yes").unwrap();
         assert_eq!(
-            &t.info(Proto::Resp3, false)[..],
+            &t.info(Proto::Resp3, false, &[])[..],
             &b"%3\r\n$5\r\nflags\r\n~4\r\n$2\r\non\r\n$5\r\noptin\r\n$11\r\ncaching-yes\r\n$6\r\nnoloop\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*0\r\n"[..]
         );
         run(&mut t, "on redirect 7").unwrap();
         assert_eq!(
-            &t.info(Proto::Resp2, true)[..],
+            &t.info(Proto::Resp2, true, &[])[..],
             &b"*6\r\n$5\r\nflags\r\n*2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n$8\r\nredirect\r\n:7\r\n$8\r\nprefixes\r\n*0\r\n"[..]
         );
     }

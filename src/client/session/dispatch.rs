@@ -294,6 +294,7 @@ impl Core {
         self.client.info.set_last_cmd(self.scratch.index);
         self.track = false;
         self.untracked_read = false;
+        self.bcast_read = false;
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
@@ -528,7 +529,7 @@ impl Core {
         if let Some(later) = later {
             Box::pin(self.send_later(later)).await;
         }
-        if std::mem::take(&mut self.track) {
+        if std::mem::take(&mut self.track) | std::mem::take(&mut self.bcast_read) {
             self.last_tracked = self.next_seq();
         }
         if std::mem::take(&mut self.untracked_read) {
@@ -553,6 +554,16 @@ impl Core {
                 let keys = self.scratch.keys.iter().map(|&k| view.get(k));
                 self.ctx.tracker.remember(self.client.info.id, keys);
             }
+            return;
+        }
+        if self.client.tracking.bcast {
+            // Nothing is tracked by read, but invalidations come after the
+            // replies of commands sent before them (its own writes' too,
+            // as from one server).
+            self.bcast_read = matches!(
+                route,
+                Route::Slot(_) | Route::Split(_) | Route::Blocking(_) | Route::ProxySort
+            );
             return;
         }
         let multi = matches!(route, Route::Tx(TxCmd::Multi));
