@@ -108,13 +108,29 @@ pub async fn health_checker(ctx: Arc<Context>) {
             ctx.health.set(addr, result);
         }
         ctx.health.retain(&addrs);
-        let broadcasting = ctx.tracker.broadcasting();
-        ctx.topology
-            .conn_options()
-            .inboxes
-            .retain(&addrs, broadcasting);
+        keep_listeners(&ctx);
         carry_settings(&ctx, masters, &mut run_ids).await;
         tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Closes the invalidation inboxes and broadcast listeners of nodes that
+/// are no longer masters, and opens broadcast listeners on new masters
+/// while a client tracks in `BCAST` mode (see [`crate::backend::inbox`]).
+fn keep_listeners(ctx: &Context) {
+    let opts = ctx.topology.conn_options();
+    let map = ctx.topology.load();
+    let masters: Vec<Arc<str>> = map
+        .shards()
+        .iter()
+        .map(|s| s.master.addr().clone())
+        .collect();
+    let broadcasting = ctx.tracker.broadcasting();
+    opts.inboxes.retain(&masters, broadcasting);
+    if broadcasting {
+        for addr in &masters {
+            opts.inboxes.ensure_broadcast(addr, opts);
+        }
     }
 }
 

@@ -620,3 +620,45 @@ fn bcast_clients_hear_every_change_under_their_prefixes() {
     all.expect(&invalidate(&[&users]));
     expect_nothing_pushed(&mut r);
 }
+
+#[test]
+fn redirected_and_broadcast_invalidations_wait_for_the_replies_before_them() {
+    let proxy = proxy();
+    let k = key_for_slot(100, "trk:order:");
+    write(&proxy, &k, "v1");
+    // A read pipelined behind a blocked command is answered after it (the
+    // proxy sent it at once): word of a change made meanwhile waits for
+    // that reply, on the redirect target too.
+    let mut inbox = RawClient::connect(proxy.port);
+    let inbox_id = client_id(&mut inbox).to_string();
+    inbox.roundtrip(
+        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
+    );
+    let mut t = tracking_client(&proxy, &["REDIRECT", &inbox_id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pipeline = cmd(&["BLPOP", "trk:order:nolist", "0.6"]);
+    pipeline.extend(cmd(&["GET", &k]));
+    t.send(&pipeline);
+    std::thread::sleep(Duration::from_millis(150));
+    write(&proxy, &k, "v2");
+    assert_eq!(inbox.read_available(Duration::from_millis(150)), b"");
+    t.expect(b"_\r\n$2\r\nv1\r\n");
+    inbox.expect(&message(
+        format!("*1\r\n${}\r\n{k}\r\n", k.len()).as_bytes(),
+    ));
+    // A BCAST client's EXEC: its push follows the reply.
+    let mut b = tracking_client(&proxy, &["BCAST", "PREFIX", "trk:order:"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = b.read_available(Duration::from_millis(100));
+    let mut pipeline = cmd(&["BLPOP", "trk:order:nolist", "0.6"]);
+    for c in [&["MULTI"][..], &["GET", &k], &["EXEC"]] {
+        pipeline.extend(cmd(c));
+    }
+    b.send(&pipeline);
+    std::thread::sleep(Duration::from_millis(150));
+    write(&proxy, &k, "v3");
+    let mut expected = b"_\r\n+OK\r\n+QUEUED\r\n*1\r\n$2\r\nv2\r\n".to_vec();
+    expected.extend(invalidate(&[&k]));
+    b.expect(&expected);
+}

@@ -7,7 +7,7 @@
 //! tracking on with `REDIRECT` to its node's inbox, a connection that only
 //! listens: its `invalidate` pushes go to the tracker like those of the
 //! RESP3 connections. When an inbox loses its connection, the node forgets
-//! where to send them, so every tracking client flushes, and the inbox
+//! where to send them, so every RESP2 client that redirects flushes, and the inbox
 //! connects again (with a new id, which the RESP2 connections redirect to
 //! at their next tracked read).
 //!
@@ -30,6 +30,10 @@ use tokio::sync::oneshot;
 use super::conn::{connect, ConnOptions};
 use crate::protocol::scan::FrameScanner;
 use crate::protocol::Proto;
+
+/// How long a listening connection stays silent before a `PING`.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// Pause before an inbox connects again.
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
@@ -154,7 +158,7 @@ async fn listen(
             // the RESP2 connections tracked is not invalidated any more.
             tracing::warn!(node = %addr, error = %why, ?kind, "invalidation inbox lost");
             match kind {
-                Kind::Redirect => opts.tracker.invalidate_all(),
+                Kind::Redirect => opts.tracker.flush_redirected(),
                 Kind::Broadcast => opts.tracker.flush_broadcast(),
             }
         }
@@ -193,10 +197,12 @@ async fn serve(
                     Some(crate::tracking::Invalidation::All) => opts.tracker.invalidate_all(),
                     None => {}
                 },
-                Some(b'+') if kind == Kind::Broadcast => {
-                    // Listening: what changed before went unseen.
-                    id.store(1, Ordering::Release);
-                    opts.tracker.flush_broadcast();
+                Some(b'+') => {
+                    if kind == Kind::Broadcast && id.load(Ordering::Acquire) == 0 {
+                        // Listening: what changed before went unseen.
+                        id.store(1, Ordering::Release);
+                        opts.tracker.flush_broadcast();
+                    }
                 }
                 Some(b':') => {
                     let n = std::str::from_utf8(&frame[1..])
@@ -213,8 +219,17 @@ async fn serve(
                 }
             }
         }
-        if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed by the node".into());
+        tokio::select! {
+            n = rd.read_buf(&mut buf) => {
+                if n.map_err(|e| e.to_string())? == 0 {
+                    return Err("closed by the node".into());
+                }
+            }
+            // A node with a client `timeout` closes connections that send
+            // nothing for that long.
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                wr.write_all(PING).await.map_err(|e| e.to_string())?;
+            }
         }
     }
 }

@@ -61,7 +61,7 @@ const MAX_PENDING_KEYS: usize = 10_000;
 const PRUNE_AT: usize = 16;
 
 /// What a tracking client is to be told.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Every key it may have cached changed (a null `invalidate`).
     All,
@@ -205,19 +205,10 @@ fn may_match(key: &[u8], prefix: &[u8]) -> bool {
 impl Table {
     /// Queues a flush for client `id` (or its redirect target).
     fn flush(&mut self, id: u64, wake: &mut Vec<Arc<ClientInfo>>) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        if client.redirect == 0 {
+        // A redirecting client's session passes it on (see
+        // [`Tracker::deliver`]), after the replies it owes.
+        if let Some(client) = self.clients.get_mut(&id) {
             client.inbox.flush();
-            wake.push(client.info.clone());
-        } else if let Some(r) = self.receivers.get_mut(&client.redirect) {
-            r.inbox.flush();
-            r.resp2_null = !client.resp3;
-            wake.push(r.info.clone());
-        } else {
-            client.broken = true;
-            client.broken_news = true;
             wake.push(client.info.clone());
         }
     }
@@ -372,9 +363,7 @@ impl Tracker {
         let mut wake = Vec::new();
         {
             let mut table = self.lock();
-            let Table {
-                clients, receivers, ..
-            } = &mut *table;
+            let Table { clients, .. } = &mut *table;
             for client in clients.values_mut() {
                 let Some(prefixes) = &client.prefixes else {
                     continue;
@@ -391,19 +380,8 @@ impl Tracker {
                 if matching.is_empty() {
                     continue;
                 }
-                if client.redirect == 0 {
-                    client.inbox.batch(matching);
-                    wake.push(client.info.clone());
-                } else if let Some(r) = receivers.get_mut(&client.redirect) {
-                    for key in &matching {
-                        r.inbox.key(key);
-                    }
-                    wake.push(r.info.clone());
-                } else {
-                    client.broken = true;
-                    client.broken_news = true;
-                    wake.push(client.info.clone());
-                }
+                client.inbox.batch(matching);
+                wake.push(client.info.clone());
             }
         }
         notify(wake);
@@ -412,16 +390,27 @@ impl Tracker {
     /// Every `BCAST` client is to flush its cache: changes may have gone
     /// unseen (a node's broadcast connection was not listening).
     pub fn flush_broadcast(&self) {
-        if !self.broadcasting() {
-            return;
+        if self.broadcasting() {
+            self.flush_where(|c| c.prefixes.is_some());
         }
+    }
+
+    /// Every RESP2 client that redirects is to flush its cache: a node's
+    /// invalidation inbox, where its reads' invalidations went, was lost.
+    pub fn flush_redirected(&self) {
+        if self.active() {
+            self.flush_where(|c| c.redirect != 0 && !c.resp3);
+        }
+    }
+
+    fn flush_where(&self, which: impl Fn(&Client) -> bool) {
         let mut wake = Vec::new();
         {
             let mut table = self.lock();
             let ids: Vec<u64> = table
                 .clients
                 .iter()
-                .filter(|(_, c)| c.prefixes.is_some())
+                .filter(|(_, c)| which(c))
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
@@ -448,10 +437,41 @@ impl Tracker {
         self.active() && self.lock().clients.get(&id).is_some_and(|c| c.broken)
     }
 
-    /// Client `id` is to flush its cache (where its invalidations go).
-    pub fn flush(&self, id: u64) {
+    /// Passes `notice` of redirecting client `id` on to the client it
+    /// redirects to (its session calls this once the replies of the reads
+    /// before it are written), or tells it the target is gone.
+    pub fn deliver(&self, id: u64, notice: Notice) {
         let mut wake = Vec::new();
-        self.lock().flush(id, &mut wake);
+        {
+            let mut table = self.lock();
+            let Table {
+                clients, receivers, ..
+            } = &mut *table;
+            let Some(client) = clients.get_mut(&id).filter(|c| c.redirect != 0) else {
+                return;
+            };
+            match receivers.get_mut(&client.redirect) {
+                None => {
+                    client.broken = true;
+                    client.broken_news = true;
+                    wake.push(client.info.clone());
+                }
+                Some(r) => {
+                    match notice {
+                        Notice::All => {
+                            r.inbox.flush();
+                            r.resp2_null = !client.resp3;
+                        }
+                        Notice::Keys(keys) => keys.iter().for_each(|k| r.inbox.key(k)),
+                        Notice::Broadcast { batches, .. } => {
+                            batches.iter().flatten().for_each(|k| r.inbox.key(k))
+                        }
+                        Notice::RedirectBroken(_) => {}
+                    }
+                    wake.push(r.info.clone());
+                }
+            }
+        }
         notify(wake);
     }
 
@@ -464,7 +484,7 @@ impl Tracker {
             let Table {
                 keys: table_keys,
                 clients,
-                receivers,
+                ..
             } = &mut *table;
             for key in keys {
                 if let Some(ids) = table_keys.get_mut(key) {
@@ -484,7 +504,7 @@ impl Tracker {
                         break;
                     };
                     if let Some(ids) = table_keys.remove(&old) {
-                        tell(clients, receivers, &old, &ids, &mut wake);
+                        tell(clients, &old, &ids, &mut wake);
                     }
                 }
                 table_keys.insert(Bytes::copy_from_slice(key), vec![id]);
@@ -501,11 +521,11 @@ impl Tracker {
             let Table {
                 keys: table_keys,
                 clients,
-                receivers,
+                ..
             } = &mut *table;
             for key in keys {
                 if let Some((key, ids)) = table_keys.remove_entry(*key) {
-                    tell(clients, receivers, &key, &ids, &mut wake);
+                    tell(clients, &key, &ids, &mut wake);
                 }
             }
         }
@@ -557,26 +577,18 @@ impl Tracker {
 /// the clients they redirect to).
 fn tell(
     clients: &mut HashMap<u64, Client>,
-    receivers: &mut HashMap<u64, Receiver>,
     key: &Bytes,
     ids: &[u64],
     wake: &mut Vec<Arc<ClientInfo>>,
 ) {
     for id in ids {
-        let Some(client) = clients.get_mut(id) else {
+        // BCAST clients are told by prefix only (as Redis, which skips
+        // them here), whatever they read before.
+        let Some(client) = clients.get_mut(id).filter(|c| c.prefixes.is_none()) else {
             continue;
         };
-        if client.redirect == 0 {
-            client.inbox.key(key);
-            wake.push(client.info.clone());
-        } else if let Some(r) = receivers.get_mut(&client.redirect) {
-            r.inbox.key(key);
-            wake.push(r.info.clone());
-        } else {
-            client.broken = true;
-            client.broken_news = true;
-            wake.push(client.info.clone());
-        }
+        client.inbox.key(key);
+        wake.push(client.info.clone());
     }
 }
 
@@ -762,15 +774,19 @@ mod tests {
         assert!(target.receives());
         t.remember(1, [&b"k"[..]].into_iter());
         t.invalidate(&[b"k"]);
-        assert!(target.take_notice() && !a.take_notice());
-        assert_eq!(t.take(1), None);
+        // Its session passes it on once its owed replies are written.
+        assert!(a.take_notice() && !target.take_notice());
+        let notice = t.take(1).unwrap();
+        assert_eq!(notice, Notice::Keys(vec![Bytes::from("k")]));
+        t.deliver(1, notice);
+        assert!(target.take_notice());
         let keys = Received {
             notice: Notice::Keys(vec![Bytes::from("k")]),
             resp2_null: false,
         };
         assert_eq!(t.take_received(2), Some(keys));
         // A RESP2 tracking client's flush carries RESP2's null.
-        t.flush(1);
+        t.deliver(1, Notice::All);
         let got = t.take_received(2).unwrap();
         assert_eq!((got.notice, got.resp2_null), (Notice::All, true));
         let frame = |r: &Received, resp3, sub| received_frame(r, resp3, sub, |k| k);
@@ -792,6 +808,8 @@ mod tests {
         assert!(!target.receives());
         t.remember(1, [&b"k"[..]].into_iter());
         t.invalidate(&[b"k"]);
+        let notice = t.take(1).unwrap();
+        t.deliver(1, notice);
         assert!(t.redirect_broken(1));
         assert_eq!(t.take(1), Some(Notice::RedirectBroken(2)));
         assert_eq!(t.take(1), None);

@@ -311,6 +311,9 @@ impl Core {
         );
         if self.multi.is_some() {
             Box::pin(self.queue_in_multi(route, raw, &view)).await;
+            if std::mem::take(&mut self.bcast_read) {
+                self.last_tracked = self.next_seq();
+            }
             return;
         }
         let seq = self.next_seq();
@@ -322,8 +325,10 @@ impl Core {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.readonly = self.scratch.readonly;
                 sent.tracked = self.track;
-                sent.replica =
-                    sent.readonly && !self.track && self.config.read_from != ReadFrom::Master;
+                sent.replica = sent.readonly
+                    && !self.track
+                    && !self.client.tracking.bcast
+                    && self.config.read_from != ReadFrom::Master;
                 self.prepare_script(&mut sent, args);
                 match stage_to {
                     Some(pool) => {
@@ -544,6 +549,17 @@ impl Core {
     /// RESP3 client routed by their keys, outside transactions (Redis
     /// would push nothing to a RESP2 client that does not redirect).
     fn track_read(&mut self, route: &Route, view: &CommandView<'_>) {
+        if self.client.tracking.bcast {
+            // Nothing is tracked by read, but invalidations come after the
+            // replies of commands sent before them (its own writes' and an
+            // EXEC's too, as from one server); not after a blocked
+            // command's.
+            self.bcast_read = !matches!(
+                route,
+                Route::Local(_) | Route::Reply(_) | Route::Blocking(_)
+            );
+            return;
+        }
         if let Some(tx) = self.multi.as_mut() {
             // Queued: tracked when the transaction is (decided at MULTI,
             // as Redis applies CLIENT CACHING to the whole transaction).
@@ -554,16 +570,6 @@ impl Core {
                 let keys = self.scratch.keys.iter().map(|&k| view.get(k));
                 self.ctx.tracker.remember(self.client.info.id, keys);
             }
-            return;
-        }
-        if self.client.tracking.bcast {
-            // Nothing is tracked by read, but invalidations come after the
-            // replies of commands sent before them (its own writes' too,
-            // as from one server).
-            self.bcast_read = matches!(
-                route,
-                Route::Slot(_) | Route::Split(_) | Route::Blocking(_) | Route::ProxySort
-            );
             return;
         }
         let multi = matches!(route, Route::Tx(TxCmd::Multi));
@@ -622,29 +628,31 @@ impl Core {
         }
         let resp3 = self.client.proto == Proto::Resp3;
         let rules = &self.ctx.rules;
-        if self.client.tracking.redirect != 0 {
-            // Told at once, on the connection it redirects to (as Redis,
-            // which does not order them with this client's replies).
-            match notice {
-                Notice::All => self.ctx.tracker.flush(self.client.info.id),
-                Notice::RedirectBroken(_) if resp3 => self
-                    .oob
-                    .extend_from_slice(&crate::tracking::push_frame(notice, |k| k)),
-                _ => {}
-            }
-            return;
-        }
-        if !resp3 {
-            return;
-        }
-        let frame = crate::tracking::push_frame(notice, |k| rules.decode(k));
         let tracked = (self.last_tracked > self.base_seq).then(|| self.last_tracked - 1);
-        match tracked.max(after) {
-            Some(seq) => {
-                let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
-                self.notices_after.insert(at, (seq, frame));
+        let after = tracked.max(after);
+        let told = if self.client.tracking.redirect != 0 {
+            // Passed on to the client it redirects to, once the replies of
+            // the reads before it are written (a value read before a
+            // change must not reach the client after word of the change).
+            match notice {
+                Notice::RedirectBroken(_) if resp3 => {
+                    Told::Frame(crate::tracking::push_frame(notice, |k| k))
+                }
+                Notice::RedirectBroken(_) => return,
+                _ => Told::Forward(notice.clone()),
             }
-            None => self.oob.extend_from_slice(&frame),
+        } else if resp3 {
+            Told::Frame(crate::tracking::push_frame(notice, |k| rules.decode(k)))
+        } else {
+            return;
+        };
+        match (after, told) {
+            (Some(seq), told) => {
+                let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
+                self.notices_after.insert(at, (seq, told));
+            }
+            (None, Told::Frame(frame)) => self.oob.extend_from_slice(&frame),
+            (None, Told::Forward(notice)) => self.ctx.tracker.deliver(self.client.info.id, notice),
         }
     }
 

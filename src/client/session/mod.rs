@@ -141,6 +141,15 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 /// wakes, before its command and reply count as activity.)
 const PARK_AFTER_BUSY: Duration = Duration::from_secs(2);
 
+/// An invalidation held until a reply is written (see `Core::tell`).
+#[derive(Debug)]
+enum Told {
+    /// A push for the client itself.
+    Frame(Bytes),
+    /// One for the client it redirects to (`REDIRECT`).
+    Forward(crate::tracking::Notice),
+}
+
 pub(super) struct Session {
     parser: RequestParser,
     core: Core,
@@ -217,7 +226,7 @@ struct Core {
     /// client's cache (0: none yet): invalidations go after its reply.
     last_tracked: u64,
     /// Invalidation pushes to write right after the reply numbered so.
-    notices_after: VecDeque<(u64, Bytes)>,
+    notices_after: VecDeque<(u64, Told)>,
     /// The next command waits for the end of a `CLIENT PAUSE` (see
     /// [`crate::client::pause`]).
     paused: bool,

@@ -246,9 +246,15 @@ impl Core {
                 .front()
                 .is_some_and(|(seq, _)| *seq <= self.base_seq)
             {
-                if let Some((_, push)) = self.notices_after.pop_front() {
-                    out.extend_from_slice(&push);
-                    self.out_mixed = true;
+                match self.notices_after.pop_front() {
+                    Some((_, Told::Frame(push))) => {
+                        out.extend_from_slice(&push);
+                        self.out_mixed = true;
+                    }
+                    Some((_, Told::Forward(notice))) => {
+                        self.ctx.tracker.deliver(self.client.info.id, notice)
+                    }
+                    None => {}
                 }
             }
             self.base_seq += 1;
