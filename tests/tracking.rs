@@ -486,6 +486,11 @@ fn redirected_invalidations_reach_the_other_client_as_from_redis() {
         &cmd(&["CLIENT", "TRACKINGINFO"]),
         format!("%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n$8\r\nredirect\r\n:{inbox3_id}\r\n$8\r\nprefixes\r\n*0\r\n").as_bytes(),
     );
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(list.contains(" flags=tR "), "{list}");
     // A RESP2 client whose target left is told nothing, as by Redis.
     drop(inbox);
     std::thread::sleep(Duration::from_millis(200));
@@ -593,6 +598,11 @@ fn bcast_clients_hear_every_change_under_their_prefixes() {
         &cmd(&["CLIENT", "TRACKINGINFO"]),
         b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*2\r\n$8\r\nbc:cart:\r\n$8\r\nbc:user:\r\n",
     );
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(list.contains(" flags=tB "), "{list}");
     r.roundtrip(
         &cmd(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "bc:u"]),
         b"-ERR Prefix 'bc:u' overlaps with an existing prefix 'bc:user:'. Prefixes for a single client must not overlap.\r\n",

@@ -301,8 +301,12 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The session and the socket go first, then the client's entry.
         self.state = State::Done;
+        // Out of the registry and marked closed first: a client naming it
+        // in REDIRECT meanwhile finds it gone (see Tracker::enable).
+        if let Some(info) = self.ctx.clients.remove(self.id) {
+            info.set_closed();
+        }
         self.ctx.tracker.gone(self.id);
-        self.ctx.clients.remove(self.id);
         self.ctx
             .stats
             .connected_clients

@@ -389,7 +389,7 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                             opts.inboxes.ensure(shard.master.addr(), opts);
                         }
                     }
-                    ctx.tracker.enable(&client.info, target.as_ref(), resp3);
+                    ctx.tracker.enable(&client.info, target.as_ref());
                     if client.tracking.bcast {
                         ctx.tracker.add_prefixes(client.info.id, prefixes);
                         let opts = ctx.topology.conn_options();

@@ -36,6 +36,12 @@ pub struct ClientInfo {
     redirect: AtomicU64,
     /// Whether other clients redirect their invalidations to it.
     receives: AtomicBool,
+    /// `CLIENT TRACKING` in `BCAST` mode (`CLIENT LIST` flag `B`).
+    bcast: AtomicBool,
+    /// Its redirect target left (`CLIENT LIST` flag `R`).
+    broken: AtomicBool,
+    /// The connection is closing (a redirect target no more).
+    closed: AtomicBool,
     /// Whether `CLIENT PAUSE` holds its command (blocked, for `INFO`).
     paused: AtomicBool,
     /// Set when the tracker has invalidations for the client to write.
@@ -93,6 +99,9 @@ impl ClientInfo {
             tracking: AtomicBool::new(false),
             redirect: AtomicU64::new(0),
             receives: AtomicBool::new(false),
+            bcast: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             noticed: AtomicBool::new(false),
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
@@ -153,6 +162,26 @@ impl ClientInfo {
     /// Whether tracking clients redirect their invalidations to this one.
     pub fn receives(&self) -> bool {
         self.receives.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the client tracks in `BCAST` mode.
+    pub fn set_bcast(&self, on: bool) {
+        self.bcast.store(on, Ordering::Relaxed);
+    }
+
+    /// Records whether the client's redirect target left.
+    pub fn set_broken(&self, on: bool) {
+        self.broken.store(on, Ordering::Relaxed);
+    }
+
+    /// Marks the connection as closing.
+    pub fn set_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Whether `CLIENT TRACKING` is on.
@@ -274,7 +303,13 @@ impl ClientInfo {
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
-            flags(self.is_subscribed(), self.is_blocked(), self.is_tracking()),
+            flags([
+                (self.is_subscribed(), 'P'),
+                (self.is_blocked(), 'b'),
+                (self.is_tracking(), 't'),
+                (self.broken.load(Ordering::Relaxed), 'R'),
+                (self.bcast.load(Ordering::Relaxed), 'B'),
+            ]),
             self.subscriptions[0].load(Ordering::Relaxed),
             self.subscriptions[1].load(Ordering::Relaxed),
             self.subscriptions[2].load(Ordering::Relaxed),
@@ -298,18 +333,15 @@ impl ClientInfo {
     }
 }
 
-/// `CLIENT LIST` flags in Redis's order: `P` subscribed, `b` blocked, `t`
-/// tracking; `N` for none.
-fn flags(subscribed: bool, blocked: bool, tracking: bool) -> &'static str {
-    match (subscribed, blocked, tracking) {
-        (false, false, false) => "N",
-        (true, false, false) => "P",
-        (false, true, false) => "b",
-        (false, false, true) => "t",
-        (true, true, false) => "Pb",
-        (true, false, true) => "Pt",
-        (false, true, true) => "bt",
-        (true, true, true) => "Pbt",
+/// `CLIENT LIST` flags, given in Redis's order (`P` subscribed, `b`
+/// blocked, `t` tracking, `R` broken redirection, `B` broadcasting); `N`
+/// for none.
+fn flags<const N: usize>(set: [(bool, char); N]) -> String {
+    let flags: String = set.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+    if flags.is_empty() {
+        "N".into()
+    } else {
+        flags
     }
 }
 
@@ -331,8 +363,8 @@ impl Registry {
     }
 
     /// Removes a connection.
-    pub fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+    pub fn remove(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.lock().remove(&id)
     }
 
     /// Wakes every resting client (the proxy started draining).

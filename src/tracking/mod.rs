@@ -117,14 +117,20 @@ struct Client {
     inbox: Inbox,
     /// The client its invalidations go to (`REDIRECT`), 0 for itself.
     redirect: u64,
-    /// It speaks RESP3 (the null of its flushes).
-    resp3: bool,
     /// Its redirect target left (`CLIENT TRACKINGINFO` `broken_redirect`).
     broken: bool,
     /// Its `BCAST` prefixes, sorted (`None`: not broadcasting).
     prefixes: Option<Vec<Bytes>>,
     /// ... and it is still to be told so.
     broken_news: bool,
+}
+
+impl Client {
+    /// It speaks RESP3 now (the null of its flushes; a RESP2 client that
+    /// does not redirect is told nothing).
+    fn resp3(&self) -> bool {
+        self.info.resp.load(Ordering::Relaxed) == 3
+    }
 }
 
 /// A client other clients redirect their invalidations to.
@@ -265,27 +271,28 @@ impl Tracker {
         self.clients.load(Ordering::Relaxed)
     }
 
-    /// Turns tracking on (or changes it) for a client speaking RESP3 when
-    /// `resp3`, its invalidations redirected to `redirect` if given.
-    pub fn enable(&self, info: &Arc<ClientInfo>, redirect: Option<&Arc<ClientInfo>>, resp3: bool) {
+    /// Turns tracking on (or changes it) for a client, its invalidations
+    /// redirected to `redirect` if given.
+    pub fn enable(&self, info: &Arc<ClientInfo>, redirect: Option<&Arc<ClientInfo>>) {
         let mut table = self.lock();
         let target = redirect.map_or(0, |r| r.id);
         let client = table.clients.entry(info.id).or_insert_with(|| Client {
             info: info.clone(),
             inbox: Inbox::default(),
             redirect: 0,
-            resp3,
             broken: false,
             broken_news: false,
             prefixes: None,
         });
         let old = std::mem::replace(&mut client.redirect, target);
-        client.resp3 = resp3;
         client.broken = false;
         client.broken_news = false;
+        info.set_broken(false);
         if old != target {
             table.unredirect(old);
-            if let Some(r) = redirect {
+            // A target that is closing gets no entry: its redirection is
+            // found broken (see `gone`, which runs after it is marked).
+            if let Some(r) = redirect.filter(|r| !r.is_closed()) {
                 r.set_receives(true);
                 table
                     .receivers
@@ -312,6 +319,8 @@ impl Tracker {
         let mut table = self.lock();
         if let Some(client) = table.clients.remove(&id) {
             client.info.set_tracking(false, 0);
+            client.info.set_bcast(false);
+            client.info.set_broken(false);
             table.unredirect(client.redirect);
             if client.prefixes.is_some() {
                 self.broadcasting.fetch_sub(1, Ordering::Relaxed);
@@ -327,6 +336,7 @@ impl Tracker {
         let Some(client) = table.clients.get_mut(&id) else {
             return;
         };
+        client.info.set_bcast(true);
         let all = client.prefixes.get_or_insert_with(|| {
             self.broadcasting.fetch_add(1, Ordering::Relaxed);
             Vec::new()
@@ -368,7 +378,7 @@ impl Tracker {
                 let Some(prefixes) = &client.prefixes else {
                     continue;
                 };
-                if client.redirect == 0 && !client.resp3 {
+                if client.redirect == 0 && !client.resp3() {
                     // Nothing reaches a RESP2 client that does not redirect.
                     continue;
                 }
@@ -399,7 +409,7 @@ impl Tracker {
     /// invalidation inbox, where its reads' invalidations went, was lost.
     pub fn flush_redirected(&self) {
         if self.active() {
-            self.flush_where(|c| c.redirect != 0 && !c.resp3);
+            self.flush_where(|c| c.redirect != 0 && !c.resp3());
         }
     }
 
@@ -454,13 +464,14 @@ impl Tracker {
                 None => {
                     client.broken = true;
                     client.broken_news = true;
+                    client.info.set_broken(true);
                     wake.push(client.info.clone());
                 }
                 Some(r) => {
                     match notice {
                         Notice::All => {
                             r.inbox.flush();
-                            r.resp2_null = !client.resp3;
+                            r.resp2_null = !client.resp3();
                         }
                         Notice::Keys(keys) => keys.iter().for_each(|k| r.inbox.key(k)),
                         Notice::Broadcast { batches, .. } => {
@@ -729,8 +740,8 @@ mod tests {
     fn reads_are_invalidated_once_per_reader() {
         let t = Tracker::new(0);
         let (a, b) = (info(1), info(2));
-        t.enable(&a, None, true);
-        t.enable(&b, None, true);
+        t.enable(&a, None);
+        t.enable(&b, None);
         t.remember(1, [&b"k"[..], b"j"].into_iter());
         t.remember(2, [&b"k"[..]].into_iter());
         t.remember(1, [&b"k"[..]].into_iter());
@@ -751,8 +762,8 @@ mod tests {
     fn disabled_clients_are_skipped_and_flushes_reach_everyone() {
         let t = Tracker::new(0);
         let (a, b) = (info(1), info(2));
-        t.enable(&a, None, true);
-        t.enable(&b, None, true);
+        t.enable(&a, None);
+        t.enable(&b, None);
         t.remember(1, [&b"k"[..]].into_iter());
         t.disable(1);
         assert!(!a.is_tracking());
@@ -770,7 +781,7 @@ mod tests {
     fn redirected_invalidations_go_to_the_target_until_it_leaves() {
         let t = Tracker::new(0);
         let (a, target) = (info(1), info(2));
-        t.enable(&a, Some(&target), false);
+        t.enable(&a, Some(&target));
         assert!(target.receives());
         t.remember(1, [&b"k"[..]].into_iter());
         t.invalidate(&[b"k"]);
@@ -819,7 +830,7 @@ mod tests {
         );
         // Enabling again clears it; disabling drops the receiver.
         let other = info(3);
-        t.enable(&a, Some(&other), true);
+        t.enable(&a, Some(&other));
         assert!(!t.redirect_broken(1) && other.receives());
         t.disable(1);
         assert!(!other.receives());
@@ -829,7 +840,7 @@ mod tests {
     fn the_key_limit_invalidates_to_make_room() {
         let t = Tracker::new(2);
         let a = info(1);
-        t.enable(&a, None, true);
+        t.enable(&a, None);
         t.remember(1, [&b"a"[..], b"b", b"c"].into_iter());
         assert_eq!(t.keys(), 2);
         match t.take(1) {

@@ -581,7 +581,7 @@ impl Core {
             // redirect to their node's inbox: none connected yet (the first
             // reads after tracking began), the client flushes instead.
             Route::Tx(TxCmd::Multi) | Route::Slot(_) | Route::Split(_)
-                if self.client.proto == Proto::Resp2 && !self.inboxes_ready() =>
+                if self.client.proto == Proto::Resp2 && !self.inboxes_ready(route) =>
             {
                 self.untracked_read = true
             }
@@ -598,11 +598,16 @@ impl Core {
         }
     }
 
-    /// Whether every master's invalidation inbox is connected (see
-    /// [`crate::backend::inbox`]); starts those missing.
-    fn inboxes_ready(&self) -> bool {
+    /// Whether the invalidation inboxes (see [`crate::backend::inbox`]) of
+    /// the masters `route` reads from are connected: its slot's, or every
+    /// master's; starts those missing.
+    fn inboxes_ready(&self, route: &Route) -> bool {
         let opts = self.ctx.topology.conn_options();
         let map = self.ctx.topology.load();
+        if let Route::Slot(slot) = route {
+            let master = map.master(*slot);
+            return master.is_some_and(|m| opts.inboxes.ensure(m.addr(), opts) != 0);
+        }
         let mut ready = true;
         for shard in map.shards() {
             ready &= opts.inboxes.ensure(shard.master.addr(), opts) != 0;
