@@ -73,6 +73,13 @@ SKIPS=(
     # The proxy's MONITOR shows what its clients send, not what scripts
     # run on the nodes: waits for ever.
     "/MONITOR can log commands issued by"
+    # Waits for an invalidation of a script's declared keys: the proxy
+    # does not track scripts' keys (it cannot see whether one reads).
+    "Tracking only occurs for scripts when a command calls a read-only command"
+    # NOLOOP in BCAST mode: the proxy cannot tell who changed a key, so
+    # the client hears of its own write; the message left unread breaks
+    # every later test of the unit.
+    "Tracking NOLOOP mode in BCAST mode works"
     # A confined user may not run scripts (they run unchecked on the nodes);
     # the test then leaves every later test logged in as that user.
     "Script ACL check"

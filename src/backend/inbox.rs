@@ -15,8 +15,9 @@
 //! listener: a RESP3 connection with `CLIENT TRACKING ON BCAST`, told of
 //! every key that changes there; the tracker passes those under a client's
 //! prefixes to it. It is opened with the first `BCAST` client and closed
-//! after the last. Until it listens (and after it is lost), changes go
-//! unseen, so the `BCAST` clients flush once it does.
+//! after the last. Until it listens, changes go unseen, so the `BCAST`
+//! clients that sent commands meanwhile flush once it does; when one is
+//! lost, every `BCAST` client flushes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +93,17 @@ impl Inboxes {
             .map_or(0, |inbox| inbox.id.load(Ordering::Acquire))
     }
 
+    /// Whether every master in `masters` has a listening broadcast
+    /// listener.
+    pub fn broadcast_ready<'a>(&self, mut masters: impl Iterator<Item = &'a Arc<str>>) -> bool {
+        let nodes = self.broadcast.lock().unwrap_or_else(|p| p.into_inner());
+        masters.all(|m| {
+            nodes
+                .get(m)
+                .is_some_and(|i| i.id.load(Ordering::Acquire) != 0)
+        })
+    }
+
     /// Closes the inboxes of nodes not in `masters`, and every broadcast
     /// listener unless `broadcasting`.
     pub fn retain(&self, masters: &[Arc<str>], broadcasting: bool) {
@@ -159,7 +171,7 @@ async fn listen(
             tracing::warn!(node = %addr, error = %why, ?kind, "invalidation inbox lost");
             match kind {
                 Kind::Redirect => opts.tracker.flush_redirected(),
-                Kind::Broadcast => opts.tracker.flush_broadcast(),
+                Kind::Broadcast => opts.tracker.flush_broadcast(true),
             }
         }
         tokio::select! {
@@ -199,9 +211,10 @@ async fn serve(
                 },
                 Some(b'+') => {
                     if kind == Kind::Broadcast && id.load(Ordering::Acquire) == 0 {
-                        // Listening: what changed before went unseen.
+                        // Listening: what changed before went unseen by
+                        // the clients that may have read it.
                         id.store(1, Ordering::Release);
-                        opts.tracker.flush_broadcast();
+                        opts.tracker.flush_broadcast(false);
                     }
                 }
                 Some(b':') => {

@@ -37,8 +37,9 @@
 //!   passes each client those under its prefixes.
 //!
 //! Supported: the default, `OPTIN`, `OPTOUT` and `BCAST` modes, for RESP3
-//! clients and for any client with `REDIRECT` (`NOLOOP` is accepted, and a
-//! client's own writes invalidate its keys as without it).
+//! clients and for any client with `REDIRECT`, with `NOLOOP` (a client's
+//! own writes forget the keys for it, as Redis does; in `BCAST` mode it
+//! still hears of them: the proxy cannot tell who changed a key).
 
 pub mod options;
 
@@ -123,6 +124,10 @@ struct Client {
     prefixes: Option<Vec<Bytes>>,
     /// ... and it is still to be told so.
     broken_news: bool,
+    /// A `BCAST` client that sent a command while a node's broadcast
+    /// listener was not listening: it may have cached what then changed
+    /// unseen.
+    unsure: bool,
 }
 
 impl Client {
@@ -282,6 +287,7 @@ impl Tracker {
             redirect: 0,
             broken: false,
             broken_news: false,
+            unsure: false,
             prefixes: None,
         });
         let old = std::mem::replace(&mut client.redirect, target);
@@ -397,11 +403,52 @@ impl Tracker {
         notify(wake);
     }
 
-    /// Every `BCAST` client is to flush its cache: changes may have gone
-    /// unseen (a node's broadcast connection was not listening).
-    pub fn flush_broadcast(&self) {
-        if self.broadcasting() {
-            self.flush_where(|c| c.prefixes.is_some());
+    /// `BCAST` clients are to flush their cache: changes may have gone
+    /// unseen (a node's broadcast listener was lost: all of them; it
+    /// listens now: those that sent commands before, see
+    /// [`Tracker::mark_unsure`]).
+    pub fn flush_broadcast(&self, all: bool) {
+        if !self.broadcasting() {
+            return;
+        }
+        let mut wake = Vec::new();
+        {
+            let mut table = self.lock();
+            let ids: Vec<u64> = table
+                .clients
+                .iter_mut()
+                .filter(|(_, c)| c.prefixes.is_some() && (all || c.unsure))
+                .map(|(id, c)| {
+                    c.unsure = false;
+                    *id
+                })
+                .collect();
+            for id in ids {
+                table.flush(id, &mut wake);
+            }
+        }
+        notify(wake);
+    }
+
+    /// `BCAST` client `id` sends a command while a broadcast listener is
+    /// not listening yet: it flushes once all listen.
+    pub fn mark_unsure(&self, id: u64) {
+        if let Some(c) = self.lock().clients.get_mut(&id) {
+            c.unsure = true;
+        }
+    }
+
+    /// A `NOLOOP` client writes `keys`: its own change does not invalidate
+    /// them for it (and, as in Redis, it no longer tracks them).
+    pub fn forget<'a>(&self, id: u64, keys: impl Iterator<Item = &'a [u8]>) {
+        if !self.active() {
+            return;
+        }
+        let mut table = self.lock();
+        for key in keys {
+            if let Some(ids) = table.keys.get_mut(key) {
+                ids.retain(|&i| i != id);
+            }
         }
     }
 
@@ -474,8 +521,17 @@ impl Tracker {
                             r.resp2_null = !client.resp3();
                         }
                         Notice::Keys(keys) => keys.iter().for_each(|k| r.inbox.key(k)),
-                        Notice::Broadcast { batches, .. } => {
-                            batches.iter().flatten().for_each(|k| r.inbox.key(k))
+                        // One message per change batch and prefix, as Redis.
+                        Notice::Broadcast { prefixes, batches } => {
+                            for batch in &batches {
+                                for p in &prefixes {
+                                    let keys: Vec<Bytes> =
+                                        batch.iter().filter(|k| may_match(k, p)).cloned().collect();
+                                    if !keys.is_empty() {
+                                        r.inbox.batch(keys);
+                                    }
+                                }
+                            }
                         }
                         Notice::RedirectBroken(_) => {}
                     }
@@ -573,14 +629,21 @@ impl Tracker {
 
     /// What client `id` is to be told of the reads of clients that
     /// redirect to it, if anything.
-    pub fn take_received(&self, id: u64) -> Option<Received> {
+    pub fn take_received(&self, id: u64) -> Vec<Received> {
         let mut table = self.lock();
-        let r = table.receivers.get_mut(&id)?;
-        let notice = r.inbox.take(None)?;
-        Some(Received {
-            resp2_null: notice == Notice::All && std::mem::take(&mut r.resp2_null),
-            notice,
-        })
+        let Some(r) = table.receivers.get_mut(&id) else {
+            return Vec::new();
+        };
+        // Broadcast batches (one message each), then keys.
+        let batches = Vec::new();
+        let mut out = Vec::new();
+        while let Some(notice) = r.inbox.take(Some(&batches)) {
+            out.push(Received {
+                resp2_null: notice == Notice::All && std::mem::take(&mut r.resp2_null),
+                notice,
+            });
+        }
+        out
     }
 }
 
@@ -661,17 +724,32 @@ pub fn received_frame<'a>(
     } else {
         b"_\r\n"
     };
-    let mut out = BytesMut::with_capacity(48);
-    if resp3 {
-        put_header(&mut out, b'>', 2);
-        put_bulk(&mut out, b"invalidate");
-    } else if subscribed {
-        put_header(&mut out, b'*', 3);
-        put_bulk(&mut out, b"message");
-        put_bulk(&mut out, b"__redis__:invalidate");
-    } else {
+    if !resp3 && !subscribed {
         return None;
     }
+    let head = |out: &mut BytesMut| {
+        if resp3 {
+            put_header(out, b'>', 2);
+            put_bulk(out, b"invalidate");
+        } else {
+            put_header(out, b'*', 3);
+            put_bulk(out, b"message");
+            put_bulk(out, b"__redis__:invalidate");
+        }
+    };
+    let mut out = BytesMut::with_capacity(48);
+    if let Notice::Broadcast { batches, .. } = &received.notice {
+        // Each batch is one message (the keys of one prefix).
+        for batch in batches {
+            head(&mut out);
+            put_header(&mut out, b'*', batch.len());
+            for key in batch {
+                put_bulk(&mut out, decode(key));
+            }
+        }
+        return Some(out.freeze());
+    }
+    head(&mut out);
     put_value(&mut out, &received.notice, null, decode);
     Some(out.freeze())
 }
@@ -795,10 +873,10 @@ mod tests {
             notice: Notice::Keys(vec![Bytes::from("k")]),
             resp2_null: false,
         };
-        assert_eq!(t.take_received(2), Some(keys));
+        assert_eq!(t.take_received(2), vec![keys]);
         // A RESP2 tracking client's flush carries RESP2's null.
         t.deliver(1, Notice::All);
-        let got = t.take_received(2).unwrap();
+        let got = t.take_received(2).remove(0);
         assert_eq!((got.notice, got.resp2_null), (Notice::All, true));
         let frame = |r: &Received, resp3, sub| received_frame(r, resp3, sub, |k| k);
         let all = Received {

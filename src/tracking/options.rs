@@ -26,8 +26,9 @@ pub struct Tracking {
     pub on: bool,
     /// Its mode.
     pub mode: Mode,
-    /// `NOLOOP` was given (accepted; the client's own writes still
-    /// invalidate its keys, which costs it a cache miss, never stale data).
+    /// `NOLOOP` was given: the client's own writes do not invalidate its
+    /// keys (in `BCAST` mode they still do, a cache miss, never stale
+    /// data).
     pub noloop: bool,
     /// `CLIENT CACHING YES|NO` was given for the next command.
     pub caching: bool,

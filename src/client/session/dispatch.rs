@@ -524,6 +524,9 @@ impl Core {
             }
             Route::Local(cmd) => {
                 self.local(cmd, &view);
+                if cmd == Local::Client && self.client.tracking.bcast {
+                    Box::pin(self.broadcast_listening()).await;
+                }
                 None
             }
             Route::Reply(b) => {
@@ -558,7 +561,19 @@ impl Core {
                 route,
                 Route::Local(_) | Route::Reply(_) | Route::Blocking(_)
             );
+            let opts = self.ctx.topology.conn_options();
+            let map = self.ctx.topology.load();
+            let masters = map.shards().iter().map(|s| s.master.addr());
+            if !matches!(route, Route::Local(_) | Route::Reply(_))
+                && !opts.inboxes.broadcast_ready(masters)
+            {
+                self.ctx.tracker.mark_unsure(self.client.info.id);
+            }
             return;
+        }
+        if self.client.tracking.noloop && !self.scratch.readonly {
+            let keys = self.scratch.keys.iter().map(|&k| view.get(k));
+            self.ctx.tracker.forget(self.client.info.id, keys);
         }
         if let Some(tx) = self.multi.as_mut() {
             // Queued: tracked when the transaction is (decided at MULTI,
@@ -595,6 +610,22 @@ impl Core {
             // client flushes its cache once the reply is in.
             Route::Blocking(_) | Route::ProxySort => self.untracked_read = true,
             _ => {}
+        }
+    }
+
+    /// Waits (a connect timeout at most) until every master's broadcast
+    /// listener listens, so that a `BCAST` client's `+OK` is not followed
+    /// by changes it is not told of (see [`crate::backend::inbox`]).
+    async fn broadcast_listening(&self) {
+        let opts = self.ctx.topology.conn_options();
+        let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+        loop {
+            let map = self.ctx.topology.load();
+            let masters = map.shards().iter().map(|s| s.master.addr());
+            if opts.inboxes.broadcast_ready(masters) || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
@@ -666,16 +697,15 @@ impl Core {
         if !self.client.info.receives() {
             return;
         }
-        let Some(received) = self.ctx.tracker.take_received(self.client.info.id) else {
-            return;
-        };
         let rules = &self.ctx.rules;
         let resp3 = self.client.proto == Proto::Resp3;
         let subscribed = self.pubsub.as_ref().is_some_and(|p| p.active());
-        if let Some(frame) =
-            crate::tracking::received_frame(&received, resp3, subscribed, |k| rules.decode(k))
-        {
-            self.oob.extend_from_slice(&frame);
+        for received in self.ctx.tracker.take_received(self.client.info.id) {
+            if let Some(frame) =
+                crate::tracking::received_frame(&received, resp3, subscribed, |k| rules.decode(k))
+            {
+                self.oob.extend_from_slice(&frame);
+            }
         }
     }
 
