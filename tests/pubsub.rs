@@ -888,19 +888,7 @@ fn subscriptions_follow_the_home_master_demoted_by_a_failover() {
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.wait_ok();
-    let mut config: Vec<String> = Vec::new();
-    while config.get(1).map(String::as_str) != Some("$E") {
-        assert!(
-            Instant::now() < deadline,
-            "not set on the new master: {config:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        config = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("notify-keyspace-events")
-            .query(&mut cluster.conn(replica))
-            .unwrap();
-    }
+    wait_for_notify_setting(&cluster, replica, deadline);
     publish_until_heard(&mut c, "PUBLISH", "news", deadline);
     let heard = String::from_utf8(sub.read_available(Duration::from_millis(300))).unwrap();
     let one = message(None, "news", "after");
@@ -981,20 +969,26 @@ fn subscriptions_follow_the_home_master_demoted_by_a_failover() {
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.wait_ok();
+    wait_for_notify_setting(&cluster, victim, deadline);
+    set_until_notified(&mut c, &mut sub, key, deadline);
+}
+
+/// Waits until the node on `port` has the `notify-keyspace-events` the
+/// test set through the proxy (`E$`), or fails at `deadline`.
+fn wait_for_notify_setting(cluster: &Cluster, port: u16, deadline: Instant) {
     let mut config: Vec<String> = Vec::new();
     while config.get(1).map(String::as_str) != Some("$E") {
         assert!(
             Instant::now() < deadline,
-            "not set on the restarted master: {config:?}"
+            "not set on the master {port}: {config:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
         config = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
-            .query(&mut cluster.conn(victim))
+            .query(&mut cluster.conn(port))
             .unwrap();
     }
-    set_until_notified(&mut c, &mut sub, key, deadline);
 }
 
 /// Sets `key` until the subscriber hears its `set` notification (and

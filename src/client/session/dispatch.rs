@@ -294,7 +294,7 @@ impl Core {
         self.client.info.set_last_cmd(self.scratch.index);
         self.track = false;
         self.untracked_read = false;
-        self.bcast_read = false;
+        self.ordered = false;
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
@@ -311,7 +311,7 @@ impl Core {
         );
         if self.multi.is_some() {
             Box::pin(self.queue_in_multi(route, raw, &view)).await;
-            if std::mem::take(&mut self.bcast_read) {
+            if std::mem::take(&mut self.ordered) {
                 self.last_tracked = self.next_seq();
             }
             return;
@@ -537,7 +537,7 @@ impl Core {
         if let Some(later) = later {
             Box::pin(self.send_later(later)).await;
         }
-        if std::mem::take(&mut self.track) | std::mem::take(&mut self.bcast_read) {
+        if std::mem::take(&mut self.track) | std::mem::take(&mut self.ordered) {
             self.last_tracked = self.next_seq();
         }
         if std::mem::take(&mut self.untracked_read) {
@@ -552,15 +552,15 @@ impl Core {
     /// RESP3 client routed by their keys, outside transactions (Redis
     /// would push nothing to a RESP2 client that does not redirect).
     fn track_read(&mut self, route: &Route, view: &CommandView<'_>) {
+        // Invalidations come after the replies of the commands sent before
+        // them (of its own writes and an EXEC's too, as from one server),
+        // not after a blocked command's.
+        self.ordered = !matches!(
+            route,
+            Route::Local(_) | Route::Reply(_) | Route::Blocking(_)
+        );
         if self.client.tracking.bcast {
-            // Nothing is tracked by read, but invalidations come after the
-            // replies of commands sent before them (its own writes' and an
-            // EXEC's too, as from one server); not after a blocked
-            // command's.
-            self.bcast_read = !matches!(
-                route,
-                Route::Local(_) | Route::Reply(_) | Route::Blocking(_)
-            );
+            // Nothing is tracked by read.
             let opts = self.ctx.topology.conn_options();
             let map = self.ctx.topology.load();
             let masters = map.shards().iter().map(|s| s.master.addr());

@@ -207,9 +207,9 @@ struct Core {
     /// The command being handled reads what the client tracks, on a path
     /// that cannot carry `caching` (a blocking read): the client flushes
     /// its cache once the reply is in.
-    /// The command being handled is a keyed command of a `BCAST` client:
-    /// the invalidations that follow wait for its reply.
-    bcast_read: bool,
+    /// The command being handled is sent to the nodes for a tracking
+    /// client: the invalidations that follow wait for its reply.
+    ordered: bool,
     untracked_read: bool,
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
@@ -271,7 +271,7 @@ impl Session {
                 next_group: 0,
                 track: false,
                 untracked_read: false,
-                bcast_read: false,
+                ordered: false,
                 track_tx: false,
                 queued_original: None,
                 merging: None,
