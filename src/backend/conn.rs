@@ -601,19 +601,21 @@ fn enqueue(
     // ASKING and CACHING each hold for the next command only: a command
     // cannot have both (the session never asks for it).
     let mut own = 0;
-    // A RESP2 connection redirects to its node's inbox. Without one (the
-    // session saw it connected, and it was lost since) the read could not
-    // be tracked: it fails rather than be cached untracked.
-    let redirect = tracking.inbox.map(|(inboxes, addr)| inboxes.id(addr));
-    if req.caching && !req.asking && redirect == Some(0) {
-        req.reply_to.send(
-            reply::error("ERR slotbridge: the node's invalidation connection for client-side caching is reconnecting; retry"),
-            ReplyStatus::NotSent,
-        );
-        return;
-    }
     if req.caching && !req.asking {
-        let to = redirect.unwrap_or(0);
+        // A RESP2 connection redirects to its node's inbox. Without one (the
+        // session saw it connected, and it was lost since) the read could
+        // not be tracked: it fails rather than be cached untracked.
+        let to = match tracking.inbox.map(|(inboxes, addr)| inboxes.id(addr)) {
+            Some(0) => {
+                req.reply_to.send(
+                    reply::error("ERR slotbridge: the node's invalidation connection for client-side caching is reconnecting; retry"),
+                    ReplyStatus::NotSent,
+                );
+                return;
+            }
+            Some(id) => id,
+            None => 0,
+        };
         if tracking.on != Some(to) {
             if to == 0 {
                 wbuf.extend_from_slice(TRACKING_ON);
