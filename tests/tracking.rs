@@ -408,18 +408,46 @@ fn message(value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A RESP2 client subscribed to `__redis__:invalidate`, and its id.
+fn invalidation_inbox(proxy: &Proxy) -> (RawClient, u64) {
+    let mut inbox = RawClient::connect(proxy.port);
+    let id = client_id(&mut inbox);
+    inbox.roundtrip(
+        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
+    );
+    (inbox, id)
+}
+
+/// Reads `keys` (missing) with the RESP2 client `r` that redirects to
+/// `inbox` until the reads are tracked: until the nodes' inboxes for RESP2
+/// connections are connected, the client is told to flush after each.
+fn read_until_tracked(r: &mut RawClient, inbox: &mut RawClient, keys: &[&str]) {
+    let flush = message(b"$-1\r\n");
+    for tries in 0.. {
+        assert!(tries < 50, "reads never tracked");
+        for k in keys {
+            r.roundtrip(&cmd(&["GET", k]), b"$-1\r\n");
+        }
+        let early = inbox.read_available(Duration::from_millis(200));
+        if early.is_empty() {
+            return;
+        }
+        assert!(
+            early.chunks(flush.len()).all(|m| m == &flush[..]),
+            "{}",
+            common::escape(&early)
+        );
+    }
+}
+
 #[test]
 fn redirected_invalidations_reach_the_other_client_as_from_redis() {
     let proxy = proxy();
     let [a, b, c] = keys("redir");
     // RESP2 client-side caching: a second connection subscribed to
     // __redis__:invalidate gets the invalidations of the first.
-    let mut inbox = RawClient::connect(proxy.port);
-    let inbox_id = client_id(&mut inbox);
-    inbox.roundtrip(
-        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
-        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
-    );
+    let (mut inbox, inbox_id) = invalidation_inbox(&proxy);
     let mut r = RawClient::connect(proxy.port);
     let redirect = inbox_id.to_string();
     r.roundtrip(
@@ -439,24 +467,7 @@ fn redirected_invalidations_reach_the_other_client_as_from_redis() {
         .query(&mut proxy.conn())
         .unwrap();
     assert!(list.contains(&format!(" redir={inbox_id} ")), "{list}");
-    // Until the nodes' inboxes for RESP2 connections are connected, reads
-    // are not tracked and the client is told to flush after each.
-    let flush = message(b"$-1\r\n");
-    for tries in 0.. {
-        assert!(tries < 50, "reads never tracked");
-        for k in [&a, &b, &c] {
-            r.roundtrip(&cmd(&["GET", k]), b"$-1\r\n");
-        }
-        let early = inbox.read_available(Duration::from_millis(200));
-        if early.is_empty() {
-            break;
-        }
-        assert!(
-            early.chunks(flush.len()).all(|m| m == &flush[..]),
-            "{}",
-            common::escape(&early)
-        );
-    }
+    read_until_tracked(&mut r, &mut inbox, &[&a, &b, &c]);
     write(&proxy, &b, "1");
     inbox.expect(&message(
         format!("*1\r\n${}\r\n{b}\r\n", b.len()).as_bytes(),
@@ -506,34 +517,15 @@ fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
     let cluster = Cluster::start(3, 0);
     let proxy = Proxy::start(&cluster);
     let [a, ..] = keys("inbox");
-    let mut inbox = RawClient::connect(proxy.port);
-    let inbox_id = client_id(&mut inbox).to_string();
-    inbox.roundtrip(
-        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
-        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
-    );
+    let (mut inbox, inbox_id) = invalidation_inbox(&proxy);
+    let inbox_id = inbox_id.to_string();
     let mut r = RawClient::connect(proxy.port);
     r.roundtrip(
         &cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &inbox_id]),
         b"+OK\r\n",
     );
     let flush = message(b"$-1\r\n");
-    let read_until_tracked = |r: &mut RawClient, inbox: &mut RawClient| {
-        for tries in 0.. {
-            assert!(tries < 50, "reads never tracked");
-            r.roundtrip(&cmd(&["GET", &a]), b"$-1\r\n");
-            let early = inbox.read_available(Duration::from_millis(200));
-            if early.is_empty() {
-                return;
-            }
-            assert!(
-                early.chunks(flush.len()).all(|m| m == &flush[..]),
-                "{}",
-                common::escape(&early)
-            );
-        }
-    };
-    read_until_tracked(&mut r, &mut inbox);
+    read_until_tracked(&mut r, &mut inbox, &[&a]);
     // A flush: RESP2's null, the tracking client's protocol.
     let _: () = redis::cmd("FLUSHALL").query(&mut proxy.conn()).unwrap();
     let flushed = inbox.read_available(Duration::from_millis(500));
@@ -542,7 +534,7 @@ fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
         "{}",
         common::escape(&flushed)
     );
-    read_until_tracked(&mut r, &mut inbox);
+    read_until_tracked(&mut r, &mut inbox, &[&a]);
     // The node drops the inbox (the one connection whose last command was
     // CLIENT ID): the client is told to flush, and its reads are tracked
     // again, the RESP2 connection redirecting to the new inbox.
@@ -566,7 +558,7 @@ fn a_lost_inbox_flushes_redirecting_clients_and_is_replaced() {
     inbox.expect(&flush);
     std::thread::sleep(Duration::from_millis(300));
     let _ = inbox.read_available(Duration::from_millis(100));
-    read_until_tracked(&mut r, &mut inbox);
+    read_until_tracked(&mut r, &mut inbox, &[&a]);
     write(&proxy, &a, "1");
     inbox.expect(&message(
         format!("*1\r\n${}\r\n{a}\r\n", a.len()).as_bytes(),
@@ -634,12 +626,8 @@ fn redirected_and_broadcast_invalidations_wait_for_the_replies_before_them() {
     // A read pipelined behind a blocked command is answered after it (the
     // proxy sent it at once): word of a change made meanwhile waits for
     // that reply, on the redirect target too.
-    let mut inbox = RawClient::connect(proxy.port);
-    let inbox_id = client_id(&mut inbox).to_string();
-    inbox.roundtrip(
-        &cmd(&["SUBSCRIBE", "__redis__:invalidate"]),
-        b"*3\r\n$9\r\nsubscribe\r\n$20\r\n__redis__:invalidate\r\n:1\r\n",
-    );
+    let (mut inbox, inbox_id) = invalidation_inbox(&proxy);
+    let inbox_id = inbox_id.to_string();
     let mut t = tracking_client(&proxy, &["REDIRECT", &inbox_id]);
     std::thread::sleep(Duration::from_millis(300));
     let mut pipeline = cmd(&["BLPOP", "trk:order:nolist", "0.6"]);
