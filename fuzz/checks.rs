@@ -689,7 +689,11 @@ pub fn merge_replies(data: &[u8]) {
         total_commands: 99,
         blocked_clients: 2,
         tracking_clients: 1,
-        tracking_keys: 2,
+        tracking: slotbridge::tracking::TableSizes {
+            keys: 2,
+            items: 3,
+            prefixes: 1,
+        },
         masters: parts.len(),
         rules: Vec::new(),
     };

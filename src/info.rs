@@ -32,8 +32,8 @@ pub struct ProxyFacts {
     pub blocked_clients: usize,
     /// Clients with `CLIENT TRACKING` on.
     pub tracking_clients: usize,
-    /// Keys the proxy tracks for them.
-    pub tracking_keys: usize,
+    /// The proxy's tracking table (`tracking_total_*`).
+    pub tracking: crate::tracking::TableSizes,
     /// Number of masters behind the proxy.
     pub masters: usize,
     /// Active co-location rule names.
@@ -259,9 +259,15 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         // master asked); the others hold the proxy's
                         // mirrors of keyspace-notification subscriptions.
                         v.clone()
-                    } else if k == "tracking_total_keys" {
+                    } else if let Some(what) = k.strip_prefix("tracking_total_") {
                         // The clients' table is the proxy's, not the nodes'.
-                        facts.tracking_keys.to_string()
+                        let t = &facts.tracking;
+                        match what {
+                            "keys" => t.keys.to_string(),
+                            "items" => t.items.to_string(),
+                            "prefixes" => t.prefixes.to_string(),
+                            _ => v.clone(),
+                        }
                     } else {
                         match sum_field(&all, name, k) {
                             Some(n) => n.to_string(),

@@ -72,6 +72,19 @@ fn resp2_subscribe_publish_unsubscribe() {
         &cmd(&["GET", "x"]),
         b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
     );
+    // A subcommand by its full name; Redis's earlier checks first.
+    sub.roundtrip(
+        &cmd(&["CLIENT", "ID"]),
+        b"-ERR Can't execute 'client|id': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    sub.roundtrip(
+        &cmd(&["GET"]),
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    sub.roundtrip(
+        &cmd(&["OBJECT", "FOO", "x"]),
+        b"-ERR unknown subcommand 'FOO'. Try OBJECT HELP.\r\n",
+    );
     sub.send(&cmd(&["UNSUBSCRIBE"]));
     let got = String::from_utf8(sub.read_available(Duration::from_millis(500))).unwrap();
     assert!(

@@ -174,6 +174,16 @@ fn cross_slot_transaction_aborts_like_redis() {
         b"-EXECABORT Transaction discarded because of previous errors.\r\n",
     );
     r.roundtrip(&cmd(&["EXISTS", &a]), b":0\r\n");
+    // An unknown subcommand is refused when queued, as by Redis.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["XINFO", "FOO", &a]),
+        b"-ERR unknown subcommand 'FOO'. Try XINFO HELP.\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
     // Pipelined commands around a transaction keep their order.
     let mut batch = Vec::new();
     for part in [
@@ -191,6 +201,46 @@ fn cross_slot_transaction_aborts_like_redis() {
     r.expect(
         b"+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$6\r\nbefore\r\n+OK\r\n$6\r\ninside\r\n$-1\r\n",
     );
+}
+
+#[test]
+fn pipelined_commands_keep_their_order_around_blocking_commands_and_watch() {
+    // Blocking commands, WATCH and EXEC after WATCH run on connections of
+    // their own: what the client sent before and after them must still
+    // run before and after them, as on one server.
+    let mut r = raw();
+    let batch = |parts: &[&[&str]]| parts.iter().flat_map(|p| cmd(p)).collect::<Vec<u8>>();
+    r.send(&batch(&[
+        &["DEL", "po:q", "po:k"],
+        &["RPUSH", "po:q", "x"],
+        &["BLPOP", "po:q", "1"],
+        &["DEL", "po:q"],
+        &["LLEN", "po:q"],
+        // Times out: the client's own later push does not feed it.
+        &["BLPOP", "po:k", "0.2"],
+        &["RPUSH", "po:k", "z"],
+        &["LRANGE", "po:k", "0", "-1"],
+    ]));
+    r.expect(
+        b":0\r\n:1\r\n*2\r\n$4\r\npo:q\r\n$1\r\nx\r\n:0\r\n:0\r\n*-1\r\n:1\r\n*1\r\n$1\r\nz\r\n",
+    );
+    // A write of its own after WATCH aborts the transaction; one before
+    // does not; a read after EXEC sees what EXEC wrote.
+    r.send(&batch(&[
+        &["SET", "{po}w", "1"],
+        &["WATCH", "{po}w"],
+        &["MULTI"],
+        &["INCR", "{po}w"],
+        &["EXEC"],
+        &["GET", "{po}w"],
+        &["WATCH", "{po}w"],
+        &["SET", "{po}w", "5"],
+        &["MULTI"],
+        &["INCR", "{po}w"],
+        &["EXEC"],
+        &["GET", "{po}w"],
+    ]));
+    r.expect(b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n$1\r\n2\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n5\r\n");
 }
 
 #[test]

@@ -81,6 +81,14 @@ SKIPS=(
     # every later test of the unit.
     "Tracking NOLOOP mode in BCAST mode works"
     "Tracking gets notification of expired keys"
+    # An eviction's invalidation comes after the reply of the command
+    # that evicted (the proxy holds invalidations until the replies of the
+    # commands sent before them); the failed test leaves maxmemory set
+    # on the nodes, which breaks the tests after it.
+    "Tracking invalidation message of eviction keys should be before response"
+    # tracking-table-max-keys applies per master: the masters keep one key
+    # each, and the test waits for the invalidations of all but one.
+    "Server is able to evacuate enough keys when num of keys surpasses limit by more than defined initial effort"
     # A confined user may not run scripts (they run unchecked on the nodes);
     # the test then leaves every later test logged in as that user.
     "Script ACL check"

@@ -92,6 +92,13 @@ impl ElementMove {
             ("smove", 4) => What::Member(arg(3)),
             _ => return Ok(None),
         };
+        if let What::List {
+            timeout: Some(t), ..
+        } = &what
+        {
+            // Redis checks the timeout before it looks at a key.
+            check_timeout(t)?;
+        }
         Ok(Some(ElementMove {
             what,
             src: arg(1),
@@ -108,6 +115,29 @@ impl ElementMove {
                 ..
             }
         )
+    }
+}
+
+/// Redis 7.0's errors for a blocking command's timeout in seconds
+/// (`getTimeoutFromObjectOrReply`). A form Rust does not read but C's
+/// `strtold` may (hexadecimal) is left to the node.
+fn check_timeout(arg: &[u8]) -> Result<(), Bytes> {
+    let not_float = || reply::error("ERR timeout is not a float or out of range");
+    let text = std::str::from_utf8(arg).map_err(|_| not_float())?;
+    if text.is_empty() || text.trim() != text {
+        return Err(not_float());
+    }
+    let hex = text.trim_start_matches(['+', '-']).get(..2);
+    match text.parse::<f64>() {
+        Ok(t) if t.is_nan() => Err(not_float()),
+        // Redis 7.0 truncates to milliseconds; past the range of a long
+        // long the conversion gives its most negative value.
+        Ok(t) if (t * 1000.0).trunc() < 0.0 || t * 1000.0 >= i64::MAX as f64 => {
+            Err(reply::error("ERR timeout is negative"))
+        }
+        Ok(_) => Ok(()),
+        Err(_) if hex.is_some_and(|h| h.eq_ignore_ascii_case("0x")) => Ok(()),
+        Err(_) => Err(not_float()),
     }
 }
 
@@ -375,6 +405,34 @@ mod tests {
             .collect();
         let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
         ElementMove::new(&name, &args)
+    }
+
+    #[test]
+    fn checks_timeouts_as_redis_before_any_key() {
+        let err = |args: &[&str]| {
+            let args: Vec<Bytes> = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+            ElementMove::new(&String::from_utf8_lossy(&args[0]).to_lowercase(), &args).err()
+        };
+        let msg = |e: &str| Some(reply::error(e));
+        assert_eq!(
+            err(&["BLMOVE", "a", "b", "LEFT", "LEFT", "x"]),
+            msg("ERR timeout is not a float or out of range")
+        );
+        assert_eq!(
+            err(&["BRPOPLPUSH", "a", "b", "-1"]),
+            msg("ERR timeout is negative")
+        );
+        assert_eq!(
+            err(&["BRPOPLPUSH", "a", "b", "inf"]),
+            msg("ERR timeout is negative")
+        );
+        assert_eq!(err(&["BRPOPLPUSH", "a", "b", "-0.0001"]), None);
+        assert_eq!(err(&["BRPOPLPUSH", "a", "b", "1.5"]), None);
+        // The sides first, as Redis.
+        assert_eq!(
+            err(&["BLMOVE", "a", "b", "UP", "LEFT", "x"]),
+            msg("ERR syntax error")
+        );
     }
 
     #[test]

@@ -470,7 +470,7 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
         total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
         blocked_clients: ctx.clients.blocked(),
         tracking_clients: ctx.tracker.clients(),
-        tracking_keys: ctx.tracker.keys(),
+        tracking: ctx.tracker.sizes(),
         masters: ctx.topology.load().shards().len(),
         rules: ctx.rules.rules().iter().map(|r| r.name.clone()).collect(),
     }

@@ -387,8 +387,12 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         return Route::Local(Local::Client);
     }
     if spec.flags & flags::HAS_SUBCOMMANDS != 0 && cmd.len() > 1 {
-        // An unknown subcommand of a known container: the server answers
-        // with its own "unknown subcommand ... Try X HELP." error.
+        // An unknown subcommand of a known container: Redis's error, at
+        // once (inside MULTI too, where Redis refuses it when queued), or
+        // the server's own where it may know subcommands the table lacks.
+        if crate::acl::table_covers_nodes() {
+            return Route::Reply(unknown_subcommand(spec, cmd));
+        }
         return Route::AnyMaster;
     }
     if spec.key_specs.is_empty() {
@@ -530,7 +534,8 @@ fn bitop_route(cmd: &CommandView<'_>, nkeys: usize) -> Route {
     Route::Split(SplitKind::Bitop(op))
 }
 
-fn is_blocking(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
+/// Whether the command blocks (and so runs on a connection of its own).
+pub fn is_blocking(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
     if spec.flags & flags::BLOCKING == 0 {
         return false;
     }
@@ -707,16 +712,21 @@ pub fn before_auth(cmd: &CommandView<'_>) -> Option<Bytes> {
         )));
     }
     if spec.flags & flags::HAS_SUBCOMMANDS != 0 && crate::acl::table_covers_nodes() {
-        return Some(reply::error(&format!(
-            "ERR unknown subcommand '{}'. Try {} HELP.",
-            String::from_utf8_lossy(cmd.get(1)),
-            spec.name.to_ascii_uppercase()
-        )));
+        return Some(unknown_subcommand(spec, cmd));
     }
     match spec.flags & flags::NO_AUTH {
         0 => Some(Bytes::from_static(b"-NOAUTH Authentication required.\r\n")),
         _ => None,
     }
+}
+
+/// Redis's reply to an unknown subcommand of the container `spec`.
+fn unknown_subcommand(spec: &CommandSpec, cmd: &CommandView<'_>) -> Bytes {
+    reply::error(&format!(
+        "ERR unknown subcommand '{}'. Try {} HELP.",
+        String::from_utf8_lossy(cmd.get(1)),
+        spec.name.to_ascii_uppercase()
+    ))
 }
 
 /// Redis's exact reply to an unknown command.

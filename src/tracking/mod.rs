@@ -80,6 +80,17 @@ pub enum Notice {
     },
 }
 
+/// The size of the tracking table, as `INFO` shows it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Keys read by tracking clients (`tracking_total_keys`).
+    pub keys: usize,
+    /// Key and reader pairs (`tracking_total_items`).
+    pub items: usize,
+    /// Distinct `BCAST` prefixes (`tracking_total_prefixes`).
+    pub prefixes: usize,
+}
+
 /// Invalidations of other clients (`REDIRECT`) for the client told.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Received {
@@ -265,10 +276,28 @@ impl Tracker {
     /// Keys remembered (`INFO`: `tracking_total_keys`, which shows the
     /// proxy's table rather than the nodes').
     pub fn keys(&self) -> usize {
+        self.sizes().keys
+    }
+
+    /// The figures `INFO` shows of the table (the proxy's, not the nodes').
+    pub fn sizes(&self) -> TableSizes {
         if !self.active() {
-            return 0;
+            return TableSizes::default();
         }
-        self.lock().keys.len()
+        let table = self.lock();
+        let mut prefixes: Vec<&Bytes> = table
+            .clients
+            .values()
+            .filter_map(|c| c.prefixes.as_ref())
+            .flatten()
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        TableSizes {
+            keys: table.keys.len(),
+            items: table.keys.values().map(Vec::len).sum(),
+            prefixes: prefixes.len(),
+        }
     }
 
     /// Clients with tracking on (`INFO`: `tracking_clients`).
@@ -673,40 +702,44 @@ fn notify(clients: Vec<Arc<ClientInfo>>) {
     }
 }
 
+/// The RESP3 push telling a client to drop its whole cache.
+pub const FLUSH_PUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
 /// The RESP3 push for `notice`, with each key shown as `decode` names it.
 pub fn push_frame<'a>(notice: &'a Notice, decode: impl Fn(&'a [u8]) -> &'a [u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(32);
-    put_header(&mut out, b'>', 2);
-    if let Notice::RedirectBroken(id) = notice {
-        put_bulk(&mut out, b"tracking-redir-broken");
-        crate::protocol::reply::put_int(&mut out, i64::try_from(*id).unwrap_or(i64::MAX));
-        return out.freeze();
-    }
-    if let Notice::Broadcast { prefixes, batches } = notice {
-        // As Redis: per change batch, one push per prefix with its keys.
-        out.clear();
-        for batch in batches {
-            for prefix in prefixes {
-                let keys: Vec<&[u8]> = batch
-                    .iter()
-                    .map(|k| decode(k))
-                    .filter(|k| k.starts_with(prefix))
-                    .collect();
-                if keys.is_empty() {
-                    continue;
-                }
-                put_header(&mut out, b'>', 2);
-                put_bulk(&mut out, b"invalidate");
-                put_header(&mut out, b'*', keys.len());
-                for key in keys {
-                    put_bulk(&mut out, key);
+    let head = |out: &mut BytesMut| {
+        put_header(out, b'>', 2);
+        put_bulk(out, b"invalidate");
+    };
+    match notice {
+        Notice::RedirectBroken(id) => {
+            put_header(&mut out, b'>', 2);
+            put_bulk(&mut out, b"tracking-redir-broken");
+            crate::protocol::reply::put_int(&mut out, i64::try_from(*id).unwrap_or(i64::MAX));
+        }
+        Notice::Broadcast { prefixes, batches } => {
+            // As Redis: per change batch, one push per prefix with its keys.
+            for batch in batches {
+                for prefix in prefixes {
+                    let keys: Vec<&[u8]> = batch
+                        .iter()
+                        .map(|k| decode(k))
+                        .filter(|k| k.starts_with(prefix))
+                        .collect();
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    head(&mut out);
+                    put_header(&mut out, b'*', keys.len());
+                    for key in keys {
+                        put_bulk(&mut out, key);
+                    }
                 }
             }
         }
-        return out.freeze();
+        Notice::Keys(_) | Notice::All => put_messages(&mut out, notice, head, b"_\r\n", decode),
     }
-    put_bulk(&mut out, b"invalidate");
-    put_value(&mut out, notice, b"_\r\n", decode);
     out.freeze()
 }
 
@@ -749,15 +782,16 @@ pub fn received_frame<'a>(
         }
         return Some(out.freeze());
     }
-    head(&mut out);
-    put_value(&mut out, &received.notice, null, decode);
+    put_messages(&mut out, &received.notice, head, null, decode);
     Some(out.freeze())
 }
 
-/// The keys of `notice` (an array), or `null` for a flush.
-fn put_value<'a>(
+/// The messages of `notice`, each begun by `head`: as from Redis, one per
+/// key (a one-key array), or one `null` for a flush.
+fn put_messages<'a>(
     out: &mut BytesMut,
     notice: &'a Notice,
+    head: impl Fn(&mut BytesMut),
     null: &[u8],
     decode: impl Fn(&'a [u8]) -> &'a [u8],
 ) {
@@ -765,12 +799,14 @@ fn put_value<'a>(
         Notice::Keys(keys) => {
             // A key stored under a co-location tag is named as the proxy
             // names it everywhere (KEYS, SCAN): as the client wrote it.
-            put_header(out, b'*', keys.len());
             for key in keys {
+                head(out);
+                put_header(out, b'*', 1);
                 put_bulk(out, decode(key));
             }
         }
         Notice::All | Notice::RedirectBroken(_) | Notice::Broadcast { .. } => {
+            head(out);
             out.extend_from_slice(null)
         }
     }
@@ -935,12 +971,9 @@ mod tests {
         }
         assert_eq!(
             &push_frame(&keys, strip)[..],
-            &b">2\r\n$10\r\ninvalidate\r\n*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n"[..]
+            &b">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\nk1\r\n>2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\nk2\r\n"[..]
         );
-        assert_eq!(
-            &push_frame(&Notice::All, |k| k)[..],
-            b">2\r\n$10\r\ninvalidate\r\n_\r\n"
-        );
+        assert_eq!(&push_frame(&Notice::All, |k| k)[..], FLUSH_PUSH);
     }
 
     #[test]

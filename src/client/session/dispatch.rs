@@ -276,8 +276,15 @@ impl Core {
         let args = view.args;
         if self.client.proto == Proto::Resp2 && self.pubsub.as_ref().is_some_and(|p| p.active()) {
             let name = view.get(0);
-            if !subs::allowed_while_subscribed(name) {
-                self.ready(subs::not_allowed(name));
+            // As Redis: an unknown command or a wrong number of arguments
+            // gets its own error (routing answers it), the rest this one,
+            // with the full name (`client|id`).
+            let known = crate::command::find(&view).filter(|spec| {
+                let container = spec.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0;
+                crate::command::keys::arity_ok(spec, view.len()) && !(container && view.len() > 1)
+            });
+            if let (false, Some(spec)) = (subs::allowed_while_subscribed(name), known) {
+                self.ready(subs::not_allowed(spec.name.as_bytes()));
                 return;
             }
             if name.eq_ignore_ascii_case(b"ping") {
@@ -343,6 +350,10 @@ impl Core {
             Route::Blocking(slot) => {
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Blocking;
+                // As one server holds a blocked client's next commands, the
+                // client's later commands wait for its reply: sent now on
+                // the shared connections, they would run before it.
+                self.merging = Some(seq);
                 self.start_now(sent, seq)
             }
             Route::CrossSlotMove => {
@@ -687,9 +698,19 @@ impl Core {
                 let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
                 self.notices_after.insert(at, (seq, told));
             }
+            (None, told) if self.repeats(&told) => {}
             (None, Told::Frame(frame)) => self.oob.extend_from_slice(&frame),
             (None, Told::Forward(notice)) => self.ctx.tracker.deliver(self.client.info.id, notice),
         }
+    }
+
+    /// Whether `told`, about to be given, would only repeat a flush the
+    /// client got with no reply written since (see `Core::flushed`).
+    pub(super) fn repeats(&mut self, told: &Told) -> bool {
+        let flushes = told.flushes();
+        let repeats = flushes && self.flushed;
+        self.flushed |= flushes;
+        repeats
     }
 
     /// Writes the invalidations of clients that redirect to this one.

@@ -150,6 +150,16 @@ enum Told {
     Forward(crate::tracking::Notice),
 }
 
+impl Told {
+    /// Whether it tells the client to drop its whole cache.
+    fn flushes(&self) -> bool {
+        match self {
+            Told::Frame(frame) => frame[..] == *crate::tracking::FLUSH_PUSH,
+            Told::Forward(notice) => *notice == crate::tracking::Notice::All,
+        }
+    }
+}
+
 pub(super) struct Session {
     parser: RequestParser,
     core: Core,
@@ -204,23 +214,29 @@ struct Core {
     /// The command being handled is a read tracked for the client (see
     /// [`crate::tracking`]): its backend requests carry `caching`.
     track: bool,
-    /// The command being handled reads what the client tracks, on a path
-    /// that cannot carry `caching` (a blocking read): the client flushes
-    /// its cache once the reply is in.
     /// The command being handled is sent to the nodes for a tracking
     /// client: the invalidations that follow wait for its reply.
     ordered: bool,
+    /// The command being handled reads what the client tracks, on a path
+    /// that cannot carry `caching` (a blocking read): the client flushes
+    /// its cache once the reply is in.
     untracked_read: bool,
+    /// The last invalidation given (or passed to the redirect target) was
+    /// a flush and no reply was written since: the client's cache is
+    /// empty, so a flush now would repeat it (one `FLUSHALL` makes each
+    /// master send one; one server sends one).
+    flushed: bool,
     /// Whether the transaction `MULTI` starts is tracked.
     track_tx: bool,
     /// The command being queued in `MULTI`, as the client sent it (see
     /// [`crate::client::transaction::TxState::originals`]).
     queued_original: Option<Bytes>,
     /// The sequence number of a write the proxy computes across slots
-    /// (`PFMERGE`, `BITOP`, the set, sorted-set and geo stores) or of a pop
-    /// over several slots, not answered yet: the commands after it wait,
-    /// since its write leaves only once its reads are in (see
-    /// [`Core::merge_in_flight`]).
+    /// (`PFMERGE`, `BITOP`, the set, sorted-set and geo stores), of a pop
+    /// over several slots, of a blocking command or of a `WATCH`, not
+    /// answered yet: the commands after it wait, since its write leaves
+    /// only once its reads are in, or it runs on a connection of its own
+    /// (see [`Core::merge_in_flight`]).
     merging: Option<u64>,
     /// One past the reply number of the newest command that read for the
     /// client's cache (0: none yet): invalidations go after its reply.
@@ -271,6 +287,7 @@ impl Session {
                 next_group: 0,
                 track: false,
                 untracked_read: false,
+                flushed: false,
                 ordered: false,
                 track_tx: false,
                 queued_original: None,
@@ -610,46 +627,30 @@ impl Session {
             }
             match self.parser.parse(rbuf) {
                 Ok(Parsed::Command(n)) => {
-                    let name = self
-                        .parser
-                        .args()
-                        .first()
-                        .map(|&(s, e)| &rbuf[s..e])
-                        .unwrap_or_default();
-                    if self.core.must_wait_for_earlier_replies(name) {
+                    let view = CommandView {
+                        raw: &rbuf[..],
+                        args: self.parser.args(),
+                    };
+                    if self.core.must_wait_for_earlier_replies(&view) {
                         break true;
                     }
-                    if self.core.ctx.pause.maybe() {
-                        let view = CommandView {
-                            raw: &rbuf[..],
-                            args: self.parser.args(),
-                        };
-                        if self.core.held_by_pause(&view) {
-                            break true;
-                        }
+                    if self.core.ctx.pause.maybe() && self.core.held_by_pause(&view) {
+                        break true;
                     }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
                 }
                 Ok(Parsed::Inline(n)) => {
                     let raw = self.parser.take_inline();
-                    let name = self
-                        .parser
-                        .args()
-                        .first()
-                        .map(|&(s, e)| &raw[s..e])
-                        .unwrap_or_default();
-                    if self.core.must_wait_for_earlier_replies(name) {
+                    let view = CommandView {
+                        raw: &raw,
+                        args: self.parser.args(),
+                    };
+                    if self.core.must_wait_for_earlier_replies(&view) {
                         break true;
                     }
-                    if self.core.ctx.pause.maybe() {
-                        let view = CommandView {
-                            raw: &raw,
-                            args: self.parser.args(),
-                        };
-                        if self.core.held_by_pause(&view) {
-                            break true;
-                        }
+                    if self.core.ctx.pause.maybe() && self.core.held_by_pause(&view) {
+                        break true;
                     }
                     rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;

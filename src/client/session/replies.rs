@@ -217,6 +217,7 @@ impl Core {
                         out.extend_from_slice(decoded.as_ref().unwrap_or(b));
                     }
                     record(front, b, now);
+                    self.flushed = false;
                 }
                 Pending::Close(b) => {
                     if !front.silent {
@@ -247,6 +248,7 @@ impl Core {
                 .is_some_and(|(seq, _)| *seq <= self.base_seq)
             {
                 match self.notices_after.pop_front() {
+                    Some((_, told)) if self.repeats(&told) => {}
                     Some((_, Told::Frame(push))) => {
                         out.extend_from_slice(&push);
                         self.out_mixed = true;
@@ -292,9 +294,9 @@ impl Core {
             }
     }
 
-    /// Whether a command the others wait for (a cross-slot store or pop)
-    /// is still to be answered (its entry is in the queue and not ready);
-    /// forgets it once it is.
+    /// Whether a command the others wait for (a cross-slot store or pop,
+    /// a blocking command, a `WATCH`) is still to be answered (its entry
+    /// is in the queue and not ready); forgets it once it is.
     pub(super) fn merge_in_flight(&mut self) -> bool {
         let Some(seq) = self.merging else {
             return false;
@@ -304,7 +306,10 @@ impl Core {
             .and_then(|i| self.pending.get(i as usize));
         let waiting = match entry.map(|s| &s.state) {
             Some(Pending::Multi(m)) => matches!(m.kind, MergeKind::Write { .. }),
-            Some(Pending::Single(sent)) => matches!(sent.post, Post::Write(_)),
+            Some(Pending::Single(sent)) => {
+                matches!(sent.post, Post::Write(_))
+                    || matches!(sent.via, Via::Blocking | Via::Pinned)
+            }
             _ => false,
         };
         if !waiting {
@@ -322,6 +327,32 @@ impl Core {
             .and_then(|seq| seq.checked_sub(self.base_seq))
             .and_then(|i| self.pending.get(i as usize));
         matches!(entry.map(|s| &s.state), Some(Pending::Single(sent)) if sent.via == Via::Blocking)
+    }
+
+    /// Whether the command runs on a connection of its own: a blocking
+    /// command, `WATCH`, or `EXEC` after `WATCH`. Sent while the client's
+    /// earlier commands are still out on the shared connections, it could
+    /// run before them (a `WATCH` before the client's own earlier write,
+    /// which would then abort its transaction; a pop before an earlier
+    /// push or `DEL`).
+    fn runs_apart(&self, name: &[u8], view: &CommandView<'_>) -> bool {
+        // Cheap first: every such command starts with one of these.
+        if !matches!(
+            name.first().map(u8::to_ascii_lowercase),
+            Some(b'b' | b'x' | b'w' | b'e')
+        ) {
+            return false;
+        }
+        if name.eq_ignore_ascii_case(b"exec") {
+            return self.multi.is_some() && self.pinned.is_some();
+        }
+        if self.multi.is_some() {
+            // Queued: nothing blocks inside a transaction.
+            return false;
+        }
+        name.eq_ignore_ascii_case(b"watch")
+            || crate::command::find(view)
+                .is_some_and(|spec| crate::command::route::is_blocking(spec, view))
     }
 
     /// The collected replies were all written.
@@ -371,9 +402,14 @@ impl Core {
     /// Subscription commands wait until every earlier reply is written, so
     /// their confirmations (which bypass the reply queue) stay in order, and
     /// the commands after them (`QUIT`, `RESET` too) wait for those
-    /// confirmations.
-    pub(super) fn must_wait_for_earlier_replies(&mut self, name: &[u8]) -> bool {
+    /// confirmations. So do the commands that run on a connection of their
+    /// own (see [`Core::runs_apart`]).
+    pub(super) fn must_wait_for_earlier_replies(&mut self, view: &CommandView<'_>) -> bool {
         if self.merge_in_flight() {
+            return true;
+        }
+        let name = view.args.first().map_or(&b""[..], |_| view.get(0));
+        if !self.pending.is_empty() && self.runs_apart(name, view) {
             return true;
         }
         if let Some(ps) = self.pubsub.as_ref().filter(|p| p.confirming()) {

@@ -47,6 +47,10 @@ impl Core {
                 }
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Pinned;
+                // The client's later commands wait for its reply: sent on
+                // the shared connections, a write of its own could reach
+                // the node before the WATCH does on the new connection.
+                self.merging = Some(seq);
                 self.start(sent, seq).await;
             }
         }
@@ -165,6 +169,13 @@ impl Core {
                 self.ready(cross_slot(name, a, b));
                 return;
             }
+            // A flush of every master: the transaction's node flushes in
+            // its place, the others right before it runs (see
+            // `flush_others`), as outside a transaction.
+            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") => {
+                tx.flushes.push(tx.queued.len());
+                None
+            }
             // INFO describes all masters: answered at EXEC, in its place
             // (see `answer_infos`).
             Route::Fanout(Fanout::Info) => {
@@ -253,6 +264,17 @@ impl Core {
         self.monitor_queued(&mut tx);
         self.check_queued_again(&mut tx);
         self.answer_infos(&mut tx).await;
+        if !tx.flushes.is_empty() {
+            if pinned.is_none() && tx.spans_slots() {
+                self.ready(reply::error(
+                    "ERR slotbridge: FLUSHALL or FLUSHDB cannot run in its place in a transaction over several slots (transactions = \"per_slot\"): send it outside MULTI",
+                ));
+                return;
+            }
+            let home = tx.slot.or(pinned.as_ref().map(|p| p.slot));
+            self.flush_others(&mut tx, home.unwrap_or(PUBSUB_HOME_SLOT))
+                .await;
+        }
         let tracked = tx.track && tx.reads;
         if pinned.is_none() && tx.spans_slots() {
             self.exec_per_slot(&tx, seq).await;
@@ -285,6 +307,9 @@ impl Core {
                     reply_to: self.reply_to(seq, 0),
                 };
                 self.push(Pending::Single(sent));
+                // The client's later commands wait for EXEC's reply: on
+                // the shared connections they could run before it.
+                self.merging = Some(seq);
                 // Dropping the handle afterwards closes the connection once
                 // EXEC has answered, which also clears the watches.
                 p.conn.send(req).await;
@@ -413,32 +438,12 @@ impl Core {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
                 continue;
             };
-            // All masters at once: a slow or failing one delays EXEC by
-            // one request, not by one per master.
-            let asks: Vec<_> = masters
-                .iter()
-                .map(|pool| {
-                    let (pool, payload) = (pool.clone(), queued.clone());
-                    tokio::spawn(async move {
-                        let ask = crate::client::nodecall::request(
-                            pool.conn(Proto::Resp2),
-                            payload,
-                            0,
-                            false,
-                        );
-                        // Bounded even without a request timeout.
-                        tokio::time::timeout(std::time::Duration::from_secs(5), ask).await
-                    })
-                })
+            let replies: Vec<Bytes> = ask_all(&masters, &queued, 5)
+                .await
+                .into_iter()
+                .flatten()
+                .filter(|r| r.first() == Some(&b'$'))
                 .collect();
-            let mut replies = Vec::with_capacity(asks.len());
-            for ask in asks {
-                if let Ok(Ok(r)) = ask.await {
-                    if r.data.first() == Some(&b'$') {
-                        replies.push(r.data);
-                    }
-                }
-            }
             let refs: Vec<&Bytes> = replies.iter().collect();
             let merged = crate::info::merge(&refs, &facts, Proto::Resp2);
             let text = crate::protocol::scan::bulk_body(&merged).unwrap_or_default();
@@ -450,6 +455,46 @@ impl Core {
                 b"0",
                 text,
             ]);
+        }
+    }
+
+    /// Runs each queued `FLUSHALL`/`FLUSHDB` on the masters other than
+    /// the one of `slot`, where the transaction runs and flushes in its
+    /// place. Where one of them fails, the transaction's node does not
+    /// flush either and the client gets that master's error in its place.
+    async fn flush_others(&mut self, tx: &mut TxState, slot: u16) {
+        let home = self
+            .ctx
+            .topology
+            .load()
+            .master(slot)
+            .map(|m| m.addr().clone());
+        let others: Vec<_> = super::redirect::masters(&self.ctx)
+            .into_iter()
+            .filter(|addr| Some(addr) != home.as_ref())
+            .map(|addr| self.ctx.topology.pool(&addr))
+            .collect();
+        for &i in &tx.flushes {
+            let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
+                continue;
+            };
+            // A synchronous flush of a large keyspace takes a while.
+            let replies = ask_all(&others, &queued, 60).await;
+            let failure = replies.iter().find_map(|r| match r {
+                Some(r) if r.starts_with(b"+OK") => None,
+                Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
+                _ => Some(Bytes::from_static(
+                    b"ERR slotbridge: a master did not answer FLUSHALL in time",
+                )),
+            });
+            if let Some(err) = failure {
+                tx.queued[i] = reply::command([
+                    &b"EVAL"[..],
+                    b"return redis.error_reply(ARGV[1])",
+                    b"0",
+                    &err,
+                ]);
+            }
         }
     }
 
@@ -491,6 +536,32 @@ impl Core {
 }
 
 /// The client's `EXEC` reply from the per-slot `EXEC` replies.
+/// Sends `payload` to every pool's node at once (so a slow or failing one
+/// delays the caller by one request, not one per node), each bounded by
+/// `secs` even without a request timeout: the replies in `pools`' order,
+/// `None` where a node did not answer.
+async fn ask_all(pools: &[Arc<NodePool>], payload: &Bytes, secs: u64) -> Vec<Option<Bytes>> {
+    let asks: Vec<_> = pools
+        .iter()
+        .map(|pool| {
+            let (pool, payload) = (pool.clone(), payload.clone());
+            tokio::spawn(async move {
+                let ask =
+                    crate::client::nodecall::request(pool.conn(Proto::Resp2), payload, 0, false);
+                tokio::time::timeout(std::time::Duration::from_secs(secs), ask).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(asks.len());
+    for ask in asks {
+        replies.push(match ask.await {
+            Ok(Ok(r)) => Some(r.data),
+            _ => None,
+        });
+    }
+    replies
+}
+
 pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
     let mut groups: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
     for r in replies {
