@@ -528,9 +528,10 @@ fn a_blocking_command_does_not_hold_back_earlier_replies() {
 
 #[test]
 fn private_connections_of_a_client_that_left_are_all_released() {
-    // Two pipelined blocking commands wait on two private connections of
-    // their own; when the client leaves, both must close. With room for
-    // two, a leaked one shows in the next round as a refusal.
+    // Two pipelined blocking commands: the first waits on a private
+    // connection, the second behind it (as on one server); when the
+    // client leaves, the connection must close. With room for two, a
+    // leaked one shows in the next rounds as a refusal.
     let cluster = Cluster::start(3, 0);
     let (_dir, proxy) = proxy_with_config(&cluster, "[limits]\nmax_private_connections = 2\n");
     for round in 0..3 {
@@ -558,6 +559,36 @@ fn private_connections_of_a_client_that_left_are_all_released() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // A worker popping in a loop reuses its private connection: the node
+    // sees one new connection, not one per pop.
+    let queue = "reuse-q";
+    let node = cluster.node_for_key(queue.as_bytes());
+    let connections = |cluster: &Cluster| -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut cluster.conn(node))
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let mut worker = RawClient::connect(proxy.port);
+    worker.roundtrip(&cmd(&["RPUSH", queue, "a", "b", "c"]), b":3\r\n");
+    let before = connections(&cluster);
+    for job in ["a", "b", "c"] {
+        let want = format!("*2\r\n$7\r\n{queue}\r\n$1\r\n{job}\r\n");
+        worker.roundtrip(&cmd(&["BLPOP", queue, "1"]), want.as_bytes());
+    }
+    worker.roundtrip(&cmd(&["BLPOP", queue, "0.1"]), b"*-1\r\n");
+    // Not blocked once answered, though its connection stays open.
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut proxy.conn())
+        .unwrap();
+    assert!(info.contains("\r\nblocked_clients:0\r\n"), "{info}");
+    // The INFO connection above is one more.
+    assert!(connections(&cluster) - before <= 2);
 }
 
 #[test]

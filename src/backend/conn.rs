@@ -102,7 +102,7 @@ impl BackendConn {
         BackendConn { tx }
     }
 
-    /// Starts a private connection for one blocking command. It closes once
+    /// Starts a private connection for blocking commands. It closes once
     /// the handle is dropped and the reply is delivered, or as soon as the
     /// client that waits for the reply goes away; `permit` (from the
     /// bounded pool of blocking connections) is held until then. Without
@@ -127,6 +127,11 @@ impl BackendConn {
             }
         });
         BackendConn { tx }
+    }
+
+    /// Whether its task is gone (a private connection whose client left).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Queues a request if the queue has room, else gives it back. If the

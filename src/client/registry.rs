@@ -222,6 +222,14 @@ impl ClientInfo {
         blocked.push(on);
     }
 
+    /// Forgets the blocking command that waited on the connection with
+    /// `server_id`: it was answered, and the connection stays open for the
+    /// client's next one.
+    pub fn forget_blocked(&self, server_id: &Arc<std::sync::atomic::AtomicI64>) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        blocked.retain(|b| !Arc::ptr_eq(&b.server_id, server_id));
+    }
+
     /// The node and server-side id of the connection on which the
     /// client's oldest blocking command waits now, if any (one server
     /// runs a client's commands one at a time: that one blocks it).

@@ -141,6 +141,19 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 /// wakes, before its command and reply count as activity.)
 const PARK_AFTER_BUSY: Duration = Duration::from_secs(2);
 
+/// The private connection of a client's last blocking command, kept for
+/// its next one to the same node, so that a worker popping in a loop does
+/// not connect for every pop (see `Core::send_to`). It goes when the
+/// session rests, and with it its permit.
+#[derive(Debug)]
+pub(super) struct SparePrivate {
+    addr: Arc<str>,
+    proto: Proto,
+    conn: crate::backend::BackendConn,
+    /// The connection's id on the node (see [`crate::client::registry::BlockedOn`]).
+    server_id: Arc<std::sync::atomic::AtomicI64>,
+}
+
 /// An invalidation held until a reply is written (see `Core::tell`).
 #[derive(Debug)]
 enum Told {
@@ -197,6 +210,9 @@ struct Core {
     pubsub: Option<Box<PubSubState>>,
     /// Out-of-band frames (published messages) waiting to be written.
     oob: BytesMut,
+    /// See [`SparePrivate`] (a lock only because sending borrows the core
+    /// shared; it is never contended).
+    spare_private: std::sync::Mutex<Option<SparePrivate>>,
     /// Set while an input batch is being read: plain single-slot commands
     /// are then staged per node and sent as one request per node when the
     /// batch ends (see [`Core::flush_staged`]).
@@ -279,6 +295,7 @@ impl Session {
                 pinned: None,
                 pubsub: None,
                 oob: BytesMut::new(),
+                spare_private: std::sync::Mutex::new(None),
                 out_batch: None,
                 out_mixed: false,
                 staging: false,
@@ -340,6 +357,7 @@ impl Session {
     /// the reply channel and the buffers kept between commands.
     fn release_memory(&mut self) {
         self.core.replies.take();
+        self.core.spare_private = std::sync::Mutex::new(None);
         self.core.groups = Vec::new();
         self.core.pending = VecDeque::new();
         self.core.scratch.keys = Vec::new();

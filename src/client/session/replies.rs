@@ -90,7 +90,11 @@ impl Core {
         let (next, payload, via, skip, tracked) = match entry {
             Pending::Single(sent) => match decide(sent, &r, &self.ctx) {
                 Next::Done(data) => {
+                    let blocking = sent.via == Via::Blocking;
                     *entry = Pending::Ready(data);
+                    if blocking {
+                        self.blocking_answered();
+                    }
                     return None;
                 }
                 next => (

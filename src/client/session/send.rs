@@ -231,27 +231,74 @@ impl Core {
                 .err()
                 .map(|req| Later::Conn(conn.clone(), req));
         }
-        let permit = self.ctx.blocking.clone().try_acquire_owned().ok();
-        if permit.is_none() && via == Via::Blocking {
-            req.reply_to.send(too_many_private(), ReplyStatus::Final);
-            return None;
+        if via == Via::Blocking {
+            return self.send_blocking(pool, req);
         }
+        // A private connection of its own (Via::Private): one request.
+        let permit = self.ctx.blocking.clone().try_acquire_owned().ok();
         let opts = self.ctx.topology.conn_options().clone();
-        // A blocking command's id on the node lets CLIENT UNBLOCK of this
-        // client reach it.
-        let server_id = (via == Via::Blocking).then(|| {
-            let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
-            self.client
-                .info
-                .set_blocked(crate::client::registry::BlockedOn {
-                    addr: pool.addr().clone(),
-                    server_id: server_id.clone(),
-                });
-            server_id
-        });
-        let conn =
-            BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit, server_id);
+        let conn = BackendConn::spawn_dedicated(pool.addr().clone(), opts, proto, permit, None);
         conn.try_send(req).err().map(|req| Later::Conn(conn, req))
+    }
+
+    /// Sends a blocking command on the client's private connection to
+    /// `pool`'s node: the one its previous blocking command used, if that
+    /// is still open (the command before it has been answered: a blocking
+    /// command waits for the replies before it), else a new one, which is
+    /// kept for the next (see [`SparePrivate`]).
+    fn send_blocking(&self, pool: &NodePool, req: BackendRequest) -> Option<Later> {
+        let proto = self.client.proto;
+        let mut spare = self.spare_private.lock().unwrap_or_else(|p| p.into_inner());
+        let reusable = spare.as_ref().is_some_and(|s| {
+            s.addr == *pool.addr()
+                && s.proto == proto
+                && !s.conn.is_closed()
+                && s.server_id.load(std::sync::atomic::Ordering::Acquire) >= 0
+        });
+        if !reusable {
+            // The old one (another node) closes and frees its permit first.
+            *spare = None;
+            let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
+                req.reply_to.send(too_many_private(), ReplyStatus::Final);
+                return None;
+            };
+            let opts = self.ctx.topology.conn_options().clone();
+            // Its id on the node lets CLIENT UNBLOCK of this client reach it.
+            let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+            let conn = BackendConn::spawn_dedicated(
+                pool.addr().clone(),
+                opts,
+                proto,
+                Some(permit),
+                Some(server_id.clone()),
+            );
+            *spare = Some(SparePrivate {
+                addr: pool.addr().clone(),
+                proto,
+                conn,
+                server_id,
+            });
+        }
+        let s = spare.as_ref()?;
+        self.client
+            .info
+            .set_blocked(crate::client::registry::BlockedOn {
+                addr: s.addr.clone(),
+                server_id: s.server_id.clone(),
+            });
+        s.conn
+            .try_send(req)
+            .err()
+            .map(|req| Later::Conn(s.conn.clone(), req))
+    }
+
+    /// The client's blocking command was answered: it no longer counts as
+    /// blocked, though its connection stays open for the next one.
+    pub(super) fn blocking_answered(&self) {
+        let spare = self.spare_private.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = spare.as_ref() {
+            self.client.info.forget_blocked(&s.server_id);
+        }
     }
 
     /// Finishes a send that had to wait.
