@@ -244,6 +244,64 @@ fn pipelined_commands_keep_their_order_around_blocking_commands_and_watch() {
 }
 
 #[test]
+fn client_commands_answer_as_redis_7_0() {
+    // What a differential run against one Redis 7.0 found different.
+    let mut r = raw();
+    r.roundtrip(
+        &cmd(&["CLIENT", "NO-EVICT", "maybe"]),
+        b"-ERR syntax error\r\n",
+    );
+    r.roundtrip(&cmd(&["CLIENT", "NO-EVICT", "on"]), b"+OK\r\n");
+    // Redis 7.2's subcommands and 7.4's filter, unknown to 7.0.
+    r.roundtrip(
+        &cmd(&["CLIENT", "SETINFO", "lib-name", "x"]),
+        b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "NO-TOUCH", "on"]),
+        b"-ERR unknown subcommand 'NO-TOUCH'. Try CLIENT HELP.\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["CLIENT", "KILL", "MAXAGE", "10"]),
+        b"-ERR syntax error\r\n",
+    );
+    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "0", "-1"]), b"$0\r\n\r\n");
+    let ask = |r: &mut RawClient, args: &[&str]| {
+        r.send(&cmd(args));
+        r.read_available(Duration::from_millis(300))
+    };
+    assert_eq!(ask(&mut r, &["HELLO", "2", "SETNAME", ""])[0], b'*');
+    r.roundtrip(&cmd(&["CLIENT", "GETNAME"]), b"$-1\r\n");
+    r.roundtrip(
+        &cmd(&["WAIT", "x", "0"]),
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    r.roundtrip(&cmd(&["WAIT", "0", "-1"]), b"-ERR timeout is negative\r\n");
+    r.send(&cmd(&["WAIT", "0", "0"]));
+    assert_eq!(r.read_once(Duration::from_secs(2))[0], b':');
+    let mut other = raw();
+    other.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    other.roundtrip(&cmd(&["SET", "cc:a", "1"]), b"+QUEUED\r\n");
+    let me = String::from_utf8(ask(&mut r, &["CLIENT", "INFO"])).unwrap();
+    assert!(
+        me.contains(" flags=e ") && me.contains(" multi=-1 "),
+        "{me}"
+    );
+    assert!(!me.contains("lib-name"), "{me}");
+    let list = String::from_utf8(ask(&mut r, &["CLIENT", "LIST"])).unwrap();
+    assert!(
+        list.contains(" flags=x ") && list.contains(" multi=1 "),
+        "{list}"
+    );
+    other.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
+    // RESP3: verbatim text, as Redis sends it.
+    let _ = ask(&mut r, &["HELLO", "3"]);
+    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "0"]), b"=4\r\ntxt:\r\n");
+    let info = ask(&mut r, &["CLIENT", "INFO"]);
+    assert!(info.starts_with(b"=") && info[..12].windows(4).any(|w| w == b"txt:"));
+}
+
+#[test]
 fn watch_conflict_aborts_exec() {
     let mut r = raw();
     let mut other = raw();

@@ -120,9 +120,11 @@ pub fn parse_list(args: &[&[u8]]) -> Result<Filter, String> {
             b"id" if i + 1 < args.len() => {
                 let mut ids = Vec::new();
                 for a in &args[i + 1..] {
-                    match crate::protocol::request::parse_i64(a).map(u64::try_from) {
-                        Some(Ok(id)) if id > 0 => ids.push(id),
-                        _ => return Err("ERR Invalid client ID".into()),
+                    // Any integer, as Redis: 0 or a negative one names no
+                    // client.
+                    match crate::protocol::request::parse_i64(a) {
+                        Some(id) => ids.push(u64::try_from(id).unwrap_or(0)),
+                        None => return Err("ERR Invalid client ID".into()),
                     }
                 }
                 filter.ids = Some(ids);
@@ -170,6 +172,8 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
             }
             b"addr" => filter.addr = Some(text(value)),
             b"laddr" => filter.laddr = Some(text(value)),
+            // Redis 7.4's filter: a syntax error for older nodes' clients.
+            b"maxage" if crate::acl::table_covers_nodes() => return Err("ERR syntax error".into()),
             b"maxage" => match text(value).parse::<u64>() {
                 Ok(age) => filter.maxage = Some(age),
                 Err(_) => return Err("ERR value is not an integer or out of range".into()),

@@ -272,7 +272,10 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         return reply::error(&format!("NOAUTH HELLO must be called with the client already authenticated, otherwise the {syntax} <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
     }
     if let Some(name) = setname {
-        client.info.update(|n| n.name = Some(name));
+        // An empty name clears it, as `CLIENT SETNAME ""`.
+        client
+            .info
+            .update(|n| n.name = (!name.is_empty()).then_some(name));
     }
     client.set_proto(proto);
     let mut out = BytesMut::with_capacity(160);
@@ -291,6 +294,19 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     put_bulk(&mut out, b"master");
     put_bulk(&mut out, b"modules");
     put_array(&mut out, 0);
+    out.freeze()
+}
+
+/// A text reply as Redis sends `CLIENT INFO` and `CLIENT LIST`: a bulk
+/// string in RESP2, a verbatim string (`txt`) in RESP3.
+fn text_reply(proto: Proto, text: &[u8]) -> Bytes {
+    if proto == Proto::Resp2 {
+        return reply::bulk(text);
+    }
+    let mut out = BytesMut::with_capacity(text.len() + 16);
+    out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+    out.extend_from_slice(text);
+    out.extend_from_slice(b"\r\n");
     out.freeze()
 }
 
@@ -317,6 +333,11 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
         },
         b"id" => reply::int(client.info.id as i64),
+        // Redis 7.2's subcommands: unknown to older nodes, as to them.
+        b"setinfo" | b"no-touch" if crate::acl::table_covers_nodes() => reply::error(&format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(view.get(1))
+        )),
         b"setinfo" if view.len() == 4 => {
             let attr = view.get(2).to_ascii_lowercase();
             let value = Some(Bytes::copy_from_slice(view.get(3)));
@@ -332,17 +353,30 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
             Bytes::from_static(reply::OK)
         }
-        b"info" => reply::bulk(client.info.line(view.raw.len()).as_bytes()),
+        b"info" => text_reply(client.proto, client.info.line(view.raw.len()).as_bytes()),
         b"list" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
             let (me, qbuf) = (client.info.id, view.raw.len());
             match (args.is_empty(), filter::parse_list(&args)) {
-                (true, _) => reply::bulk(ctx.clients.list(None, me, qbuf).as_bytes()),
-                (false, Ok(f)) => reply::bulk(ctx.clients.list(Some(&f), me, qbuf).as_bytes()),
+                (true, _) => text_reply(client.proto, ctx.clients.list(None, me, qbuf).as_bytes()),
+                (false, Ok(f)) => text_reply(
+                    client.proto,
+                    ctx.clients.list(Some(&f), me, qbuf).as_bytes(),
+                ),
                 (false, Err(e)) => reply::error(&e),
             }
         }
-        b"no-evict" | b"no-touch" if view.len() == 3 => Bytes::from_static(reply::OK),
+        b"no-evict" | b"no-touch" if view.len() == 3 => {
+            let on = match view.get(2).to_ascii_lowercase().as_slice() {
+                b"on" => true,
+                b"off" => false,
+                _ => return reply::error("ERR syntax error"),
+            };
+            if sub == b"no-evict" {
+                client.info.set_no_evict(on);
+            }
+            Bytes::from_static(reply::OK)
+        }
         // This proxy's clients are paused, not the nodes (see
         // `client::pause`).
         b"pause" if view.len() <= 4 => {

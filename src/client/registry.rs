@@ -44,6 +44,11 @@ pub struct ClientInfo {
     closed: AtomicBool,
     /// Whether `CLIENT PAUSE` holds its command (blocked, for `INFO`).
     paused: AtomicBool,
+    /// `CLIENT NO-EVICT ON` (`CLIENT LIST` flag `e`).
+    no_evict: AtomicBool,
+    /// Commands queued in its open `MULTI` (`CLIENT LIST` `multi` and flag
+    /// `x`), -1 outside one.
+    multi: std::sync::atomic::AtomicI32,
     /// Set when the tracker has invalidations for the client to write.
     noticed: AtomicBool,
     /// The last command, by its place in the command table (`u16::MAX`:
@@ -108,6 +113,8 @@ impl ClientInfo {
             shutdown_waker: Mutex::new(None),
             blocked: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
+            no_evict: AtomicBool::new(false),
+            multi: std::sync::atomic::AtomicI32::new(-1),
         }
     }
 
@@ -162,6 +169,18 @@ impl ClientInfo {
     /// Whether tracking clients redirect their invalidations to this one.
     pub fn receives(&self) -> bool {
         self.receives.load(Ordering::Relaxed)
+    }
+
+    /// Records `CLIENT NO-EVICT`.
+    pub fn set_no_evict(&self, on: bool) {
+        self.no_evict.store(on, Ordering::Relaxed);
+    }
+
+    /// Records the commands queued in the client's `MULTI` (`None`: no
+    /// transaction is open).
+    pub fn set_multi(&self, queued: Option<usize>) {
+        let n = queued.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        self.multi.store(n, Ordering::Relaxed);
     }
 
     /// Records whether the client tracks in `BCAST` mode.
@@ -305,22 +324,26 @@ impl ClientInfo {
                 .unwrap_or_default()
         };
         let age = self.created.elapsed().as_secs();
+        let multi = self.multi.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub={} psub={} ssub={} multi=-1 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={}{}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
             flags([
                 (self.is_subscribed(), 'P'),
+                (multi >= 0, 'x'),
                 (self.is_blocked(), 'b'),
                 (self.is_tracking(), 't'),
                 (self.broken.load(Ordering::Relaxed), 'R'),
                 (self.bcast.load(Ordering::Relaxed), 'B'),
+                (self.no_evict.load(Ordering::Relaxed), 'e'),
             ]),
             self.subscriptions[0].load(Ordering::Relaxed),
             self.subscriptions[1].load(Ordering::Relaxed),
             self.subscriptions[2].load(Ordering::Relaxed),
+            multi,
             crate::command::table_gen::COMMANDS
                 .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
                 .map_or("NULL", |spec| spec.name),
@@ -335,15 +358,23 @@ impl ClientInfo {
                 -1
             },
             self.resp.load(Ordering::Relaxed),
-            text(&names.lib_name),
-            text(&names.lib_ver),
+            // Fields of Redis 7.2, which older nodes' clients do not show.
+            if crate::acl::table_covers_nodes() {
+                String::new()
+            } else {
+                format!(
+                    " lib-name={} lib-ver={}",
+                    text(&names.lib_name),
+                    text(&names.lib_ver)
+                )
+            },
         )
     }
 }
 
-/// `CLIENT LIST` flags, given in Redis's order (`P` subscribed, `b`
-/// blocked, `t` tracking, `R` broken redirection, `B` broadcasting); `N`
-/// for none.
+/// `CLIENT LIST` flags, given in Redis's order (`P` subscribed, `x` in
+/// `MULTI`, `b` blocked, `t` tracking, `R` broken redirection, `B`
+/// broadcasting, `e` no-evict); `N` for none.
 fn flags<const N: usize>(set: [(bool, char); N]) -> String {
     let flags: String = set.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
     if flags.is_empty() {

@@ -671,12 +671,17 @@ fn sets_credentials(cmd: &CommandView<'_>) -> bool {
 pub const MAX_WAIT_TIMEOUT_MS: i64 = 5000;
 
 fn wait_route(cmd: &CommandView<'_>) -> Route {
-    let timeout = std::str::from_utf8(cmd.get(2))
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok());
-    match timeout {
+    use crate::protocol::request::parse_i64;
+    // Redis's checks, in its order.
+    let Some(replicas) = parse_i64(cmd.get(1)) else {
+        return Route::Reply(reply::error("ERR value is not an integer or out of range"));
+    };
+    match parse_i64(cmd.get(2)) {
         None => Route::Reply(reply::error("ERR timeout is not an integer or out of range")),
-        Some(t) if t <= 0 || t > MAX_WAIT_TIMEOUT_MS => Route::Reply(reply::error(&format!(
+        Some(t) if t < 0 => Route::Reply(reply::error("ERR timeout is negative")),
+        // Answered at once by every node: nothing to wait for.
+        Some(_) if replicas <= 0 => Route::Fanout(Fanout::Min),
+        Some(t) if t == 0 || t > MAX_WAIT_TIMEOUT_MS => Route::Reply(reply::error(&format!(
             "ERR slotbridge: WAIT needs a timeout between 1 and {MAX_WAIT_TIMEOUT_MS} ms behind the proxy (it runs on connections shared with other clients)"
         ))),
         Some(_) => Route::Fanout(Fanout::Min),
@@ -722,21 +727,27 @@ pub fn before_auth(cmd: &CommandView<'_>) -> Option<Bytes> {
 
 /// Redis's reply to an unknown subcommand of the container `spec`.
 fn unknown_subcommand(spec: &CommandSpec, cmd: &CommandView<'_>) -> Bytes {
+    let sub = String::from_utf8_lossy(c_str(cmd.get(1)));
     reply::error(&format!(
         "ERR unknown subcommand '{}'. Try {} HELP.",
-        String::from_utf8_lossy(cmd.get(1)),
+        sub.chars().take(128).collect::<String>(),
         spec.name.to_ascii_uppercase()
     ))
 }
 
+/// An argument as Redis's error texts show it (`%s`): up to its first NUL.
+fn c_str(arg: &[u8]) -> &[u8] {
+    &arg[..memchr::memchr(0, arg).unwrap_or(arg.len())]
+}
+
 /// Redis's exact reply to an unknown command.
 pub fn unknown_command(cmd: &CommandView<'_>) -> Bytes {
-    let name = String::from_utf8_lossy(cmd.get(0));
+    let name = String::from_utf8_lossy(c_str(cmd.get(0)));
     let name: String = name.chars().take(128).collect();
     let mut args = String::new();
     let mut i = 1;
     while i < cmd.len() && args.len() < 128 {
-        let a = String::from_utf8_lossy(cmd.get(i));
+        let a = String::from_utf8_lossy(c_str(cmd.get(i)));
         let room = 128 - args.len();
         let a: String = a.chars().take(room).collect();
         args.push('\'');
@@ -888,6 +899,11 @@ mod tests {
         assert_eq!(
             err(route_of(&["FOO", "a", "b"]).0),
             "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"
+        );
+        // As Redis's `%s`: up to a NUL.
+        assert_eq!(
+            err(route_of(&["F\0OO", "a\0b", "c"]).0),
+            "-ERR unknown command 'F', with args beginning with: 'a' 'c' \r\n"
         );
         assert_eq!(
             err(route_of(&["MSET", "a", "1", "b"]).0),

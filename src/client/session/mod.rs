@@ -657,6 +657,7 @@ impl Session {
                     }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
+                    self.core.show_multi();
                 }
                 Ok(Parsed::Inline(n)) => {
                     let raw = self.parser.take_inline();
@@ -672,6 +673,7 @@ impl Session {
                     }
                     rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;
+                    self.core.show_multi();
                 }
                 Ok(Parsed::Skip(n)) => rbuf.advance(n),
                 Ok(Parsed::Incomplete) => break false,

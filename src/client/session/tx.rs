@@ -56,6 +56,13 @@ impl Core {
         }
     }
 
+    /// Shows the commands queued in an open `MULTI` (`CLIENT LIST`).
+    pub(super) fn show_multi(&self) {
+        self.client
+            .info
+            .set_multi(self.multi.as_ref().map(|tx| tx.queued.len()));
+    }
+
     async fn open_pinned(&self, slot: u16) -> Result<Pinned, Bytes> {
         let pool = match self.ctx.topology.load().master(slot).cloned() {
             Some(p) => p,
