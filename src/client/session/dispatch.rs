@@ -514,6 +514,12 @@ impl Core {
                 None
             }
             Route::Sub(cmd) => {
+                // A subscriber does not rest: its kept private connection
+                // (see `SparePrivate`) goes now.
+                *self
+                    .spare_private
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
                 Box::pin(self.subscription(cmd, raw, &view)).await;
                 None
             }

@@ -152,7 +152,13 @@ pub(super) struct SparePrivate {
     conn: crate::backend::BackendConn,
     /// The connection's id on the node (see [`crate::client::registry::BlockedOn`]).
     server_id: Arc<std::sync::atomic::AtomicI64>,
+    /// When its last blocking command was sent or answered.
+    idle_since: std::time::Instant,
 }
+
+/// How long a client's private connection for blocking commands is kept
+/// while the client sends other commands and no blocking one.
+const SPARE_PRIVATE_IDLE: Duration = Duration::from_secs(1);
 
 /// An invalidation held until a reply is written (see `Core::tell`).
 #[derive(Debug)]
@@ -395,6 +401,9 @@ impl Session {
         tokio::pin!(timer);
         let mut park_after = PARK_AFTER;
         let mut fired_early = false;
+        // The client closed its side: the commands already read still run
+        // and are answered, as on one server, then the session closes.
+        let mut eof = false;
         loop {
             self.core.refresh_config();
             let limits = &self.core.config.limits;
@@ -414,13 +423,24 @@ impl Session {
                 self.core.batch_open = !rbuf.is_empty();
                 waiting
             };
+            if eof && !waiting {
+                self.core.closing = true;
+            } else if eof && self.core.merge_in_flight() && self.core.merge_blocks() {
+                // A command read after it blocks: one server drops a
+                // blocked client that closed.
+                return Ok(Exit::Closed);
+            }
             self.core.collect_ready(&mut wbuf);
             if wbuf.len() > output_limit {
                 tracing::warn!(client = %self.core.client.info.peer, bytes = wbuf.len(), "client output buffer limit reached; disconnecting the client");
                 metrics::counter!(m::SLOW_CLIENT_DISCONNECTS).increment(1);
                 return Ok(Exit::Closed);
             }
-            if self.core.closing && self.core.pending.is_empty() && wbuf.is_empty() {
+            if self.core.closing
+                && self.core.pending.is_empty()
+                && wbuf.is_empty()
+                && !(eof && self.core.confirming())
+            {
                 let _ = wr.shutdown().await;
                 return Ok(Exit::Closed);
             }
@@ -443,6 +463,7 @@ impl Session {
             // A command that waits (for earlier replies or confirmations)
             // stops reading once a megabyte is buffered behind it.
             let can_read = !self.core.closing
+                && !eof
                 && self.core.pending.len() < max_pipeline
                 && wbuf.len() < OUTPUT_BACKPRESSURE
                 && !(waiting && rbuf.len() >= OUTPUT_BACKPRESSURE);
@@ -565,13 +586,15 @@ impl Session {
                 Turn::Replies(first) => self.core.on_replies(first).await,
                 Turn::Read(n) => {
                     let n = n?;
-                    if n == 0 && self.core.merge_in_flight() && !self.core.merge_blocks() {
-                        // One server would run a command it received: its
-                        // second step is sent once its reads are in.
-                        self.core.closing = true;
+                    if n == 0 && !(self.core.merge_in_flight() && self.core.merge_blocks()) {
+                        // The client closed its side (`nc`, a script): as
+                        // one server, run the commands it sent and write
+                        // their replies, then close.
+                        eof = true;
                         continue;
                     }
                     if n == 0 {
+                        // Blocked: one server drops the client.
                         return Ok(Exit::Closed);
                     }
                     *last_active = tokio::time::Instant::now();
@@ -657,7 +680,7 @@ impl Session {
                     }
                     let raw = rbuf.split_to(n).freeze();
                     self.core.handle(raw, self.parser.args()).await;
-                    self.core.show_multi();
+                    self.core.after_command();
                 }
                 Ok(Parsed::Inline(n)) => {
                     let raw = self.parser.take_inline();
@@ -673,7 +696,7 @@ impl Session {
                     }
                     rbuf.advance(n);
                     self.core.handle(raw, self.parser.args()).await;
-                    self.core.show_multi();
+                    self.core.after_command();
                 }
                 Ok(Parsed::Skip(n)) => rbuf.advance(n),
                 Ok(Parsed::Incomplete) => break false,

@@ -348,7 +348,12 @@ impl Core {
             return false;
         }
         if name.eq_ignore_ascii_case(b"exec") {
-            return self.multi.is_some() && self.pinned.is_some();
+            // On the WATCH connection, or after flushing the other
+            // masters (see `Core::flush_others`).
+            return self
+                .multi
+                .as_ref()
+                .is_some_and(|tx| self.pinned.is_some() || !tx.flushes.is_empty());
         }
         if self.multi.is_some() {
             // Queued: nothing blocks inside a transaction.

@@ -256,8 +256,10 @@ impl Core {
                 && s.server_id.load(std::sync::atomic::Ordering::Acquire) >= 0
         });
         if !reusable {
-            // The old one (another node) closes and frees its permit first.
-            *spare = None;
+            // The old one (another node) closes and frees its permit.
+            if let Some(old) = spare.take() {
+                self.client.info.forget_blocked(&old.server_id);
+            }
             let Ok(permit) = self.ctx.blocking.clone().try_acquire_owned() else {
                 req.reply_to.send(too_many_private(), ReplyStatus::Final);
                 return None;
@@ -277,9 +279,11 @@ impl Core {
                 proto,
                 conn,
                 server_id,
+                idle_since: std::time::Instant::now(),
             });
         }
-        let s = spare.as_ref()?;
+        let s = spare.as_mut()?;
+        s.idle_since = std::time::Instant::now();
         self.client
             .info
             .set_blocked(crate::client::registry::BlockedOn {
@@ -295,9 +299,10 @@ impl Core {
     /// The client's blocking command was answered: it no longer counts as
     /// blocked, though its connection stays open for the next one.
     pub(super) fn blocking_answered(&self) {
-        let spare = self.spare_private.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = spare.as_ref() {
+        let mut spare = self.spare_private.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = spare.as_mut() {
             self.client.info.forget_blocked(&s.server_id);
+            s.idle_since = std::time::Instant::now();
         }
     }
 

@@ -56,11 +56,23 @@ impl Core {
         }
     }
 
-    /// Shows the commands queued in an open `MULTI` (`CLIENT LIST`).
-    pub(super) fn show_multi(&self) {
+    /// After each command: shows the commands queued in an open `MULTI`
+    /// (`CLIENT LIST`), and lets a private connection kept for blocking
+    /// commands go once none came for a second (see [`SparePrivate`]).
+    pub(super) fn after_command(&mut self) {
         self.client
             .info
             .set_multi(self.multi.as_ref().map(|tx| tx.queued.len()));
+        let spare = self
+            .spare_private
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        if spare
+            .as_ref()
+            .is_some_and(|s| s.idle_since.elapsed() > SPARE_PRIVATE_IDLE)
+        {
+            *spare = None;
+        }
     }
 
     async fn open_pinned(&self, slot: u16) -> Result<Pinned, Bytes> {
@@ -103,6 +115,7 @@ impl Core {
         // write for CLIENT PAUSE WRITE.
         let writes = spec.is_some_and(|s| may_write(s, view, None));
         let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
+        let watching = self.pinned.is_some();
         let Some(tx) = self.multi.as_mut() else {
             return;
         };
@@ -179,9 +192,17 @@ impl Core {
             // A flush of every master: the transaction's node flushes in
             // its place, the others right before it runs (see
             // `flush_others`), as outside a transaction.
-            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") => {
+            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") && !watching => {
                 tx.flushes.push(tx.queued.len());
                 None
+            }
+            // With WATCH, EXEC may abort after the other masters were
+            // flushed, which cannot be undone.
+            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") => {
+                tx.failed = true;
+                let msg = format!("ERR slotbridge: '{name}' cannot be used inside MULTI after WATCH on a cluster (the other masters would be flushed even if EXEC aborts): send it outside the transaction");
+                self.ready(reply::error(&msg));
+                return;
             }
             // INFO describes all masters: answered at EXEC, in its place
             // (see `answer_infos`).
@@ -445,7 +466,7 @@ impl Core {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
                 continue;
             };
-            let replies: Vec<Bytes> = ask_all(&masters, &queued, 5)
+            let replies: Vec<Bytes> = ask_all(&masters, &queued, Proto::Resp2, 5)
                 .await
                 .into_iter()
                 .flatten()
@@ -486,12 +507,12 @@ impl Core {
                 continue;
             };
             // A synchronous flush of a large keyspace takes a while.
-            let replies = ask_all(&others, &queued, 60).await;
+            let replies = ask_all(&others, &queued, self.client.proto, 60).await;
             let failure = replies.iter().find_map(|r| match r {
                 Some(r) if r.starts_with(b"+OK") => None,
                 Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
                 _ => Some(Bytes::from_static(
-                    b"ERR slotbridge: a master did not answer FLUSHALL in time",
+                    b"ERR slotbridge: a master did not answer the flush in time",
                 )),
             });
             if let Some(err) = failure {
@@ -547,14 +568,18 @@ impl Core {
 /// delays the caller by one request, not one per node), each bounded by
 /// `secs` even without a request timeout: the replies in `pools`' order,
 /// `None` where a node did not answer.
-async fn ask_all(pools: &[Arc<NodePool>], payload: &Bytes, secs: u64) -> Vec<Option<Bytes>> {
+async fn ask_all(
+    pools: &[Arc<NodePool>],
+    payload: &Bytes,
+    proto: Proto,
+    secs: u64,
+) -> Vec<Option<Bytes>> {
     let asks: Vec<_> = pools
         .iter()
         .map(|pool| {
             let (pool, payload) = (pool.clone(), payload.clone());
             tokio::spawn(async move {
-                let ask =
-                    crate::client::nodecall::request(pool.conn(Proto::Resp2), payload, 0, false);
+                let ask = crate::client::nodecall::request(pool.conn(proto), payload, 0, false);
                 tokio::time::timeout(std::time::Duration::from_secs(secs), ask).await
             })
         })
