@@ -241,13 +241,26 @@ fn pipelined_commands_keep_their_order_around_blocking_commands_and_watch() {
         &["GET", "{po}w"],
     ]));
     r.expect(b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n$1\r\n2\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n5\r\n");
+    // CONFIG SET runs in its place on every master; its error is the
+    // nodes' own, inside EXEC's reply, as from one server.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["SET", "{po}c", "1"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["CONFIG", "SET", "maxmemory", "bla"]), b"+QUEUED\r\n");
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "lazyfree-lazy-user-del", "no"]),
+        b"+QUEUED\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"*3\r\n+OK\r\n-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value\r\n+OK\r\n",
+    );
     // A FLUSHALL after WATCH could not be undone on the other masters if
     // EXEC aborted: refused when queued.
     r.roundtrip(&cmd(&["WATCH", "{po}w"]), b"+OK\r\n");
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
     r.roundtrip(
         &cmd(&["FLUSHALL"]),
-        b"-ERR slotbridge: 'flushall' cannot be used inside MULTI after WATCH on a cluster (the other masters would be flushed even if EXEC aborts): send it outside the transaction\r\n",
+        b"-ERR slotbridge: 'flushall' cannot be used inside MULTI after WATCH on a cluster (the other masters would run it even if EXEC aborts): send it outside the transaction\r\n",
     );
     r.roundtrip(
         &cmd(&["EXEC"]),

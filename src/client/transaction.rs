@@ -76,9 +76,10 @@ pub struct TxState {
     pub originals: Vec<Bytes>,
     /// The places of queued `INFO`s, answered from all masters at `EXEC`.
     pub infos: Vec<usize>,
-    /// The places of queued `FLUSHALL`s and `FLUSHDB`s: the other masters
-    /// are flushed at `EXEC`, the transaction's node in their place.
-    pub flushes: Vec<usize>,
+    /// The places of queued `FLUSHALL`s, `FLUSHDB`s and `CONFIG SET`s: the
+    /// other masters run them at `EXEC`, the transaction's node in their
+    /// place; with each, the command's name.
+    pub fanouts: Vec<(usize, &'static str)>,
     /// The user's version (see `ClientState::user_version`) when `MULTI`
     /// began: `EXEC` checks the queued commands again only if it changed.
     pub user_version: Option<u64>,

@@ -349,11 +349,11 @@ impl Core {
         }
         if name.eq_ignore_ascii_case(b"exec") {
             // On the WATCH connection, or after flushing the other
-            // masters (see `Core::flush_others`).
+            // masters (see `Core::fan_out_others`).
             return self
                 .multi
                 .as_ref()
-                .is_some_and(|tx| self.pinned.is_some() || !tx.flushes.is_empty());
+                .is_some_and(|tx| self.pinned.is_some() || !tx.fanouts.is_empty());
         }
         if self.multi.is_some() {
             // Queued: nothing blocks inside a transaction.

@@ -189,18 +189,18 @@ impl Core {
                 self.ready(cross_slot(name, a, b));
                 return;
             }
-            // A flush of every master: the transaction's node flushes in
-            // its place, the others right before it runs (see
-            // `flush_others`), as outside a transaction.
-            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") && !watching => {
-                tx.flushes.push(tx.queued.len());
+            // For every master: the transaction's node runs it in its
+            // place, the others right before (see `fan_out_others`), as
+            // outside a transaction.
+            Route::Fanout(Fanout::AllOk) if runs_everywhere(name) && !watching => {
+                tx.fanouts.push((tx.queued.len(), name));
                 None
             }
-            // With WATCH, EXEC may abort after the other masters were
-            // flushed, which cannot be undone.
-            Route::Fanout(Fanout::AllOk) if matches!(name, "flushall" | "flushdb") => {
+            // With WATCH, EXEC may abort after the other masters ran it,
+            // which cannot be undone.
+            Route::Fanout(Fanout::AllOk) if runs_everywhere(name) => {
                 tx.failed = true;
-                let msg = format!("ERR slotbridge: '{name}' cannot be used inside MULTI after WATCH on a cluster (the other masters would be flushed even if EXEC aborts): send it outside the transaction");
+                let msg = format!("ERR slotbridge: '{name}' cannot be used inside MULTI after WATCH on a cluster (the other masters would run it even if EXEC aborts): send it outside the transaction");
                 self.ready(reply::error(&msg));
                 return;
             }
@@ -292,15 +292,15 @@ impl Core {
         self.monitor_queued(&mut tx);
         self.check_queued_again(&mut tx);
         self.answer_infos(&mut tx).await;
-        if !tx.flushes.is_empty() {
+        if !tx.fanouts.is_empty() {
             if pinned.is_none() && tx.spans_slots() {
                 self.ready(reply::error(
-                    "ERR slotbridge: FLUSHALL or FLUSHDB cannot run in its place in a transaction over several slots (transactions = \"per_slot\"): send it outside MULTI",
+                    "ERR slotbridge: FLUSHALL, FLUSHDB or CONFIG SET cannot run in its place in a transaction over several slots (transactions = \"per_slot\"): send it outside MULTI",
                 ));
                 return;
             }
             let home = tx.slot.or(pinned.as_ref().map(|p| p.slot));
-            self.flush_others(&mut tx, home.unwrap_or(PUBSUB_HOME_SLOT))
+            self.fan_out_others(&mut tx, home.unwrap_or(PUBSUB_HOME_SLOT))
                 .await;
         }
         let tracked = tx.track && tx.reads;
@@ -486,23 +486,25 @@ impl Core {
         }
     }
 
-    /// Runs each queued `FLUSHALL`/`FLUSHDB` on the masters other than
-    /// the one of `slot`, where the transaction runs and flushes in its
-    /// place. Where one of them fails, the transaction's node does not
-    /// flush either and the client gets that master's error in its place.
-    async fn flush_others(&mut self, tx: &mut TxState, slot: u16) {
+    /// Runs each queued `FLUSHALL`, `FLUSHDB` or `CONFIG SET` on the
+    /// masters other than the one of `slot`, where the transaction runs
+    /// it in its place. Where one of them fails, the transaction's node
+    /// does not run it either and the client gets that master's error in
+    /// its place. A `CONFIG SET` they all took is remembered, as outside
+    /// a transaction, for masters that join later.
+    async fn fan_out_others(&mut self, tx: &mut TxState, slot: u16) {
         let home = self
             .ctx
             .topology
             .load()
             .master(slot)
             .map(|m| m.addr().clone());
-        let others: Vec<_> = super::redirect::masters(&self.ctx)
+        let addrs: Vec<Arc<str>> = super::redirect::masters(&self.ctx)
             .into_iter()
             .filter(|addr| Some(addr) != home.as_ref())
-            .map(|addr| self.ctx.topology.pool(&addr))
             .collect();
-        for &i in &tx.flushes {
+        let others: Vec<_> = addrs.iter().map(|a| self.ctx.topology.pool(a)).collect();
+        for &(i, name) in &tx.fanouts {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
                 continue;
             };
@@ -512,9 +514,14 @@ impl Core {
                 Some(r) if r.starts_with(b"+OK") => None,
                 Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
                 _ => Some(Bytes::from_static(
-                    b"ERR slotbridge: a master did not answer the flush in time",
+                    b"ERR slotbridge: a master did not answer in time",
                 )),
             });
+            if failure.is_none() && name == "config|set" {
+                let mut masters = addrs.clone();
+                masters.extend(home.clone());
+                self.ctx.node_settings.remember(&queued, masters);
+            }
             if let Some(err) = failure {
                 tx.queued[i] = reply::command([
                     &b"EVAL"[..],
@@ -564,6 +571,12 @@ impl Core {
 }
 
 /// The client's `EXEC` reply from the per-slot `EXEC` replies.
+/// Whether a command fanned out to every master runs inside `MULTI` (see
+/// `Core::fan_out_others`).
+fn runs_everywhere(name: &str) -> bool {
+    matches!(name, "flushall" | "flushdb" | "config|set")
+}
+
 /// Sends `payload` to every pool's node at once (so a slow or failing one
 /// delays the caller by one request, not one per node), each bounded by
 /// `secs` even without a request timeout: the replies in `pools`' order,
