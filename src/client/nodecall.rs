@@ -153,6 +153,28 @@ pub struct Wait {
     _conn: BackendConn,
 }
 
+/// A new private connection for blocking commands to `pool`'s node,
+/// holding `permit` of `max_private_connections`, and its `CLIENT ID` there
+/// as it learns it (see [`BackendConn::spawn_dedicated`]), which lets
+/// `CLIENT UNBLOCK` reach its command.
+pub fn blocking_conn(
+    ctx: &Context,
+    pool: &NodePool,
+    proto: Proto,
+    permit: OwnedSemaphorePermit,
+) -> (BackendConn, Arc<AtomicI64>) {
+    let server_id = Arc::new(AtomicI64::new(0));
+    let opts = ctx.topology.conn_options().clone();
+    let conn = BackendConn::spawn_dedicated(
+        pool.addr().clone(),
+        opts,
+        proto,
+        Some(permit),
+        Some(server_id.clone()),
+    );
+    (conn, server_id)
+}
+
 impl Wait {
     /// Sends `payload` on a new private connection to `pool`'s node
     /// (holding `permit` of `max_private_connections`); its reply goes to
@@ -165,15 +187,7 @@ impl Wait {
         payload: Bytes,
         reply_to: ReplyTo,
     ) -> Wait {
-        let server_id = Arc::new(AtomicI64::new(0));
-        let opts = ctx.topology.conn_options().clone();
-        let conn = BackendConn::spawn_dedicated(
-            pool.addr().clone(),
-            opts,
-            proto,
-            Some(permit),
-            Some(server_id.clone()),
-        );
+        let (conn, server_id) = blocking_conn(ctx, pool, proto, permit);
         conn.send(BackendRequest {
             payload,
             asking: false,

@@ -264,16 +264,8 @@ impl Core {
                 req.reply_to.send(too_many_private(), ReplyStatus::Final);
                 return None;
             };
-            let opts = self.ctx.topology.conn_options().clone();
-            // Its id on the node lets CLIENT UNBLOCK of this client reach it.
-            let server_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
-            let conn = BackendConn::spawn_dedicated(
-                pool.addr().clone(),
-                opts,
-                proto,
-                Some(permit),
-                Some(server_id.clone()),
-            );
+            let (conn, server_id) =
+                crate::client::nodecall::blocking_conn(&self.ctx, pool, proto, permit);
             *spare = Some(SparePrivate {
                 addr: pool.addr().clone(),
                 proto,
