@@ -8,10 +8,10 @@
 
 use std::fmt::Write as _;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::protocol::reply::{put_bulk, Proto};
-use crate::protocol::request::{parse_i64, put_decimal};
+use crate::protocol::reply::Proto;
+use crate::protocol::request::parse_i64;
 
 /// Facts about the proxy itself that INFO reports.
 #[derive(Debug, Clone, Default)]
@@ -300,18 +300,7 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
         );
         bytes.extend_from_slice(line.as_bytes());
     }
-    let mut buf = BytesMut::with_capacity(bytes.len() + 32);
-    match proto {
-        Proto::Resp2 => put_bulk(&mut buf, &bytes),
-        Proto::Resp3 => {
-            buf.put_u8(b'=');
-            put_decimal(&mut buf, bytes.len() as u64 + 4);
-            buf.put_slice(b"\r\ntxt:");
-            buf.put_slice(&bytes);
-            buf.put_slice(b"\r\n");
-        }
-    }
-    buf.freeze()
+    crate::protocol::reply::text(proto, &bytes)
 }
 
 /// `errorstat_<code>:count=<n>` and `cmdstat_<name>:calls=..,usec=..,
@@ -371,6 +360,8 @@ fn summed_stats(all: &[Vec<Section>], section: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::reply::put_bulk;
+    use bytes::BytesMut;
 
     fn bulk(s: &str) -> Bytes {
         let mut b = BytesMut::new();

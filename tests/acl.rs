@@ -589,3 +589,43 @@ fn rule_changes_reach_connected_clients_as_in_redis() {
         assert!(got.contains("hello"), "port {}: {got}", ports[i]);
     }
 }
+
+/// A `FLUSHALL` queued in `MULTI` and refused when `EXEC` checks it
+/// again (the user lost it meanwhile) runs on no master: not on the
+/// transaction's, and not on the others either.
+#[test]
+fn a_flush_refused_at_exec_runs_nowhere() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
+    let mut admin = RawClient::connect(proxy.port);
+    let mut user = RawClient::connect(proxy.port);
+    wait_until(
+        "the proxy to know the cluster",
+        Duration::from_secs(10),
+        || ask(&mut admin, &[b"SET", b"k1", b"v"]) == b"+OK\r\n",
+    );
+    for k in [&b"k2"[..], b"k3", b"k4", b"k5"] {
+        assert_eq!(ask(&mut admin, &[b"SET", k, b"v"]), b"+OK\r\n");
+    }
+    assert_eq!(
+        ask(
+            &mut admin,
+            &[b"ACL", b"SETUSER", b"f", b"on", b"nopass", b"~*", b"+@all"]
+        ),
+        b"+OK\r\n"
+    );
+    assert_eq!(ask(&mut user, &[b"AUTH", b"f", b"x"]), b"+OK\r\n");
+    assert_eq!(ask(&mut user, &[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(ask(&mut user, &[b"FLUSHALL"]), b"+QUEUED\r\n");
+    assert_eq!(
+        ask(&mut admin, &[b"ACL", b"SETUSER", b"f", b"-flushall"]),
+        b"+OK\r\n"
+    );
+    let exec = ask(&mut user, &[b"EXEC"]);
+    assert!(
+        exec.starts_with(b"*1\r\n-NOPERM ACLs rules changed"),
+        "{}",
+        String::from_utf8_lossy(&exec)
+    );
+    assert_eq!(ask(&mut admin, &[b"DBSIZE"]), b":5\r\n");
+}

@@ -297,19 +297,6 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     out.freeze()
 }
 
-/// A text reply as Redis sends `CLIENT INFO` and `CLIENT LIST`: a bulk
-/// string in RESP2, a verbatim string (`txt`) in RESP3.
-fn text_reply(proto: Proto, text: &[u8]) -> Bytes {
-    if proto == Proto::Resp2 {
-        return reply::bulk(text);
-    }
-    let mut out = BytesMut::with_capacity(text.len() + 16);
-    out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
-    out.extend_from_slice(text);
-    out.extend_from_slice(b"\r\n");
-    out.freeze()
-}
-
 fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Bytes {
     let sub = view.get(1).to_ascii_lowercase();
     match sub.as_slice() {
@@ -353,13 +340,13 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             }
             Bytes::from_static(reply::OK)
         }
-        b"info" => text_reply(client.proto, client.info.line(view.raw.len()).as_bytes()),
+        b"info" => reply::text(client.proto, client.info.line(view.raw.len()).as_bytes()),
         b"list" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
             let (me, qbuf) = (client.info.id, view.raw.len());
             match (args.is_empty(), filter::parse_list(&args)) {
-                (true, _) => text_reply(client.proto, ctx.clients.list(None, me, qbuf).as_bytes()),
-                (false, Ok(f)) => text_reply(
+                (true, _) => reply::text(client.proto, ctx.clients.list(None, me, qbuf).as_bytes()),
+                (false, Ok(f)) => reply::text(
                     client.proto,
                     ctx.clients.list(Some(&f), me, qbuf).as_bytes(),
                 ),

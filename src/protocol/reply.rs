@@ -98,6 +98,23 @@ pub fn int(n: i64) -> Bytes {
     out.freeze()
 }
 
+/// `text` as Redis sends a text reply (`INFO`, `CLIENT LIST`): a bulk
+/// string in RESP2, a verbatim string of format `txt` in RESP3.
+pub fn text(proto: Proto, text: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(text.len() + 32);
+    match proto {
+        Proto::Resp2 => put_bulk(&mut out, text),
+        Proto::Resp3 => {
+            out.put_u8(b'=');
+            put_decimal(&mut out, text.len() as u64 + 4);
+            out.put_slice(b"\r\ntxt:");
+            out.put_slice(text);
+            out.put_slice(b"\r\n");
+        }
+    }
+    out.freeze()
+}
+
 /// A bulk string reply.
 pub fn bulk(value: &[u8]) -> Bytes {
     let mut out = BytesMut::new();

@@ -438,8 +438,10 @@ impl Core {
                 b"0",
                 text.as_bytes(),
             ]);
-            // A refused INFO is not answered with the masters' INFO.
+            // A refused INFO is not answered with the masters' INFO, nor
+            // a refused FLUSHALL or CONFIG SET run on the other masters.
             tx.infos.retain(|&at| at != i);
+            tx.fanouts.retain(|&(at, _)| at != i);
             if let Some(plan) = tx.plan.get_mut(i) {
                 if matches!(plan, Queued::Split(..)) {
                     *plan = Queued::One(None);
