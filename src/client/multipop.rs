@@ -16,8 +16,10 @@
 //!    first slot's wait) or an error ends the whole wait. The other waits
 //!    are ended with `CLIENT UNBLOCK` on their nodes, and what one of them
 //!    popped meanwhile is pushed back where it was (`LPUSH`/`RPUSH` at its
-//!    end, `ZADD` with its score), so it is not lost. A client that leaves
-//!    ends every wait the same way.
+//!    end, `ZADD` with its score), so it is not lost. The client reads its
+//!    reply once that is done (or after a second at most), so its next
+//!    command finds the other keys as one server leaves them. A client
+//!    that leaves ends every wait the same way.
 //!
 //! Not atomic across slots: between the runs of step 1 another client may
 //! push to a key already found empty, and an element popped by a wait
@@ -431,7 +433,7 @@ async fn wait_everywhere(
         r = rx.recv() => Some(r),
         _ = to.tx.closed() => None,
     };
-    let (mut winner, mut outcome) = (None, Waited::Answered);
+    let (mut winner, mut outcome, mut held) = (None, Waited::Answered, None);
     match first {
         Some(Some(r)) if is_transient(&r) => {
             winner = Some(r.part as usize);
@@ -440,8 +442,8 @@ async fn wait_everywhere(
         Some(Some(r)) => {
             winner = Some(r.part as usize);
             // A pop, an empty reply (the timeout, CLIENT UNBLOCK) or an
-            // error about the keys: as it came.
-            to.clone().send(r.data, ReplyStatus::Final);
+            // error about the keys: as it came, once the other waits ended.
+            held = Some(r.data);
         }
         Some(None) => to.clone().send(
             reply::error(
@@ -451,8 +453,40 @@ async fn wait_everywhere(
         ),
         None => {}
     }
-    // End the other waits; put back what they popped.
-    let mut expected: Vec<usize> = (0..waits.len()).filter(|&i| Some(i) != winner).collect();
+    // End the other waits and put back what they popped before the
+    // client reads its reply, so that its next command finds the other
+    // keys as one server leaves them (unless that takes over
+    // `HOLD_REPLY_MAX`: a slow node does not hold the reply long).
+    let expected: Vec<usize> = (0..waits.len()).filter(|&i| Some(i) != winner).collect();
+    let cleanup = end_other_waits(ctx, proto, pop, &waits, expected, &mut rx);
+    tokio::pin!(cleanup);
+    if let Some(reply) = held {
+        tokio::select! {
+            _ = &mut cleanup => {
+                to.clone().send(reply, ReplyStatus::Final);
+                return outcome;
+            }
+            _ = tokio::time::sleep(HOLD_REPLY_MAX) => to.clone().send(reply, ReplyStatus::Final),
+        }
+    }
+    cleanup.await;
+    outcome
+}
+
+/// How long a cross-slot pop's reply may wait for the other waits to end
+/// and for what they popped to be put back.
+const HOLD_REPLY_MAX: Duration = Duration::from_secs(1);
+
+/// Ends the waits `expected` with `CLIENT UNBLOCK`, collects their replies
+/// from `rx` and pushes back what they popped.
+async fn end_other_waits(
+    ctx: &Arc<Context>,
+    proto: Proto,
+    pop: &MultiPop,
+    waits: &[Wait],
+    mut expected: Vec<usize>,
+    rx: &mut crate::backend::ReplyReceiver,
+) {
     for &i in &expected {
         waits[i].unblock(ctx, proto).await;
     }
@@ -482,7 +516,6 @@ async fn wait_everywhere(
             ),
         }
     }
-    outcome
 }
 
 #[cfg(test)]
