@@ -115,6 +115,12 @@ fn max_field(all: &[Vec<Section>], section: &str, key: &str) -> Option<i64> {
         .try_fold(i64::MIN, |max, n| n.map(|n| max.max(n)))
 }
 
+fn min_field(all: &[Vec<Section>], section: &str, key: &str) -> Option<i64> {
+    (0..all.len())
+        .map(|i| parse_i64(field(all, i, section, key)?.as_bytes()))
+        .try_fold(i64::MAX, |min, n| n.map(|n| min.min(n)))
+}
+
 fn keyspace(all: &[Vec<Section>]) -> Vec<(String, String)> {
     let mut dbs: Vec<(String, i64, i64, i64)> = Vec::new();
     for part in all {
@@ -195,7 +201,12 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                 for (k, v) in fields {
                     let v = match k.as_str() {
                         "role" => "master".into(),
-                        "connected_slaves" => "0".into(),
+                        // What `WAIT` can count on: the fewest replicas
+                        // of any master (their addresses stay hidden).
+                        "connected_slaves" => min_field(&all, name, k)
+                            .filter(|&n| n != i64::MAX)
+                            .unwrap_or(0)
+                            .to_string(),
                         _ => v.clone(),
                     };
                     if k.starts_with("slave") && k != "slave_read_repl_offset" {

@@ -194,6 +194,66 @@ fn keyless_basics() {
         &cmd(&["SELECT", "1"]),
         b"-ERR slotbridge: only database 0 exists on a Redis Cluster; SELECT another database is not possible (use key prefixes instead of databases)\r\n",
     );
+    // The other commands that name a database: Redis's errors for an
+    // index no server has, the cluster's for another one.
+    let other_db = |what: &str| {
+        format!("-ERR slotbridge: only database 0 exists on a Redis Cluster; {what} another database is not possible (use key prefixes instead of databases)\r\n")
+    };
+    r.roundtrip(&cmd(&["SET", "{db}a", "v"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["MOVE", "{db}a", "1"]),
+        other_db("MOVE to").as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&["MOVE", "{db}a", "0"]),
+        b"-ERR source and destination objects are the same\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["MOVE", "{db}a", "16"]),
+        b"-ERR DB index is out of range\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["MOVE", "{db}a", "x"]),
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["COPY", "{db}a", "{db}b", "DB", "3"]),
+        other_db("COPY to").as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&["COPY", "{db}a", "{db}b", "DB", "99"]),
+        b"-ERR DB index is out of range\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["COPY", "{db}a", "{db}b", "DB"]),
+        b"-ERR syntax error\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["COPY", "{db}a", "{db}b", "REPLACE", "DB", "0"]),
+        b":1\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["COPY", "{db}a", "core-db-far", "DB", "0"]),
+        b":1\r\n",
+    );
+    r.roundtrip(&cmd(&["DEL", "{db}a", "{db}b", "core-db-far"]), b":3\r\n");
+    r.roundtrip(&cmd(&["SWAPDB", "0", "0"]), b"+OK\r\n");
+    r.roundtrip(
+        &cmd(&["SWAPDB", "0", "1"]),
+        other_db("SWAPDB with").as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&["SWAPDB", "a", "1"]),
+        b"-ERR invalid first DB index\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["SWAPDB", "0", "b"]),
+        b"-ERR invalid second DB index\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["SWAPDB", "0", "16"]),
+        b"-ERR DB index is out of range\r\n",
+    );
     r.roundtrip(
         &cmd(&["SHUTDOWN"]),
         b"-ERR unsupported command 'shutdown' by slotbridge\r\n",

@@ -462,6 +462,16 @@ fn read_from_replica_preferred_reads_from_replicas() {
         .query(&mut cluster.conn(master))
         .unwrap();
     assert_eq!(direct, "w");
+
+    // INFO shows the replicas WAIT counts (the fewest of any master),
+    // without their addresses: WAIT of that many is met, one more is not.
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+    assert!(info.contains("connected_slaves:1\r\n"), "{info}");
+    assert!(!info.contains("slave0:"), "{info}");
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(1000).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(100).query(&mut c).unwrap();
+    assert_eq!(n, 1);
 }
 
 /// `calls=` of `cmdstat_<name>` in a node's INFO commandstats.

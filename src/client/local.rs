@@ -179,13 +179,11 @@ pub fn execute(
 fn select(db: &[u8]) -> Bytes {
     match parse_i64(db) {
         Some(0) => Bytes::from_static(reply::OK),
-        Some(n) if i32::try_from(n).is_err() => reply::error(
-            "ERR value is out of range, value must between -2147483648 and 2147483647",
-        ),
+        Some(n) if i32::try_from(n).is_err() => {
+            reply::error("ERR value is out of range, value must between -2147483648 and 2147483647")
+        }
         Some(n) if !(0..16).contains(&n) => reply::error("ERR DB index is out of range"),
-        Some(_) => reply::error(
-            "ERR slotbridge: only database 0 exists on a Redis Cluster; SELECT another database is not possible (use key prefixes instead of databases)",
-        ),
+        Some(_) => crate::command::route::only_database_0("SELECT"),
         None => reply::error("ERR value is not an integer or out of range"),
     }
 }

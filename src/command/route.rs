@@ -471,8 +471,10 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             }
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
-            "rename" | "renamenx" | "copy" | "smove" | "lmove" | "rpoplpush" | "blmove"
-            | "brpoplpush" => Route::CrossSlotMove,
+            "copy" => copy_to_other_db(cmd).unwrap_or(Route::CrossSlotMove),
+            "rename" | "renamenx" | "smove" | "lmove" | "rpoplpush" | "blmove" | "brpoplpush" => {
+                Route::CrossSlotMove
+            }
             "georadius" | "georadiusbymember" | "geosearchstore"
                 if crate::geo::store_keys(spec.name, cmd).is_some() =>
             {
@@ -496,10 +498,82 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
     }
     match spec.name {
         "watch" => Route::Tx(TxCmd::Watch(first_slot)),
+        "move" => move_route(cmd),
+        "copy" => copy_to_other_db(cmd).unwrap_or(Route::Slot(first_slot)),
         "ssubscribe" => Route::Sub(SubCmd::SSubscribe),
         "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
         _ => Route::Slot(first_slot),
     }
+}
+
+/// The error for a command that would reach a database other than 0,
+/// which a cluster does not have, naming the fix.
+pub fn only_database_0(command: &str) -> Bytes {
+    reply::error(&format!(
+        "ERR slotbridge: only database 0 exists on a Redis Cluster; {command} another database is not possible (use key prefixes instead of databases)"
+    ))
+}
+
+/// A database index as Redis reads it (an `int`, one of the default 16
+/// databases), or Redis's error; `invalid` replaces the error for a
+/// non-integer when Redis names the argument.
+fn db_index(arg: &[u8], invalid: Option<&str>) -> Result<i64, Bytes> {
+    use crate::protocol::request::parse_i64;
+    match parse_i64(arg).filter(|n| i32::try_from(*n).is_ok()) {
+        None => Err(reply::error(
+            invalid.unwrap_or("ERR value is not an integer or out of range"),
+        )),
+        Some(n) if !(0..16).contains(&n) => Err(reply::error("ERR DB index is out of range")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `MOVE key db`: Redis's errors for the index, else the cluster's (a
+/// cluster has database 0 only).
+fn move_route(cmd: &CommandView<'_>) -> Route {
+    Route::Reply(match db_index(cmd.get(2), None) {
+        Err(e) => e,
+        Ok(0) => reply::error("ERR source and destination objects are the same"),
+        Ok(_) => only_database_0("MOVE to"),
+    })
+}
+
+/// `COPY src dst [DB db] [REPLACE]` with a `DB` other than 0, or an
+/// option error found on the way (in Redis's order); `None` to run it.
+fn copy_to_other_db(cmd: &CommandView<'_>) -> Option<Route> {
+    let mut db = 0;
+    let mut j = 3;
+    while j < cmd.len() {
+        let opt = cmd.get(j);
+        if opt.eq_ignore_ascii_case(b"replace") {
+            j += 1;
+        } else if opt.eq_ignore_ascii_case(b"db") && j + 1 < cmd.len() {
+            match db_index(cmd.get(j + 1), None) {
+                Ok(n) => db = n,
+                Err(e) => return Some(Route::Reply(e)),
+            }
+            j += 2;
+        } else {
+            return Some(Route::Reply(reply::error("ERR syntax error")));
+        }
+    }
+    (db != 0).then(|| Route::Reply(only_database_0("COPY to")))
+}
+
+/// `SWAPDB a b`: Redis's errors for the indexes; swapping a database
+/// with itself is done, any other swap needs a second database.
+fn swapdb_route(cmd: &CommandView<'_>) -> Route {
+    let ids = db_index(cmd.get(1), Some("ERR invalid first DB index")).and_then(|a| {
+        Ok((
+            a,
+            db_index(cmd.get(2), Some("ERR invalid second DB index"))?,
+        ))
+    });
+    Route::Reply(match ids {
+        Err(e) => e,
+        Ok((a, b)) if a == b => Bytes::from_static(reply::OK),
+        Ok(_) => only_database_0("SWAPDB with"),
+    })
 }
 
 /// The `LIMIT` of `SINTERCARD`/`ZINTERCARD numkeys key... [LIMIT n]` (0
@@ -619,6 +693,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
             "ERR slotbridge: REPLICAOF is not passed to the cluster (the proxy stands for all its masters); make a node a replica with CLUSTER REPLICATE on the node itself",
         )),
         "wait" => wait_route(cmd),
+        "swapdb" => swapdb_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // The script runs on one master: each is asked to kill its own.
         "script|kill" | "function|kill" => Route::Fanout(Fanout::Kill),
