@@ -2034,6 +2034,167 @@ fn pops_across_slots_answer_as_one_redis() {
 }
 
 #[test]
+fn stream_reads_across_slots_answer_as_one_redis() {
+    let names = ["xs:a", "xs:b", "xs:c", "xs:k"];
+    let (_reference, mut direct, mut through) = beside_reference("xreads", &names);
+    let lines = [
+        "XADD xs:a 1-1 f v",
+        "XADD xs:b 1-1 g w",
+        "XADD xs:b 2-1 h x",
+        "XREAD COUNT 1 STREAMS xs:a xs:b 0-0 0",
+        "XREAD STREAMS xs:a xs:c xs:b 0 0 0",
+        "XREAD STREAMS xs:c xs:b 0 1-1",
+        "XREAD STREAMS xs:a xs:b 1-1 2-1",
+        "XREAD STREAMS xs:a xs:b xs:a 0 0 0",
+        "SET xs:k x",
+        "XREAD STREAMS xs:a xs:k 0 0",
+        "XREAD STREAMS xs:a xs:b 0 bad",
+        "XREAD COUNT x STREAMS xs:a xs:b 0 0",
+        "XREAD BLOCK -1 STREAMS xs:a xs:b 0 0",
+        "XREAD BLOCK 100 STREAMS xs:a xs:b 0 0",
+        "XREAD BLOCK 100 STREAMS xs:a xs:b $ $",
+        "XGROUP CREATE xs:a g 0",
+        "XGROUP CREATE xs:b g 0",
+        "XREADGROUP GROUP g c COUNT 1 STREAMS xs:a xs:b > >",
+        "XREADGROUP GROUP g c STREAMS xs:a xs:b > >",
+        "XREADGROUP GROUP g c BLOCK 50 STREAMS xs:a xs:b > >",
+        "XREADGROUP GROUP g c STREAMS xs:a xs:b 0 >",
+        "XREADGROUP GROUP g c STREAMS xs:a xs:c > >",
+        "XPENDING xs:b g",
+        "HELLO 3",
+        "XREAD STREAMS xs:a xs:c xs:b 0 0 0",
+        "XREAD STREAMS xs:a xs:b 1-1 2-1",
+        "XREADGROUP GROUP g c STREAMS xs:a xs:b 0 0",
+        "HELLO 2",
+    ];
+    for line in lines {
+        let line: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&line));
+        let expected = direct.read_reply();
+        if line[0] == "HELLO" {
+            through.send(&cmd(&line));
+            let _ = through.read_available(Duration::from_millis(300));
+            continue;
+        }
+        through.roundtrip(&cmd(&line), &expected);
+    }
+
+    // Blocking: the stream written first wakes the read; the timeout;
+    // CLIENT UNBLOCK; the group read hands out the new entry once.
+    let mut writer = raw();
+    through.send(&cmd(&[
+        "XREAD", "BLOCK", "5000", "STREAMS", "xs:a", "xs:b", "$", "$",
+    ]));
+    assert!(through
+        .read_available(Duration::from_millis(200))
+        .is_empty());
+    writer.roundtrip(&cmd(&["XADD", "xs:b", "9-1", "n", "1"]), b"$3\r\n9-1\r\n");
+    through
+        .expect(b"*1\r\n*2\r\n$4\r\nxs:b\r\n*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nn\r\n$1\r\n1\r\n");
+    let started = Instant::now();
+    through.roundtrip(
+        &cmd(&["XREAD", "BLOCK", "300", "STREAMS", "xs:a", "xs:b", "$", "$"]),
+        b"*-1\r\n",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let id = client_id(&mut through);
+    through.send(&cmd(&[
+        "XREAD", "BLOCK", "0", "STREAMS", "xs:a", "xs:b", "$", "$",
+    ]));
+    assert!(through
+        .read_available(Duration::from_millis(300))
+        .is_empty());
+    writer.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id.to_string()]), b":1\r\n");
+    through.expect(b"*-1\r\n");
+    through.roundtrip(
+        &cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "xs:a",
+            "xs:b",
+            ">",
+            ">",
+        ]),
+        b"*1\r\n*2\r\n$4\r\nxs:b\r\n*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nn\r\n$1\r\n1\r\n",
+    );
+    through.send(&cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "5000",
+        "STREAMS",
+        "xs:a",
+        "xs:b",
+        ">",
+        ">",
+    ]));
+    assert!(through
+        .read_available(Duration::from_millis(200))
+        .is_empty());
+    writer.roundtrip(&cmd(&["XADD", "xs:a", "9-1", "m", "2"]), b"$3\r\n9-1\r\n");
+    through
+        .expect(b"*1\r\n*2\r\n$4\r\nxs:a\r\n*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nm\r\n$1\r\n2\r\n");
+    // Entries written to both at once: none is lost to the group.
+    through.send(&cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "5000",
+        "STREAMS",
+        "xs:a",
+        "xs:b",
+        ">",
+        ">",
+    ]));
+    assert!(through
+        .read_available(Duration::from_millis(200))
+        .is_empty());
+    writer.send(
+        &[
+            cmd(&["XADD", "xs:a", "10-1", "p", "3"]),
+            cmd(&["XADD", "xs:b", "10-1", "q", "4"]),
+        ]
+        .concat(),
+    );
+    writer.expect(b"$4\r\n10-1\r\n$4\r\n10-1\r\n");
+    let got = through.read_reply();
+    let mut rest = Vec::new();
+    if !(got.windows(4).any(|w| w == b"xs:a") && got.windows(4).any(|w| w == b"xs:b")) {
+        through.send(&cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "xs:a",
+            "xs:b",
+            ">",
+            ">",
+        ]));
+        rest = through.read_reply();
+    }
+    let all = [got, rest].concat();
+    for field in [b"$1\r\np\r\n", b"$1\r\nq\r\n"] {
+        assert!(
+            all.windows(7).any(|w| w == field),
+            "{}",
+            common::escape(&all)
+        );
+    }
+}
+
+#[test]
 fn renames_and_copies_across_slots_answer_as_one_redis() {
     let names = ["m:a", "m:b", "m:c"];
     let (reference, mut direct, mut through) = beside_reference("moves", &names);

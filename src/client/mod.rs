@@ -18,4 +18,5 @@ pub mod registry;
 pub mod retry;
 pub mod session;
 pub mod sort;
+pub mod stream_read;
 pub mod transaction;

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::nodecall::{call_master, is_lost, moving_or_failing, Wait};
-use crate::backend::{reply_channel, Reply, ReplyStatus, ReplyTo};
+use crate::backend::{reply_channel, Reply, ReplyReceiver, ReplyStatus, ReplyTo};
 use crate::client::registry::{BlockedOn, ClientInfo};
 use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
@@ -379,62 +379,17 @@ async fn wait_everywhere(
             None => groups.push((s, vec![i])),
         }
     }
-    // Every slot needs a master now; else the pop runs again shortly.
-    let topology = ctx.topology.load();
-    let Some(pools) = groups
+    let parts = groups
         .iter()
-        .map(|(slot, _)| topology.master(*slot).cloned())
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Waited::Again;
-    };
-    drop(topology);
-    let mut permits = Vec::with_capacity(groups.len());
-    for _ in &groups {
-        match ctx.blocking.clone().try_acquire_owned() {
-            Ok(p) => permits.push(p),
-            Err(_) => {
-                to.clone().send(
-                    reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"),
-                    ReplyStatus::Final,
-                );
-                return Waited::Answered;
-            }
-        }
-    }
-    let (tx, mut rx) = reply_channel();
-    let mut waits: Vec<Wait> = Vec::with_capacity(groups.len());
-    for (part, (((_, which), permit), pool)) in groups.iter().zip(permits).zip(pools).enumerate() {
-        let wait = Wait::start(
-            ctx,
-            &pool,
-            proto,
-            permit,
-            pop.restricted(which, Some(&timeout)),
-            ReplyTo {
-                tx: tx.clone(),
-                seq: 0,
-                part: part as u32,
-            },
-        )
-        .await;
-        if part == 0 {
-            // CLIENT UNBLOCK of this client reaches the first wait.
-            info.set_blocked(BlockedOn {
-                addr: wait.addr.clone(),
-                server_id: wait.server_id.clone(),
-            });
-        }
-        waits.push(wait);
-    }
-    drop(tx);
-    // None: the client left.
-    let first = tokio::select! {
-        r = rx.recv() => Some(r),
-        _ = to.tx.closed() => None,
+        .map(|(slot, which)| (*slot, pop.restricted(which, Some(&timeout))))
+        .collect();
+    let mut waits = match SlotWaits::start(ctx, info, proto, parts, to).await {
+        Started::Waiting(w) => w,
+        Started::Again => return Waited::Again,
+        Started::Answered => return Waited::Answered,
     };
     let (mut winner, mut outcome, mut held) = (None, Waited::Answered, None);
-    match first {
+    match waits.first(to).await {
         Some(Some(r)) if is_transient(&r) => {
             winner = Some(r.part as usize);
             outcome = Waited::Again;
@@ -457,8 +412,26 @@ async fn wait_everywhere(
     // client reads its reply, so that its next command finds the other
     // keys as one server leaves them (unless that takes over
     // `HOLD_REPLY_MAX`: a slow node does not hold the reply long).
-    let expected: Vec<usize> = (0..waits.len()).filter(|&i| Some(i) != winner).collect();
-    let cleanup = end_other_waits(ctx, proto, pop, &waits, expected, &mut rx);
+    let cleanup = async {
+        waits.end_others(ctx, proto, winner).await;
+        while let Some(r) = waits.next_ended().await {
+            if is_nil(&r.data) || r.data.starts_with(b"-") {
+                continue;
+            }
+            match pop.push_back(&r.data) {
+                Some((slot, payload)) => {
+                    metrics::counter!(crate::metrics::MULTIPOP_PUSHBACKS).increment(1);
+                    if let Err(e) = call_master(ctx, proto, slot, payload, 0).await {
+                        tracing::error!(command = pop.name, error = %String::from_utf8_lossy(&e), "could not push back an element a cross-slot pop took");
+                    }
+                }
+                None => tracing::error!(
+                    command = pop.name,
+                    "unexpected reply to a cross-slot pop; not pushed back"
+                ),
+            }
+        }
+    };
     tokio::pin!(cleanup);
     if let Some(reply) = held {
         tokio::select! {
@@ -475,46 +448,132 @@ async fn wait_everywhere(
 
 /// How long a cross-slot pop's reply may wait for the other waits to end
 /// and for what they popped to be put back.
-const HOLD_REPLY_MAX: Duration = Duration::from_secs(1);
+pub(crate) const HOLD_REPLY_MAX: Duration = Duration::from_secs(1);
 
-/// Ends the waits `expected` with `CLIENT UNBLOCK`, collects their replies
-/// from `rx` and pushes back what they popped.
-async fn end_other_waits(
-    ctx: &Arc<Context>,
-    proto: Proto,
-    pop: &MultiPop,
-    waits: &[Wait],
-    mut expected: Vec<usize>,
-    rx: &mut crate::backend::ReplyReceiver,
-) {
-    for &i in &expected {
-        waits[i].unblock(ctx, proto).await;
-    }
-    let give_up = Instant::now() + Duration::from_secs(5);
-    while !expected.is_empty() {
-        let Ok(Some(r)) = tokio::time::timeout_at(give_up, rx.recv()).await else {
-            tracing::warn!(
-                command = pop.name,
-                "a cross-slot pop's wait did not end after CLIENT UNBLOCK"
-            );
-            break;
+/// One blocking command over several slots, waiting on each slot's
+/// master at once, each part on a private connection.
+pub(crate) struct SlotWaits {
+    waits: Vec<Wait>,
+    rx: ReplyReceiver,
+    /// The ended parts whose replies are still to come.
+    expected: Vec<usize>,
+    /// When to stop waiting for them.
+    give_up: Instant,
+}
+
+/// How [`SlotWaits::start`] went.
+pub(crate) enum Started {
+    /// Every part waits.
+    Waiting(SlotWaits),
+    /// A slot has no master now: try again shortly.
+    Again,
+    /// The client got an error (too many private connections).
+    Answered,
+}
+
+impl SlotWaits {
+    /// Sends each `(slot, command)` of `parts` on a new private connection
+    /// to the slot's master; `CLIENT UNBLOCK` of the client reaches the
+    /// first part.
+    pub(crate) async fn start(
+        ctx: &Arc<Context>,
+        info: &ClientInfo,
+        proto: Proto,
+        parts: Vec<(u16, Bytes)>,
+        to: &ReplyTo,
+    ) -> Started {
+        // Every slot needs a master now; else the command runs again shortly.
+        let topology = ctx.topology.load();
+        let Some(pools) = parts
+            .iter()
+            .map(|(slot, _)| topology.master(*slot).cloned())
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Started::Again;
         };
-        expected.retain(|&i| i != r.part as usize);
-        if r.status != ReplyStatus::Answered || is_nil(&r.data) || r.data.starts_with(b"-") {
-            continue;
-        }
-        match pop.push_back(&r.data) {
-            Some((slot, payload)) => {
-                metrics::counter!(crate::metrics::MULTIPOP_PUSHBACKS).increment(1);
-                if let Err(e) = call_master(ctx, proto, slot, payload, 0).await {
-                    tracing::error!(command = pop.name, error = %String::from_utf8_lossy(&e), "could not push back an element a cross-slot pop took");
+        drop(topology);
+        let mut permits = Vec::with_capacity(parts.len());
+        for _ in &parts {
+            match ctx.blocking.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => {
+                    to.clone().send(
+                        reply::error("ERR slotbridge: too many clients hold private backend connections (blocking commands or WATCH); try again later"),
+                        ReplyStatus::Final,
+                    );
+                    return Started::Answered;
                 }
             }
-            None => tracing::error!(
-                command = pop.name,
-                "unexpected reply to a cross-slot pop; not pushed back"
-            ),
         }
+        let (tx, rx) = reply_channel();
+        let mut waits: Vec<Wait> = Vec::with_capacity(parts.len());
+        for (part, (((_, payload), permit), pool)) in
+            parts.into_iter().zip(permits).zip(pools).enumerate()
+        {
+            let reply_to = ReplyTo {
+                tx: tx.clone(),
+                seq: 0,
+                part: part as u32,
+            };
+            let wait = Wait::start(ctx, &pool, proto, permit, payload, reply_to).await;
+            if part == 0 {
+                info.set_blocked(BlockedOn {
+                    addr: wait.addr.clone(),
+                    server_id: wait.server_id.clone(),
+                });
+            }
+            waits.push(wait);
+        }
+        Started::Waiting(SlotWaits {
+            waits,
+            rx,
+            expected: Vec::new(),
+            give_up: Instant::now(),
+        })
+    }
+
+    /// The first part's reply (its `part` is its index in the parts);
+    /// `Some(None)` when every connection closed without one, `None` when
+    /// the client left.
+    pub(crate) async fn first(&mut self, to: &ReplyTo) -> Option<Option<Reply>> {
+        tokio::select! {
+            r = self.rx.recv() => Some(r),
+            _ = to.tx.closed() => None,
+        }
+    }
+
+    /// Ends every part but `winner` with `CLIENT UNBLOCK`; their replies
+    /// come from [`SlotWaits::next_ended`].
+    pub(crate) async fn end_others(
+        &mut self,
+        ctx: &Arc<Context>,
+        proto: Proto,
+        winner: Option<usize>,
+    ) {
+        self.expected = (0..self.waits.len())
+            .filter(|&i| Some(i) != winner)
+            .collect();
+        for &i in &self.expected {
+            self.waits[i].unblock(ctx, proto).await;
+        }
+        self.give_up = Instant::now() + Duration::from_secs(5);
+    }
+
+    /// The next reply of an ended part that its node answered; `None`
+    /// once every one came (or 5 s after they were ended).
+    pub(crate) async fn next_ended(&mut self) -> Option<Reply> {
+        while !self.expected.is_empty() {
+            let Ok(Some(r)) = tokio::time::timeout_at(self.give_up, self.rx.recv()).await else {
+                tracing::warn!("a wait over several slots did not end after CLIENT UNBLOCK");
+                self.expected.clear();
+                return None;
+            };
+            self.expected.retain(|&i| i != r.part as usize);
+            if r.status == ReplyStatus::Answered {
+                return Some(r);
+            }
+        }
+        None
     }
 }
 

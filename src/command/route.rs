@@ -295,6 +295,10 @@ pub enum Route {
     /// the scratch): popped in key order, then waited for on every slot
     /// (see [`crate::client::multipop`]).
     CrossSlotPop,
+    /// `XREAD`, `XREADGROUP` of streams in several slots (keys in the
+    /// scratch): read on every slot, then waited for on every slot with
+    /// `BLOCK` (see [`crate::client::stream_read`]).
+    CrossSlotStreams,
     /// `RENAME`, `RENAMENX`, `COPY`, `SMOVE`, `LMOVE` & co to a key in
     /// another slot: carried out in steps (see [`crate::client::moves`],
     /// [`crate::client::element_moves`]).
@@ -471,6 +475,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             }
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
+            "xread" | "xreadgroup" => Route::CrossSlotStreams,
             "copy" => copy_to_other_db(cmd).unwrap_or(Route::CrossSlotMove),
             "rename" | "renamenx" | "smove" | "lmove" | "rpoplpush" | "blmove" | "brpoplpush" => {
                 Route::CrossSlotMove

@@ -8,6 +8,7 @@ use crate::client::element_moves::{self, ElementMove};
 use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
 use crate::client::sort::{self, Sort};
+use crate::client::stream_read::{self, StreamRead};
 use crate::command::{is_eval, is_evalsha, is_fcall};
 
 impl Core {
@@ -417,6 +418,23 @@ impl Core {
                 }
                 None
             }
+            Route::CrossSlotStreams => {
+                let args = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
+                let read = StreamRead::new(self.scratch.name, args, self.scratch.keys.clone());
+                let first = self.scratch.slots.first().copied().unwrap_or(0);
+                match read {
+                    Some(read) => {
+                        let to = self.answered_by_task(raw, first, seq);
+                        let info = self.client.info.clone();
+                        stream_read::spawn(self.ctx.clone(), info, self.client.proto, read, to);
+                    }
+                    None => {
+                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
+                    }
+                }
+                None
+            }
             Route::AnyMaster => {
                 let Some(node) = self.any_master(seq as usize) else {
                     self.ready(self.no_cluster());
@@ -808,7 +826,7 @@ fn class_of(route: &Route, in_multi: bool) -> usize {
     }
     match route {
         Route::Slot(_) | Route::AnyMaster => 0,
-        Route::Blocking(_) | Route::CrossSlotPop => 1,
+        Route::Blocking(_) | Route::CrossSlotPop | Route::CrossSlotStreams => 1,
         Route::CrossSlotMove | Route::ProxySort => 2,
         Route::Split(_) => 2,
         Route::Fanout(_) => 3,

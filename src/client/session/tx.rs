@@ -174,7 +174,10 @@ impl Core {
                 self.ready(Bytes::from_static(b"+QUEUED\r\n"));
                 return;
             }
-            Route::Split(_) | Route::CrossSlotPop | Route::CrossSlotMove => {
+            Route::Split(_)
+            | Route::CrossSlotPop
+            | Route::CrossSlotStreams
+            | Route::CrossSlotMove => {
                 tx.failed = true;
                 let keys = &self.scratch.keys;
                 let a = keys
