@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(r.block_ms(), Some(100));
         assert_eq!(
             text(&r.restricted(&[0, 2], None)),
-            "*7 $5 XREAD $5 COUNT $1 2 $7 STREAMS $1 a $1 c $1 0 $1 $ "
+            "*8 $5 XREAD $5 COUNT $1 2 $7 STREAMS $1 a $1 c $1 0 $1 $ "
         );
         assert_eq!(
             text(&r.restricted(&[1], Some(b"40"))),
@@ -411,7 +411,7 @@ mod tests {
         assert_eq!(r.block_ms(), None);
         assert_eq!(
             text(&r.restricted(&[1], None)),
-            "*7 $10 XREADGROUP $5 GROUP $1 g $1 c $5 NOACK $7 STREAMS $1 b $1 > "
+            "*8 $10 XREADGROUP $5 GROUP $1 g $1 c $5 NOACK $7 STREAMS $1 b $1 > "
         );
         let r = read("XREAD BLOCK -1 STREAMS a b 0 0");
         assert_eq!(r.block_ms(), None);
