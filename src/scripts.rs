@@ -103,6 +103,26 @@ impl ScriptCache {
         wsha
     }
 
+    /// Forgets the script with this SHA1 (a node refused its body: it does
+    /// not compile), and its wrapped form or the client body it wraps.
+    pub fn forget(&self, sha: &[u8; 40]) {
+        let mut gone = vec![*sha];
+        self.wrapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|client, wrapped| {
+                let hit = client == sha || wrapped == sha;
+                if hit {
+                    gone.extend([*client, *wrapped]);
+                }
+                !hit
+            });
+        let mut map = self.by_sha.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &gone {
+            map.remove(s);
+        }
+    }
+
     /// Whether the body of the script with this SHA1 (any case) is known,
     /// so that an `EVALSHA` of it succeeds on any node.
     pub fn knows(&self, sha: &[u8]) -> bool {

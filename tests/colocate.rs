@@ -238,6 +238,44 @@ fn scripts_see_client_names_in_keys_scan_and_pops() {
 }
 
 #[test]
+fn script_errors_and_the_script_cache_as_one_redis() {
+    // Under rules, scripts run wrapped; the client still sees one Redis's
+    // errors (its line numbers and SHA1s) and script cache.
+    let dir = TempDir::new("colocate-scripts");
+    let reference = common::Standalone::start(&dir);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = RawClient::connect(env().proxy.port);
+    let bad = "return 1 +";
+    let bad_sha = sha1_smol::Sha1::from(bad).digest().to_string();
+    let incr = "return redis.call('INCR', KEYS[1])";
+    let incr_sha = sha1_smol::Sha1::from(incr).digest().to_string();
+    let lines: Vec<Vec<&str>> = vec![
+        vec!["SCRIPT", "LOAD", bad],
+        vec!["SCRIPT", "EXISTS", &bad_sha],
+        vec!["EVAL", bad, "0"],
+        vec!["SCRIPT", "EXISTS", &bad_sha],
+        vec!["EVALSHA", &bad_sha, "0"],
+        vec!["EVAL", "\n\nerror('boom')", "0"],
+        vec!["EVAL", "#!lua\nlocal x = 1\nerror('boom')", "0"],
+        vec!["SET", "bull:q:s", "str"],
+        vec!["SCRIPT", "LOAD", incr],
+        vec!["EVALSHA", &incr_sha, "1", "bull:q:s"],
+        vec!["SCRIPT", "EXISTS", &incr_sha, &bad_sha],
+        vec!["DEL", "bull:q:s"],
+        vec![
+            "EVAL",
+            "local n = 0 for _ in pairs(redis) do n = n + 1 end return n",
+            "0",
+        ],
+    ];
+    for line in lines {
+        direct.send(&cmd(&line));
+        let expected = direct.read_reply();
+        through.roundtrip(&cmd(&line), &expected);
+    }
+}
+
+#[test]
 fn keys_outside_rules_are_untouched() {
     let mut c = env().proxy.conn();
     let _: () = redis::cmd("SET")

@@ -2034,6 +2034,30 @@ fn pops_across_slots_answer_as_one_redis() {
 }
 
 #[test]
+fn scripts_that_do_not_compile_stay_out_of_the_script_cache() {
+    let (_reference, mut direct, mut through) = beside_reference("badscript", &["bs:k"]);
+    let bad = "return 1 + (";
+    let bad_sha = sha1_smol::Sha1::from(bad).digest().to_string();
+    let good = "return 'bs'";
+    let good_sha = sha1_smol::Sha1::from(good).digest().to_string();
+    let lines: [&[&str]; 8] = [
+        &["SCRIPT", "LOAD", bad],
+        &["SCRIPT", "EXISTS", &bad_sha],
+        &["EVAL", bad, "0"],
+        &["SCRIPT", "EXISTS", &bad_sha],
+        &["EVALSHA", &bad_sha, "0"],
+        &["SCRIPT", "LOAD", good],
+        &["SCRIPT", "EXISTS", &good_sha, &bad_sha],
+        &["EVALSHA", &good_sha, "0"],
+    ];
+    for line in lines {
+        direct.send(&cmd(line));
+        let expected = direct.read_reply();
+        through.roundtrip(&cmd(line), &expected);
+    }
+}
+
+#[test]
 fn stream_reads_across_slots_answer_as_one_redis() {
     let names = ["xs:a", "xs:b", "xs:c", "xs:k"];
     let (_reference, mut direct, mut through) = beside_reference("xreads", &names);
@@ -2280,10 +2304,10 @@ fn renames_and_copies_across_slots_answer_as_one_redis() {
         .query(&mut through_conn)
         .unwrap();
     assert!(temps.is_empty(), "{temps:?}");
-    // One database, as on a cluster node.
+    // One database: the cluster's error, naming the fix.
     through.roundtrip(
         &cmd(&["COPY", "m:c", "m:a", "DB", "1"]),
-        b"-ERR Copying to another database is not allowed in cluster mode\r\n",
+        b"-ERR slotbridge: only database 0 exists on a Redis Cluster; COPY to another database is not possible (use key prefixes instead of databases)\r\n",
     );
     two_step_write_order(
         [&mut direct, &mut through],

@@ -318,10 +318,15 @@ local function __sb_run(f, ...)
   end
   return r
 end
-local redis = setmetatable({
-  call = function(...) return __sb_run(__sb_call, ...) end,
-  pcall = function(...) return __sb_run(__sb_pcall, ...) end,
-}, {__index = redis})
+-- A copy of the real table (pairs sees every field, as on one Redis)
+-- whose call and pcall follow the rules.
+local redis = (function(real)
+  local t = {}
+  for k, v in pairs(real) do t[k] = v end
+  t.call = function(...) return __sb_run(__sb_call, ...) end
+  t.pcall = function(...) return __sb_run(__sb_pcall, ...) end
+  return t
+end)(redis)
 -- The script sees its keys as the client named them (values built from
 -- KEYS[] must match keys built from ARGV); calls encode them again.
 local KEYS = (function(keys)
@@ -365,11 +370,24 @@ pub fn wrap(rules: &Rules, body: &[u8]) -> Vec<u8> {
     if !shebang.is_empty() && !shebang.ends_with(b"\n") {
         out.push(b'\n');
     }
-    out.extend_from_slice(rules_lua.as_bytes());
-    out.extend_from_slice(specs_table(rest).as_bytes());
-    out.extend_from_slice(RUNTIME.as_bytes());
+    // All on the line where the client's code starts, so that its lines
+    // keep their numbers in the errors a node reports.
+    let prefix = [rules_lua.as_str(), &specs_table(rest), RUNTIME].concat();
+    out.extend_from_slice(one_line(&prefix).as_bytes());
+    out.extend_from_slice(b"; ");
     out.extend_from_slice(rest);
     out
+}
+
+/// Lua code as one line: its lines trimmed and joined by spaces, leaving
+/// out empty lines and whole-line comments (the prefix has no other
+/// comments and no long strings).
+fn one_line(lua: &str) -> String {
+    lua.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -382,6 +400,13 @@ mod tests {
         let w = wrap(&rules, b"#!lua flags=no-writes\nreturn 1");
         assert!(w.starts_with(b"#!lua flags=no-writes\nlocal __sb_rules"));
         assert!(w.ends_with(b"return 1"));
+        // The client's lines keep their numbers.
+        let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+        assert_eq!(newlines(&w), 1);
+        let body = b"local a = 1\n\nreturn redis.call('GET', KEYS[1])\n";
+        let w = wrap(&rules, body);
+        assert_eq!(newlines(&w), newlines(body));
+        assert!(w.ends_with(body));
         let table = specs_table(b"redis.call('GET', k) redis.call(\"xread\", 'STREAMS', s, 0)");
         assert!(
             table.contains("[\"get\"]={{\"i\",1,0,\"r\",0,1,0},}"),

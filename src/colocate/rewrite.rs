@@ -16,20 +16,23 @@ pub enum Rewritten {
     /// Nothing to change: forward as is.
     Unchanged,
     /// The command to send instead; `filter` is a client glob that key
-    /// names in the reply must match (`KEYS`, `SCAN MATCH`).
+    /// names in the reply must match (`KEYS`, `SCAN MATCH`), or for
+    /// `SCRIPT LOAD` and scripts the client's SHA1, which replaces the
+    /// wrapped one in the reply and in errors.
     Command {
         /// Encoded command.
         raw: Bytes,
         /// Its argument ranges.
         args: Vec<(usize, usize)>,
-        /// Client-side pattern for key names in the reply.
+        /// Client-side pattern for key names in the reply (the client's
+        /// SHA1 for `SCRIPT LOAD` and scripts).
         filter: Option<Bytes>,
         /// Where a script without declared keys runs: the slot of the
         /// first argument a rule matches (scripts that build their keys
         /// from `ARGV`, such as Django Channels' `channels_redis`).
         slot: Option<u16>,
     },
-    /// Answered without a server (`SCRIPT LOAD`/`EXISTS`, unknown `EVALSHA`).
+    /// Answered without a server (an unknown `EVALSHA`).
     Reply(Bytes),
 }
 
@@ -47,6 +50,14 @@ fn encode_command(args: &[Vec<u8>]) -> (Bytes, Vec<(usize, usize)>) {
         out.put_slice(b"\r\n");
     }
     (out.freeze(), ranges)
+}
+
+/// The SHA1 of the wrapped form of the script `body` with SHA1 `sha`.
+fn wrapped_sha(rules: &Rules, scripts: &ScriptCache, sha: [u8; 40], body: &[u8]) -> [u8; 40] {
+    scripts.wrapped_sha(sha, body, |b| {
+        metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
+        lua::wrap(rules, b)
+    })
 }
 
 /// Applies the rules to one command.
@@ -69,20 +80,33 @@ pub fn rewrite(
         b"script" if view.len() >= 2 => {
             let sub = view.get(1).to_ascii_lowercase();
             match sub.as_slice() {
-                // Scripts are sent wrapped with EVAL; the client's SHA1 is
-                // the one of its own body.
+                // The nodes load the wrapped body (and refuse one that does
+                // not compile); the client's SHA1 is the one of its own
+                // body, which replaces the wrapped one in the reply.
                 b"load" if view.len() == 3 => {
                     let body = Bytes::copy_from_slice(view.get(2));
                     scripts.remember(&body);
-                    return Rewritten::Reply(reply::bulk(&sha1_hex(&body)));
+                    let sha = sha1_hex(&body);
+                    let wsha = wrapped_sha(rules, scripts, sha, &body);
+                    let wrapped = scripts.get(&wsha).unwrap_or(body);
+                    let a = vec![view.get(0).to_vec(), view.get(1).to_vec(), wrapped.to_vec()];
+                    let (raw, args) = encode_command(&a);
+                    return Rewritten::Command {
+                        raw,
+                        args,
+                        filter: Some(Bytes::copy_from_slice(&sha)),
+                        slot: None,
+                    };
                 }
+                // Asked of the nodes by the wrapped SHA1s.
                 b"exists" => {
-                    let mut out = BytesMut::new();
-                    put_array(&mut out, view.len() - 2);
-                    for i in 2..view.len() {
-                        reply::put_int(&mut out, scripts.get(view.get(i)).is_some() as i64);
+                    let mut a = owned(view);
+                    for arg in a.iter_mut().skip(2) {
+                        if let Some(body) = scripts.get(arg) {
+                            *arg = wrapped_sha(rules, scripts, sha1_hex(&body), &body).to_vec();
+                        }
                     }
-                    return Rewritten::Reply(out.freeze());
+                    args = Some(a);
                 }
                 _ => {}
             }
@@ -103,10 +127,9 @@ pub fn rewrite(
                 scripts.remember(&body);
                 (sha1_hex(&body), body)
             };
-            let wsha = scripts.wrapped_sha(sha, &body, |b| {
-                metrics::counter!(crate::metrics::COLOCATE_SCRIPTS).increment(1);
-                lua::wrap(rules, b)
-            });
+            let wsha = wrapped_sha(rules, scripts, sha, &body);
+            // The client's SHA1 in the node's errors.
+            filter = Some(Bytes::copy_from_slice(&sha));
             if view.get(2) == b"0" {
                 slot = (3..view.len()).find_map(|i| {
                     let arg = view.get(i);
@@ -184,6 +207,20 @@ pub fn rewrite(
     }
 }
 
+/// A script's error (`... script: <sha>, on @user_script:1.`) naming the
+/// client's SHA1 `sha` instead of the wrapped body's.
+fn client_sha_in_error(frame: &[u8], sha: &[u8]) -> Option<Bytes> {
+    const AT: &[u8] = b"script: ";
+    let start = memchr::memmem::find(frame, AT)? + AT.len();
+    let wrapped = frame.get(start..start + 40)?;
+    if !wrapped.iter().all(u8::is_ascii_hexdigit) || sha.len() != 40 {
+        return None;
+    }
+    Some(Bytes::from(
+        [&frame[..start], sha, &frame[start + 40..]].concat(),
+    ))
+}
+
 /// Re-encodes an aggregate with each child transformed by `f`; children
 /// for which `f` returns `None` are dropped.
 fn map_children(frame: &[u8], mut f: impl FnMut(usize, &[u8]) -> Option<Vec<u8>>) -> Option<Bytes> {
@@ -228,7 +265,12 @@ pub fn decode_reply(
     filter: Option<&[u8]>,
 ) -> Option<Bytes> {
     if frame.first() == Some(&b'-') {
-        return None;
+        return match (name, filter) {
+            ("eval" | "evalsha" | "eval_ro" | "evalsha_ro", Some(sha)) => {
+                client_sha_in_error(frame, sha)
+            }
+            _ => None,
+        };
     }
     let keep = |key: &[u8]| filter.is_none_or(|p| glob_match(p, key));
     let key_list = |list: &[u8]| {
@@ -251,6 +293,8 @@ pub fn decode_reply(
                 Some(item.to_vec())
             }
         }),
+        // The client's SHA1 (see `rewrite`), for the wrapped body's.
+        "script|load" => filter.map(reply::bulk),
         "randomkey" => {
             crate::protocol::scan::bulk_body(frame).map(|k| reply::bulk(rules.decode(k)))
         }
@@ -408,6 +452,26 @@ mod tests {
         assert_eq!(
             &decode_reply(&r, "scan", &scan, None).unwrap()[..],
             b"*2\r\n$1\r\n0\r\n*1\r\n$8\r\nbull:q:1\r\n"
+        );
+        // Scripts: the client's SHA1 in errors and SCRIPT LOAD's reply.
+        let client = [b'c'; 40];
+        let err = Bytes::from(format!(
+            "-ERR boom script: {}, on @user_script:1.\r\n",
+            "a".repeat(40)
+        ));
+        assert_eq!(
+            decode_reply(&r, "evalsha", &err, Some(&client)).unwrap(),
+            Bytes::from(format!(
+                "-ERR boom script: {}, on @user_script:1.\r\n",
+                "c".repeat(40)
+            ))
+        );
+        let other = Bytes::from_static(b"-ERR no sha here\r\n");
+        assert!(decode_reply(&r, "eval", &other, Some(&client)).is_none());
+        let loaded = Bytes::from(format!("$40\r\n{}\r\n", "a".repeat(40)));
+        assert_eq!(
+            decode_reply(&r, "script|load", &loaded, Some(&client)).unwrap(),
+            Bytes::from(format!("$40\r\n{}\r\n", "c".repeat(40)))
         );
     }
 }

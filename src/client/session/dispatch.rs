@@ -131,7 +131,9 @@ impl Core {
         } else if is_fcall(name) {
             sent.post = Post::Fcall;
         } else if is_eval(name) {
-            self.ctx.scripts.remember(&sent.payload.slice(start..end));
+            let body = sent.payload.slice(start..end);
+            self.ctx.scripts.remember(&body);
+            sent.post = Post::Eval(body);
         }
     }
 
@@ -512,14 +514,11 @@ impl Core {
                     }
                     "script|exists" => {
                         // A script the proxy knows runs on every node (it is
-                        // loaded where it is missing), so it exists.
+                        // loaded where it is missing), so it exists once a
+                        // node compiled it (see `merge::all_true`).
                         let known: Vec<bool> = (2..view.len())
                             .map(|i| self.ctx.scripts.knows(view.get(i)))
                             .collect();
-                        if known.iter().all(|&k| k) {
-                            self.ready(merge::all_true(&[], &known));
-                            return;
-                        }
                         MergeKind::ScriptExists(known)
                     }
                     _ => MergeKind::Fanout(kind),

@@ -185,12 +185,18 @@ impl Core {
             MergeKind::Fanout(Fanout::Kill) => Via::Private,
             _ => Via::Shared,
         };
+        // A script body the nodes may refuse (see `Post::Eval`).
+        let post = || match name {
+            "script|load" => script_body(&raw).map_or(Post::None, Post::Eval),
+            _ => Post::None,
+        };
         let parts = nodes
             .iter()
             .map(|n| Part {
                 sent: Sent {
                     sticky: true,
                     via,
+                    post: post(),
                     ..Sent::to_node(raw.clone(), n.clone())
                 },
                 positions: split::Positions::default(),
@@ -252,4 +258,12 @@ fn node_rank(map: &SlotMap, by_node: bool, slot: u16) -> u32 {
         Some(shard) if by_node => u32::from(shard),
         _ => split::NO_NODE,
     }
+}
+
+/// The body of `SCRIPT LOAD body`.
+fn script_body(raw: &Bytes) -> Option<Bytes> {
+    let args = crate::protocol::scan::children(raw)?;
+    let &(s, e) = args.get(2)?;
+    let body = crate::protocol::scan::bulk_body(&raw[s..e])?;
+    Some(raw.slice_ref(body))
 }

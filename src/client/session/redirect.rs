@@ -122,13 +122,28 @@ pub(super) fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             }
         }
         Outcome::NoScript => {
-            let loads: Vec<Bytes> = match &sent.post {
-                Post::EvalSha(sha) => ctx
+            if let Post::EvalSha(sha) = &sent.post {
+                // The node lacks a script the proxy knows (a failover, a
+                // node that joined later): sent with its body, which the
+                // node caches, or whose compile error is the reply.
+                let Some(eval) = ctx
                     .scripts
                     .get(sha)
-                    .map(|body| reply::command([&b"SCRIPT"[..], b"LOAD", &body]))
-                    .into_iter()
-                    .collect(),
+                    .and_then(|body| eval_instead(&sent.payload, &body))
+                else {
+                    return Next::Done(r.data.clone());
+                };
+                sent.attempts += 1;
+                sent.replica = false;
+                sent.payload = eval.0;
+                sent.post = Post::Eval(eval.1);
+                return Next::Resend {
+                    to: sent.target(),
+                    asking: false,
+                    delay: false,
+                };
+            }
+            let loads: Vec<Bytes> = match &sent.post {
                 // The node lacks the libraries loaded before it became a
                 // master (it joined later): all of those, since which one
                 // holds the function is known only to the nodes. Without
@@ -218,6 +233,26 @@ pub(super) fn decide(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     }
 }
 
+/// `EVALSHA sha args...` (or `EVALSHA_RO`) as `EVAL body args...` (or
+/// `EVAL_RO`), and the body; `None` for a payload of another shape.
+fn eval_instead(payload: &Bytes, body: &Bytes) -> Option<(Bytes, Bytes)> {
+    let args = crate::protocol::scan::children(payload)?;
+    let arg = |i: usize| -> Option<&[u8]> {
+        let &(s, e) = args.get(i)?;
+        crate::protocol::scan::bulk_body(&payload[s..e])
+    };
+    let name: &[u8] = if arg(0)?.eq_ignore_ascii_case(b"evalsha_ro") {
+        b"EVAL_RO"
+    } else {
+        b"EVAL"
+    };
+    let mut out = vec![name, &body[..]];
+    for i in 2..args.len() {
+        out.push(arg(i)?);
+    }
+    Some((reply::command(out), body.clone()))
+}
+
 fn current_addr(sent: &Sent, slot: u16, ctx: &Context) -> Option<String> {
     match &sent.node {
         Some(n) => Some(n.to_string()),
@@ -258,6 +293,12 @@ pub(super) fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
         Post::Write(Some(len)) if r.data.first() != Some(&b'-') => Next::Done(reply::int(len)),
+        Post::Eval(ref body) => {
+            if r.data.starts_with(b"-ERR Error compiling script") {
+                ctx.scripts.forget(&crate::scripts::sha1_hex(body));
+            }
+            Next::Done(r.data.clone())
+        }
         Post::None | Post::EvalSha(_) | Post::Fcall | Post::Write(_) => Next::Done(r.data.clone()),
         Post::Scan {
             node,

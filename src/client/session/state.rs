@@ -39,8 +39,11 @@ pub(super) enum Post {
         nodes: usize,
         start: usize,
     },
-    /// On `NOSCRIPT`, load this script's body and retry.
+    /// On `NOSCRIPT`, send this script's body and retry.
     EvalSha(Bytes),
+    /// A script's body sent to a node (`EVAL`, `SCRIPT LOAD`): on a
+    /// compile error, the proxy forgets it, as the node did not take it.
+    Eval(Bytes),
     /// On `Function not found`, load the libraries the proxy knows and
     /// retry.
     Fcall,
