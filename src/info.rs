@@ -198,21 +198,41 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                 }
             }
             "Replication" => {
+                // What `WAIT` can count on: the replicas of the master with
+                // the fewest, whose `slaveN` lines follow, as one server
+                // lists its own.
+                let fewest = min_field(&all, name, "connected_slaves").unwrap_or(0);
+                let shown = (0..all.len())
+                    .find(|&i| {
+                        field(&all, i, name, "connected_slaves")
+                            .and_then(|v| parse_i64(v.as_bytes()))
+                            == Some(fewest)
+                    })
+                    .unwrap_or(0);
+                let is_replica_line = |k: &str| {
+                    k.strip_prefix("slave")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                };
                 for (k, v) in fields {
-                    let v = match k.as_str() {
-                        "role" => "master".into(),
-                        // What `WAIT` can count on: the fewest replicas
-                        // of any master (their addresses stay hidden).
-                        "connected_slaves" => min_field(&all, name, k)
-                            .filter(|&n| n != i64::MAX)
-                            .unwrap_or(0)
-                            .to_string(),
-                        _ => v.clone(),
-                    };
-                    if k.starts_with("slave") && k != "slave_read_repl_offset" {
+                    if is_replica_line(k) {
                         continue;
                     }
+                    let v = match k.as_str() {
+                        "role" => "master".into(),
+                        "connected_slaves" => fewest.max(0).to_string(),
+                        _ => v.clone(),
+                    };
                     out.push((k.clone(), v));
+                    if k == "connected_slaves" {
+                        let lines = all
+                            .get(shown)
+                            .and_then(|p| p.iter().find(|(n, _)| n == name));
+                        for (rk, rv) in lines.map(|(_, f)| f.as_slice()).unwrap_or_default() {
+                            if is_replica_line(rk) {
+                                out.push((rk.clone(), rv.clone()));
+                            }
+                        }
+                    }
                 }
             }
             "Cluster" => out.push(("cluster_enabled".into(), "0".into())),

@@ -448,7 +448,7 @@ async fn wait_everywhere(
 
 /// How long a cross-slot pop's reply may wait for the other waits to end
 /// and for what they popped to be put back.
-pub(crate) const HOLD_REPLY_MAX: Duration = Duration::from_secs(1);
+const HOLD_REPLY_MAX: Duration = Duration::from_secs(1);
 
 /// One blocking command over several slots, waiting on each slot's
 /// master at once, each part on a private connection.

@@ -7,7 +7,10 @@
 //!    together in the order of the keys, leaving out the streams without
 //!    entries, as one server does; nothing read is a null reply. An error
 //!    is the reply (the one of the slot whose first key comes first: the
-//!    same text for the same mistake on every slot).
+//!    same text for the same mistake on every slot). `XREADGROUP` first
+//!    checks every stream's type and group, and every ID, in key order
+//!    (one read-only script per slot), and reads nothing when one fails,
+//!    as one server hands out no entry with an error.
 //! 2. **Blocking**, when nothing was read and the command has `BLOCK`:
 //!    each slot's streams wait on a private connection to its master
 //!    with what is left of the timeout. The first reply ends the other
@@ -15,7 +18,9 @@
 //!    to the reply in key order, because an entry `XREADGROUP` handed out
 //!    is in the consumer's pending list and leaving it out would hide it.
 //!    One server answers with the one stream that woke it; two streams
-//!    written at the same moment may both be in the proxy's reply.
+//!    written at the same moment may both be in the proxy's reply. What
+//!    a slot read is never dropped for another slot's moved-slot or
+//!    failover error: the reply is then what the others read.
 //!
 //! A stream's `$` is its last ID when its slot's master reads the
 //! command, as on one server; `>` of `XREADGROUP` likewise.
@@ -26,7 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::multipop::{SlotWaits, Started, HOLD_REPLY_MAX};
+use super::multipop::{SlotWaits, Started};
 use super::nodecall::{call_master, moving_or_failing};
 use crate::backend::{ReplyStatus, ReplyTo};
 use crate::client::registry::ClientInfo;
@@ -44,8 +49,22 @@ pub struct StreamRead {
     /// The argument indexes of the stream keys (contiguous, in order);
     /// each key's ID follows `keys.len()` arguments later.
     keys: Vec<usize>,
-    /// The argument index of `BLOCK`'s value, if given.
-    block: Option<usize>,
+    /// The argument indexes of the values of `BLOCK` (Redis takes the
+    /// last; each one is checked).
+    blocks: Vec<usize>,
+    /// The argument index of `XREADGROUP`'s group name.
+    group: Option<usize>,
+}
+
+/// What a slot's read gets of the client's `BLOCK`.
+#[derive(Debug, Clone, Copy)]
+enum Block<'a> {
+    /// Left out: the read does not block.
+    Without,
+    /// As the client sent it (a bad value, which the node refuses).
+    AsSent,
+    /// One `BLOCK` with this many milliseconds.
+    For(&'a [u8]),
 }
 
 impl StreamRead {
@@ -57,46 +76,60 @@ impl StreamRead {
         }
         let first = *keys.first()?;
         let contiguous = keys.windows(2).all(|w| w[1] == w[0] + 1);
-        if !contiguous || first < 2 || keys.last()? + keys.len() >= args.len() {
+        // Each key has its ID: as many arguments after the keys.
+        if !contiguous || first < 2 || first + 2 * keys.len() != args.len() {
             return None;
         }
         // The options before STREAMS, as Redis reads them.
-        let mut block = None;
+        let (mut blocks, mut group) = (Vec::new(), None);
         let mut i = 1;
         while i < first - 1 {
             let a = &args[i][..];
             if a.eq_ignore_ascii_case(b"block") {
-                block = Some(i + 1);
+                blocks.push(i + 1);
                 i += 2;
             } else if a.eq_ignore_ascii_case(b"count") {
                 i += 2;
             } else if a.eq_ignore_ascii_case(b"group") {
+                group = Some(i + 1);
                 i += 3;
             } else {
                 i += 1;
             }
         }
-        Some(StreamRead { args, keys, block })
+        let group = group.filter(|_| name == "xreadgroup");
+        Some(StreamRead {
+            args,
+            keys,
+            blocks,
+            group,
+        })
     }
 
-    /// `BLOCK`'s milliseconds when given and valid (a bad one is left to
-    /// the nodes, which give Redis's error for it).
+    /// The last `BLOCK`'s milliseconds, when every `BLOCK` is valid (a bad
+    /// one is left to the nodes, which give Redis's error for it).
     fn block_ms(&self) -> Option<u64> {
-        let v = parse_i64(&self.args[self.block?])?;
-        u64::try_from(v).ok()
+        let mut ms = None;
+        for &b in &self.blocks {
+            ms = Some(u64::try_from(parse_i64(&self.args[b])?).ok()?);
+        }
+        ms
     }
 
     /// The command restricted to the streams `which` (indexes into its
-    /// keys) with `block` as `BLOCK`'s value, or without `BLOCK`.
-    fn restricted(&self, which: &[usize], block: Option<&[u8]>) -> Bytes {
+    /// keys), with `block` for its `BLOCK` options.
+    fn restricted(&self, which: &[usize], block: Block<'_>) -> Bytes {
         let streams = self.keys[0] - 1;
         let n = self.keys.len();
-        let mut out: Vec<&[u8]> = Vec::with_capacity(streams + 1 + 2 * which.len());
-        for (i, a) in self.args[..=streams].iter().enumerate() {
-            match (self.block, block) {
-                (Some(b), None) if i + 1 == b || i == b => {}
-                (Some(b), Some(v)) if i == b => out.push(v),
-                _ => out.push(a),
+        let mut out: Vec<&[u8]> = Vec::with_capacity(streams + 3 + 2 * which.len());
+        out.push(&self.args[0]);
+        if let Block::For(v) = block {
+            out.extend([&b"BLOCK"[..], v]);
+        }
+        for (i, a) in self.args[..=streams].iter().enumerate().skip(1) {
+            let of_block = self.blocks.iter().any(|&b| i == b || i + 1 == b);
+            if !of_block || matches!(block, Block::AsSent) {
+                out.push(a);
             }
         }
         out.extend(which.iter().map(|&i| &self.args[self.keys[i]][..]));
@@ -209,6 +242,42 @@ fn nil(proto: Proto) -> Bytes {
     })
 }
 
+/// Whether a reply says the slot moved, the node is failing over or the
+/// connection was lost: the slot read nothing the client can be given.
+fn is_transient(reply: &[u8]) -> bool {
+    moving_or_failing(reply) || super::nodecall::is_lost(reply)
+}
+
+/// Whether a reply carries entries (not an error, not an empty read).
+fn has_entries(reply: &[u8]) -> bool {
+    !matches!(reply.first(), Some(b'-') | None) && reply != b"*-1\r\n" && reply != b"_\r\n"
+}
+
+/// What the slots read (`replies` as `(keys of the slot, reply)`), for
+/// the client: when a slot's reply says it moved or failed over but
+/// another slot read entries, those entries (nothing read there stays
+/// unanswered); `None` when the read must run again.
+fn reply_of(proto: Proto, names: &[&[u8]], replies: &[(Vec<usize>, Bytes)]) -> Option<Bytes> {
+    if replies.iter().any(|(_, r)| is_transient(r)) {
+        if !replies.iter().any(|(_, r)| has_entries(r)) {
+            return None;
+        }
+        let kept: Vec<(Vec<usize>, Bytes)> = replies
+            .iter()
+            .filter(|(_, r)| !is_transient(r))
+            .cloned()
+            .collect();
+        return Some(
+            merge(proto, names, &kept).map_or_else(|e| e, |r| r.unwrap_or_else(|| nil(proto))),
+        );
+    }
+    Some(match merge(proto, names, replies) {
+        Ok(Some(found)) => found,
+        Ok(None) => nil(proto),
+        Err(e) => e,
+    })
+}
+
 /// Runs `read` for a client and delivers its one reply to `to` (see the
 /// module documentation).
 pub fn spawn(
@@ -223,10 +292,28 @@ pub fn spawn(
         let names: Vec<&[u8]> = read.keys.iter().map(|&k| &read.args[k][..]).collect();
         let groups = read.groups();
         loop {
+            if read.group.is_some() {
+                match check_groups(&ctx, proto, &read, &groups).await {
+                    Checked::Fine => {}
+                    Checked::Refused(e) => {
+                        to.send(e, ReplyStatus::Final);
+                        return;
+                    }
+                    Checked::Again if !started_long_ago(started) => {
+                        ctx.topology.request_refresh();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Checked::Again => {}
+                }
+            }
             // Step 1: every slot at once, without blocking (a bad BLOCK
             // goes along for the nodes to refuse).
-            let keep_block = read.block.filter(|_| read.block_ms().is_none());
-            let block = keep_block.map(|b| &read.args[b][..]);
+            let ms = read.block_ms();
+            let block = match (ms, read.blocks.is_empty()) {
+                (None, false) => Block::AsSent,
+                _ => Block::Without,
+            };
             let probes = groups
                 .iter()
                 .map(|(s, which)| (*s, read.restricted(which, block)))
@@ -236,16 +323,16 @@ pub fn spawn(
                 .map(|(_, which)| which.clone())
                 .zip(read_all(&ctx, proto, probes).await)
                 .collect();
-            let reply = match merge(proto, &names, &replies) {
-                Err(e) if moving_or_failing(&e) && !started_long_ago(started) => {
+            let reply = match reply_of(proto, &names, &replies) {
+                None if !started_long_ago(started) => {
                     ctx.topology.request_refresh();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                Err(e) => e,
-                Ok(Some(found)) => found,
-                Ok(None) => match read.block_ms() {
-                    None => nil(proto),
+                None => merge(proto, &names, &replies).map_or_else(|e| e, |_| nil(proto)),
+                Some(r) if r.first() == Some(&b'-') || has_entries(&r) => r,
+                Some(empty) => match ms {
+                    None => empty,
                     Some(ms) => {
                         let left = if ms == 0 {
                             0
@@ -297,9 +384,133 @@ async fn read_all(ctx: &Arc<Context>, proto: Proto, payloads: Vec<(u16, Bytes)>)
     out
 }
 
+/// How [`check_groups`] went.
+enum Checked {
+    /// Every stream is a stream with the group, every ID is valid.
+    Fine,
+    /// Redis's error for the first key that fails.
+    Refused(Bytes),
+    /// A slot moved or its node failed: check again.
+    Again,
+}
+
+/// For each of a slot's keys in order: `{index, "WRONGTYPE"}` for a key
+/// that is not a stream, `{index, "NOGROUP"}` for one without the group
+/// `ARGV[1]`, `{0, ""}` when all are fine.
+const CHECK_GROUPS: &[u8] = b"for i, k in ipairs(KEYS) do \
+local t = redis.call('TYPE', k)['ok'] \
+if t ~= 'stream' and t ~= 'none' then return {i, 'WRONGTYPE'} end \
+local found = false \
+if t == 'stream' then for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do \
+if g[2] == ARGV[1] then found = true end end end \
+if not found then return {i, 'NOGROUP'} end \
+end return {0, ''}";
+
+/// `XREADGROUP`'s checks, in key order as one server makes them before it
+/// hands out any entry: each stream's type and group (a read-only script
+/// per slot) and its ID.
+async fn check_groups(
+    ctx: &Arc<Context>,
+    proto: Proto,
+    read: &StreamRead,
+    groups: &[(u16, Vec<usize>)],
+) -> Checked {
+    let Some(group) = read.group.map(|g| read.args[g].clone()) else {
+        return Checked::Fine;
+    };
+    let n = read.keys.len();
+    let scripts = groups
+        .iter()
+        .map(|(s, which)| {
+            let count = which.len().to_string();
+            let mut args: Vec<&[u8]> = vec![b"EVAL_RO", CHECK_GROUPS, count.as_bytes()];
+            args.extend(which.iter().map(|&i| &read.args[read.keys[i]][..]));
+            args.push(&group);
+            (*s, reply::command(args))
+        })
+        .collect();
+    // The first failing key of each slot, as an index into the keys.
+    let mut first: Option<(usize, &'static str)> = None;
+    for (r, (_, which)) in read_all(ctx, proto, scripts).await.iter().zip(groups) {
+        if is_transient(r) {
+            return Checked::Again;
+        }
+        let Some(kids) = children(r).filter(|k| k.len() == 2) else {
+            return Checked::Refused(if r.first() == Some(&b'-') {
+                r.clone()
+            } else {
+                reply::error("ERR slotbridge: unexpected reply of a node to a stream check")
+            });
+        };
+        let at = parse_i64(r.get(kids[0].0 + 1..kids[0].1 - 2).unwrap_or_default()).unwrap_or(0);
+        let kind = bulk_body(&r[kids[1].0..kids[1].1]).unwrap_or_default();
+        let Some(&key) = usize::try_from(at - 1).ok().and_then(|i| which.get(i)) else {
+            continue;
+        };
+        let kind = if kind == b"WRONGTYPE" {
+            "WRONGTYPE"
+        } else {
+            "NOGROUP"
+        };
+        if first.is_none_or(|(k, _)| key < k) {
+            first = Some((key, kind));
+        }
+    }
+    // Key by key as Redis checks them: the type, the group, the ID.
+    for i in 0..n {
+        match first {
+            Some((k, "WRONGTYPE")) if k == i => {
+                return Checked::Refused(reply::error(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value",
+                ))
+            }
+            Some((k, _)) if k == i => {
+                let key = &read.args[read.keys[k]];
+                let key = if ctx.rules.is_empty() {
+                    &key[..]
+                } else {
+                    ctx.rules.decode(key)
+                };
+                let mut msg = b"NOGROUP No such key '".to_vec();
+                msg.extend_from_slice(key);
+                msg.extend_from_slice(b"' or consumer group '");
+                msg.extend_from_slice(&group);
+                msg.extend_from_slice(b"' in XREADGROUP with GROUP option");
+                return Checked::Refused(reply::error_bytes(&msg));
+            }
+            _ => {}
+        }
+        if let Some(e) = id_error(&read.args[read.keys[i] + n]) {
+            return Checked::Refused(reply::error(e));
+        }
+    }
+    Checked::Fine
+}
+
+/// Redis's error for an `XREADGROUP` ID, if it refuses it.
+fn id_error(id: &[u8]) -> Option<&'static str> {
+    if id == b">" {
+        return None;
+    }
+    if id == b"$" {
+        return Some("ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.");
+    }
+    let number = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(s).is_ok_and(|t| t.parse::<u64>().is_ok())
+    };
+    let valid = id.len() < 128
+        && match id.iter().position(|&b| b == b'-') {
+            Some(d) => number(&id[..d]) && number(&id[d + 1..]),
+            None => number(id),
+        };
+    (!valid).then_some("ERR Invalid stream ID specified as stream command argument")
+}
+
 /// Step 2: waits on every slot with `left` ms of `BLOCK` (0: for ever)
 /// and answers `to` with what the waits read; `None` when a slot moved
-/// or its node failed (the read runs again).
+/// or its node failed and nothing was read (the read runs again).
 async fn wait_everywhere(
     ctx: &Arc<Context>,
     info: &ClientInfo,
@@ -312,7 +523,7 @@ async fn wait_everywhere(
     let left = left.to_string();
     let parts = groups
         .iter()
-        .map(|(s, which)| (*s, read.restricted(which, Some(left.as_bytes()))))
+        .map(|(s, which)| (*s, read.restricted(which, Block::For(left.as_bytes()))))
         .collect();
     let mut waits = match SlotWaits::start(ctx, info, proto, parts, to).await {
         Started::Waiting(w) => w,
@@ -320,10 +531,7 @@ async fn wait_everywhere(
         Started::Answered => return Some(()),
     };
     let first = match waits.first(to).await {
-        None => {
-            waits.end_others(ctx, proto, None).await;
-            return Some(());
-        }
+        None => return Some(()),
         Some(None) => {
             to.clone().send(
                 reply::error("ERR slotbridge: the connections of a cross-slot stream read closed without a reply"),
@@ -333,44 +541,39 @@ async fn wait_everywhere(
         }
         Some(Some(r)) => r,
     };
-    let transient =
-        !matches!(first.status, ReplyStatus::Answered) || moving_or_failing(&first.data);
     let winner = first.part as usize;
     let mut got: Vec<Option<Bytes>> = vec![None; groups.len()];
-    got[winner] = Some(first.data);
-    // Collect what the others read until they ended (bounded).
-    let collect = async {
-        waits.end_others(ctx, proto, Some(winner)).await;
-        while let Some(r) = waits.next_ended().await {
-            if let Some(g) = got.get_mut(r.part as usize) {
-                *g = Some(r.data);
-            }
+    got[winner] = Some(if first.status == ReplyStatus::Answered {
+        first.data
+    } else {
+        reply::error("ERR slotbridge: connection to node lost")
+    });
+    // What the other waits read until they ended (5 s at most): an entry
+    // XREADGROUP handed out must reach the client.
+    waits.end_others(ctx, proto, Some(winner)).await;
+    while let Some(r) = waits.next_ended().await {
+        if let Some(g) = got.get_mut(r.part as usize) {
+            *g = Some(r.data);
         }
-    };
-    let _ = tokio::time::timeout(HOLD_REPLY_MAX, collect).await;
-    if transient {
-        return None;
     }
     let names: Vec<&[u8]> = read.keys.iter().map(|&k| &read.args[k][..]).collect();
-    // The first reply decides an error or an empty read; what the others
-    // read is added (errors and empty replies of ended waits are not).
     let first_reply = got[winner].clone().unwrap_or_else(|| nil(proto));
-    if first_reply.first() == Some(&b'-') {
-        to.clone().send(first_reply, ReplyStatus::Final);
-        return Some(());
-    }
+    // Ended waits answer empty (or with an error once unblocked): what
+    // they read is added to the first reply, their errors are not.
     let replies: Vec<(Vec<usize>, Bytes)> = groups
         .iter()
         .zip(got)
-        .filter_map(|((_, which), r)| {
-            let r = r.filter(|r| r.first() != Some(&b'-'))?;
+        .enumerate()
+        .filter_map(|(i, ((_, which), r))| {
+            let r = r.filter(|r| i == winner || has_entries(r))?;
             Some((which.clone(), r))
         })
         .collect();
-    let reply = match merge(proto, &names, &replies) {
-        Ok(Some(found)) => found,
-        Ok(None) => nil(proto),
-        Err(e) => e,
+    let reply = reply_of(proto, &names, &replies)?;
+    let reply = if has_entries(&reply) {
+        reply
+    } else {
+        first_reply
     };
     to.clone().send(reply, ReplyStatus::Final);
     Some(())
@@ -400,22 +603,60 @@ mod tests {
         let r = read("XREAD COUNT 2 BLOCK 100 STREAMS a b c 0 1-1 $");
         assert_eq!(r.block_ms(), Some(100));
         assert_eq!(
-            text(&r.restricted(&[0, 2], None)),
+            text(&r.restricted(&[0, 2], Block::Without)),
             "*8 $5 XREAD $5 COUNT $1 2 $7 STREAMS $1 a $1 c $1 0 $1 $ "
         );
         assert_eq!(
-            text(&r.restricted(&[1], Some(b"40"))),
-            "*8 $5 XREAD $5 COUNT $1 2 $5 BLOCK $2 40 $7 STREAMS $1 b $3 1-1 "
+            text(&r.restricted(&[1], Block::For(b"40"))),
+            "*8 $5 XREAD $5 BLOCK $2 40 $5 COUNT $1 2 $7 STREAMS $1 b $3 1-1 "
+        );
+        // Every BLOCK goes (Redis takes the last), or all stay when one is
+        // bad, for the node to refuse.
+        let r = read("XREAD BLOCK 3000 BLOCK 100 STREAMS a b $ $");
+        assert_eq!(r.block_ms(), Some(100));
+        assert_eq!(
+            text(&r.restricted(&[0], Block::Without)),
+            "*4 $5 XREAD $7 STREAMS $1 a $1 $ "
+        );
+        let r = read("XREAD BLOCK x BLOCK 100 STREAMS a b $ $");
+        assert_eq!(r.block_ms(), None);
+        assert_eq!(
+            text(&r.restricted(&[0], Block::AsSent)),
+            "*8 $5 XREAD $5 BLOCK $1 x $5 BLOCK $3 100 $7 STREAMS $1 a $1 $ "
         );
         let r = read("XREADGROUP GROUP g c NOACK STREAMS a b > >");
         assert_eq!(r.block_ms(), None);
         assert_eq!(
-            text(&r.restricted(&[1], None)),
+            text(&r.restricted(&[1], Block::Without)),
             "*8 $10 XREADGROUP $5 GROUP $1 g $1 c $5 NOACK $7 STREAMS $1 b $1 > "
         );
+        assert_eq!(r.group, Some(2));
+        assert!(StreamRead::new("xread", r.args.clone(), vec![6]).is_none());
         let r = read("XREAD BLOCK -1 STREAMS a b 0 0");
         assert_eq!(r.block_ms(), None);
         assert!(StreamRead::new("get", vec![], vec![1]).is_none());
+    }
+
+    #[test]
+    fn group_ids_as_redis_checks_them() {
+        assert_eq!(id_error(b">"), None);
+        assert_eq!(id_error(b"0"), None);
+        assert_eq!(id_error(b"1-2"), None);
+        assert!(id_error(b"$").is_some_and(|e| e.starts_with("ERR The $ ID")));
+        for bad in [
+            &b"-"[..],
+            b"+",
+            b"1-*",
+            b"x",
+            b"1-",
+            b"-1",
+            b"18446744073709551616",
+        ] {
+            assert!(id_error(bad).is_some_and(|e| e.starts_with("ERR Invalid stream ID")));
+        }
+        assert!(
+            has_entries(b"*1\r\n*0\r\n") && !has_entries(b"*-1\r\n") && !has_entries(b"-ERR x\r\n")
+        );
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub fn rewrite(
 /// client's SHA1 `sha` instead of the wrapped body's.
 fn client_sha_in_error(frame: &[u8], sha: &[u8]) -> Option<Bytes> {
     const AT: &[u8] = b"script: ";
-    let start = memchr::memmem::find(frame, AT)? + AT.len();
+    let start = memchr::memmem::rfind(frame, AT)? + AT.len();
     let wrapped = frame.get(start..start + 40)?;
     if !wrapped.iter().all(u8::is_ascii_hexdigit) || sha.len() != 40 {
         return None;

@@ -475,7 +475,12 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             }
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
-            "xread" | "xreadgroup" => Route::CrossSlotStreams,
+            "xread" | "xreadgroup" if (cmd.len() - first).is_multiple_of(2) => {
+                Route::CrossSlotStreams
+            }
+            "xread" | "xreadgroup" => Route::Reply(reply::error(
+                "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
+            )),
             "copy" => copy_to_other_db(cmd).unwrap_or(Route::CrossSlotMove),
             "rename" | "renamenx" | "smove" | "lmove" | "rpoplpush" | "blmove" | "brpoplpush" => {
                 Route::CrossSlotMove
@@ -524,10 +529,13 @@ pub fn only_database_0(command: &str) -> Bytes {
 /// non-integer when Redis names the argument.
 fn db_index(arg: &[u8], invalid: Option<&str>) -> Result<i64, Bytes> {
     use crate::protocol::request::parse_i64;
-    match parse_i64(arg).filter(|n| i32::try_from(*n).is_ok()) {
+    match parse_i64(arg) {
         None => Err(reply::error(
             invalid.unwrap_or("ERR value is not an integer or out of range"),
         )),
+        Some(n) if i32::try_from(n).is_err() => Err(reply::error(invalid.unwrap_or(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        ))),
         Some(n) if !(0..16).contains(&n) => Err(reply::error("ERR DB index is out of range")),
         Some(n) => Ok(n),
     }

@@ -514,11 +514,15 @@ impl Core {
                     }
                     "script|exists" => {
                         // A script the proxy knows runs on every node (it is
-                        // loaded where it is missing), so it exists once a
-                        // node compiled it (see `merge::all_true`).
+                        // sent where it is missing), so it exists; one that
+                        // did not compile was forgotten (see `Post::Eval`).
                         let known: Vec<bool> = (2..view.len())
                             .map(|i| self.ctx.scripts.knows(view.get(i)))
                             .collect();
+                        if known.iter().all(|&k| k) {
+                            self.ready(merge::all_true(&[], &known));
+                            return;
+                        }
                         MergeKind::ScriptExists(known)
                     }
                     _ => MergeKind::Fanout(kind),

@@ -294,7 +294,9 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
         Post::Write(Some(len)) if r.data.first() != Some(&b'-') => Next::Done(reply::int(len)),
         Post::Eval(ref body) => {
-            if r.data.starts_with(b"-ERR Error compiling script") {
+            if r.data
+                .starts_with(b"-ERR Error compiling script (new function): ")
+            {
                 ctx.scripts.forget(&crate::scripts::sha1_hex(body));
             }
             Next::Done(r.data.clone())

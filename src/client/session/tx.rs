@@ -116,6 +116,19 @@ impl Core {
         let writes = spec.is_some_and(|s| may_write(s, view, None));
         let per_slot = self.ctx.config().transactions == TxMode::PerSlot && self.pinned.is_none();
         let watching = self.pinned.is_some();
+        // The database commands the proxy answers (MOVE, COPY ... DB,
+        // SWAPDB) give their reply at EXEC, in its array, as in Redis: a
+        // script returns it there.
+        let (route, raw) = match route {
+            Route::Reply(answer) if matches!(name, "move" | "copy" | "swapdb") => {
+                let route = match self.scratch.keys.first() {
+                    Some(&k) => Route::Slot(crate::cluster::slot::slot(view.get(k))),
+                    None => Route::AnyMaster,
+                };
+                (route, reply_at_exec(&answer))
+            }
+            other => (other, raw),
+        };
         let Some(tx) = self.multi.as_mut() else {
             return;
         };
@@ -697,4 +710,18 @@ fn queued_parser() -> crate::protocol::request::RequestParser {
         max_bulk_len: usize::MAX,
         max_args: usize::MAX,
     })
+}
+
+/// A script that returns `answer` (an error or a status reply the proxy
+/// made), to run in a transaction's place.
+fn reply_at_exec(answer: &[u8]) -> Bytes {
+    let text = answer
+        .get(1..answer.len().saturating_sub(2))
+        .unwrap_or_default();
+    let script: &[u8] = if answer.first() == Some(&b'-') {
+        b"return redis.error_reply(ARGV[1])"
+    } else {
+        b"return redis.status_reply(ARGV[1])"
+    };
+    reply::command([&b"EVAL"[..], script, b"0", text])
 }
