@@ -199,61 +199,35 @@ fn keyless_basics() {
     let other_db = |what: &str| {
         format!("-ERR slotbridge: only database 0 exists on a Redis Cluster; {what} another database is not possible (use key prefixes instead of databases)\r\n")
     };
-    r.roundtrip(&cmd(&["SET", "{db}a", "v"]), b"+OK\r\n");
-    r.roundtrip(
-        &cmd(&["MOVE", "{db}a", "1"]),
-        other_db("MOVE to").as_bytes(),
-    );
-    r.roundtrip(
-        &cmd(&["MOVE", "{db}a", "0"]),
-        b"-ERR source and destination objects are the same\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["MOVE", "{db}a", "16"]),
-        b"-ERR DB index is out of range\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["MOVE", "{db}a", "x"]),
-        b"-ERR value is not an integer or out of range\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["COPY", "{db}a", "{db}b", "DB", "3"]),
-        other_db("COPY to").as_bytes(),
-    );
-    r.roundtrip(
-        &cmd(&["COPY", "{db}a", "{db}b", "DB", "99"]),
-        b"-ERR DB index is out of range\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["COPY", "{db}a", "{db}b", "DB"]),
-        b"-ERR syntax error\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["COPY", "{db}a", "{db}b", "REPLACE", "DB", "0"]),
-        b":1\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["COPY", "{db}a", "core-db-far", "DB", "0"]),
-        b":1\r\n",
-    );
-    r.roundtrip(&cmd(&["DEL", "{db}a", "{db}b", "core-db-far"]), b":3\r\n");
-    r.roundtrip(&cmd(&["SWAPDB", "0", "0"]), b"+OK\r\n");
-    r.roundtrip(
-        &cmd(&["SWAPDB", "0", "1"]),
-        other_db("SWAPDB with").as_bytes(),
-    );
-    r.roundtrip(
-        &cmd(&["SWAPDB", "a", "1"]),
-        b"-ERR invalid first DB index\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["SWAPDB", "0", "b"]),
-        b"-ERR invalid second DB index\r\n",
-    );
-    r.roundtrip(
-        &cmd(&["SWAPDB", "0", "16"]),
-        b"-ERR DB index is out of range\r\n",
-    );
+    let range = "-ERR DB index is out of range\r\n".to_string();
+    let lines: [(&str, String); 16] = [
+        ("SET {db}a v", "+OK\r\n".into()),
+        ("MOVE {db}a 1", other_db("MOVE to")),
+        (
+            "MOVE {db}a 0",
+            "-ERR source and destination objects are the same\r\n".into(),
+        ),
+        ("MOVE {db}a 16", range.clone()),
+        (
+            "MOVE {db}a x",
+            "-ERR value is not an integer or out of range\r\n".into(),
+        ),
+        ("COPY {db}a {db}b DB 3", other_db("COPY to")),
+        ("COPY {db}a {db}b DB 99", range.clone()),
+        ("COPY {db}a {db}b DB", "-ERR syntax error\r\n".into()),
+        ("COPY {db}a {db}b REPLACE DB 0", ":1\r\n".into()),
+        ("COPY {db}a core-db-far DB 0", ":1\r\n".into()),
+        ("DEL {db}a {db}b core-db-far", ":3\r\n".into()),
+        ("SWAPDB 0 0", "+OK\r\n".into()),
+        ("SWAPDB 0 1", other_db("SWAPDB with")),
+        ("SWAPDB a 1", "-ERR invalid first DB index\r\n".into()),
+        ("SWAPDB 0 b", "-ERR invalid second DB index\r\n".into()),
+        ("SWAPDB 0 16", range),
+    ];
+    for (line, expected) in lines {
+        let line: Vec<&str> = line.split(' ').collect();
+        r.roundtrip(&cmd(&line), expected.as_bytes());
+    }
     r.roundtrip(
         &cmd(&["SHUTDOWN"]),
         b"-ERR unsupported command 'shutdown' by slotbridge\r\n",

@@ -370,15 +370,7 @@ async fn wait_everywhere(
             format!("{:.3}", left.max(0.001)).into_bytes()
         }
     };
-    // Each slot's keys, in order of first appearance.
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for (i, &k) in pop.keys.iter().enumerate() {
-        let s = slot(&pop.args[k]);
-        match groups.iter_mut().find(|(g, _)| *g == s) {
-            Some((_, keys)) => keys.push(i),
-            None => groups.push((s, vec![i])),
-        }
-    }
+    let groups = slot_groups(&pop.args, &pop.keys);
     let parts = groups
         .iter()
         .map(|(slot, which)| (*slot, pop.restricted(which, Some(&timeout))))
@@ -444,6 +436,20 @@ async fn wait_everywhere(
     }
     cleanup.await;
     outcome
+}
+
+/// Each slot's keys (indexes into `keys`, the argument indexes of the
+/// keys in `args`), slots in order of their first key.
+pub(crate) fn slot_groups(args: &[Bytes], keys: &[usize]) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, &k) in keys.iter().enumerate() {
+        let s = slot(&args[k]);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, keys)) => keys.push(i),
+            None => groups.push((s, vec![i])),
+        }
+    }
+    groups
 }
 
 /// How long a cross-slot pop's reply may wait for the other waits to end

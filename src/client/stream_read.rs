@@ -31,11 +31,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::multipop::{SlotWaits, Started};
+use super::multipop::{slot_groups, SlotWaits, Started};
 use super::nodecall::{call_master, moving_or_failing};
 use crate::backend::{ReplyStatus, ReplyTo};
 use crate::client::registry::ClientInfo;
-use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::parse_i64;
 use crate::protocol::scan::{bulk_body, children};
@@ -140,15 +139,7 @@ impl StreamRead {
     /// Each slot's streams (indexes into the keys), in order of first
     /// appearance.
     fn groups(&self) -> Vec<(u16, Vec<usize>)> {
-        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-        for (i, &k) in self.keys.iter().enumerate() {
-            let s = slot(&self.args[k]);
-            match groups.iter_mut().find(|(g, _)| *g == s) {
-                Some((_, keys)) => keys.push(i),
-                None => groups.push((s, vec![i])),
-            }
-        }
-        groups
+        slot_groups(&self.args, &self.keys)
     }
 }
 

@@ -403,37 +403,34 @@ impl Core {
                 }
                 None
             }
-            Route::CrossSlotPop => {
-                let args = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
-                let pop = MultiPop::new(self.scratch.name, args, self.scratch.keys.clone());
+            Route::CrossSlotPop | Route::CrossSlotStreams => {
+                let args: Vec<Bytes> = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
+                let (name, keys) = (self.scratch.name, self.scratch.keys.clone());
                 let first = self.scratch.slots.first().copied().unwrap_or(0);
-                match pop {
-                    Some(pop) => {
-                        let to = self.answered_by_task(raw, first, seq);
-                        let info = self.client.info.clone();
-                        multipop::spawn(self.ctx.clone(), info, self.client.proto, pop, to);
-                    }
-                    None => {
-                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
-                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
-                    }
-                }
-                None
-            }
-            Route::CrossSlotStreams => {
-                let args = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
-                let read = StreamRead::new(self.scratch.name, args, self.scratch.keys.clone());
-                let first = self.scratch.slots.first().copied().unwrap_or(0);
-                match read {
-                    Some(read) => {
-                        let to = self.answered_by_task(raw, first, seq);
-                        let info = self.client.info.clone();
-                        stream_read::spawn(self.ctx.clone(), info, self.client.proto, read, to);
-                    }
-                    None => {
-                        let other = self.scratch.slots.iter().copied().find(|&s| s != first);
-                        self.ready(cross_slot(self.scratch.name, first, other.unwrap_or(first)));
-                    }
+                let (ctx, info, proto) = (
+                    self.ctx.clone(),
+                    self.client.info.clone(),
+                    self.client.proto,
+                );
+                if let Some(pop) = MultiPop::new(name, args.clone(), keys.clone()) {
+                    multipop::spawn(
+                        ctx,
+                        info,
+                        proto,
+                        pop,
+                        self.answered_by_task(raw, first, seq),
+                    );
+                } else if let Some(read) = StreamRead::new(name, args, keys) {
+                    stream_read::spawn(
+                        ctx,
+                        info,
+                        proto,
+                        read,
+                        self.answered_by_task(raw, first, seq),
+                    );
+                } else {
+                    let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                    self.ready(cross_slot(name, first, other.unwrap_or(first)));
                 }
                 None
             }
