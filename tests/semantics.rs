@@ -726,6 +726,21 @@ fn beside_reference(tag: &str, names: &[&str]) -> ((TempDir, Standalone), RawCli
     ((dir, reference), direct, through)
 }
 
+/// Sends `line` (space-separated) to the reference server and through the
+/// proxy and asserts the same bytes come back; a `HELLO` only switches
+/// both connections' protocol.
+fn replay(direct: &mut RawClient, through: &mut RawClient, line: &str) {
+    let line: Vec<&str> = line.split(' ').collect();
+    direct.send(&cmd(&line));
+    let expected = direct.read_reply();
+    through.send(&cmd(&line));
+    if line[0] == "HELLO" {
+        let _ = through.read_available(Duration::from_millis(300));
+        return;
+    }
+    through.expect(&expected);
+}
+
 /// A `redis` connection to the reference server of [`beside_reference`].
 fn connection_to(reference: &(TempDir, Standalone)) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{}/", reference.1.port))
@@ -1929,17 +1944,7 @@ fn pops_across_slots_answer_as_one_redis() {
         "BZPOPMIN p:z p:y 1",
         "HELLO 2",
     ] {
-        let line: Vec<&str> = line.split(' ').collect();
-        direct.send(&cmd(&line));
-        let expected = direct.read_reply();
-        let expected = if line[0] == "HELLO" {
-            through.send(&cmd(&line));
-            let _ = through.read_available(Duration::from_millis(300));
-            continue;
-        } else {
-            expected
-        };
-        through.roundtrip(&cmd(&line), &expected);
+        replay(&mut direct, &mut through, line);
     }
     // Pipelined commands wait for the pop; inside MULTI it is CROSSSLOT.
     for c in [&mut direct, &mut through] {
@@ -2110,15 +2115,7 @@ fn stream_reads_across_slots_answer_as_one_redis() {
     ];
     for line in lines {
         let started = Instant::now();
-        let line: Vec<&str> = line.split(' ').collect();
-        direct.send(&cmd(&line));
-        let expected = direct.read_reply();
-        if line[0] == "HELLO" {
-            through.send(&cmd(&line));
-            let _ = through.read_available(Duration::from_millis(300));
-            continue;
-        }
-        through.roundtrip(&cmd(&line), &expected);
+        replay(&mut direct, &mut through, line);
         // Only the last BLOCK counts (the first would hold the nodes'
         // shared connections).
         assert!(started.elapsed() < Duration::from_secs(2), "{line:?}");
@@ -2560,15 +2557,7 @@ fn lcs_across_slots_answers_as_one_redis() {
         "HELLO 3",
         "LCS lc:a lc:b IDX WITHMATCHLEN",
     ] {
-        let line: Vec<&str> = line.split(' ').collect();
-        direct.send(&cmd(&line));
-        let expected = direct.read_reply();
-        if line[0] == "HELLO" {
-            through.send(&cmd(&line));
-            let _ = through.read_available(Duration::from_millis(300));
-            continue;
-        }
-        through.roundtrip(&cmd(&line), &expected);
+        replay(&mut direct, &mut through, line);
     }
 }
 
