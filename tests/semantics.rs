@@ -2152,18 +2152,19 @@ fn stream_reads_across_slots_answer_as_one_redis() {
         .is_empty());
     writer.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id.to_string()]), b":1\r\n");
     through.expect(b"*-1\r\n");
+    let group_read = cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "STREAMS",
+        "xs:a",
+        "xs:b",
+        ">",
+        ">",
+    ]);
     through.roundtrip(
-        &cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "STREAMS",
-            "xs:a",
-            "xs:b",
-            ">",
-            ">",
-        ]),
+        &group_read,
         b"*1\r\n*2\r\n$4\r\nxs:b\r\n*1\r\n*2\r\n$3\r\n9-1\r\n*2\r\n$1\r\nn\r\n$1\r\n1\r\n",
     );
     let group_wait = cmd(&[
@@ -2202,17 +2203,7 @@ fn stream_reads_across_slots_answer_as_one_redis() {
     let got = through.read_reply();
     let mut rest = Vec::new();
     if !(got.windows(4).any(|w| w == b"xs:a") && got.windows(4).any(|w| w == b"xs:b")) {
-        through.send(&cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "STREAMS",
-            "xs:a",
-            "xs:b",
-            ">",
-            ">",
-        ]));
+        through.send(&group_read);
         rest = through.read_reply();
     }
     let all = [got, rest].concat();
