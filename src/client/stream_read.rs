@@ -284,7 +284,7 @@ pub fn spawn(
         let groups = read.groups();
         loop {
             if read.group.is_some() {
-                match check_groups(&ctx, proto, &read, &groups).await {
+                match check_streams(&ctx, proto, &read, &groups).await {
                     Checked::Fine => {}
                     Checked::Refused(e) => {
                         to.send(e, ReplyStatus::Final);
@@ -321,6 +321,14 @@ pub fn spawn(
                     continue;
                 }
                 None => merge(proto, &names, &replies).map_or_else(|e| e, |_| nil(proto)),
+                // Which key's error one server gives (XREADGROUP checked
+                // before reading).
+                Some(e) if e.first() == Some(&b'-') && read.group.is_none() && groups.len() > 1 => {
+                    match check_streams(&ctx, proto, &read, &groups).await {
+                        Checked::Refused(first) => first,
+                        Checked::Fine | Checked::Again => e,
+                    }
+                }
                 Some(r) if r.first() == Some(&b'-') || has_entries(&r) => r,
                 Some(empty) => match ms {
                     None => empty,
@@ -387,36 +395,35 @@ enum Checked {
 
 /// For each of a slot's keys in order: `{index, "WRONGTYPE"}` for a key
 /// that is not a stream, `{index, "NOGROUP"}` for one without the group
-/// `ARGV[1]`, `{0, ""}` when all are fine.
-const CHECK_GROUPS: &[u8] = b"for i, k in ipairs(KEYS) do \
+/// `ARGV[1]` (when given), `{0, ""}` when all are fine.
+const CHECK_STREAMS: &[u8] = b"for i, k in ipairs(KEYS) do \
 local t = redis.call('TYPE', k)['ok'] \
 if t ~= 'stream' and t ~= 'none' then return {i, 'WRONGTYPE'} end \
-local found = false \
+if ARGV[1] then local found = false \
 if t == 'stream' then for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do \
 if g[2] == ARGV[1] then found = true end end end \
-if not found then return {i, 'NOGROUP'} end \
+if not found then return {i, 'NOGROUP'} end end \
 end return {0, ''}";
 
-/// `XREADGROUP`'s checks, in key order as one server makes them before it
-/// hands out any entry: each stream's type and group (a read-only script
-/// per slot) and its ID.
-async fn check_groups(
+/// The checks Redis makes key by key before it reads: each stream's type
+/// and `XREADGROUP`'s group (a read-only script per slot), and its ID.
+/// `XREADGROUP` runs them first, so that an error hands out no entry;
+/// `XREAD` when slots answered errors, to give the first key's.
+async fn check_streams(
     ctx: &Arc<Context>,
     proto: Proto,
     read: &StreamRead,
     groups: &[(u16, Vec<usize>)],
 ) -> Checked {
-    let Some(group) = read.group.map(|g| read.args[g].clone()) else {
-        return Checked::Fine;
-    };
+    let group = read.group.map(|g| read.args[g].clone());
     let n = read.keys.len();
     let scripts = groups
         .iter()
         .map(|(s, which)| {
             let count = which.len().to_string();
-            let mut args: Vec<&[u8]> = vec![b"EVAL_RO", CHECK_GROUPS, count.as_bytes()];
+            let mut args: Vec<&[u8]> = vec![b"EVAL_RO", CHECK_STREAMS, count.as_bytes()];
             args.extend(which.iter().map(|&i| &read.args[read.keys[i]][..]));
-            args.push(&group);
+            args.extend(group.as_deref());
             (*s, reply::command(args))
         })
         .collect();
@@ -465,28 +472,35 @@ async fn check_groups(
                 let mut msg = b"NOGROUP No such key '".to_vec();
                 msg.extend_from_slice(key);
                 msg.extend_from_slice(b"' or consumer group '");
-                msg.extend_from_slice(&group);
+                msg.extend_from_slice(group.as_deref().unwrap_or_default());
                 msg.extend_from_slice(b"' in XREADGROUP with GROUP option");
                 return Checked::Refused(reply::error_bytes(&msg));
             }
             _ => {}
         }
-        if let Some(e) = id_error(&read.args[read.keys[i] + n]) {
+        if let Some(e) = id_error(&read.args[read.keys[i] + n], group.is_some()) {
             return Checked::Refused(reply::error(e));
         }
     }
     Checked::Fine
 }
 
-/// Redis's error for an `XREADGROUP` ID, if it refuses it.
-fn id_error(id: &[u8]) -> Option<&'static str> {
-    if id == b">" {
-        return None;
+/// Redis's error for an ID of `XREADGROUP` (`group`) or `XREAD`, if it
+/// refuses it.
+fn id_error(id: &[u8], group: bool) -> Option<&'static str> {
+    match (id, group) {
+        (b">", true) | (b"$", false) => return None,
+        (b"$", true) => return Some("ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set."),
+        (b">", false) => return Some("ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option."),
+        _ => {}
     }
-    if id == b"$" {
-        return Some("ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.");
-    }
+    // What `strtoull` takes whole: blanks, a sign, digits within 64 bits.
     let number = |s: &[u8]| {
+        let s = s.trim_ascii_start();
+        let s = s
+            .strip_prefix(b"+")
+            .or_else(|| s.strip_prefix(b"-"))
+            .unwrap_or(s);
         !s.is_empty()
             && s.iter().all(u8::is_ascii_digit)
             && std::str::from_utf8(s).is_ok_and(|t| t.parse::<u64>().is_ok())
@@ -630,10 +644,12 @@ mod tests {
 
     #[test]
     fn group_ids_as_redis_checks_them() {
-        assert_eq!(id_error(b">"), None);
-        assert_eq!(id_error(b"0"), None);
-        assert_eq!(id_error(b"1-2"), None);
-        assert!(id_error(b"$").is_some_and(|e| e.starts_with("ERR The $ ID")));
+        for ok in [&b">"[..], b"0", b"1-2", b"01", b"+5", b" 7-1", b"1--1"] {
+            assert_eq!(id_error(ok, true), None, "{ok:?}");
+        }
+        assert_eq!(id_error(b"$", false), None);
+        assert!(id_error(b"$", true).is_some_and(|e| e.starts_with("ERR The $ ID")));
+        assert!(id_error(b">", false).is_some_and(|e| e.starts_with("ERR The > ID")));
         for bad in [
             &b"-"[..],
             b"+",
@@ -642,8 +658,9 @@ mod tests {
             b"1-",
             b"-1",
             b"18446744073709551616",
+            b"1 ",
         ] {
-            assert!(id_error(bad).is_some_and(|e| e.starts_with("ERR Invalid stream ID")));
+            assert!(id_error(bad, true).is_some_and(|e| e.starts_with("ERR Invalid stream ID")));
         }
         assert!(
             has_entries(b"*1\r\n*0\r\n") && !has_entries(b"*-1\r\n") && !has_entries(b"-ERR x\r\n")
