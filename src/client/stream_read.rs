@@ -25,16 +25,18 @@
 //! A stream's `$` is its last ID when its slot's master reads the
 //! command, as on one server; `>` of `XREADGROUP` likewise.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::multipop::{slot_groups, SlotWaits, Started};
+use super::multipop::{SlotWaits, Started};
 use super::nodecall::{call_master, moving_or_failing};
 use crate::backend::{ReplyStatus, ReplyTo};
 use crate::client::registry::ClientInfo;
+use crate::cluster::slot::slot;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::request::parse_i64;
 use crate::protocol::scan::{bulk_body, children};
@@ -53,6 +55,8 @@ pub struct StreamRead {
     blocks: Vec<usize>,
     /// The argument index of `XREADGROUP`'s group name.
     group: Option<usize>,
+    /// Whether it is `XREADGROUP`.
+    xreadgroup: bool,
 }
 
 /// What a slot's read gets of the client's `BLOCK`.
@@ -75,8 +79,10 @@ impl StreamRead {
         }
         let first = *keys.first()?;
         let contiguous = keys.windows(2).all(|w| w[1] == w[0] + 1);
-        // Each key has its ID: as many arguments after the keys.
-        if !contiguous || first < 2 || first + 2 * keys.len() != args.len() {
+        // Each key has its ID: as many arguments after the keys (one more
+        // is Redis's "Unbalanced" error, given by `option_error`).
+        let after = args.len().checked_sub(first + keys.len())?;
+        if !contiguous || first < 2 || (after != keys.len() && after != keys.len() + 1) {
             return None;
         }
         // The options before STREAMS, as Redis reads them.
@@ -102,7 +108,61 @@ impl StreamRead {
             keys,
             blocks,
             group,
+            xreadgroup: name == "xreadgroup",
         })
+    }
+
+    /// Redis's error for the options, checked as it reads them before any
+    /// key: `BLOCK`'s and `COUNT`'s values, unbalanced streams, options
+    /// of the other command, a missing `STREAMS` or `GROUP`.
+    fn option_error(&self) -> Option<Bytes> {
+        let argc = self.args.len();
+        let (mut streams, mut group) = (false, false);
+        let mut i = 1;
+        while i < argc {
+            let more = argc - i - 1;
+            let o = &self.args[i][..];
+            if o.eq_ignore_ascii_case(b"block") && more > 0 {
+                i += 1;
+                match parse_i64(&self.args[i]) {
+                    None => {
+                        return Some(reply::error(
+                            "ERR timeout is not an integer or out of range",
+                        ))
+                    }
+                    Some(t) if t < 0 => return Some(reply::error("ERR timeout is negative")),
+                    Some(_) => {}
+                }
+            } else if o.eq_ignore_ascii_case(b"count") && more > 0 {
+                i += 1;
+                if parse_i64(&self.args[i]).is_none() {
+                    return Some(reply::error("ERR value is not an integer or out of range"));
+                }
+            } else if o.eq_ignore_ascii_case(b"streams") && more > 0 {
+                if !(argc - i - 1).is_multiple_of(2) {
+                    return Some(reply::error("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."));
+                }
+                streams = true;
+                break;
+            } else if o.eq_ignore_ascii_case(b"group") && more >= 2 {
+                if !self.xreadgroup {
+                    return Some(reply::error("ERR The GROUP option is only supported by XREADGROUP. You called XREAD instead."));
+                }
+                group = true;
+                i += 2;
+            } else if o.eq_ignore_ascii_case(b"noack") {
+                if !self.xreadgroup {
+                    return Some(reply::error("ERR The NOACK option is only supported by XREADGROUP. You called XREAD instead."));
+                }
+            } else {
+                return Some(reply::error("ERR syntax error"));
+            }
+            i += 1;
+        }
+        if !streams {
+            return Some(reply::error("ERR syntax error"));
+        }
+        (self.xreadgroup && !group).then(|| reply::error("ERR Missing GROUP option for XREADGROUP"))
     }
 
     /// The last `BLOCK`'s milliseconds, when every `BLOCK` is valid (a bad
@@ -137,9 +197,23 @@ impl StreamRead {
     }
 
     /// Each slot's streams (indexes into the keys), in order of first
-    /// appearance.
+    /// appearance. A key named again goes to another read of that slot,
+    /// so that each read's reply names a stream once and its entries'
+    /// place in the client's order is known.
     fn groups(&self) -> Vec<(u16, Vec<usize>)> {
-        slot_groups(&self.args, &self.keys)
+        let mut seen: HashMap<&[u8], usize> = HashMap::new();
+        let mut groups: Vec<(u16, usize, Vec<usize>)> = Vec::new();
+        for (i, &k) in self.keys.iter().enumerate() {
+            let key = &self.args[k][..];
+            let round = seen.entry(key).or_insert(0);
+            let s = slot(key);
+            match groups.iter_mut().find(|(g, r, _)| *g == s && *r == *round) {
+                Some((_, _, keys)) => keys.push(i),
+                None => groups.push((s, *round, vec![i])),
+            }
+            *round += 1;
+        }
+        groups.into_iter().map(|(s, _, keys)| (s, keys)).collect()
     }
 }
 
@@ -282,6 +356,10 @@ pub fn spawn(
         let started = Instant::now();
         let names: Vec<&[u8]> = read.keys.iter().map(|&k| &read.args[k][..]).collect();
         let groups = read.groups();
+        if let Some(e) = read.option_error() {
+            to.send(e, ReplyStatus::Final);
+            return;
+        }
         loop {
             if read.group.is_some() {
                 match check_streams(&ctx, proto, &read, &groups).await {

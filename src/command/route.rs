@@ -475,12 +475,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             }
             "blpop" | "brpop" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "lmpop"
             | "zmpop" => Route::CrossSlotPop,
-            "xread" | "xreadgroup" if (cmd.len() - first).is_multiple_of(2) => {
-                Route::CrossSlotStreams
-            }
-            "xread" | "xreadgroup" => Route::Reply(reply::error(
-                "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
-            )),
+            "xread" | "xreadgroup" => Route::CrossSlotStreams,
             "copy" => copy_to_other_db(cmd).unwrap_or(Route::CrossSlotMove),
             "rename" | "renamenx" | "smove" | "lmove" | "rpoplpush" | "blmove" | "brpoplpush" => {
                 Route::CrossSlotMove
