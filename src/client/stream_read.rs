@@ -5,12 +5,13 @@
 //! 1. **Without blocking.** Each slot's streams, with their IDs, are read
 //!    on its master at once (`BLOCK` left out). The replies are put
 //!    together in the order of the keys, leaving out the streams without
-//!    entries, as one server does; nothing read is a null reply. An error
-//!    is the reply (the one of the slot whose first key comes first: the
-//!    same text for the same mistake on every slot). `XREADGROUP` first
-//!    checks every stream's type and group, and every ID, in key order
-//!    (one read-only script per slot), and reads nothing when one fails,
-//!    as one server hands out no entry with an error.
+//!    entries, as one server does; nothing read is a null reply. The
+//!    options are checked first, as Redis reads them. An error is the
+//!    first key's, as one server checks them: `XREADGROUP` checks every
+//!    stream's type and group, and every ID, in key order (one read-only
+//!    script per slot) before it reads, since one server hands out no
+//!    entry with an error; `XREAD` makes the same checks when slots
+//!    answered errors.
 //! 2. **Blocking**, when nothing was read and the command has `BLOCK`:
 //!    each slot's streams wait on a private connection to its master
 //!    with what is left of the timeout. The first reply ends the other
@@ -64,8 +65,6 @@ pub struct StreamRead {
 enum Block<'a> {
     /// Left out: the read does not block.
     Without,
-    /// As the client sent it (a bad value, which the node refuses).
-    AsSent,
     /// One `BLOCK` with this many milliseconds.
     For(&'a [u8]),
 }
@@ -165,8 +164,7 @@ impl StreamRead {
         (self.xreadgroup && !group).then(|| reply::error("ERR Missing GROUP option for XREADGROUP"))
     }
 
-    /// The last `BLOCK`'s milliseconds, when every `BLOCK` is valid (a bad
-    /// one is left to the nodes, which give Redis's error for it).
+    /// The last `BLOCK`'s milliseconds (`option_error` refused bad ones).
     fn block_ms(&self) -> Option<u64> {
         let mut ms = None;
         for &b in &self.blocks {
@@ -186,8 +184,7 @@ impl StreamRead {
             out.extend([&b"BLOCK"[..], v]);
         }
         for (i, a) in self.args[..=streams].iter().enumerate().skip(1) {
-            let of_block = self.blocks.iter().any(|&b| i == b || i + 1 == b);
-            if !of_block || matches!(block, Block::AsSent) {
+            if !self.blocks.iter().any(|&b| i == b || i + 1 == b) {
                 out.push(a);
             }
         }
@@ -202,18 +199,20 @@ impl StreamRead {
     /// place in the client's order is known.
     fn groups(&self) -> Vec<(u16, Vec<usize>)> {
         let mut seen: HashMap<&[u8], usize> = HashMap::new();
-        let mut groups: Vec<(u16, usize, Vec<usize>)> = Vec::new();
+        let mut at: HashMap<(u16, usize), usize> = HashMap::new();
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
         for (i, &k) in self.keys.iter().enumerate() {
             let key = &self.args[k][..];
             let round = seen.entry(key).or_insert(0);
             let s = slot(key);
-            match groups.iter_mut().find(|(g, r, _)| *g == s && *r == *round) {
-                Some((_, _, keys)) => keys.push(i),
-                None => groups.push((s, *round, vec![i])),
-            }
+            let g = *at.entry((s, *round)).or_insert_with(|| {
+                groups.push((s, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
             *round += 1;
         }
-        groups.into_iter().map(|(s, _, keys)| (s, keys)).collect()
+        groups
     }
 }
 
@@ -278,10 +277,18 @@ fn merge(
         split.push(p.into_iter().peekable());
     }
     // Each slot's streams come in its keys' order: walk the client's.
+    let mut owner = vec![None; keys.len()];
+    for (g, (which, _)) in replies.iter().enumerate() {
+        for &i in which {
+            if let Some(o) = owner.get_mut(i) {
+                *o = Some(g);
+            }
+        }
+    }
     let mut out = BytesMut::new();
     let mut count = 0;
     for (i, key) in keys.iter().enumerate() {
-        let Some(g) = replies.iter().position(|(which, _)| which.contains(&i)) else {
+        let Some(g) = owner[i] else {
             continue;
         };
         if let Some(p) = split[g].next_if(|p| p.key == *key) {
@@ -376,16 +383,11 @@ pub fn spawn(
                     Checked::Again => {}
                 }
             }
-            // Step 1: every slot at once, without blocking (a bad BLOCK
-            // goes along for the nodes to refuse).
+            // Step 1: every slot at once, without blocking.
             let ms = read.block_ms();
-            let block = match (ms, read.blocks.is_empty()) {
-                (None, false) => Block::AsSent,
-                _ => Block::Without,
-            };
             let probes = groups
                 .iter()
-                .map(|(s, which)| (*s, read.restricted(which, block)))
+                .map(|(s, which)| (*s, read.restricted(which, Block::Without)))
                 .collect();
             let replies: Vec<(Vec<usize>, Bytes)> = groups
                 .iter()
@@ -693,8 +695,8 @@ mod tests {
             text(&r.restricted(&[1], Block::For(b"40"))),
             "*8 $5 XREAD $5 BLOCK $2 40 $5 COUNT $1 2 $7 STREAMS $1 b $3 1-1 "
         );
-        // Every BLOCK goes (Redis takes the last), or all stay when one is
-        // bad, for the node to refuse.
+        // Every BLOCK goes (Redis takes the last); a bad one is refused
+        // first, with Redis's error.
         let r = read("XREAD BLOCK 3000 BLOCK 100 STREAMS a b $ $");
         assert_eq!(r.block_ms(), Some(100));
         assert_eq!(
@@ -704,8 +706,10 @@ mod tests {
         let r = read("XREAD BLOCK x BLOCK 100 STREAMS a b $ $");
         assert_eq!(r.block_ms(), None);
         assert_eq!(
-            text(&r.restricted(&[0], Block::AsSent)),
-            "*8 $5 XREAD $5 BLOCK $1 x $5 BLOCK $3 100 $7 STREAMS $1 a $1 $ "
+            r.option_error(),
+            Some(reply::error(
+                "ERR timeout is not an integer or out of range"
+            ))
         );
         let r = read("XREADGROUP GROUP g c NOACK STREAMS a b > >");
         assert_eq!(r.block_ms(), None);

@@ -448,12 +448,7 @@ impl Core {
                 }
                 (_, false) => changed_rules("no permission to execute the command or subcommand"),
             };
-            tx.queued[i] = reply::command([
-                &b"EVAL"[..],
-                b"return redis.error_reply(ARGV[1])",
-                b"0",
-                text.as_bytes(),
-            ]);
+            tx.queued[i] = error_at_exec(text.as_bytes());
             // A refused INFO is not answered with the masters' INFO, nor
             // a refused FLUSHALL or CONFIG SET run on the other masters.
             tx.infos.retain(|&at| at != i);
@@ -541,12 +536,7 @@ impl Core {
                 self.ctx.node_settings.remember(&queued, masters);
             }
             if let Some(err) = failure {
-                tx.queued[i] = reply::command([
-                    &b"EVAL"[..],
-                    b"return redis.error_reply(ARGV[1])",
-                    b"0",
-                    &err,
-                ]);
+                tx.queued[i] = error_at_exec(&err);
             }
         }
     }
@@ -712,16 +702,31 @@ fn queued_parser() -> crate::protocol::request::RequestParser {
     })
 }
 
-/// A script that returns `answer` (an error or a status reply the proxy
-/// made), to run in a transaction's place.
+/// A script that returns the error `text` (without its `-`), queued in a
+/// command's place so that `EXEC`'s array has the error there.
+fn error_at_exec(text: &[u8]) -> Bytes {
+    reply::command([
+        &b"EVAL"[..],
+        b"return redis.error_reply(ARGV[1])",
+        b"0",
+        text,
+    ])
+}
+
+/// [`error_at_exec`] for a reply the proxy made (an error, or a status
+/// such as `+OK`).
 fn reply_at_exec(answer: &[u8]) -> Bytes {
     let text = answer
         .get(1..answer.len().saturating_sub(2))
         .unwrap_or_default();
-    let script: &[u8] = if answer.first() == Some(&b'-') {
-        b"return redis.error_reply(ARGV[1])"
+    if answer.first() == Some(&b'-') {
+        error_at_exec(text)
     } else {
-        b"return redis.status_reply(ARGV[1])"
-    };
-    reply::command([&b"EVAL"[..], script, b"0", text])
+        reply::command([
+            &b"EVAL"[..],
+            b"return redis.status_reply(ARGV[1])",
+            b"0",
+            text,
+        ])
+    }
 }
