@@ -26,6 +26,43 @@ fn items(frame: &[u8]) -> Option<Vec<&[u8]>> {
     kids.into_iter().map(|(s, e)| frame.get(s..e)).collect()
 }
 
+/// The text of a bulk or verbatim string frame (without the verbatim
+/// format prefix).
+fn text_body(frame: &[u8]) -> Option<&[u8]> {
+    if let Some(body) = bulk_body(frame) {
+        return Some(body);
+    }
+    let rest = frame.strip_prefix(b"=")?;
+    let cr = memchr::memchr(b'\r', rest)?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    let body = rest.get(cr + 2..cr + 2 + len)?;
+    body.get(4..)
+}
+
+/// `MEMORY DOCTOR`, `LATENCY DOCTOR`: a doctor's report is about one
+/// server, so each master's is given under its address (one master's
+/// alone as it is).
+pub fn doctor(reports: &[(&str, &Bytes)], proto: Proto) -> Bytes {
+    if let [(_, only)] = reports {
+        return (*only).clone();
+    }
+    let mut text = Vec::new();
+    for (addr, frame) in reports {
+        let Some(body) = text_body(frame) else {
+            return unexpected("a doctor's report");
+        };
+        if !text.is_empty() {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(format!("Master {addr}:\n").as_bytes());
+        text.extend_from_slice(body);
+        if !body.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+    }
+    reply::text(proto, &text)
+}
+
 /// `LATENCY LATEST`: per event, the newest sample of any master and the
 /// largest maximum, in the order first seen.
 pub fn latency_latest(parts: &[&Bytes]) -> Bytes {
@@ -432,5 +469,21 @@ $19|allocator.allocated|:100|$16|allocator.active|:100|$29|allocator-fragmentati
             text.contains("dataset.percentage\r\n$18\r\n99.690116882324219\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn doctors_report_each_master() {
+        let a = Bytes::from_static(b"$3\r\nok.\r\n");
+        let b = Bytes::from_static(b"=8\r\ntxt:fine\r\n");
+        assert_eq!(doctor(&[("n1:1", &a)], Proto::Resp2), a);
+        assert_eq!(
+            &doctor(&[("n1:1", &a), ("n2:2", &b)], Proto::Resp2)[..],
+            &b"$36\r\nMaster n1:1:\nok.\n\nMaster n2:2:\nfine\n\r\n"[..]
+        );
+        assert!(doctor(
+            &[("n1:1", &a), ("n2:2", &Bytes::from_static(b":1\r\n"))],
+            Proto::Resp2
+        )
+        .starts_with(b"-ERR"));
     }
 }

@@ -2040,12 +2040,14 @@ fn pops_across_slots_answer_as_one_redis() {
 
 #[test]
 fn scripts_that_do_not_compile_stay_out_of_the_script_cache() {
-    let (_reference, mut direct, mut through) = beside_reference("badscript", &["bs:k"]);
+    let (_reference, mut direct, mut through) = beside_reference("badscript", &["bs:k", "bs:j"]);
     let bad = "return 1 + (";
     let bad_sha = sha1_smol::Sha1::from(bad).digest().to_string();
     let good = "return 'bs'";
     let good_sha = sha1_smol::Sha1::from(good).digest().to_string();
-    let lines: [&[&str]; 8] = [
+    let lines: [&[&str]; 9] = [
+        // Keys in two slots: one server looks the script up first.
+        &["EVALSHA", &bad_sha, "2", "bs:k", "bs:j"],
         &["SCRIPT", "LOAD", bad],
         &["SCRIPT", "EXISTS", &bad_sha],
         &["EVAL", bad, "0"],
@@ -2089,6 +2091,9 @@ fn stream_reads_across_slots_answer_as_one_redis() {
         "XREADGROUP GROUP nog c COUNT x STREAMS xs:a xs:b > >",
         "XREADGROUP GROUP nog c BLOCK -1 STREAMS xs:a xs:b > >",
         "XREADGROUP GROUP nog c FOO STREAMS xs:a xs:b > >",
+        // No GROUP: the key spec finds no stream, a node finds them.
+        "XREADGROUP COUNT 1 STREAMS xs:a xs:b > >",
+        "XREADGROUP STREAMS xs:a xs:b xs:c > > >",
         "XREAD STREAMS xs:a xs:b 0 bad",
         "XREAD COUNT x STREAMS xs:a xs:b 0 0",
         "XREAD BLOCK -1 STREAMS xs:a xs:b 0 0",
@@ -2669,6 +2674,17 @@ fn latency_and_memory_of_all_masters(cluster: &Cluster, proxy: &Proxy) {
         text.starts_with('%') && text.contains("$18\r\ndataset.percentage\r\n,"),
         "{text}"
     );
+    // The doctors: each master's report under its address.
+    for doctor in ["MEMORY", "LATENCY"] {
+        let report: String = redis::cmd(doctor).arg("DOCTOR").query(&mut c).unwrap();
+        for &port in &masters {
+            let title = format!("Master 127.0.0.1:{port}:\n");
+            assert_eq!(report.matches(&title).count(), 1, "{report}");
+        }
+        r3.send(&cmd(&[doctor, "DOCTOR"]));
+        let text = r3.read_available(Duration::from_millis(500));
+        assert!(text.starts_with(b"="), "{}", String::from_utf8_lossy(&text));
+    }
 }
 
 /// Found by Redis 7.0's own test suite (`runtest --host`) run through the
@@ -2697,6 +2713,17 @@ fn edge_replies_found_by_redis_own_suite_match_one_redis() {
         &["SET", "edges:k", "1"],
         &["EXEC"],
         &["EXISTS", "edges:k"],
+        // SELECT 0 and bad indexes inside MULTI: answered in EXEC's array
+        // (found by node-redis's suite).
+        &["MULTI"],
+        &["SELECT", "0"],
+        &["SET", "edges:k", "2"],
+        &["SELECT", "x"],
+        &["SELECT", "99"],
+        &["GET", "edges:k"],
+        &["EXEC"],
+        &["SCRIPT", "DEBUG", "no"],
+        &["SCRIPT", "DEBUG", "maybe"],
     ];
     for line in lines {
         let request = cmd(line);

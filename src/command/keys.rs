@@ -235,6 +235,39 @@ fn find_keyword<A: Args + ?Sized>(
     None
 }
 
+/// The keys a cluster node finds in `XREAD`/`XREADGROUP` (Redis's
+/// `xreadGetKeys`, which nodes use instead of the key spec): the stream
+/// names after the first `STREAMS` reached by skipping the options. The
+/// key spec of `XREADGROUP` looks for `STREAMS` only from the fifth
+/// argument, where it follows `GROUP g c`; without `GROUP` it finds no key
+/// while a node still finds them (and refuses a cross-slot list).
+pub fn xread_node_keys<A: Args + ?Sized>(args: &A, out: &mut Vec<usize>) {
+    let argc = args.len();
+    let mut i = 1;
+    let mut streams = None;
+    while i < argc {
+        let a = args.get(i);
+        if a.eq_ignore_ascii_case(b"block") || a.eq_ignore_ascii_case(b"count") {
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"group") {
+            i += 3;
+        } else if a.eq_ignore_ascii_case(b"noack") {
+            i += 1;
+        } else {
+            if a.eq_ignore_ascii_case(b"streams") {
+                streams = Some(i);
+            }
+            break;
+        }
+    }
+    let Some(pos) = streams else { return };
+    let num = argc - pos - 1;
+    if num == 0 || !num.is_multiple_of(2) {
+        return;
+    }
+    out.extend(pos + 1..pos + 1 + num / 2);
+}
+
 pub use crate::protocol::request::parse_i64;
 
 /// Checks the argument count (`argc`, including the command name and, for a

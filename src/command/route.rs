@@ -213,6 +213,9 @@ pub enum Fanout {
     /// `SCRIPT KILL`, `FUNCTION KILL`: `+OK` when a master killed its
     /// script (see [`crate::merge::kill`]).
     Kill,
+    /// `MEMORY DOCTOR`, `LATENCY DOCTOR`: each master's report, under its
+    /// address (see [`crate::introspection::doctor`]).
+    Doctor,
 }
 
 /// Commands the proxy answers itself.
@@ -409,6 +412,10 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         // with its own error (which differs by command).
         scratch.keys.clear();
         return Route::AnyMaster;
+    }
+    if scratch.keys.is_empty() && spec.name == "xreadgroup" {
+        // No GROUP before STREAMS: the node still finds the streams.
+        keys::xread_node_keys(cmd, &mut scratch.keys);
     }
     let Some((&first, rest)) = scratch.keys.split_first() else {
         return keyless(spec, cmd);
@@ -690,6 +697,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "latency|history" => Route::Fanout(Fanout::LatencyHistory),
         "latency|histogram" => Route::Fanout(Fanout::LatencyHistogram),
         "memory|stats" => Route::Fanout(Fanout::MemoryStats),
+        "memory|doctor" | "latency|doctor" => Route::Fanout(Fanout::Doctor),
+        "script|debug" => Route::Reply(script_debug(cmd.get(2))),
         "function|stats" => Route::Fanout(Fanout::FunctionStats),
         // The proxy is a master (ROLE, INFO): turning it into one is done.
         "replicaof" | "slaveof"
@@ -768,6 +777,18 @@ fn wait_route(cmd: &CommandView<'_>) -> Route {
             "ERR slotbridge: WAIT needs a timeout between 1 and {MAX_WAIT_TIMEOUT_MS} ms behind the proxy (it runs on connections shared with other clients)"
         ))),
         Some(_) => Route::Fanout(Fanout::Min),
+    }
+}
+
+/// `SCRIPT DEBUG`: `NO` is what every connection has; the Lua debugger
+/// needs a server's connection of its own, which the proxy cannot lend.
+fn script_debug(mode: &[u8]) -> Bytes {
+    if mode.eq_ignore_ascii_case(b"no") {
+        Bytes::from_static(reply::OK)
+    } else if mode.eq_ignore_ascii_case(b"yes") || mode.eq_ignore_ascii_case(b"sync") {
+        reply::error("ERR slotbridge: SCRIPT DEBUG (the Lua debugger) is not available through the proxy; debug the script with redis-cli --ldb against a node")
+    } else {
+        reply::error("ERR Use SCRIPT DEBUG YES/SYNC/NO")
     }
 }
 
@@ -1020,6 +1041,22 @@ mod tests {
             route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]).0,
             Route::Blocking(slot(b"s"))
         );
+        // XREADGROUP without GROUP: the streams a node finds, not none.
+        let no_group = route_of(&["XREADGROUP", "COUNT", "1", "STREAMS", "a", "b", ">", ">"]);
+        assert_eq!(no_group, (Route::CrossSlotStreams, vec![4, 5]));
+        assert_eq!(
+            route_of(&[
+                "XREADGROUP",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "{s}a",
+                "{s}b",
+                ">",
+                ">"
+            ]),
+            (Route::Slot(slot(b"s")), vec![4, 5])
+        );
         assert_eq!(route_of(&["MULTI"]).0, Route::Tx(TxCmd::Multi));
         assert_eq!(
             route_of(&["WATCH", "{a}1", "{a}2"]).0,
@@ -1071,8 +1108,21 @@ mod tests {
             Route::Fanout(Fanout::MemoryStats)
         );
         assert_eq!(
-            err(route_of(&["LATENCY", "DOCTOR"]).0),
-            "-ERR unsupported command 'latency|doctor' by slotbridge\r\n"
+            route_of(&["LATENCY", "DOCTOR"]).0,
+            Route::Fanout(Fanout::Doctor)
+        );
+        assert_eq!(
+            route_of(&["SCRIPT", "DEBUG", "no"]).0,
+            Route::Reply(Bytes::from_static(reply::OK))
+        );
+        assert!(err(route_of(&["SCRIPT", "DEBUG", "YES"]).0).contains("redis-cli --ldb"));
+        assert_eq!(
+            err(route_of(&["SCRIPT", "DEBUG", "x"]).0),
+            "-ERR Use SCRIPT DEBUG YES/SYNC/NO\r\n"
+        );
+        assert_eq!(
+            err(route_of(&["LATENCY", "GRAPH", "command"]).0),
+            "-ERR unsupported command 'latency|graph' by slotbridge\r\n"
         );
         assert_eq!(
             err(route_of(&["SHUTDOWN"]).0),

@@ -301,6 +301,13 @@ impl Core {
             // group runs where that group lives.
             route = Route::Slot(slot);
         }
+        if self.multi.is_none() && self.noscript_first(&route, &view) {
+            // One server looks the script up before anything else runs:
+            // an unknown SHA1 is NOSCRIPT, which sends the client to EVAL.
+            route = Route::Reply(Bytes::from_static(
+                b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+            ));
+        }
         self.client.info.set_last_cmd(self.scratch.index);
         self.track = false;
         self.untracked_read = false;
@@ -579,6 +586,14 @@ impl Core {
             let seq = self.next_seq() - 1;
             self.tell_after(&crate::tracking::Notice::All, Some(seq));
         }
+    }
+
+    /// Whether `view` is an `EVALSHA` refused for keys in several slots
+    /// whose script nobody here loaded: one server answers `NOSCRIPT`.
+    fn noscript_first(&self, route: &Route, view: &CommandView<'_>) -> bool {
+        matches!(self.scratch.name, "evalsha" | "evalsha_ro")
+            && matches!(route, Route::Reply(e) if e.starts_with(b"-CROSSSLOT"))
+            && !self.ctx.scripts.knows(view.get(1))
     }
 
     /// Decides whether the command being handled is a read tracked for

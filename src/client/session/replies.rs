@@ -778,6 +778,14 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::MemoryStats) => introspection::memory_stats(&replies, proto),
         MergeKind::Fanout(Fanout::FunctionStats) => introspection::function_stats(&replies),
         MergeKind::Fanout(Fanout::Kill) => merge::kill(&replies),
+        MergeKind::Fanout(Fanout::Doctor) => {
+            let reports: Vec<(&str, &Bytes)> = multi
+                .parts
+                .iter()
+                .filter_map(|p| Some((p.sent.node.as_deref().unwrap_or("?"), p.reply.as_ref()?)))
+                .collect();
+            introspection::doctor(&reports, proto)
+        }
         MergeKind::Split(SplitKind::Sets(op)) => merge::set_op(*op, &replies),
         MergeKind::Split(SplitKind::PfCount) => merge::pfcount(&replies),
         MergeKind::Split(SplitKind::ZInterCard(limit)) => merge::zintercard(*limit, &replies),

@@ -127,6 +127,16 @@ impl Core {
                 };
                 (route, reply_at_exec(&answer))
             }
+            // SELECT 0, or a bad index: answered at EXEC too. Another
+            // database aborts the transaction (its commands would run in
+            // database 0).
+            Route::Local(Local::Select) => {
+                let answer = crate::client::local::select(view.get(1));
+                match crate::protocol::request::parse_i64(view.get(1)) {
+                    Some(1..=15) => (Route::Reply(answer), raw),
+                    _ => (Route::AnyMaster, reply_at_exec(&answer)),
+                }
+            }
             other => (other, raw),
         };
         let Some(tx) = self.multi.as_mut() else {
