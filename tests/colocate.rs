@@ -293,6 +293,28 @@ fn keys_outside_rules_are_untouched() {
         "{}",
         common::escape(&reply)
     );
+    // Rules run EVAL as EVALSHA of a wrapped body: the error and CLIENT
+    // LIST still name EVAL.
+    r.send(&cmd(&["CLIENT", "ID"]));
+    let id = String::from_utf8_lossy(&r.read_available(Duration::from_millis(500)))
+        .trim_start_matches(':')
+        .trim_end()
+        .to_string();
+    for name in ["EVAL", "EVAL_RO"] {
+        r.send(&cmd(&[name, "return 1", "2", "plain:a", "plain:b"]));
+        let reply = r.read_available(Duration::from_millis(500));
+        let want = format!("(command '{}', slots", name.to_lowercase());
+        assert!(
+            String::from_utf8_lossy(&reply).contains(&want),
+            "{}",
+            common::escape(&reply)
+        );
+    }
+    let mut other = RawClient::connect(env().proxy.port);
+    other.send(&cmd(&["CLIENT", "LIST", "ID", &id]));
+    let list =
+        String::from_utf8_lossy(&other.read_available(Duration::from_millis(500))).into_owned();
+    assert!(list.contains(" cmd=eval_ro "), "{list}");
 }
 
 #[test]

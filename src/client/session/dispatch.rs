@@ -246,7 +246,13 @@ impl Core {
         }
         let rewritten_args;
         let mut script_slot = None;
+        // Rules run EVAL as EVALSHA of the wrapped body: errors, metrics
+        // and CLIENT LIST still name what the client sent.
+        let mut sent_eval = None;
         if !ctx.rules.is_empty() {
+            sent_eval = ["eval", "eval_ro"]
+                .into_iter()
+                .find(|n| view.get(0).eq_ignore_ascii_case(n.as_bytes()));
             let mut keys_buf = std::mem::take(&mut self.scratch.keys);
             let outcome = rewrite::rewrite(&ctx.rules, &ctx.scripts, &view, &mut keys_buf);
             self.scratch.keys = keys_buf;
@@ -301,14 +307,29 @@ impl Core {
             // group runs where that group lives.
             route = Route::Slot(slot);
         }
-        if self.multi.is_none() && self.noscript_first(&route, &view) {
+        let (shown_name, shown_index) = match sent_eval {
+            Some(name) => (
+                name,
+                crate::command::keys::lookup(name.as_bytes())
+                    .and_then(crate::command::route::table_index),
+            ),
+            None => (self.scratch.name, self.scratch.index),
+        };
+        if let Some(name) = sent_eval {
+            if matches!(&route, Route::Reply(e) if e.starts_with(b"-CROSSSLOT")) {
+                let first = self.scratch.slots.first().copied().unwrap_or(0);
+                let other = self.scratch.slots.iter().copied().find(|&s| s != first);
+                route = Route::Reply(cross_slot(name, first, other.unwrap_or(first)));
+            }
+        }
+        if self.multi.is_none() && ctx.rules.is_empty() && self.noscript_first(&route, &view) {
             // One server looks the script up before anything else runs:
             // an unknown SHA1 is NOSCRIPT, which sends the client to EVAL.
             route = Route::Reply(Bytes::from_static(
                 b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
             ));
         }
-        self.client.info.set_last_cmd(self.scratch.index);
+        self.client.info.set_last_cmd(shown_index);
         self.track = false;
         self.untracked_read = false;
         self.ordered = false;
@@ -321,8 +342,8 @@ impl Core {
             self.flush_staged().await;
         }
         self.current = (
-            self.scratch.name,
-            self.scratch.index,
+            shown_name,
+            shown_index,
             class_of(&route, self.multi.is_some()),
             self.batch_started,
         );
