@@ -1560,6 +1560,33 @@ fn unblock(admin: &mut RawClient, id: &str, mode: &[&str]) {
     }
 }
 
+/// Found by ioredis's suite: a client whose `CLIENT LIST` entry shows
+/// its blocking command is blocked for `CLIENT UNBLOCK` at once, though
+/// the command may still be on its way to the node (a new private
+/// connection, or a shared connection carrying the `UNBLOCK` faster):
+/// one `UNBLOCK` ends it, every time.
+#[test]
+fn client_unblock_reaches_a_command_still_on_its_way() {
+    let mut admin = raw();
+    for round in 0..30 {
+        let mut blocked = raw();
+        let id = client_id(&mut blocked).to_string();
+        blocked.send(&cmd(&["BLPOP", "unblock:race", "0"]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            admin.send(&cmd(&["CLIENT", "LIST", "ID", &id]));
+            let line = String::from_utf8(admin.read_reply()).unwrap();
+            if line.contains(" cmd=blpop ") {
+                assert!(line.contains(" flags=b "), "round {round}: {line}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: {line}");
+        }
+        admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":1\r\n");
+        blocked.expect(b"*-1\r\n");
+    }
+}
+
 #[test]
 fn client_unblock_ends_a_blocking_command_as_one_server_does() {
     let mut blocked = raw();

@@ -20,3 +20,4 @@ pub mod session;
 pub mod sort;
 pub mod stream_read;
 pub mod transaction;
+pub mod unblock;

@@ -63,8 +63,27 @@ pub struct ClientInfo {
     /// [`Registry::wake_all`]).
     shutdown_waker: Mutex<Option<Waker>>,
     /// Where its blocking commands wait (for `CLIENT UNBLOCK`), oldest
-    /// first; pipelined ones each have their own connection.
-    blocked: Mutex<Vec<BlockedOn>>,
+    /// first, each with its number (see [`ClientInfo::set_blocked`]);
+    /// pipelined ones each have their own connection.
+    blocked: Mutex<Blocked>,
+}
+
+/// The blocking commands a client waits in, numbered as they start.
+#[derive(Debug, Default)]
+struct Blocked {
+    next: u64,
+    waits: Vec<(u64, BlockedOn)>,
+}
+
+/// A blocking command a client waits in, as `CLIENT UNBLOCK` finds it:
+/// where, and its number, which tells whether that command (not a later
+/// one on the same connection) still waits.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    /// Where it waits.
+    pub on: BlockedOn,
+    /// Its number among the client's blocking commands.
+    pub number: u64,
 }
 
 /// Where a blocking command waits: the node, and the id its private
@@ -111,7 +130,7 @@ impl ClientInfo {
             last_cmd: AtomicU16::new(u16::MAX),
             names: Mutex::new(None),
             shutdown_waker: Mutex::new(None),
-            blocked: Mutex::new(Vec::new()),
+            blocked: Mutex::new(Blocked::default()),
             paused: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             multi: std::sync::atomic::AtomicI32::new(-1),
@@ -237,8 +256,12 @@ impl ClientInfo {
     /// connection closed are forgotten).
     pub fn set_blocked(&self, on: BlockedOn) {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        blocked.retain(|b| b.server_id.load(Ordering::Acquire) >= 0);
-        blocked.push(on);
+        blocked
+            .waits
+            .retain(|(_, b)| b.server_id.load(Ordering::Acquire) >= 0);
+        let number = blocked.next;
+        blocked.next += 1;
+        blocked.waits.push((number, on));
     }
 
     /// Forgets the blocking command that waited on the connection with
@@ -246,25 +269,41 @@ impl ClientInfo {
     /// client's next one.
     pub fn forget_blocked(&self, server_id: &Arc<std::sync::atomic::AtomicI64>) {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        blocked.retain(|b| !Arc::ptr_eq(&b.server_id, server_id));
+        blocked
+            .waits
+            .retain(|(_, b)| !Arc::ptr_eq(&b.server_id, server_id));
     }
 
-    /// The node and server-side id of the connection on which the
-    /// client's oldest blocking command waits now, if any (one server
-    /// runs a client's commands one at a time: that one blocks it).
-    pub fn blocked_on(&self) -> Option<(Arc<str>, i64)> {
+    /// The client's oldest blocking command sent and not answered, if
+    /// any (one server runs a client's commands one at a time: that one
+    /// blocks it). Its connection may still be opening (id 0).
+    pub fn waiting(&self) -> Option<Waiting> {
         let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        blocked.iter().find_map(|on| {
-            let id = on.server_id.load(Ordering::Acquire);
-            (id > 0).then(|| (on.addr.clone(), id))
-        })
+        blocked
+            .waits
+            .iter()
+            .find(|(_, on)| on.server_id.load(Ordering::Acquire) >= 0)
+            .map(|(number, on)| Waiting {
+                on: on.clone(),
+                number: *number,
+            })
+    }
+
+    /// Whether the blocking command numbered `number` still waits (not
+    /// answered, its connection open).
+    pub fn still_waiting(&self, number: u64) -> bool {
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        blocked
+            .waits
+            .iter()
+            .any(|(n, on)| *n == number && on.server_id.load(Ordering::Acquire) >= 0)
     }
 
     /// Whether the client is blocked now, as one server counts it: held
-    /// by `CLIENT PAUSE`, or waiting in a blocking command (the node has
-    /// its private connection, the id is known, and has not answered).
+    /// by `CLIENT PAUSE`, or in a blocking command sent to a node and not
+    /// answered.
     pub fn is_blocked(&self) -> bool {
-        self.paused.load(Ordering::Relaxed) || self.blocked_on().is_some()
+        self.paused.load(Ordering::Relaxed) || self.waiting().is_some()
     }
 
     /// Records whether `CLIENT PAUSE` holds the client's command.

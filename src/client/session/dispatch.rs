@@ -9,6 +9,7 @@ use crate::client::moves::{self, Move};
 use crate::client::multipop::{self, MultiPop};
 use crate::client::sort::{self, Sort};
 use crate::client::stream_read::{self, StreamRead};
+use crate::client::unblock::Unblock;
 use crate::command::{is_eval, is_evalsha, is_fcall};
 
 impl Core {
@@ -573,17 +574,19 @@ impl Core {
                 if view.len() > 1 && view.get(1).eq_ignore_ascii_case(b"unblock") =>
             {
                 match client_unblock(&self.ctx, &view, self.client.info.id) {
-                    Ok((addr, cmd)) => {
-                        // Only that node knows the id: never another.
-                        let mut sent = Sent::to_node(cmd, addr);
-                        sent.sticky = true;
-                        self.start_now(sent, seq)
+                    Ok(unblock) => {
+                        // Only that node knows the id: a task of its own
+                        // sends it there (see `crate::client::unblock`).
+                        let to = self.answered_by_task(raw, 0, seq);
+                        let (ctx, proto) = (self.ctx.clone(), self.client.proto);
+                        tokio::spawn(async move {
+                            let reply = unblock.run(&ctx, proto).await;
+                            to.send(reply, ReplyStatus::Final);
+                        });
                     }
-                    Err(reply) => {
-                        self.ready(reply);
-                        None
-                    }
+                    Err(reply) => self.ready(reply),
                 }
+                None
             }
             Route::Local(cmd) => {
                 self.local(cmd, &view);
@@ -879,17 +882,13 @@ const CLASS_LOCAL: usize = 4;
 /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the command for the node where
 /// that client's blocking command waits (its private connection's id
 /// there), or the reply when there is none (`:0`) or an argument is wrong.
-fn client_unblock(
-    ctx: &Context,
-    view: &CommandView<'_>,
-    me: u64,
-) -> Result<(Arc<str>, Bytes), Bytes> {
+fn client_unblock(ctx: &Context, view: &CommandView<'_>, me: u64) -> Result<Unblock, Bytes> {
     if view.len() != 3 && view.len() != 4 {
         return Err(reply::error(
             "ERR wrong number of arguments for 'client|unblock' command",
         ));
     }
-    let mode: &[u8] = match view.len() {
+    let mode: &'static [u8] = match view.len() {
         4 if view.get(3).eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
         4 if view.get(3).eq_ignore_ascii_case(b"error") => b"ERROR",
         4 => {
@@ -902,19 +901,14 @@ fn client_unblock(
     let Some(id) = crate::protocol::request::parse_i64(view.get(2)) else {
         return Err(reply::error("ERR value is not an integer or out of range"));
     };
-    let blocked = u64::try_from(id)
+    u64::try_from(id)
         .ok()
         // A client's own blocking command is over before one server would
         // read its next command.
         .filter(|&id| id != me)
         .and_then(|id| ctx.clients.get(id))
-        .and_then(|client| client.blocked_on());
-    let Some((addr, server_id)) = blocked else {
-        return Err(reply::int(0));
-    };
-    let server_id = server_id.to_string();
-    let cmd = reply::command([&b"CLIENT"[..], b"UNBLOCK", server_id.as_bytes(), mode]);
-    Ok((addr, cmd))
+        .and_then(|client| Unblock::of(client, mode))
+        .ok_or_else(|| reply::int(0))
 }
 
 /// Whether a server of `version` writes Redis 7.2's error texts.
