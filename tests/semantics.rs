@@ -1585,6 +1585,31 @@ fn client_unblock_reaches_a_command_still_on_its_way() {
         admin.roundtrip(&cmd(&["CLIENT", "UNBLOCK", &id]), b":1\r\n");
         blocked.expect(b"*-1\r\n");
     }
+    // A client that half-closes right after its UNBLOCK still gets every
+    // reply (the UNBLOCK is not a blocking command of its own).
+    let mut blocked = raw();
+    let id = client_id(&mut blocked).to_string();
+    blocked.send(&cmd(&["BLPOP", "unblock:race", "0"]));
+    wait_until("flags=b", Duration::from_secs(5), || {
+        admin.send(&cmd(&["CLIENT", "LIST", "ID", &id]));
+        String::from_utf8(admin.read_reply())
+            .unwrap()
+            .contains(" flags=b ")
+    });
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", env().1.port)).unwrap();
+    let sent = [
+        cmd(&["SET", "unblock:half", "1"]),
+        cmd(&["CLIENT", "UNBLOCK", &id]),
+        cmd(&["GET", "unblock:half"]),
+    ]
+    .concat();
+    std::io::Write::write_all(&mut half, &sent).unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut half, &mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), "+OK\r\n:1\r\n$1\r\n1\r\n");
+    blocked.expect(b"*-1\r\n");
 }
 
 #[test]
@@ -2089,6 +2114,32 @@ fn scripts_that_do_not_compile_stay_out_of_the_script_cache() {
         let expected = direct.read_reply();
         through.roundtrip(&cmd(line), &expected);
     }
+    // A script the masters have but the proxy never saw (loaded on the
+    // nodes, or before a restart): over several slots, CROSSSLOT, not
+    // NOSCRIPT.
+    // (Tries again should another test flush the scripts meanwhile.)
+    let only_nodes = "return 'loaded on the nodes'";
+    let sha = sha1_smol::Sha1::from(only_nodes).digest().to_string();
+    let mut reply = Vec::new();
+    for _ in 0..5 {
+        for port in env().0.master_ports() {
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(only_nodes)
+                .query(&mut env().0.conn(port))
+                .unwrap();
+        }
+        through.send(&cmd(&["EVALSHA", &sha, "2", "bs:k", "bs:j"]));
+        reply = through.read_reply();
+        if reply.starts_with(b"-CROSSSLOT ") {
+            break;
+        }
+    }
+    assert!(
+        reply.starts_with(b"-CROSSSLOT "),
+        "{}",
+        common::escape(&reply)
+    );
 }
 
 #[test]
@@ -2751,6 +2802,14 @@ fn edge_replies_found_by_redis_own_suite_match_one_redis() {
         &["EXEC"],
         &["SCRIPT", "DEBUG", "no"],
         &["SCRIPT", "DEBUG", "maybe"],
+        &["MULTI"],
+        &["SCRIPT", "DEBUG", "no"],
+        &["GET", "edges:k"],
+        &["EXEC"],
+        // A wrong number of arguments aborts the transaction.
+        &["MULTI"],
+        &["MOVE", "edges:k"],
+        &["EXEC"],
     ];
     for line in lines {
         let request = cmd(line);

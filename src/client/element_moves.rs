@@ -368,6 +368,7 @@ async fn wait_for_source(
                 rx.recv().await
             }
         };
+        info.forget_blocked(&wait.server_id);
         let Some(r) = reply else {
             return Err(reply::error(
                 "ERR slotbridge: the connection closed before the reply",

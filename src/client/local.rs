@@ -176,8 +176,6 @@ pub fn execute(
 /// `SELECT db`: database 0 is the only one; the index is checked as one
 /// Redis with the default 16 databases checks it, so that an index no
 /// server has gets Redis's error, and only 1 to 15 get the cluster's.
-/// What `SELECT db` answers: `+OK` for 0, Redis's errors for a bad
-/// index, the cluster's for another database.
 pub(crate) fn select(db: &[u8]) -> Bytes {
     match parse_i64(db) {
         Some(0) => Bytes::from_static(reply::OK),

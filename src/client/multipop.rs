@@ -381,7 +381,9 @@ async fn wait_everywhere(
         Started::Answered => return Waited::Answered,
     };
     let (mut winner, mut outcome, mut held) = (None, Waited::Answered, None);
-    match waits.first(to).await {
+    let first = waits.first(to).await;
+    waits.done_waiting(info);
+    match first {
         Some(Some(r)) if is_transient(&r) => {
             winner = Some(r.part as usize);
             outcome = Waited::Again;
@@ -536,6 +538,14 @@ impl SlotWaits {
             expected: Vec::new(),
             give_up: Instant::now(),
         })
+    }
+
+    /// The client no longer waits (a part answered first): `CLIENT
+    /// UNBLOCK` no longer finds this command while the others are ended.
+    pub(crate) fn done_waiting(&self, info: &ClientInfo) {
+        if let Some(w) = self.waits.first() {
+            info.forget_blocked(&w.server_id);
+        }
     }
 
     /// The first part's reply (its `part` is its index in the parts);

@@ -63,8 +63,7 @@ pub struct ClientInfo {
     /// [`Registry::wake_all`]).
     shutdown_waker: Mutex<Option<Waker>>,
     /// Where its blocking commands wait (for `CLIENT UNBLOCK`), oldest
-    /// first, each with its number (see [`ClientInfo::set_blocked`]);
-    /// pipelined ones each have their own connection.
+    /// first, each with its number (see [`ClientInfo::set_blocked`]).
     blocked: Mutex<Blocked>,
 }
 

@@ -615,7 +615,9 @@ async fn wait_everywhere(
         Started::Again => return None,
         Started::Answered => return Some(()),
     };
-    let first = match waits.first(to).await {
+    let first = waits.first(to).await;
+    waits.done_waiting(info);
+    let first = match first {
         None => return Some(()),
         Some(None) => {
             to.clone().send(

@@ -5,8 +5,9 @@
 //! answers 0 and the command blocks afterwards for good. For the client,
 //! though, its command was already waiting, as on one server, where
 //! `CLIENT LIST` shows it blocked and `CLIENT UNBLOCK` ends it. So an
-//! `UNBLOCK` answered 0 is sent again, a millisecond later, while that
-//! same command still waits, for at most [`PATIENCE`].
+//! `UNBLOCK` answered 0 is sent again (after 1 ms, then up to 16 ms
+//! apart) while that same command still waits, for at most [`PATIENCE`] (plus the connect
+//! timeout while its private connection is still opening).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,7 +51,9 @@ impl Unblock {
     /// answered otherwise (`:0`, as from one server that unblocked it
     /// first), or [`PATIENCE`] runs out (`:0`).
     pub async fn run(self, ctx: &Context, proto: Proto) -> Bytes {
-        let give_up = Instant::now() + PATIENCE;
+        let connect = ctx.topology.conn_options().connect_timeout;
+        let give_up = Instant::now() + PATIENCE + connect;
+        let mut pause = Duration::from_millis(1);
         loop {
             if !self.target.still_waiting(self.waiting.number) {
                 return reply::int(0);
@@ -60,7 +63,10 @@ impl Unblock {
                 let id = id.to_string();
                 let cmd = reply::command([&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), self.mode]);
                 let pool = ctx.topology.pool(&self.waiting.on.addr);
-                let r = nodecall::request(pool.conn(proto), cmd, 0, false).await;
+                let sent = nodecall::request(pool.conn(proto), cmd, 0, false);
+                let Ok(r) = tokio::time::timeout_at(give_up, sent).await else {
+                    return reply::int(0);
+                };
                 let not_yet = r.status == ReplyStatus::Answered && &r.data[..] == b":0\r\n";
                 if !not_yet {
                     return r.data;
@@ -69,7 +75,8 @@ impl Unblock {
             if Instant::now() >= give_up {
                 return reply::int(0);
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(16));
         }
     }
 }

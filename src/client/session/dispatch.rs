@@ -22,9 +22,18 @@ impl Core {
     /// answers it once with a final reply (never retried) at the returned
     /// address. The client's later commands wait for it, as behind a
     /// blocked client on one server.
-    pub(super) fn answered_by_task(&mut self, raw: Bytes, slot: u16, seq: u64) -> ReplyTo {
+    pub(super) fn answered_by_task(
+        &mut self,
+        raw: Bytes,
+        slot: u16,
+        seq: u64,
+        blocks: bool,
+    ) -> ReplyTo {
         let mut sent = Sent::to_slot(raw, slot);
-        sent.via = Via::Blocking;
+        // A task that may block the client (a pop or a read that waits)
+        // ends when the client leaves; the others still answer a client
+        // that half-closed.
+        sent.via = if blocks { Via::Blocking } else { Via::Private };
         sent.post = Post::Write(None);
         self.push(Pending::Single(sent));
         self.merging = Some(seq);
@@ -323,14 +332,18 @@ impl Core {
                 route = Route::Reply(cross_slot(name, first, other.unwrap_or(first)));
             }
         }
-        if self.multi.is_none() && ctx.rules.is_empty() && self.noscript_first(&route, &view) {
-            // One server looks the script up before anything else runs:
-            // an unknown SHA1 is NOSCRIPT, which sends the client to EVAL.
-            route = Route::Reply(Bytes::from_static(
-                b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
-            ));
+        // One server looks the script up before anything else runs: an
+        // EVALSHA over several slots of a script neither the proxy nor the
+        // first key's master knows is NOSCRIPT, which sends the client to
+        // EVAL (asked of the master on this error path only).
+        let script_lookup =
+            (self.multi.is_none() && ctx.rules.is_empty() && self.noscript_first(&route, &view))
+                .then(|| Bytes::copy_from_slice(view.get(1)));
+        // A blocking command shows in CLIENT LIST once it counts as
+        // blocked (when it leaves for its node), as on one server.
+        if !matches!(route, Route::Blocking(_)) || self.multi.is_some() {
+            self.client.info.set_last_cmd(shown_index);
         }
-        self.client.info.set_last_cmd(shown_index);
         self.track = false;
         self.untracked_read = false;
         self.ordered = false;
@@ -386,7 +399,9 @@ impl Core {
                 // client's later commands wait for its reply: sent now on
                 // the shared connections, they would run before it.
                 self.merging = Some(seq);
-                self.start_now(sent, seq)
+                let later = self.start_now(sent, seq);
+                self.client.info.set_last_cmd(shown_index);
+                later
             }
             Route::CrossSlotMove => {
                 let args: Vec<Bytes> = view.args.iter().map(|&(s, e)| bytes.slice(s..e)).collect();
@@ -407,7 +422,8 @@ impl Core {
                         self.ready(cross_slot(name, first, other.unwrap_or(first)));
                     }
                     Ok(Some(job)) => {
-                        let to = self.answered_by_task(raw, first, seq);
+                        let blocks = matches!(job, Job::Element(_)) && name.starts_with('b');
+                        let to = self.answered_by_task(raw, first, seq, blocks);
                         let (ctx, proto) = (self.ctx.clone(), self.client.proto);
                         match job {
                             Job::Key(mv) => moves::spawn(ctx, proto, mv, to),
@@ -426,7 +442,7 @@ impl Core {
                     Err(e) => self.ready(e),
                     Ok(sort) => {
                         let first = self.scratch.slots.first().copied().unwrap_or(0);
-                        let to = self.answered_by_task(raw, first, seq);
+                        let to = self.answered_by_task(raw, first, seq, false);
                         sort::spawn(self.ctx.clone(), self.client.proto, sort, to);
                     }
                 }
@@ -447,7 +463,7 @@ impl Core {
                         info,
                         proto,
                         pop,
-                        self.answered_by_task(raw, first, seq),
+                        self.answered_by_task(raw, first, seq, true),
                     );
                 } else if let Some(read) = StreamRead::new(name, args, keys) {
                     stream_read::spawn(
@@ -455,7 +471,7 @@ impl Core {
                         info,
                         proto,
                         read,
-                        self.answered_by_task(raw, first, seq),
+                        self.answered_by_task(raw, first, seq, true),
                     );
                 } else {
                     let other = self.scratch.slots.iter().copied().find(|&s| s != first);
@@ -577,7 +593,7 @@ impl Core {
                     Ok(unblock) => {
                         // Only that node knows the id: a task of its own
                         // sends it there (see `crate::client::unblock`).
-                        let to = self.answered_by_task(raw, 0, seq);
+                        let to = self.answered_by_task(raw, 0, seq, false);
                         let (ctx, proto) = (self.ctx.clone(), self.client.proto);
                         tokio::spawn(async move {
                             let reply = unblock.run(&ctx, proto).await;
@@ -595,8 +611,28 @@ impl Core {
                 }
                 None
             }
-            Route::Reply(b) => {
-                self.ready(b);
+            Route::Reply(cross_slot) => {
+                match script_lookup {
+                    Some(sha) => {
+                        let slot = self.scratch.slots.first().copied().unwrap_or(0);
+                        let to = self.answered_by_task(raw, slot, seq, false);
+                        let (ctx, proto) = (self.ctx.clone(), self.client.proto);
+                        tokio::spawn(async move {
+                            let exists = reply::command([&b"SCRIPT"[..], b"EXISTS", &sha]);
+                            let known =
+                                crate::client::nodecall::call_master(&ctx, proto, slot, exists, 0)
+                                    .await;
+                            let reply = match known {
+                                Ok(r) if &r[..] == b"*1\r\n:0\r\n" => Bytes::from_static(
+                                    b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+                                ),
+                                _ => cross_slot,
+                            };
+                            to.send(reply, ReplyStatus::Final);
+                        });
+                    }
+                    None => self.ready(cross_slot),
+                }
                 None
             }
         };

@@ -6,6 +6,7 @@ use super::redirect::too_many_private;
 use super::*;
 use crate::acl;
 use crate::client::pause::may_write;
+use crate::command::keys::arity_ok;
 use crate::command::{is_eval, is_evalsha};
 
 impl Core {
@@ -110,7 +111,8 @@ impl Core {
     ) {
         let seq = self.next_seq();
         let spec = crate::command::find(view);
-        let name = spec.map(|s| s.name).unwrap_or("?");
+        // As the client sent it (rules run EVAL as EVALSHA).
+        let name = spec.map(|_| self.current.0).unwrap_or("?");
         // Without the script cache (a lock): a queued EVALSHA counts as a
         // write for CLIENT PAUSE WRITE.
         let writes = spec.is_some_and(|s| may_write(s, view, None));
@@ -120,10 +122,19 @@ impl Core {
         // SWAPDB) give their reply at EXEC, in its array, as in Redis: a
         // script returns it there.
         let (route, raw) = match route {
-            Route::Reply(answer) if matches!(name, "move" | "copy" | "swapdb") => {
+            Route::Reply(answer)
+                if matches!(name, "move" | "copy" | "swapdb" | "script|debug")
+                    && spec.is_some_and(|s| arity_ok(s, view.len())) =>
+            {
                 let route = match self.scratch.keys.first() {
                     Some(&k) => Route::Slot(crate::cluster::slot::slot(view.get(k))),
                     None => Route::AnyMaster,
+                };
+                // Inside MULTI, EXEC's reply is pending: Redis refuses.
+                let answer = if name == "script|debug" {
+                    reply::error("ERR SCRIPT DEBUG must be called outside a pipeline")
+                } else {
+                    answer
                 };
                 (route, reply_at_exec(&answer))
             }
