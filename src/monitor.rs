@@ -78,19 +78,35 @@ impl Monitors {
     /// Redis shows what it runs, so not unknown commands, wrong arities or
     /// administrative commands.
     pub fn line(&self, peer: &SocketAddr, cmd: &CommandView<'_>) -> Option<Bytes> {
+        use crate::command::spec::flags;
         let shown = crate::command::find(cmd).is_some_and(|spec| {
-            spec.flags & crate::command::spec::flags::ADMIN == 0
+            // A container found for a longer command: its subcommand is
+            // unknown (CLIENT SETINFO to a 7.0 table), refused unrun.
+            let unknown_sub = spec.flags & flags::HAS_SUBCOMMANDS != 0 && cmd.len() > 1;
+            spec.flags & flags::ADMIN == 0
+                && !unknown_sub
                 && crate::command::keys::arity_ok(spec, cmd.len())
         });
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        shown.then(|| Bytes::from(line(now.as_micros(), peer, cmd)))
+        shown.then(|| Bytes::from(line(now_micros(), peer, cmd)))
     }
 
     /// Sends a line made by [`Monitors::line`].
     pub fn send(&self, line: Bytes) {
         let _ = self.lines.send(line);
+    }
+
+    /// Sends a line made by [`Monitors::line`] earlier with the time of
+    /// now (Redis shows `EXEC` after the commands it ran, stamped after
+    /// them).
+    pub fn send_now(&self, line: &[u8]) {
+        let rest = line
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(&line[..0], |i| &line[i..]);
+        let micros = now_micros();
+        let mut out = format!("+{}.{:06}", micros / 1_000_000, micros % 1_000_000).into_bytes();
+        out.extend_from_slice(rest);
+        self.send(Bytes::from(out));
     }
 }
 
@@ -133,6 +149,14 @@ fn redacted(cmd: &CommandView<'_>, i: usize) -> bool {
 }
 
 /// `+<seconds>.<micros> [0 <addr>] "arg" "arg"...\r\n`, as Redis writes it.
+/// Microseconds since the epoch, as Redis stamps a monitor's lines.
+fn now_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
 fn line(micros: u128, peer: &SocketAddr, cmd: &CommandView<'_>) -> Vec<u8> {
     let mut out = format!(
         "+{}.{:06} [0 {peer}]",

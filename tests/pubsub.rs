@@ -380,6 +380,34 @@ fn monitor_streams_every_clients_commands() {
     assert_eq!(micros.len(), 6);
     assert!(rest.starts_with("[0 127.0.0.1:"), "{line}");
     assert!(rest.ends_with(r#"] "SET" "mon-key" "v\n\"x\"""#), "{line}");
+    // A subcommand the server does not know is refused unrun: not shown
+    // (Redis 7.0 and CLIENT SETINFO, which clients send at connect). A
+    // transaction's commands show when EXEC runs them, then the EXEC,
+    // stamped after them.
+    other.send(&cmd(&["CLIENT", "SETINFO", "lib-name", "mon-hidden"]));
+    assert!(other.read_reply().starts_with(b"-ERR unknown subcommand"));
+    other.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    other.roundtrip(&cmd(&["SET", "mon-tx", "1"]), b"+QUEUED\r\n");
+    other.roundtrip(&cmd(&["EXEC"]), b"*1\r\n+OK\r\n");
+    let who = &rest[..rest.find(']').unwrap() + 1];
+    let stamp = |l: &str| -> f64 { l[1..l.find(' ').unwrap()].parse().unwrap() };
+    let (set, exec) = loop {
+        assert!(Instant::now() < deadline, "no EXEC line:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(
+            &mon.read_once(Duration::from_secs(1)),
+        ));
+        let mine: Vec<&str> = seen.lines().filter(|l| l.contains(who)).collect();
+        let set = mine
+            .iter()
+            .position(|l| l.ends_with(r#""SET" "mon-tx" "1""#));
+        let exec = mine.iter().position(|l| l.ends_with(r#""EXEC""#));
+        if let (Some(s), Some(e)) = (set, exec) {
+            assert!(s < e, "{seen}");
+            break (mine[s].to_string(), mine[e].to_string());
+        }
+    };
+    assert!(stamp(&set) <= stamp(&exec), "{set}\n{exec}");
+    assert!(!seen.contains("mon-hidden"), "{seen}");
     // The monitor leaves; the proxy goes on serving.
     drop(mon);
     other.roundtrip(&cmd(&["GET", "mon-key"]), b"$5\r\nv\n\"x\"\r\n");

@@ -174,6 +174,15 @@ fn cross_slot_transaction_aborts_like_redis() {
         b"-EXECABORT Transaction discarded because of previous errors.\r\n",
     );
     r.roundtrip(&cmd(&["EXISTS", &a]), b":0\r\n");
+    // A command over two slots that transactions = "per_slot" would
+    // split (Django's set_many: MSET in MULTI) names that setting.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    let want = "-CROSSSLOT Keys in request don't hash to the same slot (command 'mset', slots 100 and 9000); all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)\r\n";
+    r.roundtrip(&cmd(&["MSET", &a, "1", &b, "2"]), want.as_bytes());
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
     // An unknown subcommand is refused when queued, as by Redis.
     r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
     r.roundtrip(

@@ -213,6 +213,11 @@ impl Core {
             | Route::CrossSlotStreams
             | Route::CrossSlotMove => {
                 tx.failed = true;
+                // A command `per_slot` would split (MSET, DEL, ...) gets
+                // the transaction's wording, which names that setting.
+                let splits_per_slot = matches!(route, Route::Split(kind)
+                    if !kind.takes_two_steps() && !matches!(kind, SplitKind::Lcs(_)))
+                    && !watching;
                 let keys = &self.scratch.keys;
                 let a = keys
                     .first()
@@ -223,7 +228,11 @@ impl Core {
                     .map(|&k| crate::cluster::slot::slot(view.get(k)))
                     .find(|&s| s != a)
                     .unwrap_or(a);
-                self.ready(cross_slot(name, a, b));
+                self.ready(if splits_per_slot {
+                    tx_cross_slot(name, a, b, false)
+                } else {
+                    cross_slot(name, a, b)
+                });
                 return;
             }
             // For every master: the transaction's node runs it in its
@@ -267,15 +276,7 @@ impl Core {
             match tx.slot.or(watched) {
                 Some(t) if t != s => {
                     tx.failed = true;
-                    let fix = if watched.is_some() {
-                        "with WATCH, all keys of a transaction must be in the watched keys' slot: use a {hash tag}"
-                    } else {
-                        "all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
-                    };
-                    let msg = format!(
-                        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {t} and {s}); {fix}"
-                    );
-                    self.ready(reply::error(&msg));
+                    self.ready(tx_cross_slot(name, t, s, watched.is_some()));
                     return;
                 }
                 _ => tx.slot = Some(s),
@@ -414,7 +415,7 @@ impl Core {
                 }
             }
         }
-        self.ctx.monitors.send(exec_line);
+        self.ctx.monitors.send_now(&exec_line);
     }
 
     /// Checks each queued command again against the user's rules, as
@@ -721,6 +722,19 @@ fn queued_parser() -> crate::protocol::request::RequestParser {
         max_bulk_len: usize::MAX,
         max_args: usize::MAX,
     })
+}
+
+/// `-CROSSSLOT` for a command of a transaction in another slot than the
+/// transaction's (`a`: the first slot), with the fix.
+fn tx_cross_slot(name: &str, a: u16, b: u16, watched: bool) -> Bytes {
+    let fix = if watched {
+        "with WATCH, all keys of a transaction must be in the watched keys' slot: use a {hash tag}"
+    } else {
+        "all keys of a transaction must be in one slot: use a {hash tag} or a [[colocate]] rule, or transactions = \"per_slot\" in slotbridge's configuration (atomic per slot only)"
+    };
+    reply::error(&format!(
+        "CROSSSLOT Keys in request don't hash to the same slot (command '{name}', slots {a} and {b}); {fix}"
+    ))
 }
 
 /// A script that returns the error `text` (without its `-`), queued in a
