@@ -533,6 +533,35 @@ mod tests {
     }
 
     #[test]
+    fn blocking_commands_are_numbered_and_forgotten() {
+        use std::sync::atomic::AtomicI64;
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let c = ClientInfo::new(1, peer, None);
+        assert!(c.waiting().is_none() && !c.is_blocked());
+        let on = |id: &Arc<AtomicI64>| BlockedOn {
+            addr: Arc::from("n:1"),
+            server_id: id.clone(),
+        };
+        // Connecting (id 0) already counts: the command has left.
+        let conn = Arc::new(AtomicI64::new(0));
+        c.set_blocked(on(&conn));
+        let first = c.waiting().unwrap();
+        assert!(c.is_blocked() && c.still_waiting(first.number));
+        // Answered, then the next command on the same connection: a new
+        // number, so an UNBLOCK of the first no longer finds it.
+        c.forget_blocked(&conn);
+        assert!(!c.still_waiting(first.number) && !c.is_blocked());
+        conn.store(7, Ordering::Release);
+        c.set_blocked(on(&conn));
+        let second = c.waiting().unwrap();
+        assert_ne!(first.number, second.number);
+        assert!(!c.still_waiting(first.number) && c.still_waiting(second.number));
+        // A connection that closed waits for nothing.
+        conn.store(-1, Ordering::Release);
+        assert!(c.waiting().is_none() && !c.still_waiting(second.number));
+    }
+
+    #[test]
     fn wake_all_wakes_each_registered_task_once() {
         use std::sync::atomic::AtomicUsize;
         use std::task::Wake;
