@@ -369,6 +369,30 @@ mod tests {
     }
 
     #[test]
+    fn xread_keys_as_a_node_finds_them() {
+        let node = |cmd: &str| {
+            let mut out = Vec::new();
+            xread_node_keys(&argv(cmd), &mut out);
+            out
+        };
+        // No GROUP: the key spec (STREAMS from the fifth argument) finds
+        // nothing, a node finds the streams.
+        let no_group = "XREADGROUP COUNT 1 STREAMS a b > >";
+        assert_eq!(ok(no_group), Vec::<usize>::new());
+        assert_eq!(node(no_group), vec![4, 5]);
+        // Options are skipped with their values, even one named STREAMS.
+        assert_eq!(
+            node("XREADGROUP GROUP streams c BLOCK 0 NOACK STREAMS s >"),
+            vec![8]
+        );
+        assert_eq!(node("XREAD BLOCK streams STREAMS s 0"), vec![4]);
+        // Unbalanced, empty or no STREAMS at all: none (a syntax error).
+        assert!(node("XREADGROUP COUNT 1 STREAMS a b >").is_empty());
+        assert!(node("XREAD STREAMS").is_empty());
+        assert!(node("XREAD FOO STREAMS a 0").is_empty());
+    }
+
+    #[test]
     fn table_is_sorted_unique_and_lower_case() {
         assert!(COMMANDS.len() > 200);
         for w in COMMANDS.windows(2) {
