@@ -132,6 +132,21 @@ fn resp3_pushes_and_commands_while_subscribed() {
     publ.roundtrip(&cmd(&["PUBLISH", "ps3:ch", "m1"]), b":1\r\n");
     sub.expect(format!(">3\r\n{}{}{}", bulk("message"), bulk("ps3:ch"), bulk("m1")).as_bytes());
     sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    // HELLO 2 while subscribed: from then on RESP2 arrays, and a
+    // subscribed PING's pong, as from one server (the connections to the
+    // nodes still speak RESP3); HELLO is then refused, as in Redis.
+    sub.send(&cmd(&["HELLO", "2"]));
+    assert!(sub.read_reply().starts_with(b"*14\r\n"));
+    sub.roundtrip(&cmd(&["PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    sub.roundtrip(&cmd(&["PING", "hi"]), b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n");
+    publ.roundtrip(&cmd(&["PUBLISH", "ps3:ch", "m2"]), b":1\r\n");
+    sub.expect(format!("*3\r\n{}{}{}", bulk("message"), bulk("ps3:ch"), bulk("m2")).as_bytes());
+    sub.send(&cmd(&["SUBSCRIBE", "ps3:ch2"]));
+    sub.expect(format!("*3\r\n{}{}:2\r\n", bulk("subscribe"), bulk("ps3:ch2")).as_bytes());
+    sub.roundtrip(
+        &cmd(&["HELLO", "3"]),
+        b"-ERR Can't execute 'hello': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub struct PubSubConn {
     tx: mpsc::UnboundedSender<Bytes>,
     /// The node it is connected to.
     pub addr: Arc<str>,
+    /// The protocol it speaks (the client's when it was opened).
+    pub proto: Proto,
 }
 
 impl PubSubConn {
@@ -56,7 +58,7 @@ impl PubSubConn {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(addr.clone(), opts, proto, id, rx, events));
-        PubSubConn { tx, addr }
+        PubSubConn { tx, addr, proto }
     }
 
     /// Queues a command (its replies come back as frames).

@@ -672,6 +672,41 @@ fn open(
     (id, conn)
 }
 
+/// A frame of a subscription connection as a client speaking `proto`
+/// reads it: a client that switched protocol with `HELLO` while
+/// subscribed keeps the connections opened in the other one, whose
+/// messages and confirmations are the same but for their type (a push in
+/// RESP3, an array in RESP2).
+pub fn in_proto(frame: Bytes, proto: Proto) -> Bytes {
+    let swap = match (proto, frame.first()) {
+        (Proto::Resp2, Some(b'>')) => b'*',
+        (Proto::Resp3, Some(b'*')) if is_pubsub_frame(&frame) => b'>',
+        _ => return frame,
+    };
+    let mut out = BytesMut::from(&frame[..]);
+    out[0] = swap;
+    out.freeze()
+}
+
+/// Whether an array frame is a message or a (un)subscribe confirmation.
+fn is_pubsub_frame(frame: &[u8]) -> bool {
+    const KINDS: [&[u8]; 9] = [
+        b"message",
+        b"pmessage",
+        b"smessage",
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    ];
+    let first = crate::protocol::scan::children(frame)
+        .and_then(|parts| parts.first().copied())
+        .and_then(|(s, e)| crate::protocol::scan::bulk_body(frame.get(s..e)?));
+    first.is_some_and(|k| KINDS.iter().any(|kind| k.eq_ignore_ascii_case(kind)))
+}
+
 /// An `sunsubscribe` confirmation (a nil channel: the client had none).
 pub fn sunsubscribe_frame(channel: Option<&[u8]>, count: usize, proto: Proto) -> Bytes {
     let mut out = BytesMut::new();
@@ -745,6 +780,21 @@ pub fn subscribed_pong(msg: Option<&[u8]>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_follow_a_protocol_switch() {
+        let push = Bytes::from_static(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n");
+        let array = Bytes::from_static(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n");
+        assert_eq!(in_proto(push.clone(), Proto::Resp2), array);
+        assert_eq!(in_proto(array.clone(), Proto::Resp3), push);
+        assert_eq!(in_proto(push.clone(), Proto::Resp3), push);
+        assert_eq!(in_proto(array.clone(), Proto::Resp2), array);
+        // Not a Pub/Sub frame (a MONITOR line, another array): unchanged.
+        let other = Bytes::from_static(b"*1\r\n$4\r\npong\r\n");
+        assert_eq!(in_proto(other.clone(), Proto::Resp3), other);
+        let line = Bytes::from_static(b"+1.000000 [0 127.0.0.1:1] \"GET\"\r\n");
+        assert_eq!(in_proto(line.clone(), Proto::Resp2), line);
+    }
 
     #[test]
     fn barrier_replies_are_recognised_and_nothing_else() {

@@ -17,10 +17,14 @@ impl Core {
     /// `PING` while subscribed (RESP2): answered in the subscription stream.
     pub(super) fn subscribed_ping(&mut self, raw: Bytes, view: &CommandView<'_>) {
         let msg = (view.len() > 1).then(|| view.get(1));
+        // Through the home's connection, after its messages; answered here
+        // when that connection speaks the other protocol (the client
+        // switched with HELLO while subscribed).
+        let proto = self.client.proto;
         match self
             .pubsub
             .as_mut()
-            .filter(|p| p.conns.contains_key(&GLOBAL))
+            .filter(|p| p.conns.get(&GLOBAL).is_some_and(|c| c.proto == proto))
         {
             Some(ps) => ps.send_ping(GLOBAL, raw),
             None => self.oob.extend_from_slice(&subs::subscribed_pong(msg)),
@@ -267,7 +271,9 @@ impl Core {
         };
         match event {
             PubSubEvent::Frame(frame) => match ps.mirror_frame(id, &frame) {
-                MirrorVerdict::Forward => self.oob.extend_from_slice(&frame),
+                MirrorVerdict::Forward => self
+                    .oob
+                    .extend_from_slice(&subs::in_proto(frame, self.client.proto)),
                 MirrorVerdict::Swallow => {}
                 MirrorVerdict::Refused => {
                     let node = ps.mirrors.addr(id);
@@ -316,10 +322,14 @@ impl Core {
             PubSubEvent::Frame(frame) => match ps.verdict(id, &frame) {
                 Verdict::Forward if id == GLOBAL => {
                     ps.home_frame_forwarded(&frame);
+                    let frame = subs::in_proto(frame, self.client.proto);
                     self.oob.extend_from_slice(&frame);
                 }
                 Verdict::Forward if id == MONITOR => self.oob.extend_from_slice(&frame),
-                Verdict::Forward => self.oob.extend_from_slice(&ps.renumber(frame)),
+                Verdict::Forward => {
+                    let frame = subs::in_proto(ps.renumber(frame), self.client.proto);
+                    self.oob.extend_from_slice(&frame);
+                }
                 Verdict::Swallow => {}
                 Verdict::OwnRefused(set, names) => {
                     tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again in 1 s");
