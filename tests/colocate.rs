@@ -144,6 +144,63 @@ fn transactions_and_watch_inside_a_group() {
     r.roundtrip(&cmd(&["EXEC"]), b"*-1\r\n");
 }
 
+/// SORT's BY and GET patterns are filled with the list's elements, which
+/// are client names: the keys they name are read under their stored
+/// names (found by walrus's suite: the sort came back unsorted, the GETs
+/// nil).
+#[test]
+fn sort_patterns_read_keys_under_their_rules() {
+    let mut r = RawClient::connect(env().proxy.port);
+    for (id, weight, name) in [("1", "b", "one"), ("2", "a", "two"), ("3", "c", "three")] {
+        let hash = format!("batch:h:{id}");
+        r.send(&cmd(&["HSET", &hash, "w", weight, "name", name]));
+        assert!(r.read_reply().starts_with(b":"));
+        r.roundtrip(&cmd(&["SET", &format!("batch:w:{id}"), weight]), b"+OK\r\n");
+    }
+    r.roundtrip(&cmd(&["DEL", "batch:ids"]), b":0\r\n");
+    r.roundtrip(&cmd(&["RPUSH", "batch:ids", "1", "2", "3"]), b":3\r\n");
+    let names = |v: &[&str]| {
+        let mut out = format!("*{}\r\n", v.len());
+        for n in v {
+            out.push_str(&format!("${}\r\n{n}\r\n", n.len()));
+        }
+        out
+    };
+    r.roundtrip(
+        &cmd(&["SORT", "batch:ids", "BY", "batch:h:*->w", "ALPHA"]),
+        names(&["2", "1", "3"]).as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&[
+            "SORT",
+            "batch:ids",
+            "BY",
+            "batch:w:*",
+            "ALPHA",
+            "GET",
+            "batch:h:*->name",
+            "GET",
+            "#",
+        ]),
+        names(&["two", "2", "one", "1", "three", "3"]).as_bytes(),
+    );
+    r.roundtrip(
+        &cmd(&["SORT_RO", "batch:ids", "BY", "nosort", "GET", "batch:w:*"]),
+        names(&["b", "a", "c"]).as_bytes(),
+    );
+    r.send(&cmd(&[
+        "DEL",
+        "batch:ids",
+        "batch:h:1",
+        "batch:h:2",
+        "batch:h:3",
+        "batch:w:1",
+        "batch:w:2",
+        "batch:w:3",
+    ]));
+    assert_eq!(r.read_reply(), b":7\r\n");
+}
+
 #[test]
 fn replies_show_client_names() {
     let mut r = RawClient::connect(env().proxy.port);

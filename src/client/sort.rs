@@ -416,7 +416,9 @@ fn sorted<'a>(
 
 /// Reads every key (and hash field) in `wanted`, batched per node: the
 /// value of a string key, or of a hash's field; `None` when missing or of
-/// another type.
+/// another type. The keys are client names (the patterns are filled with
+/// the elements): read under their stored names when co-location rules
+/// rename them.
 async fn read_all(
     ctx: &Context,
     proto: Proto,
@@ -432,7 +434,7 @@ async fn read_all(
         let node = ctx
             .topology
             .load()
-            .master(slot(&l.0))
+            .master(slot(&ctx.rules.encode(&l.0)))
             .map(|p| p.addr().clone());
         by_node
             .entry(node.unwrap_or_else(|| Arc::from("")))
@@ -440,9 +442,12 @@ async fn read_all(
             .push(l);
     }
     for (node, lookups) in by_node {
-        let command = |l: &Lookup| match &l.1 {
-            None => reply::command([&b"GET"[..], &l.0]),
-            Some(f) => reply::command([&b"HGET"[..], &l.0, f]),
+        let command = |l: &Lookup| {
+            let key = ctx.rules.encode(&l.0);
+            match &l.1 {
+                None => reply::command([&b"GET"[..], &key]),
+                Some(f) => reply::command([&b"HGET"[..], &key, f]),
+            }
         };
         let frames = if node.is_empty() {
             Vec::new()
@@ -456,7 +461,8 @@ async fn read_all(
             if frame.is_empty() || frame.starts_with(b"-MOVED") || frame.starts_with(b"-ASK") {
                 // Its slot moved (or no node was known): on its own,
                 // following the move.
-                frame = call_master(ctx, proto, slot(&l.0), command(l), 0).await?;
+                let at = slot(&ctx.rules.encode(&l.0));
+                frame = call_master(ctx, proto, at, command(l), 0).await?;
             }
             let value = bulk_body(&frame).map(<[u8]>::to_vec);
             values.insert(l.clone(), value);
