@@ -200,15 +200,7 @@ pub fn reply_kind(set: Option<Set>, subscribe: bool) -> &'static [u8] {
 /// The first element of an array or push frame (its kind, as sent by the
 /// node: lower case) and its second when it is a bulk string (a channel).
 fn kind_and_name(frame: &[u8]) -> (Option<&'static [u8]>, Option<Bytes>) {
-    const KINDS: [&[u8]; 7] = [
-        b"subscribe",
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-        b"pong",
-    ];
+    use super::pubsub::SUBSCRIPTION_COMMANDS;
     let Some(parts) = crate::protocol::scan::children(frame) else {
         return (None, None);
     };
@@ -216,7 +208,14 @@ fn kind_and_name(frame: &[u8]) -> (Option<&'static [u8]>, Option<Bytes>) {
         let (s, e) = *parts.get(i)?;
         crate::protocol::scan::bulk_body(frame.get(s..e)?)
     };
-    let kind = bulk(0).and_then(|k| KINDS.iter().copied().find(|&known| known == k));
+    let kind = bulk(0).and_then(|k| {
+        let pong: &'static [u8] = b"pong";
+        SUBSCRIPTION_COMMANDS
+            .iter()
+            .copied()
+            .chain([pong])
+            .find(|&known| known == k)
+    });
     (kind, bulk(1).map(Bytes::copy_from_slice))
 }
 

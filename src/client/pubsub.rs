@@ -688,23 +688,28 @@ pub fn in_proto(frame: Bytes, proto: Proto) -> Bytes {
     out.freeze()
 }
 
+/// The (un)subscribe commands, as their confirmations name them.
+pub const SUBSCRIPTION_COMMANDS: [&[u8]; 6] = [
+    b"subscribe",
+    b"psubscribe",
+    b"ssubscribe",
+    b"unsubscribe",
+    b"punsubscribe",
+    b"sunsubscribe",
+];
+
 /// Whether an array frame is a message or a (un)subscribe confirmation.
 fn is_pubsub_frame(frame: &[u8]) -> bool {
-    const KINDS: [&[u8]; 9] = [
-        b"message",
-        b"pmessage",
-        b"smessage",
-        b"subscribe",
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-    ];
+    const MESSAGES: [&[u8]; 3] = [b"message", b"pmessage", b"smessage"];
     let first = crate::protocol::scan::children(frame)
         .and_then(|parts| parts.first().copied())
         .and_then(|(s, e)| crate::protocol::scan::bulk_body(frame.get(s..e)?));
-    first.is_some_and(|k| KINDS.iter().any(|kind| k.eq_ignore_ascii_case(kind)))
+    first.is_some_and(|k| {
+        MESSAGES
+            .iter()
+            .chain(&SUBSCRIPTION_COMMANDS)
+            .any(|kind| k.eq_ignore_ascii_case(kind))
+    })
 }
 
 /// An `sunsubscribe` confirmation (a nil channel: the client had none).
@@ -723,18 +728,11 @@ pub fn sunsubscribe_frame(channel: Option<&[u8]>, count: usize, proto: Proto) ->
 
 /// The commands a RESP2 client may send while subscribed.
 pub fn allowed_while_subscribed(name: &[u8]) -> bool {
-    const ALLOWED: [&[u8]; 9] = [
-        b"subscribe",
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-        b"ping",
-        b"quit",
-        b"reset",
-    ];
-    ALLOWED.iter().any(|a| name.eq_ignore_ascii_case(a))
+    const OTHERS: [&[u8]; 3] = [b"ping", b"quit", b"reset"];
+    SUBSCRIPTION_COMMANDS
+        .iter()
+        .chain(&OTHERS)
+        .any(|a| name.eq_ignore_ascii_case(a))
 }
 
 /// Whether `name` is a classic (pattern) (un)subscribe, sent on the
