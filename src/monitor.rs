@@ -78,15 +78,9 @@ impl Monitors {
     /// Redis shows what it runs, so not unknown commands, wrong arities or
     /// administrative commands.
     pub fn line(&self, peer: &SocketAddr, cmd: &CommandView<'_>) -> Option<Bytes> {
-        use crate::command::spec::flags;
-        let shown = crate::command::find(cmd).is_some_and(|spec| {
-            // A container found for a longer command: its subcommand is
-            // unknown (CLIENT SETINFO to a 7.0 table), refused unrun.
-            let unknown_sub = spec.flags & flags::HAS_SUBCOMMANDS != 0 && cmd.len() > 1;
-            spec.flags & flags::ADMIN == 0
-                && !unknown_sub
-                && crate::command::keys::arity_ok(spec, cmd.len())
-        });
+        // Not an unknown subcommand either (CLIENT SETINFO to a 7.0 table).
+        let shown = crate::command::runnable(cmd)
+            .is_some_and(|spec| spec.flags & crate::command::spec::flags::ADMIN == 0);
         shown.then(|| Bytes::from(line(now_micros(), peer, cmd)))
     }
 

@@ -425,29 +425,28 @@ async fn read_all(
     wanted: Vec<Lookup>,
 ) -> Result<HashMap<Lookup, Option<Vec<u8>>>, Bytes> {
     let mut values: HashMap<Lookup, Option<Vec<u8>>> = HashMap::new();
-    let mut by_node: HashMap<Arc<str>, Vec<Lookup>> = HashMap::new();
+    // Each lookup with its key's stored name.
+    let mut by_node: HashMap<Arc<str>, Vec<(Lookup, Vec<u8>)>> = HashMap::new();
     for l in wanted {
         if values.contains_key(&l) {
             continue;
         }
         values.insert(l.clone(), None);
+        let stored = ctx.rules.encode(&l.0).into_owned();
         let node = ctx
             .topology
             .load()
-            .master(slot(&ctx.rules.encode(&l.0)))
+            .master(slot(&stored))
             .map(|p| p.addr().clone());
         by_node
             .entry(node.unwrap_or_else(|| Arc::from("")))
             .or_default()
-            .push(l);
+            .push((l, stored));
     }
     for (node, lookups) in by_node {
-        let command = |l: &Lookup| {
-            let key = ctx.rules.encode(&l.0);
-            match &l.1 {
-                None => reply::command([&b"GET"[..], &key]),
-                Some(f) => reply::command([&b"HGET"[..], &key, f]),
-            }
+        let command = |(l, key): &(Lookup, Vec<u8>)| match &l.1 {
+            None => reply::command([&b"GET"[..], key]),
+            Some(f) => reply::command([&b"HGET"[..], key, f]),
         };
         let frames = if node.is_empty() {
             Vec::new()
@@ -456,16 +455,15 @@ async fn read_all(
             let payload: Vec<u8> = lookups.iter().flat_map(|l| command(l).to_vec()).collect();
             batch(pool.conn(proto), Bytes::from(payload), lookups.len()).await
         };
-        for (i, l) in lookups.iter().enumerate() {
+        for (i, lookup) in lookups.iter().enumerate() {
             let mut frame = frames.get(i).cloned().unwrap_or_default();
             if frame.is_empty() || frame.starts_with(b"-MOVED") || frame.starts_with(b"-ASK") {
                 // Its slot moved (or no node was known): on its own,
                 // following the move.
-                let at = slot(&ctx.rules.encode(&l.0));
-                frame = call_master(ctx, proto, at, command(l), 0).await?;
+                frame = call_master(ctx, proto, slot(&lookup.1), command(lookup), 0).await?;
             }
             let value = bulk_body(&frame).map(<[u8]>::to_vec);
-            values.insert(l.clone(), value);
+            values.insert(lookup.0.clone(), value);
         }
     }
     Ok(values)

@@ -13,6 +13,17 @@ use spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 
 static LEARNED: OnceLock<HashMap<Vec<u8>, &'static CommandSpec>> = OnceLock::new();
 
+/// The spec of a command a server would run: known, with a known
+/// subcommand (a container found for a longer command has an unknown
+/// one) and the right number of arguments. Redis refuses the others
+/// before running them (and does not show them to `MONITOR`).
+pub fn runnable<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec> {
+    find(args).filter(|spec| {
+        let unknown_sub = spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1;
+        !unknown_sub && keys::arity_ok(spec, args.len())
+    })
+}
+
 /// Finds the spec of a command: the built-in Redis 7 table first, then
 /// commands learned from the backend's `COMMAND` reply (modules).
 pub fn find<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec> {

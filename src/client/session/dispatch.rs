@@ -40,6 +40,20 @@ impl Core {
         self.reply_to(seq, 0)
     }
 
+    /// Queues the reply slot of a command whose reply `answer` computes in
+    /// a task of its own (never blocking the client: see
+    /// [`Core::answered_by_task`]).
+    fn answer_later<F>(&mut self, raw: Bytes, slot: u16, seq: u64, answer: F)
+    where
+        F: std::future::Future<Output = Bytes> + Send + 'static,
+    {
+        let to = self.answered_by_task(raw, slot, seq, false);
+        tokio::spawn(async move {
+            let reply = answer.await;
+            to.send(reply, ReplyStatus::Final);
+        });
+    }
+
     pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
         ReplyTo {
             tx: self.replies.get_or_init(reply_channel).0.clone(),
@@ -298,10 +312,7 @@ impl Core {
             // As Redis: an unknown command or a wrong number of arguments
             // gets its own error (routing answers it), the rest this one,
             // with the full name (`client|id`).
-            let known = crate::command::find(&view).filter(|spec| {
-                let container = spec.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0;
-                crate::command::keys::arity_ok(spec, view.len()) && !(container && view.len() > 1)
-            });
+            let known = crate::command::runnable(&view);
             if let (false, Some(spec)) = (subs::allowed_while_subscribed(name), known) {
                 self.ready(subs::not_allowed(spec.name.as_bytes()));
                 return;
@@ -593,12 +604,13 @@ impl Core {
                     Ok(unblock) => {
                         // Only that node knows the id: a task of its own
                         // sends it there (see `crate::client::unblock`).
-                        let to = self.answered_by_task(raw, 0, seq, false);
                         let (ctx, proto) = (self.ctx.clone(), self.client.proto);
-                        tokio::spawn(async move {
-                            let reply = unblock.run(&ctx, proto).await;
-                            to.send(reply, ReplyStatus::Final);
-                        });
+                        self.answer_later(
+                            raw,
+                            0,
+                            seq,
+                            async move { unblock.run(&ctx, proto).await },
+                        );
                     }
                     Err(reply) => self.ready(reply),
                 }
@@ -615,20 +627,18 @@ impl Core {
                 match script_lookup {
                     Some(sha) => {
                         let slot = self.scratch.slots.first().copied().unwrap_or(0);
-                        let to = self.answered_by_task(raw, slot, seq, false);
                         let (ctx, proto) = (self.ctx.clone(), self.client.proto);
-                        tokio::spawn(async move {
+                        self.answer_later(raw, slot, seq, async move {
                             let exists = reply::command([&b"SCRIPT"[..], b"EXISTS", &sha]);
                             let known =
                                 crate::client::nodecall::call_master(&ctx, proto, slot, exists, 0)
                                     .await;
-                            let reply = match known {
+                            match known {
                                 Ok(r) if &r[..] == b"*1\r\n:0\r\n" => Bytes::from_static(
                                     b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
                                 ),
                                 _ => cross_slot,
-                            };
-                            to.send(reply, ReplyStatus::Final);
+                            }
                         });
                     }
                     None => self.ready(cross_slot),
@@ -651,8 +661,8 @@ impl Core {
     /// Whether `view` is an `EVALSHA` refused for keys in several slots
     /// whose script nobody here loaded: one server answers `NOSCRIPT`.
     fn noscript_first(&self, route: &Route, view: &CommandView<'_>) -> bool {
-        matches!(self.scratch.name, "evalsha" | "evalsha_ro")
-            && matches!(route, Route::Reply(e) if e.starts_with(b"-CROSSSLOT"))
+        matches!(route, Route::Reply(e) if e.starts_with(b"-CROSSSLOT"))
+            && matches!(self.scratch.name, "evalsha" | "evalsha_ro")
             && !self.ctx.scripts.knows(view.get(1))
     }
 
@@ -915,9 +925,9 @@ fn class_of(route: &Route, in_multi: bool) -> usize {
 
 const CLASS_LOCAL: usize = 4;
 
-/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the command for the node where
-/// that client's blocking command waits (its private connection's id
-/// there), or the reply when there is none (`:0`) or an argument is wrong.
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: the unblock of that client's
+/// waiting command (see [`Unblock`]), or the reply when it waits for
+/// nothing (`:0`) or an argument is wrong.
 fn client_unblock(ctx: &Context, view: &CommandView<'_>, me: u64) -> Result<Unblock, Bytes> {
     if view.len() != 3 && view.len() != 4 {
         return Err(reply::error(
