@@ -68,6 +68,64 @@ pub fn sum(parts: &[&Bytes]) -> Bytes {
     reply::int(total)
 }
 
+/// `DEBUG DIGEST` of every master combined into the digest one server
+/// holding all their keys would give. A server XORs one digest per key
+/// into a start value mixed from the database number (unless it has no
+/// key: then all zeros), so XORing the masters' non-zero digests gives
+/// the union's, with the start value XORed in once more when their
+/// number is even (it cancelled out).
+pub fn digest(parts: &[&Bytes]) -> Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut acc = [0u8; 20];
+    let mut non_empty = 0usize;
+    for p in parts {
+        let Some(hex) = p.strip_prefix(b"+").and_then(|r| r.strip_suffix(b"\r\n")) else {
+            return unexpected("a DEBUG DIGEST status");
+        };
+        let Some(d) = hex_digest(hex) else {
+            return unexpected("a DEBUG DIGEST status");
+        };
+        if d != [0u8; 20] {
+            non_empty += 1;
+            acc.iter_mut().zip(d).for_each(|(a, b)| *a ^= b);
+        }
+    }
+    if non_empty > 0 && non_empty.is_multiple_of(2) {
+        acc.iter_mut()
+            .zip(digest_start())
+            .for_each(|(a, b)| *a ^= b);
+    }
+    let mut out = Vec::with_capacity(43);
+    out.push(b'+');
+    for b in acc {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// 40 hex digits as 20 bytes.
+fn hex_digest(hex: &[u8]) -> Option<[u8; 20]> {
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (o, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        let s = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A non-empty database 0's start value in Redis's dataset digest:
+/// `mixDigest` of 20 zero bytes with the number 0 (4 bytes), that is
+/// SHA1(SHA1(00 00 00 00)).
+fn digest_start() -> [u8; 20] {
+    let inner = sha1_smol::Sha1::from([0u8; 4]).digest().bytes();
+    sha1_smol::Sha1::from(inner).digest().bytes()
+}
+
 /// `SCRIPT KILL`/`FUNCTION KILL` asked of every master (a script runs on
 /// one): the `+OK` of the master that killed its script; else the first
 /// error other than `NOTBUSY` (`UNKILLABLE`: the script wrote, or the
@@ -529,6 +587,41 @@ pub fn replace_with<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_combine_as_one_server() {
+        let status = |hex: &str| Bytes::from(format!("+{hex}\r\n"));
+        let zero = "0".repeat(40);
+        // A non-empty server's digest: the start value XOR one digest per
+        // key (x, y stand for those).
+        let start = digest_start();
+        let x = [0x11u8; 20];
+        let y = [0x22u8; 20];
+        let hex = |d: [u8; 20]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let with_start = |d: [u8; 20]| {
+            let mut o = d;
+            o.iter_mut().zip(start).for_each(|(a, b)| *a ^= b);
+            o
+        };
+        // Two masters with keys x and y: start^x, start^y -> start^x^y.
+        let both = digest(&[
+            &status(&hex(with_start(x))),
+            &status(&hex(with_start(y))),
+            &status(&zero),
+        ]);
+        let mut xy = [0u8; 20];
+        xy.iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = x[i] ^ y[i]);
+        assert_eq!(both, status(&hex(with_start(xy))));
+        // One non-empty master: its digest as it is; none: zeros.
+        assert_eq!(
+            digest(&[&status(&zero), &status(&hex(with_start(x)))]),
+            status(&hex(with_start(x)))
+        );
+        assert_eq!(digest(&[&status(&zero), &status(&zero)]), status(&zero));
+        assert!(digest(&[&Bytes::from_static(b":1\r\n")]).starts_with(b"-"));
+    }
 
     fn b(s: &[u8]) -> Bytes {
         Bytes::copy_from_slice(s)

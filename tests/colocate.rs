@@ -245,6 +245,15 @@ fn replies_show_client_names() {
         }
     }
     assert_eq!(seen, vec!["bull:names:events".to_string()]);
+    // DEBUG reads the key under its stored name too.
+    r.send(&cmd(&["DEBUG", "OBJECT", "bull:names:events"]));
+    let object = r.read_reply();
+    assert!(
+        object.starts_with(b"+Value at:"),
+        "{}",
+        String::from_utf8_lossy(&object)
+    );
+    assert!(String::from_utf8_lossy(&object).contains("encoding:stream"));
 }
 
 /// A script finds keys by pattern (`KEYS`, `SCAN MATCH`) and pops them

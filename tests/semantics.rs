@@ -1338,10 +1338,7 @@ fn server_introspection_looks_like_one_master() {
         &cmd(&["DEBUG", "ERROR", "LOADING fake message"]),
         b"-LOADING fake message\r\n",
     );
-    r.roundtrip(
-        &cmd(&["DEBUG", "SLEEP", "0"]),
-        b"-ERR unsupported command 'debug' by slotbridge\r\n",
-    );
+    r.roundtrip(&cmd(&["DEBUG", "SLEEP", "0"]), b"+OK\r\n");
     // The whole dataset is saved: every master (the SLOWLOG part above
     // took over a second, so LASTSAVE moves).
     r.roundtrip(&cmd(&["BGSAVE"]), b"+Background saving started\r\n");
@@ -2886,4 +2883,100 @@ fn script_kill_reaches_the_busy_master() {
         &cmd(&["FUNCTION", "KILL"]),
         b"-NOTBUSY No scripts in execution right now.\r\n",
     );
+}
+
+#[test]
+fn debug_answers_for_all_masters_as_one_server() {
+    // Its own cluster: DEBUG DIGEST covers every key.
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let dir = TempDir::new("debug-ref");
+    let reference = Standalone::start_with(&dir, &["--enable-debug-command", "yes"]);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = RawClient::connect(proxy.port);
+    let masters = cluster.master_ports();
+    // Keys on the first master only, then on two (an even number of
+    // non-empty masters), then on all three.
+    let (a, b, c) = (
+        key_for_slot(100, "dbg-a"),
+        key_for_slot(8000, "dbg-b"),
+        key_for_slot(16000, "dbg-c"),
+    );
+    let owners: HashSet<u16> = [&a, &b, &c]
+        .iter()
+        .map(|k| cluster.node_for_key(k.as_bytes()))
+        .collect();
+    assert_eq!(owners.len(), 3, "one key per master");
+    let writes: Vec<Vec<String>> = vec![
+        vec![],
+        vec!["SET".into(), a.clone(), "1".into()],
+        vec!["RPUSH".into(), b.clone(), "x".into(), "y".into()],
+        vec!["HSET".into(), c.clone(), "f".into(), "v".into()],
+    ];
+    for write in &writes {
+        if !write.is_empty() {
+            let args: Vec<&str> = write.iter().map(String::as_str).collect();
+            direct.send(&cmd(&args));
+            let expected = direct.read_reply();
+            through.send(&cmd(&args));
+            through.expect(&expected);
+        }
+        replay(&mut direct, &mut through, "DEBUG DIGEST");
+    }
+    // Per key, at its master.
+    replay(
+        &mut direct,
+        &mut through,
+        &format!("DEBUG DIGEST-VALUE {a}"),
+    );
+    replay(
+        &mut direct,
+        &mut through,
+        &format!("DEBUG DIGEST-VALUE {b} {{{b}}}x"),
+    );
+    replay(&mut direct, &mut through, &format!("DEBUG SDSLEN {a}"));
+    replay(&mut direct, &mut through, "DEBUG OBJECT nosuchkey");
+    let encoding = |reply: &[u8]| {
+        let text = String::from_utf8_lossy(reply).to_string();
+        let start = text.find("encoding:").expect("an encoding");
+        text[start..].split(' ').next().unwrap().to_string()
+    };
+    direct.send(&cmd(&["DEBUG", "OBJECT", &b]));
+    through.send(&cmd(&["DEBUG", "OBJECT", &b]));
+    assert_eq!(
+        encoding(&through.read_reply()),
+        encoding(&direct.read_reply())
+    );
+    // Every master sleeps (a read on each waits for it), and answers +OK.
+    let started = Instant::now();
+    through.send(&cmd(&["DEBUG", "SLEEP", "0.4"]));
+    std::thread::sleep(Duration::from_millis(100));
+    for &port in &masters {
+        let mut node = RawClient::connect(port);
+        node.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "master {port} did not sleep"
+        );
+    }
+    through.expect(b"+OK\r\n");
+    through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), b"+OK\r\n");
+    through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]), b"+OK\r\n");
+    through.send(&cmd(&["DEBUG", "HELP"]));
+    assert!(through.read_reply().starts_with(b"*"));
+    // Refused: a long sleep, and what would crash or reload a node.
+    through.send(&cmd(&["DEBUG", "SLEEP", "6"]));
+    assert!(through
+        .read_reply()
+        .starts_with(b"-ERR slotbridge: DEBUG SLEEP of more than 5 seconds"));
+    through.roundtrip(
+        &cmd(&["DEBUG", "SEGFAULT"]),
+        b"-ERR slotbridge: DEBUG SEGFAULT is not passed to the cluster (it would crash, restart, reload or change a node behind the proxy's back); run it on a node itself\r\n",
+    );
+    for &port in &masters {
+        RawClient::connect(port).roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+    }
+    // Keys in two slots: one server's digests, the cluster's refusal.
+    through.send(&cmd(&["DEBUG", "DIGEST-VALUE", &a, &b]));
+    assert!(through.read_reply().starts_with(b"-CROSSSLOT"));
 }

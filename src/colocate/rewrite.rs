@@ -170,6 +170,10 @@ pub fn rewrite(
     if let Some(spec) = crate::command::find(view) {
         let _ = keys::key_indices(spec, view, false, keys_buf);
     }
+    // DEBUG OBJECT and the like name a key the table does not describe.
+    if name == b"debug" {
+        keys::debug_keys(view, keys_buf);
+    }
     // SORT's STORE destination is a key the table's key specs cannot
     // describe (Redis marks it "unknown").
     if (name == b"sort" || name == b"sort_ro") && view.len() > 3 {

@@ -268,6 +268,26 @@ pub fn xread_node_keys<A: Args + ?Sized>(args: &A, out: &mut Vec<usize>) {
     out.extend(pos + 1..pos + 1 + num / 2);
 }
 
+/// The keys of a `DEBUG` subcommand that reads a key, at the arities the
+/// server accepts (`OBJECT`, `SDSLEN`, `LISTPACK`, `HTSTATS-KEY`:
+/// `DEBUG sub key`; `QUICKLIST key [level]`; `DIGEST-VALUE key...`).
+/// `DEBUG` has no key specs: the server reads them in the subcommand.
+pub fn debug_keys<A: Args + ?Sized>(args: &A, out: &mut Vec<usize>) {
+    let argc = args.len();
+    let sub = args.get(1);
+    let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
+    if (argc == 3
+        && ["object", "sdslen", "listpack", "htstats-key"]
+            .into_iter()
+            .any(is))
+        || ((argc == 3 || argc == 4) && is("quicklist"))
+    {
+        out.push(2);
+    } else if is("digest-value") {
+        out.extend(2..argc);
+    }
+}
+
 pub use crate::protocol::request::parse_i64;
 
 /// Checks the argument count (`argc`, including the command name and, for a

@@ -216,6 +216,9 @@ pub enum Fanout {
     /// `MEMORY DOCTOR`, `LATENCY DOCTOR`: each master's report, under its
     /// address (see [`crate::introspection::doctor`]).
     Doctor,
+    /// `DEBUG DIGEST`: the digest of all masters' keys together (see
+    /// [`crate::merge::digest`]).
+    Digest,
 }
 
 /// Commands the proxy answers itself.
@@ -403,6 +406,9 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         return Route::AnyMaster;
     }
     if spec.key_specs.is_empty() {
+        if spec.name == "debug" {
+            return debug_route(cmd, scratch);
+        }
         return keyless(spec, cmd);
     }
     // Shard channels are not keys but are routed like them.
@@ -726,11 +732,6 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
-        // What client libraries' test suites use to fake a server error
-        // (`LOADING`, `READONLY`, ...). Redis maps CR and LF to spaces.
-        "debug" if cmd.len() == 3 && cmd.get(1).eq_ignore_ascii_case(b"error") => {
-            Route::Reply(reply::error_bytes(cmd.get(2)))
-        }
         "readonly" | "readwrite" | "asking" => Route::Reply(reply::error(
             "ERR This instance has cluster support disabled",
         )),
@@ -778,6 +779,91 @@ fn wait_route(cmd: &CommandView<'_>) -> Route {
         ))),
         Some(_) => Route::Fanout(Fanout::Min),
     }
+}
+
+/// Longest `DEBUG SLEEP` passed to the cluster, in seconds: every master
+/// sleeps, and the connections shared with other clients wait meanwhile.
+pub const MAX_DEBUG_SLEEP_SECS: f64 = 5.0;
+
+/// `DEBUG` (which nodes refuse unless `enable-debug-command` allows it;
+/// they then give one server's error). A subcommand reading a key goes to
+/// the key's master; one that sleeps or changes a setting to every master,
+/// as one server's whole dataset would; `DIGEST` combines the masters'
+/// digests; reports go to any master. The ones that crash, restart, reload
+/// from disk or write around the slot map are not passed on.
+fn debug_route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
+    let sub = cmd.get(1);
+    let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
+    let argc = cmd.len();
+    // What client libraries' test suites use to fake a server error
+    // (`LOADING`, `READONLY`, ...). Redis maps CR and LF to spaces.
+    if argc == 3 && is("error") {
+        return Route::Reply(reply::error_bytes(cmd.get(2)));
+    }
+    keys::debug_keys(cmd, &mut scratch.keys);
+    if let Some(&first) = scratch.keys.first() {
+        let first_slot = slot(cmd.get(first));
+        scratch.slots.clear();
+        scratch
+            .slots
+            .extend(scratch.keys.iter().map(|&k| slot(cmd.get(k))));
+        return match scratch.slots.iter().find(|&&s| s != first_slot) {
+            Some(&other) => Route::Reply(cross_slot("debug", first_slot, other)),
+            None => Route::Slot(first_slot),
+        };
+    }
+    if argc == 3 && is("sleep") {
+        // Redis reads the seconds with strtod: anything else is 0.
+        let secs = std::str::from_utf8(cmd.get(2))
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if secs > MAX_DEBUG_SLEEP_SECS {
+            return Route::Reply(reply::error(&format!(
+                "ERR slotbridge: DEBUG SLEEP of more than {MAX_DEBUG_SLEEP_SECS} seconds is not passed to the cluster (every master would stall the connections it shares with other clients past their timeout)"
+            )));
+        }
+        return Route::Fanout(Fanout::AllOk);
+    }
+    if argc == 2 && is("digest") {
+        return Route::Fanout(Fanout::Digest);
+    }
+    let everywhere = [
+        "set-active-expire",
+        "quicklist-packed-threshold",
+        "set-skip-checksum-validation",
+        "set-disable-deny-scripts",
+        "pause-cron",
+        "replybuffer",
+        "log",
+    ];
+    if everywhere.into_iter().any(is) || (argc == 2 && is("reload")) {
+        return Route::Fanout(Fanout::AllOk);
+    }
+    // Reports, reply fixtures, and the key readers at a wrong arity (the
+    // server's error).
+    let anywhere = [
+        "help",
+        "structsize",
+        "protocol",
+        "stringmatch-test",
+        "htstats",
+        "object",
+        "sdslen",
+        "listpack",
+        "quicklist",
+        "htstats-key",
+        "digest-value",
+        "digest",
+        "sleep",
+    ];
+    if anywhere.into_iter().any(is) {
+        return Route::AnyMaster;
+    }
+    Route::Reply(reply::error(&format!(
+        "ERR slotbridge: DEBUG {} is not passed to the cluster (it would crash, restart, reload or change a node behind the proxy's back); run it on a node itself",
+        String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_uppercase()
+    )))
 }
 
 /// `SCRIPT DEBUG`: `NO` is what every connection has; the Lua debugger
@@ -1090,10 +1176,53 @@ mod tests {
             err(route_of(&["debug", "ERROR", "LOADING fake\r\nmessage"]).0),
             "-LOADING fake  message\r\n"
         );
+        // DEBUG: a key's master, every master, or refused.
         assert_eq!(
-            err(route_of(&["DEBUG", "SLEEP", "1"]).0),
-            "-ERR unsupported command 'debug' by slotbridge\r\n"
+            route_of(&["DEBUG", "OBJECT", "k"]),
+            (Route::Slot(slot(b"k")), vec![2])
         );
+        assert_eq!(
+            route_of(&["debug", "quicklist", "k", "1"]),
+            (Route::Slot(slot(b"k")), vec![2])
+        );
+        assert_eq!(
+            route_of(&["DEBUG", "DIGEST-VALUE", "{t}a", "{t}b"]),
+            (Route::Slot(slot(b"t")), vec![2, 3])
+        );
+        assert!(err(route_of(&["DEBUG", "DIGEST-VALUE", "a", "b"]).0).starts_with("-CROSSSLOT"));
+        assert_eq!(route_of(&["DEBUG", "OBJECT"]).0, Route::AnyMaster);
+        assert_eq!(
+            route_of(&["DEBUG", "SLEEP", "0.5"]).0,
+            Route::Fanout(Fanout::AllOk)
+        );
+        assert_eq!(
+            route_of(&["DEBUG", "SLEEP", "x"]).0,
+            Route::Fanout(Fanout::AllOk)
+        );
+        assert!(err(route_of(&["DEBUG", "SLEEP", "5.5"]).0).contains("more than 5 seconds"));
+        assert_eq!(
+            route_of(&["DEBUG", "DIGEST"]).0,
+            Route::Fanout(Fanout::Digest)
+        );
+        assert_eq!(
+            route_of(&["DEBUG", "set-active-expire", "0"]).0,
+            Route::Fanout(Fanout::AllOk)
+        );
+        assert_eq!(
+            route_of(&["DEBUG", "RELOAD"]).0,
+            Route::Fanout(Fanout::AllOk)
+        );
+        assert_eq!(route_of(&["DEBUG", "PROTOCOL", "map"]).0, Route::AnyMaster);
+        for refused in [
+            &["DEBUG", "SEGFAULT"][..],
+            &["DEBUG", "RELOAD", "NOSAVE"],
+            &["DEBUG", "POPULATE", "10"],
+        ] {
+            assert!(
+                err(route_of(refused).0).contains("is not passed to the cluster"),
+                "{refused:?}"
+            );
+        }
         assert_eq!(route_of(&["BGSAVE"]).0, Route::Fanout(Fanout::First));
         assert_eq!(
             route_of(&["memory", "purge"]).0,

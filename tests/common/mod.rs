@@ -2410,11 +2410,17 @@ impl Standalone {
     /// Starts it with its files in `dir`, without persistence, and waits
     /// until it accepts connections.
     pub fn start(dir: &TempDir) -> Standalone {
+        Standalone::start_with(dir, &[])
+    }
+
+    /// [`Standalone::start`] with more `redis-server` arguments.
+    pub fn start_with(dir: &TempDir, extra_args: &[&str]) -> Standalone {
         let port = free_port();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir", dir.path().to_str().unwrap()])
+            .args(extra_args)
             .stdout(Stdio::null());
         let child = spawn_process(cmd).expect("redis-server");
         let server = Standalone { child, port };

@@ -778,6 +778,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::MemoryStats) => introspection::memory_stats(&replies, proto),
         MergeKind::Fanout(Fanout::FunctionStats) => introspection::function_stats(&replies),
         MergeKind::Fanout(Fanout::Kill) => merge::kill(&replies),
+        MergeKind::Fanout(Fanout::Digest) => merge::digest(&replies),
         MergeKind::Fanout(Fanout::Doctor) => {
             let reports: Vec<(&str, &Bytes)> = multi
                 .parts
