@@ -23,7 +23,7 @@ fn unexpected(what: &str) -> Bytes {
 pub fn mget(parts: &[(&Bytes, &[u32])], total: usize) -> Bytes {
     let mut slots: Vec<Option<(&Bytes, usize, usize)>> = vec![None; total];
     let mut size = 16;
-    let mut elems = Vec::new();
+    let mut elems = Vec::with_capacity(total);
     for (frame, positions) in parts {
         if children_into(frame, &mut elems).is_none() {
             return unexpected("MGET");

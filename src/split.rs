@@ -215,7 +215,7 @@ pub fn split_by_node(
         | SplitKind::ZInterCard(_) => 1,
     };
     // Groups of keys by slot, in order of first appearance.
-    let mut groups: Vec<Group> = Vec::new();
+    let mut groups: Vec<Group> = Vec::with_capacity(slots.len().min(64));
     let mut group_of: Vec<u32> = Vec::with_capacity(keys.len());
     let mut index: HashMap<u16, u32> = HashMap::new();
     for &s in slots {

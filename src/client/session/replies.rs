@@ -717,11 +717,9 @@ fn zread_request<'a>(
 
 /// Combines the replies of all parts into one reply.
 fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
-    let replies: Vec<&Bytes> = multi
-        .parts
-        .iter()
-        .filter_map(|p| p.reply.as_ref())
-        .collect();
+    // Sized up front: a filtered collect grows its vector step by step.
+    let mut replies: Vec<&Bytes> = Vec::with_capacity(multi.parts.len());
+    replies.extend(multi.parts.iter().filter_map(|p| p.reply.as_ref()));
     let errors: Vec<&Bytes> = replies
         .iter()
         .copied()
@@ -747,11 +745,13 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
     match &multi.kind {
         MergeKind::Tx(plan) => merge_per_slot_exec(plan, &replies),
         MergeKind::Split(SplitKind::Mget) => {
-            let parts: Vec<(&Bytes, &[u32])> = multi
-                .parts
-                .iter()
-                .filter_map(|p| p.reply.as_ref().map(|r| (r, p.positions.as_slice())))
-                .collect();
+            let mut parts: Vec<(&Bytes, &[u32])> = Vec::with_capacity(multi.parts.len());
+            parts.extend(
+                multi
+                    .parts
+                    .iter()
+                    .filter_map(|p| p.reply.as_ref().map(|r| (r, p.positions.as_slice()))),
+            );
             merge::mget(&parts, multi.total_keys)
         }
         MergeKind::Split(SplitKind::Mset) | MergeKind::Fanout(Fanout::AllOk) => {
