@@ -2962,6 +2962,23 @@ fn debug_answers_for_all_masters_as_one_server() {
     through.expect(b"+OK\r\n");
     through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), b"+OK\r\n");
     through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]), b"+OK\r\n");
+    // Inside MULTI too, as FLUSHALL: the other masters first.
+    for line in [
+        &["MULTI"][..],
+        &["DEBUG", "SLEEP", "0"],
+        &["SET", &a, "2"],
+        &["DEBUG", "OBJECT", &a],
+    ] {
+        through.send(&cmd(line));
+    }
+    through.expect(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n");
+    through.send(&cmd(&["EXEC"]));
+    let exec = through.read_reply();
+    assert!(
+        exec.starts_with(b"*3\r\n+OK\r\n+OK\r\n+Value at:"),
+        "{}",
+        String::from_utf8_lossy(&exec)
+    );
     through.send(&cmd(&["DEBUG", "HELP"]));
     assert!(through.read_reply().starts_with(b"*"));
     // Refused: a long sleep, and what would crash or reload a node.

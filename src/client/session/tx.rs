@@ -600,11 +600,11 @@ impl Core {
     }
 }
 
-/// The client's `EXEC` reply from the per-slot `EXEC` replies.
 /// Whether a command fanned out to every master runs inside `MULTI` (see
 /// `Core::fan_out_others`).
 fn runs_everywhere(name: &str) -> bool {
-    matches!(name, "flushall" | "flushdb" | "config|set")
+    // DEBUG routed to every master: SLEEP and the settings.
+    matches!(name, "flushall" | "flushdb" | "config|set" | "debug")
 }
 
 /// Sends `payload` to every pool's node at once (so a slow or failing one
@@ -637,6 +637,7 @@ async fn ask_all(
     replies
 }
 
+/// The client's `EXEC` reply from the per-slot `EXEC` replies.
 pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
     let mut groups: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
     for r in replies {
