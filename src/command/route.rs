@@ -651,6 +651,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "hello" => Route::Local(Local::Hello),
         "auth" => Route::Local(Local::Auth),
         "reset" => Route::Local(Local::Reset),
+        // A server's help text lists what it has, as the proxy does.
+        "client|help" => Route::AnyMaster,
         n if n.starts_with("client|") || n == "client" => Route::Local(Local::Client),
         "subscribe" => Route::Sub(SubCmd::Subscribe),
         "psubscribe" => Route::Sub(SubCmd::PSubscribe),
@@ -725,7 +727,8 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "time" | "lastsave" | "config|get" | "lolwut" | "script|help" | "config|help"
         | "acl|cat" | "acl|genpass" | "acl|help" | "slowlog|help" | "module|list"
         | "latency|help" | "memory|help" | "memory|malloc-stats"
-        | "function|help" => Route::AnyMaster,
+        | "function|help" | "object|help" | "xinfo|help" | "xgroup|help" | "pubsub|help"
+        | "module|help" => Route::AnyMaster,
         // Every master has the libraries, each in its own hash-table order:
         // always the same master, so that two calls list them alike.
         "function|list" | "function|dump" => Route::Slot(PUBSUB_HOME_SLOT),
