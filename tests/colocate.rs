@@ -109,6 +109,49 @@ fn lua_keys_built_from_argv_follow_the_rule() {
     );
 }
 
+/// A command whose name the script builds at run time (Bull's
+/// `rcall(ARGV[10], KEYS[1], id)`, with no `'LPUSH'` literal in the body)
+/// encodes its keys like any other, `KEYS[]` and built ones alike.
+#[test]
+fn commands_named_at_run_time_follow_the_rule() {
+    let mut r = RawClient::connect(env().proxy.port);
+    r.roundtrip(&cmd(&["DEL", "bull:dyn:wait", "bull:dyn:meta"]), b":0\r\n");
+    let push = "return redis.call(ARGV[1], KEYS[1], 'x')";
+    r.roundtrip(
+        &cmd(&["EVAL", push, "1", "bull:dyn:wait", "LPUSH"]),
+        b":1\r\n",
+    );
+    r.roundtrip(
+        &cmd(&["EVAL", push, "1", "bull:dyn:wait", "rpush"]),
+        b":2\r\n",
+    );
+    r.roundtrip(&cmd(&["LLEN", "bull:dyn:wait"]), b":2\r\n");
+    let c = &env().cluster;
+    let stored: i64 = redis::cmd("LLEN")
+        .arg("{dyn}bull:dyn:wait")
+        .query(&mut c.conn(c.node_for_key(b"{dyn}bull:dyn:wait")))
+        .unwrap();
+    assert_eq!(stored, 2);
+    // A name built from pieces, a container's subcommand given at run
+    // time, and a command without keys.
+    let built = "redis.call('H' .. 'SET', ARGV[1] .. 'meta', 'f', 'v') \
+                 local n = redis.call(ARGV[2], ARGV[3], ARGV[1] .. 'wait') \
+                 return {redis.call(string.upper('hget'), ARGV[1] .. 'meta', 'f'), n, redis.call(ARGV[4])}";
+    r.roundtrip(
+        &cmd(&[
+            "EVAL",
+            built,
+            "0",
+            "bull:dyn:",
+            "OBJECT",
+            "ENCODING",
+            "PING",
+        ]),
+        b"*3\r\n$1\r\nv\r\n$9\r\nquicklist\r\n+PONG\r\n",
+    );
+    r.roundtrip(&cmd(&["HGET", "bull:dyn:meta", "f"]), b"$1\r\nv\r\n");
+}
+
 #[test]
 fn a_200_key_eval_with_a_constant_group() {
     let mut c = env().proxy.conn();
@@ -245,6 +288,14 @@ fn replies_show_client_names() {
         }
     }
     assert_eq!(seen, vec!["bull:names:events".to_string()]);
+    // KEYS inside MULTI (Bull's Queue.empty()): client names too.
+    r.roundtrip(&cmd(&["MULTI"]), b"+OK\r\n");
+    r.roundtrip(&cmd(&["KEYS", "bull:names:*"]), b"+QUEUED\r\n");
+    r.roundtrip(&cmd(&["LLEN", "bull:names:list"]), b"+QUEUED\r\n");
+    r.roundtrip(
+        &cmd(&["EXEC"]),
+        b"*2\r\n*1\r\n$17\r\nbull:names:events\r\n:0\r\n",
+    );
     // DEBUG reads the key under its stored name too.
     r.send(&cmd(&["DEBUG", "OBJECT", "bull:names:events"]));
     let object = r.read_reply();

@@ -2814,6 +2814,11 @@ fn edge_replies_found_by_redis_own_suite_match_one_redis() {
         &["MULTI"],
         &["MOVE", "edges:k"],
         &["EXEC"],
+        // KEYS inside MULTI: every master's, in its place.
+        &["MULTI"],
+        &["KEYS", "edges:*"],
+        &["KEYS", "edges:none*"],
+        &["EXEC"],
         // Help texts: a server's own.
         &["OBJECT", "HELP"],
         &["XINFO", "HELP"],

@@ -76,6 +76,9 @@ pub struct TxState {
     pub originals: Vec<Bytes>,
     /// The places of queued `INFO`s, answered from all masters at `EXEC`.
     pub infos: Vec<usize>,
+    /// The places of queued `KEYS`, answered from all masters at `EXEC`,
+    /// with the client's pattern where co-location rules apply it.
+    pub keys: Vec<(usize, Option<Bytes>)>,
     /// The places of queued `FLUSHALL`s, `FLUSHDB`s and `CONFIG SET`s: the
     /// other masters run them at `EXEC`, the transaction's node in their
     /// place; with each, the command's name.

@@ -4,7 +4,11 @@
 //! The script body is wrapped: a local `redis` that shadows the global one
 //! sends every `redis.call`/`redis.pcall` through the same rules, at the key
 //! positions of the command table (the key-spec interpreter below mirrors
-//! Redis's own). A shebang line stays first. Regex rules cannot be expressed
+//! Redis's own). The specs of the commands a script names as literals are
+//! a Lua table built at each run; any other command's (a name built at run
+//! time, such as Bull's `redis.call(ARGV[10], KEYS[1], id)`) are looked up
+//! in one string constant of every command's specs on first use. A shebang
+//! line stays first. Regex rules cannot be expressed
 //! in Lua: keys a script builds that only a regex rule matches are not
 //! encoded (documented limit); `KEYS[]` arguments are always encoded by the
 //! proxy itself.
@@ -49,7 +53,36 @@ fn spec_entries(c: &crate::command::spec::CommandSpec) -> String {
     specs
 }
 
-/// Lower-cased words that appear as string literals in a script body
+/// Every command's key specs as one string, searched by the wrapper for
+/// commands missing from [`specs_table`]: `;name=spec/spec...` with each
+/// spec's fields comma-separated (as in the table), and `;name=+` for a
+/// container whose subcommands have entries of their own.
+fn all_specs() -> &'static str {
+    static ALL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut out = String::new();
+        for c in COMMANDS {
+            if c.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0 {
+                let _ = write!(out, ";{}=+", c.name);
+                continue;
+            }
+            let specs = spec_entries(c);
+            if specs.is_empty() {
+                continue;
+            }
+            // `{"i",1,0,"r",0,1,0},{...},` as `i,1,0,r,0,1,0/...`.
+            let compact = specs
+                .trim_end_matches(',')
+                .replace("},{", "/")
+                .replace(['{', '}', '"'], "");
+            let _ = write!(out, ";{}={compact}", c.name);
+        }
+        out.push(';');
+        out
+    })
+}
+
+/// Lower-cased words that appear as string literals in a script body/// Lower-cased words that appear as string literals in a script body
 /// (command names in `redis.call('HSET', ...)`).
 fn literal_words(body: &[u8]) -> HashSet<Vec<u8>> {
     let mut words = HashSet::new();
@@ -76,19 +109,25 @@ fn literal_words(body: &[u8]) -> HashSet<Vec<u8>> {
     words
 }
 
-/// The key-spec table for the commands a script names as literals. A
-/// script that builds command names at run time is not covered (its keys
-/// are not encoded): documented limit.
+/// The key-spec table for the commands a script names as literals (built
+/// at each run of the script, so kept small), then [`all_specs`] for the
+/// others.
 fn specs_table(body: &[u8]) -> String {
     let words = literal_words(body);
-    let mut out = String::from("local __sb_specs = {");
+    let mut out = format!("local __sb_all = \"{}\"\n", all_specs());
+    out.push_str("local __sb_specs = {");
     for c in COMMANDS {
         let container = c.name.split('|').next().unwrap_or(c.name);
         if !words.contains(container.as_bytes()) {
             continue;
         }
         let specs = spec_entries(c);
-        if !specs.is_empty() {
+        if c.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0 {
+            let _ = write!(out, "[\"{}\"]=\"+\",", c.name);
+        } else if specs.is_empty() {
+            // Known to have no keys: no search of __sb_all.
+            let _ = write!(out, "[\"{}\"]=false,", c.name);
+        } else {
             let _ = write!(out, "[\"{}\"]={{{specs}}},", c.name);
         }
     }
@@ -226,15 +265,39 @@ local function __sb_keys(specs, a)
   end
   return out
 end
+-- A command's specs: the table's, else parsed from __sb_all once (false
+-- for a command without keys; "+" for a container of subcommands).
+local function __sb_spec(name)
+  local s = __sb_specs[name]
+  if s ~= nil then return s end
+  s = false
+  local at = string.find(__sb_all, ";" .. name .. "=", 1, true)
+  if at then
+    local from = at + #name + 2
+    local stop = string.find(__sb_all, ";", from, true)
+    local body = string.sub(__sb_all, from, stop - 1)
+    if body == "+" then
+      s = body
+    else
+      s = {}
+      for one in string.gmatch(body, "[^/]+") do
+        local f = {}
+        for x in string.gmatch(one, "[^,]+") do f[#f + 1] = tonumber(x) or x end
+        s[#s + 1] = f
+      end
+    end
+  end
+  __sb_specs[name] = s
+  return s
+end
 local function __sb_rw(...)
   local a = {...}
   local n = select("#", ...)
   if type(a[1]) == "string" then
     local name = string.lower(a[1])
-    local specs = __sb_specs[name]
-    if type(a[2]) == "string" then
-      local sub = __sb_specs[name .. "|" .. string.lower(a[2])]
-      if sub then specs = sub end
+    local specs = __sb_spec(name)
+    if specs == "+" then
+      specs = type(a[2]) == "string" and __sb_spec(name .. "|" .. string.lower(a[2]))
     end
     if specs then
       for _, i in ipairs(__sb_keys(specs, a)) do a[i] = __sb_enc(a[i]) end
@@ -414,5 +477,23 @@ mod tests {
         );
         assert!(table.contains("[\"xread\"]={{\"k\",\"STREAMS\",1,\"r\",-1,1,2},}"));
         assert!(!table.contains("[\"set\"]"));
+        let table = specs_table(b"redis.call('PUBLISH', c, m) redis.call('XINFO', 'STREAM', s)");
+        assert!(table.contains("[\"publish\"]=false,"), "{table}");
+        assert!(table.contains("[\"xinfo\"]=\"+\","), "{table}");
+        assert!(
+            table.contains("[\"xinfo|stream\"]={{\"i\",2,0,\"r\",0,1,0},}"),
+            "{table}"
+        );
+        // Every other command's specs, for names built at run time.
+        let all = all_specs();
+        assert!(table.contains(all));
+        assert!(all.contains(";lpush=i,1,0,r,0,1,0;"), "{all}");
+        assert!(all.contains(";xread=k,STREAMS,1,r,-1,1,2;"));
+        assert!(all.contains(";xinfo=+;"));
+        assert!(all.contains(";xinfo|stream=i,2,0,r,0,1,0;"));
+        assert!(!all.contains(";ping="));
+        assert!(!all.contains('"') && !all.contains('\\'));
+        // Small beside the runtime: a few KB in every wrapped script.
+        assert!(all.len() < 8_000, "{}", all.len());
     }
 }

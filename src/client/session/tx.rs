@@ -256,6 +256,11 @@ impl Core {
                 tx.infos.push(tx.queued.len());
                 None
             }
+            // KEYS likewise (see `answer_keys`).
+            Route::Fanout(Fanout::Concat) => {
+                tx.keys.push((tx.queued.len(), self.filter.take()));
+                None
+            }
             // A reply the proxy makes (ROLE) has no place in a node's EXEC.
             Route::Reply(_)
             | Route::ProxySort
@@ -330,6 +335,7 @@ impl Core {
         self.monitor_queued(&mut tx);
         self.check_queued_again(&mut tx);
         self.answer_infos(&mut tx).await;
+        self.answer_keys(&mut tx).await;
         if !tx.fanouts.is_empty() {
             if pinned.is_none() && tx.spans_slots() {
                 self.ready(reply::error(
@@ -474,6 +480,7 @@ impl Core {
             // A refused INFO is not answered with the masters' INFO, nor
             // a refused FLUSHALL or CONFIG SET run on the other masters.
             tx.infos.retain(|&at| at != i);
+            tx.keys.retain(|&(at, _)| at != i);
             tx.fanouts.retain(|&(at, _)| at != i);
             if let Some(plan) = tx.plan.get_mut(i) {
                 if matches!(plan, Queued::Split(..)) {
@@ -518,6 +525,54 @@ impl Core {
                 b"0",
                 text,
             ]);
+        }
+    }
+
+    /// Replaces each queued `KEYS` by a script returning the keys of all
+    /// masters, fetched now: right before the transaction runs, not
+    /// atomically with it (Bull's `Queue.empty()` lists keys in the
+    /// `MULTI` that deletes its lists).
+    async fn answer_keys(&mut self, tx: &mut TxState) {
+        if tx.keys.is_empty() {
+            return;
+        }
+        let masters: Vec<_> = super::redirect::masters(&self.ctx)
+            .iter()
+            .map(|addr| self.ctx.topology.pool(addr))
+            .collect();
+        for (i, filter) in std::mem::take(&mut tx.keys) {
+            let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
+                continue;
+            };
+            let replies = ask_all(&masters, &queued, Proto::Resp2, 10).await;
+            let failure = replies.iter().find_map(|r| match r {
+                Some(r) if r.first() == Some(&b'*') => None,
+                Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
+                _ => Some(Bytes::from_static(
+                    b"ERR slotbridge: a master did not answer in time",
+                )),
+            });
+            if let Some(err) = failure {
+                tx.queued[i] = error_at_exec(&err);
+                continue;
+            }
+            let refs: Vec<&Bytes> = replies.iter().flatten().collect();
+            let mut all = crate::merge::concat(&refs);
+            if !self.ctx.rules.is_empty() {
+                if let Some(decoded) =
+                    rewrite::decode_reply(&self.ctx.rules, "keys", &all, filter.as_deref())
+                {
+                    all = decoded;
+                }
+            }
+            let mut args: Vec<&[u8]> = vec![b"EVAL", b"return ARGV", b"0"];
+            let names = crate::protocol::scan::children(&all).unwrap_or_default();
+            args.extend(
+                names
+                    .iter()
+                    .filter_map(|&(s, e)| crate::protocol::scan::bulk_body(&all[s..e])),
+            );
+            tx.queued[i] = reply::command(args);
         }
     }
 
