@@ -1070,3 +1070,48 @@ fn set_until_notified(
         assert!(Instant::now() < deadline, "no notification for {key}");
     }
 }
+
+/// A subscriber or monitor that heard nothing for longer than the write
+/// timeout gets its next message: the timeout counts from when output is
+/// waiting, not from the last write (Nchan's workers, quiet for minutes,
+/// were disconnected with their next message lost).
+#[test]
+fn quiet_subscribers_and_monitors_outlive_the_write_timeout() {
+    let cluster = &env().0;
+    let dir = common::TempDir::new("pubsub-quiet");
+    let config = dir.path().join("slotbridge.toml");
+    std::fs::write(&config, "[limits]\nclient_write_timeout_ms = 300\n").unwrap();
+    let proxy = Proxy::start_with(cluster, &["--config", config.to_str().unwrap()]);
+    let mut sub = RawClient::connect(proxy.port);
+    sub.send(&cmd(&["SUBSCRIBE", "ps:quiet"]));
+    sub.expect(format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("ps:quiet")).as_bytes());
+    let mut monitor = RawClient::connect(proxy.port);
+    monitor.roundtrip(&cmd(&["MONITOR"]), b"+OK\r\n");
+    let mut publ = RawClient::connect(proxy.port);
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(800));
+        let text = format!("m{round}");
+        publ.roundtrip(&cmd(&["PUBLISH", "ps:quiet", &text]), b":1\r\n");
+        sub.expect(
+            format!(
+                "*3\r\n{}{}{}",
+                bulk("message"),
+                bulk("ps:quiet"),
+                bulk(&text)
+            )
+            .as_bytes(),
+        );
+        let line = monitor.read_reply();
+        assert!(
+            String::from_utf8_lossy(&line)
+                .contains(&format!("\"PUBLISH\" \"ps:quiet\" \"{text}\"")),
+            "round {round}: {}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+    assert!(
+        !proxy.log().contains("reads none of its replies"),
+        "{}",
+        proxy.log()
+    );
+}

@@ -393,7 +393,7 @@ impl Session {
     {
         let mut wbuf = BytesMut::new();
         let mut last_write = tokio::time::Instant::now();
-        let mut held = false;
+        let mut was_writable = false;
         // One timer for the write timeout, the idle timeout and parking,
         // moved only when it fires or must fire sooner: registering a fresh
         // timer for every command would cost more than the command.
@@ -454,12 +454,14 @@ impl Session {
                 continue;
             }
             let hold = wbuf.len() < HOLD_OUTPUT && self.core.holds_output();
-            if held && !hold {
-                // The write timeout counts from when the replies could go.
+            let writable = !wbuf.is_empty() && !hold;
+            if writable && !was_writable {
+                // The write timeout counts from when the replies could go
+                // (a subscriber quiet for longer is not slow when its next
+                // message comes), then from each write.
                 last_write = tokio::time::Instant::now();
             }
-            held = hold;
-            let writable = !wbuf.is_empty() && !hold;
+            was_writable = writable;
             // A command that waits (for earlier replies or confirmations)
             // stops reading once a megabyte is buffered behind it.
             let can_read = !self.core.closing
