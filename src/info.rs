@@ -199,16 +199,10 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             }
             "Replication" => {
                 // What `WAIT` can count on: the replicas of the master with
-                // the fewest, whose `slaveN` lines follow, as one server
-                // lists its own.
+                // the fewest. Their `slaveN` lines are left out: they give
+                // cluster nodes' addresses, which clients that find
+                // replicas in INFO (Nchan) would dial, bypassing the proxy.
                 let fewest = min_field(&all, name, "connected_slaves").unwrap_or(0);
-                let shown = (0..all.len())
-                    .find(|&i| {
-                        field(&all, i, name, "connected_slaves")
-                            .and_then(|v| parse_i64(v.as_bytes()))
-                            == Some(fewest)
-                    })
-                    .unwrap_or(0);
                 let is_replica_line = |k: &str| {
                     k.strip_prefix("slave")
                         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -223,16 +217,6 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         _ => v.clone(),
                     };
                     out.push((k.clone(), v));
-                    if k == "connected_slaves" {
-                        let lines = all
-                            .get(shown)
-                            .and_then(|p| p.iter().find(|(n, _)| n == name));
-                        for (rk, rv) in lines.map(|(_, f)| f.as_slice()).unwrap_or_default() {
-                            if is_replica_line(rk) {
-                                out.push((rk.clone(), rv.clone()));
-                            }
-                        }
-                    }
                 }
             }
             "Cluster" => out.push(("cluster_enabled".into(), "0".into())),
@@ -274,6 +258,9 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                             Some(n) => human(n),
                             None => v.clone(),
                         }
+                    } else if k == "cluster_connections" || k == "mem_cluster_links" {
+                        // One server outside a cluster has no cluster bus.
+                        "0".into()
                     } else if k == "total_connections_received" {
                         facts.total_connections.to_string()
                     } else if k == "total_commands_processed" {

@@ -120,12 +120,22 @@ impl Core {
         let watching = self.pinned.is_some();
         // The database commands the proxy answers (MOVE, COPY ... DB,
         // SWAPDB) give their reply at EXEC, in its array, as in Redis: a
-        // script returns it there.
+        // script returns it there. So do the errors one server gives when
+        // it runs a queued command (CLUSTER and READONLY without cluster
+        // support, DEBUG ERROR and the DEBUG the proxy refuses).
+        let at_exec = matches!(
+            name,
+            "move"
+                | "copy"
+                | "swapdb"
+                | "script|debug"
+                | "debug"
+                | "readonly"
+                | "readwrite"
+                | "asking"
+        ) || name.starts_with("cluster|");
         let (route, raw) = match route {
-            Route::Reply(answer)
-                if matches!(name, "move" | "copy" | "swapdb" | "script|debug")
-                    && spec.is_some_and(|s| arity_ok(s, view.len())) =>
-            {
+            Route::Reply(answer) if at_exec && spec.is_some_and(|s| arity_ok(s, view.len())) => {
                 let route = match self.scratch.keys.first() {
                     Some(&k) => Route::Slot(crate::cluster::slot::slot(view.get(k))),
                     None => Route::AnyMaster,
