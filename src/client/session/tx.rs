@@ -500,6 +500,14 @@ impl Core {
         }
     }
 
+    /// A pool for each master, the home first.
+    fn master_pools(&self) -> Vec<Arc<NodePool>> {
+        super::redirect::masters(&self.ctx)
+            .iter()
+            .map(|addr| self.ctx.topology.pool(addr))
+            .collect()
+    }
+
     /// Replaces each queued `INFO` by a script returning the masters'
     /// INFO merged as outside a transaction, fetched now (right before
     /// the transaction runs, which one server's INFO inside it would
@@ -509,10 +517,7 @@ impl Core {
             return;
         }
         // The home first, as outside a transaction (its Pub/Sub counts).
-        let masters: Vec<_> = super::redirect::masters(&self.ctx)
-            .iter()
-            .map(|addr| self.ctx.topology.pool(addr))
-            .collect();
+        let masters = self.master_pools();
         let facts = crate::client::local::proxy_facts(&self.ctx);
         for &i in &tx.infos {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
@@ -546,23 +551,13 @@ impl Core {
         if tx.keys.is_empty() {
             return;
         }
-        let masters: Vec<_> = super::redirect::masters(&self.ctx)
-            .iter()
-            .map(|addr| self.ctx.topology.pool(addr))
-            .collect();
+        let masters = self.master_pools();
         for (i, filter) in std::mem::take(&mut tx.keys) {
             let Some(queued) = tx.queued.as_slice().get(i).cloned() else {
                 continue;
             };
             let replies = ask_all(&masters, &queued, Proto::Resp2, 10).await;
-            let failure = replies.iter().find_map(|r| match r {
-                Some(r) if r.first() == Some(&b'*') => None,
-                Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
-                _ => Some(Bytes::from_static(
-                    b"ERR slotbridge: a master did not answer in time",
-                )),
-            });
-            if let Some(err) = failure {
+            if let Some(err) = first_failure(&replies, |r| r.first() == Some(&b'*')) {
                 tx.queued[i] = error_at_exec(&err);
                 continue;
             }
@@ -610,13 +605,7 @@ impl Core {
             };
             // A synchronous flush of a large keyspace takes a while.
             let replies = ask_all(&others, &queued, self.client.proto, 60).await;
-            let failure = replies.iter().find_map(|r| match r {
-                Some(r) if r.starts_with(b"+OK") => None,
-                Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
-                _ => Some(Bytes::from_static(
-                    b"ERR slotbridge: a master did not answer in time",
-                )),
-            });
+            let failure = first_failure(&replies, |r| r.starts_with(b"+OK"));
             if failure.is_none() && name == "config|set" {
                 let mut masters = addrs.clone();
                 masters.extend(home.clone());
@@ -670,6 +659,18 @@ impl Core {
 fn runs_everywhere(name: &str) -> bool {
     // DEBUG routed to every master: SLEEP and the settings.
     matches!(name, "flushall" | "flushdb" | "config|set" | "debug")
+}
+
+/// The text of the first of `replies` that is not `ok`: a node's error,
+/// or a node that did not answer.
+fn first_failure(replies: &[Option<Bytes>], ok: impl Fn(&Bytes) -> bool) -> Option<Bytes> {
+    replies.iter().find_map(|r| match r {
+        Some(r) if ok(r) => None,
+        Some(r) if r.first() == Some(&b'-') => Some(r.slice(1..r.len().saturating_sub(2))),
+        _ => Some(Bytes::from_static(
+            b"ERR slotbridge: a master did not answer in time",
+        )),
+    })
 }
 
 /// Sends `payload` to every pool's node at once (so a slow or failing one
