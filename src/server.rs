@@ -68,6 +68,8 @@ pub struct Context {
     pub users: crate::acl::users::Users,
     /// `CONFIG SET` parameters, carried to masters that join later.
     pub node_settings: crate::node_settings::NodeSettings,
+    /// Subscription commands not yet confirmed, which `PUBLISH` waits for.
+    pub subscribing: Arc<crate::client::subscribing::Subscribing>,
     next_client_id: AtomicU64,
 }
 
@@ -491,6 +493,7 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         backend_version: OnceLock::new(),
         pause: Default::default(),
         node_settings: Default::default(),
+        subscribing: Default::default(),
         next_client_id: AtomicU64::new(0),
     });
     let weak = Arc::downgrade(&ctx);

@@ -19,5 +19,6 @@ pub mod retry;
 pub mod session;
 pub mod sort;
 pub mod stream_read;
+pub mod subscribing;
 pub mod transaction;
 pub mod unblock;

@@ -361,6 +361,16 @@ impl Core {
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
+        // A PUBLISH comes after the subscriptions other clients sent before
+        // it (see `crate::client::subscribing`).
+        if ctx.subscribing.active()
+            && self.multi.is_none()
+            && matches!(self.scratch.name, "publish" | "spublish")
+        {
+            ctx.subscribing
+                .wait_for_others(self.subscribing.is_some())
+                .await;
+        }
         let stage_to = self.stage_target(&route, raw.len());
         if stage_to.is_none() && !self.staged.is_empty() {
             // Anything that is not staged goes after the staged commands.
@@ -588,6 +598,17 @@ impl Core {
                 None
             }
             Route::Sub(cmd) => {
+                if self.subscribing.is_none()
+                    && matches!(
+                        cmd,
+                        SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::SSubscribe
+                    )
+                {
+                    // Until confirmed, PUBLISHes wait for it.
+                    self.subscribing = Some(crate::client::subscribing::Counted::new(
+                        &self.ctx.subscribing,
+                    ));
+                }
                 // A subscriber does not rest: its kept private connection
                 // (see `SparePrivate`) goes now.
                 *self

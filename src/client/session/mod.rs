@@ -268,6 +268,9 @@ struct Core {
     /// The next command waits for the end of a `CLIENT PAUSE` (see
     /// [`crate::client::pause`]).
     paused: bool,
+    /// Set while its subscription commands are not all confirmed: counted
+    /// in [`Context::subscribing`] until dropped.
+    subscribing: Option<crate::client::subscribing::Counted>,
 }
 
 impl Session {
@@ -318,6 +321,7 @@ impl Session {
                 last_tracked: 0,
                 notices_after: VecDeque::new(),
                 paused: false,
+                subscribing: None,
             },
         }
     }
@@ -452,6 +456,10 @@ impl Session {
                 // A subscription command waited for earlier replies, which
                 // are now queued for writing: run it now.
                 continue;
+            }
+            if self.core.subscribing.is_some() && !waiting && !self.core.confirming() {
+                // Every subscription command reached its node.
+                self.core.subscribing = None;
             }
             let hold = wbuf.len() < HOLD_OUTPUT && self.core.holds_output();
             let writable = !wbuf.is_empty() && !hold;
