@@ -192,6 +192,8 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         "tracking_clients" => facts.tracking_clients.to_string(),
                         "blocked_clients" => facts.blocked_clients.to_string(),
                         "clients_in_timeout_table" => "0".into(),
+                        // One server outside a cluster has no cluster bus.
+                        "cluster_connections" => "0".into(),
                         _ => v.clone(),
                     };
                     out.push((k.clone(), v));

@@ -1167,3 +1167,27 @@ fn publish_right_after_another_clients_subscribe_reaches_it() {
         );
     }
 }
+
+/// A subscriber whose later pipelined command is held behind a blocked
+/// one (SUBSCRIBE, BLPOP, PING in one write, RESP3) does not make other
+/// clients' PUBLISHes wait once its subscription is confirmed.
+#[test]
+fn a_subscriber_held_behind_a_blocked_command_does_not_slow_publishers() {
+    let port = env().1.port;
+    let mut sub = RawClient::connect(port);
+    sub.send(&cmd(&["HELLO", "3"]));
+    let _ = sub.read_reply();
+    let mut three = cmd(&["SUBSCRIBE", "ps:held"]);
+    three.extend(cmd(&["BLPOP", "ps:held:nokey", "0"]));
+    three.extend(cmd(&["PING"]));
+    sub.send(&three);
+    sub.expect(format!(">3\r\n{}{}:1\r\n", bulk("subscribe"), bulk("ps:held")).as_bytes());
+    let mut publ = RawClient::connect(port);
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        let started = Instant::now();
+        publ.roundtrip(&cmd(&["PUBLISH", "ps:held:other", "x"]), b":0\r\n");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(60), "PUBLISH took {took:?}");
+    }
+}

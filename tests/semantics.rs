@@ -2978,6 +2978,40 @@ fn debug_answers_for_all_masters_as_one_server() {
     through.expect(b"+OK\r\n");
     through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), b"+OK\r\n");
     through.roundtrip(&cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]), b"+OK\r\n");
+    // Inside MULTI, one sleep (the transaction's master's), and all of a
+    // transaction's sleeps bounded together.
+    let started = Instant::now();
+    for line in [&["MULTI"][..], &["DEBUG", "SLEEP", "0.3"], &["GET", &a]] {
+        through.send(&cmd(line));
+    }
+    through.expect(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n");
+    through.roundtrip(&cmd(&["EXEC"]), b"*2\r\n+OK\r\n$1\r\n1\r\n");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(550),
+        "{took:?}"
+    );
+    for line in [
+        &["MULTI"][..],
+        &["DEBUG", "SLEEP", "3"],
+        &["DEBUG", "SLEEP", "0x3"],
+    ] {
+        through.send(&cmd(line));
+    }
+    through.expect(b"+OK\r\n+QUEUED\r\n");
+    assert!(through
+        .read_reply()
+        .starts_with(b"-ERR slotbridge: DEBUG SLEEP of more than 5 seconds"));
+    through.roundtrip(
+        &cmd(&["EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    // Unknown subcommands: a node's error.
+    through.send(&cmd(&["DEBUG", "NO-SUCH-THING"]));
+    assert!(through.read_reply().starts_with(b"-ERR unknown subcommand"));
+    // No cluster bus on one server.
+    through.send(&cmd(&["INFO", "clients"]));
+    assert!(String::from_utf8_lossy(&through.read_reply()).contains("cluster_connections:0\r\n"));
     // Inside MULTI too, as FLUSHALL: the other masters first.
     for line in [
         &["MULTI"][..],

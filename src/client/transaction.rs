@@ -76,6 +76,9 @@ pub struct TxState {
     pub originals: Vec<Bytes>,
     /// The places of queued `INFO`s, answered from all masters at `EXEC`.
     pub infos: Vec<usize>,
+    /// The seconds of the transaction's `DEBUG SLEEP`s, together bounded
+    /// as one outside a transaction.
+    pub sleep_secs: f64,
     /// The places of queued `KEYS`, answered from all masters at `EXEC`,
     /// with the client's pattern where co-location rules apply it.
     pub keys: Vec<(usize, Option<Bytes>)>,

@@ -816,57 +816,116 @@ fn debug_route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         };
     }
     if argc == 3 && is("sleep") {
-        // Redis reads the seconds with strtod: anything else is 0.
-        let secs = std::str::from_utf8(cmd.get(2))
-            .ok()
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if secs > MAX_DEBUG_SLEEP_SECS {
-            return Route::Reply(reply::error(&format!(
-                "ERR slotbridge: DEBUG SLEEP of more than {MAX_DEBUG_SLEEP_SECS} seconds is not passed to the cluster (every master would stall the connections it shares with other clients past their timeout)"
-            )));
+        if sleeps_too_long(debug_sleep_secs(cmd.get(2))) {
+            return Route::Reply(debug_sleep_refused());
         }
         return Route::Fanout(Fanout::AllOk);
     }
     if argc == 2 && is("digest") {
         return Route::Fanout(Fanout::Digest);
     }
+    // What would crash, restart or stall a node, reload it from disk,
+    // write keys around the slot map, or stop its cluster cron.
+    let refused = [
+        "segfault",
+        "panic",
+        "restart",
+        "crash-and-recover",
+        "oom",
+        "assert",
+        "leak",
+        "reload",
+        "loadaof",
+        "drop-cluster-packet-filter",
+        "populate",
+        "replicate",
+        "change-repl-id",
+        "client-eviction",
+        "mallctl",
+        "mallctl-str",
+        "config-rewrite-force-all",
+        "clusterlink",
+        "aof-flush-sleep",
+        "pause-cron",
+        "set-disable-deny-scripts",
+    ];
+    if refused.into_iter().any(is) {
+        return Route::Reply(reply::error(&format!(
+            "ERR slotbridge: DEBUG {} is not passed to the cluster (it would crash, restart, reload or change a node behind the proxy's back); run it on a node itself",
+            String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_uppercase()
+        )));
+    }
     let everywhere = [
         "set-active-expire",
         "quicklist-packed-threshold",
         "set-skip-checksum-validation",
-        "set-disable-deny-scripts",
-        "pause-cron",
         "replybuffer",
         "log",
     ];
-    if everywhere.into_iter().any(is) || (argc == 2 && is("reload")) {
+    if everywhere.into_iter().any(is) {
         return Route::Fanout(Fanout::AllOk);
     }
-    // Reports, reply fixtures, and the key readers at a wrong arity (the
-    // server's error).
-    let anywhere = [
-        "help",
-        "structsize",
-        "protocol",
-        "stringmatch-test",
-        "htstats",
-        "object",
-        "sdslen",
-        "listpack",
-        "quicklist",
-        "htstats-key",
-        "digest-value",
-        "digest",
-        "sleep",
-    ];
-    if anywhere.into_iter().any(is) {
-        return Route::AnyMaster;
+    // Reports, reply fixtures, the key readers at a wrong arity and the
+    // subcommands a node does not know: the server's reply or error.
+    Route::AnyMaster
+}
+
+/// The seconds of `DEBUG SLEEP <arg>`, read as Redis reads them (C's
+/// `strtod`: leading blanks, the longest number at the start, decimal or
+/// `0x` hexadecimal, `inf`, `nan`; 0 when there is none).
+pub fn debug_sleep_secs(arg: &[u8]) -> f64 {
+    let text: String = arg
+        .iter()
+        .take(64)
+        .take_while(|b| b.is_ascii())
+        .map(|&b| b as char)
+        .collect();
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'-') => (-1.0, &text[1..]),
+        Some(b'+') => (1.0, &text[1..]),
+        _ => (1.0, text),
+    };
+    if let Some(hex) = rest.strip_prefix("0x").or_else(|| rest.strip_prefix("0X")) {
+        let mut value = 0.0f64;
+        let mut digits = 0;
+        let mut scale = 1.0f64;
+        let mut fraction = false;
+        for c in hex.chars() {
+            match (c, c.to_digit(16)) {
+                ('.', _) if !fraction => fraction = true,
+                (_, Some(d)) if fraction => {
+                    scale /= 16.0;
+                    value += f64::from(d) * scale;
+                    digits += 1;
+                }
+                (_, Some(d)) => {
+                    value = value * 16.0 + f64::from(d);
+                    digits += 1;
+                }
+                _ => break,
+            }
+        }
+        return if digits > 0 { sign * value } else { 0.0 };
     }
-    Route::Reply(reply::error(&format!(
-        "ERR slotbridge: DEBUG {} is not passed to the cluster (it would crash, restart, reload or change a node behind the proxy's back); run it on a node itself",
-        String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_uppercase()
-    )))
+    (1..=rest.len())
+        .rev()
+        .find_map(|end| rest.get(..end)?.parse::<f64>().ok())
+        .map_or(0.0, |v| sign * v)
+}
+
+/// Whether `secs` of `DEBUG SLEEP` are more than the proxy passes on (or
+/// not a number).
+pub fn sleeps_too_long(secs: f64) -> bool {
+    secs.is_nan() || secs > MAX_DEBUG_SLEEP_SECS
+}
+
+/// The refusal of a `DEBUG SLEEP` (or the sleeps of one transaction) longer
+/// than [`MAX_DEBUG_SLEEP_SECS`].
+pub fn debug_sleep_refused() -> Bytes {
+    reply::error(&format!(
+        "ERR slotbridge: DEBUG SLEEP of more than {MAX_DEBUG_SLEEP_SECS} seconds is not passed to the cluster (every master would stall the connections it shares with other clients past their timeout)"
+    ))
 }
 
 /// `SCRIPT DEBUG`: `NO` is what every connection has; the Lua debugger
@@ -1211,13 +1270,23 @@ mod tests {
             route_of(&["DEBUG", "set-active-expire", "0"]).0,
             Route::Fanout(Fanout::AllOk)
         );
-        assert_eq!(
-            route_of(&["DEBUG", "RELOAD"]).0,
-            Route::Fanout(Fanout::AllOk)
-        );
+        assert_eq!(route_of(&["DEBUG", "FOO"]).0, Route::AnyMaster);
+        assert_eq!(route_of(&["DEBUG", "ERROR"]).0, Route::AnyMaster);
+        for long in ["0x6", "6x", " 6.5e0", "inf", "nan", "1e3"] {
+            assert!(
+                err(route_of(&["DEBUG", "SLEEP", long]).0).contains("more than 5 seconds"),
+                "{long}"
+            );
+        }
+        assert_eq!(debug_sleep_secs(b"0x1.8"), 1.5);
+        assert_eq!(debug_sleep_secs(b"-2"), -2.0);
+        assert_eq!(debug_sleep_secs(b"x"), 0.0);
+        assert_eq!(debug_sleep_secs(b".5s"), 0.5);
         assert_eq!(route_of(&["DEBUG", "PROTOCOL", "map"]).0, Route::AnyMaster);
         for refused in [
             &["DEBUG", "SEGFAULT"][..],
+            &["DEBUG", "RELOAD"],
+            &["DEBUG", "PAUSE-CRON", "1"],
             &["DEBUG", "RELOAD", "NOSAVE"],
             &["DEBUG", "POPULATE", "10"],
         ] {

@@ -361,11 +361,12 @@ impl Core {
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
-        // A PUBLISH comes after the subscriptions other clients sent before
-        // it (see `crate::client::subscribing`).
+        // A PUBLISH comes after the classic subscriptions other clients
+        // sent before it (see `crate::client::subscribing`).
         if ctx.subscribing.active()
             && self.multi.is_none()
-            && matches!(self.scratch.name, "publish" | "spublish")
+            && self.scratch.name == "publish"
+            && matches!(route, Route::Slot(_))
         {
             ctx.subscribing
                 .wait_for_others(self.subscribing.is_some())
@@ -599,10 +600,7 @@ impl Core {
             }
             Route::Sub(cmd) => {
                 if self.subscribing.is_none()
-                    && matches!(
-                        cmd,
-                        SubCmd::Subscribe | SubCmd::PSubscribe | SubCmd::SSubscribe
-                    )
+                    && matches!(cmd, SubCmd::Subscribe | SubCmd::PSubscribe)
                 {
                     // Until confirmed, PUBLISHes wait for it.
                     self.subscribing = Some(crate::client::subscribing::Counted::new(

@@ -271,6 +271,8 @@ struct Core {
     /// Set while its subscription commands are not all confirmed: counted
     /// in [`Context::subscribing`] until dropped.
     subscribing: Option<crate::client::subscribing::Counted>,
+    /// The command held for earlier replies changes subscriptions.
+    held_subscription: bool,
 }
 
 impl Session {
@@ -322,6 +324,7 @@ impl Session {
                 notices_after: VecDeque::new(),
                 paused: false,
                 subscribing: None,
+                held_subscription: false,
             },
         }
     }
@@ -457,7 +460,10 @@ impl Session {
                 // are now queued for writing: run it now.
                 continue;
             }
-            if self.core.subscribing.is_some() && !waiting && !self.core.confirming() {
+            if self.core.subscribing.is_some()
+                && !(waiting && self.core.held_subscription)
+                && !self.core.confirming()
+            {
                 // Every subscription command reached its node.
                 self.core.subscribing = None;
             }
@@ -669,6 +675,7 @@ impl Session {
             }
         }
         self.core.staging = true;
+        self.core.held_subscription = false;
         if std::mem::take(&mut self.core.paused) {
             self.core.client.info.set_paused(false);
         }
@@ -683,6 +690,7 @@ impl Session {
                         args: self.parser.args(),
                     };
                     if self.core.must_wait_for_earlier_replies(&view) {
+                        self.core.held_subscription = subs::is_subscription_command(view.get(0));
                         break true;
                     }
                     if self.core.ctx.pause.maybe() && self.core.held_by_pause(&view) {
@@ -699,6 +707,7 @@ impl Session {
                         args: self.parser.args(),
                     };
                     if self.core.must_wait_for_earlier_replies(&view) {
+                        self.core.held_subscription = subs::is_subscription_command(view.get(0));
                         break true;
                     }
                     if self.core.ctx.pause.maybe() && self.core.held_by_pause(&view) {

@@ -135,7 +135,11 @@ impl Core {
                 | "asking"
         ) || name.starts_with("cluster|");
         let (route, raw) = match route {
-            Route::Reply(answer) if at_exec && spec.is_some_and(|s| arity_ok(s, view.len())) => {
+            Route::Reply(answer)
+                if at_exec
+                    && !answer.starts_with(b"-CROSSSLOT")
+                    && spec.is_some_and(|s| arity_ok(s, view.len())) =>
+            {
                 let route = match self.scratch.keys.first() {
                     Some(&k) => Route::Slot(crate::cluster::slot::slot(view.get(k))),
                     None => Route::AnyMaster,
@@ -244,6 +248,19 @@ impl Core {
                     cross_slot(name, a, b)
                 });
                 return;
+            }
+            // One server's sleep: the transaction's master's, in its
+            // place, all of one transaction's at most the limit outside it.
+            Route::Fanout(Fanout::AllOk)
+                if name == "debug" && view.get(1).eq_ignore_ascii_case(b"sleep") =>
+            {
+                tx.sleep_secs += crate::command::route::debug_sleep_secs(view.get(2));
+                if crate::command::route::sleeps_too_long(tx.sleep_secs) {
+                    tx.failed = true;
+                    self.ready(crate::command::route::debug_sleep_refused());
+                    return;
+                }
+                None
             }
             // For every master: the transaction's node runs it in its
             // place, the others right before (see `fan_out_others`), as
