@@ -366,7 +366,7 @@ impl Core {
         if !tx.fanouts.is_empty() {
             if pinned.is_none() && tx.spans_slots() {
                 self.ready(reply::error(
-                    "ERR slotbridge: FLUSHALL, FLUSHDB or CONFIG SET cannot run in its place in a transaction over several slots (transactions = \"per_slot\"): send it outside MULTI",
+                    "ERR slotbridge: FLUSHALL, FLUSHDB, CONFIG SET or a DEBUG setting cannot run in its place in a transaction over several slots (transactions = \"per_slot\"): send it outside MULTI",
                 ));
                 return;
             }
@@ -674,7 +674,8 @@ impl Core {
 /// Whether a command fanned out to every master runs inside `MULTI` (see
 /// `Core::fan_out_others`).
 fn runs_everywhere(name: &str) -> bool {
-    // DEBUG routed to every master: SLEEP and the settings.
+    // DEBUG here: its settings (SET-ACTIVE-EXPIRE, ...); SLEEP runs on
+    // the transaction's master alone (see `queue_in_multi`).
     matches!(name, "flushall" | "flushdb" | "config|set" | "debug")
 }
 
