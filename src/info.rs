@@ -121,38 +121,76 @@ fn min_field(all: &[Vec<Section>], section: &str, key: &str) -> Option<i64> {
         .try_fold(i64::MAX, |min, n| n.map(|n| min.min(n)))
 }
 
+/// The `Keyspace` lines of one server holding all the masters' keys:
+/// counts (`keys`, `expires`, Redis 7.4's `subexpiry`, ...) summed,
+/// `avg_ttl` averaged over the masters' expiring keys (a master that has
+/// not estimated it yet, `0`, left out), fields in the nodes' order.
 fn keyspace(all: &[Vec<Section>]) -> Vec<(String, String)> {
-    let mut dbs: Vec<(String, i64, i64, i64)> = Vec::new();
+    struct Db {
+        name: String,
+        /// Each field and its sum (`avg_ttl`: of ttl × expires).
+        fields: Vec<(String, i128)>,
+        /// The expiring keys of the masters with an estimated `avg_ttl`.
+        weight: i128,
+    }
+    let mut dbs: Vec<Db> = Vec::new();
     for part in all {
         let Some((_, fields)) = part.iter().find(|(n, _)| n == "Keyspace") else {
             continue;
         };
         for (db, v) in fields {
-            let mut keys = 0;
-            let mut expires = 0;
-            let mut ttl = 0;
-            for kv in v.split(',') {
-                let (k, n) = kv.split_once('=').unwrap_or((kv, "0"));
-                let n = parse_i64(n.as_bytes()).unwrap_or(0);
-                match k {
-                    "keys" => keys = n,
-                    "expires" => expires = n,
-                    "avg_ttl" => ttl = n,
-                    _ => {}
+            let index = match dbs.iter().position(|d| &d.name == db) {
+                Some(i) => i,
+                None => {
+                    dbs.push(Db {
+                        name: db.clone(),
+                        fields: Vec::new(),
+                        weight: 0,
+                    });
+                    dbs.len() - 1
                 }
-            }
-            match dbs.iter_mut().find(|d| &d.0 == db) {
-                Some(d) => {
-                    d.1 = d.1.saturating_add(keys);
-                    d.2 = d.2.saturating_add(expires);
-                    d.3 = d.3.max(ttl);
+            };
+            let d = &mut dbs[index];
+            let pairs: Vec<(&str, i128)> = v
+                .split(',')
+                .map(|kv| {
+                    let (k, n) = kv.split_once('=').unwrap_or((kv, "0"));
+                    (k, i128::from(parse_i64(n.as_bytes()).unwrap_or(0)))
+                })
+                .collect();
+            let expires = pairs
+                .iter()
+                .find(|(k, _)| *k == "expires")
+                .map_or(0, |p| p.1);
+            for (k, n) in pairs {
+                let add = match k {
+                    "avg_ttl" if n > 0 => {
+                        d.weight += expires;
+                        n * expires
+                    }
+                    "avg_ttl" => 0,
+                    _ => n,
+                };
+                match d.fields.iter_mut().find(|(name, _)| name == k) {
+                    Some(f) => f.1 += add,
+                    None => d.fields.push((k.to_string(), add)),
                 }
-                None => dbs.push((db.clone(), keys, expires, ttl)),
             }
         }
     }
     dbs.into_iter()
-        .map(|(db, k, e, t)| (db, format!("keys={k},expires={e},avg_ttl={t}")))
+        .map(|d| {
+            let line: Vec<String> = d
+                .fields
+                .iter()
+                .map(|(k, n)| match k.as_str() {
+                    "avg_ttl" if d.weight > 0 => format!("{k}={}", n / d.weight),
+                    "avg_ttl" => format!("{k}=0"),
+                    _ => format!("{k}={n}"),
+                })
+                .collect();
+            (d.name, line.join(","))
+        })
         .collect()
 }
 
@@ -169,7 +207,8 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             "Server" => {
                 for (k, v) in fields {
                     let v = match k.as_str() {
-                        "redis_mode" => "standalone".to_string(),
+                        // Valkey 8 calls it `server_mode`.
+                        "redis_mode" | "server_mode" => "standalone".to_string(),
                         "process_id" => facts.pid.to_string(),
                         "tcp_port" => facts.port.to_string(),
                         "uptime_in_seconds" => facts.uptime_secs.to_string(),
@@ -382,6 +421,29 @@ mod tests {
     use super::*;
     use crate::protocol::reply::put_bulk;
     use bytes::BytesMut;
+
+    #[test]
+    fn keyspace_sums_counts_and_weighs_the_average_ttl() {
+        let master = |line: &str| -> Vec<Section> {
+            vec![("Keyspace".into(), vec![("db0".into(), line.into())])]
+        };
+        let all = [
+            master("keys=4,expires=4,avg_ttl=2454084,subexpiry=1"),
+            master("keys=4,expires=4,avg_ttl=85647,subexpiry=0"),
+            master("keys=2,expires=2,avg_ttl=85798,subexpiry=2"),
+            // Expiring keys whose TTL the master has not estimated yet.
+            master("keys=1,expires=1,avg_ttl=0,subexpiry=0"),
+        ];
+        assert_eq!(
+            keyspace(&all),
+            vec![(
+                "db0".to_string(),
+                "keys=11,expires=11,avg_ttl=1033052,subexpiry=3".to_string()
+            )]
+        );
+        let none = [master("keys=3,expires=0,avg_ttl=0")];
+        assert_eq!(keyspace(&none)[0].1, "keys=3,expires=0,avg_ttl=0");
+    }
 
     fn bulk(s: &str) -> Bytes {
         let mut b = BytesMut::new();

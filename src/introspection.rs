@@ -64,23 +64,27 @@ pub fn doctor(reports: &[(&str, &Bytes)], proto: Proto) -> Bytes {
 }
 
 /// `LATENCY LATEST`: per event, the newest sample of any master and the
-/// largest maximum, in the order first seen.
+/// largest maximum (with Valkey 8, the sums and counts added up), in the
+/// order first seen.
 pub fn latency_latest(parts: &[&Bytes]) -> Bytes {
-    // (event frame, time, latest, max)
-    let mut events: Vec<(&[u8], i64, i64, i64)> = Vec::new();
+    // Valkey 8's sum and count of an event's samples.
+    type Totals = Option<(i64, i64)>;
+    // (event frame, time, latest, max, totals)
+    let mut events: Vec<(&[u8], i64, i64, i64, Totals)> = Vec::new();
     for p in parts {
         let Some(entries) = items(p) else {
             return unexpected("LATENCY LATEST");
         };
         for entry in entries {
             let fields = items(entry).unwrap_or_default();
-            let [name, time, latest, max] = fields.as_slice() else {
+            let numbers: Option<Vec<i64>> = fields.iter().skip(1).map(|f| integer(f)).collect();
+            let (Some(name), Some(numbers)) = (fields.first(), numbers) else {
                 return unexpected("LATENCY LATEST");
             };
-            let (Some(time), Some(latest), Some(max)) =
-                (integer(time), integer(latest), integer(max))
-            else {
-                return unexpected("LATENCY LATEST");
+            let (time, latest, max, totals) = match numbers[..] {
+                [time, latest, max] => (time, latest, max, None),
+                [time, latest, max, sum, count] => (time, latest, max, Some((sum, count))),
+                _ => return unexpected("LATENCY LATEST"),
             };
             match events.iter_mut().find(|e| e.0 == *name) {
                 Some(e) => {
@@ -88,19 +92,26 @@ pub fn latency_latest(parts: &[&Bytes]) -> Bytes {
                         (e.1, e.2) = (time, latest);
                     }
                     e.3 = e.3.max(max);
+                    if let (Some(t), Some((sum, count))) = (e.4.as_mut(), totals) {
+                        *t = (t.0.saturating_add(sum), t.1.saturating_add(count));
+                    }
                 }
-                None => events.push((name, time, latest, max)),
+                None => events.push((name, time, latest, max, totals)),
             }
         }
     }
-    let mut out = BytesMut::with_capacity(32 + events.len() * 64);
+    let mut out = BytesMut::with_capacity(32 + events.len() * 80);
     put_array(&mut out, events.len());
-    for (name, time, latest, max) in events {
-        put_array(&mut out, 4);
+    for (name, time, latest, max, totals) in events {
+        put_array(&mut out, if totals.is_some() { 6 } else { 4 });
         out.extend_from_slice(name);
         put_int(&mut out, time);
         put_int(&mut out, latest);
         put_int(&mut out, max);
+        if let Some((sum, count)) = totals {
+            put_int(&mut out, sum);
+            put_int(&mut out, count);
+        }
     }
     out.freeze()
 }
@@ -401,6 +412,13 @@ mod tests {
         );
         assert_eq!(latency_latest(&[&b("*0|")]), b("*0|"));
         assert!(latency_latest(&[&b(":1|")]).starts_with(b"-ERR"));
+        // Valkey 8 adds each event's sum and count: added up.
+        let a = b("*1|*6|$7|command|:100|:39|:50|:60|:2|");
+        let c = b("*1|*6|$7|command|:120|:10|:20|:30|:3|");
+        assert_eq!(
+            latency_latest(&[&a, &c]),
+            b("*1|*6|$7|command|:120|:10|:50|:90|:5|")
+        );
     }
 
     #[test]

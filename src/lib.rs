@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod monitor;
 pub mod node_settings;
+pub mod nodes;
 pub mod protocol;
 pub mod scripts;
 pub mod server;

@@ -539,6 +539,32 @@ pub fn min(parts: &[&Bytes]) -> Bytes {
     reply::int(least.unwrap_or(0))
 }
 
+/// Arrays of integers of one length, the smallest at each position
+/// (`WAITAOF`: local fsyncs and replicas that acknowledged everywhere).
+pub fn min_each(parts: &[&Bytes]) -> Bytes {
+    let mut least: Option<Vec<i64>> = None;
+    for p in parts {
+        let Some(elems) = children(p) else {
+            return unexpected("integer arrays");
+        };
+        let vals: Option<Vec<i64>> = elems.iter().map(|&(s, e)| integer(&p[s..e])).collect();
+        least = match (least, vals) {
+            (None, Some(v)) => Some(v),
+            (Some(l), Some(v)) if l.len() == v.len() => {
+                Some(l.iter().zip(v).map(|(a, b)| (*a).min(b)).collect())
+            }
+            _ => return unexpected("integer arrays"),
+        };
+    }
+    let least = least.unwrap_or_default();
+    let mut out = BytesMut::with_capacity(8 + least.len() * 8);
+    put_array(&mut out, least.len());
+    for n in least {
+        put_int(&mut out, n);
+    }
+    out.freeze()
+}
+
 /// One error reply for a split or fanned-out command whose parts failed:
 /// the first failure's text, plus how many parts failed and of what.
 pub fn failed(name: &str, errors: &[&Bytes], total: usize) -> Bytes {
@@ -636,6 +662,15 @@ mod tests {
         let resp3 = b(b"*1\r\n_\r\n");
         assert_eq!(&mget(&[(&resp3, &[0])], 1)[..], b"*1\r\n_\r\n");
         assert!(mget(&[(&p2, &[0, 1])], 2).starts_with(b"-ERR slotbridge"));
+    }
+
+    #[test]
+    fn waitaof_counts_what_every_master_reached() {
+        let out = min_each(&[&b(b"*2\r\n:1\r\n:2\r\n"), &b(b"*2\r\n:0\r\n:3\r\n")]);
+        assert_eq!(&out[..], b"*2\r\n:0\r\n:2\r\n");
+        let short = b(b"*1\r\n:1\r\n");
+        assert!(min_each(&[&b(b"*2\r\n:1\r\n:2\r\n"), &short]).starts_with(b"-ERR slotbridge"));
+        assert!(min_each(&[&b(b"+OK\r\n")]).starts_with(b"-ERR slotbridge"));
     }
 
     #[test]

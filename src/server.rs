@@ -60,6 +60,9 @@ pub struct Context {
     pub tracker: Arc<crate::tracking::Tracker>,
     /// The backends' `redis_version`, learned at start-up.
     pub backend_version: OnceLock<String>,
+    /// The backends' `MODULE LIST` (RESP2), learned with the version, for
+    /// `HELLO`'s `modules`.
+    pub backend_modules: OnceLock<bytes::Bytes>,
     /// Certificates in force for new connections on both sides.
     pub tls: Arc<crate::tls::TlsState>,
     /// `CLIENT PAUSE` in force for this proxy's clients.
@@ -491,6 +494,7 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         rules,
         health: Default::default(),
         backend_version: OnceLock::new(),
+        backend_modules: OnceLock::new(),
         pause: Default::default(),
         node_settings: Default::default(),
         subscribing: Default::default(),
@@ -529,6 +533,12 @@ async fn learn_from_backend(ctx: Arc<Context>, opts: Arc<ConnOptions>) {
         if let Some(addr) = addr {
             let info = oneshot(&addr, &opts, b"*2\r\n$4\r\nINFO\r\n$6\r\nSERVER\r\n").await;
             let command = oneshot(&addr, &opts, b"*1\r\n$7\r\nCOMMAND\r\n").await;
+            let modules = oneshot(&addr, &opts, b"*2\r\n$6\r\nMODULE\r\n$4\r\nLIST\r\n").await;
+            if let Ok(list) = modules {
+                if list.starts_with(b"*") {
+                    let _ = ctx.backend_modules.set(list);
+                }
+            }
             if let (Ok(info), Ok(command)) = (info, command) {
                 let text = String::from_utf8_lossy(&info);
                 if let Some(v) = text
@@ -536,9 +546,10 @@ async fn learn_from_backend(ctx: Arc<Context>, opts: Arc<ConnOptions>) {
                     .find_map(|l| l.strip_prefix("redis_version:"))
                 {
                     let _ = ctx.backend_version.set(v.to_string());
-                    crate::acl::set_nodes_version(v);
+                    crate::nodes::record(&text);
                 }
                 let learned = crate::command::learn(crate::command::parse_command_reply(&command));
+                crate::command::learn_subcommands(crate::command::parse_subcommands(&command));
                 tracing::info!(version = %ctx.redis_version(), learned, "learned backend version and commands");
                 return;
             }

@@ -240,7 +240,11 @@ fn normalized(reply: &[u8]) -> String {
             mask_next = false;
             continue;
         }
-        if line == "age-seconds" || line == "client-info" {
+        // Redis 7.2's timestamps too.
+        if matches!(
+            line,
+            "age-seconds" | "client-info" | "timestamp-created" | "timestamp-last-updated"
+        ) {
             mask_next = true;
         }
         if line.starts_with('$') && mask_next || line.starts_with(',') {

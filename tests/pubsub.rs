@@ -1191,3 +1191,42 @@ fn a_subscriber_held_behind_a_blocked_command_does_not_slow_publishers() {
         assert!(took < Duration::from_millis(60), "PUBLISH took {took:?}");
     }
 }
+
+/// `PUBSUB NUMSUB`, `CHANNELS` and `NUMPAT` sent on a new connection
+/// right after another client's `SUBSCRIBE` or `PSUBSCRIBE` (without
+/// waiting for the confirmation, as go-redis's tests do) count it, as on
+/// one server (they answered 0 in 20 of 20 rounds before they waited as
+/// `PUBLISH` does).
+#[test]
+fn pubsub_counts_right_after_another_clients_subscribe_include_it() {
+    let port = env().1.port;
+    // A connection that is already open subscribes; a new one asks.
+    let subscribed = |command: &[&str]| {
+        let mut sub = RawClient::connect(port);
+        sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+        sub.send(&cmd(command));
+        (sub, RawClient::connect(port))
+    };
+    for round in 0..10 {
+        let channel = format!("ps:count:{round}");
+        let (_sub, mut ask) = subscribed(&["SUBSCRIBE", &channel]);
+        ask.roundtrip(
+            &cmd(&["PUBSUB", "NUMSUB", &channel]),
+            format!("*2\r\n{}:1\r\n", bulk(&channel)).as_bytes(),
+        );
+        let listed = format!("ps:countch:{round}");
+        let (_sub, mut ask) = subscribed(&["SUBSCRIBE", &listed]);
+        ask.roundtrip(
+            &cmd(&["PUBSUB", "CHANNELS", &listed]),
+            format!("*1\r\n{}", bulk(&listed)).as_bytes(),
+        );
+        let pattern = format!("ps:countpat:{round}:*");
+        let (_sub, mut ask) = subscribed(&["PSUBSCRIBE", &pattern]);
+        ask.send(&cmd(&["PUBSUB", "NUMPAT"]));
+        let numpat = ask.read_reply();
+        assert!(
+            numpat.starts_with(b":") && numpat != b":0\r\n",
+            "round {round}: {numpat:?}"
+        );
+    }
+}

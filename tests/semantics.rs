@@ -3047,3 +3047,199 @@ fn debug_answers_for_all_masters_as_one_server() {
     through.send(&cmd(&["DEBUG", "DIGEST-VALUE", &a, &b]));
     assert!(through.read_reply().starts_with(b"-CROSSSLOT"));
 }
+
+/// The fields of one `CLIENT INFO` line (`name=value`), values of the
+/// fields that differ between two connections left out.
+fn client_fields(line: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(line);
+    let body = text.split_once("\r\n").map_or(&*text, |(_, b)| b);
+    body.split_whitespace()
+        .map(|field| match field.split_once('=') {
+            Some((name @ ("flags" | "capa" | "watch" | "multi"), value)) => {
+                format!("{name}={value}")
+            }
+            Some((name, _)) => name.to_string(),
+            None => field.to_string(),
+        })
+        .collect()
+}
+
+/// Replies whose words and fields changed between Redis 7.0, 7.2, 7.4 and
+/// 8.0 (and Valkey): the proxy answers as the nodes' version does, compared
+/// with one server of the installed `redis-server`.
+#[test]
+fn version_dependent_replies_follow_the_nodes() {
+    let names = ["vd:a", "vd:b", "vd:c"];
+    let (reference, mut direct, mut through) = beside_reference("versions", &names);
+    for line in [
+        "XADD vd:a 1-1 f v",
+        "XREAD STREAMS vd:a vd:b vd:c 0 0",
+        "XREADGROUP GROUP g c STREAMS vd:a vd:b vd:c > >",
+        "ACL GETUSER default",
+        "XINFO NOSUCHSUB vd:a",
+        "MULTI",
+        "XINFO NOSUCHSUB vd:a",
+        "GET vd:a",
+        "EXEC",
+        // Redis 7.2's WAITAOF (unknown to 7.0): its argument errors.
+        "WAITAOF 2 0 0",
+        "WAITAOF 0 -1 0",
+        "WAITAOF 0 1 -1",
+        "WAITAOF x 1 1",
+        // NO-TOUCH arrived in 7.2 (flag T); 7.0 refuses it.
+        "CLIENT NO-TOUCH on",
+        "CLIENT NO-EVICT on",
+        "CLIENT NOSUCHSUB",
+    ] {
+        replay(&mut direct, &mut through, line);
+    }
+    let watch = |c: &mut RawClient| {
+        c.send(&cmd(&["WATCH", "vd:a", "vd:a"]));
+        assert_eq!(c.read_reply(), b"+OK\r\n");
+        c.send(&cmd(&["CLIENT", "INFO"]));
+        let info = client_fields(&c.read_reply());
+        c.send(&cmd(&["UNWATCH"]));
+        assert_eq!(c.read_reply(), b"+OK\r\n");
+        info
+    };
+    assert_eq!(watch(&mut through), watch(&mut direct));
+    // A MONITOR client is flagged O; RESET clears NO-EVICT and NO-TOUCH
+    // (from 7.2 on) and ends MONITOR.
+    let flags_of_monitor = |port: u16| {
+        let mut monitor = RawClient::connect(port);
+        monitor.send(&cmd(&["CLIENT", "SETNAME", "vd-monitor"]));
+        assert_eq!(monitor.read_reply(), b"+OK\r\n");
+        monitor.send(&cmd(&["MONITOR"]));
+        assert_eq!(monitor.read_reply(), b"+OK\r\n");
+        let mut other = RawClient::connect(port);
+        other.send(&cmd(&["CLIENT", "LIST"]));
+        let list = String::from_utf8_lossy(&other.read_reply()).into_owned();
+        let line = list
+            .lines()
+            .find(|l| l.contains("name=vd-monitor "))
+            .unwrap_or_default()
+            .to_string();
+        client_fields(line.as_bytes())
+    };
+    assert_eq!(
+        flags_of_monitor(env().1.port),
+        flags_of_monitor(reference.1.port)
+    );
+    for c in [&mut direct, &mut through] {
+        c.send(&cmd(&["RESET"]));
+        assert_eq!(c.read_reply(), b"+RESET\r\n");
+    }
+    direct.send(&cmd(&["CLIENT", "INFO"]));
+    through.send(&cmd(&["CLIENT", "INFO"]));
+    assert_eq!(
+        client_fields(&through.read_reply()),
+        client_fields(&direct.read_reply())
+    );
+    // HELLO names the server and its version as the nodes do (the same
+    // binary here), and lists their modules.
+    let hello = |c: &mut RawClient| {
+        c.send(&cmd(&["HELLO", "3"]));
+        let reply = String::from_utf8_lossy(&c.read_reply()).into_owned();
+        let id = reply.find("$2\r\nid\r\n:").map(|at| at + 9).unwrap_or(0);
+        let end = reply[id..].find("\r\n").map_or(id, |n| id + n);
+        format!("{}{}", &reply[..id], &reply[end..])
+    };
+    assert_eq!(hello(&mut through), hello(&mut direct));
+}
+
+/// `db0:keys=...,expires=...,avg_ttl=...` of an `INFO keyspace` reply.
+fn keyspace_line(info: &str) -> (i64, i64, i64) {
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("db0:"))
+        .unwrap_or("keys=0,expires=0,avg_ttl=0");
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| {
+                kv.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (field("keys"), field("expires"), field("avg_ttl"))
+}
+
+/// `INFO keyspace` adds the masters' keys and averages their `avg_ttl`
+/// over their expiring keys, as one server holding all of them estimates
+/// it (it was the largest master's figure: 2.4 times one Redis's when one
+/// key of ten lived 100 times longer).
+#[test]
+fn info_keyspace_weighs_the_masters_average_ttls() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    for i in 0..9 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("ttl:{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(100)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("ttl:long")
+        .arg("v")
+        .arg("EX")
+        .arg(10_000)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("ttl:none")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let masters = cluster.master_ports();
+    let weighted = || -> f64 {
+        let lines: Vec<(i64, i64, i64)> = masters
+            .iter()
+            .map(|&p| {
+                let info: String = redis::cmd("INFO")
+                    .arg("keyspace")
+                    .query(&mut cluster.conn(p))
+                    .unwrap();
+                keyspace_line(&info)
+            })
+            .collect();
+        let estimated: Vec<_> = lines.iter().filter(|l| l.2 > 0).collect();
+        let weight: i64 = estimated.iter().map(|l| l.1).sum();
+        estimated.iter().map(|l| (l.2 * l.1) as f64).sum::<f64>() / weight.max(1) as f64
+    };
+    // The masters estimate their average TTL in their expire cycle.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = masters.iter().all(|&p| {
+            let info: String = redis::cmd("INFO")
+                .arg("keyspace")
+                .query(&mut cluster.conn(p))
+                .unwrap();
+            let (_, expires, ttl) = keyspace_line(&info);
+            expires == 0 || ttl > 0
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the masters never estimated avg_ttl"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = weighted();
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    let after = weighted();
+    let (keys, expires, ttl) = keyspace_line(&info);
+    assert_eq!((keys, expires), (11, 10), "{info}");
+    let (low, high) = (before.min(after) * 0.99, before.max(after) * 1.01);
+    assert!(
+        (low..=high).contains(&(ttl as f64)),
+        "avg_ttl {ttl}, masters' weighted {before}..{after}"
+    );
+}

@@ -119,10 +119,7 @@ pub enum Style {
 impl Style {
     /// The style of nodes running `version`.
     pub fn of(version: &str) -> Style {
-        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let major = parts.next().unwrap_or(0);
-        let minor = parts.next().unwrap_or(0);
-        if (major, minor) > (7, 0) {
+        if major_minor(version) > (7, 0) {
             Style::Redis72
         } else {
             Style::Redis70
@@ -188,10 +185,24 @@ impl Denied {
     pub fn dry_run_text<A: Args + ?Sized>(&self, args: &A, user: &[u8], style: Style) -> String {
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         if style == Style::Redis72 {
-            // Redis 7.2: the NOPERM texts.
-            let text = self.reply(user, true);
-            let text = String::from_utf8_lossy(&text);
-            return text.trim_start_matches("-NOPERM ").trim_end().to_string();
+            // Redis 7.2: the NOPERM texts, naming the key or channel
+            // (`getAclErrorMessage`, verbose).
+            let named = |what: &str, pos: usize| {
+                format!(
+                    "User {} has no permissions to access the '{}' {what}",
+                    lossy(user),
+                    lossy(args.get(pos))
+                )
+            };
+            return match self {
+                Denied::Key(pos) => named("key", *pos),
+                Denied::Channel(pos) => named("channel", *pos),
+                _ => {
+                    let text = self.reply(user, true);
+                    let text = String::from_utf8_lossy(&text);
+                    text.trim_start_matches("-NOPERM ").trim_end().to_string()
+                }
+            };
         }
         match self {
             Denied::Command(name) => {
@@ -253,6 +264,12 @@ static TABLE_COVERS_NODES: std::sync::atomic::AtomicBool =
 pub fn set_nodes_version(version: &str) {
     let covered = Style::of(version) == Style::Redis70;
     TABLE_COVERS_NODES.store(covered, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The major and minor number of a version string (`"7.2.4"` → `(7, 2)`).
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// Whether the nodes run Redis 7.0 or older, whose subcommands the

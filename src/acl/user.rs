@@ -270,8 +270,8 @@ impl User {
         Ok(())
     }
 
-    /// The flags, in Redis's order.
-    fn flags(&self) -> Vec<&'static str> {
+    /// The flags, in Redis's order (as the nodes' version shows them).
+    fn flags(&self, style: Style) -> Vec<&'static str> {
         let mut flags = vec![if self.enabled { "on" } else { "off" }];
         if self.nopass {
             flags.push("nopass");
@@ -279,6 +279,8 @@ impl User {
         match self.sanitize {
             Some(false) => flags.push("skip-sanitize-payload"),
             Some(true) => flags.push("sanitize-payload"),
+            // Redis 7.2 and later create every user with it.
+            None if style == Style::Redis72 => flags.push("sanitize-payload"),
             None => {}
         }
         flags
@@ -290,7 +292,7 @@ impl User {
         let mut out = b"user ".to_vec();
         out.extend_from_slice(&self.name);
         out.push(b' ');
-        for flag in self.flags() {
+        for flag in self.flags(style) {
             out.extend_from_slice(flag.as_bytes());
             out.push(b' ');
         }
@@ -313,7 +315,7 @@ impl User {
         let mut out = BytesMut::with_capacity(512);
         put_map(&mut out, proto, 6);
         put_bulk(&mut out, b"flags");
-        let flags = self.flags();
+        let flags = self.flags(style);
         let set = if proto == Proto::Resp3 { b'~' } else { b'*' };
         put_header(&mut out, set, flags.len());
         for flag in flags {

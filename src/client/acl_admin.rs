@@ -44,6 +44,7 @@ pub fn execute(view: &CommandView<'_>, client: &ClientState, ctx: &Context) -> L
         b"dryrun" => dry_run(view, ctx, style),
         b"log" => log(view, client, ctx, style),
         // The proxy's users come from its configuration, not a file.
+        _ if crate::nodes::valkey_at_least(8, 0) => reply::error("ERR This instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a configuration file set) in order to store users in the configuration."),
         _ => reply::error("ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration."),
     };
     LocalOutcome::Reply(reply)

@@ -150,6 +150,11 @@ pub fn execute(
             client.user_version = Some(version);
             client.info.update(|n| n.user = None);
             client.replies = ReplyMode::On;
+            // Redis 7.2 and later also clear these (7.0 keeps NO-EVICT).
+            if crate::nodes::at_least(7, 2) {
+                client.info.set_no_evict(false);
+                client.info.set_no_touch(false);
+            }
             if client.tracking.on {
                 client.tracking = Tracking::default();
                 ctx.tracker.disable(client.info.id);
@@ -278,10 +283,15 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     client.set_proto(proto);
     let mut out = BytesMut::with_capacity(160);
     put_map(&mut out, proto, 7);
+    // As the nodes introduce themselves (Valkey by its own name).
+    let (server, version) = match crate::nodes::identity() {
+        Some((name, version)) => (name.as_str(), version.as_str()),
+        None => ("redis", ctx.redis_version()),
+    };
     put_bulk(&mut out, b"server");
-    put_bulk(&mut out, b"redis");
+    put_bulk(&mut out, server.as_bytes());
     put_bulk(&mut out, b"version");
-    put_bulk(&mut out, ctx.redis_version().as_bytes());
+    put_bulk(&mut out, version.as_bytes());
     put_bulk(&mut out, b"proto");
     put_int(&mut out, if proto == Proto::Resp3 { 3 } else { 2 });
     put_bulk(&mut out, b"id");
@@ -291,8 +301,35 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     put_bulk(&mut out, b"role");
     put_bulk(&mut out, b"master");
     put_bulk(&mut out, b"modules");
-    put_array(&mut out, 0);
+    put_modules(
+        &mut out,
+        proto,
+        ctx.backend_modules.get().map_or(&b"*0\r\n"[..], |m| m),
+    );
     out.freeze()
+}
+
+/// `HELLO`'s `modules`: the nodes' `MODULE LIST` (RESP2: an array of flat
+/// name/value arrays), each module a map in RESP3, as one server lists
+/// them.
+fn put_modules(out: &mut BytesMut, proto: Proto, list: &[u8]) {
+    let modules = crate::protocol::scan::children(list).unwrap_or_default();
+    put_array(out, modules.len());
+    for (s, e) in modules {
+        let module = &list[s..e];
+        let fields = crate::protocol::scan::children(module).map_or(0, |f| f.len());
+        let body = module
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |nl| &module[nl + 1..]);
+        match (proto, module.first()) {
+            (Proto::Resp3, Some(b'*')) => {
+                put_map(out, proto, fields / 2);
+                out.extend_from_slice(body);
+            }
+            _ => out.extend_from_slice(module),
+        }
+    }
 }
 
 fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Bytes {
@@ -351,6 +388,14 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                 (false, Err(e)) => reply::error(&e),
             }
         }
+        // Valkey 8's: the client can take `-REDIRECT` replies, which the
+        // proxy never sends (it follows every redirection itself).
+        b"capa" if view.len() >= 3 && crate::nodes::valkey_at_least(8, 0) => {
+            if (2..view.len()).any(|i| view.get(i).eq_ignore_ascii_case(b"redirect")) {
+                client.info.set_capa_redirect();
+            }
+            Bytes::from_static(reply::OK)
+        }
         b"no-evict" | b"no-touch" if view.len() == 3 => {
             let on = match view.get(2).to_ascii_lowercase().as_slice() {
                 b"on" => true,
@@ -359,6 +404,8 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             };
             if sub == b"no-evict" {
                 client.info.set_no_evict(on);
+            } else {
+                client.info.set_no_touch(on);
             }
             Bytes::from_static(reply::OK)
         }
@@ -439,10 +486,12 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             "ERR wrong number of arguments for 'client|{}' command",
             String::from_utf8_lossy(&sub)
         )),
-        // Unknown to Redis too (nodes of 7.0 or older, whose subcommands
-        // the built-in table has): Redis's error.
+        // Unknown to the nodes too (as their `COMMAND` lists, or for
+        // nodes of 7.0, whose subcommands the built-in table has): their
+        // error.
         _ if crate::command::find(view).is_some_and(|s| s.name == "client")
-            && crate::acl::table_covers_nodes() =>
+            && crate::command::nodes_know_subcommand("client", view.get(1))
+                .map_or(crate::acl::table_covers_nodes(), |known| !known) =>
         {
             reply::error(&format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
@@ -498,6 +547,23 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_lists_the_nodes_modules() {
+        let list = b"*1\r\n*8\r\n$4\r\nname\r\n$9\r\nvectorset\r\n$3\r\nver\r\n:1\r\n$4\r\npath\r\n$0\r\n\r\n$4\r\nargs\r\n*0\r\n";
+        let mut out = BytesMut::new();
+        put_modules(&mut out, Proto::Resp2, list);
+        assert_eq!(&out[..], &list[..]);
+        let mut out = BytesMut::new();
+        put_modules(&mut out, Proto::Resp3, list);
+        assert_eq!(
+            &out[..],
+            &b"*1\r\n%4\r\n$4\r\nname\r\n$9\r\nvectorset\r\n$3\r\nver\r\n:1\r\n$4\r\npath\r\n$0\r\n\r\n$4\r\nargs\r\n*0\r\n"[..]
+        );
+        let mut out = BytesMut::new();
+        put_modules(&mut out, Proto::Resp3, b"*0\r\n");
+        assert_eq!(&out[..], b"*0\r\n");
+    }
 
     #[test]
     fn select_replies() {

@@ -46,6 +46,21 @@ pub struct ClientInfo {
     paused: AtomicBool,
     /// `CLIENT NO-EVICT ON` (`CLIENT LIST` flag `e`).
     no_evict: AtomicBool,
+    /// `CLIENT CAPA redirect` (Valkey's `CLIENT LIST` `capa=r`).
+    capa_redirect: AtomicBool,
+    /// Bytes read from and written to the client, and commands it ran
+    /// (Valkey's `tot-net-in`, `tot-net-out`, `tot-cmds`); only its
+    /// session writes them.
+    totals: [AtomicU64; 3],
+    /// Ran `MULTI` or `WATCH` once (Valkey 8 then shows `multi=0` outside
+    /// a transaction).
+    used_tx: AtomicBool,
+    /// Running `MONITOR` (`CLIENT LIST` flag `O`).
+    monitoring: AtomicBool,
+    /// `CLIENT NO-TOUCH ON` (`CLIENT LIST` flag `T`, Redis 7.2).
+    no_touch: AtomicBool,
+    /// Keys the client watches (`CLIENT LIST` `watch`, Redis 7.4).
+    watching: AtomicU32,
     /// Commands queued in its open `MULTI` (`CLIENT LIST` `multi` and flag
     /// `x`), -1 outside one.
     multi: std::sync::atomic::AtomicI32,
@@ -132,6 +147,12 @@ impl ClientInfo {
             blocked: Mutex::new(Blocked::default()),
             paused: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
+            no_touch: AtomicBool::new(false),
+            monitoring: AtomicBool::new(false),
+            used_tx: AtomicBool::new(false),
+            capa_redirect: AtomicBool::new(false),
+            totals: Default::default(),
+            watching: AtomicU32::new(0),
             multi: std::sync::atomic::AtomicI32::new(-1),
         }
     }
@@ -169,6 +190,30 @@ impl ClientInfo {
     pub fn set_last_cmd(&self, index: Option<u16>) {
         self.last_cmd
             .store(index.unwrap_or(u16::MAX), Ordering::Relaxed);
+        self.add_total(2, 1);
+    }
+
+    /// Counts bytes read from the client.
+    pub fn count_in(&self, bytes: usize) {
+        self.add_total(0, bytes);
+    }
+
+    /// Counts bytes written to the client.
+    pub fn count_out(&self, bytes: usize) {
+        self.add_total(1, bytes);
+    }
+
+    /// Adds to a total that only the client's session changes: a load and
+    /// a store, no locked instruction.
+    fn add_total(&self, which: usize, n: usize) {
+        let total = &self.totals[which];
+        let now = total.load(Ordering::Relaxed);
+        total.store(now.wrapping_add(n as u64), Ordering::Relaxed);
+    }
+
+    /// Records `CLIENT CAPA redirect`.
+    pub fn set_capa_redirect(&self) {
+        self.capa_redirect.store(true, Ordering::Relaxed);
     }
 
     /// Records whether `CLIENT TRACKING` is on, and the id of the client
@@ -194,10 +239,32 @@ impl ClientInfo {
         self.no_evict.store(on, Ordering::Relaxed);
     }
 
+    /// Records whether the client runs `MONITOR`.
+    pub fn set_monitoring(&self, on: bool) {
+        self.monitoring.store(on, Ordering::Relaxed);
+    }
+
+    /// Records `CLIENT NO-TOUCH`.
+    pub fn set_no_touch(&self, on: bool) {
+        self.no_touch.store(on, Ordering::Relaxed);
+    }
+
+    /// Records how many keys the client watches.
+    pub fn set_watching(&self, keys: usize) {
+        let n = u32::try_from(keys).unwrap_or(u32::MAX);
+        if n > 0 && !self.used_tx.load(Ordering::Relaxed) {
+            self.used_tx.store(true, Ordering::Relaxed);
+        }
+        self.watching.store(n, Ordering::Relaxed);
+    }
+
     /// Records the commands queued in the client's `MULTI` (`None`: no
     /// transaction is open).
     pub fn set_multi(&self, queued: Option<usize>) {
         let n = queued.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        if n >= 0 && !self.used_tx.load(Ordering::Relaxed) {
+            self.used_tx.store(true, Ordering::Relaxed);
+        }
         self.multi.store(n, Ordering::Relaxed);
     }
 
@@ -363,13 +430,15 @@ impl ClientInfo {
         };
         let age = self.created.elapsed().as_secs();
         let multi = self.multi.load(Ordering::Relaxed);
+        let valkey8 = crate::nodes::valkey_at_least(8, 0);
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={} db=0 sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={}{}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={}{} db=0 sub={} psub={} ssub={} multi={}{} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={}{}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
             flags([
+                (self.monitoring.load(Ordering::Relaxed), 'O'),
                 (self.is_subscribed(), 'P'),
                 (multi >= 0, 'x'),
                 (self.is_blocked(), 'b'),
@@ -377,11 +446,30 @@ impl ClientInfo {
                 (self.broken.load(Ordering::Relaxed), 'R'),
                 (self.bcast.load(Ordering::Relaxed), 'B'),
                 (self.no_evict.load(Ordering::Relaxed), 'e'),
+                (self.no_touch.load(Ordering::Relaxed) && crate::nodes::at_least(7, 2), 'T'),
             ]),
+            // A field of Valkey 8.
+            match (valkey8, self.capa_redirect.load(Ordering::Relaxed)) {
+                (false, _) => "",
+                (true, false) => " capa=",
+                (true, true) => " capa=r",
+            },
             self.subscriptions[0].load(Ordering::Relaxed),
             self.subscriptions[1].load(Ordering::Relaxed),
             self.subscriptions[2].load(Ordering::Relaxed),
-            multi,
+            // Valkey 8 keeps a client's transaction state once made (by
+            // MULTI or WATCH): 0 commands queued, not -1.
+            if multi < 0 && valkey8 && self.used_tx.load(Ordering::Relaxed) {
+                0
+            } else {
+                multi
+            },
+            // A field of Redis 7.4.
+            if crate::nodes::at_least(7, 4) || valkey8 {
+                format!(" watch={}", self.watching.load(Ordering::Relaxed))
+            } else {
+                String::new()
+            },
             crate::command::table_gen::COMMANDS
                 .get(usize::from(self.last_cmd.load(Ordering::Relaxed)))
                 .map_or("NULL", |spec| spec.name),
@@ -396,23 +484,40 @@ impl ClientInfo {
                 -1
             },
             self.resp.load(Ordering::Relaxed),
-            // Fields of Redis 7.2, which older nodes' clients do not show.
-            if crate::acl::table_covers_nodes() {
-                String::new()
-            } else {
-                format!(
-                    " lib-name={} lib-ver={}",
+            // Fields of Redis 7.2 and 8.0 and of Valkey 8, which older
+            // nodes' clients do not show (the proxy's clients are all on
+            // one thread).
+            match (crate::nodes::at_least(7, 2), crate::nodes::at_least(8, 0)) {
+                (false, _) => String::new(),
+                (true, io_thread) => format!(
+                    " lib-name={} lib-ver={}{}{}",
                     text(&names.lib_name),
-                    text(&names.lib_ver)
-                )
+                    text(&names.lib_ver),
+                    if io_thread { " io-thread=0" } else { "" },
+                    if valkey8 {
+                        let [i, o, c] = &self.totals;
+                        // The caller's line (the only one with a `qbuf`):
+                        // its command is still running, and one server
+                        // counts a command once it ran.
+                        let running = u64::from(qbuf > 0);
+                        format!(
+                            " tot-net-in={} tot-net-out={} tot-cmds={}",
+                            i.load(Ordering::Relaxed),
+                            o.load(Ordering::Relaxed),
+                            c.load(Ordering::Relaxed).saturating_sub(running)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
             },
         )
     }
 }
 
-/// `CLIENT LIST` flags, given in Redis's order (`P` subscribed, `x` in
+/// `CLIENT LIST` flags, given in Redis's order (`O` monitor, `P` subscribed, `x` in
 /// `MULTI`, `b` blocked, `t` tracking, `R` broken redirection, `B`
-/// broadcasting, `e` no-evict); `N` for none.
+/// broadcasting, `e` no-evict, `T` no-touch); `N` for none.
 fn flags<const N: usize>(set: [(bool, char); N]) -> String {
     let flags: String = set.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
     if flags.is_empty() {

@@ -69,6 +69,23 @@ enum Block<'a> {
     For(&'a [u8]),
 }
 
+/// Redis's error for a `STREAMS` list without an ID for each key, in the
+/// nodes' version's words.
+fn unbalanced(xreadgroup: bool) -> String {
+    let name = if xreadgroup { "xreadgroup" } else { "xread" };
+    let symbol = match (xreadgroup, crate::nodes::at_least(7, 4)) {
+        (true, _) => "ID or '>'",
+        (false, true) => "ID, '+', or '$'",
+        (false, false) => "ID or '$'",
+    };
+    if crate::nodes::at_least(7, 2) {
+        format!("ERR Unbalanced '{name}' list of streams: for each stream key an {symbol} must be specified.")
+    } else {
+        "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."
+            .into()
+    }
+}
+
 impl StreamRead {
     /// The read `args` asks for, with its keys at `keys` (as the command
     /// table finds them); `None` for another command.
@@ -139,7 +156,7 @@ impl StreamRead {
                 }
             } else if o.eq_ignore_ascii_case(b"streams") && more > 0 {
                 if !(argc - i - 1).is_multiple_of(2) {
-                    return Some(reply::error("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified."));
+                    return Some(reply::error(&unbalanced(self.xreadgroup)));
                 }
                 streams = true;
                 break;

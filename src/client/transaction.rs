@@ -180,6 +180,8 @@ pub struct Pinned {
     pub conn: BackendConn,
     /// The slot of the watched keys.
     pub slot: u16,
+    /// The watched keys, each once (`CLIENT LIST` counts them).
+    pub keys: Vec<Bytes>,
 }
 
 #[cfg(test)]

@@ -117,9 +117,7 @@ pub fn rewrite(
             let by_sha = name.starts_with(b"evalsha");
             let (sha, body) = if by_sha {
                 let Some(body) = scripts.get(view.get(1)) else {
-                    return Rewritten::Reply(reply::error(
-                        "NOSCRIPT No matching script. Please use EVAL.",
-                    ));
+                    return Rewritten::Reply(reply::error(crate::nodes::noscript_text()));
                 };
                 (sha1_hex(&body), body)
             } else {

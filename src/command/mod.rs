@@ -5,13 +5,16 @@ pub mod route;
 pub mod spec;
 pub mod table_gen;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use keys::Args;
 use spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 
 static LEARNED: OnceLock<HashMap<Vec<u8>, &'static CommandSpec>> = OnceLock::new();
+
+/// Every subcommand the nodes' `COMMAND` lists (`container|sub`).
+static NODE_SUBCOMMANDS: OnceLock<HashSet<String>> = OnceLock::new();
 
 /// The spec of a command a server would run: known, with a known
 /// subcommand (a container found for a longer command has an unknown
@@ -123,6 +126,50 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
     n
 }
 
+/// Records the subcommands the nodes know (once; an empty list, as from
+/// servers older than 7.0, is not recorded).
+pub fn learn_subcommands(names: Vec<String>) {
+    if !names.is_empty() {
+        let _ = NODE_SUBCOMMANDS.set(names.into_iter().collect());
+    }
+}
+
+/// Whether the nodes know subcommand `sub` of `container`; `None` until
+/// their `COMMAND` reply was read.
+pub fn nodes_know_subcommand(container: &str, sub: &[u8]) -> Option<bool> {
+    let known = NODE_SUBCOMMANDS.get()?;
+    let sub = String::from_utf8_lossy(sub).to_lowercase();
+    Some(known.contains(&format!("{container}|{sub}")))
+}
+
+/// The full names (`container|sub`) of the subcommands a RESP2 `COMMAND`
+/// reply lists (the tenth field of each command).
+pub fn parse_subcommands(frame: &[u8]) -> Vec<String> {
+    use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+    let Ok(Some((OwnedFrame::Array(entries), _))) = decode(frame) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for entry in &entries {
+        let OwnedFrame::Array(fields) = entry else {
+            continue;
+        };
+        let Some(OwnedFrame::Array(subs)) = fields.get(9) else {
+            continue;
+        };
+        for sub in subs {
+            if let OwnedFrame::Array(sub_fields) = sub {
+                if let Some(OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b)) =
+                    sub_fields.first()
+                {
+                    names.push(String::from_utf8_lossy(b).to_lowercase());
+                }
+            }
+        }
+    }
+    names
+}
+
 /// Parses a RESP2 `COMMAND` reply into the fields routing needs.
 pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
     use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
@@ -162,6 +209,13 @@ pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_subcommands_a_command_reply_lists() {
+        let reply = b"*2\r\n*10\r\n$6\r\nclient\r\n:-2\r\n*0\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*1\r\n*10\r\n$11\r\nclient|capa\r\n:-3\r\n*0\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*0\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n";
+        assert_eq!(parse_subcommands(reply), vec!["client|capa".to_string()]);
+        assert!(parse_subcommands(b"-ERR\r\n").is_empty());
+    }
 
     #[test]
     fn parses_command_reply_entries() {

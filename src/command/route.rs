@@ -197,6 +197,8 @@ pub enum Fanout {
     SumPairs,
     /// The smallest integer (`WAIT`: replicas that acknowledged everywhere).
     Min,
+    /// Arrays of integers, the smallest at each position (`WAITAOF`).
+    MinEach,
     /// At most this many entries of all masters, newest first
     /// (`SLOWLOG GET [count]`; negative: all).
     Newest(i64),
@@ -400,7 +402,7 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         // An unknown subcommand of a known container: Redis's error, at
         // once (inside MULTI too, where Redis refuses it when queued), or
         // the server's own where it may know subcommands the table lacks.
-        if crate::acl::table_covers_nodes() {
+        if nodes_refuse_subcommand(spec, cmd) {
             return Route::Reply(unknown_subcommand(spec, cmd));
         }
         return Route::AnyMaster;
@@ -718,6 +720,7 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
             "ERR slotbridge: REPLICAOF is not passed to the cluster (the proxy stands for all its masters); make a node a replica with CLUSTER REPLICATE on the node itself",
         )),
         "wait" => wait_route(cmd),
+        "waitaof" => waitaof_route(cmd),
         "swapdb" => swapdb_route(cmd),
         "script|exists" => Route::Fanout(Fanout::AllTrue),
         // The script runs on one master: each is asked to kill its own.
@@ -735,6 +738,10 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         n if n == "command" || n.starts_with("command|") => Route::AnyMaster,
         // Scripts and functions without keys run on any master.
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => Route::AnyMaster,
+        // Valkey 8 accepts READONLY and READWRITE without cluster mode.
+        "readonly" | "readwrite" if crate::nodes::valkey_at_least(8, 0) => {
+            Route::Reply(Bytes::from_static(reply::OK))
+        }
         "readonly" | "readwrite" | "asking" => Route::Reply(reply::error(
             "ERR This instance has cluster support disabled",
         )),
@@ -781,6 +788,39 @@ fn wait_route(cmd: &CommandView<'_>) -> Route {
             "ERR slotbridge: WAIT needs a timeout between 1 and {MAX_WAIT_TIMEOUT_MS} ms behind the proxy (it runs on connections shared with other clients)"
         ))),
         Some(_) => Route::Fanout(Fanout::Min),
+    }
+}
+
+/// `WAITAOF numlocal numreplicas timeout` (Redis 7.2): every master is
+/// asked, as for `WAIT`, and the reply counts what all of them reached.
+fn waitaof_route(cmd: &CommandView<'_>) -> Route {
+    use crate::protocol::request::parse_i64;
+    // Redis's checks, in its order.
+    let local = match parse_i64(cmd.get(1)) {
+        None => return Route::Reply(reply::error("ERR value is not an integer or out of range")),
+        Some(n) if !(0..=1).contains(&n) => {
+            return Route::Reply(reply::error(
+                "ERR value is out of range, value must between 0 and 1",
+            ))
+        }
+        Some(n) => n,
+    };
+    let replicas = match parse_i64(cmd.get(2)) {
+        None => return Route::Reply(reply::error("ERR value is not an integer or out of range")),
+        Some(n) if n < 0 => {
+            return Route::Reply(reply::error("ERR value is out of range, must be positive"))
+        }
+        Some(n) => n,
+    };
+    match parse_i64(cmd.get(3)) {
+        None => Route::Reply(reply::error("ERR timeout is not an integer or out of range")),
+        Some(t) if t < 0 => Route::Reply(reply::error("ERR timeout is negative")),
+        // Nothing to wait for: answered at once by every node.
+        Some(_) if local == 0 && replicas == 0 => Route::Fanout(Fanout::MinEach),
+        Some(t) if t == 0 || t > MAX_WAIT_TIMEOUT_MS => Route::Reply(reply::error(&format!(
+            "ERR slotbridge: WAITAOF needs a timeout between 1 and {MAX_WAIT_TIMEOUT_MS} ms behind the proxy (it runs on connections shared with other clients)"
+        ))),
+        Some(_) => Route::Fanout(Fanout::MinEach),
     }
 }
 
@@ -968,12 +1008,22 @@ pub fn before_auth(cmd: &CommandView<'_>) -> Option<Bytes> {
             spec.name
         )));
     }
-    if spec.flags & flags::HAS_SUBCOMMANDS != 0 && crate::acl::table_covers_nodes() {
+    if spec.flags & flags::HAS_SUBCOMMANDS != 0 && nodes_refuse_subcommand(spec, cmd) {
         return Some(unknown_subcommand(spec, cmd));
     }
     match spec.flags & flags::NO_AUTH {
         0 => Some(Bytes::from_static(b"-NOAUTH Authentication required.\r\n")),
         _ => None,
+    }
+}
+
+/// Whether the nodes do not know the subcommand of `cmd`, which the
+/// built-in table does not know either: as their `COMMAND` listed, or
+/// before it was read, as their version says.
+fn nodes_refuse_subcommand(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
+    match super::nodes_know_subcommand(spec.name, cmd.get(1)) {
+        Some(known) => !known,
+        None => crate::acl::table_covers_nodes(),
     }
 }
 

@@ -361,11 +361,15 @@ impl Core {
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
-        // A PUBLISH comes after the classic subscriptions other clients
-        // sent before it (see `crate::client::subscribing`).
+        // A PUBLISH, and a PUBSUB count or list, comes after the classic
+        // subscriptions other clients sent before it (see
+        // `crate::client::subscribing`).
         if ctx.subscribing.active()
             && self.multi.is_none()
-            && self.scratch.name == "publish"
+            && matches!(
+                self.scratch.name,
+                "publish" | "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat"
+            )
             && matches!(route, Route::Slot(_))
         {
             ctx.subscribing
@@ -595,7 +599,7 @@ impl Core {
                 None
             }
             Route::Tx(cmd) => {
-                Box::pin(self.tx_command(cmd, raw, seq)).await;
+                Box::pin(self.tx_command(cmd, &view, raw, seq)).await;
                 None
             }
             Route::Sub(cmd) => {
@@ -653,9 +657,9 @@ impl Core {
                                 crate::client::nodecall::call_master(&ctx, proto, slot, exists, 0)
                                     .await;
                             match known {
-                                Ok(r) if &r[..] == b"*1\r\n:0\r\n" => Bytes::from_static(
-                                    b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
-                                ),
+                                Ok(r) if &r[..] == b"*1\r\n:0\r\n" => {
+                                    reply::error(crate::nodes::noscript_text())
+                                }
                                 _ => cross_slot,
                             }
                         });
@@ -892,6 +896,7 @@ impl Core {
             self.pinned = None;
             self.pubsub = None;
             self.client.info.set_subscriptions([0; 3]);
+            self.client.info.set_monitoring(false);
         }
         let outcome = local::execute(cmd, view, &mut self.client, &self.ctx);
         if cmd == Local::Acl {

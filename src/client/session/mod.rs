@@ -590,6 +590,7 @@ impl Session {
                     last_write = tokio::time::Instant::now();
                     *last_active = last_write;
                     m::count_bytes_out(n);
+                    self.core.client.info.count_out(n);
                     if wbuf.is_empty() {
                         self.core.output_written();
                         // TLS buffers records until flushed; TCP flush is free.
@@ -615,6 +616,7 @@ impl Session {
                     }
                     *last_active = tokio::time::Instant::now();
                     m::count_bytes_in(n);
+                    self.core.client.info.count_in(n);
                 }
                 Turn::PubSub(id, event) => self.core.on_pubsub_events(id, event).await,
                 // The held command is tried again at the top of the loop.

@@ -770,6 +770,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Fanout(Fanout::Union) => merge::union(&replies),
         MergeKind::Fanout(Fanout::SumPairs) => merge::sum_pairs(&replies),
         MergeKind::Fanout(Fanout::Min) => merge::min(&replies),
+        MergeKind::Fanout(Fanout::MinEach) => merge::min_each(&replies),
         MergeKind::Fanout(Fanout::LatencyLatest) => introspection::latency_latest(&replies),
         MergeKind::Fanout(Fanout::LatencyHistory) => introspection::latency_history(&replies),
         MergeKind::Fanout(Fanout::LatencyHistogram) => {

@@ -39,6 +39,7 @@ impl Core {
             return;
         }
         ps.monitoring = true;
+        self.client.info.set_monitoring(true);
         let mut watching = self.ctx.monitors.watch();
         let events = ps.events_sender();
         tokio::spawn(async move {

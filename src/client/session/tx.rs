@@ -11,7 +11,13 @@ use crate::command::{is_eval, is_evalsha};
 
 impl Core {
     /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` outside a transaction.
-    pub(super) async fn tx_command(&mut self, cmd: TxCmd, raw: Bytes, seq: u64) {
+    pub(super) async fn tx_command(
+        &mut self,
+        cmd: TxCmd,
+        view: &CommandView<'_>,
+        raw: Bytes,
+        seq: u64,
+    ) {
         match cmd {
             TxCmd::Multi => {
                 self.multi = Some(TxState {
@@ -46,6 +52,13 @@ impl Core {
                         }
                     }
                 }
+                if let Some(p) = &mut self.pinned {
+                    for i in 1..view.len() {
+                        if !p.keys.iter().any(|k| k[..] == *view.get(i)) {
+                            p.keys.push(Bytes::copy_from_slice(view.get(i)));
+                        }
+                    }
+                }
                 let mut sent = Sent::to_slot(raw, slot);
                 sent.via = Via::Pinned;
                 // The client's later commands wait for its reply: sent on
@@ -61,9 +74,9 @@ impl Core {
     /// (`CLIENT LIST`), and lets a private connection kept for blocking
     /// commands go once none came for a second (see [`SparePrivate`]).
     pub(super) fn after_command(&mut self) {
-        self.client
-            .info
-            .set_multi(self.multi.as_ref().map(|tx| tx.queued.len()));
+        let info = &self.client.info;
+        info.set_multi(self.multi.as_ref().map(|tx| tx.queued.len()));
+        info.set_watching(self.pinned.as_ref().map_or(0, |p| p.keys.len()));
         let spare = self
             .spare_private
             .get_mut()
@@ -98,7 +111,11 @@ impl Core {
             Some(permit),
             None,
         );
-        Ok(Pinned { conn, slot })
+        Ok(Pinned {
+            conn,
+            slot,
+            keys: Vec::new(),
+        })
     }
 
     /// A command while `MULTI` is open: queued, or refused (which makes
@@ -483,25 +500,19 @@ impl Core {
                 continue;
             };
             self.log_denial(&denied, &view, true);
-            let text = match (&denied, new_texts) {
-                (acl::Denied::SortOption(_), _) | (_, true) => {
+            // Redis's reasons, the same in 7.0 and later versions.
+            let text = match &denied {
+                acl::Denied::SortOption(_) => {
                     let refused = denied.reply(&user, new_texts);
-                    let refused = String::from_utf8_lossy(&refused[1..refused.len() - 2])
+                    String::from_utf8_lossy(&refused[1..refused.len() - 2])
                         .trim_start_matches("NOPERM ")
-                        .to_string();
-                    if matches!(denied, acl::Denied::SortOption(_)) {
-                        refused
-                    } else {
-                        changed_rules(&refused)
-                    }
+                        .to_string()
                 }
-                (acl::Denied::Key(_), false) => {
-                    changed_rules("no permission to touch the specified keys")
-                }
-                (acl::Denied::Channel(_), false) => {
+                acl::Denied::Key(_) => changed_rules("no permission to touch the specified keys"),
+                acl::Denied::Channel(_) => {
                     changed_rules("no permission to access one of the channels used as arguments")
                 }
-                (_, false) => changed_rules("no permission to execute the command or subcommand"),
+                _ => changed_rules("no permission to execute the command or subcommand"),
             };
             tx.queued[i] = error_at_exec(text.as_bytes());
             // A refused INFO is not answered with the masters' INFO, nor
