@@ -851,3 +851,35 @@ fn ask_during_migration_is_followed() {
         .unwrap();
     assert_eq!(got, vec!["a".to_string(), "c".to_string()]);
 }
+
+/// A script that uses a key it does not declare (run on any master) gets
+/// the node's error, which one server never gives, with what to do.
+#[test]
+fn a_script_using_undeclared_keys_is_told_what_to_do() {
+    let mut c = raw();
+    let mut errors = 0;
+    // Keyless scripts rotate over the masters (other tests' too).
+    for _ in 0..30 {
+        if errors >= 2 {
+            break;
+        }
+        c.send(&cmd(&[
+            "EVAL",
+            "return redis.call('GET', 'core-undeclared')",
+            "0",
+        ]));
+        let got = String::from_utf8_lossy(&c.read_reply()).into_owned();
+        if got.starts_with('-') {
+            errors += 1;
+            assert!(
+                got.starts_with("-ERR Script attempted to access a non local key")
+                    && got.ends_with("; declare every key it uses, or put the keys it builds itself in one slot with a [[colocate]] rule)\r\n"),
+                "{got}"
+            );
+        } else {
+            assert_eq!(got, "$-1\r\n");
+        }
+    }
+    // Three masters, one of them the key's: the others refuse.
+    assert_eq!(errors, 2);
+}

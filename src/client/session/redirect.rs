@@ -290,6 +290,27 @@ pub(super) fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 }
 
 /// Applies the per-command work on a reply that goes to the client.
+/// A script's or function's error for a key outside the node or keys of
+/// several slots (which one server never gives), with what to do about
+/// it; any other reply as it is.
+fn explain_script_slot_error(data: &Bytes) -> Bytes {
+    const MARKS: [&[u8]; 3] = [
+        b"attempted to access a non local key",
+        b"attempted to access keys that do not hash to the same slot",
+        b"attempted to access keys that don't hash to the same slot",
+    ];
+    let is_slot_error = data.first() == Some(&b'-')
+        && data.len() < 4096
+        && MARKS.iter().any(|m| data.windows(m.len()).any(|w| w == *m));
+    if !is_slot_error {
+        return data.clone();
+    }
+    let text = String::from_utf8_lossy(&data[1..data.len().saturating_sub(2)]);
+    reply::error(&format!(
+        "{text} (slotbridge: on a cluster a script may only use the keys it declares in KEYS, all in one slot; declare every key it uses, or put the keys it builds itself in one slot with a [[colocate]] rule)"
+    ))
+}
+
 fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
     match sent.post {
         Post::Write(Some(len)) if r.data.first() != Some(&b'-') => Next::Done(reply::int(len)),
@@ -299,9 +320,10 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
             {
                 ctx.scripts.forget(&crate::scripts::sha1_hex(body));
             }
-            Next::Done(r.data.clone())
+            Next::Done(explain_script_slot_error(&r.data))
         }
-        Post::None | Post::EvalSha(_) | Post::Fcall | Post::Write(_) => Next::Done(r.data.clone()),
+        Post::EvalSha(_) | Post::Fcall => Next::Done(explain_script_slot_error(&r.data)),
+        Post::None | Post::Write(_) => Next::Done(r.data.clone()),
         Post::Scan {
             node,
             nodes,
@@ -368,5 +390,24 @@ fn post_process(sent: &mut Sent, r: &Reply, ctx: &Context) -> Next {
                 delay: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_slot_errors_say_what_to_do() {
+        let local = Bytes::from_static(b"-ERR Script attempted to access a non local key in a cluster node script: 3d48, on @user_script:1.\r\n");
+        let out = explain_script_slot_error(&local);
+        assert!(out.starts_with(b"-ERR Script attempted to access a non local key in a cluster node script: 3d48, on @user_script:1. (slotbridge: "));
+        assert!(out.ends_with(b"[[colocate]] rule)\r\n"));
+        let other = Bytes::from_static(b"-ERR Command 'mget' in script attempted to access keys that don't hash to the same slot script: 9a, on @user_script:1.\r\n");
+        assert!(explain_script_slot_error(&other).ends_with(b"rule)\r\n"));
+        let fine = Bytes::from_static(b"-ERR user error\r\n");
+        assert_eq!(explain_script_slot_error(&fine), fine);
+        let value = Bytes::from_static(b"$4\r\nnon \r\n");
+        assert_eq!(explain_script_slot_error(&value), value);
     }
 }
