@@ -1,47 +1,98 @@
-//! What the proxy knows of the software its nodes run (learned from one
-//! master's `INFO server` at start-up), so that its own replies carry the
-//! fields and words of that version: Redis 7.0, 7.2, 7.4, 8.0, or Valkey,
-//! which reports `redis_version:7.2.4` for compatibility and its own
-//! name and version beside it.
+//! What the proxy knows of the software its nodes run, so that its own
+//! replies carry the fields and words of that version: Redis 7.0, 7.2,
+//! 7.4, 8.0, or Valkey, which reports `redis_version:7.2.4` for
+//! compatibility and its own name and version beside it. Learned from the
+//! first master at start-up and again whenever the topology changes and
+//! its version differs (a rolling upgrade); a cluster of mixed versions
+//! is described by its first master's.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::RwLock;
 
-/// The nodes' `redis_version` as `major << 16 | minor`; `u32::MAX` until
-/// it is known (the proxy then shows the newest servers' fields).
-static REDIS_VERSION: AtomicU32 = AtomicU32::new(u32::MAX);
+use bytes::Bytes;
+
+/// Redis 7.0 (the built-in command table's), packed: assumed until the
+/// nodes' version is known.
+const ASSUMED: u32 = 7 << 16;
+
+/// The nodes' `redis_version` as `major << 16 | minor`.
+static REDIS_VERSION: AtomicU32 = AtomicU32::new(ASSUMED);
 
 /// The nodes' `valkey_version`, packed the same way; 0 for Redis.
 static VALKEY_VERSION: AtomicU32 = AtomicU32::new(0);
 
-/// `HELLO`'s `server` and `version`: `redis` and `redis_version`, or
-/// Valkey's `server_name` and `valkey_version`.
-static IDENTITY: OnceLock<(String, String)> = OnceLock::new();
+/// What `HELLO` and `INFO` report of the nodes.
+#[derive(Debug, Clone)]
+struct Facts {
+    /// `redis_version` (also Valkey's compatibility version).
+    redis_version: String,
+    /// `HELLO`'s `server` and `version`, as the nodes' own `HELLO` says.
+    server: String,
+    version: String,
+    /// Their `MODULE LIST` (RESP2).
+    modules: Bytes,
+}
 
-/// Records what a node's `INFO server` text says (once; later calls only
-/// update the version numbers).
-pub fn record(info: &str) {
+static FACTS: RwLock<Option<Facts>> = RwLock::new(None);
+
+/// Records what a node's `INFO server` text, `HELLO` reply (RESP2, its
+/// fields as a flat array) and `MODULE LIST` reply say. Returns `false`
+/// when the text has no `redis_version` (nothing is recorded then).
+pub fn record(info: &str, hello: &[u8], modules: &[u8]) -> bool {
     let field = |name: &str| {
         info.split("\r\n")
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
     };
     let Some(redis) = field("redis_version") else {
-        return;
+        return false;
     };
     REDIS_VERSION.store(pack(redis), Ordering::Relaxed);
+    VALKEY_VERSION.store(field("valkey_version").map_or(0, pack), Ordering::Relaxed);
     crate::acl::set_nodes_version(redis);
-    let identity = match (field("server_name"), field("valkey_version")) {
-        (Some(name), Some(valkey)) => {
-            VALKEY_VERSION.store(pack(valkey), Ordering::Relaxed);
-            (name.to_string(), valkey.to_string())
+    // HELLO names the server as the node presents itself (Valkey as
+    // "redis" 7.2.4 with extended-redis-compatibility on).
+    let (server, version) = hello_identity(hello).unwrap_or_else(|| {
+        match (field("server_name"), field("valkey_version")) {
+            (Some(name), Some(valkey)) => (name.to_string(), valkey.to_string()),
+            _ => ("redis".to_string(), redis.to_string()),
         }
-        _ => ("redis".to_string(), redis.to_string()),
+    });
+    let modules = if modules.starts_with(b"*") {
+        Bytes::copy_from_slice(modules)
+    } else {
+        Bytes::from_static(b"*0\r\n")
     };
-    let _ = IDENTITY.set(identity);
+    let facts = Facts {
+        redis_version: redis.to_string(),
+        server,
+        version,
+        modules,
+    };
+    *FACTS.write().unwrap_or_else(|e| e.into_inner()) = Some(facts);
+    true
+}
+
+/// `server` and `version` of a RESP2 `HELLO` reply.
+fn hello_identity(hello: &[u8]) -> Option<(String, String)> {
+    let fields = crate::protocol::scan::children(hello)?;
+    let text = |i: usize| -> Option<String> {
+        let (s, e) = *fields.get(i)?;
+        let body = crate::protocol::scan::bulk_body(&hello[s..e])?;
+        Some(String::from_utf8_lossy(body).into_owned())
+    };
+    let mut found = (None, None);
+    for i in (0..fields.len()).step_by(2) {
+        match text(i).as_deref() {
+            Some("server") => found.0 = text(i + 1),
+            Some("version") => found.1 = text(i + 1),
+            _ => {}
+        }
+    }
+    Some((found.0?, found.1?))
 }
 
 /// Whether the nodes run Redis `major.minor` or later by their
-/// `redis_version` (Valkey says 7.2), also while it is not known yet.
+/// `redis_version` (Valkey says 7.2); 7.0 is assumed until it is known.
 pub fn at_least(major: u32, minor: u32) -> bool {
     REDIS_VERSION.load(Ordering::Relaxed) >= (major << 16 | minor)
 }
@@ -51,9 +102,26 @@ pub fn valkey_at_least(major: u32, minor: u32) -> bool {
     VALKEY_VERSION.load(Ordering::Relaxed) >= (major << 16 | minor)
 }
 
+/// The nodes' `redis_version`, or `None` until it is known.
+pub fn redis_version() -> Option<String> {
+    let facts = FACTS.read().unwrap_or_else(|e| e.into_inner());
+    facts.as_ref().map(|f| f.redis_version.clone())
+}
+
 /// `HELLO`'s `server` and `version`; `None` until known.
-pub fn identity() -> Option<&'static (String, String)> {
-    IDENTITY.get()
+pub fn identity() -> Option<(String, String)> {
+    let facts = FACTS.read().unwrap_or_else(|e| e.into_inner());
+    facts
+        .as_ref()
+        .map(|f| (f.server.clone(), f.version.clone()))
+}
+
+/// The nodes' `MODULE LIST` (RESP2), `*0` until known.
+pub fn modules() -> Bytes {
+    let facts = FACTS.read().unwrap_or_else(|e| e.into_inner());
+    facts
+        .as_ref()
+        .map_or(Bytes::from_static(b"*0\r\n"), |f| f.modules.clone())
 }
 
 /// `NOSCRIPT`'s text, without the `-` (Valkey 8 dropped "Please use
@@ -84,5 +152,15 @@ mod tests {
         assert!(pack("8.0.2") > pack("7.4.0"));
         assert!(pack("10.0.0") > pack("8.1.1"));
         assert_eq!(pack("garbage"), 0);
+    }
+
+    #[test]
+    fn hello_names_the_server() {
+        let hello = b"*14\r\n$6\r\nserver\r\n$6\r\nvalkey\r\n$7\r\nversion\r\n$5\r\n8.1.1\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$7\r\ncluster\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+        assert_eq!(
+            hello_identity(hello),
+            Some(("valkey".to_string(), "8.1.1".to_string()))
+        );
+        assert_eq!(hello_identity(b"-ERR unknown command\r\n"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The listener: shared proxy state, start-up and the accept loop.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -58,11 +58,6 @@ pub struct Context {
     pub monitors: crate::monitor::Monitors,
     /// Keys read by `CLIENT TRACKING` clients.
     pub tracker: Arc<crate::tracking::Tracker>,
-    /// The backends' `redis_version`, learned at start-up.
-    pub backend_version: OnceLock<String>,
-    /// The backends' `MODULE LIST` (RESP2), learned with the version, for
-    /// `HELLO`'s `modules`.
-    pub backend_modules: OnceLock<bytes::Bytes>,
     /// Certificates in force for new connections on both sides.
     pub tls: Arc<crate::tls::TlsState>,
     /// `CLIENT PAUSE` in force for this proxy's clients.
@@ -127,12 +122,10 @@ impl Context {
         self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The Redis version to report (the backends'), or a placeholder until known.
-    pub fn redis_version(&self) -> &str {
-        self.backend_version
-            .get()
-            .map(|s| s.as_str())
-            .unwrap_or("7.0.0")
+    /// The Redis version to report (the nodes' `redis_version`; 7.0.0, the
+    /// built-in table's, until known).
+    pub fn redis_version(&self) -> String {
+        crate::nodes::redis_version().unwrap_or_else(|| "7.0.0".to_string())
     }
 }
 
@@ -493,8 +486,6 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
         clients: Default::default(),
         rules,
         health: Default::default(),
-        backend_version: OnceLock::new(),
-        backend_modules: OnceLock::new(),
         pause: Default::default(),
         node_settings: Default::default(),
         subscribing: Default::default(),
@@ -519,10 +510,13 @@ fn build_context(config: Config, port: u16, tls: Arc<crate::tls::TlsState>) -> A
     ctx
 }
 
-/// Once the map is known, learns the backends' version (for INFO/HELLO) and
-/// the commands they know that the built-in table lacks (modules).
+/// Once the map is known, learns what the nodes run (see [`crate::nodes`])
+/// and the commands and subcommands they know that the built-in table
+/// lacks; tries again each second until a master answers, and checks
+/// again at each topology change (a rolling upgrade changes them).
 async fn learn_from_backend(ctx: Arc<Context>, opts: Arc<ConnOptions>) {
     let mut versions = ctx.topology.subscribe();
+    let mut known: Option<String> = None;
     loop {
         let addr = ctx
             .topology
@@ -531,31 +525,56 @@ async fn learn_from_backend(ctx: Arc<Context>, opts: Arc<ConnOptions>) {
             .first()
             .map(|s| s.master.addr().clone());
         if let Some(addr) = addr {
-            let info = oneshot(&addr, &opts, b"*2\r\n$4\r\nINFO\r\n$6\r\nSERVER\r\n").await;
-            let command = oneshot(&addr, &opts, b"*1\r\n$7\r\nCOMMAND\r\n").await;
-            let modules = oneshot(&addr, &opts, b"*2\r\n$6\r\nMODULE\r\n$4\r\nLIST\r\n").await;
-            if let Ok(list) = modules {
-                if list.starts_with(b"*") {
-                    let _ = ctx.backend_modules.set(list);
-                }
-            }
-            if let (Ok(info), Ok(command)) = (info, command) {
-                let text = String::from_utf8_lossy(&info);
-                if let Some(v) = text
-                    .split("\r\n")
-                    .find_map(|l| l.strip_prefix("redis_version:"))
-                {
-                    let _ = ctx.backend_version.set(v.to_string());
-                    crate::nodes::record(&text);
-                }
-                let learned = crate::command::learn(crate::command::parse_command_reply(&command));
-                crate::command::learn_subcommands(crate::command::parse_subcommands(&command));
-                tracing::info!(version = %ctx.redis_version(), learned, "learned backend version and commands");
-                return;
+            if let Some(seen) = learn_from(&addr, &opts, known.as_deref()).await {
+                known = Some(seen);
             }
         }
-        if versions.changed().await.is_err() {
-            return;
+        let retry = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            changed = versions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = retry, if known.is_none() => {}
         }
     }
+}
+
+/// Reads one master's `INFO server`; when its versions differ from
+/// `known` (or none are known), also its `HELLO`, `MODULE LIST` and
+/// `COMMAND`, and records them. Returns the versions read (`None` when the
+/// node did not tell).
+async fn learn_from(addr: &str, opts: &ConnOptions, known: Option<&str>) -> Option<String> {
+    let info = oneshot(addr, opts, b"*2\r\n$4\r\nINFO\r\n$6\r\nSERVER\r\n")
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&info).into_owned();
+    let line = |name: &str| {
+        text.split("\r\n")
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::to_string)
+    };
+    let redis = line("redis_version")?;
+    let versions = format!("{redis} {}", line("valkey_version").unwrap_or_default());
+    if known == Some(versions.as_str()) {
+        return Some(versions);
+    }
+    let command = oneshot(addr, opts, b"*1\r\n$7\r\nCOMMAND\r\n").await.ok()?;
+    if !command.starts_with(b"*") {
+        return None;
+    }
+    let hello = oneshot(addr, opts, b"*1\r\n$5\r\nHELLO\r\n")
+        .await
+        .unwrap_or_default();
+    let modules = oneshot(addr, opts, b"*2\r\n$6\r\nMODULE\r\n$4\r\nLIST\r\n")
+        .await
+        .unwrap_or_default();
+    if !crate::nodes::record(&text, &hello, &modules) {
+        return None;
+    }
+    let learned = crate::command::learn(crate::command::parse_command_reply(&command));
+    crate::command::learn_subcommands(crate::command::parse_subcommands(&command));
+    tracing::info!(version = %redis, learned, "learned what the nodes run and the commands they know");
+    Some(versions)
 }

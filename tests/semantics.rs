@@ -3087,9 +3087,28 @@ fn version_dependent_replies_follow_the_nodes() {
         "WAITAOF 0 1 -1",
         "WAITAOF x 1 1",
         // NO-TOUCH arrived in 7.2 (flag T); 7.0 refuses it.
+        "WAITAOF 0 x 0",
         "CLIENT NO-TOUCH on",
         "CLIENT NO-EVICT on",
         "CLIENT NOSUCHSUB",
+        // 7.2's subcommands' arity and values (a newline would forge a
+        // CLIENT LIST line).
+        "CLIENT SETINFO lib-name",
+        "CLIENT NO-TOUCH",
+        "CLIENT SETINFO lib-ver 1\nid=999",
+        "CLIENT SETINFO lib-name a\tb",
+        // Newer CLUSTER subcommands describe a node the proxy hides.
+        "CLUSTER MYSHARDID",
+        // Valkey 8.1's COMMANDLOG (unknown to Redis): the nodes' errors.
+        "COMMANDLOG GET 1 nosuchtype",
+        "COMMANDLOG GET -2 slow",
+        // Nested MULTI and WATCH inside MULTI: Valkey 8 aborts EXEC.
+        "MULTI",
+        "MULTI",
+        "WATCH vd:a",
+        "SET vd:c 1",
+        "EXEC",
+        "GET vd:c",
     ] {
         replay(&mut direct, &mut through, line);
     }

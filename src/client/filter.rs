@@ -172,8 +172,11 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
             }
             b"addr" => filter.addr = Some(text(value)),
             b"laddr" => filter.laddr = Some(text(value)),
-            // Redis 7.4's filter: a syntax error for older nodes' clients.
-            b"maxage" if crate::acl::table_covers_nodes() => return Err("ERR syntax error".into()),
+            // Redis 7.4's and Valkey 8's filter: a syntax error for older
+            // nodes' clients.
+            b"maxage" if !crate::nodes::at_least(7, 4) && !crate::nodes::valkey_at_least(8, 0) => {
+                return Err("ERR syntax error".into())
+            }
             b"maxage" => match text(value).parse::<u64>() {
                 Ok(age) => filter.maxage = Some(age),
                 Err(_) => return Err("ERR value is not an integer or out of range".into()),

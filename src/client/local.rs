@@ -268,7 +268,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     }
     if !client.authed {
         // Redis 7.2 reworded it.
-        let syntax = match crate::acl::Style::of(ctx.redis_version()) {
+        let syntax = match crate::acl::Style::of(&ctx.redis_version()) {
             crate::acl::Style::Redis70 => "HELLO AUTH",
             crate::acl::Style::Redis72 => "HELLO <proto> AUTH",
         };
@@ -284,10 +284,8 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     let mut out = BytesMut::with_capacity(160);
     put_map(&mut out, proto, 7);
     // As the nodes introduce themselves (Valkey by its own name).
-    let (server, version) = match crate::nodes::identity() {
-        Some((name, version)) => (name.as_str(), version.as_str()),
-        None => ("redis", ctx.redis_version()),
-    };
+    let (server, version) =
+        crate::nodes::identity().unwrap_or_else(|| ("redis".to_string(), ctx.redis_version()));
     put_bulk(&mut out, b"server");
     put_bulk(&mut out, server.as_bytes());
     put_bulk(&mut out, b"version");
@@ -301,11 +299,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
     put_bulk(&mut out, b"role");
     put_bulk(&mut out, b"master");
     put_bulk(&mut out, b"modules");
-    put_modules(
-        &mut out,
-        proto,
-        ctx.backend_modules.get().map_or(&b"*0\r\n"[..], |m| m),
-    );
+    put_modules(&mut out, proto, &crate::nodes::modules());
     out.freeze()
 }
 
@@ -356,12 +350,22 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         },
         b"id" => reply::int(client.info.id as i64),
         // Redis 7.2's subcommands: unknown to older nodes, as to them.
-        b"setinfo" | b"no-touch" if crate::acl::table_covers_nodes() => reply::error(&format!(
+        b"setinfo" | b"no-touch" if !crate::nodes::at_least(7, 2) => reply::error(&format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(view.get(1))
         )),
         b"setinfo" if view.len() == 4 => {
             let attr = view.get(2).to_ascii_lowercase();
+            // As Redis checks names: no spaces, newlines or other bytes
+            // outside '!'..='~' (they would forge CLIENT LIST lines).
+            if matches!(attr.as_slice(), b"lib-name" | b"lib-ver")
+                && view.get(3).iter().any(|&b| b <= b' ' || b > b'~')
+            {
+                return reply::error(&format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(&attr)
+                ));
+            }
             let value = Some(Bytes::copy_from_slice(view.get(3)));
             match attr.as_slice() {
                 b"lib-name" => client.info.update(|n| n.lib_name = value),
@@ -433,7 +437,7 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         b"tracking" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
             let version = ctx.redis_version();
-            if !crate::tracking::options::supported_by(version) {
+            if !crate::tracking::options::supported_by(&version) {
                 return reply::error(&format!(
                     "ERR slotbridge: CLIENT TRACKING needs Redis 7.0.5 or later on the nodes (they run {version}); older versions can put an invalidation inside a transaction's reply on the shared connections"
                 ));
@@ -498,6 +502,11 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
                 String::from_utf8_lossy(view.get(1))
             ))
         }
+        // The subcommands the proxy answers, with other arities.
+        b"setinfo" | b"no-touch" | b"no-evict" | b"capa" => reply::error(&format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&sub)
+        )),
         _ => reply::error(&format!(
             "ERR unsupported command 'client|{}' by slotbridge",
             String::from_utf8_lossy(&sub)

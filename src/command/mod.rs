@@ -6,15 +6,16 @@ pub mod spec;
 pub mod table_gen;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::RwLock;
 
 use keys::Args;
 use spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 
-static LEARNED: OnceLock<HashMap<Vec<u8>, &'static CommandSpec>> = OnceLock::new();
+/// Commands the nodes know that the built-in table lacks.
+static LEARNED: RwLock<Option<HashMap<Vec<u8>, &'static CommandSpec>>> = RwLock::new(None);
 
 /// Every subcommand the nodes' `COMMAND` lists (`container|sub`).
-static NODE_SUBCOMMANDS: OnceLock<HashSet<String>> = OnceLock::new();
+static NODE_SUBCOMMANDS: RwLock<Option<HashSet<String>>> = RwLock::new(None);
 
 /// The spec of a command a server would run: known, with a known
 /// subcommand (a container found for a longer command has an unknown
@@ -33,9 +34,9 @@ pub fn find<A: Args + ?Sized>(args: &A) -> Option<&'static CommandSpec> {
     if let Some(spec) = keys::lookup_command(args) {
         return Some(spec);
     }
-    let learned = LEARNED.get()?;
+    let learned = LEARNED.read().unwrap_or_else(|e| e.into_inner());
     let name = args.get(0).to_ascii_lowercase();
-    learned.get(&name).copied()
+    learned.as_ref()?.get(&name).copied()
 }
 
 /// Whether the command table names `name` (a [`CommandSpec`]'s name)
@@ -81,8 +82,9 @@ pub struct LearnedCommand {
     pub movable: bool,
 }
 
-/// Registers learned commands (once, at start-up); later calls are ignored.
-/// Returns how many were new.
+/// Registers the commands the nodes know that the built-in table lacks,
+/// in place of those learned before (their specs stay allocated: this
+/// happens once per version of the nodes). Returns how many there are.
 pub fn learn(commands: Vec<LearnedCommand>) -> usize {
     let mut map = HashMap::new();
     for c in commands {
@@ -120,26 +122,23 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
         map.insert(c.name.into_bytes(), spec);
     }
     let n = map.len();
-    if LEARNED.set(map).is_err() {
-        return 0;
-    }
+    *LEARNED.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
     n
 }
 
-/// Records the subcommands the nodes know (once; an empty list, as from
-/// servers older than 7.0, is not recorded).
+/// Records the subcommands the nodes know (an empty list, as from servers
+/// older than 7.0, forgets them).
 pub fn learn_subcommands(names: Vec<String>) {
-    if !names.is_empty() {
-        let _ = NODE_SUBCOMMANDS.set(names.into_iter().collect());
-    }
+    let known = (!names.is_empty()).then(|| names.into_iter().collect());
+    *NODE_SUBCOMMANDS.write().unwrap_or_else(|e| e.into_inner()) = known;
 }
 
 /// Whether the nodes know subcommand `sub` of `container`; `None` until
 /// their `COMMAND` reply was read.
 pub fn nodes_know_subcommand(container: &str, sub: &[u8]) -> Option<bool> {
-    let known = NODE_SUBCOMMANDS.get()?;
+    let known = NODE_SUBCOMMANDS.read().unwrap_or_else(|e| e.into_inner());
     let sub = String::from_utf8_lossy(sub).to_lowercase();
-    Some(known.contains(&format!("{container}|{sub}")))
+    Some(known.as_ref()?.contains(&format!("{container}|{sub}")))
 }
 
 /// The full names (`container|sub`) of the subcommands a RESP2 `COMMAND`

@@ -405,6 +405,13 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
         if nodes_refuse_subcommand(spec, cmd) {
             return Route::Reply(unknown_subcommand(spec, cmd));
         }
+        // The nodes' newer CLUSTER subcommands (MYSHARDID, SLOT-STATS)
+        // describe one node of a cluster the proxy hides.
+        if spec.name == "cluster" {
+            return Route::Reply(reply::error(
+                "ERR This instance has cluster support disabled",
+            ));
+        }
         return Route::AnyMaster;
     }
     if spec.key_specs.is_empty() {
@@ -689,6 +696,9 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         })),
         "slowlog|len" => Route::Fanout(Fanout::Sum),
         "slowlog|reset" => Route::Fanout(Fanout::AllOk),
+        // Valkey 8.1's generalised slow log, learned from the nodes:
+        // merged as SLOWLOG is (the nodes check the type and count).
+        "commandlog" => commandlog_route(cmd),
         "acl|whoami" => Route::Local(Local::Whoami),
         "acl|setuser" | "acl|getuser" | "acl|deluser" | "acl|list" | "acl|users"
         | "acl|dryrun" | "acl|log" | "acl|save" | "acl|load" => Route::Local(Local::Acl),
@@ -791,6 +801,21 @@ fn wait_route(cmd: &CommandView<'_>) -> Route {
     }
 }
 
+/// `COMMANDLOG GET count type`, `LEN type`, `RESET type`, `HELP`.
+fn commandlog_route(cmd: &CommandView<'_>) -> Route {
+    let sub = cmd.get(1);
+    let is = |name: &[u8]| sub.eq_ignore_ascii_case(name);
+    match cmd.len() {
+        4 if is(b"get") => match crate::protocol::request::parse_i64(cmd.get(2)) {
+            Some(count) if count >= -1 => Route::Fanout(Fanout::Newest(count)),
+            _ => Route::AnyMaster,
+        },
+        3 if is(b"len") => Route::Fanout(Fanout::Sum),
+        3 if is(b"reset") => Route::Fanout(Fanout::AllOk),
+        _ => Route::AnyMaster,
+    }
+}
+
 /// `WAITAOF numlocal numreplicas timeout` (Redis 7.2): every master is
 /// asked, as for `WAIT`, and the reply counts what all of them reached.
 fn waitaof_route(cmd: &CommandView<'_>) -> Route {
@@ -805,12 +830,10 @@ fn waitaof_route(cmd: &CommandView<'_>) -> Route {
         }
         Some(n) => n,
     };
+    // Not an integer either: the same text (getPositiveLongFromObjectOrReply).
     let replicas = match parse_i64(cmd.get(2)) {
-        None => return Route::Reply(reply::error("ERR value is not an integer or out of range")),
-        Some(n) if n < 0 => {
-            return Route::Reply(reply::error("ERR value is out of range, must be positive"))
-        }
-        Some(n) => n,
+        Some(n) if n >= 0 => n,
+        _ => return Route::Reply(reply::error("ERR value is out of range, must be positive")),
     };
     match parse_i64(cmd.get(3)) {
         None => Route::Reply(reply::error("ERR timeout is not an integer or out of range")),

@@ -176,7 +176,7 @@ impl Core {
         self.log_denial(denied, view, in_multi);
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default");
-        let mut reply = denied.reply(user, newer_than_7_0(self.ctx.redis_version()));
+        let mut reply = denied.reply(user, newer_than_7_0(&self.ctx.redis_version()));
         if name.eq_ignore_ascii_case(b"exec") && self.multi.take().is_some() {
             // As Redis: a refused EXEC discards the transaction.
             self.pinned = None;

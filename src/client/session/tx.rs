@@ -150,6 +150,7 @@ impl Core {
                 | "readonly"
                 | "readwrite"
                 | "asking"
+                | "cluster"
         ) || name.starts_with("cluster|");
         let (route, raw) = match route {
             Route::Reply(answer)
@@ -193,6 +194,15 @@ impl Core {
                 self.multi = None;
                 self.pinned = None;
                 self.ready(Bytes::from_static(reply::OK));
+                return;
+            }
+            // Valkey 8 refuses both before running them, which makes EXEC
+            // abort; Redis answers its own error and keeps the transaction.
+            Route::Tx(TxCmd::Multi | TxCmd::Watch(_)) if crate::nodes::valkey_at_least(8, 0) => {
+                self.ready(reply::error("ERR Command not allowed inside a transaction"));
+                if let Some(tx) = self.multi.as_mut() {
+                    tx.failed = true;
+                }
                 return;
             }
             Route::Tx(TxCmd::Multi) => {
@@ -480,7 +490,7 @@ impl Core {
             // The rules did not change since MULTI.
             return;
         }
-        let new_texts = newer_than_7_0(self.ctx.redis_version());
+        let new_texts = newer_than_7_0(&self.ctx.redis_version());
         let user = self.client.info.names().user;
         let user = user.as_deref().unwrap_or(b"default").to_vec();
         let mut parser = queued_parser();
