@@ -197,6 +197,13 @@ pub async fn serve(config: Config, hooks: Hooks) -> Result<(), String> {
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(admin, ctx.clone(), metrics));
     }
+    // Clients get the answers of the nodes' version from their first
+    // command on: accepting waits (at most 3 s, as for nodes that do not
+    // answer) until it is learned.
+    let learn_by = tokio::time::Instant::now() + Duration::from_secs(3);
+    while crate::nodes::redis_version().is_none() && tokio::time::Instant::now() < learn_by {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tracing::info!(listen = %ctx.config().listen, seeds = ?ctx.config().seeds, "slotbridge started");
     loop {
         tokio::select! {
