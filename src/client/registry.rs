@@ -186,7 +186,7 @@ impl ClientInfo {
     }
 
     /// Records the client's latest command (its place in the command
-    /// table), shown as `cmd=` in `CLIENT LIST`.
+    /// table), shown as `cmd=` in `CLIENT LIST`, and counts it (`tot-cmds`).
     pub fn set_last_cmd(&self, index: Option<u16>) {
         self.last_cmd
             .store(index.unwrap_or(u16::MAX), Ordering::Relaxed);
