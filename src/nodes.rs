@@ -6,7 +6,7 @@
 //! its version differs (a rolling upgrade); a cluster of mixed versions
 //! is described by its first master's.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::RwLock;
 
 use bytes::Bytes;
@@ -17,6 +17,9 @@ const ASSUMED: u32 = 7 << 16;
 
 /// The nodes' `redis_version` as `major << 16 | minor`.
 static REDIS_VERSION: AtomicU32 = AtomicU32::new(ASSUMED);
+
+/// Set once the nodes' version is known.
+static KNOWN: AtomicBool = AtomicBool::new(false);
 
 /// The nodes' `valkey_version`, packed the same way; 0 for Redis.
 static VALKEY_VERSION: AtomicU32 = AtomicU32::new(0);
@@ -48,7 +51,7 @@ pub fn record(info: &str, hello: &[u8], modules: &[u8]) -> bool {
     };
     REDIS_VERSION.store(pack(redis), Ordering::Relaxed);
     VALKEY_VERSION.store(field("valkey_version").map_or(0, pack), Ordering::Relaxed);
-    crate::acl::set_nodes_version(redis);
+    KNOWN.store(true, Ordering::Relaxed);
     // HELLO names the server as the node presents itself (Valkey as
     // "redis" 7.2.4 with extended-redis-compatibility on).
     let (server, version) = hello_identity(hello).unwrap_or_else(|| {
@@ -97,6 +100,13 @@ pub fn at_least(major: u32, minor: u32) -> bool {
     REDIS_VERSION.load(Ordering::Relaxed) >= (major << 16 | minor)
 }
 
+/// Whether the nodes are known to run Redis 7.0 or older, whose
+/// subcommands the built-in table all knows (before the version is known,
+/// a subcommand the table lacks goes to the nodes, which answer it).
+pub fn table_covers() -> bool {
+    KNOWN.load(Ordering::Relaxed) && !at_least(7, 1)
+}
+
 /// Whether the nodes run Valkey `major.minor` or later.
 pub fn valkey_at_least(major: u32, minor: u32) -> bool {
     VALKEY_VERSION.load(Ordering::Relaxed) >= (major << 16 | minor)
@@ -135,7 +145,7 @@ pub fn noscript_text() -> &'static str {
 }
 
 /// `major << 16 | minor` of a version string (`"7.2.4"`).
-fn pack(version: &str) -> u32 {
+pub(crate) fn pack(version: &str) -> u32 {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0).min(0xffff);
     let minor = parts.next().unwrap_or(0).min(0xffff);

@@ -119,7 +119,7 @@ pub enum Style {
 impl Style {
     /// The style of nodes running `version`.
     pub fn of(version: &str) -> Style {
-        if major_minor(version) > (7, 0) {
+        if crate::nodes::pack(version) > crate::nodes::pack("7.0") {
             Style::Redis72
         } else {
             Style::Redis70
@@ -253,29 +253,6 @@ fn with_subcommands(name: &str) -> impl Iterator<Item = usize> + '_ {
             .is_some_and(|rest| rest.starts_with('|'));
         (own || sub).then_some(i)
     })
-}
-
-/// Set once the nodes' version is known to be 7.0 or older: the built-in
-/// table then knows every subcommand they know.
-static TABLE_COVERS_NODES: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Records the nodes' Redis version (see [`TABLE_COVERS_NODES`]).
-pub fn set_nodes_version(version: &str) {
-    let covered = Style::of(version) == Style::Redis70;
-    TABLE_COVERS_NODES.store(covered, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The major and minor number of a version string (`"7.2.4"` → `(7, 2)`).
-fn major_minor(version: &str) -> (u32, u32) {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// Whether the nodes run Redis 7.0 or older, whose subcommands the
-/// built-in table all knows.
-pub fn table_covers_nodes() -> bool {
-    TABLE_COVERS_NODES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether `s` has a space or a NUL (Redis's `ACLStringHasSpaces`).
@@ -563,7 +540,7 @@ impl Selector {
             // A subcommand the built-in table lacks. Unknown to nodes of
             // Redis 7.0 too: their error follows. Newer nodes may know it:
             // only a user with every command may run it.
-            return match self.all_commands || table_covers_nodes() {
+            return match self.all_commands || crate::nodes::table_covers() {
                 true => Ok(()),
                 false => Err(Denied::Subcommand(
                     spec.name,

@@ -495,7 +495,7 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         // error.
         _ if crate::command::find(view).is_some_and(|s| s.name == "client")
             && crate::command::nodes_know_subcommand("client", view.get(1))
-                .map_or(crate::acl::table_covers_nodes(), |known| !known) =>
+                .map_or(crate::nodes::table_covers(), |known| !known) =>
         {
             reply::error(&format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",

@@ -1046,7 +1046,7 @@ pub fn before_auth(cmd: &CommandView<'_>) -> Option<Bytes> {
 fn nodes_refuse_subcommand(spec: &CommandSpec, cmd: &CommandView<'_>) -> bool {
     match super::nodes_know_subcommand(spec.name, cmd.get(1)) {
         Some(known) => !known,
-        None => crate::acl::table_covers_nodes(),
+        None => crate::nodes::table_covers(),
     }
 }
 
