@@ -2389,6 +2389,18 @@ pub fn write_config(dir: &TempDir, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A Lua script that keeps its node busy for `ARGV[1]` microseconds and
+/// returns 1. It measures with `os.clock()` where the server has it (7.2
+/// on, where `TIME` stands still inside a script) and with `TIME` before.
+pub const BUSY_SCRIPT: &str = "local ok, clock = pcall(function() return os.clock end) \
+    local function now() \
+      if ok and clock then return clock() * 1000000 end \
+      local t = redis.call('TIME') return t[1] * 1000000 + t[2] \
+    end \
+    local start = now() \
+    repeat until now() - start > tonumber(ARGV[1]) \
+    return 1";
+
 /// Polls `f` every 50 ms until it is true; panics after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -2396,6 +2408,101 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The version of the `redis-server` the tests start (the first on
+/// `PATH`): a few of the replies asserted differ between Redis 7.0, newer
+/// Redis and Valkey. CI runs Debian's Redis 7.0.
+pub struct ServerVersion {
+    /// As `redis-server --version` prints it, such as `7.0.15`.
+    pub text: String,
+    /// Major and minor version of the Redis it answers as (Valkey: 7.2).
+    pub redis: (u32, u32),
+    /// A Valkey server.
+    pub valkey: bool,
+}
+
+impl ServerVersion {
+    /// Whether the server answers as Redis `major.minor` or later.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        self.redis >= (major, minor)
+    }
+
+    /// `INFO`'s line naming a standalone server (Valkey 8 names the field
+    /// `server_mode`).
+    pub fn standalone_mode_line(&self) -> &'static str {
+        if self.valkey {
+            "server_mode:standalone"
+        } else {
+            "redis_mode:standalone"
+        }
+    }
+
+    /// The `NOSCRIPT` error (Valkey's has no advice).
+    pub fn noscript(&self) -> &'static [u8] {
+        if self.valkey {
+            b"-NOSCRIPT No matching script.\r\n"
+        } else {
+            b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+        }
+    }
+
+    /// What a script's call errors say they called (Valkey leaves out
+    /// "Redis").
+    pub fn script_callee(&self) -> &'static str {
+        if self.valkey {
+            "command"
+        } else {
+            "Redis command"
+        }
+    }
+
+    /// The error for `MULTI` or `WATCH` inside a transaction: Redis's own
+    /// `redis_text`, or Valkey 8's one text (whose `EXEC` then aborts).
+    pub fn inside_multi<'a>(&self, redis_text: &'a [u8]) -> &'a [u8] {
+        if self.valkey {
+            b"-ERR Command not allowed inside a transaction\r\n"
+        } else {
+            redis_text
+        }
+    }
+
+    /// Redis's `NOPERM` text for `user` running `command` (its wording
+    /// changed in 7.2).
+    pub fn noperm(&self, user: &str, command: &str) -> String {
+        let who = if self.at_least(7, 2) {
+            format!("User {user}")
+        } else {
+            "this user".to_string()
+        };
+        format!("-NOPERM {who} has no permissions to run the '{command}' command\r\n")
+    }
+}
+
+/// The [`ServerVersion`] of the `redis-server` on `PATH`.
+pub fn server_version() -> &'static ServerVersion {
+    static VERSION: OnceLock<ServerVersion> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let out = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .expect("cannot run redis-server --version");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .unwrap_or_else(|| panic!("no version in {line:?}"))
+            .to_string();
+        let valkey = line.starts_with("Valkey");
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let own = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        let redis = if valkey { (7, 2) } else { own };
+        ServerVersion {
+            text,
+            redis,
+            valkey,
+        }
+    })
 }
 
 /// A standalone `redis-server` (no cluster) on a free port: the reference
