@@ -221,15 +221,10 @@ fn shard_channels_of_several_slots_count_like_one_server() {
     assert!(a.len() == b.len() && b.len() == c.len());
     let mut sub = RawClient::connect(proxy.port);
     sub.send(&cmd(&["SSUBSCRIBE", &a, &b, &c]));
-    // Nodes confirm in any order between them; the counts are the client's.
+    // In the arguments' order, counted as the client's.
     let got = confirmations(&mut sub, "ssubscribe", a.len(), 3);
-    let counts: Vec<u32> = got.iter().map(|g| g.1).collect();
-    assert_eq!(counts, [1, 2, 3], "{got:?}");
-    let mut names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
-    names.sort_unstable();
-    let mut want = vec![a.as_str(), b.as_str(), c.as_str()];
-    want.sort_unstable();
-    assert_eq!(names, want);
+    let want = [(&a, 1), (&b, 2), (&c, 3)].map(|(n, i)| (n.clone(), i));
+    assert_eq!(got, want);
     let mut publ = RawClient::connect(proxy.port);
     for ch in [&a, &b, &c] {
         publ.roundtrip(&cmd(&["SPUBLISH", ch, "m"]), b":1\r\n");
@@ -252,6 +247,52 @@ fn shard_channels_of_several_slots_count_like_one_server() {
     sub.send(&cmd(&["SUNSUBSCRIBE", "never-sub"]));
     sub.expect(format!("*3\r\n{}{}:0\r\n", bulk("sunsubscribe"), bulk("never-sub")).as_bytes());
     sub.roundtrip(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
+/// One `SSUBSCRIBE` or `SUNSUBSCRIBE` of shard channels on several masters
+/// is confirmed in the order of its arguments, each counted in turn, as
+/// one server confirms them, even when the first channel's master answers
+/// last (go-redis reads the first confirmation as the first channel's).
+/// Own cluster: its masters are paused.
+#[test]
+fn shard_confirmations_follow_the_arguments_order() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let [a, b, c] = [100, 6000, 12000].map(|s| common::key_for_slot(s, "order-"));
+    let node = |k: &str| cluster.node_for_key(k.as_bytes());
+    assert!(node(&a) != node(&b) && node(&b) != node(&c) && node(&a) != node(&c));
+    let pause = |k: &str| {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(300)
+            .arg("ALL")
+            .query(&mut cluster.conn(node(k)))
+            .unwrap();
+    };
+    for resp3 in [false, true] {
+        let mut sub = RawClient::connect(proxy.port);
+        if resp3 {
+            sub.send(&cmd(&["HELLO", "3"]));
+            sub.read_reply();
+        }
+        let head = if resp3 { ">3\r\n" } else { "*3\r\n" };
+        let confirm =
+            |kind: &str, ch: &str, n: u32| format!("{head}{}{}:{n}\r\n", bulk(kind), bulk(ch));
+        // The first channel's master answers last.
+        pause(&a);
+        sub.send(&cmd(&["SSUBSCRIBE", &a, &b, &c]));
+        let want = [(&a, 1), (&b, 2), (&c, 3)].map(|(ch, n)| confirm("ssubscribe", ch, n));
+        sub.expect(want.concat().as_bytes());
+        // The last one's master answers last, and a channel never
+        // subscribed, which the proxy confirms itself, waits its turn.
+        pause(&c);
+        sub.send(&cmd(&["SUNSUBSCRIBE", &c, "order-never", &a]));
+        let want = [(c.as_str(), 2), ("order-never", 2), (a.as_str(), 1)]
+            .map(|(ch, n)| confirm("sunsubscribe", ch, n));
+        sub.expect(want.concat().as_bytes());
+        sub.send(&cmd(&["SUNSUBSCRIBE", &b]));
+        sub.expect(confirm("sunsubscribe", &b, 0).as_bytes());
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! One client connection: the session state machine and local commands.
 
 pub mod acl_admin;
+pub mod confirm_order;
 pub mod connection;
 pub mod durability;
 pub mod element_moves;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use super::confirm_order::ConfirmOrder;
 use super::mirrors::{
     confirmation, is_notification_channel, may_match_notifications, MirrorDelta, MirrorFrame,
     MirrorVerdict, Mirrors,
@@ -145,6 +146,9 @@ pub struct PubSubState {
     /// its count in `ssubscribe`/`sunsubscribe` confirmations, which each
     /// node gives for its own channels only.
     confirmed_shard: HashSet<Bytes>,
+    /// The shard confirmations of the command in flight, released in its
+    /// arguments' order.
+    pub order: ConfirmOrder,
     /// Whether `MONITOR` lines are forwarded to this client.
     pub monitoring: bool,
     /// The mirrors of its keyspace-notification subscriptions on the
@@ -193,6 +197,7 @@ impl Default for PubSubState {
             shard_channels: HashMap::new(),
             conns: HashMap::new(),
             confirmed_shard: Default::default(),
+            order: ConfirmOrder::default(),
             monitoring: false,
             mirrors: Mirrors::default(),
             held: BytesMut::new(),
@@ -526,13 +531,6 @@ impl PubSubState {
         self.orphans.extend(channels);
     }
 
-    /// The confirmation the proxy gives itself for unsubscribing a shard
-    /// channel no connection carries (never subscribed, or lost).
-    pub fn local_sunsubscribe(&mut self, channel: &[u8], proto: Proto) -> Bytes {
-        self.confirmed_shard.remove(channel);
-        sunsubscribe_frame(Some(channel), self.confirmed_shard.len(), proto)
-    }
-
     /// A sender for scheduling events to ourselves (re-subscribe timers).
     pub fn events_sender(&self) -> mpsc::Sender<(u32, PubSubEvent)> {
         self.events_tx.clone()
@@ -859,8 +857,9 @@ mod tests {
         s.carry(3, std::iter::once(&c));
         assert_eq!(s.carrier(&c), Some(3));
         // The proxy's own confirmation for a channel nobody carries.
+        let own = sunsubscribe_frame(Some(b"zz"), 7, Proto::Resp2);
         assert_eq!(
-            &s.local_sunsubscribe(b"zz", Proto::Resp2)[..],
+            &s.renumber(own)[..],
             b"*3\r\n$12\r\nsunsubscribe\r\n$2\r\nzz\r\n:0\r\n"
         );
     }

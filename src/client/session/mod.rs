@@ -633,6 +633,9 @@ impl Session {
                             ps.give_up_confirming();
                         }
                     }
+                    if self.core.pubsub.as_ref().is_some_and(|p| !p.confirming()) {
+                        self.core.flush_shard_order();
+                    }
                     self.core.release_held();
                     if writable && last_write.elapsed() >= write_timeout {
                         tracing::warn!(client = %self.core.client.info.peer, "client reads none of its replies; disconnecting it");

@@ -2,6 +2,7 @@
 //! channels, the events of its subscription connections and re-subscribing.
 
 use super::*;
+use crate::client::confirm_order::OWN;
 
 impl Core {
     /// The node holding classic subscriptions (see [`PUBSUB_HOME_SLOT`]).
@@ -186,9 +187,10 @@ impl Core {
     /// `SSUBSCRIBE`: one command per slot, on its owner's connection, as a
     /// cluster node accepts them (channels of unserved slots get an error).
     async fn shard_subscribe(&mut self, name: &[u8], args: Vec<Bytes>) {
-        let groups = group_by(args, |ch| slot_of(ch));
+        let groups = group_by(args.clone(), |ch| slot_of(ch));
         // One wait for a missing owner per command, not one per slot.
         let mut waited = false;
+        let mut sent = Vec::new();
         for (s, chans) in groups {
             let mut owner = self.ctx.topology.load().master(s).cloned();
             if owner.is_none() && !waited {
@@ -200,6 +202,12 @@ impl Core {
                 continue;
             };
             self.send_shard_subscribe(name, pool.addr(), &chans, 0);
+            sent.push(s);
+        }
+        if let (Some(ps), true) = (self.pubsub.as_mut(), sent.len() > 1) {
+            // Several masters answer: their confirmations go in turn.
+            ps.order
+                .expect(args.into_iter().filter(|ch| sent.contains(&slot_of(ch))));
         }
         let counts = self.pubsub.as_ref().map_or([0; 3], |p| p.counts());
         self.client.info.set_subscriptions(counts);
@@ -242,17 +250,22 @@ impl Core {
             return;
         }
         let mut carried = Vec::new();
-        let mut local = BytesMut::new();
+        let mut local = Vec::new();
         for ch in &named {
             match ps.carrier(ch) {
                 Some(id) => carried.push((id, ch.clone())),
                 None => {
-                    local.extend_from_slice(&ps.local_sunsubscribe(ch, proto));
+                    // Counted when it goes (see `emit_shard`).
+                    local.push(subs::sunsubscribe_frame(Some(ch), 0, proto));
                     ps.record(name, std::slice::from_ref(ch));
                 }
             }
         }
         let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
+        if groups.len() + usize::from(!local.is_empty()) > 1 {
+            // Several masters (or they and the proxy) answer: in turn.
+            ps.order.expect(named.iter().cloned());
+        }
         for ((id, _), chans) in groups {
             let chans: Vec<Bytes> = chans.into_iter().map(|(_, ch)| ch).collect();
             let change = ps.record(name, &chans);
@@ -262,7 +275,49 @@ impl Core {
             ps.uncarry(ch);
         }
         self.client.info.set_subscriptions(ps.counts());
-        self.oob.extend_from_slice(&local);
+        for frame in local {
+            self.emit_shard(OWN, frame);
+        }
+    }
+
+    /// Writes a frame for the client from shard connection `conn` (or
+    /// the proxy's own, [`OWN`]): confirmations in the order their command
+    /// named the channels (see [`crate::client::confirm_order`]), each
+    /// counted as one server counts it.
+    fn emit_shard(&mut self, conn: u32, frame: Bytes) {
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if ps.order.idle() {
+            let frame = subs::in_proto(ps.renumber(frame), self.client.proto);
+            self.oob.extend_from_slice(&frame);
+            return;
+        }
+        let mut ready = Vec::new();
+        ps.order.offer(conn, frame, &mut ready);
+        self.write_shard_frames(ready);
+    }
+
+    /// Stops holding shard confirmations for their turn (one will not
+    /// come): what was held goes in the order it came.
+    pub(super) fn flush_shard_order(&mut self) {
+        let Some(ps) = self.pubsub.as_mut().filter(|p| !p.order.idle()) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        ps.order.flush(&mut ready);
+        self.write_shard_frames(ready);
+    }
+
+    fn write_shard_frames(&mut self, frames: Vec<Bytes>) {
+        let proto = self.client.proto;
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        for frame in frames {
+            let frame = subs::in_proto(ps.renumber(frame), proto);
+            self.oob.extend_from_slice(&frame);
+        }
     }
 
     /// Handles an event of a mirror (see [`crate::client::mirrors`]).
@@ -327,10 +382,7 @@ impl Core {
                     self.oob.extend_from_slice(&frame);
                 }
                 Verdict::Forward if id == MONITOR => self.oob.extend_from_slice(&frame),
-                Verdict::Forward => {
-                    let frame = subs::in_proto(ps.renumber(frame), self.client.proto);
-                    self.oob.extend_from_slice(&frame);
-                }
+                Verdict::Forward => self.emit_shard(id, frame),
                 Verdict::Swallow => {}
                 Verdict::OwnRefused(set, names) => {
                     tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again in 1 s");
@@ -366,6 +418,9 @@ impl Core {
             PubSubEvent::Lost(_) => {
                 ps.lost(id);
                 retry_resubscribe(ps, id);
+                if id != GLOBAL {
+                    self.flush_shard_order();
+                }
             }
             PubSubEvent::Resubscribe => {
                 ps.resubscribe_due(id);
@@ -432,14 +487,23 @@ impl Core {
                 for ch in &change.names {
                     ps.uncarry(ch);
                     ps.record(b"sunsubscribe", std::slice::from_ref(ch));
-                    let frame = ps.local_sunsubscribe(ch, proto);
-                    self.oob.extend_from_slice(&frame);
+                }
+                for ch in &change.names {
+                    self.emit_shard(OWN, subs::sunsubscribe_frame(Some(ch), 0, proto));
                 }
             }
-            Some(_) => self.oob.extend_from_slice(
-                b"-TRYAGAIN the slot of this channel is moving between nodes; subscribe again\r\n",
-            ),
-            None => self.oob.extend_from_slice(&frame),
+            Some(_) => {
+                self.flush_shard_order();
+                self.oob.extend_from_slice(
+                    b"-TRYAGAIN the slot of this channel is moving between nodes; subscribe again\r\n",
+                );
+            }
+            None => {
+                if shard {
+                    self.flush_shard_order();
+                }
+                self.oob.extend_from_slice(&frame);
+            }
         }
         let counts = self.pubsub.as_ref().map_or([0; 3], |p| p.counts());
         self.client.info.set_subscriptions(counts);
