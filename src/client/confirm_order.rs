@@ -23,6 +23,10 @@ use crate::protocol::scan::{bulk_body, children};
 /// frames never come here.
 pub const OWN: u32 = super::pubsub::MONITOR;
 
+/// The most bytes held (a busy channel's messages behind a confirmation
+/// that waits for a slow node): past it, everything goes in arrival order.
+const MAX_HELD_BYTES: usize = 1 << 20;
+
 /// One early frame.
 #[derive(Debug)]
 struct Held {
@@ -38,6 +42,7 @@ struct Held {
 pub struct ConfirmOrder {
     due: VecDeque<Bytes>,
     held: VecDeque<Held>,
+    held_bytes: usize,
 }
 
 impl ConfirmOrder {
@@ -63,12 +68,16 @@ impl ConfirmOrder {
         let confirms = confirmed_channel(&frame)
             .filter(|c| self.due.iter().any(|d| d == c))
             .map(Bytes::copy_from_slice);
+        self.held_bytes += frame.len();
         self.held.push_back(Held {
             conn,
             frame,
             confirms,
         });
         self.release(out);
+        if self.held_bytes > MAX_HELD_BYTES {
+            self.flush(out);
+        }
     }
 
     /// Stops waiting (a confirmation will not come: the node refused the
@@ -76,6 +85,7 @@ impl ConfirmOrder {
     /// held frame goes to `out` in the order it came.
     pub fn flush(&mut self, out: &mut Vec<Bytes>) {
         self.due.clear();
+        self.held_bytes = 0;
         out.extend(self.held.drain(..).map(|h| h.frame));
     }
 
@@ -88,6 +98,7 @@ impl ConfirmOrder {
             if held.confirms.is_some() {
                 self.due.pop_front();
             }
+            self.held_bytes -= held.frame.len();
             out.push(held.frame);
         }
     }
@@ -227,6 +238,23 @@ mod tests {
             out,
             vec![conf("sunsubscribe", "x", 0), conf("sunsubscribe", "y", 0)]
         );
+    }
+
+    #[test]
+    fn a_flood_behind_a_late_confirmation_is_not_held_for_ever() {
+        let mut order = ConfirmOrder::default();
+        order.expect(names(&["a", "b"]));
+        let mut out = Vec::new();
+        order.offer(2, conf("ssubscribe", "b", 1), &mut out);
+        let big = Bytes::from(vec![b'x'; MAX_HELD_BYTES / 4]);
+        for _ in 0..3 {
+            order.offer(2, big.clone(), &mut out);
+        }
+        assert!(out.is_empty());
+        order.offer(2, big.clone(), &mut out);
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[0], conf("ssubscribe", "b", 1));
+        assert!(order.idle());
     }
 
     #[test]
