@@ -261,14 +261,15 @@ fn shard_confirmations_follow_the_arguments_order() {
     let [a, b, c] = [100, 6000, 12000].map(|s| common::key_for_slot(s, "order-"));
     let node = |k: &str| cluster.node_for_key(k.as_bytes());
     assert!(node(&a) != node(&b) && node(&b) != node(&c) && node(&a) != node(&c));
-    let pause = |k: &str| {
+    let pause_for = |k: &str, ms: u64| {
         let _: () = redis::cmd("CLIENT")
             .arg("PAUSE")
-            .arg(300)
+            .arg(ms)
             .arg("ALL")
             .query(&mut cluster.conn(node(k)))
             .unwrap();
     };
+    let mut publisher = RawClient::connect(proxy.port);
     for resp3 in [false, true] {
         let mut sub = RawClient::connect(proxy.port);
         if resp3 {
@@ -278,14 +279,27 @@ fn shard_confirmations_follow_the_arguments_order() {
         let head = if resp3 { ">3\r\n" } else { "*3\r\n" };
         let confirm =
             |kind: &str, ch: &str, n: u32| format!("{head}{}{}:{n}\r\n", bulk(kind), bulk(ch));
-        // The first channel's master answers last.
-        pause(&a);
+        // The first channel's master answers after the second's, the
+        // third's last; a message to the second channel comes after the
+        // command's confirmations, which one server writes back to back.
+        pause_for(&a, 300);
+        pause_for(&c, 600);
         sub.send(&cmd(&["SSUBSCRIBE", &a, &b, &c]));
-        let want = [(&a, 1), (&b, 2), (&c, 3)].map(|(ch, n)| confirm("ssubscribe", ch, n));
-        sub.expect(want.concat().as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        publisher.roundtrip(&cmd(&["SPUBLISH", &b, "m"]), b":1\r\n");
+        let mut want = [(&a, 1), (&b, 2), (&c, 3)]
+            .map(|(ch, n)| confirm("ssubscribe", ch, n))
+            .concat();
+        want.push_str(&format!(
+            "{head}{}{}{}",
+            bulk("smessage"),
+            bulk(&b),
+            bulk("m")
+        ));
+        sub.expect(want.as_bytes());
         // The last one's master answers last, and a channel never
         // subscribed, which the proxy confirms itself, waits its turn.
-        pause(&c);
+        pause_for(&c, 300);
         sub.send(&cmd(&["SUNSUBSCRIBE", &c, "order-never", &a]));
         let want = [(c.as_str(), 2), ("order-never", 2), (a.as_str(), 1)]
             .map(|(ch, n)| confirm("sunsubscribe", ch, n));

@@ -2,7 +2,6 @@
 //! channels, the events of its subscription connections and re-subscribing.
 
 use super::*;
-use crate::client::confirm_order::OWN;
 
 impl Core {
     /// The node holding classic subscriptions (see [`PUBSUB_HOME_SLOT`]).
@@ -206,8 +205,8 @@ impl Core {
         }
         if let (Some(ps), true) = (self.pubsub.as_mut(), sent.len() > 1) {
             // Several masters answer: their confirmations go in turn.
-            ps.order
-                .expect(args.into_iter().filter(|ch| sent.contains(&slot_of(ch))));
+            let channels = args.into_iter().filter(|ch| sent.contains(&slot_of(ch)));
+            ps.order.expect(true, channels);
         }
         let counts = self.pubsub.as_ref().map_or([0; 3], |p| p.counts());
         self.client.info.set_subscriptions(counts);
@@ -264,7 +263,7 @@ impl Core {
         let groups = group_by(carried, |(id, ch)| (*id, slot_of(ch)));
         if groups.len() + usize::from(!local.is_empty()) > 1 {
             // Several masters (or they and the proxy) answer: in turn.
-            ps.order.expect(named.iter().cloned());
+            ps.order.expect(false, named.iter().cloned());
         }
         for ((id, _), chans) in groups {
             let chans: Vec<Bytes> = chans.into_iter().map(|(_, ch)| ch).collect();
@@ -276,15 +275,16 @@ impl Core {
         }
         self.client.info.set_subscriptions(ps.counts());
         for frame in local {
-            self.emit_shard(OWN, frame);
+            self.emit_shard(frame);
         }
     }
 
-    /// Writes a frame for the client from shard connection `conn` (or
-    /// the proxy's own, [`OWN`]): confirmations in the order their command
-    /// named the channels (see [`crate::client::confirm_order`]), each
-    /// counted as one server counts it.
-    fn emit_shard(&mut self, conn: u32, frame: Bytes) {
+    /// Writes a frame for the client from a subscription connection (or
+    /// the proxy's own confirmation): shard confirmations in the order
+    /// their command named the channels, other frames after them (see
+    /// [`crate::client::confirm_order`]), each shard confirmation counted
+    /// as one server counts it.
+    fn emit_shard(&mut self, frame: Bytes) {
         let Some(ps) = self.pubsub.as_mut() else {
             return;
         };
@@ -294,7 +294,7 @@ impl Core {
             return;
         }
         let mut ready = Vec::new();
-        ps.order.offer(conn, frame, &mut ready);
+        ps.order.offer(frame, &mut ready);
         self.write_shard_frames(ready);
     }
 
@@ -378,11 +378,15 @@ impl Core {
             PubSubEvent::Frame(frame) => match ps.verdict(id, &frame) {
                 Verdict::Forward if id == GLOBAL => {
                     ps.home_frame_forwarded(&frame);
-                    let frame = subs::in_proto(frame, self.client.proto);
-                    self.oob.extend_from_slice(&frame);
+                    if ps.order.idle() {
+                        let frame = subs::in_proto(frame, self.client.proto);
+                        self.oob.extend_from_slice(&frame);
+                    } else {
+                        self.emit_shard(frame);
+                    }
                 }
                 Verdict::Forward if id == MONITOR => self.oob.extend_from_slice(&frame),
-                Verdict::Forward => self.emit_shard(id, frame),
+                Verdict::Forward => self.emit_shard(frame),
                 Verdict::Swallow => {}
                 Verdict::OwnRefused(set, names) => {
                     tracing::warn!(client = %self.client.info.peer, error = %String::from_utf8_lossy(frame.trim_ascii_end()), "re-subscription refused; trying again in 1 s");
@@ -438,6 +442,11 @@ impl Core {
             let mark = self.oob.len();
             let holding = self.pubsub.as_ref().is_some_and(|p| p.holding());
             self.on_pubsub_event(id, event).await;
+            if self.pubsub.as_ref().is_some_and(|p| !p.confirming()) {
+                // Every confirmation came (each connection's barrier came
+                // after them) or the wait was given up.
+                self.flush_shard_order();
+            }
             if let Some(ps) = self.pubsub.as_mut() {
                 let held = holding || ps.holding();
                 if (id == GLOBAL || subs::is_mirror(id)) && held && self.oob.len() > mark {
@@ -489,7 +498,7 @@ impl Core {
                     ps.record(b"sunsubscribe", std::slice::from_ref(ch));
                 }
                 for ch in &change.names {
-                    self.emit_shard(OWN, subs::sunsubscribe_frame(Some(ch), 0, proto));
+                    self.emit_shard(subs::sunsubscribe_frame(Some(ch), 0, proto));
                 }
             }
             Some(_) => {
