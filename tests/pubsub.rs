@@ -309,6 +309,77 @@ fn shard_confirmations_follow_the_arguments_order() {
     }
 }
 
+/// A RESP3 client publishing to a channel it listens to itself gets its
+/// own message and the reply in the order one server of the installed
+/// version writes them: the message first on Redis 7.0 (sent on a shared
+/// connection, the reply came first 9 times in 10), the reply first from
+/// 7.2 on; for channels, patterns and shard channels, and in a pipeline,
+/// in order with the replies around it.
+#[test]
+fn a_resp3_clients_own_publish_keeps_one_servers_order() {
+    let port = env().1.port;
+    let reply_first = common::server_version().at_least(7, 2);
+    let answer = |push: String| {
+        if reply_first {
+            format!(":1\r\n{push}")
+        } else {
+            format!("{push}:1\r\n")
+        }
+    };
+    for round in 0..10 {
+        let (ch, pat, px) = (
+            format!("self:{round}:ch"),
+            format!("self:{round}:p*"),
+            format!("self:{round}:px"),
+        );
+        let shard = common::key_for_slot(9000, &format!("self:{round}:s"));
+        let mut c = RawClient::connect(port);
+        c.send(&cmd(&["HELLO", "3"]));
+        c.read_reply();
+        let push = |parts: &[&str]| {
+            let body: String = parts.iter().map(|p| bulk(p)).collect();
+            format!(">{}\r\n{body}", parts.len())
+        };
+        let confirmed =
+            |kind: &str, name: &str, n: u32| format!(">3\r\n{}{}:{n}\r\n", bulk(kind), bulk(name));
+        c.roundtrip(
+            &cmd(&["SUBSCRIBE", &ch]),
+            confirmed("subscribe", &ch, 1).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["PSUBSCRIBE", &pat]),
+            confirmed("psubscribe", &pat, 2).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["SSUBSCRIBE", &shard]),
+            confirmed("ssubscribe", &shard, 1).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["PUBLISH", &ch, "m"]),
+            answer(push(&["message", &ch, "m"])).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["PUBLISH", &px, "m"]),
+            answer(push(&["pmessage", &pat, &px, "m"])).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["SPUBLISH", &shard, "m"]),
+            answer(push(&["smessage", &shard, "m"])).as_bytes(),
+        );
+        let batch = [
+            cmd(&["PING"]),
+            cmd(&["PUBLISH", &ch, "n"]),
+            cmd(&["ECHO", "e"]),
+        ]
+        .concat();
+        let want = format!(
+            "+PONG\r\n{}$1\r\ne\r\n",
+            answer(push(&["message", &ch, "n"]))
+        );
+        c.roundtrip(&batch, want.as_bytes());
+    }
+}
+
 #[test]
 fn pubsub_introspection_spans_the_cluster() {
     let port = env().1.port;

@@ -376,6 +376,9 @@ impl Core {
                 .wait_for_others(self.subscribing.is_some())
                 .await;
         }
+        if let Some(id) = self.own_listener(&view) {
+            return self.publish_to_own_listener(id, raw);
+        }
         let stage_to = self.stage_target(&route, raw.len());
         if stage_to.is_none() && !self.staged.is_empty() {
             // Anything that is not staged goes after the staged commands.

@@ -435,7 +435,9 @@ impl Core {
         if self.pending.is_empty() {
             return false;
         }
+        // A publish to the client's own subscription waits like one.
         subs::is_subscription_command(name)
+            || self.own_listener(view).is_some()
             || (name.eq_ignore_ascii_case(b"ping")
                 && self.pubsub.as_ref().is_some_and(|p| p.active()))
     }

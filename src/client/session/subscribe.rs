@@ -298,6 +298,48 @@ impl Core {
         self.write_shard_frames(ready);
     }
 
+    /// The subscription connection on which a RESP3 client's `PUBLISH` or
+    /// `SPUBLISH` goes when the client listens to the channel itself: one
+    /// server writes the client's own message before the reply, an order
+    /// only one connection keeps (sent on a shared one, the reply tends to
+    /// come first). `PUBLISH` goes on the classic subscriptions' connection
+    /// (on the home master, where it goes anyway) when a channel or
+    /// pattern of the client's matches; `SPUBLISH` on the connection that
+    /// carries the shard channel. Not inside `MULTI`, nor with `CLIENT
+    /// REPLY OFF` or `SKIP` (whose replies the session leaves out).
+    pub(super) fn own_listener(&self, view: &CommandView<'_>) -> Option<u32> {
+        if self.client.proto != Proto::Resp3
+            || self.multi.is_some()
+            || self.client.replies != ReplyMode::On
+            || view.len() != 3
+        {
+            return None;
+        }
+        let ps = self.pubsub.as_ref()?;
+        let (name, channel) = (view.get(0), view.get(1));
+        if name.eq_ignore_ascii_case(b"publish") {
+            let listens = ps.channels.contains(channel)
+                || ps
+                    .patterns
+                    .iter()
+                    .any(|p| crate::colocate::glob_match(p, channel));
+            (listens && ps.conns.contains_key(&GLOBAL)).then_some(GLOBAL)
+        } else if name.eq_ignore_ascii_case(b"spublish") {
+            ps.carrier(channel)
+        } else {
+            None
+        }
+    }
+
+    /// Sends a `PUBLISH` or `SPUBLISH` on the client's own subscription
+    /// connection `id` (see [`Core::own_listener`]): its reply comes there,
+    /// after the message, and the client's later commands wait for it.
+    pub(super) fn publish_to_own_listener(&mut self, id: u32, raw: Bytes) {
+        if let Some(ps) = self.pubsub.as_mut() {
+            ps.send_confirmed(id, raw, Change::default());
+        }
+    }
+
     /// Stops holding shard confirmations for their turn (one will not
     /// come): what was held goes in the order it came.
     pub(super) fn flush_shard_order(&mut self) {
