@@ -300,9 +300,10 @@ impl Core {
 
     /// The subscription connection on which a RESP3 client's `PUBLISH` or
     /// `SPUBLISH` goes when the client listens to the channel itself: one
-    /// server writes the client's own message before the reply, an order
-    /// only one connection keeps (sent on a shared one, the reply tends to
-    /// come first). `PUBLISH` goes on the classic subscriptions' connection
+    /// server writes the client's own message and the reply in a fixed
+    /// order (the message first on 7.0, the reply first from 7.2 on),
+    /// which only one connection keeps (sent on a shared one, the two
+    /// race). `PUBLISH` goes on the classic subscriptions' connection
     /// (on the home master, where it goes anyway) when a channel or
     /// pattern of the client's matches; `SPUBLISH` on the connection that
     /// carries the shard channel. Not inside `MULTI`, nor with `CLIENT
@@ -333,15 +334,17 @@ impl Core {
 
     /// Sends a `PUBLISH` or `SPUBLISH` on the client's own subscription
     /// connection `id` (see [`Core::own_listener`]): its reply comes there,
-    /// after the message, and the client's later commands wait for it.
+    /// in the node's order with the message, and the client's later
+    /// commands wait for it.
     pub(super) fn publish_to_own_listener(&mut self, id: u32, raw: Bytes) {
         if let Some(ps) = self.pubsub.as_mut() {
             ps.send_confirmed(id, raw, Change::default());
         }
     }
 
-    /// Stops holding shard confirmations for their turn (one will not
-    /// come): what was held goes in the order it came.
+    /// Stops holding frames for the shard confirmations' turn (they all
+    /// came, or one will not come): what was held goes in the order it
+    /// came.
     pub(super) fn flush_shard_order(&mut self) {
         let Some(ps) = self.pubsub.as_mut().filter(|p| !p.order.idle()) else {
             return;
