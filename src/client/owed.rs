@@ -131,9 +131,18 @@ impl Owed {
         self.conns.contains_key(&id)
     }
 
-    /// Connection `id` was lost: it owes nothing any more.
-    pub fn forget(&mut self, id: u32) {
-        self.conns.remove(&id);
+    /// Connection `id` was lost: it owes nothing any more. Returns how
+    /// many of the client's commands that answer with one reply (a
+    /// `PUBLISH` sent there, a subscribed `PING`) had not been answered:
+    /// each still needs a reply, or the client's replies would shift.
+    pub fn forget(&mut self, id: u32) -> usize {
+        let Some(queue) = self.conns.remove(&id) else {
+            return 0;
+        };
+        queue
+            .iter()
+            .filter(|e| matches!(&e.kind, Kind::Client(c) if c.set.is_none()) && e.got == 0)
+            .count()
     }
 
     /// Where `frame`, read from connection `id`, goes; `barrier`: it is
@@ -399,8 +408,23 @@ mod tests {
         // The client's own confirmation is not taken for the proxy's.
         assert_eq!(owed.verdict(3, conf, false), Verdict::Forward);
         assert!(owed.confirming_only_on(3) && !owed.confirming_only_on(0));
-        owed.forget(3);
+        assert_eq!(owed.forget(3), 0);
         assert!(!owed.confirming());
+    }
+
+    #[test]
+    fn a_lost_connection_counts_the_replies_it_still_owed() {
+        // A PUBLISH sent on the subscription connection, then a PING; the
+        // PUBLISH was answered before the connection was lost.
+        let mut owed = Owed::default();
+        for _ in 0..2 {
+            owed.client(0, b"pong", Change::default(), None);
+            owed.barrier(0, true);
+        }
+        owed.client(0, b"subscribe", change(&["a"]), Some(1));
+        assert_eq!(owed.verdict(0, b":1\r\n", false), Verdict::Forward);
+        assert_eq!(owed.forget(0), 1);
+        assert_eq!(owed.forget(0), 0);
     }
 
     #[test]

@@ -507,13 +507,15 @@ impl PubSubState {
     }
 
     /// Shard connection `id` is lost: its channels wait to be subscribed
-    /// again.
-    pub fn lost(&mut self, id: u32) {
+    /// again. Returns how many replies it still owed the client's one-reply
+    /// commands (see [`super::owed::Owed::forget`]).
+    pub fn lost(&mut self, id: u32) -> usize {
         self.conns.remove(&id);
-        self.owed.forget(id);
+        let unanswered = self.owed.forget(id);
         if let Some(set) = self.carried.remove(&id) {
             self.orphans.extend(set);
         }
+        unanswered
     }
 
     /// The shard channels waiting to be subscribed again that the client

@@ -465,8 +465,16 @@ impl Core {
             },
             PubSubEvent::Overflow => self.too_slow(),
             PubSubEvent::Lost(_) => {
-                ps.lost(id);
+                let addr = ps.conns.get(&id).map(|c| c.addr.clone());
+                let unanswered = ps.lost(id);
                 retry_resubscribe(ps, id);
+                for _ in 0..unanswered {
+                    // A PUBLISH or PING sent there: one reply each.
+                    let node = addr.as_deref().unwrap_or("?");
+                    self.oob.extend_from_slice(&reply::error(&format!(
+                        "ERR slotbridge: connection to node {node} lost before the reply: the subscription connection closed"
+                    )));
+                }
                 if id != GLOBAL {
                     self.flush_shard_order();
                 }
