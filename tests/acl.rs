@@ -633,3 +633,95 @@ fn a_flush_refused_at_exec_runs_nowhere() {
     );
     assert_eq!(ask(&mut admin, &[b"DBSIZE"]), b":5\r\n");
 }
+
+/// Valkey 9.1's database rules (`alldbs`, `resetdbs`, `db=`) as one server
+/// of the installed version takes, shows and enforces them for database
+/// 0, the one the proxy serves; older servers refuse the rules, and so
+/// does the proxy, with the same errors.
+#[test]
+fn database_rules_as_one_server() {
+    let cluster = Cluster::start(1, 0);
+    let dir = TempDir::new("acl-dbs");
+    let reference = Standalone::start(&dir);
+    let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = RawClient::connect(proxy.port);
+    wait_until(
+        "the proxy to know the cluster",
+        Duration::from_secs(10),
+        || ask(&mut through, &[b"GET", b"k"]) == b"$-1\r\n",
+    );
+    let both = |direct: &mut RawClient, through: &mut RawClient, line: &str| {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        let expected = ask(direct, &args);
+        let got = ask(through, &args);
+        assert_eq!(normalized(&got), normalized(&expected), "{line}");
+        expected
+    };
+    for line in [
+        "ACL LOG RESET",
+        "ACL SETUSER d1 on >pw ~* &* +@all db=3,1,1",
+        "ACL SETUSER d2 on nopass ~* +@all resetdbs (~x* +get db=0) (+set alldbs)",
+        "ACL SETUSER d3 db=a",
+        "ACL SETUSER d3 db=",
+        "ACL SETUSER d3 db=1,",
+        "ACL SETUSER d3 db=1,,2",
+        "ACL SETUSER d3 db=-1",
+        "ACL SETUSER d3 db=2147483648",
+        "ACL SETUSER d3 DB=+7 sanitize-payload",
+        "ACL SETUSER d4 skip-sanitize-payload db=0",
+        "ACL LIST",
+        "ACL GETUSER d1",
+        "ACL GETUSER d2",
+        "ACL GETUSER d3",
+        "ACL SETUSER d3 reset",
+        "ACL GETUSER d3",
+        "ACL DRYRUN d1 GET k",
+        "ACL DRYRUN d1 PING",
+        "ACL DRYRUN d1 SELECT 0",
+        "ACL DRYRUN d1 SWAPDB 0 0",
+        "ACL DRYRUN d1 MOVE k 0",
+        "ACL DRYRUN d1 COPY a b DB 0 REPLACE",
+        "ACL DRYRUN d1 COPY a b",
+        "ACL DRYRUN d1 PUBLISH c m",
+        "ACL DRYRUN d1 FLUSHALL",
+        "ACL DRYRUN d1 DBSIZE",
+        "ACL DRYRUN d1 CLIENT LIST",
+        "ACL DRYRUN d2 GET x1",
+        "ACL DRYRUN d2 GET y1",
+        "ACL DRYRUN d2 SET y1 v",
+        "ACL DRYRUN d2 DEL y1",
+        "ACL DRYRUN d4 GET k",
+    ] {
+        both(&mut direct, &mut through, line);
+    }
+    // A user without database 0 at work.
+    let mut user = [
+        RawClient::connect(reference.port),
+        RawClient::connect(proxy.port),
+    ];
+    let [user_direct, user_through] = &mut user;
+    let mut refused = 0;
+    for line in [
+        "AUTH d1 pw",
+        "GET k",
+        "SELECT 0",
+        "PING",
+        "MULTI",
+        "GET k",
+        "EXEC",
+        "PUBLISH c m",
+    ] {
+        let expected = both(user_direct, user_through, line);
+        refused += usize::from(expected.starts_with(b"-NOPERM No permissions to access database"));
+    }
+    for line in ["ACL LOG 3", "ACL DELUSER d1 d2 d3 d4"] {
+        both(&mut direct, &mut through, line);
+    }
+    let v = common::server_version();
+    if v.valkey_at_least(9, 1, 2) {
+        assert_eq!(refused, 3, "Valkey 9.1 refuses database 0 to d1");
+    } else {
+        assert_eq!(refused, 0, "{} has no database rules", v.text);
+    }
+}

@@ -28,6 +28,8 @@ pub enum Reason {
     Channel,
     /// A failed `AUTH` or `HELLO ... AUTH`.
     Auth,
+    /// A database it may not access (Valkey 9.1).
+    Database,
 }
 
 impl Reason {
@@ -37,6 +39,7 @@ impl Reason {
             Reason::Key => "key",
             Reason::Channel => "channel",
             Reason::Auth => "auth",
+            Reason::Database => "database",
         }
     }
 }
@@ -132,7 +135,7 @@ impl AclLog {
         let mut out = BytesMut::with_capacity(64 + shown * 512);
         put_array(&mut out, shown);
         for e in entries.iter().take(shown) {
-            let fields = if style == Style::Redis72 { 10 } else { 7 };
+            let fields = if style.newer_than_7_0() { 10 } else { 7 };
             put_map(&mut out, proto, fields);
             put_bulk(&mut out, b"count");
             put_int(&mut out, i64::try_from(e.count).unwrap_or(i64::MAX));
@@ -156,7 +159,7 @@ impl AclLog {
             put_double(&mut out, age, proto);
             put_bulk(&mut out, b"client-info");
             put_bulk(&mut out, e.client_info.as_bytes());
-            if style == Style::Redis72 {
+            if style.newer_than_7_0() {
                 put_bulk(&mut out, b"entry-id");
                 put_int(&mut out, i64::try_from(e.id).unwrap_or(i64::MAX));
                 put_bulk(&mut out, b"timestamp-created");

@@ -54,6 +54,8 @@ pub enum SetError {
     /// `+command|first-arg` of a command without subcommands (Redis's
     /// deprecated first-arg rules): not supported by the proxy.
     FirstArg,
+    /// `ERANGE`: a database number of a `db=` rule out of range.
+    DatabaseRange,
 }
 
 impl SetError {
@@ -68,6 +70,7 @@ impl SetError {
             SetError::BadHash => "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
             SetError::SubcommandFirstArg => "Allowing first-arg of a subcommand is not supported",
             SetError::FirstArg => "slotbridge does not support first-arg rules of commands without subcommands (such as +select|0); allow the command or a subcommand instead",
+            SetError::DatabaseRange => "The provided database ID is out of range",
         }
     }
 }
@@ -100,6 +103,10 @@ pub struct Selector {
     all_channels: bool,
     /// Channel patterns, in order.
     channels: Vec<Vec<u8>>,
+    /// Valkey 9.1's `alldbs` (every selector starts with it).
+    all_dbs: bool,
+    /// The databases of its `db=` rule, ascending (see [`Selector::apply_db_rule`]).
+    dbs: Vec<u32>,
     /// The command and category rules since the last `+@all`/`-@all`, as
     /// Redis 7.2 keeps them to describe them (a rule given again, or a
     /// container's rule, replaces the earlier ones it covers).
@@ -114,16 +121,34 @@ pub enum Style {
     Redis70,
     /// Redis 7.2 and later: command rules as given; 10 log fields.
     Redis72,
+    /// Valkey 9.1 (as 9.1.2 writes it): Redis 7.2's, plus each selector's
+    /// databases, and no `sanitize-payload` flags (no-ops since 9.1.2).
+    Valkey91,
 }
 
 impl Style {
-    /// The style of nodes running `version`.
+    /// The style of nodes whose `redis_version` is `version`.
     pub fn of(version: &str) -> Style {
         if crate::nodes::pack(version) > crate::nodes::pack("7.0") {
             Style::Redis72
         } else {
             Style::Redis70
         }
+    }
+
+    /// The style of the nodes, whose `redis_version` is `version`: [`Style::of`],
+    /// or [`Style::Valkey91`] for Valkey 9.1 and later.
+    pub fn of_nodes(version: &str) -> Style {
+        if crate::nodes::valkey_at_least(9, 1) {
+            Style::Valkey91
+        } else {
+            Style::of(version)
+        }
+    }
+
+    /// Redis 7.2's texts, fields and command rules.
+    pub fn newer_than_7_0(self) -> bool {
+        self != Style::Redis70
     }
 }
 
@@ -140,6 +165,9 @@ pub enum Denied {
     Subcommand(&'static str, Vec<u8>),
     /// `SORT`'s `BY` or `GET` option.
     SortOption(&'static str),
+    /// Database 0 (Valkey 9.1's `db=` rules), named at this argument
+    /// position (0: by the command itself).
+    Database(usize),
 }
 
 impl Denied {
@@ -176,6 +204,7 @@ impl Denied {
             (Denied::SortOption(option), _) => {
                 format!("ERR {option} option of SORT denied due to insufficient ACL permissions.")
             }
+            (Denied::Database(_), _) => "NOPERM No permissions to access database".to_string(),
         };
         reply::error(&text)
     }
@@ -184,7 +213,7 @@ impl Denied {
     /// this.
     pub fn dry_run_text<A: Args + ?Sized>(&self, args: &A, user: &[u8], style: Style) -> String {
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        if style == Style::Redis72 {
+        if style.newer_than_7_0() {
             // Redis 7.2: the NOPERM texts, naming the key or channel
             // (`getAclErrorMessage`, verbose).
             let named = |what: &str, pos: usize| {
@@ -197,6 +226,11 @@ impl Denied {
             return match self {
                 Denied::Key(pos) => named("key", *pos),
                 Denied::Channel(pos) => named("channel", *pos),
+                Denied::Database(pos) => format!(
+                    "User {} has no permissions to access database {}",
+                    lossy(user),
+                    lossy(args.get(*pos))
+                ),
                 _ => {
                     let text = self.reply(user, true);
                     let text = String::from_utf8_lossy(&text);
@@ -223,14 +257,17 @@ impl Denied {
             Denied::SortOption(option) => {
                 format!("{option} option of SORT denied due to insufficient ACL permissions.")
             }
+            Denied::Database(_) => "No permissions to access database".to_string(),
         }
     }
 
-    /// Redis's order of reasons (`ACL_DENIED_CMD` < `KEY` < `CHANNEL`)
-    /// and the argument position: with several selectors, the error kept
-    /// is the highest, then the latest argument.
+    /// Redis's order of reasons (Valkey's `ACL_DENIED_DB` <
+    /// `ACL_DENIED_CMD` < `KEY` < `CHANNEL`) and the argument position:
+    /// with several selectors, the error kept is the highest, then the
+    /// latest argument.
     fn rank(&self) -> (u8, usize) {
         match self {
+            Denied::Database(pos) => (0, *pos),
             Denied::Command(_) | Denied::Subcommand(..) | Denied::SortOption(_) => (1, 0),
             Denied::Key(pos) => (2, *pos),
             Denied::Channel(pos) => (4, *pos),
@@ -314,8 +351,8 @@ impl Acl {
             .any(|s| s.all_channels || s.channel_allowed(channel, literal))
     }
 
-    /// Neither commands, keys nor channels are limited (the root selector
-    /// allows everything).
+    /// Neither commands, keys, channels nor databases are limited (the
+    /// root selector allows everything).
     pub fn unconfined(&self) -> bool {
         self.root.unconfined()
     }
@@ -340,6 +377,8 @@ impl Selector {
             keys: Vec::new(),
             all_channels: false,
             channels: Vec::new(),
+            all_dbs: true,
+            dbs: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -431,9 +470,52 @@ impl Selector {
                 self.future = false;
                 self.rules.clear();
             }
+            _ if crate::nodes::valkey_at_least(9, 1) => {
+                if let Some(done) = self.apply_db_rule(rule, &lower) {
+                    return done;
+                }
+                return self.apply_pattern_or_command(rule, &lower);
+            }
             _ => return self.apply_pattern_or_command(rule, &lower),
         }
         Ok(())
+    }
+
+    /// Valkey 9.1's database rules: `alldbs`, `resetdbs` and
+    /// `db=<id>[,<id>...]` (`None` for any other rule). As
+    /// `ACLSetSelectorDatabasePermissions`: a list with an empty item or a
+    /// stray comma is a syntax error, an item must be a whole number as
+    /// `strtoll` reads it, from 0 to 2^31-1.
+    fn apply_db_rule(&mut self, rule: &[u8], lower: &[u8]) -> Option<Result<(), SetError>> {
+        match lower {
+            b"alldbs" => {
+                self.all_dbs = true;
+                self.dbs.clear();
+            }
+            b"resetdbs" => {
+                self.all_dbs = false;
+                self.dbs.clear();
+            }
+            _ if lower.starts_with(b"db=") => {
+                let list = &rule[3..];
+                let mut dbs = Vec::new();
+                if list.is_empty() || list.first() == Some(&b',') || list.last() == Some(&b',') {
+                    return Some(Err(SetError::Syntax));
+                }
+                for item in list.split(|&c| c == b',') {
+                    match parse_db_id(item) {
+                        Ok(id) => dbs.push(id),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                dbs.sort_unstable();
+                dbs.dedup();
+                self.all_dbs = false;
+                self.dbs = dbs;
+            }
+            _ => return None,
+        }
+        Some(Ok(()))
     }
 
     fn apply_pattern_or_command(&mut self, rule: &[u8], lower: &[u8]) -> Result<(), SetError> {
@@ -536,6 +618,11 @@ impl Selector {
 
     /// One selector's verdict on a command (Redis's `ACLSelectorCheckCmd`).
     fn check_spec<A: Args + ?Sized>(&self, spec: &CommandSpec, args: &A) -> Result<(), Denied> {
+        if !self.all_dbs && self.dbs.first() != Some(&0) {
+            if let Some(pos) = database_denied(spec, args) {
+                return Err(Denied::Database(pos));
+            }
+        }
         if spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1 {
             // A subcommand the built-in table lacks. Unknown to nodes of
             // Redis 7.0 too: their error follows. Newer nodes may know it:
@@ -591,9 +678,9 @@ impl Selector {
         Ok(())
     }
 
-    /// Neither commands, keys nor channels are limited.
+    /// Neither commands, keys, channels nor databases are limited.
     fn unconfined(&self) -> bool {
-        self.all_commands && self.all_keys && self.all_channels
+        self.all_commands && self.all_keys && self.all_channels && self.all_dbs
     }
 
     /// A read pattern that matches the string `*`.
@@ -673,7 +760,7 @@ impl Selector {
     pub fn describe_commands(&self, style: Style) -> String {
         match style {
             Style::Redis70 => describe::command_rules(self),
-            Style::Redis72 => {
+            Style::Redis72 | Style::Valkey91 => {
                 let mut out = String::from(if self.future { "+@all" } else { "-@all" });
                 for rule in &self.rules {
                     out.push(' ');
@@ -684,8 +771,21 @@ impl Selector {
         }
     }
 
+    /// The databases as Valkey 9.1's `ACL GETUSER` shows them.
+    pub fn describe_dbs(&self) -> Vec<u8> {
+        if self.all_dbs {
+            return b"alldbs".to_vec();
+        }
+        if self.dbs.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = self.dbs.iter().map(u32::to_string).collect();
+        format!("db={}", ids.join(",")).into_bytes()
+    }
+
     /// The whole selector as `ACL LIST` writes it (Redis's
-    /// `ACLDescribeSelector`): keys, channels, then command rules.
+    /// `ACLDescribeSelector`): keys, channels, databases (Valkey 9.1, not
+    /// when all), then command rules.
     pub fn describe(&self, style: Style) -> Vec<u8> {
         let mut out = Vec::new();
         if self.all_keys || !self.keys.is_empty() {
@@ -701,8 +801,21 @@ impl Selector {
                 out.push(b' ');
             }
         }
+        if !self.all_dbs {
+            match self.dbs.is_empty() {
+                true => out.extend_from_slice(b"resetdbs"),
+                false => out.extend_from_slice(&self.describe_dbs()),
+            }
+            out.push(b' ');
+        }
         out.extend_from_slice(self.describe_commands(style).as_bytes());
         out
+    }
+
+    /// Valkey 9.1's `alldbs` (what `reset` leaves).
+    pub(crate) fn allow_all_dbs(&mut self) {
+        self.all_dbs = true;
+        self.dbs.clear();
     }
 
     /// Whether `+@all` was the last of `+@all`/`-@all` (see `future`).
@@ -714,6 +827,75 @@ impl Selector {
     pub(crate) fn bits(&self) -> &[u64] {
         &self.allowed
     }
+}
+
+/// A database number of a `db=` rule, read as `strtoll` does (blanks and
+/// a sign before the digits), from 0 to 2^31-1.
+fn parse_db_id(item: &[u8]) -> Result<u32, SetError> {
+    let text = std::str::from_utf8(item).map_err(|_| SetError::Syntax)?;
+    let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, digits) = match trimmed.as_bytes().first() {
+        Some(b'-') => (true, &trimmed[1..]),
+        Some(b'+') => (false, &trimmed[1..]),
+        _ => (false, trimmed),
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(SetError::Syntax);
+    }
+    match digits.parse::<u64>() {
+        Ok(0) => Ok(0),
+        Ok(_) if negative => Err(SetError::DatabaseRange),
+        Ok(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n <= i32::MAX as u32)
+            .ok_or(SetError::DatabaseRange),
+        // More digits than a 64-bit number holds: strtoll's ERANGE.
+        Err(_) => Err(SetError::DatabaseRange),
+    }
+}
+
+/// Where a selector without database 0 refuses a command (Valkey 9.1's
+/// database check, with the one database the proxy serves): the position
+/// of a database argument naming 0, or 0 for the command itself; `None`
+/// when the command does not touch a database. `SELECT` and `SWAPDB` of
+/// other databases are not refused here (one server would only check them
+/// in range; the proxy then refuses them as databases it does not serve).
+fn database_denied<A: Args + ?Sized>(spec: &CommandSpec, args: &A) -> Option<usize> {
+    let zero = |i: usize| crate::protocol::request::parse_i64(args.get(i)) == Some(0);
+    match spec.name {
+        "select" => zero(1).then_some(1),
+        "swapdb" => (zero(1) && zero(2)).then_some(1),
+        "move" => Some(if zero(2) { 2 } else { 0 }),
+        "copy" => Some(copy_db_position(args, zero).unwrap_or(0)),
+        _ => {
+            let touches = spec.acl & (category::KEYSPACE | category::READ | category::WRITE) != 0
+                || !spec.key_specs.is_empty()
+                || spec.flags & flags::MOVABLE_KEYS != 0;
+            touches.then_some(0)
+        }
+    }
+}
+
+/// `COPY`'s first `DB` clause when every clause names a database that
+/// exists (Valkey's `copyDbIdArgs`).
+fn copy_db_position<A: Args + ?Sized>(args: &A, exists: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut first = None;
+    let mut j = 3;
+    while j < args.len() {
+        let arg = args.get(j);
+        if arg.eq_ignore_ascii_case(b"replace") {
+            j += 1;
+        } else if arg.eq_ignore_ascii_case(b"db") && j + 1 < args.len() {
+            if !exists(j + 1) {
+                return None;
+            }
+            first.get_or_insert(j + 1);
+            j += 2;
+        } else {
+            return None;
+        }
+    }
+    first
 }
 
 /// The keys Redis 7.0 checks for a command, with their flags: by its key
@@ -855,6 +1037,95 @@ mod tests {
         Acl::parse(&format!("on {rules}"))
             .unwrap()
             .check(args.as_slice())
+    }
+
+    /// A selector with `rules` applied, database rules included (as with
+    /// Valkey 9.1 nodes).
+    fn selector(rules: &[&str]) -> Result<Selector, SetError> {
+        let mut s = Selector::empty();
+        for rule in rules {
+            let lower = rule.to_ascii_lowercase();
+            match s.apply_db_rule(rule.as_bytes(), lower.as_bytes()) {
+                Some(done) => done?,
+                None => s.apply(rule.as_bytes())?,
+            }
+        }
+        Ok(s)
+    }
+
+    #[test]
+    fn database_rules_as_valkey_9_1() {
+        let s = selector(&["~*", "+@all", "db=3,1,1"]).unwrap();
+        assert_eq!(s.describe_dbs(), b"db=1,3");
+        assert_eq!(
+            s.describe(Style::Valkey91),
+            b"~* resetchannels db=1,3 +@all"
+        );
+        let none = selector(&["resetdbs"]).unwrap();
+        assert_eq!(none.describe_dbs(), b"");
+        assert_eq!(
+            none.describe(Style::Valkey91),
+            b"resetchannels resetdbs -@all"
+        );
+        let all = selector(&["db=2", "ALLDBS"]).unwrap();
+        assert_eq!(all.describe_dbs(), b"alldbs");
+        assert_eq!(all.describe(Style::Valkey91), b"resetchannels -@all");
+        assert_eq!(selector(&["DB=+7"]).unwrap().describe_dbs(), b"db=7");
+        assert_eq!(
+            selector(&["db=2147483647"]).unwrap().describe_dbs(),
+            b"db=2147483647"
+        );
+        for bad in ["db=", "db=a", "db=,1", "db=1,", "db=1,,2", "db=1 ", "db=+"] {
+            assert_eq!(selector(&[bad]).err(), Some(SetError::Syntax), "{bad}");
+        }
+        for far in ["db=-1", "db=2147483648", "db=99999999999999999999999"] {
+            assert_eq!(
+                selector(&[far]).err(),
+                Some(SetError::DatabaseRange),
+                "{far}"
+            );
+        }
+    }
+
+    #[test]
+    fn database_zero_is_checked_as_valkey_9_1_checks_it() {
+        let s = selector(&["~*", "&*", "+@all", "db=1,3"]).unwrap();
+        let acl = Acl {
+            root: s,
+            selectors: Vec::new(),
+        };
+        let run = |cmd: &str| {
+            let args: Vec<&[u8]> = cmd.split(' ').map(str::as_bytes).collect();
+            acl.check(args.as_slice())
+        };
+        assert_eq!(run("GET k"), Err(Denied::Database(0)));
+        assert_eq!(run("DBSIZE"), Err(Denied::Database(0)));
+        assert_eq!(run("FLUSHALL"), Err(Denied::Database(0)));
+        assert_eq!(run("SELECT 0"), Err(Denied::Database(1)));
+        assert_eq!(run("SWAPDB 0 0"), Err(Denied::Database(1)));
+        assert_eq!(run("MOVE k 0"), Err(Denied::Database(2)));
+        assert_eq!(run("MOVE k 1"), Err(Denied::Database(0)));
+        assert_eq!(run("COPY a b REPLACE DB 0"), Err(Denied::Database(5)));
+        assert_eq!(run("COPY a b DB 0 DB 9"), Err(Denied::Database(0)));
+        // Databases the proxy does not serve are its own refusal.
+        assert_eq!(run("SELECT 1"), Ok(()));
+        assert_eq!(run("PING"), Ok(()));
+        assert_eq!(run("PUBLISH c m"), Ok(()));
+        assert_eq!(run("CLIENT LIST"), Ok(()));
+        assert!(!acl.unconfined());
+        // Another selector with database 0 lets the command through.
+        let mut two = acl.clone();
+        two.selectors.push(selector(&["~x*", "+get"]).unwrap());
+        let get = |a: &Acl, cmd: &str| {
+            let args: Vec<&[u8]> = cmd.split(' ').map(str::as_bytes).collect();
+            a.check(args.as_slice())
+        };
+        assert_eq!(get(&two, "GET x1"), Ok(()));
+        assert_eq!(get(&two, "GET y1"), Err(Denied::Key(1)));
+        assert_eq!(
+            String::from_utf8_lossy(&Denied::Database(0).reply(b"u", true)),
+            "-NOPERM No permissions to access database\r\n"
+        );
     }
 
     #[test]

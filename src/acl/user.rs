@@ -236,6 +236,8 @@ impl User {
                 ] {
                     self.apply(rule)?;
                 }
+                // Valkey 9.1 resets to `alldbs` too.
+                Arc::make_mut(&mut self.acl).root.allow_all_dbs();
             }
             _ => return self.apply_other(op),
         }
@@ -277,6 +279,8 @@ impl User {
             flags.push("nopass");
         }
         match self.sanitize {
+            // Valkey 9.1.2 takes both as no-ops and shows neither.
+            _ if style == Style::Valkey91 => {}
             Some(false) => flags.push("skip-sanitize-payload"),
             Some(true) => flags.push("sanitize-payload"),
             // Redis 7.2 and later create every user with it.
@@ -313,7 +317,8 @@ impl User {
     /// `ACL GETUSER`'s reply.
     pub fn reply(&self, proto: Proto, style: Style) -> Bytes {
         let mut out = BytesMut::with_capacity(512);
-        put_map(&mut out, proto, 6);
+        let databases = usize::from(style == Style::Valkey91);
+        put_map(&mut out, proto, 6 + databases);
         put_bulk(&mut out, b"flags");
         let flags = self.flags(style);
         let set = if proto == Proto::Resp3 { b'~' } else { b'*' };
@@ -330,14 +335,15 @@ impl User {
         put_bulk(&mut out, b"selectors");
         put_array(&mut out, self.acl.selectors.len());
         for selector in &self.acl.selectors {
-            put_map(&mut out, proto, 3);
+            put_map(&mut out, proto, 3 + databases);
             put_selector(&mut out, selector, style);
         }
         out.freeze()
     }
 }
 
-/// A selector's three fields of `ACL GETUSER`.
+/// A selector's three fields of `ACL GETUSER` (four with Valkey 9.1's
+/// databases).
 fn put_selector(out: &mut BytesMut, selector: &Selector, style: Style) {
     put_bulk(out, b"commands");
     put_bulk(out, selector.describe_commands(style).as_bytes());
@@ -345,6 +351,10 @@ fn put_selector(out: &mut BytesMut, selector: &Selector, style: Style) {
     put_bulk(out, &selector.describe_keys());
     put_bulk(out, b"channels");
     put_bulk(out, &selector.describe_channels());
+    if style == Style::Valkey91 {
+        put_bulk(out, b"databases");
+        put_bulk(out, &selector.describe_dbs());
+    }
 }
 
 /// Redis's `sdssplitargs`, as it splits a selector's rules: blanks

@@ -17,7 +17,7 @@ use crate::server::Context;
 /// Runs one of the subcommands (its arity already checked).
 pub fn execute(view: &CommandView<'_>, client: &ClientState, ctx: &Context) -> LocalOutcome {
     let sub = view.get(1).to_ascii_lowercase();
-    let style = Style::of(&ctx.redis_version());
+    let style = Style::of_nodes(&ctx.redis_version());
     let reply = match sub.as_slice() {
         b"setuser" => set_user(view, ctx),
         b"deluser" => return delete_users(view, client, ctx),

@@ -270,7 +270,7 @@ fn hello(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -> Byt
         // Redis 7.2 reworded it.
         let syntax = match crate::acl::Style::of(&ctx.redis_version()) {
             crate::acl::Style::Redis70 => "HELLO AUTH",
-            crate::acl::Style::Redis72 => "HELLO <proto> AUTH",
+            crate::acl::Style::Redis72 | crate::acl::Style::Valkey91 => "HELLO <proto> AUTH",
         };
         return reply::error(&format!("NOAUTH HELLO must be called with the client already authenticated, otherwise the {syntax} <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
     }

@@ -431,8 +431,11 @@ impl ClientInfo {
         let age = self.created.elapsed().as_secs();
         let multi = self.multi.load(Ordering::Relaxed);
         let valkey8 = crate::nodes::valkey_at_least(8, 0);
+        // Valkey 8 reads commands into a buffer shared by all clients: the
+        // caller's own is empty while its command runs.
+        let shown_qbuf = if valkey8 { 0 } else { qbuf };
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={}{} db=0 sub={} psub={} ssub={} multi={}{} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={}{}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={}{} db=0 sub={} psub={} ssub={} multi={}{} qbuf={shown_qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir={} resp={}{}\n",
             self.id,
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),

@@ -138,10 +138,15 @@ where
     out.freeze()
 }
 
-/// A double as Redis 7.0 replies with one: `%.17g`, a bulk string in
+/// A double as the nodes' version replies with one (Redis 7.0: `%.17g`;
+/// Redis 7.2 and later, and Valkey: the shortest form), a bulk string in
 /// RESP2 and a `,` double in RESP3.
 pub fn put_double(out: &mut BytesMut, value: f64, proto: Proto) {
-    let text = format_g17(value);
+    let text = if crate::nodes::at_least(7, 2) {
+        format_shortest(value)
+    } else {
+        format_g17(value)
+    };
     match proto {
         Proto::Resp2 => put_bulk(out, text.as_bytes()),
         Proto::Resp3 => {
@@ -180,6 +185,61 @@ pub fn format_g17(value: f64) -> String {
     format!("{sign}{text}")
 }
 
+/// A finite double as Redis 7.2 and later write one (`d2string`): whole
+/// numbers below 2^62 as integers, others with the fewest digits that
+/// read back the same, placed as `fpconv_dtoa`'s `emit_digits` places
+/// them (plain up to 7 zeros, else `1.5e+20`, `1e-07`).
+pub fn format_shortest(value: f64) -> String {
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    const HALF_I64: f64 = (i64::MAX / 2) as f64;
+    if value.fract() == 0.0 && value.abs() < HALF_I64 {
+        return format!("{}", value as i64);
+    }
+    let negative = value < 0.0;
+    let sci = format!("{:e}", value.abs());
+    let (mantissa, exp10) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp10: i32 = exp10.parse().unwrap_or(0);
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let ndigits = digits.len() as i32;
+    // value = digits × 10^k
+    let k = exp10 - (ndigits - 1);
+    let exp = exp10.abs();
+    let mut out = String::with_capacity(24);
+    if negative {
+        out.push('-');
+    }
+    let text = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
+    if k >= 0 && exp < ndigits + 7 {
+        out.push_str(&text(&digits));
+        out.push_str(&"0".repeat(k as usize));
+    } else if k < 0 && (k > -7 || exp < 4) {
+        let offset = ndigits + k;
+        if offset <= 0 {
+            out.push_str("0.");
+            out.push_str(&"0".repeat((-offset) as usize));
+            out.push_str(&text(&digits));
+        } else {
+            let (whole, fraction) = digits.split_at(offset as usize);
+            out.push_str(&text(whole));
+            out.push('.');
+            out.push_str(&text(fraction));
+        }
+    } else {
+        let kept = (ndigits as usize).min(18 - usize::from(negative));
+        out.push(char::from(digits[0]));
+        if kept > 1 {
+            out.push('.');
+            out.push_str(&text(&digits[1..kept]));
+        }
+        out.push('e');
+        out.push(if exp10 < 0 { '-' } else { '+' });
+        out.push_str(&exp.to_string());
+    }
+    out
+}
+
 /// Drops trailing zeros of a fraction, and the point if nothing is left.
 fn trim_fraction(text: &mut String) {
     if text.contains('.') {
@@ -207,6 +267,35 @@ mod tests {
         assert_eq!(format_g17(1e20), "1e+20");
         assert_eq!(format_g17(0.00001), "1.0000000000000001e-05");
         assert_eq!(format_g17(0.0), "0");
+    }
+
+    #[test]
+    fn doubles_as_redis_7_2_writes_them() {
+        assert_eq!(format_shortest(0.201), "0.201");
+        assert_eq!(format_shortest(0.008), "0.008");
+        assert_eq!(format_shortest(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_shortest(12.5), "12.5");
+        assert_eq!(format_shortest(-12.5), "-12.5");
+        assert_eq!(format_shortest(3.0), "3");
+        assert_eq!(format_shortest(-0.0), "-0");
+        assert_eq!(format_shortest(1e20), "1e+20");
+        assert_eq!(format_shortest(1.5e20), "1.5e+20");
+        assert_eq!(format_shortest(1234567.0e10), "12345670000000000");
+        assert_eq!(format_shortest(0.00001), "0.00001");
+        assert_eq!(format_shortest(1e-7), "1e-7");
+        assert_eq!(format_shortest(1.25e-7), "1.25e-7");
+        assert_eq!(format_shortest(123.456e-5), "0.00123456");
+        assert_eq!(format_shortest(1e300), "1e+300");
+        assert_eq!(format_shortest(f64::MAX), "1.7976931348623157e+308");
+        // Checked against Valkey 9.1.2's ZSCORE.
+        assert_eq!(format_shortest(1e-6), "0.000001");
+        assert_eq!(
+            format_shortest(12345678901234567890.0),
+            "12345678901234567000"
+        );
+        assert_eq!(format_shortest(4.7e18), "4.7e+18");
+        assert_eq!(format_shortest(4e18), "4000000000000000000");
+        assert_eq!(format_shortest(123456789.123), "123456789.123");
     }
 
     #[test]

@@ -2420,9 +2420,16 @@ pub struct ServerVersion {
     pub redis: (u32, u32),
     /// A Valkey server.
     pub valkey: bool,
+    /// Its own major, minor and patch version (Valkey's for Valkey).
+    pub own: (u32, u32, u32),
 }
 
 impl ServerVersion {
+    /// Whether the server is Valkey `major.minor.patch` or later.
+    pub fn valkey_at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
+        self.valkey && self.own >= (major, minor, patch)
+    }
+
     /// Whether the server answers as Redis `major.minor` or later.
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         self.redis >= (major, minor)
@@ -2457,13 +2464,16 @@ impl ServerVersion {
         }
     }
 
-    /// The error for `MULTI` or `WATCH` inside a transaction: Redis's own
-    /// `redis_text`, or Valkey 8's one text (whose `EXEC` then aborts).
-    pub fn inside_multi<'a>(&self, redis_text: &'a [u8]) -> &'a [u8] {
-        if self.valkey {
-            b"-ERR Command not allowed inside a transaction\r\n"
+    /// The error for `command` (`multi`, `watch`) inside a transaction:
+    /// Redis's own `redis_text`, or Valkey's one text (whose `EXEC` then
+    /// aborts), which names the command from Valkey 9 on.
+    pub fn inside_multi(&self, command: &str, redis_text: &[u8]) -> Vec<u8> {
+        if self.valkey_at_least(9, 0, 0) {
+            format!("-ERR Command '{command}' not allowed inside a transaction\r\n").into_bytes()
+        } else if self.valkey {
+            b"-ERR Command not allowed inside a transaction\r\n".to_vec()
         } else {
-            redis_text
+            redis_text.to_vec()
         }
     }
 
@@ -2495,12 +2505,14 @@ pub fn server_version() -> &'static ServerVersion {
             .to_string();
         let valkey = line.starts_with("Valkey");
         let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let own = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        let redis = if valkey { (7, 2) } else { own };
+        let mut part = || parts.next().unwrap_or(0);
+        let own = (part(), part(), part());
+        let redis = if valkey { (7, 2) } else { (own.0, own.1) };
         ServerVersion {
             text,
             redis,
             valkey,
+            own,
         }
     })
 }

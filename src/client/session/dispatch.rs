@@ -200,12 +200,17 @@ impl Core {
             acl::Denied::Command(name) => name.as_bytes().to_vec(),
             acl::Denied::Subcommand(container, sub) => [container.as_bytes(), b"|", sub].concat(),
             acl::Denied::Key(pos) | acl::Denied::Channel(pos) => view.get(*pos).to_vec(),
+            acl::Denied::Database(0) => crate::command::find(view)
+                .map_or(&b"?"[..], |s| s.name.as_bytes())
+                .to_vec(),
+            acl::Denied::Database(pos) => view.get(*pos).to_vec(),
             // A command error in Redis, not an ACL refusal.
             acl::Denied::SortOption(_) => return,
         };
         let reason = match denied {
             acl::Denied::Key(_) => Reason::Key,
             acl::Denied::Channel(_) => Reason::Channel,
+            acl::Denied::Database(_) => Reason::Database,
             _ => Reason::Command,
         };
         let info = self.client.info.line(view.raw.len());
@@ -236,15 +241,16 @@ impl Core {
             return;
         }
         if let Some(tx) = self.multi.as_mut() {
-            // SAVE, SHUTDOWN, SYNC, PSYNC: Redis's refusal, after the arity
-            // check and before the ACL check and the proxy's own refusal
-            // (SHUTDOWN is not passed on).
-            if crate::command::find(&view).is_some_and(|s| {
-                s.flags & crate::command::spec::flags::NO_MULTI != 0
+            // SAVE, SHUTDOWN, SYNC, PSYNC (and Valkey 9's CLIENT REPLY):
+            // Redis's refusal, after the arity check and before the ACL
+            // check and the proxy's own refusal (SHUTDOWN is not passed on).
+            if let Some(spec) = crate::command::find(&view).filter(|s| {
+                (s.flags & crate::command::spec::flags::NO_MULTI != 0
+                    || (s.name == "client|reply" && crate::nodes::valkey_at_least(9, 0)))
                     && crate::command::keys::arity_ok(s, view.len())
             }) {
                 tx.failed = true;
-                self.ready(reply::error("ERR Command not allowed inside a transaction"));
+                self.ready(reply::error(&crate::nodes::no_multi_error(spec.name)));
                 return;
             }
             // Taken when queued; only MULTI's commands set it.
@@ -986,5 +992,5 @@ fn client_unblock(ctx: &Context, view: &CommandView<'_>, me: u64) -> Result<Unbl
 
 /// Whether a server of `version` writes Redis 7.2's error texts.
 pub(super) fn newer_than_7_0(version: &str) -> bool {
-    acl::Style::of(version) == acl::Style::Redis72
+    acl::Style::of(version).newer_than_7_0()
 }

@@ -292,7 +292,8 @@ pub(super) fn scan_masters(ctx: &Context) -> Vec<Arc<str>> {
 /// Applies the per-command work on a reply that goes to the client.
 /// A script's or function's error for a key outside the node or keys of
 /// several slots (which one server never gives), with what to do about
-/// it; any other reply as it is.
+/// it; any other reply as it is. Matched without case: Valkey 9 writes
+/// "Attempted to access a non local key".
 fn explain_script_slot_error(data: &Bytes) -> Bytes {
     const MARKS: [&[u8]; 3] = [
         b"attempted to access a non local key",
@@ -301,7 +302,9 @@ fn explain_script_slot_error(data: &Bytes) -> Bytes {
     ];
     let is_slot_error = data.first() == Some(&b'-')
         && data.len() < 4096
-        && MARKS.iter().any(|m| data.windows(m.len()).any(|w| w == *m));
+        && MARKS
+            .iter()
+            .any(|m| data.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)));
     if !is_slot_error {
         return data.clone();
     }
@@ -405,6 +408,8 @@ mod tests {
         assert!(out.ends_with(b"[[colocate]] rule)\r\n"));
         let other = Bytes::from_static(b"-ERR Command 'mget' in script attempted to access keys that don't hash to the same slot script: 9a, on @user_script:1.\r\n");
         assert!(explain_script_slot_error(&other).ends_with(b"rule)\r\n"));
+        let valkey9 = Bytes::from_static(b"-ERR Attempted to access a non local key in a cluster node script: on @user_script:1.\r\n");
+        assert!(explain_script_slot_error(&valkey9).ends_with(b"rule)\r\n"));
         let fine = Bytes::from_static(b"-ERR user error\r\n");
         assert_eq!(explain_script_slot_error(&fine), fine);
         let value = Bytes::from_static(b"$4\r\nnon \r\n");

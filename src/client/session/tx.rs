@@ -199,7 +199,7 @@ impl Core {
             // Valkey 8 refuses both before running them, which makes EXEC
             // abort; Redis answers its own error and keeps the transaction.
             Route::Tx(TxCmd::Multi | TxCmd::Watch(_)) if crate::nodes::valkey_at_least(8, 0) => {
-                self.ready(reply::error("ERR Command not allowed inside a transaction"));
+                self.ready(reply::error(&crate::nodes::no_multi_error(name)));
                 if let Some(tx) = self.multi.as_mut() {
                     tx.failed = true;
                 }
@@ -522,6 +522,7 @@ impl Core {
                 acl::Denied::Channel(_) => {
                     changed_rules("no permission to access one of the channels used as arguments")
                 }
+                acl::Denied::Database(_) => changed_rules("no permission"),
                 _ => changed_rules("no permission to execute the command or subcommand"),
             };
             tx.queued[i] = error_at_exec(text.as_bytes());
