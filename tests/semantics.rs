@@ -326,7 +326,13 @@ fn client_commands_answer_as_redis_7_0() {
             b"-ERR syntax error\r\n",
         );
     }
-    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "0", "-1"]), b"$0\r\n\r\n");
+    // Valkey 8.1's filters take ids from 1 only.
+    let no_ids: &[u8] = if v.valkey_at_least(8, 1, 0) {
+        b"-ERR client-id should be greater than 0\r\n"
+    } else {
+        b"$0\r\n\r\n"
+    };
+    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "0", "-1"]), no_ids);
     let ask = |r: &mut RawClient, args: &[&str]| {
         r.send(&cmd(args));
         r.read_available(Duration::from_millis(300))
@@ -363,7 +369,7 @@ fn client_commands_answer_as_redis_7_0() {
     other.roundtrip(&cmd(&["DISCARD"]), b"+OK\r\n");
     // RESP3: verbatim text, as Redis sends it.
     let _ = ask(&mut r, &["HELLO", "3"]);
-    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "0"]), b"=4\r\ntxt:\r\n");
+    r.roundtrip(&cmd(&["CLIENT", "LIST", "ID", "999999"]), b"=4\r\ntxt:\r\n");
     let info = ask(&mut r, &["CLIENT", "INFO"]);
     assert!(info.starts_with(b"=") && info[..12].windows(4).any(|w| w == b"txt:"));
 }
@@ -1269,6 +1275,114 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
         .to_string();
     admin.roundtrip(&cmd(&["CLIENT", "KILL", &addr]), b"+OK\r\n");
     assert!(admin.is_closed_within(Duration::from_secs(5)));
+}
+
+/// `CLIENT LIST` and `CLIENT KILL` filters compared with one server of the
+/// installed version (Redis's few; Valkey 8.1's shared parser; Valkey 9's
+/// `FLAGS`, `NAME`, `LIB-NAME`, `NOT-*` ...) over the same set of named
+/// clients: the same clients listed or killed, the same errors.
+#[test]
+fn client_filters_as_one_server_of_the_version() {
+    let proxy = Proxy::start(&env().0);
+    let dir = TempDir::new("filters");
+    let reference = Standalone::start(&dir);
+    // The names of the clients a reply lists, or the reply itself.
+    let names = |reply: Vec<u8>| -> String {
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if !text.starts_with('$') && !text.starts_with('=') {
+            return text;
+        }
+        let mut names: Vec<&str> = text
+            .split(" name=")
+            .skip(1)
+            .filter_map(|rest| rest.split(' ').next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort_unstable();
+        format!("listed {names:?}")
+    };
+    let lines = [
+        "CLIENT LIST TYPE pubsub",
+        "CLIENT LIST TYPE normal SKIPME yes",
+        "CLIENT LIST ID",
+        "CLIENT LIST ID 0",
+        "CLIENT LIST TYPE primary",
+        "CLIENT LIST NOT-TYPE pubsub",
+        "CLIENT LIST FLAGS N",
+        "CLIENT LIST FLAGS P",
+        "CLIENT LIST FLAGS t",
+        "CLIENT LIST NOT-FLAGS N",
+        "CLIENT LIST FLAGS Z",
+        "CLIENT LIST NAME n1",
+        "CLIENT LIST NOT-NAME n1",
+        "CLIENT LIST LIB-NAME mylib",
+        "CLIENT LIST NOT-LIB-NAME mylib",
+        "CLIENT LIST LIB-VER 1.2",
+        "CLIENT LIST DB 0",
+        "CLIENT LIST NOT-DB 0",
+        "CLIENT LIST DB x",
+        "CLIENT LIST IP 127.0.0.1",
+        "CLIENT LIST NOT-IP 127.0.0.1",
+        "CLIENT LIST CAPA r",
+        "CLIENT LIST CAPA q",
+        "CLIENT LIST USER default",
+        "CLIENT LIST USER nobody",
+        "CLIENT LIST NOT-USER default",
+        "CLIENT LIST MAXAGE 0",
+        "CLIENT LIST MAXAGE 1000",
+        "CLIENT LIST IDLE 1000",
+        "CLIENT LIST SKIPME no NAME me",
+        "CLIENT LIST TYPE",
+        "CLIENT LIST bogus",
+        "CLIENT KILL NAME nosuch",
+        "CLIENT KILL MAXAGE 0",
+        "CLIENT KILL TYPE normal NOT-NAME n1 NOT-FLAGS t",
+        "CLIENT KILL FLAGS P",
+        "CLIENT LIST",
+    ];
+    let mut replies = Vec::new();
+    for port in [reference.port, proxy.port] {
+        let mut me = RawClient::connect(port);
+        me.roundtrip(&cmd(&["CLIENT", "SETNAME", "me"]), b"+OK\r\n");
+        let mut others = Vec::new();
+        for (name, setup) in [
+            ("n1", &[][..]),
+            ("sub1", &[&["SUBSCRIBE", "filters-ch"][..]][..]),
+            (
+                "lib1",
+                &[
+                    &["CLIENT", "SETINFO", "LIB-NAME", "mylib"][..],
+                    &["CLIENT", "SETINFO", "LIB-VER", "1.2"][..],
+                ][..],
+            ),
+            ("trk", &[&["CLIENT", "TRACKING", "on"][..]][..]),
+        ] {
+            let mut other = RawClient::connect(port);
+            other.roundtrip(&cmd(&["CLIENT", "SETNAME", name]), b"+OK\r\n");
+            for line in setup {
+                other.send(&cmd(line));
+                other.read_reply();
+            }
+            others.push(other);
+        }
+        let mut got = Vec::new();
+        for line in lines {
+            let args: Vec<&str> = line.split(' ').collect();
+            me.send(&cmd(&args));
+            got.push(names(me.read_reply()));
+        }
+        replies.push(got);
+    }
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(replies[1][i], replies[0][i], "{line}");
+    }
+    let v = common::server_version();
+    let killed_subscriber = &replies[0][lines.len() - 2];
+    if v.valkey_at_least(9, 0, 0) {
+        assert_eq!(killed_subscriber, ":1\r\n", "FLAGS P kills sub1");
+    } else {
+        assert_eq!(killed_subscriber, "-ERR syntax error\r\n");
+    }
 }
 
 #[test]

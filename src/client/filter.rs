@@ -35,6 +35,8 @@ pub struct Filter {
     pub maxage: Option<u64>,
     /// `SKIPME yes` (KILL's default): never the calling client.
     pub skip_me: bool,
+    /// Valkey 9's further filters (see [`super::filter_valkey`]).
+    pub extra: Option<Box<super::filter_valkey::Extra>>,
 }
 
 /// A parsed `CLIENT KILL`.
@@ -86,7 +88,7 @@ impl Filter {
                 return false;
             }
         }
-        true
+        self.extra.as_ref().is_none_or(|extra| extra.matches(c))
     }
 }
 
@@ -106,8 +108,16 @@ fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
-/// `CLIENT LIST [TYPE type] [ID id [id ...]]`: `args` after `LIST`.
-pub fn parse_list(args: &[&[u8]]) -> Result<Filter, String> {
+/// `CLIENT LIST [TYPE type] [ID id [id ...]]`: `args` after `LIST`
+/// (Valkey 8.1 and later: every filter of `KILL`, see
+/// [`super::filter_valkey`]). `users` tells whether a user name exists.
+pub fn parse_list(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Filter, String> {
+    if super::filter_valkey::applies() {
+        if args.len() == 1 {
+            return Err("ERR syntax error".into());
+        }
+        return super::filter_valkey::parse(args, false, users);
+    }
     let mut filter = Filter::default();
     let mut i = 0;
     while i < args.len() {
@@ -149,6 +159,13 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
             legacy: true,
         });
     }
+    if super::filter_valkey::applies() && !args.is_empty() {
+        let filter = super::filter_valkey::parse(args, true, users)?;
+        return Ok(Kill {
+            filter,
+            legacy: false,
+        });
+    }
     if args.is_empty() || !args.len().is_multiple_of(2) {
         return Err("ERR syntax error".into());
     }
@@ -177,9 +194,10 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
             b"maxage" if !crate::nodes::at_least(7, 4) && !crate::nodes::valkey_at_least(8, 0) => {
                 return Err("ERR syntax error".into())
             }
-            b"maxage" => match text(value).parse::<u64>() {
-                Ok(age) => filter.maxage = Some(age),
-                Err(_) => return Err("ERR value is not an integer or out of range".into()),
+            b"maxage" => match crate::protocol::request::parse_i64(value) {
+                Some(age) if age > 0 => filter.maxage = Some(age.unsigned_abs()),
+                Some(_) => return Err("ERR maxage should be greater than 0".into()),
+                None => return Err("ERR maxage is not an integer or out of range".into()),
             },
             b"skipme" => match value.to_ascii_lowercase().as_slice() {
                 b"yes" => filter.skip_me = true,
@@ -207,25 +225,32 @@ mod tests {
 
     #[test]
     fn list_filters() {
-        let f = parse_list(&[b"ID", b"2", b"3"]).unwrap();
+        let f = parse_list(&[b"ID", b"2", b"3"], |_| true).unwrap();
         assert!(!f.matches(&client(1, 5000), 9));
         assert!(f.matches(&client(3, 5000), 9));
-        let f = parse_list(&[b"type", b"pubsub"]).unwrap();
+        let f = parse_list(&[b"type", b"pubsub"], |_| true).unwrap();
         let c = client(1, 5000);
         assert!(!f.matches(&c, 9));
         c.set_subscriptions([1, 0, 0]);
         assert!(f.matches(&c, 9));
-        assert!(!parse_list(&[b"TYPE", b"normal"]).unwrap().matches(&c, 9));
-        assert!(!parse_list(&[b"TYPE", b"replica"]).unwrap().matches(&c, 9));
+        assert!(!parse_list(&[b"TYPE", b"normal"], |_| true)
+            .unwrap()
+            .matches(&c, 9));
+        assert!(!parse_list(&[b"TYPE", b"replica"], |_| true)
+            .unwrap()
+            .matches(&c, 9));
         assert_eq!(
-            parse_list(&[b"TYPE", b"x y"]).unwrap_err(),
+            parse_list(&[b"TYPE", b"x y"], |_| true).unwrap_err(),
             "ERR Unknown client type 'x y'"
         );
         assert_eq!(
-            parse_list(&[b"ID", b"z"]).unwrap_err(),
+            parse_list(&[b"ID", b"z"], |_| true).unwrap_err(),
             "ERR Invalid client ID"
         );
-        assert_eq!(parse_list(&[b"bogus"]).unwrap_err(), "ERR syntax error");
+        assert_eq!(
+            parse_list(&[b"bogus"], |_| true).unwrap_err(),
+            "ERR syntax error"
+        );
     }
 
     #[test]

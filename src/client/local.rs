@@ -383,7 +383,8 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
         b"list" => {
             let args: Vec<&[u8]> = (2..view.len()).map(|i| view.get(i)).collect();
             let (me, qbuf) = (client.info.id, view.raw.len());
-            match (args.is_empty(), filter::parse_list(&args)) {
+            let users = |u: &[u8]| ctx.users.get(u).is_some();
+            match (args.is_empty(), filter::parse_list(&args, users)) {
                 (true, _) => reply::text(client.proto, ctx.clients.list(None, me, qbuf).as_bytes()),
                 (false, Ok(f)) => reply::text(
                     client.proto,

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod durability;
 pub mod element_moves;
 pub mod filter;
+pub mod filter_valkey;
 pub mod keyspace;
 pub mod local;
 pub mod mirrors;

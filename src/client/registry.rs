@@ -418,6 +418,29 @@ impl ClientInfo {
         f(names.get_or_insert_with(Default::default));
     }
 
+    /// The `flags=` of its `CLIENT LIST` line.
+    pub fn flags(&self) -> String {
+        flags([
+            (self.monitoring.load(Ordering::Relaxed), 'O'),
+            (self.is_subscribed(), 'P'),
+            (self.multi.load(Ordering::Relaxed) >= 0, 'x'),
+            (self.is_blocked(), 'b'),
+            (self.is_tracking(), 't'),
+            (self.broken.load(Ordering::Relaxed), 'R'),
+            (self.bcast.load(Ordering::Relaxed), 'B'),
+            (self.no_evict.load(Ordering::Relaxed), 'e'),
+            (
+                self.no_touch.load(Ordering::Relaxed) && crate::nodes::at_least(7, 2),
+                'T',
+            ),
+        ])
+    }
+
+    /// Whether it sent Valkey's `CLIENT CAPA redirect`.
+    pub fn capa_redirect(&self) -> bool {
+        self.capa_redirect.load(Ordering::Relaxed)
+    }
+
     /// One `CLIENT LIST` line (with trailing newline), in Redis's format;
     /// `qbuf`: the bytes of its query buffer (the command it runs, for
     /// the caller; nothing waits in a resting client's).
@@ -440,17 +463,7 @@ impl ClientInfo {
             self.peer,
             self.local.map(|a| a.to_string()).unwrap_or_default(),
             text(&names.name),
-            flags([
-                (self.monitoring.load(Ordering::Relaxed), 'O'),
-                (self.is_subscribed(), 'P'),
-                (multi >= 0, 'x'),
-                (self.is_blocked(), 'b'),
-                (self.is_tracking(), 't'),
-                (self.broken.load(Ordering::Relaxed), 'R'),
-                (self.bcast.load(Ordering::Relaxed), 'B'),
-                (self.no_evict.load(Ordering::Relaxed), 'e'),
-                (self.no_touch.load(Ordering::Relaxed) && crate::nodes::at_least(7, 2), 'T'),
-            ]),
+            self.flags(),
             // A field of Valkey 8.
             match (valkey8, self.capa_redirect.load(Ordering::Relaxed)) {
                 (false, _) => "",
