@@ -283,23 +283,51 @@ fn normalized(reply: &[u8]) -> String {
     out.join("\r\n")
 }
 
+/// One Redis and the proxy in front of a one-master cluster, side by side.
+struct Sides {
+    // Dropped in this order: the proxy, the servers, then their files.
+    proxy: Spawned,
+    reference: Standalone,
+    _cluster: Cluster,
+    _dir: TempDir,
+}
+
+impl Sides {
+    fn start(name: &str) -> Sides {
+        let cluster = Cluster::start(1, 0);
+        let dir = TempDir::new(name);
+        let reference = Standalone::start(&dir);
+        let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
+        Sides {
+            _cluster: cluster,
+            _dir: dir,
+            reference,
+            proxy,
+        }
+    }
+
+    /// A client of each, once the proxy knows the cluster.
+    fn clients(&self) -> (RawClient, RawClient) {
+        let direct = RawClient::connect(self.reference.port);
+        let mut through = RawClient::connect(self.proxy.port);
+        wait_until(
+            "the proxy to know the cluster",
+            Duration::from_secs(10),
+            || ask(&mut through, &[b"GET", b"k"]) == b"$-1\r\n",
+        );
+        (direct, through)
+    }
+}
+
 /// `ACL SETUSER`, `GETUSER`, `LIST`, `USERS`, `DELUSER`, `DRYRUN`, `LOG`
 /// over the proxy's users answer as one Redis 7.0 does, errors included;
 /// users created at run time log in and are held to their rules; deleting
 /// a user disconnects its clients.
 #[test]
 fn acl_user_management_as_one_redis() {
-    let cluster = Cluster::start(1, 0);
-    let dir = TempDir::new("acl-manage");
-    let reference = Standalone::start(&dir);
-    let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
-    let mut direct = RawClient::connect(reference.port);
-    let mut through = RawClient::connect(proxy.port);
-    wait_until(
-        "the proxy to know the cluster",
-        Duration::from_secs(10),
-        || ask(&mut through, &[b"GET", b"k"]) == b"$-1\r\n",
-    );
+    let side = Sides::start("acl-manage");
+    let (reference, proxy) = (&side.reference, &side.proxy);
+    let (mut direct, mut through) = side.clients();
     let hash = "#5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
     let script: Vec<String> = vec![
         "ACL LOG RESET".into(),
@@ -640,17 +668,9 @@ fn a_flush_refused_at_exec_runs_nowhere() {
 /// does the proxy, with the same errors.
 #[test]
 fn database_rules_as_one_server() {
-    let cluster = Cluster::start(1, 0);
-    let dir = TempDir::new("acl-dbs");
-    let reference = Standalone::start(&dir);
-    let proxy = Spawned::start(&["--seeds", &cluster.seeds()], &[]);
-    let mut direct = RawClient::connect(reference.port);
-    let mut through = RawClient::connect(proxy.port);
-    wait_until(
-        "the proxy to know the cluster",
-        Duration::from_secs(10),
-        || ask(&mut through, &[b"GET", b"k"]) == b"$-1\r\n",
-    );
+    let side = Sides::start("acl-dbs");
+    let (reference, proxy) = (&side.reference, &side.proxy);
+    let (mut direct, mut through) = side.clients();
     let both = |direct: &mut RawClient, through: &mut RawClient, line: &str| {
         let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
         let expected = ask(direct, &args);

@@ -315,31 +315,26 @@ mod tests {
         // Valkey 8.1 knows none of 9.0's filters.
         assert_eq!(err(&[b"NOT-ID", b"1"]), "ERR syntax error");
         assert_eq!(err(&[b"FLAGS", b"N"]), "ERR syntax error");
-        let nine = |args: &[&[u8]]| parse_for(args, false, users, true);
-        assert_eq!(
-            nine(&[b"FLAGS", b"Nz"]).unwrap_err(),
-            "ERR Unknown flags found in the provided filter: Nz"
-        );
-        assert_eq!(
-            nine(&[b"NOT-CAPA", b"x"]).unwrap_err(),
-            "ERR Unknown capa found in the NOT-CAPA filter: x"
-        );
-        assert_eq!(
-            nine(&[b"DB", b"3"]).unwrap_err(),
-            "ERR DB number should be between 0 and 0"
-        );
-        assert_eq!(
-            nine(&[b"NOT-DB", b"x"]).unwrap_err(),
-            "ERR NOT-DB is not an integer or out of range"
-        );
-        assert_eq!(
-            nine(&[b"IDLE", b"-1"]).unwrap_err(),
-            "ERR idle should be greater than 0"
-        );
-        assert_eq!(
-            nine(&[b"NOT-USER", b"x"]).unwrap_err(),
-            "ERR No such user 'x'"
-        );
+        let nine = |args: &[&[u8]]| parse_for(args, false, users, true).unwrap_err();
+        for (args, error) in [
+            (
+                &[&b"FLAGS"[..], b"Nz"],
+                "ERR Unknown flags found in the provided filter: Nz",
+            ),
+            (
+                &[b"NOT-CAPA", b"x"],
+                "ERR Unknown capa found in the NOT-CAPA filter: x",
+            ),
+            (&[b"DB", b"3"], "ERR DB number should be between 0 and 0"),
+            (
+                &[b"NOT-DB", b"x"],
+                "ERR NOT-DB is not an integer or out of range",
+            ),
+            (&[b"IDLE", b"-1"], "ERR idle should be greater than 0"),
+            (&[b"NOT-USER", b"x"], "ERR No such user 'x'"),
+        ] {
+            assert_eq!(nine(args), error);
+        }
     }
 
     #[test]
