@@ -15,7 +15,8 @@
 //! `--clients` client threads, each owning its keys and counters, and every
 //! `--interval` seconds one chaos action: SIGKILL a master (its replica takes
 //! over; the old master is restarted and rejoins as a replica), reshard a
-//! few hundred slots between two masters, or replace a master by a brand-new
+//! few hundred slots between two masters (with Valkey 9, half of them by
+//! its atomic `CLUSTER MIGRATESLOTS`), or replace a master by a brand-new
 //! node (the slots move over, the old node is forgotten and killed).
 //!
 //! The checker knows every write each client sent and whether it was
@@ -471,6 +472,7 @@ fn normalise(text: &str) -> String {
 enum Action {
     KillMaster { port: u16 },
     Reshard { from: u16, to: u16, slots: usize },
+    Migrate { from: u16, to: u16, slots: usize },
     Replace { old: u16, new: u16 },
 }
 
@@ -482,6 +484,9 @@ impl std::fmt::Display for Action {
             }
             Action::Reshard { from, to, slots } => {
                 write!(f, "resharded {slots} slots {from} -> {to}")
+            }
+            Action::Migrate { from, to, slots } => {
+                write!(f, "migrated {slots} slots {from} -> {to} atomically")
             }
             Action::Replace { old, new } => write!(f, "replaced master {old} by new node {new}"),
         }
@@ -540,6 +545,12 @@ fn reshard(cluster: &mut Cluster, rng: &mut Rng, masters: &[u16]) -> (Instant, A
     let to = others[rng.below(others.len() as u64) as usize];
     let slots = (cluster.nslots(from) / 3).clamp(1, 500);
     let at = Instant::now();
+    // Valkey 9 also moves slots atomically (CLUSTER MIGRATESLOTS): half
+    // the reshards use it where the nodes have it.
+    if common::server_version().valkey_at_least(9, 0, 0) && rng.below(2) == 0 {
+        cluster.migrate_slots_atomically(from, to, slots);
+        return (at, Action::Migrate { from, to, slots });
+    }
     cluster.reshard(from, to, slots);
     (at, Action::Reshard { from, to, slots })
 }
@@ -717,9 +728,10 @@ fn summarise(
     );
     let count = |f: fn(&Action) -> bool| events.iter().filter(|(_, a, _)| f(a)).count();
     println!(
-        "chaos: {} master kills (failover + restart), {} reshards, {} node replacements",
+        "chaos: {} master kills (failover + restart), {} reshards, {} atomic slot migrations, {} node replacements",
         count(|a| matches!(a, Action::KillMaster { .. })),
         count(|a| matches!(a, Action::Reshard { .. })),
+        count(|a| matches!(a, Action::Migrate { .. })),
         count(|a| matches!(a, Action::Replace { .. }))
     );
     println!(

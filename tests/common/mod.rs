@@ -1552,7 +1552,57 @@ impl Cluster {
                 self.log_tails()
             );
         }
-        let (from_after, to_after) = (from_before - slots, to_before + slots);
+        self.wait_for_counts(from_port, from_before - slots, to_port, to_before + slots);
+    }
+
+    /// Moves `slots` slots (the lowest `from_port` owns) to `to_port` with
+    /// Valkey 9's atomic slot migration (`CLUSTER MIGRATESLOTS`): the
+    /// source keeps serving them until the target takes them over, with no
+    /// `ASK` window. Returns when all nodes agree on the new owners.
+    pub fn migrate_slots_atomically(&self, from_port: u16, to_port: u16, slots: usize) {
+        assert_ne!(
+            from_port, to_port,
+            "migrate: source and target are the same"
+        );
+        let to_id = self.node_id(to_port);
+        self.wait_until(
+            "the nodes to agree on the slot map before migrating",
+            || self.check_state(false, None),
+        );
+        let (from_before, to_before) = (self.nslots(from_port), self.nslots(to_port));
+        let slots = slots.min(from_before);
+        if slots == 0 {
+            return;
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("MIGRATESLOTS");
+        let mut left = slots;
+        for range in self.slot_map().iter().filter(|r| r.master == from_port) {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(usize::from(range.end - range.start) + 1);
+            let end = range.start + (take - 1) as u16;
+            cmd.arg("SLOTSRANGE")
+                .arg(range.start)
+                .arg(end)
+                .arg("NODE")
+                .arg(&to_id);
+            left -= take;
+        }
+        let answer: redis::RedisResult<String> = cmd.query(&mut self.conn(from_port));
+        if let Err(e) = answer {
+            panic!(
+                "CLUSTER MIGRATESLOTS on {from_port}: {e}\n{}",
+                self.log_tails()
+            );
+        }
+        self.wait_for_counts(from_port, from_before - slots, to_port, to_before + slots);
+    }
+
+    /// Waits until every node agrees that `from_port` owns `from_after`
+    /// slots and `to_port` owns `to_after`, with no slot open.
+    fn wait_for_counts(&self, from_port: u16, from_after: usize, to_port: u16, to_after: usize) {
         self.wait_until(
             &format!("all nodes to agree that {from_port} owns {from_after} slots and {to_port} owns {to_after}"),
             || {
