@@ -149,6 +149,15 @@ pub fn all_ok(parts: &[&Bytes]) -> Bytes {
     Bytes::from_static(reply::OK)
 }
 
+/// `MSETEX`'s parts: `:1` when every part set its keys, else the first
+/// other reply.
+pub fn all_one(parts: &[&Bytes]) -> Bytes {
+    match parts.iter().find(|p| &p[..] != b":1\r\n") {
+        Some(p) => (*p).clone(),
+        None => Bytes::from_static(b":1\r\n"),
+    }
+}
+
 /// Arrays (or sets) concatenated into one array of the first part's type.
 pub fn concat(parts: &[&Bytes]) -> Bytes {
     let kind = parts.first().map(|p| p[0]).unwrap_or(b'*');

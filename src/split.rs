@@ -199,7 +199,7 @@ pub fn split_by_node(
         return (subs, Bytes::new());
     }
     let step = match kind {
-        SplitKind::Mset => 2,
+        SplitKind::Mset | SplitKind::Msetex => 2,
         SplitKind::Mget
         | SplitKind::Sum
         | SplitKind::Sets(_)
@@ -268,6 +268,15 @@ pub fn split_by_node(
         group.at += 1;
     }
     let name = cmd.get(0);
+    // MSETEX: each part names its number of keys, and ends with the
+    // command's options (those after its key/value pairs).
+    let options: Vec<&[u8]> = match kind {
+        SplitKind::Msetex => (2 + 2 * keys.len()..cmd.len())
+            .map(|i| cmd.get(i))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let numkeys = kind == SplitKind::Msetex;
     // At least 1, and at most what a u32 holds (any larger limit is no
     // limit: a command has fewer keys).
     let chunk = match max_keys {
@@ -278,8 +287,9 @@ pub fn split_by_node(
     // Every sub-request is written into one buffer and sliced off it: one
     // allocation for all of them rather than one each.
     let mut size = 0;
+    let options_len: usize = options.iter().map(|o| o.len() + 16).sum();
     for group in &groups {
-        size += group.count.div_ceil(chunk) as usize * (32 + name.len());
+        size += group.count.div_ceil(chunk) as usize * (48 + name.len() + options_len);
     }
     for &k in keys {
         for a in 0..step {
@@ -299,12 +309,22 @@ pub fn split_by_node(
         while first < end {
             let last = end.min(first.saturating_add(chunk));
             let offset = buf.len();
-            put_array(&mut buf, 1 + (last - first) as usize * step);
+            let n = (last - first) as usize;
+            put_array(
+                &mut buf,
+                1 + usize::from(numkeys) + n * step + options.len(),
+            );
             put_bulk(&mut buf, name);
+            if numkeys {
+                put_bulk(&mut buf, n.to_string().as_bytes());
+            }
             for &o in &ordinals[first as usize..last as usize] {
                 for a in 0..step {
                     put_bulk(&mut buf, cmd.get(keys[o as usize] + a));
                 }
+            }
+            for option in &options {
+                put_bulk(&mut buf, option);
             }
             subs.push(SubRequest {
                 slot,
@@ -384,6 +404,24 @@ mod tests {
             b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$1\r\n2\r\n"
         );
         assert!(parts[0].positions.is_empty());
+    }
+
+    #[test]
+    fn msetex_parts_name_their_keys_and_keep_the_options() {
+        let (raw, args) = view(&["MSETEX", "3", "a", "1", "b", "2", "a", "3", "EX", "100"]);
+        let cmd = CommandView {
+            raw: &raw,
+            args: &args,
+        };
+        let parts = split(SplitKind::Msetex, &cmd, &[2, 4, 6], 0);
+        let payloads: Vec<&[u8]> = parts.iter().map(|p| &p.payload[..]).collect();
+        assert_eq!(
+            payloads,
+            vec![
+                &b"*8\r\n$6\r\nMSETEX\r\n$1\r\n2\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\na\r\n$1\r\n3\r\n$2\r\nEX\r\n$3\r\n100\r\n"[..],
+                &b"*6\r\n$6\r\nMSETEX\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n$2\r\nEX\r\n$3\r\n100\r\n"[..],
+            ]
+        );
     }
 
     #[test]

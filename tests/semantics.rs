@@ -1277,6 +1277,71 @@ fn client_kill_and_list_filters_act_on_proxy_clients() {
     assert!(admin.is_closed_within(Duration::from_secs(5)));
 }
 
+/// Commands of newer servers answer as one server of the installed
+/// version: Valkey 9.1's `MSETEX` over several slots is split per slot
+/// with the same options (values, TTLs, errors), and refused with
+/// `CROSSSLOT` when `NX` or `XX` makes it all-or-nothing; Redis 7.2's
+/// `ZRANK ... WITHSCORE` passes the arity the nodes give. Older servers
+/// refuse both, and the proxy answers as they do.
+#[test]
+fn newer_commands_as_one_server() {
+    let proxy = &env().1;
+    let dir = TempDir::new("msetex");
+    let reference = Standalone::start(&dir);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = RawClient::connect(proxy.port);
+    let lines = [
+        "MSETEX 3 msx:a 1 msx:b 2 msx:c 3 EX 100",
+        "MGET msx:a msx:b msx:c",
+        "TTL msx:b",
+        "MSETEX 2 msx:a x msx:b y",
+        "TTL msx:a",
+        "MGET msx:a msx:b",
+        "MSETEX 2 msx:a 1 msx:b 2 KEEPTTL",
+        "MSETEX 2 {msx}a 1 {msx}b 2 NX",
+        "MSETEX 2 {msx}a 1 {msx}b 2 NX",
+        "MSETEX 2 msx:a 1 msx:b 2 EX abc",
+        "MSETEX 2 msx:a 1 msx:b 2 EX -5",
+        "MSETEX 2 msx:a 1 msx:b 2 EX 10 PX 100",
+        "MSETEX 2 msx:a 1 msx:b 2 BOGUS",
+        "MSETEX 0 msx:a 1",
+        "MSETEX x msx:a 1",
+        "MSETEX 3 msx:a 1 msx:b 2",
+        "MSETEX 1 msx:a",
+        "MSETEX 2 msx:a 1 msx:a 2 PX 50000",
+        "GET msx:a",
+        "MSETEX 2 msx:a 1 msx:b 2 PXAT 1",
+        "MGET msx:a msx:b",
+        "ZADD msx:z 1 a 2 b",
+        "ZRANK msx:z b WITHSCORE",
+        "ZREVRANK msx:z b withscore",
+        "ZRANK msx:z b",
+        "DEL msx:a msx:b msx:c {msx}a {msx}b msx:z",
+    ];
+    for line in lines {
+        let args: Vec<&str> = line.split(' ').collect();
+        direct.send(&cmd(&args));
+        let expected = direct.read_reply();
+        through.send(&cmd(&args));
+        assert_eq!(
+            common::escape(&through.read_reply()),
+            common::escape(&expected),
+            "{line}"
+        );
+    }
+    if common::server_version().valkey_at_least(9, 1, 0) {
+        through.send(&cmd(&["MSETEX", "2", "msx:a", "1", "msx:b", "2", "nx"]));
+        let refused = through.read_reply();
+        assert!(
+            refused.starts_with(
+                b"-CROSSSLOT Keys in request don't hash to the same slot (command 'msetex'"
+            ),
+            "{}",
+            String::from_utf8_lossy(&refused)
+        );
+    }
+}
+
 /// `CLIENT LIST` and `CLIENT KILL` filters compared with one server of the
 /// installed version (Redis's few; Valkey 8.1's shared parser; Valkey 9's
 /// `FLAGS`, `NAME`, `LIB-NAME`, `NOT-*` ...) over the same set of named

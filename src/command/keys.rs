@@ -181,8 +181,10 @@ fn one_spec<A: Args + ?Sized>(
                 return Err(KeyError::NegativeNumKeys);
             }
             let first = first + i64::from(first_key);
-            // Like Redis 7.0, `last` ignores the step.
-            let last = first.saturating_add(numkeys - 1);
+            // Every key `key_step` apart (Redis 7.0's commands all have a
+            // step of 1; Valkey 9.1's MSETEX has key/value pairs).
+            let last =
+                first.saturating_add((numkeys - 1).saturating_mul(i64::from(key_step.max(1))));
             if numkeys > 0 && last >= argc {
                 return Err(KeyError::TooManyKeys);
             }
@@ -293,13 +295,17 @@ pub use crate::protocol::request::parse_i64;
 /// Checks the argument count (`argc`, including the command name and, for a
 /// subcommand, the container name) against the Redis arity of `spec`:
 /// positive arity is an exact count, negative arity a minimum of `-arity`.
+/// A count the table refuses is checked again against the nodes' arity
+/// where newer nodes changed it (see [`super::nodes_arity`]).
 pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
-    let arity = spec.arity;
-    if arity >= 0 {
-        usize::from(arity.unsigned_abs()) == argc
-    } else {
-        argc >= usize::from(arity.unsigned_abs())
-    }
+    let fits = |arity: i16| {
+        if arity >= 0 {
+            usize::from(arity.unsigned_abs()) == argc
+        } else {
+            argc >= usize::from(arity.unsigned_abs())
+        }
+    };
+    fits(spec.arity) || super::nodes_arity(spec.name).is_some_and(fits)
 }
 
 /// Finds a spec by name (`get`, `object|encoding`) in the generated table.

@@ -82,16 +82,36 @@ pub struct LearnedCommand {
     pub movable: bool,
 }
 
+/// `MSETEX`'s keys: `numkeys` at 1, then key/value pairs.
+static MSETEX_KEYS: [KeySpec; 1] = [KeySpec {
+    begin: BeginSearch::Index(1),
+    find: FindKeys::KeyNum {
+        key_num_idx: 0,
+        first_key: 1,
+        key_step: 2,
+    },
+    flags: key_flags::OW | key_flags::UPDATE,
+}];
+
 /// Registers the commands the nodes know that the built-in table lacks,
 /// in place of those learned before (their specs stay allocated: this
 /// happens once per version of the nodes). Returns how many there are.
 pub fn learn(commands: Vec<LearnedCommand>) -> usize {
     let mut map = HashMap::new();
+    let mut arities = HashMap::new();
     for c in commands {
-        if keys::lookup(c.name.as_bytes()).is_some() {
+        if let Some(known) = keys::lookup(c.name.as_bytes()) {
+            if known.arity != c.arity {
+                arities.insert(known.name, c.arity);
+            }
             continue;
         }
-        let key_specs: &'static [KeySpec] = if c.first > 0 && c.step > 0 {
+        let key_specs: &'static [KeySpec] = if c.name == "msetex" {
+            // Valkey 9.1's MSETEX numkeys key value [key value ...] [options]:
+            // its keys follow numkeys, which COMMAND's first/last/step
+            // cannot say (the key spec of its COMMAND DOCS, here as known).
+            &MSETEX_KEYS
+        } else if c.first > 0 && c.step > 0 {
             let last_key = if c.last < 0 { c.last } else { c.last - c.first };
             Box::leak(Box::new([KeySpec {
                 begin: BeginSearch::Index(c.first as u16),
@@ -123,7 +143,19 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
     }
     let n = map.len();
     *LEARNED.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+    *ARITIES.write().unwrap_or_else(|e| e.into_inner()) = Some(arities);
     n
+}
+
+/// The arities the nodes give built-in commands where they differ from
+/// the table's (Redis 7.2's `ZRANK key member [WITHSCORE]`: -3, not 3).
+static ARITIES: RwLock<Option<HashMap<&'static str, i16>>> = RwLock::new(None);
+
+/// The nodes' arity of the built-in command `name`, where it differs from
+/// the table's (see [`keys::arity_ok`]).
+pub fn nodes_arity(name: &str) -> Option<i16> {
+    let arities = ARITIES.read().unwrap_or_else(|e| e.into_inner());
+    arities.as_ref()?.get(name).copied()
 }
 
 /// Records the subcommands the nodes know (an empty list, as from servers

@@ -40,6 +40,10 @@ pub enum SplitKind {
     Mget,
     /// `MSET`: key/value pairs; `+OK` when every part is OK.
     Mset,
+    /// Valkey 9.1's `MSETEX numkeys key value ... [EX ...]` without `NX` or
+    /// `XX`: per-slot parts with the same options; `:1` when every part
+    /// answers it.
+    Msetex,
     /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: integer replies summed.
     Sum,
     /// `SINTER`, `SUNION`, `SDIFF`, `SINTERCARD`: each set fetched with
@@ -121,7 +125,7 @@ impl SplitKind {
             SplitKind::ZRangeStore => (&[b"EVAL", crate::zset::RANGE_READ, b"1"], &[]),
             // Its one read is `geo::read_request`.
             SplitKind::GeoStore => (&[], &[]),
-            SplitKind::Mget | SplitKind::Mset | SplitKind::Sum => return None,
+            SplitKind::Mget | SplitKind::Mset | SplitKind::Msetex | SplitKind::Sum => return None,
         };
         Some((before, after))
     }
@@ -477,6 +481,11 @@ pub fn route(cmd: &CommandView<'_>, scratch: &mut Scratch) -> Route {
             "sunsubscribe" => Route::Sub(SubCmd::SUnsubscribe),
             "mget" => Route::Split(SplitKind::Mget),
             "mset" => Route::Split(SplitKind::Mset),
+            // With NX or XX, all keys or none are set: not over several
+            // nodes (as MSETNX).
+            "msetex" if !msetex_conditional(cmd, scratch.keys.len()) => {
+                Route::Split(SplitKind::Msetex)
+            }
             "del" | "unlink" | "exists" | "touch" => Route::Split(SplitKind::Sum),
             "sinter" => Route::Split(SplitKind::Sets(SetOp::Inter)),
             "sunion" => Route::Split(SplitKind::Sets(SetOp::Union)),
@@ -1003,6 +1012,15 @@ fn script_debug(mode: &[u8]) -> Bytes {
     }
 }
 
+/// Whether an `MSETEX` of `nkeys` keys sets them only if all or none
+/// exist (`NX` or `XX` among its options).
+fn msetex_conditional(cmd: &CommandView<'_>, nkeys: usize) -> bool {
+    (2 + 2 * nkeys..cmd.len()).any(|i| {
+        let opt = cmd.get(i);
+        opt.eq_ignore_ascii_case(b"nx") || opt.eq_ignore_ascii_case(b"xx")
+    })
+}
+
 fn unsupported(name: &str) -> Route {
     Route::Reply(reply::error(&format!(
         "ERR unsupported command '{name}' by slotbridge"
@@ -1157,6 +1175,32 @@ mod tests {
             route_of(&["MGET", "{x}a", "{x}b"]).0,
             Route::Slot(slot(b"x"))
         );
+    }
+
+    #[test]
+    fn msetex_is_split_unless_conditional() {
+        crate::command::learn(vec![crate::command::LearnedCommand {
+            name: "msetex".into(),
+            arity: -4,
+            first: 0,
+            last: 0,
+            step: 0,
+            readonly: false,
+            movable: true,
+        }]);
+        let (r, keys) = route_of(&["MSETEX", "2", "a", "1", "b", "2", "EX", "9"]);
+        assert_eq!((r, keys), (Route::Split(SplitKind::Msetex), vec![2, 4]));
+        let (r, _) = route_of(&["MSETEX", "2", "{a}1", "1", "{a}2", "2"]);
+        assert_eq!(r, Route::Slot(slot(b"a")));
+        let e = err(route_of(&["msetex", "2", "a", "1", "b", "2", "px", "5", "nx"]).0);
+        assert!(
+            e.starts_with(
+                "-CROSSSLOT Keys in request don't hash to the same slot (command 'msetex'"
+            ),
+            "{e}"
+        );
+        // A bad numkeys: the node's own error.
+        assert_eq!(route_of(&["MSETEX", "3", "a", "1"]).0, Route::AnyMaster);
     }
 
     #[test]

@@ -383,9 +383,7 @@ impl Core {
         let Some(spec) = crate::command::find(view) else {
             return false;
         };
-        let arity = spec.arity as isize;
-        let argc = view.len() as isize;
-        if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
+        if !crate::command::keys::arity_ok(spec, view.len()) {
             return false;
         }
         if self
@@ -759,6 +757,7 @@ fn merge_multi(ctx: &Context, proto: Proto, multi: &Multi) -> Bytes {
         MergeKind::Split(SplitKind::Mset) | MergeKind::Fanout(Fanout::AllOk) => {
             merge::all_ok(&replies)
         }
+        MergeKind::Split(SplitKind::Msetex) => merge::all_one(&replies),
         MergeKind::Split(SplitKind::Sum) | MergeKind::Fanout(Fanout::Sum) => merge::sum(&replies),
         MergeKind::Fanout(Fanout::Concat) => merge::concat(&replies),
         MergeKind::Fanout(Fanout::First) => replies

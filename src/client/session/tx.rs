@@ -785,6 +785,7 @@ pub(super) fn merge_per_slot_exec(plan: &TxPlan, replies: &[&Bytes]) -> Bytes {
                             merge::mget(&with_pos, *nkeys)
                         }
                         SplitKind::Mset => merge::all_ok(&refs),
+                        SplitKind::Msetex => merge::all_one(&refs),
                         SplitKind::Sum => merge::sum(&refs),
                         SplitKind::Sets(op) => merge::set_op(*op, &refs),
                         SplitKind::PfCount => merge::pfcount(&refs),
