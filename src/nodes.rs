@@ -21,9 +21,7 @@ static REDIS_VERSION: AtomicU32 = AtomicU32::new(ASSUMED);
 /// Set once the nodes' version is known.
 static KNOWN: AtomicBool = AtomicBool::new(false);
 
-/// The nodes' `valkey_version` as `major << 20 | minor << 10 | patch`
-/// (see [`pack_patch`]; Valkey changes replies in patch releases); 0 for
-/// Redis.
+/// The nodes' `valkey_version`, packed the same way; 0 for Redis.
 static VALKEY_VERSION: AtomicU32 = AtomicU32::new(0);
 
 /// What `HELLO` and `INFO` report of the nodes.
@@ -52,10 +50,7 @@ pub fn record(info: &str, hello: &[u8], modules: &[u8]) -> bool {
         return false;
     };
     REDIS_VERSION.store(pack(redis), Ordering::Relaxed);
-    VALKEY_VERSION.store(
-        field("valkey_version").map_or(0, pack_patch),
-        Ordering::Relaxed,
-    );
+    VALKEY_VERSION.store(field("valkey_version").map_or(0, pack), Ordering::Relaxed);
     KNOWN.store(true, Ordering::Relaxed);
     // HELLO names the server as the node presents itself (Valkey as
     // "redis" 7.2.4 with extended-redis-compatibility on).
@@ -114,12 +109,7 @@ pub fn table_covers() -> bool {
 
 /// Whether the nodes run Valkey `major.minor` or later.
 pub fn valkey_at_least(major: u32, minor: u32) -> bool {
-    valkey_at_least_patch(major, minor, 0)
-}
-
-/// Whether the nodes run Valkey `major.minor.patch` or later.
-pub fn valkey_at_least_patch(major: u32, minor: u32, patch: u32) -> bool {
-    VALKEY_VERSION.load(Ordering::Relaxed) >= (major << 20 | minor << 10 | patch)
+    VALKEY_VERSION.load(Ordering::Relaxed) >= (major << 16 | minor)
 }
 
 /// The error of a command that may not be queued in `MULTI` (`fullname`:
@@ -172,15 +162,6 @@ pub(crate) fn pack(version: &str) -> u32 {
     major << 16 | minor
 }
 
-/// `major << 20 | minor << 10 | patch` of a version string (`"9.1.2"`),
-/// each part at most 1023.
-fn pack_patch(version: &str) -> u32 {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let mut part = || parts.next().unwrap_or(0).min(0x3ff);
-    let (major, minor, patch) = (part(), part(), part());
-    major << 20 | minor << 10 | patch
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,10 +172,6 @@ mod tests {
         assert!(pack("8.0.2") > pack("7.4.0"));
         assert!(pack("10.0.0") > pack("8.1.1"));
         assert_eq!(pack("garbage"), 0);
-        assert!(pack_patch("9.1.2") > pack_patch("9.1.1"));
-        assert!(pack_patch("9.1.0") > pack_patch("9.0.99"));
-        assert!(pack_patch("10.0.0") > pack_patch("9.1023.1023"));
-        assert_eq!(pack_patch("9.1"), 9 << 20 | 1 << 10);
     }
 
     #[test]

@@ -92,11 +92,13 @@ impl Filter {
     }
 }
 
-fn client_type(name: &[u8]) -> Result<ClientType, String> {
+/// A `TYPE` filter's client type (`primary`: Valkey's name for `master`).
+pub(super) fn client_type(name: &[u8], primary: bool) -> Result<ClientType, String> {
     match name.to_ascii_lowercase().as_slice() {
         b"normal" => Ok(ClientType::Normal),
         b"pubsub" => Ok(ClientType::PubSub),
         b"master" | b"replica" | b"slave" => Ok(ClientType::Replication),
+        b"primary" if primary => Ok(ClientType::Replication),
         _ => Err(format!(
             "ERR Unknown client type '{}'",
             String::from_utf8_lossy(name)
@@ -104,7 +106,7 @@ fn client_type(name: &[u8]) -> Result<ClientType, String> {
     }
 }
 
-fn text(arg: &[u8]) -> String {
+pub(super) fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
@@ -124,7 +126,7 @@ pub fn parse_list(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Filte
         let opt = args[i].to_ascii_lowercase();
         match opt.as_slice() {
             b"type" if i + 1 < args.len() => {
-                filter.kind = Some(client_type(args[i + 1])?);
+                filter.kind = Some(client_type(args[i + 1], false)?);
                 i += 2;
             }
             b"id" if i + 1 < args.len() => {
@@ -180,7 +182,7 @@ pub fn parse_kill(args: &[&[u8]], users: impl Fn(&[u8]) -> bool) -> Result<Kill,
                 Some(Ok(id)) if id > 0 => filter.ids = Some(vec![id]),
                 _ => return Err("ERR client-id should be greater than 0".into()),
             },
-            b"type" => filter.kind = Some(client_type(value)?),
+            b"type" => filter.kind = Some(client_type(value, false)?),
             b"user" => {
                 if !users(value) {
                     return Err(format!("ERR No such user '{}'", text(value)));

@@ -6,7 +6,7 @@
 //! The proxy serves one database and shows every client `idle=0`; the
 //! filters see its clients as its `CLIENT LIST` shows them.
 
-use super::filter::{ClientType, Filter};
+use super::filter::{client_type, text, ClientType, Filter};
 use super::registry::ClientInfo;
 use crate::protocol::request::parse_i64;
 
@@ -39,19 +39,6 @@ pub struct Extra {
 /// Whether the nodes parse client filters as Valkey 8.1 and later.
 pub fn applies() -> bool {
     crate::nodes::valkey_at_least(8, 1)
-}
-
-fn text(arg: &[u8]) -> String {
-    String::from_utf8_lossy(arg).into_owned()
-}
-
-fn client_type(name: &[u8]) -> Result<ClientType, String> {
-    match name.to_ascii_lowercase().as_slice() {
-        b"normal" => Ok(ClientType::Normal),
-        b"pubsub" => Ok(ClientType::PubSub),
-        b"master" | b"primary" | b"replica" | b"slave" => Ok(ClientType::Replication),
-        _ => Err(format!("ERR Unknown client type '{}'", text(name))),
-    }
 }
 
 /// `ID`'s and `NOT-ID`'s ids: every integer argument from `i` on.
@@ -157,7 +144,7 @@ fn parse_for(
             (b"maxage", Some(v)) => {
                 filter.maxage = Some(positive(v, "maxage")?.unsigned_abs());
             }
-            (b"type", Some(v)) => filter.kind = Some(client_type(v)?),
+            (b"type", Some(v)) => filter.kind = Some(client_type(v, true)?),
             (b"addr", Some(v)) => filter.addr = Some(text(v)),
             (b"laddr", Some(v)) => filter.laddr = Some(text(v)),
             (b"user", Some(v)) => filter.user = Some(user(v)?),
@@ -166,7 +153,7 @@ fn parse_for(
                 b"no" => filter.skip_me = false,
                 _ => return Err("ERR syntax error".into()),
             },
-            (b"not-type", Some(v)) if nine => extra.not_kind = Some(client_type(v)?),
+            (b"not-type", Some(v)) if nine => extra.not_kind = Some(client_type(v, true)?),
             (b"not-addr", Some(v)) if nine => extra.not_addr = Some(text(v)),
             (b"not-laddr", Some(v)) if nine => extra.not_laddr = Some(text(v)),
             (b"not-user", Some(v)) if nine => extra.not_user = Some(user(v)?),
