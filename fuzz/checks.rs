@@ -688,6 +688,8 @@ pub fn merge_replies(data: &[u8]) {
         total_connections: 7,
         total_commands: 99,
         blocked_clients: 2,
+        pubsub_clients: 4,
+        pause: (ctl & 1 == 1).then_some((ctl & 2 == 2, u64::from(ctl))),
         tracking_clients: 1,
         tracking: slotbridge::tracking::TableSizes {
             keys: 2,

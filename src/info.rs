@@ -30,6 +30,11 @@ pub struct ProxyFacts {
     pub total_commands: u64,
     /// Clients waiting in a blocking command.
     pub blocked_clients: usize,
+    /// Clients with subscriptions.
+    pub pubsub_clients: usize,
+    /// The proxy's `CLIENT PAUSE` in force: whether it holds every command
+    /// (not only writes), and the milliseconds left.
+    pub pause: Option<(bool, u64)>,
     /// Clients with `CLIENT TRACKING` on.
     pub tracking_clients: usize,
     /// The proxy's tracking table (`tracking_total_*`).
@@ -230,7 +235,30 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
                         "connected_clients" => facts.connected_clients.to_string(),
                         "tracking_clients" => facts.tracking_clients.to_string(),
                         "blocked_clients" => facts.blocked_clients.to_string(),
+                        "pubsub_clients" => facts.pubsub_clients.to_string(),
                         "clients_in_timeout_table" => "0".into(),
+                        // Keys partition over the masters, and a client's
+                        // watched or blocking keys sit on one master each.
+                        "watching_clients"
+                        | "total_watched_keys"
+                        | "total_blocking_keys"
+                        | "total_blocking_keys_on_nokey" => match sum_field(&all, name, k) {
+                            Some(n) => n.to_string(),
+                            None => v.clone(),
+                        },
+                        // Valkey 8: the proxy's own pause, not the nodes'.
+                        "paused_reason" => match facts.pause {
+                            Some(_) => "client_pause".into(),
+                            None => "none".into(),
+                        },
+                        "paused_actions" => match facts.pause {
+                            Some((true, _)) => "all".into(),
+                            Some((false, _)) => "write".into(),
+                            None => "none".into(),
+                        },
+                        "paused_timeout_milliseconds" => {
+                            facts.pause.map_or(0, |(_, ms)| ms).to_string()
+                        }
                         // One server outside a cluster has no cluster bus.
                         "cluster_connections" => "0".into(),
                         _ => v.clone(),
@@ -491,5 +519,32 @@ mod tests {
         let r3 = merge(&[&a], &facts, Proto::Resp3);
         assert!(r3.starts_with(b"="));
         assert!(r3[..20].windows(4).any(|w| w == b"txt:"));
+    }
+
+    #[test]
+    fn clients_count_the_proxys_clients_and_every_masters_keys() {
+        let c1 = bulk("# Clients\r\nconnected_clients:4\r\nblocked_clients:1\r\npubsub_clients:1\r\nwatching_clients:1\r\ntotal_watched_keys:2\r\ntotal_blocking_keys:1\r\ntotal_blocking_keys_on_nokey:0\r\npaused_reason:none\r\npaused_actions:none\r\npaused_timeout_milliseconds:0\r\n");
+        let c2 = bulk("# Clients\r\nconnected_clients:3\r\nblocked_clients:2\r\npubsub_clients:1\r\nwatching_clients:2\r\ntotal_watched_keys:3\r\ntotal_blocking_keys:2\r\ntotal_blocking_keys_on_nokey:1\r\npaused_reason:none\r\npaused_actions:none\r\npaused_timeout_milliseconds:0\r\n");
+        let mut facts = ProxyFacts {
+            connected_clients: 9,
+            blocked_clients: 3,
+            pubsub_clients: 5,
+            ..Default::default()
+        };
+        let text = |facts: &ProxyFacts| {
+            let out = merge(&[&c1, &c2], facts, Proto::Resp2);
+            let body = &out[out.iter().position(|&b| b == b'\n').unwrap() + 1..];
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        assert_eq!(
+            text(&facts),
+            "# Clients\r\nconnected_clients:9\r\nblocked_clients:3\r\npubsub_clients:5\r\nwatching_clients:3\r\ntotal_watched_keys:5\r\ntotal_blocking_keys:3\r\ntotal_blocking_keys_on_nokey:1\r\npaused_reason:none\r\npaused_actions:none\r\npaused_timeout_milliseconds:0\r\n\r\n"
+        );
+        facts.pause = Some((false, 1500));
+        assert!(text(&facts).ends_with(
+            "paused_reason:client_pause\r\npaused_actions:write\r\npaused_timeout_milliseconds:1500\r\n\r\n"
+        ));
+        facts.pause = Some((true, 7));
+        assert!(text(&facts).contains("paused_actions:all\r\npaused_timeout_milliseconds:7\r\n"));
     }
 }

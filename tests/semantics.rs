@@ -1917,6 +1917,74 @@ fn client_unblock_ends_a_blocking_command_as_one_server_does() {
     );
 }
 
+/// `INFO clients` counts the proxy's own subscribers, and the blocking
+/// and watched keys of every master (Redis 7.2 and later; 7.0's INFO has
+/// none of these fields). Its own proxy, so that only this test's
+/// subscribers count; other tests may block on the shared cluster too, so
+/// the keys are counted at least.
+#[test]
+fn info_clients_counts_every_masters_blocking_keys() {
+    let proxy = Proxy::start(&env().0);
+    let connect = || RawClient::connect(proxy.port);
+    let mut admin = connect();
+    // One key on each master ({b}: slot 3300, {c}: 7365, {a}: 15495).
+    let keys = ["{b}info:blk", "{c}info:blk", "{a}info:blk"];
+    let mut blockers: Vec<RawClient> = keys
+        .iter()
+        .map(|k| {
+            let mut c = connect();
+            c.send(&cmd(&["BLPOP", k, "0"]));
+            c
+        })
+        .collect();
+    let _subscribers: Vec<RawClient> = ["info:ch1", "info:ch2"]
+        .iter()
+        .map(|ch| {
+            let mut c = connect();
+            c.send(&cmd(&["SUBSCRIBE", ch]));
+            assert!(!c.read_reply().is_empty());
+            c
+        })
+        .collect();
+    let mut watcher = connect();
+    watcher.roundtrip(&cmd(&["WATCH", "{a}info:w1", "{a}info:w2"]), b"+OK\r\n");
+    let info = |admin: &mut RawClient| {
+        admin.send(&cmd(&["INFO", "clients"]));
+        String::from_utf8(admin.read_reply()).unwrap()
+    };
+    let field = |info: &str, name: &str| -> Option<i64> {
+        let prefix = format!("{name}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    };
+    wait_until("3 blocked clients", Duration::from_secs(5), || {
+        field(&info(&mut admin), "blocked_clients") == Some(3)
+    });
+    let text = info(&mut admin);
+    if common::server_version().redis >= (7, 2) {
+        let blocking = field(&text, "total_blocking_keys");
+        assert!(blocking.is_some_and(|n| n >= 3), "{text}");
+        for (name, least) in [("watching_clients", 1), ("total_watched_keys", 2)] {
+            if let Some(n) = field(&text, name) {
+                assert!(n >= least, "{name}: {text}");
+            }
+        }
+        if let Some(n) = field(&text, "pubsub_clients") {
+            assert_eq!(n, 2, "{text}");
+        }
+    } else {
+        assert_eq!(field(&text, "total_blocking_keys"), None, "{text}");
+    }
+    // Released, each with its key and value.
+    for (k, blocker) in keys.iter().zip(blockers.iter_mut()) {
+        admin.roundtrip(&cmd(&["RPUSH", k, "v"]), b":1\r\n");
+        let expected = format!("*2\r\n${}\r\n{k}\r\n$1\r\nv\r\n", k.len());
+        blocker.expect(expected.as_bytes());
+    }
+    watcher.roundtrip(&cmd(&["UNWATCH"]), b"+OK\r\n");
+}
+
 /// `CLIENT PAUSE` holds this proxy's clients as Redis 7.0 holds its own:
 /// in `WRITE` mode writes, replicating commands and scripts without
 /// `no-writes` (reads and read-only transactions pass); in `ALL` mode
@@ -1935,6 +2003,22 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
     c.roundtrip(&cmd(&["SET", "pause:k", "old"]), b"+OK\r\n");
 
     admin.roundtrip(&cmd(&["CLIENT", "PAUSE", "100000", "WRITE"]), b"+OK\r\n");
+    // INFO's pause fields (Valkey 8 and later) tell the proxy's pause.
+    let paused = |admin: &mut RawClient| {
+        admin.send(&cmd(&["INFO", "clients"]));
+        let info = String::from_utf8(admin.read_reply()).unwrap();
+        let field = |f: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(f))
+                .map(str::to_string)
+        };
+        (field("paused_reason:"), field("paused_actions:"))
+    };
+    if common::server_version().valkey && common::server_version().own.0 >= 8 {
+        let (reason, actions) = paused(&mut admin);
+        assert_eq!(reason.as_deref(), Some("client_pause"));
+        assert_eq!(actions.as_deref(), Some("write"));
+    }
     c.roundtrip(&cmd(&["GET", "pause:k"]), b"$3\r\nold\r\n");
     c.roundtrip(
         &cmd(&["EVAL", "#!lua flags=no-writes\nreturn 7", "0"]),
@@ -1988,6 +2072,11 @@ fn client_pause_holds_this_proxys_clients_as_redis_does() {
     quiet(&mut tx);
     admin.roundtrip(&cmd(&["CLIENT", "UNPAUSE"]), b"+OK\r\n");
     c.expect(b"+OK\r\n$2\r\nv2\r\n");
+    if common::server_version().valkey && common::server_version().own.0 >= 8 {
+        let (reason, actions) = paused(&mut admin);
+        assert_eq!(reason.as_deref(), Some("none"));
+        assert_eq!(actions.as_deref(), Some("none"));
+    }
     tx.expect(b"+QUEUED\r\n");
     tx.roundtrip(&cmd(&["EXEC"]), b"*1\r\n:1\r\n");
 

@@ -547,6 +547,11 @@ pub fn proxy_facts(ctx: &Context) -> ProxyFacts {
         total_connections: ctx.stats.total_connections.load(Ordering::Relaxed),
         total_commands: ctx.stats.total_commands.load(Ordering::Relaxed),
         blocked_clients: ctx.clients.blocked(),
+        pubsub_clients: ctx.clients.subscribed(),
+        pause: ctx.pause.in_force().map(|(mode, left)| {
+            let all = mode == pause::PauseMode::All;
+            (all, u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        }),
         tracking_clients: ctx.tracker.clients(),
         tracking: ctx.tracker.sizes(),
         masters: ctx.topology.load().shards().len(),

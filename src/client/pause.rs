@@ -81,6 +81,20 @@ impl ClientPause {
         self.maybe.load(Ordering::Relaxed)
     }
 
+    /// The pause in force, if any: its mode and the time left (`INFO
+    /// clients`' `paused_actions` and `paused_timeout_milliseconds`).
+    pub fn in_force(&self) -> Option<(PauseMode, std::time::Duration)> {
+        if !self.maybe() {
+            return None;
+        }
+        let state = *self.state.borrow();
+        let now = Instant::now();
+        match state {
+            Some((end, mode)) if end > now => Some((mode, end - now)),
+            _ => None,
+        }
+    }
+
     /// Whether a command must wait now: `writes` tells whether it may
     /// write or replicate. One relaxed load when nothing is paused.
     pub fn holds(&self, writes: bool) -> bool {

@@ -595,6 +595,11 @@ impl Registry {
         self.lock().values().filter(|c| c.is_blocked()).count()
     }
 
+    /// How many clients have subscriptions (`INFO`: `pubsub_clients`).
+    pub fn subscribed(&self) -> usize {
+        self.lock().values().filter(|c| c.is_subscribed()).count()
+    }
+
     /// `CLIENT LIST` text of the clients passing `filter` (all without),
     /// by id; `me`: the caller's id, `qbuf`: its command's size.
     pub fn list(&self, filter: Option<&Filter>, me: u64, qbuf: usize) -> String {
