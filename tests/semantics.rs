@@ -519,6 +519,12 @@ fn credentials_of_the_nodes_are_not_changed_through_the_proxy() {
         &cmd(&["CONFIG", "SET", "requirepass", "locked-out"]),
         b"-ERR slotbridge: CONFIG SET of requirepass, masterauth or masteruser is not passed to the cluster (it would lock the proxy's own connections out); change the nodes' password on the nodes and in slotbridge's [backend] settings, the clients' password in its [auth] settings\r\n",
     );
+    // Nor a node's own address: one value on every master would break
+    // the cluster.
+    r.roundtrip(
+        &cmd(&["CONFIG", "SET", "bind", "127.0.0.2"]),
+        b"-ERR slotbridge: CONFIG SET of bind is not passed to the cluster (it is each node's own address: one value on every master would break the cluster and the proxy's connections); set it on each node\r\n",
+    );
     // Other parameters still reach every master.
     r.roundtrip(
         &cmd(&["CONFIG", "SET", "slowlog-max-len", "128"]),

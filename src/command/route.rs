@@ -695,6 +695,12 @@ fn keyless(spec: &CommandSpec, cmd: &CommandView<'_>) -> Route {
         "config|set" if sets_credentials(cmd) => Route::Reply(reply::error(
             "ERR slotbridge: CONFIG SET of requirepass, masterauth or masteruser is not passed to the cluster (it would lock the proxy's own connections out); change the nodes' password on the nodes and in slotbridge's [backend] settings, the clients' password in its [auth] settings",
         )),
+        "config|set" if sets_node_address(cmd).is_some() => {
+            Route::Reply(reply::error(&format!(
+                "ERR slotbridge: CONFIG SET of {} is not passed to the cluster (it is each node's own address: one value on every master would break the cluster and the proxy's connections); set it on each node",
+                sets_node_address(cmd).unwrap_or_default()
+            )))
+        }
         "flushall" | "flushdb" | "script|flush" | "config|set" | "config|resetstat"
         | "function|flush" | "function|delete" | "function|restore" => Route::Fanout(Fanout::AllOk),
         "keys" => Route::Fanout(Fanout::Concat),
@@ -785,6 +791,27 @@ fn sets_credentials(cmd: &CommandView<'_>) -> bool {
         p.eq_ignore_ascii_case(b"requirepass")
             || p.eq_ignore_ascii_case(b"masterauth")
             || p.eq_ignore_ascii_case(b"masteruser")
+    })
+}
+
+/// The first parameter of a `CONFIG SET` (lower case) that is one node's
+/// own network address or identity in the cluster: the same value set on
+/// every master would make them collide, or announce one address for all.
+fn sets_node_address(cmd: &CommandView<'_>) -> Option<String> {
+    const ADDRESSES: [&[u8]; 8] = [
+        b"port",
+        b"tls-port",
+        b"bind",
+        b"bind-source-addr",
+        b"replica-announce-ip",
+        b"replica-announce-port",
+        b"slave-announce-ip",
+        b"slave-announce-port",
+    ];
+    (2..cmd.len()).step_by(2).find_map(|i| {
+        let p = cmd.get(i).to_ascii_lowercase();
+        (ADDRESSES.contains(&&p[..]) || p.starts_with(b"cluster-announce-"))
+            .then(|| String::from_utf8_lossy(&p).into_owned())
     })
 }
 
@@ -1155,6 +1182,33 @@ mod tests {
             route_of(&["config", "set", "notify-keyspace-events", "requirepass"]).0,
             Route::Fanout(Fanout::AllOk)
         );
+    }
+
+    #[test]
+    fn config_set_of_a_nodes_address_is_refused() {
+        for (p, named) in [
+            ("Port", "port"),
+            ("tls-port", "tls-port"),
+            ("bind", "bind"),
+            ("bind-source-addr", "bind-source-addr"),
+            ("replica-announce-ip", "replica-announce-ip"),
+            ("slave-announce-port", "slave-announce-port"),
+            ("cluster-announce-ip", "cluster-announce-ip"),
+            ("CLUSTER-ANNOUNCE-BUS-PORT", "cluster-announce-bus-port"),
+        ] {
+            let e = err(route_of(&["CONFIG", "SET", "maxmemory", "0", p, "1"]).0);
+            assert_eq!(
+                e,
+                format!("-ERR slotbridge: CONFIG SET of {named} is not passed to the cluster (it is each node's own address: one value on every master would break the cluster and the proxy's connections); set it on each node\r\n")
+            );
+        }
+        // Values are no parameters; other settings reach every master.
+        for ok in [
+            &["config", "set", "notify-keyspace-events", "port"][..],
+            &["config", "set", "cluster-node-timeout", "5000"],
+        ] {
+            assert_eq!(route_of(ok).0, Route::Fanout(Fanout::AllOk));
+        }
     }
 
     #[test]
