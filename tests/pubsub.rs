@@ -380,6 +380,84 @@ fn a_resp3_clients_own_publish_keeps_one_servers_order() {
     }
 }
 
+/// From Redis 7.2 on, one server writes the messages a RESP3 client's
+/// own transaction or script publishes to it after the `EXEC` or script
+/// reply (7.0 writes them inside `EXEC`'s array: not checked there). Their
+/// messages come on the client's subscription connection, the reply on a
+/// shared one: the proxy holds the messages for the reply (before, they
+/// came first 27 times in 30). Classic and shard channels, `EVAL` and
+/// `FCALL`, several rounds, as the two race.
+#[test]
+fn messages_a_resp3_clients_transaction_or_script_publishes_follow_its_reply() {
+    if !common::server_version().at_least(7, 2) {
+        return;
+    }
+    let port = env().1.port;
+    let push = |parts: &[&str]| {
+        let body: String = parts.iter().map(|p| bulk(p)).collect();
+        format!(">{}\r\n{body}", parts.len())
+    };
+    let mut loader = RawClient::connect(port);
+    loader.send(&cmd(&[
+        "FUNCTION",
+        "LOAD",
+        "REPLACE",
+        "#!lua name=selfpub\nredis.register_function('selfpub', function(keys, args) redis.call('publish', args[1], 'f') return 'done' end)",
+    ]));
+    assert_eq!(loader.read_reply(), b"$7\r\nselfpub\r\n");
+    for round in 0..10 {
+        let ch = format!("selfpub:{round}");
+        let shard = common::key_for_slot(12000, &format!("selfpub:{round}:s"));
+        let mut c = RawClient::connect(port);
+        c.send(&cmd(&["HELLO", "3"]));
+        c.read_reply();
+        c.roundtrip(
+            &cmd(&["SUBSCRIBE", &ch]),
+            format!(">3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(&ch)).as_bytes(),
+        );
+        c.roundtrip(
+            &cmd(&["SSUBSCRIBE", &shard]),
+            format!(">3\r\n{}{}:1\r\n", bulk("ssubscribe"), bulk(&shard)).as_bytes(),
+        );
+        let tx = [
+            cmd(&["MULTI"]),
+            cmd(&["PING", "abc"]),
+            cmd(&["PUBLISH", &ch, "bar"]),
+            cmd(&["PUBLISH", &ch, "vaz"]),
+            cmd(&["PING", "def"]),
+            cmd(&["EXEC"]),
+        ]
+        .concat();
+        let want = format!(
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*4\r\n$3\r\nabc\r\n:1\r\n:1\r\n$3\r\ndef\r\n{}{}",
+            push(&["message", &ch, "bar"]),
+            push(&["message", &ch, "vaz"])
+        );
+        c.roundtrip(&tx, want.as_bytes());
+        let tx = [
+            cmd(&["MULTI"]),
+            cmd(&["SPUBLISH", &shard, "s"]),
+            cmd(&["EXEC"]),
+        ]
+        .concat();
+        let want = format!(
+            "+OK\r\n+QUEUED\r\n*1\r\n:1\r\n{}",
+            push(&["smessage", &shard, "s"])
+        );
+        c.roundtrip(&tx, want.as_bytes());
+        let script = "redis.call('publish', ARGV[1], 'x1') redis.call('publish', ARGV[1], 'x2') return 'bla'";
+        let want = format!(
+            "$3\r\nbla\r\n{}{}",
+            push(&["message", &ch, "x1"]),
+            push(&["message", &ch, "x2"])
+        );
+        c.roundtrip(&cmd(&["EVAL", script, "0", &ch]), want.as_bytes());
+        let want = format!("$4\r\ndone\r\n{}", push(&["message", &ch, "f"]));
+        c.roundtrip(&cmd(&["FCALL", "selfpub", "0", &ch]), want.as_bytes());
+    }
+    loader.roundtrip(&cmd(&["FUNCTION", "DELETE", "selfpub"]), b"+OK\r\n");
+}
+
 #[test]
 fn pubsub_introspection_spans_the_cluster() {
     let port = env().1.port;

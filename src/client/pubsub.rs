@@ -93,6 +93,18 @@ pub fn is_barrier(frame: &[u8]) -> bool {
         .is_some()
 }
 
+/// Whether `frame` is a published message (`message`, `pmessage` or
+/// `smessage`), as a push (RESP3) or an array (RESP2).
+pub fn is_message(frame: &[u8]) -> bool {
+    let Some(rest) = frame.get(1..) else {
+        return false;
+    };
+    matches!(frame.first(), Some(b'>' | b'*'))
+        && (rest.starts_with(b"3\r\n$7\r\nmessage\r\n")
+            || rest.starts_with(b"4\r\n$8\r\npmessage\r\n")
+            || rest.starts_with(b"3\r\n$8\r\nsmessage\r\n"))
+}
+
 /// How long commands wait at most for the confirmations of an earlier
 /// subscription command (a node that does not answer does not hold them).
 pub const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

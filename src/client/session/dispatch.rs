@@ -364,6 +364,15 @@ impl Core {
         self.track = false;
         self.untracked_read = false;
         self.ordered = false;
+        // From 7.2 on, one server writes the messages a transaction or a
+        // script publishes to its own RESP3 client after its reply.
+        let publishing = self.pubsub.is_some()
+            && self.client.proto == Proto::Resp3
+            && matches!(
+                self.scratch.name,
+                "exec" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+            )
+            && crate::nodes::at_least(7, 2);
         if self.client.tracking.on && !matches!(route, Route::Local(Local::Client)) {
             self.track_read(&route, &view);
         }
@@ -400,6 +409,9 @@ impl Core {
             Box::pin(self.queue_in_multi(route, raw, &view)).await;
             if std::mem::take(&mut self.ordered) {
                 self.last_tracked = self.next_seq();
+            }
+            if publishing {
+                self.last_publishing = self.next_seq();
             }
             return;
         }
@@ -683,6 +695,9 @@ impl Core {
         }
         if std::mem::take(&mut self.track) | std::mem::take(&mut self.ordered) {
             self.last_tracked = self.next_seq();
+        }
+        if publishing {
+            self.last_publishing = self.next_seq();
         }
         if std::mem::take(&mut self.untracked_read) {
             let seq = self.next_seq() - 1;

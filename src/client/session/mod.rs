@@ -263,6 +263,10 @@ struct Core {
     /// One past the reply number of the newest command that read for the
     /// client's cache (0: none yet): invalidations go after its reply.
     last_tracked: u64,
+    /// One more than the number of the newest `EXEC` or script of a RESP3
+    /// subscriber (0: none): messages that come while it is owed wait for
+    /// its reply (see [`Core::forward_frame`]).
+    last_publishing: u64,
     /// Invalidation pushes to write right after the reply numbered so.
     notices_after: VecDeque<(u64, Told)>,
     /// The next command waits for the end of a `CLIENT PAUSE` (see
@@ -321,6 +325,7 @@ impl Session {
                 queued_original: None,
                 merging: None,
                 last_tracked: 0,
+                last_publishing: 0,
                 notices_after: VecDeque::new(),
                 paused: false,
                 subscribing: None,

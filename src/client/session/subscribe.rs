@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Most messages held for an owed `EXEC` or script reply (see
+/// [`Core::forward_frame`]); past it they are written at once.
+const MAX_HELD_MESSAGES: usize = 4096;
+
 impl Core {
     /// The node holding classic subscriptions (see [`PUBSUB_HOME_SLOT`]).
     async fn pubsub_home(&self) -> Option<Arc<str>> {
@@ -290,12 +294,31 @@ impl Core {
         };
         if ps.order.idle() {
             let frame = subs::in_proto(ps.renumber(frame), self.client.proto);
-            self.oob.extend_from_slice(&frame);
+            self.forward_frame(frame);
             return;
         }
         let mut ready = Vec::new();
         ps.order.offer(frame, &mut ready);
         self.write_shard_frames(ready);
+    }
+
+    /// Writes a frame of a subscription connection. A message that comes
+    /// while a RESP3 client's `EXEC` or script is owed waits for its reply
+    /// (one server, from 7.2 on, writes the messages a transaction or a
+    /// script publishes to its own client after the reply; another
+    /// client's message then reads as published just after it). At most
+    /// [`MAX_HELD_MESSAGES`] wait; more go at once.
+    fn forward_frame(&mut self, frame: Bytes) {
+        if self.last_publishing > self.base_seq
+            && self.notices_after.len() < MAX_HELD_MESSAGES
+            && subs::is_message(&frame)
+        {
+            let seq = self.last_publishing - 1;
+            let at = self.notices_after.partition_point(|(s, _)| *s <= seq);
+            self.notices_after.insert(at, (seq, Told::Frame(frame)));
+        } else {
+            self.oob.extend_from_slice(&frame);
+        }
     }
 
     /// The subscription connection on which a RESP3 client's `PUBLISH` or
@@ -425,7 +448,7 @@ impl Core {
                     ps.home_frame_forwarded(&frame);
                     if ps.order.idle() {
                         let frame = subs::in_proto(frame, self.client.proto);
-                        self.oob.extend_from_slice(&frame);
+                        self.forward_frame(frame);
                     } else {
                         self.emit_shard(frame);
                     }
