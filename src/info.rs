@@ -290,6 +290,7 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
             }
             "Cluster" => out.push(("cluster_enabled".into(), "0".into())),
             "Keyspace" => out = keyspace(&all),
+            "Keysizes" => out = keysizes(&all),
             "Persistence" => {
                 for (k, v) in fields {
                     let any = |value: &str| {
@@ -388,6 +389,68 @@ pub fn merge(parts: &[&Bytes], facts: &ProxyFacts, proto: Proto) -> Bytes {
         bytes.extend_from_slice(line.as_bytes());
     }
     crate::protocol::reply::text(proto, &bytes)
+}
+
+/// Redis 8's size bins (`INFO keysizes`), smallest first.
+const KEYSIZE_BINS: [&str; 63] = [
+    "0", "1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "1K", "2K", "4K", "8K", "16K",
+    "32K", "64K", "128K", "256K", "512K", "1M", "2M", "4M", "8M", "16M", "32M", "64M", "128M",
+    "256M", "512M", "1G", "2G", "4G", "8G", "16G", "32G", "64G", "128G", "256G", "512G", "1T",
+    "2T", "4T", "8T", "16T", "32T", "64T", "128T", "256T", "512T", "1P", "2P", "4P", "8P", "16P",
+    "32P", "64P", "128P", "256P", "512P", "1E", "2E",
+];
+
+/// Redis 8's `Keysizes` histograms (`db0_distrib_strings_sizes:1=3,8=1`)
+/// of one server holding all the masters' keys: each bin's count summed,
+/// lines in Redis's order of the types (others after, as first seen),
+/// bins smallest first (unknown ones after, as first seen).
+fn keysizes(all: &[Vec<Section>]) -> Vec<(String, String)> {
+    const TYPES: [&str; 5] = ["strings", "lists", "sets", "zsets", "hashes"];
+    let mut lines: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+    for part in all {
+        let Some((_, fields)) = part.iter().find(|(n, _)| n == "Keysizes") else {
+            continue;
+        };
+        for (k, v) in fields {
+            let at = match lines.iter().position(|(name, _)| name == k) {
+                Some(at) => at,
+                None => {
+                    lines.push((k.clone(), Vec::new()));
+                    lines.len() - 1
+                }
+            };
+            let bins = &mut lines[at].1;
+            for (label, count) in v.split(',').filter_map(|b| b.split_once('=')) {
+                let count: u64 = count.parse().unwrap_or(0);
+                match bins.iter_mut().find(|(l, _)| l == label) {
+                    Some((_, n)) => *n = n.saturating_add(count),
+                    None => bins.push((label.to_string(), count)),
+                }
+            }
+        }
+    }
+    let rank = |name: &str| {
+        TYPES
+            .iter()
+            .position(|t| name.contains(&format!("_{t}_")))
+            .unwrap_or(TYPES.len())
+    };
+    // Stable: lines of one rank (unknown types) keep their order.
+    lines.sort_by_key(|(name, _)| rank(name));
+    let bin_rank = |label: &str| {
+        KEYSIZE_BINS
+            .iter()
+            .position(|b| *b == label)
+            .unwrap_or(KEYSIZE_BINS.len())
+    };
+    lines
+        .into_iter()
+        .map(|(name, mut bins)| {
+            bins.sort_by_key(|(label, _)| bin_rank(label));
+            let text: Vec<String> = bins.iter().map(|(l, n)| format!("{l}={n}")).collect();
+            (name, text.join(","))
+        })
+        .collect()
 }
 
 /// `errorstat_<code>:count=<n>` and `cmdstat_<name>:calls=..,usec=..,
@@ -519,6 +582,23 @@ mod tests {
         let r3 = merge(&[&a], &facts, Proto::Resp3);
         assert!(r3.starts_with(b"="));
         assert!(r3[..20].windows(4).any(|w| w == b"txt:"));
+    }
+
+    #[test]
+    fn keysizes_add_up_every_masters_bins() {
+        let a = bulk(
+            "# Keysizes\r\ndb0_distrib_lists_items:1=2,16=1\r\ndb0_distrib_hashes_items:2=1\r\n",
+        );
+        let b = bulk("# Keysizes\r\ndb0_distrib_strings_sizes:8=1,1K=2\r\ndb0_distrib_lists_items:0=1,1=1,32=4\r\n");
+        let empty = bulk("# Keysizes\r\n");
+        let out = merge(&[&empty, &a, &b], &ProxyFacts::default(), Proto::Resp2);
+        let body = &out[out.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        assert_eq!(
+            std::str::from_utf8(body).unwrap(),
+            "# Keysizes\r\ndb0_distrib_strings_sizes:8=1,1K=2\r\ndb0_distrib_lists_items:0=1,1=3,16=1,32=4\r\ndb0_distrib_hashes_items:2=1\r\n\r\n"
+        );
+        let out = merge(&[&empty, &empty], &ProxyFacts::default(), Proto::Resp2);
+        assert!(out.ends_with(b"# Keysizes\r\n\r\n"));
     }
 
     #[test]

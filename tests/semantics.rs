@@ -1348,6 +1348,50 @@ fn newer_commands_as_one_server() {
     }
 }
 
+/// Redis 8's `INFO keysizes`: the size histograms of all the masters'
+/// keys, bin by bin, as one server holding them all shows them (before,
+/// the first master's alone). Its own cluster, so that only these keys
+/// count; nothing to compare before Redis 8.
+#[test]
+fn info_keysizes_counts_every_masters_keys() {
+    let version = common::server_version();
+    if version.valkey || !version.at_least(8, 0) {
+        return;
+    }
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster);
+    let dir = TempDir::new("keysizes");
+    let reference = Standalone::start(&dir);
+    let mut direct = RawClient::connect(reference.port);
+    let mut through = RawClient::connect(proxy.port);
+    for c in [&mut direct, &mut through] {
+        for i in 0..40 {
+            let value = "x".repeat(i * 29);
+            let items: Vec<String> = (0..=i).map(|n| n.to_string()).collect();
+            let mut lists = vec!["RPUSH".to_string(), format!("ks:l{i}")];
+            lists.extend(items.iter().cloned());
+            let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
+            let mut sets = vec!["SADD".to_string(), format!("ks:s{i}")];
+            sets.extend(items.iter().cloned());
+            let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+            c.roundtrip(&cmd(&["SET", &format!("ks:{i}"), &value]), b"+OK\r\n");
+            c.send(&cmd(&lists));
+            c.read_reply();
+            if i % 4 == 0 {
+                c.send(&cmd(&sets));
+                c.read_reply();
+            }
+        }
+    }
+    direct.send(&cmd(&["INFO", "keysizes"]));
+    let expected = direct.read_reply();
+    through.send(&cmd(&["INFO", "keysizes"]));
+    assert_eq!(
+        common::escape(&through.read_reply()),
+        common::escape(&expected)
+    );
+}
+
 /// `CLIENT LIST` and `CLIENT KILL` filters compared with one server of the
 /// installed version (Redis's few; Valkey 8.1's shared parser; Valkey 9's
 /// `FLAGS`, `NAME`, `LIB-NAME`, `NOT-*` ...) over the same set of named
