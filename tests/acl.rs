@@ -745,3 +745,96 @@ fn database_rules_as_one_server() {
         assert_eq!(refused, 0, "{} has no database rules", v.text);
     }
 }
+
+/// Commands and subcommands newer than the built-in Redis 7.0 table, as
+/// one server of the installed version rules on them: named in rules,
+/// in their categories (`+@hash` allows Redis 8's `HSETEX`), with their
+/// keys' read and write permissions, and in `ACL DRYRUN`. Before, a rule
+/// naming them was refused, their categories were empty and their keys
+/// needed both permissions. On 7.0 the same lines get 7.0's errors.
+#[test]
+fn newer_commands_in_rules_as_one_server() {
+    let side = Sides::start("acl-newer");
+    let (reference, proxy) = (&side.reference, &side.proxy);
+    let (mut direct, mut through) = side.clients();
+    let both = |direct: &mut RawClient, through: &mut RawClient, line: &str| {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        let expected = ask(direct, &args);
+        let got = ask(through, &args);
+        assert_eq!(normalized(&got), normalized(&expected), "{line}");
+        expected
+    };
+    let v = common::server_version();
+    let hashes = !v.valkey && v.at_least(8, 0);
+    let mut admin = vec![
+        "ACL SETUSER nt on nopass +@all -client|no-touch",
+        "ACL SETUSER conn on nopass -@all +@connection +get ~*",
+        "ACL DRYRUN default CLIENT NO-TOUCH ON",
+        "ACL DRYRUN default CLIENT SETINFO LIB-NAME x",
+        "ACL DRYRUN nt CLIENT NO-TOUCH ON",
+        "ACL DRYRUN conn CLIENT NO-TOUCH ON",
+        "ACL DRYRUN conn CLIENT SETINFO LIB-NAME x",
+        "ACL GETUSER nt",
+    ];
+    if hashes {
+        admin.extend([
+            "ACL SETUSER hashuser on >pw -@all +@hash ~*",
+            "ACL SETUSER grantone on >pw -@all +hgetex ~*",
+            "ACL SETUSER rwuser on >pw +@all %R~r* %W~w*",
+            "ACL SETUSER readers on >pw -@all +@read ~*",
+            "ACL GETUSER grantone",
+            "ACL DRYRUN readers HTTL h FIELDS 1 f",
+            "ACL DRYRUN readers HSETEX h FIELDS 1 f v",
+            "ACL DRYRUN rwuser HTTL r1 FIELDS 1 f",
+            "ACL DRYRUN rwuser HTTL w1 FIELDS 1 f",
+            "ACL DRYRUN rwuser HSETEX w1 FIELDS 1 f v",
+            "ACL DRYRUN rwuser HSETEX r1 FIELDS 1 f v",
+        ]);
+    }
+    for line in &admin {
+        both(&mut direct, &mut through, line);
+    }
+    // At work.
+    let mut user = [
+        RawClient::connect(reference.port),
+        RawClient::connect(proxy.port),
+    ];
+    let [user_direct, user_through] = &mut user;
+    let mut lines = vec![
+        "AUTH nt x",
+        "CLIENT NO-TOUCH ON",
+        "CLIENT GETNAME",
+        "AUTH conn x",
+    ];
+    lines.push("CLIENT SETINFO LIB-NAME x");
+    if hashes {
+        lines.extend([
+            "AUTH hashuser pw",
+            "HSETEX h FIELDS 1 f v",
+            "HGETEX h EX 100 FIELDS 1 f",
+            "HTTL h FIELDS 1 f",
+            "GET h",
+            "AUTH grantone pw",
+            "HGETEX h PERSIST FIELDS 1 f",
+            "HTTL h FIELDS 1 f",
+            "AUTH rwuser pw",
+            "HTTL r1 FIELDS 1 f",
+            "HSETEX w1 FIELDS 1 f v",
+            "HSETEX r1 FIELDS 1 f v",
+            "DEL h w1",
+        ]);
+    }
+    let mut allowed = 0;
+    for line in lines {
+        let expected = both(user_direct, user_through, line);
+        allowed += usize::from(!expected.starts_with(b"-"));
+    }
+    both(
+        &mut direct,
+        &mut through,
+        "ACL DELUSER nt conn hashuser grantone rwuser readers",
+    );
+    if hashes {
+        assert!(allowed >= 10, "{allowed} allowed");
+    }
+}

@@ -550,7 +550,13 @@ impl Selector {
             self.remember(what, allow);
             return Ok(());
         }
-        let known = |name: &str| COMMANDS.iter().any(|c| c.name == name);
+        // The table's commands, those learned from the nodes, and the
+        // nodes' subcommands of the table's containers.
+        let known = |name: &str| {
+            COMMANDS.iter().any(|c| c.name == name)
+                || crate::command::learned(name).is_some()
+                || crate::command::node_subcommand_acl(name).is_some()
+        };
         match what.rsplit_once('|') {
             Some((container, sub)) if allow => {
                 if !known(container) {
@@ -576,6 +582,10 @@ impl Selector {
             _ => {}
         }
         self.change(what, allow);
+        if !allow {
+            // Any removal, of a command the table lacks too.
+            self.all_commands = false;
+        }
         self.remember(what, allow);
         Ok(())
     }
@@ -625,23 +635,37 @@ impl Selector {
         }
         if spec.flags & flags::HAS_SUBCOMMANDS != 0 && args.len() > 1 {
             // A subcommand the built-in table lacks. Unknown to nodes of
-            // Redis 7.0 too: their error follows. Newer nodes may know it:
-            // only a user with every command may run it.
-            return match self.all_commands || crate::nodes::table_covers() {
-                true => Ok(()),
-                false => Err(Denied::Subcommand(
-                    spec.name,
-                    args.get(1).to_ascii_lowercase(),
-                )),
+            // Redis 7.0 too: their error follows. Newer nodes know it and
+            // its categories: the rules decide, as for learned commands.
+            if self.all_commands || crate::nodes::table_covers() {
+                return Ok(());
+            }
+            let sub = String::from_utf8_lossy(args.get(1)).to_lowercase();
+            let fullname = format!("{}|{sub}", spec.name);
+            return match crate::command::node_subcommand_acl(&fullname) {
+                Some(categories) if self.allows_learned(&fullname, categories) => Ok(()),
+                _ => Err(Denied::Subcommand(spec.name, sub.into_bytes())),
             };
         }
         if !self.all_commands && spec.flags & flags::NO_AUTH == 0 {
-            let allowed = index_of(spec).is_some_and(|i| self.allows(i));
+            let allowed = match index_of(spec) {
+                Some(i) => self.allows(i),
+                None => self.allows_learned(spec.name, spec.acl),
+            };
             if !allowed {
                 return Err(Denied::Command(spec.name));
             }
         }
-        if !self.all_keys && spec.flags & flags::MOVABLE_KEYS != 0 && index_of(spec).is_none() {
+        let described = !spec.key_specs.is_empty()
+            && spec.key_specs.iter().all(|ks| {
+                !matches!(ks.begin, crate::command::spec::BeginSearch::Unknown)
+                    && !matches!(ks.find, crate::command::spec::FindKeys::Unknown)
+            });
+        if !self.all_keys
+            && spec.flags & flags::MOVABLE_KEYS != 0
+            && index_of(spec).is_none()
+            && !described
+        {
             // A module command whose keys only the module's code finds:
             // they cannot be checked.
             return Err(Denied::Command(spec.name));
@@ -676,6 +700,29 @@ impl Selector {
             }
         }
         Ok(())
+    }
+
+    /// Whether a command the built-in table lacks (learned from the
+    /// nodes, or a subcommand only they know), of ACL `categories`, is
+    /// allowed: as Redis recomputes a command's bit from the rules given
+    /// since the last `+@all`/`-@all`, starting from whether that was
+    /// `+@all`.
+    fn allows_learned(&self, name: &str, categories: u32) -> bool {
+        let container = name.split_once('|').map(|(c, _)| c);
+        let mut allowed = self.future;
+        for rule in &self.rules {
+            let (allow, what) = (rule.starts_with('+'), rule.get(1..).unwrap_or_default());
+            let hit = match what.strip_prefix('@') {
+                Some(category) => category::CATEGORIES
+                    .iter()
+                    .any(|(n, bit)| *n == category && categories & bit != 0),
+                None => what == name || Some(what) == container,
+            };
+            if hit {
+                allowed = allow;
+            }
+        }
+        allowed
     }
 
     /// Neither commands, keys, channels nor databases are limited.

@@ -106,8 +106,11 @@ fn dry_run(view: &CommandView<'_>, ctx: &Context, style: Style) -> Bytes {
         ));
     };
     let args: Vec<&[u8]> = (3..view.len()).map(|i| view.get(i)).collect();
+    // A subcommand the built-in table lacks: known if the nodes list it.
     let unknown_sub = |spec: &crate::command::spec::CommandSpec| {
-        spec.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0 && args.len() > 1
+        spec.flags & crate::command::spec::flags::HAS_SUBCOMMANDS != 0
+            && args.len() > 1
+            && crate::command::nodes_know_subcommand(spec.name, args[1]) != Some(true)
     };
     let Some(spec) = crate::command::find(args.as_slice()).filter(|s| !unknown_sub(s)) else {
         return reply::error(&format!(

@@ -361,9 +361,10 @@ fn client_cmd(view: &CommandView<'_>, client: &mut ClientState, ctx: &Context) -
             if matches!(attr.as_slice(), b"lib-name" | b"lib-ver")
                 && view.get(3).iter().any(|&b| b <= b' ' || b > b'~')
             {
+                // Named as the client wrote it, as Redis does.
                 return reply::error(&format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
-                    String::from_utf8_lossy(&attr)
+                    String::from_utf8_lossy(view.get(2))
                 ));
             }
             let value = Some(Bytes::copy_from_slice(view.get(3)));

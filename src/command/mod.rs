@@ -5,7 +5,7 @@ pub mod route;
 pub mod spec;
 pub mod table_gen;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use keys::Args;
@@ -14,8 +14,9 @@ use spec::{flags, key_flags, BeginSearch, CommandSpec, FindKeys, KeySpec};
 /// Commands the nodes know that the built-in table lacks.
 static LEARNED: RwLock<Option<HashMap<Vec<u8>, &'static CommandSpec>>> = RwLock::new(None);
 
-/// Every subcommand the nodes' `COMMAND` lists (`container|sub`).
-static NODE_SUBCOMMANDS: RwLock<Option<HashSet<String>>> = RwLock::new(None);
+/// Every subcommand the nodes' `COMMAND` lists (`container|sub`), with
+/// its ACL categories ([`spec::acl`] bits).
+static NODE_SUBCOMMANDS: RwLock<Option<HashMap<String, u32>>> = RwLock::new(None);
 
 /// The spec of a command a server would run: known, with a known
 /// subcommand (a container found for a longer command has an unknown
@@ -80,6 +81,12 @@ pub struct LearnedCommand {
     /// Whether its keys are found by the module's own code (`movablekeys`):
     /// the proxy cannot see them.
     pub movable: bool,
+    /// Its ACL categories ([`spec::acl`] bits; those the proxy does not
+    /// know are left out).
+    pub acl: u32,
+    /// Its key specifications, when `COMMAND` gives them (Redis 7 and
+    /// later) and each can be followed.
+    pub key_specs: Option<Vec<KeySpec>>,
 }
 
 /// `MSETEX`'s keys: `numkeys` at 1, then key/value pairs.
@@ -111,6 +118,10 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
             // its keys follow numkeys, which COMMAND's first/last/step
             // cannot say (the key spec of its COMMAND DOCS, here as known).
             &MSETEX_KEYS
+        } else if let Some(specs) = c.key_specs.filter(|s| !s.is_empty()) {
+            // The nodes' own key specs: where the keys are, and how each is
+            // used (ACL key permissions).
+            Box::leak(specs.into_boxed_slice())
         } else if c.first > 0 && c.step > 0 {
             let last_key = if c.last < 0 { c.last } else { c.last - c.first };
             Box::leak(Box::new([KeySpec {
@@ -136,7 +147,7 @@ pub fn learn(commands: Vec<LearnedCommand>) -> usize {
             } else {
                 flags::WRITE
             } | if c.movable { flags::MOVABLE_KEYS } else { 0 },
-            acl: 0,
+            acl: c.acl,
             key_specs,
         }));
         map.insert(c.name.into_bytes(), spec);
@@ -158,24 +169,162 @@ pub fn nodes_arity(name: &str) -> Option<i16> {
     arities.as_ref()?.get(name).copied()
 }
 
-/// Records the subcommands the nodes know (an empty list, as from servers
-/// older than 7.0, forgets them).
-pub fn learn_subcommands(names: Vec<String>) {
-    let known = (!names.is_empty()).then(|| names.into_iter().collect());
+/// Records the subcommands the nodes know, with their ACL categories (an
+/// empty list, as from servers older than 7.0, forgets them).
+pub fn learn_subcommands(subcommands: Vec<(String, u32)>) {
+    let known = (!subcommands.is_empty()).then(|| subcommands.into_iter().collect());
     *NODE_SUBCOMMANDS.write().unwrap_or_else(|e| e.into_inner()) = known;
 }
 
 /// Whether the nodes know subcommand `sub` of `container`; `None` until
 /// their `COMMAND` reply was read.
 pub fn nodes_know_subcommand(container: &str, sub: &[u8]) -> Option<bool> {
-    let known = NODE_SUBCOMMANDS.read().unwrap_or_else(|e| e.into_inner());
     let sub = String::from_utf8_lossy(sub).to_lowercase();
-    Some(known.as_ref()?.contains(&format!("{container}|{sub}")))
+    Some(node_subcommand_acl(&format!("{container}|{sub}")).is_some())
+        .filter(|_| nodes_listed_subcommands())
+}
+
+/// Whether the nodes' `COMMAND` reply was read (and listed subcommands).
+fn nodes_listed_subcommands() -> bool {
+    let known = NODE_SUBCOMMANDS.read().unwrap_or_else(|e| e.into_inner());
+    known.is_some()
+}
+
+/// The ACL categories of the nodes' subcommand `fullname`
+/// (`container|sub`, lower case), if they list it.
+pub fn node_subcommand_acl(fullname: &str) -> Option<u32> {
+    let known = NODE_SUBCOMMANDS.read().unwrap_or_else(|e| e.into_inner());
+    known.as_ref()?.get(fullname).copied()
+}
+
+/// A command learned from the nodes (one the built-in table lacks), by
+/// its lower-case name.
+pub fn learned(name: &str) -> Option<&'static CommandSpec> {
+    let learned = LEARNED.read().unwrap_or_else(|e| e.into_inner());
+    learned.as_ref()?.get(name.as_bytes()).copied()
+}
+
+/// The ACL category bits of a `COMMAND` entry's categories (`+@read`);
+/// names the proxy does not know (a module's own) are left out.
+fn category_bits(field: Option<&redis_protocol::resp2::types::OwnedFrame>) -> u32 {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let Some(OwnedFrame::Array(cats)) = field else {
+        return 0;
+    };
+    cats.iter()
+        .filter_map(|c| match c {
+            OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => {
+                let name = String::from_utf8_lossy(b).to_lowercase();
+                let name = name.strip_prefix('@').unwrap_or(&name).to_string();
+                spec::acl::CATEGORIES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, bit)| *bit)
+            }
+            _ => None,
+        })
+        .fold(0, |all, bit| all | bit)
+}
+
+/// The key specifications of a `COMMAND` entry (its ninth field, RESP2
+/// maps as flat arrays); `None` when absent or when one cannot be
+/// followed (`unknown` searches).
+fn parse_key_specs(
+    field: Option<&redis_protocol::resp2::types::OwnedFrame>,
+) -> Option<Vec<KeySpec>> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let OwnedFrame::Array(specs) = field? else {
+        return None;
+    };
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => {
+            Some(String::from_utf8_lossy(b).to_lowercase())
+        }
+        _ => None,
+    };
+    // A flat map's value by key.
+    let get = |map: &[OwnedFrame], key: &str| -> Option<OwnedFrame> {
+        map.chunks(2)
+            .find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some(key))
+            .map(|kv| kv[1].clone())
+    };
+    let int = |map: &[OwnedFrame], key: &str| -> Option<i64> {
+        match get(map, key)? {
+            OwnedFrame::Integer(n) => Some(n),
+            _ => None,
+        }
+    };
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let OwnedFrame::Array(spec) = spec else {
+            return None;
+        };
+        let mut flags = 0u16;
+        if let Some(OwnedFrame::Array(names)) = get(spec, "flags") {
+            for name in names.iter().filter_map(text) {
+                flags |= match name.as_str() {
+                    "ro" => key_flags::RO,
+                    "rw" => key_flags::RW,
+                    "ow" => key_flags::OW,
+                    "rm" => key_flags::RM,
+                    "access" => key_flags::ACCESS,
+                    "insert" => key_flags::INSERT,
+                    "delete" => key_flags::DELETE,
+                    "update" => key_flags::UPDATE,
+                    "not_key" => key_flags::NOT_KEY,
+                    "incomplete" => key_flags::INCOMPLETE,
+                    "variable_flags" => key_flags::VARIABLE_FLAGS,
+                    _ => 0,
+                };
+            }
+        }
+        let OwnedFrame::Array(begin) = get(spec, "begin_search")? else {
+            return None;
+        };
+        let OwnedFrame::Array(begin_spec) = get(&begin, "spec")? else {
+            return None;
+        };
+        let begin = match text(&get(&begin, "type")?)?.as_str() {
+            "index" => BeginSearch::Index(u16::try_from(int(&begin_spec, "index")?).ok()?),
+            "keyword" => BeginSearch::Keyword {
+                keyword: Box::leak(
+                    text(&get(&begin_spec, "keyword")?)?
+                        .to_uppercase()
+                        .into_boxed_str(),
+                ),
+                start_from: i16::try_from(int(&begin_spec, "startfrom")?).ok()?,
+            },
+            _ => return None,
+        };
+        let OwnedFrame::Array(find) = get(spec, "find_keys")? else {
+            return None;
+        };
+        let OwnedFrame::Array(find_spec) = get(&find, "spec")? else {
+            return None;
+        };
+        let small = |key: &str| int(&find_spec, key).and_then(|n| u16::try_from(n).ok());
+        let find = match text(&get(&find, "type")?)?.as_str() {
+            "range" => FindKeys::Range {
+                last_key: i16::try_from(int(&find_spec, "lastkey")?).ok()?,
+                key_step: small("keystep")?,
+                limit: small("limit")?,
+            },
+            "keynum" => FindKeys::KeyNum {
+                key_num_idx: small("keynumidx")?,
+                first_key: small("firstkey")?,
+                key_step: small("keystep")?,
+            },
+            _ => return None,
+        };
+        out.push(KeySpec { begin, find, flags });
+    }
+    Some(out)
 }
 
 /// The full names (`container|sub`) of the subcommands a RESP2 `COMMAND`
-/// reply lists (the tenth field of each command).
-pub fn parse_subcommands(frame: &[u8]) -> Vec<String> {
+/// reply lists (the tenth field of each command), with their ACL
+/// categories.
+pub fn parse_subcommands(frame: &[u8]) -> Vec<(String, u32)> {
     use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
     let Ok(Some((OwnedFrame::Array(entries), _))) = decode(frame) else {
         return Vec::new();
@@ -193,7 +342,8 @@ pub fn parse_subcommands(frame: &[u8]) -> Vec<String> {
                 if let Some(OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b)) =
                     sub_fields.first()
                 {
-                    names.push(String::from_utf8_lossy(b).to_lowercase());
+                    let name = String::from_utf8_lossy(b).to_lowercase();
+                    names.push((name, category_bits(sub_fields.get(6))));
                 }
             }
         }
@@ -232,6 +382,8 @@ pub fn parse_command_reply(frame: &[u8]) -> Vec<LearnedCommand> {
                 step: int(fields.get(5))?,
                 readonly,
                 movable,
+                acl: category_bits(fields.get(6)),
+                key_specs: parse_key_specs(fields.get(8)),
             })
         })
         .collect()
@@ -244,7 +396,10 @@ mod tests {
     #[test]
     fn parses_the_subcommands_a_command_reply_lists() {
         let reply = b"*2\r\n*10\r\n$6\r\nclient\r\n:-2\r\n*0\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*1\r\n*10\r\n$11\r\nclient|capa\r\n:-3\r\n*0\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*0\r\n*6\r\n$3\r\nget\r\n:2\r\n*0\r\n:1\r\n:1\r\n:1\r\n";
-        assert_eq!(parse_subcommands(reply), vec!["client|capa".to_string()]);
+        assert_eq!(
+            parse_subcommands(reply),
+            vec![("client|capa".to_string(), 0)]
+        );
         assert!(parse_subcommands(b"-ERR\r\n").is_empty());
     }
 
@@ -262,7 +417,52 @@ mod tests {
                 step: 1,
                 readonly: true,
                 movable: false,
+                acl: 0,
+                key_specs: None,
             }]
         );
+    }
+
+    #[test]
+    fn parses_categories_and_key_specs() {
+        // Redis 8.0.2's HTTL and a keyword/keynum spec.
+        let reply = b"*2\r\n*10\r\n$4\r\nhttl\r\n:-5\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n*4\r\n+@read\r\n+@hash\r\n+@fast\r\n+@mymodule\r\n*0\r\n*1\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RO\r\n+access\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$5\r\nindex\r\n$4\r\nspec\r\n*2\r\n$5\r\nindex\r\n:1\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n$4\r\nspec\r\n*6\r\n$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:0\r\n*0\r\n*10\r\n$4\r\nxyzz\r\n:-3\r\n*1\r\n+write\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*1\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RW\r\n+update\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$7\r\nkeyword\r\n$4\r\nspec\r\n*4\r\n$7\r\nkeyword\r\n$4\r\nkeys\r\n$9\r\nstartfrom\r\n:1\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$6\r\nkeynum\r\n$4\r\nspec\r\n*6\r\n$9\r\nkeynumidx\r\n:0\r\n$8\r\nfirstkey\r\n:1\r\n$7\r\nkeystep\r\n:1\r\n*0\r\n";
+        let got = parse_command_reply(reply);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].acl,
+            spec::acl::READ | spec::acl::HASH | spec::acl::FAST
+        );
+        assert_eq!(
+            got[0].key_specs,
+            Some(vec![KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range {
+                    last_key: 0,
+                    key_step: 1,
+                    limit: 0
+                },
+                flags: key_flags::RO | key_flags::ACCESS,
+            }])
+        );
+        assert_eq!(got[1].acl, 0);
+        assert_eq!(
+            got[1].key_specs,
+            Some(vec![KeySpec {
+                begin: BeginSearch::Keyword {
+                    keyword: "KEYS",
+                    start_from: 1
+                },
+                find: FindKeys::KeyNum {
+                    key_num_idx: 0,
+                    first_key: 1,
+                    key_step: 1
+                },
+                flags: key_flags::RW | key_flags::UPDATE,
+            }])
+        );
+        // An unknown search: no specs (first/last/step then serve).
+        let unknown = b"*1\r\n*10\r\n$2\r\nzz\r\n:-2\r\n*0\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n*1\r\n*6\r\n$5\r\nflags\r\n*0\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$7\r\nunknown\r\n$4\r\nspec\r\n*0\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$7\r\nunknown\r\n$4\r\nspec\r\n*0\r\n*0\r\n";
+        assert_eq!(parse_command_reply(unknown)[0].key_specs, None);
     }
 }

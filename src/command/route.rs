@@ -1241,6 +1241,8 @@ mod tests {
             step: 0,
             readonly: false,
             movable: true,
+            acl: 0,
+            key_specs: None,
         }]);
         let (r, keys) = route_of(&["MSETEX", "2", "a", "1", "b", "2", "EX", "9"]);
         assert_eq!((r, keys), (Route::Split(SplitKind::Msetex), vec![2, 4]));
