@@ -824,10 +824,17 @@ fn newer_commands_in_rules_as_one_server() {
             "DEL h w1",
         ]);
     }
+    lines.extend(["AUTH conn x", "GET k", "SET k v"]);
     let mut allowed = 0;
     for line in lines {
         let expected = both(user_direct, user_through, line);
         allowed += usize::from(!expected.starts_with(b"-"));
+    }
+    // ACL LOG's client line names the refused command, which Redis makes
+    // the client's last before its check.
+    for c in [&mut direct, &mut through] {
+        let log = String::from_utf8(ask(c, &[b"ACL", b"LOG", b"1"])).unwrap();
+        assert!(log.contains(" cmd=set "), "{log}");
     }
     both(
         &mut direct,

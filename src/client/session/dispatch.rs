@@ -170,7 +170,13 @@ impl Core {
             tx.failed = true;
         }
         // Counted under its name; a refused command still ends a CACHING choice.
-        self.current.0 = crate::command::find(view).map_or("unknown", |s| s.name);
+        let spec = crate::command::find(view);
+        self.current.0 = spec.map_or("unknown", |s| s.name);
+        // The client's last command, as Redis sets it before its ACL
+        // check (`ACL LOG`'s `client-info` shows `cmd=` of this one).
+        self.client
+            .info
+            .set_last_cmd(spec.and_then(crate::command::route::table_index));
         self.client.tracking.caching = false;
         let in_multi = self.multi.is_some() && !ends_tx;
         self.log_denial(denied, view, in_multi);
