@@ -406,29 +406,7 @@ const KEYSIZE_BINS: [&str; 63] = [
 /// bins smallest first (unknown ones after, as first seen).
 fn keysizes(all: &[Vec<Section>]) -> Vec<(String, String)> {
     const TYPES: [&str; 5] = ["strings", "lists", "sets", "zsets", "hashes"];
-    let mut lines: Vec<(String, Vec<(String, u64)>)> = Vec::new();
-    for part in all {
-        let Some((_, fields)) = part.iter().find(|(n, _)| n == "Keysizes") else {
-            continue;
-        };
-        for (k, v) in fields {
-            let at = match lines.iter().position(|(name, _)| name == k) {
-                Some(at) => at,
-                None => {
-                    lines.push((k.clone(), Vec::new()));
-                    lines.len() - 1
-                }
-            };
-            let bins = &mut lines[at].1;
-            for (label, count) in v.split(',').filter_map(|b| b.split_once('=')) {
-                let count: u64 = count.parse().unwrap_or(0);
-                match bins.iter_mut().find(|(l, _)| l == label) {
-                    Some((_, n)) => *n = n.saturating_add(count),
-                    None => bins.push((label.to_string(), count)),
-                }
-            }
-        }
-    }
+    let mut lines = added_pairs(all, "Keysizes");
     let rank = |name: &str| {
         TYPES
             .iter()
@@ -447,31 +425,33 @@ fn keysizes(all: &[Vec<Section>]) -> Vec<(String, String)> {
         .into_iter()
         .map(|(name, mut bins)| {
             bins.sort_by_key(|(label, _)| bin_rank(label));
-            let text: Vec<String> = bins.iter().map(|(l, n)| format!("{l}={n}")).collect();
+            let text: Vec<String> = bins
+                .iter()
+                .map(|(l, n)| format!("{l}={}", *n as u64))
+                .collect();
             (name, text.join(","))
         })
         .collect()
 }
 
-/// `errorstat_<code>:count=<n>` and `cmdstat_<name>:calls=..,usec=..,
-/// usec_per_call=..,rejected_calls=..,failed_calls=..` of every master,
-/// added up per name (in the order first seen); `usec_per_call` computed
-/// again from the sums.
-fn summed_stats(all: &[Vec<Section>], section: &str) -> Vec<(String, String)> {
-    let mut stats: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+/// Every master's `name:k1=n1,k2=n2` fields of `section`, added up per
+/// name and key (each in the order first seen; a part without `=` counts
+/// 0).
+fn added_pairs(all: &[Vec<Section>], section: &str) -> Vec<(String, Vec<(String, f64)>)> {
+    let mut sums: Vec<(String, Vec<(String, f64)>)> = Vec::new();
     for part in all {
         let Some((_, fields)) = part.iter().find(|(n, _)| n == section) else {
             continue;
         };
         for (name, value) in fields {
-            let at = match stats.iter().position(|(n, _)| n == name) {
+            let at = match sums.iter().position(|(n, _)| n == name) {
                 Some(at) => at,
                 None => {
-                    stats.push((name.clone(), Vec::new()));
-                    stats.len() - 1
+                    sums.push((name.clone(), Vec::new()));
+                    sums.len() - 1
                 }
             };
-            let entry = &mut stats[at].1;
+            let entry = &mut sums[at].1;
             for kv in value.split(',') {
                 let (k, n) = kv.split_once('=').unwrap_or((kv, "0"));
                 let n: f64 = n.parse().unwrap_or(0.0);
@@ -482,6 +462,15 @@ fn summed_stats(all: &[Vec<Section>], section: &str) -> Vec<(String, String)> {
             }
         }
     }
+    sums
+}
+
+/// `errorstat_<code>:count=<n>` and `cmdstat_<name>:calls=..,usec=..,
+/// usec_per_call=..,rejected_calls=..,failed_calls=..` of every master,
+/// added up per name (in the order first seen); `usec_per_call` computed
+/// again from the sums.
+fn summed_stats(all: &[Vec<Section>], section: &str) -> Vec<(String, String)> {
+    let stats = added_pairs(all, section);
     stats
         .into_iter()
         .map(|(name, fields)| {

@@ -226,6 +226,17 @@ fn ask(c: &mut RawClient, args: &[&[u8]]) -> Vec<u8> {
     c.read_reply()
 }
 
+/// Sends `line` (words split at spaces) to one server and through the
+/// proxy, asserts the replies match (see [`normalized`]) and returns one
+/// server's.
+fn both(direct: &mut RawClient, through: &mut RawClient, line: &str) -> Vec<u8> {
+    let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    let expected = ask(direct, &args);
+    let got = ask(through, &args);
+    assert_eq!(normalized(&got), normalized(&expected), "{line}");
+    expected
+}
+
 /// `reply` with what one Redis process cannot match another on masked:
 /// single-command rules sorted (Redis writes them in its hash table's
 /// order, which changes with every process), `ACL LOG`'s ages and client
@@ -671,13 +682,6 @@ fn database_rules_as_one_server() {
     let side = Sides::start("acl-dbs");
     let (reference, proxy) = (&side.reference, &side.proxy);
     let (mut direct, mut through) = side.clients();
-    let both = |direct: &mut RawClient, through: &mut RawClient, line: &str| {
-        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-        let expected = ask(direct, &args);
-        let got = ask(through, &args);
-        assert_eq!(normalized(&got), normalized(&expected), "{line}");
-        expected
-    };
     for line in [
         "ACL LOG RESET",
         "ACL SETUSER d1 on >pw ~* &* +@all db=3,1,1",
@@ -757,13 +761,6 @@ fn newer_commands_in_rules_as_one_server() {
     let side = Sides::start("acl-newer");
     let (reference, proxy) = (&side.reference, &side.proxy);
     let (mut direct, mut through) = side.clients();
-    let both = |direct: &mut RawClient, through: &mut RawClient, line: &str| {
-        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
-        let expected = ask(direct, &args);
-        let got = ask(through, &args);
-        assert_eq!(normalized(&got), normalized(&expected), "{line}");
-        expected
-    };
     let v = common::server_version();
     let hashes = !v.valkey && v.at_least(8, 0);
     let mut admin = vec![
