@@ -2229,8 +2229,13 @@ impl RawClient {
     /// Reads exactly one whole reply (RESP2 or RESP3, any shape), waiting
     /// up to 5 s; panics (showing what arrived) otherwise.
     pub fn read_reply(&mut self) -> Vec<u8> {
+        self.read_reply_within(Duration::from_secs(5))
+    }
+
+    /// [`RawClient::read_reply`], waiting up to `wait`.
+    pub fn read_reply_within(&mut self, wait: Duration) -> Vec<u8> {
         let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + wait;
         while reply_len(&got).is_none() && Instant::now() < deadline {
             got.extend(self.read_once(Duration::from_millis(500)));
         }
