@@ -414,7 +414,7 @@ fn keysizes(all: &[Vec<Section>]) -> Vec<(String, String)> {
             .unwrap_or(TYPES.len())
     };
     // Stable: lines of one rank (unknown types) keep their order.
-    lines.sort_by_key(|(name, _)| rank(name));
+    lines.sort_by_cached_key(|(name, _)| rank(name));
     let bin_rank = |label: &str| {
         KEYSIZE_BINS
             .iter()

@@ -656,11 +656,8 @@ impl Selector {
                 return Err(Denied::Command(spec.name));
             }
         }
-        let described = !spec.key_specs.is_empty()
-            && spec.key_specs.iter().all(|ks| {
-                !matches!(ks.begin, crate::command::spec::BeginSearch::Unknown)
-                    && !matches!(ks.find, crate::command::spec::FindKeys::Unknown)
-            });
+        let described =
+            !spec.key_specs.is_empty() && spec.key_specs.iter().all(|ks| ks.followable());
         if !self.all_keys
             && spec.flags & flags::MOVABLE_KEYS != 0
             && index_of(spec).is_none()
@@ -950,12 +947,9 @@ fn copy_db_position<A: Args + ?Sized>(args: &A, exists: impl Fn(usize) -> bool) 
 /// arguments do not fit them (a bad `numkeys`), by the command's own key
 /// finder, as Redis's `getKeysFromCommandWithSpecs` does.
 fn acl_keys<A: Args + ?Sized>(spec: &CommandSpec, args: &A) -> Vec<(usize, u16)> {
-    use crate::command::spec::{BeginSearch, FindKeys};
     let partial = spec.key_specs.iter().any(|ks| {
         ks.flags & key_flags::NOT_KEY == 0
-            && (ks.flags & key_flags::INCOMPLETE != 0
-                || matches!(ks.begin, BeginSearch::Unknown)
-                || matches!(ks.find, FindKeys::Unknown))
+            && (ks.flags & key_flags::INCOMPLETE != 0 || !ks.followable())
     });
     let mut found = Vec::new();
     if partial || keys::keys_with_flags(spec, args, &mut found).is_err() {

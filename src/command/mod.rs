@@ -179,15 +179,9 @@ pub fn learn_subcommands(subcommands: Vec<(String, u32)>) {
 /// Whether the nodes know subcommand `sub` of `container`; `None` until
 /// their `COMMAND` reply was read.
 pub fn nodes_know_subcommand(container: &str, sub: &[u8]) -> Option<bool> {
-    let sub = String::from_utf8_lossy(sub).to_lowercase();
-    Some(node_subcommand_acl(&format!("{container}|{sub}")).is_some())
-        .filter(|_| nodes_listed_subcommands())
-}
-
-/// Whether the nodes' `COMMAND` reply was read (and listed subcommands).
-fn nodes_listed_subcommands() -> bool {
     let known = NODE_SUBCOMMANDS.read().unwrap_or_else(|e| e.into_inner());
-    known.is_some()
+    let sub = String::from_utf8_lossy(sub).to_lowercase();
+    Some(known.as_ref()?.contains_key(&format!("{container}|{sub}")))
 }
 
 /// The ACL categories of the nodes' subcommand `fullname`

@@ -203,6 +203,14 @@ pub struct KeySpec {
     pub flags: u16,
 }
 
+impl KeySpec {
+    /// Whether its keys can be found from the arguments: neither its
+    /// begin search nor its find-keys step is `unknown`.
+    pub fn followable(&self) -> bool {
+        !matches!(self.begin, BeginSearch::Unknown) && !matches!(self.find, FindKeys::Unknown)
+    }
+}
+
 /// The static description of one command or subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandSpec {
